@@ -1,0 +1,111 @@
+//! Data-encryption keys: AES-256-GCM of sealed bodies, AAD = leaf hash (docs/format.md §3).
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use zeroize::Zeroizing;
+
+use super::{RngError, Secret32, random};
+use crate::ledger::Hash;
+use crate::ledger::envelope::{NONCE_LEN, SALT_LEN};
+
+/// A DEK with its expanded AES key schedule (zeroized on drop by aes-gcm's `zeroize` feature).
+pub struct Dek {
+    cipher: Aes256Gcm,
+}
+
+impl fmt::Debug for Dek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dek(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    #[error(transparent)]
+    Rng(#[from] RngError),
+    #[error("encryption failed")]
+    Encrypt,
+}
+
+/// Opaque on purpose: a wrong key, a moved ciphertext and a flipped bit look the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("sealed body does not decrypt (wrong key, altered bytes, or moved to another entry)")]
+pub struct OpenError;
+
+impl Dek {
+    pub fn new(key: &Secret32) -> Self {
+        Dek {
+            cipher: Aes256Gcm::new(key.expose().into()),
+        }
+    }
+
+    /// Encrypts `salt ‖ payload` under a fresh random nonce, bound to `leaf`.
+    pub fn seal(
+        &self,
+        leaf: &Hash,
+        salt: &[u8; SALT_LEN],
+        payload: &[u8],
+    ) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+        let nonce = random::<NONCE_LEN>()?;
+        let mut msg = Zeroizing::new(Vec::with_capacity(SALT_LEN + payload.len()));
+        msg.extend_from_slice(salt);
+        msg.extend_from_slice(payload);
+        let ct = self
+            .cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &msg,
+                    aad: leaf.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Encrypt)?;
+        Ok((nonce, ct))
+    }
+
+    /// Decrypts to `salt ‖ payload`.
+    pub fn open(
+        &self,
+        leaf: &Hash,
+        nonce: &[u8; NONCE_LEN],
+        ciphertext_and_tag: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, OpenError> {
+        self.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext_and_tag,
+                    aad: leaf.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| OpenError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ciphertext_is_bound_to_its_leaf_and_key() {
+        let dek = Dek::new(&Secret32::generate().unwrap());
+        let leaf = Hash::from_bytes([1; 32]);
+        let (nonce, ct) = dek.seal(&leaf, &[2; 32], b"payload").unwrap();
+        let plain = dek.open(&leaf, &nonce, &ct).unwrap();
+        assert_eq!(&plain[32..], b"payload");
+        assert_eq!(
+            dek.open(&Hash::from_bytes([9; 32]), &nonce, &ct),
+            Err(OpenError)
+        );
+        let other = Dek::new(&Secret32::generate().unwrap());
+        assert_eq!(other.open(&leaf, &nonce, &ct), Err(OpenError));
+        let mut flipped = ct.clone();
+        flipped[0] ^= 1;
+        assert_eq!(dek.open(&leaf, &nonce, &flipped), Err(OpenError));
+        assert_eq!(format!("{dek:?}"), "Dek(<redacted>)");
+    }
+}

@@ -1,0 +1,296 @@
+//! The key-encryption key (KEK) and key wrapping (docs/format.md §6).
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use zeroize::Zeroizing;
+
+use super::{RngError, Secret32, random};
+use crate::ledger::{Hash, PartitionId};
+
+/// First token of a KEK file.
+const KEK_FILE_TAG: &str = "kukaku-kek-v1";
+/// Version byte of a wrapped key record.
+const WRAP_VERSION: u8 = 1;
+/// `version ‖ kek fingerprint[8] ‖ nonce[12] ‖ ciphertext[32] ‖ tag[16]`.
+pub const WRAPPED_LEN: usize = 1 + 8 + 12 + 32 + 16;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KekError {
+    #[error("KEK file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "KEK file {0} is readable by group or others (mode {1:o}); run `chmod 600` on it and check who copied it"
+    )]
+    Permissions(PathBuf, u32),
+    #[error("KEK file {0} is not a regular file")]
+    NotAFile(PathBuf),
+    #[error("KEK file {0} is malformed (expected `{KEK_FILE_TAG} <base64 of 32 bytes>`)")]
+    Malformed(PathBuf),
+    #[error("KEK file {0} already exists; refusing to overwrite a key")]
+    Exists(PathBuf),
+    #[error(transparent)]
+    Rng(#[from] RngError),
+    #[error("wrong KEK: this key was wrapped under KEK {expected}, the loaded KEK is {loaded}")]
+    WrongKek { expected: String, loaded: String },
+    #[error("wrapped key record is malformed")]
+    BadRecord,
+    #[error("wrapped key does not unwrap: record altered or moved to another slot")]
+    Unwrap,
+}
+
+/// What a wrapped key is for; enters the wrapping AAD so a key moved to another slot fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapPurpose {
+    Dek,
+    IndexKey,
+    MatchingKey,
+    SigningKey,
+}
+
+impl WrapPurpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            WrapPurpose::Dek => b"dek",
+            WrapPurpose::IndexKey => b"index",
+            WrapPurpose::MatchingKey => b"matching",
+            WrapPurpose::SigningKey => b"signing",
+        }
+    }
+}
+
+/// The instance KEK, loaded from a file provider (mode 0600). It wraps every other key.
+#[derive(Debug)]
+pub struct Kek {
+    secret: Secret32,
+    fingerprint: [u8; 8],
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KekError + '_ {
+    move |source| KekError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn aad(purpose: WrapPurpose, scope: &str, key_id: u32) -> Vec<u8> {
+    let label = purpose.label();
+    let mut out = b"kukaku-wrap-v1".to_vec();
+    out.push(label.len() as u8);
+    out.extend_from_slice(label);
+    out.push(scope.len() as u8);
+    out.extend_from_slice(scope.as_bytes());
+    out.extend_from_slice(&key_id.to_be_bytes());
+    out
+}
+
+impl Kek {
+    fn from_secret(secret: Secret32) -> Self {
+        let h = Hash::digest(&[b"kukaku kek fingerprint v1", secret.expose()]);
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&h.as_bytes()[..8]);
+        Kek {
+            secret,
+            fingerprint,
+        }
+    }
+
+    /// A fresh KEK in memory (tests and benchmarks); `create_file` for real instances.
+    pub fn generate() -> Result<Self, KekError> {
+        Ok(Self::from_secret(Secret32::generate()?))
+    }
+
+    /// Creates a new KEK file with mode 0600. Refuses to overwrite.
+    pub fn create_file(path: &Path) -> Result<Self, KekError> {
+        let secret = Secret32::generate()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    KekError::Exists(path.to_owned())
+                } else {
+                    KekError::Io {
+                        path: path.to_owned(),
+                        source: e,
+                    }
+                }
+            })?;
+        let line = Zeroizing::new(format!("{KEK_FILE_TAG} {}\n", B64.encode(secret.expose())));
+        file.write_all(line.as_bytes()).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        Ok(Self::from_secret(secret))
+    }
+
+    /// Loads a KEK file, refusing one that group or others can read.
+    pub fn load_file(path: &Path) -> Result<Self, KekError> {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        if !meta.is_file() {
+            return Err(KekError::NotAFile(path.to_owned()));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KekError::Permissions(path.to_owned(), mode));
+        }
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+        let b64 = text
+            .trim_end_matches('\n')
+            .strip_prefix(KEK_FILE_TAG)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .ok_or_else(|| KekError::Malformed(path.to_owned()))?;
+        let raw = Zeroizing::new(
+            B64.decode(b64)
+                .map_err(|_| KekError::Malformed(path.to_owned()))?,
+        );
+        let secret =
+            Secret32::from_slice(&raw).ok_or_else(|| KekError::Malformed(path.to_owned()))?;
+        Ok(Self::from_secret(secret))
+    }
+
+    /// Public fingerprint (hex), stored with every wrapped key so a wrong KEK is named as such.
+    pub fn fingerprint(&self) -> String {
+        self.fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn cipher(&self) -> Result<Aes256Gcm, KekError> {
+        Aes256Gcm::new_from_slice(self.secret.expose()).map_err(|_| KekError::BadRecord)
+    }
+
+    /// Wraps key material for `(purpose, scope, key_id)`; `scope` is a partition id, or a
+    /// name such as `instance` or a prefecture code.
+    pub fn wrap(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        key: &Secret32,
+    ) -> Result<Vec<u8>, KekError> {
+        let nonce = random::<12>()?;
+        let aad = aad(purpose, scope, key_id);
+        let ct = self
+            .cipher()?
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key.expose(),
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| KekError::BadRecord)?;
+        let mut out = Vec::with_capacity(WRAPPED_LEN);
+        out.push(WRAP_VERSION);
+        out.extend_from_slice(&self.fingerprint);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Unwraps a record made by [`Kek::wrap`] for the same slot.
+    pub fn unwrap_key(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        record: &[u8],
+    ) -> Result<Secret32, KekError> {
+        if record.len() != WRAPPED_LEN {
+            return Err(KekError::BadRecord);
+        }
+        let (version, rest) = record.split_at(1);
+        if version != [WRAP_VERSION] {
+            return Err(KekError::BadRecord);
+        }
+        let (fp, rest) = rest.split_at(8);
+        if fp != self.fingerprint {
+            return Err(KekError::WrongKek {
+                expected: fp.iter().map(|b| format!("{b:02x}")).collect(),
+                loaded: self.fingerprint(),
+            });
+        }
+        let (nonce, ct) = rest.split_at(12);
+        let aad = aad(purpose, scope, key_id);
+        let plain = Zeroizing::new(
+            self.cipher()?
+                .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: &aad })
+                .map_err(|_| KekError::Unwrap)?,
+        );
+        Secret32::from_slice(&plain).ok_or(KekError::Unwrap)
+    }
+}
+
+/// Wrapping scope name of a partition's keys.
+pub fn partition_scope(p: &PartitionId) -> &str {
+    p.as_str()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_binds_purpose_scope_and_id() {
+        let kek = Kek::generate().unwrap();
+        let dek = Secret32::generate().unwrap();
+        let w = kek.wrap(WrapPurpose::Dek, "131011", 1, &dek).unwrap();
+        assert_eq!(w.len(), WRAPPED_LEN);
+        let back = kek.unwrap_key(WrapPurpose::Dek, "131011", 1, &w).unwrap();
+        assert_eq!(back.expose(), dek.expose());
+        for (p, s, id) in [
+            (WrapPurpose::IndexKey, "131011", 1),
+            (WrapPurpose::Dek, "380014", 1),
+            (WrapPurpose::Dek, "131011", 2),
+        ] {
+            assert!(matches!(
+                kek.unwrap_key(p, s, id, &w),
+                Err(KekError::Unwrap)
+            ));
+        }
+        let other = Kek::generate().unwrap();
+        let err = other
+            .unwrap_key(WrapPurpose::Dek, "131011", 1, &w)
+            .unwrap_err();
+        assert!(matches!(err, KekError::WrongKek { .. }), "{err}");
+        assert!(err.to_string().contains("wrong KEK"));
+    }
+
+    #[test]
+    fn kek_file_is_0600_and_refused_when_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        let kek = Kek::create_file(&path).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            Kek::load_file(&path).unwrap().fingerprint(),
+            kek.fingerprint()
+        );
+        assert!(matches!(Kek::create_file(&path), Err(KekError::Exists(_))));
+        for bad in [0o640, 0o604, 0o644] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bad)).unwrap();
+            let err = Kek::load_file(&path).unwrap_err();
+            assert!(
+                matches!(err, KekError::Permissions(_, m) if m == bad),
+                "{err}"
+            );
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(Kek::load_file(&path).is_ok());
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!format!("{kek:?}").contains(text.split(' ').nth(1).unwrap().trim()));
+    }
+}

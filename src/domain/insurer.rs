@@ -1,0 +1,126 @@
+//! 保険者番号 (insurer number), DOMAIN.md §6.2: the partition id of a 委託区画.
+
+use crate::ledger::PartitionId;
+
+/// A validated 保険者番号 in canonical form: 6 digits for 市町村国保, 8 for other insurers.
+/// `"00"` followed by 6 digits is the 市町村国保 number written in 8 digits and becomes 6.
+///
+/// A 保険者番号 alone is not personal data, so it has `Display`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InsurerNumber(PartitionId);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InsurerNumberError {
+    #[error("保険者番号 must be 6 or 8 ASCII digits, got {0} characters")]
+    Length(usize),
+    #[error("保険者番号 must be ASCII digits")]
+    NotDigits,
+    #[error("保険者番号 check digit is wrong")]
+    CheckDigit,
+}
+
+/// Check digit over the body digits: from the rightmost body digit multiply by 2, 1, 2, 1…,
+/// add the digits of each product; check = 10 − (sum mod 10), 10 → 0.
+fn check_digit(body: &[u8]) -> u8 {
+    let sum: u32 = body
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &d)| {
+            let p = u32::from(d - b'0') * if i % 2 == 0 { 2 } else { 1 };
+            p / 10 + p % 10
+        })
+        .sum();
+    ((10 - sum % 10) % 10) as u8
+}
+
+impl InsurerNumber {
+    pub fn parse(text: &str) -> Result<Self, InsurerNumberError> {
+        let chars = text.chars().count();
+        if chars != 6 && chars != 8 {
+            return Err(InsurerNumberError::Length(chars));
+        }
+        if !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InsurerNumberError::NotDigits);
+        }
+        let bytes = text.as_bytes();
+        let Some((&check, body)) = bytes.split_last() else {
+            return Err(InsurerNumberError::Length(0));
+        };
+        if check_digit(body) != check - b'0' {
+            return Err(InsurerNumberError::CheckDigit);
+        }
+        let canonical = match text.strip_prefix("00") {
+            Some(six) if text.len() == 8 => six,
+            _ => text,
+        };
+        let id = PartitionId::parse(canonical).map_err(|_| InsurerNumberError::NotDigits)?;
+        Ok(InsurerNumber(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// 市町村国保 (6 digits) rather than another insurer (8 digits).
+    pub fn is_municipal(&self) -> bool {
+        self.0.as_str().len() == 6
+    }
+
+    /// The 都道府県 code: digits 1–2 of a 6-digit number, 3–4 of an 8-digit one.
+    pub fn prefecture(&self) -> &str {
+        let range = if self.is_municipal() { 0..2 } else { 2..4 };
+        self.0.as_str().get(range).unwrap_or_default()
+    }
+
+    pub fn partition_id(&self) -> PartitionId {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Display for InsurerNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// DOMAIN.md §6.2 vectors (synthetic).
+    #[test]
+    fn domain_vectors() {
+        for (input, want) in [
+            ("131011", Ok("131011")),
+            ("131010", Err(InsurerNumberError::CheckDigit)),
+            ("380014", Ok("380014")),
+            ("470351", Ok("470351")),
+            ("33120015", Ok("33120015")),
+            ("33120010", Err(InsurerNumberError::CheckDigit)),
+            ("06139992", Ok("06139992")),
+            ("39123450", Ok("39123450")),
+            ("00131011", Ok("131011")),
+            ("13101", Err(InsurerNumberError::Length(5))),
+            ("1310111", Err(InsurerNumberError::Length(7))),
+            ("13101１", Err(InsurerNumberError::NotDigits)),
+        ] {
+            let got = InsurerNumber::parse(input);
+            match want {
+                Ok(canon) => assert_eq!(
+                    got.map(|n| n.as_str().to_owned()),
+                    Ok(canon.to_owned()),
+                    "{input}"
+                ),
+                Err(e) => assert_eq!(got, Err(e), "{input}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prefecture_codes() {
+        assert_eq!(InsurerNumber::parse("131011").unwrap().prefecture(), "13");
+        assert_eq!(InsurerNumber::parse("33120015").unwrap().prefecture(), "12");
+    }
+}

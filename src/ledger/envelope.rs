@@ -1,0 +1,210 @@
+//! The stored envelope: `header ‖ key_id:u32 ‖ body` (docs/format.md §3). Not hashed.
+
+use super::hash::{Hash, commitment};
+use super::header::{Class, Header, HeaderError, Reader};
+
+/// AES-GCM nonce length.
+pub const NONCE_LEN: usize = 12;
+/// AES-GCM tag length.
+pub const TAG_LEN: usize = 16;
+/// Salt length of every commitment.
+pub const SALT_LEN: usize = 32;
+
+/// A parsed envelope. The body is still sealed for sealed kinds; `ledger` never decrypts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub header: Header,
+    /// Length of the encoded header at the start of the envelope bytes.
+    pub header_len: usize,
+    /// 0 for open bodies, the partition-local DEK id (≥ 1) for sealed ones.
+    pub key_id: u32,
+    pub body: Body,
+}
+
+/// An envelope body.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Body {
+    /// `salt ‖ payload`, readable without keys.
+    Open {
+        salt: [u8; SALT_LEN],
+        payload: Vec<u8>,
+    },
+    /// `nonce ‖ ciphertext ‖ tag` over `salt ‖ payload`, AAD = leaf hash.
+    Sealed {
+        nonce: [u8; NONCE_LEN],
+        ciphertext_and_tag: Vec<u8>,
+    },
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Open { payload, .. } => write!(f, "Open({} bytes)", payload.len()),
+            Body::Sealed {
+                ciphertext_and_tag, ..
+            } => write!(f, "Sealed({} bytes)", ciphertext_and_tag.len()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    #[error("header: {0}")]
+    Header(#[from] HeaderError),
+    #[error("open kind {kind} stored with key id {key_id}; open bodies use key id 0")]
+    OpenWithKey { kind: &'static str, key_id: u32 },
+    #[error("sealed kind {0} stored with key id 0")]
+    SealedWithoutKey(&'static str),
+    #[error("sealed body of {0} bytes is shorter than nonce, salt and tag")]
+    SealedTooShort(usize),
+    #[error("open body of {0} bytes is shorter than the salt")]
+    OpenTooShort(usize),
+    #[error("open payload does not match the header's commitment")]
+    Commitment,
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header.encode();
+        out.extend_from_slice(&self.key_id.to_be_bytes());
+        match &self.body {
+            Body::Open { salt, payload } => {
+                out.extend_from_slice(salt);
+                out.extend_from_slice(payload);
+            }
+            Body::Sealed {
+                nonce,
+                ciphertext_and_tag,
+            } => {
+                out.extend_from_slice(nonce);
+                out.extend_from_slice(ciphertext_and_tag);
+            }
+        }
+        out
+    }
+
+    /// Parses and checks structure: header rules, key id against the kind's class, body length,
+    /// and for open bodies the commitment. Sealed commitments need the key (crypto).
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        let mut r = Reader::new(bytes);
+        let header = Header::read(&mut r)?;
+        let header_len = r.pos();
+        let key_id = r.u32()?;
+        let rest = r.rest();
+        let kind = header.kind;
+        let body = match (kind.class(), key_id) {
+            (Class::Open, 0) => {
+                if rest.len() < SALT_LEN {
+                    return Err(EnvelopeError::OpenTooShort(rest.len()));
+                }
+                let (salt, payload) = rest.split_at(SALT_LEN);
+                let mut s = [0u8; SALT_LEN];
+                s.copy_from_slice(salt);
+                if commitment(&s, payload) != header.commitment {
+                    return Err(EnvelopeError::Commitment);
+                }
+                Body::Open {
+                    salt: s,
+                    payload: payload.to_vec(),
+                }
+            }
+            (Class::Open, k) => {
+                return Err(EnvelopeError::OpenWithKey {
+                    kind: kind.name(),
+                    key_id: k,
+                });
+            }
+            (Class::Sealed, 0) => return Err(EnvelopeError::SealedWithoutKey(kind.name())),
+            (Class::Sealed, _) => {
+                if rest.len() < NONCE_LEN + SALT_LEN + TAG_LEN {
+                    return Err(EnvelopeError::SealedTooShort(rest.len()));
+                }
+                let (nonce, ct) = rest.split_at(NONCE_LEN);
+                let mut n = [0u8; NONCE_LEN];
+                n.copy_from_slice(nonce);
+                Body::Sealed {
+                    nonce: n,
+                    ciphertext_and_tag: ct.to_vec(),
+                }
+            }
+        };
+        Ok(Envelope {
+            header,
+            header_len,
+            key_id,
+            body,
+        })
+    }
+
+    /// Leaf hash of this entry (over the header only).
+    pub fn leaf_hash(&self) -> Hash {
+        self.header.leaf_hash()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::header::{Kind, PartitionId};
+
+    fn open_envelope() -> Envelope {
+        let salt = [5u8; SALT_LEN];
+        let payload = b"open payload".to_vec();
+        Envelope {
+            header: Header {
+                partition: PartitionId::parse("380014").unwrap(),
+                seq: 4,
+                tx_time: 1,
+                valid_from: 0,
+                kind: Kind::ACCESS_RECORD,
+                ref_seq: None,
+                prev_chain: Hash::from_bytes([1; 32]),
+                commitment: commitment(&salt, &payload),
+            },
+            header_len: 103,
+            key_id: 0,
+            body: Body::Open { salt, payload },
+        }
+    }
+
+    #[test]
+    fn open_round_trip_checks_commitment() {
+        let e = open_envelope();
+        let bytes = e.encode();
+        assert_eq!(Envelope::decode(&bytes), Ok(e.clone()));
+        let mut tampered = bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(Envelope::decode(&tampered), Err(EnvelopeError::Commitment));
+        let mut keyed = bytes;
+        keyed[e.header_len + 3] = 1;
+        assert!(matches!(
+            Envelope::decode(&keyed),
+            Err(EnvelopeError::OpenWithKey { .. })
+        ));
+    }
+
+    #[test]
+    fn sealed_kind_needs_a_key_and_a_long_enough_body() {
+        let mut e = open_envelope();
+        e.header.kind = Kind::HOUSEHOLD_SNAPSHOT;
+        e.key_id = 0;
+        e.body = Body::Sealed {
+            nonce: [0; NONCE_LEN],
+            ciphertext_and_tag: vec![0; SALT_LEN + TAG_LEN],
+        };
+        assert_eq!(
+            Envelope::decode(&e.encode()),
+            Err(EnvelopeError::SealedWithoutKey("household_snapshot"))
+        );
+        e.key_id = 1;
+        assert!(Envelope::decode(&e.encode()).is_ok());
+        let mut short = e.encode();
+        short.pop();
+        assert!(matches!(
+            Envelope::decode(&short),
+            Err(EnvelopeError::SealedTooShort(_))
+        ));
+    }
+}

@@ -1,0 +1,399 @@
+//! C2SP signed notes (signed-note), checkpoints (tlog-checkpoint) and verifier keys (vkey).
+//!
+//! Only verification lives here; signing needs a secret and lives in `crypto`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::{ED25519, UnparsedPublicKey};
+
+use super::hash::Hash;
+
+/// Signature type byte of Ed25519 keys in C2SP signed-note.
+pub const ALG_ED25519: u8 = 0x01;
+/// The em dash that starts every signature line.
+pub const SIG_PREFIX: &str = "\u{2014} ";
+/// Most signature lines a note may carry.
+pub const MAX_SIGNATURES: usize = 16;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NoteError {
+    #[error("malformed note: {0}")]
+    Malformed(&'static str),
+    #[error("malformed verifier key: {0}")]
+    BadKey(&'static str),
+    #[error("malformed checkpoint body: {0}")]
+    BadCheckpoint(&'static str),
+    #[error("no signature by a trusted key")]
+    NoTrustedSignature,
+    #[error("signature by {0} does not verify")]
+    BadSignature(String),
+    #[error("checkpoint origin {got} is not the expected {want}")]
+    WrongOrigin { want: String, got: String },
+}
+
+/// A key name is non-empty and has no whitespace and no `+`.
+fn valid_key_name(name: &str) -> bool {
+    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
+}
+
+/// C2SP key ID of an Ed25519 key: `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[:4]`.
+pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    let h = Hash::digest(&[name.as_bytes(), b"\n", &[ALG_ED25519], public_key]);
+    let mut id = [0u8; 4];
+    id.copy_from_slice(&h.as_bytes()[..4]);
+    id
+}
+
+/// A verifier key: the name a note is signed under and its Ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifierKey {
+    name: String,
+    id: [u8; 4],
+    public_key: [u8; 32],
+}
+
+impl VerifierKey {
+    pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
+        if !valid_key_name(name) {
+            return Err(NoteError::BadKey(
+                "name must be non-empty, without spaces or '+'",
+            ));
+        }
+        Ok(VerifierKey {
+            id: key_id(name, &public_key),
+            name: name.to_owned(),
+            public_key,
+        })
+    }
+
+    /// Parses `<name>+<hex key id>+<base64(0x01 ‖ pubkey)>`, checking the key id.
+    pub fn parse(text: &str) -> Result<Self, NoteError> {
+        let mut parts = text.splitn(3, '+');
+        let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(NoteError::BadKey("expected name+keyid+key"));
+        };
+        if hex.len() != 8 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(NoteError::BadKey("key id must be 8 lowercase hex digits"));
+        }
+        let raw = B64
+            .decode(b64)
+            .map_err(|_| NoteError::BadKey("key is not base64"))?;
+        let Some((&alg, key)) = raw.split_first() else {
+            return Err(NoteError::BadKey("empty key"));
+        };
+        if alg != ALG_ED25519 {
+            return Err(NoteError::BadKey(
+                "only Ed25519 (type 0x01) keys are supported",
+            ));
+        }
+        let public_key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| NoteError::BadKey("Ed25519 key must be 32 bytes"))?;
+        let vk = VerifierKey::new(name, public_key)?;
+        if hex_id(&vk.id) != hex {
+            return Err(NoteError::BadKey("key id does not match name and key"));
+        }
+        Ok(vk)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> [u8; 4] {
+        self.id
+    }
+
+    pub fn public_key(&self) -> &[u8; 32] {
+        &self.public_key
+    }
+
+    /// The vkey text form.
+    pub fn to_text(&self) -> String {
+        let mut raw = vec![ALG_ED25519];
+        raw.extend_from_slice(&self.public_key);
+        format!("{}+{}+{}", self.name, hex_id(&self.id), B64.encode(raw))
+    }
+
+    fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.public_key)
+            .verify(msg, sig)
+            .is_ok()
+    }
+}
+
+fn hex_id(id: &[u8; 4]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One signature line of a note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub name: String,
+    pub key_id: [u8; 4],
+    /// Signature bytes after the key ID (64 for Ed25519; other types are kept opaque).
+    pub signature: Vec<u8>,
+}
+
+impl Signature {
+    pub fn line(&self) -> String {
+        let mut raw = self.key_id.to_vec();
+        raw.extend_from_slice(&self.signature);
+        format!("{SIG_PREFIX}{} {}\n", self.name, B64.encode(raw))
+    }
+}
+
+/// A parsed signed note: text (ending in a newline) and its signature lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedNote {
+    pub text: String,
+    pub signatures: Vec<Signature>,
+}
+
+impl SignedNote {
+    /// Parses a note strictly: text lines of printable UTF-8, a blank line, then 1 to 16
+    /// signature lines, each ending in a newline.
+    pub fn parse(note: &str) -> Result<Self, NoteError> {
+        if note.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(NoteError::Malformed("control character"));
+        }
+        let split = note
+            .rfind("\n\n")
+            .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
+        let text = note.get(..=split).ok_or(NoteError::Malformed("no text"))?;
+        let sigs = note
+            .get(split + 2..)
+            .ok_or(NoteError::Malformed("no signatures"))?;
+        if text.contains("\n\n") || text.starts_with('\n') {
+            return Err(NoteError::Malformed("blank line inside the text"));
+        }
+        if !sigs.ends_with('\n') {
+            return Err(NoteError::Malformed(
+                "signature block must end with a newline",
+            ));
+        }
+        let mut signatures = Vec::new();
+        for line in sigs.split_terminator('\n') {
+            let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
+                "signature line must start with an em dash",
+            ))?;
+            let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
+                "signature line needs a name and a signature",
+            ))?;
+            if !valid_key_name(name) {
+                return Err(NoteError::Malformed("bad key name in a signature line"));
+            }
+            let raw = B64
+                .decode(b64)
+                .map_err(|_| NoteError::Malformed("signature is not base64"))?;
+            if raw.len() < 5 {
+                return Err(NoteError::Malformed("signature too short"));
+            }
+            let (id, sig) = raw.split_at(4);
+            let mut key_id = [0u8; 4];
+            key_id.copy_from_slice(id);
+            signatures.push(Signature {
+                name: name.to_owned(),
+                key_id,
+                signature: sig.to_vec(),
+            });
+        }
+        if signatures.is_empty() {
+            return Err(NoteError::Malformed("no signatures"));
+        }
+        if signatures.len() > MAX_SIGNATURES {
+            return Err(NoteError::Malformed("too many signatures"));
+        }
+        Ok(SignedNote {
+            text: text.to_owned(),
+            signatures,
+        })
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = self.text.clone();
+        out.push('\n');
+        for s in &self.signatures {
+            out.push_str(&s.line());
+        }
+        out
+    }
+
+    /// Verifies that a signature by `key` is present and valid. Signatures by other keys are
+    /// ignored, as C2SP requires; a signature that claims `key` but fails is an error.
+    pub fn verify(&self, key: &VerifierKey) -> Result<(), NoteError> {
+        let mut found = false;
+        for s in &self.signatures {
+            if s.name == key.name && s.key_id == key.id {
+                if !key.verify(self.text.as_bytes(), &s.signature) {
+                    return Err(NoteError::BadSignature(key.name.clone()));
+                }
+                found = true;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(NoteError::NoTrustedSignature)
+        }
+    }
+}
+
+/// The body of a tlog-checkpoint: origin, tree size, root. kukaku writes no extension lines
+/// and rejects them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub origin: String,
+    pub size: u64,
+    pub root: Hash,
+}
+
+impl Checkpoint {
+    pub fn body(&self) -> String {
+        format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            self.root.to_base64()
+        )
+    }
+
+    pub fn parse_body(text: &str) -> Result<Self, NoteError> {
+        let mut lines = text.split_terminator('\n');
+        let (Some(origin), Some(size), Some(root), None) =
+            (lines.next(), lines.next(), lines.next(), lines.next())
+        else {
+            return Err(NoteError::BadCheckpoint(
+                "expected exactly origin, size, root lines",
+            ));
+        };
+        if !text.ends_with('\n') {
+            return Err(NoteError::BadCheckpoint("body must end with a newline"));
+        }
+        if origin.is_empty() || origin.chars().any(char::is_whitespace) {
+            return Err(NoteError::BadCheckpoint(
+                "origin must be non-empty without spaces",
+            ));
+        }
+        if size.is_empty()
+            || !size.bytes().all(|b| b.is_ascii_digit())
+            || (size.len() > 1 && size.starts_with('0'))
+        {
+            return Err(NoteError::BadCheckpoint(
+                "size must be a decimal without leading zeros",
+            ));
+        }
+        let size: u64 = size
+            .parse()
+            .map_err(|_| NoteError::BadCheckpoint("size out of range"))?;
+        let root = Hash::from_base64(root)
+            .ok_or(NoteError::BadCheckpoint("root must be 32 bytes base64"))?;
+        Ok(Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+        })
+    }
+
+    /// Parses a signed checkpoint, verifies it with `key` and checks that its origin is the
+    /// key's name (one key name per partition origin stops cross-partition replay).
+    pub fn verify_note(note: &str, key: &VerifierKey) -> Result<Checkpoint, NoteError> {
+        let parsed = SignedNote::parse(note)?;
+        parsed.verify(key)?;
+        let cp = Checkpoint::parse_body(&parsed.text)?;
+        if cp.origin != key.name {
+            return Err(NoteError::WrongOrigin {
+                want: key.name.clone(),
+                got: cp.origin,
+            });
+        }
+        Ok(cp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // From golang.org/x/mod sumdb/note (note_test.go / example_test.go), BSD-3-Clause.
+    const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+    const PETER_NOTE: &str = "If you think cryptography is the answer to your problem,\n\
+        then you don't know what your problem is.\n\
+        \n\
+        \u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
+    // From the C2SP signed-note specification's example.
+    const SPEC_VKEY: &str = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k";
+    const SPEC_NOTE: &str = "This is an example message.\n\n\u{2014} example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n";
+
+    #[test]
+    fn public_vectors_verify() {
+        for (vkey, note) in [(PETER_VKEY, PETER_NOTE), (SPEC_VKEY, SPEC_NOTE)] {
+            let key = VerifierKey::parse(vkey).unwrap();
+            assert_eq!(key.to_text(), vkey);
+            let n = SignedNote::parse(note).unwrap();
+            assert_eq!(n.to_text(), note);
+            n.verify(&key).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_single_byte_change_of_a_signed_note_is_rejected() {
+        let key = VerifierKey::parse(PETER_VKEY).unwrap();
+        let bytes = PETER_NOTE.as_bytes();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x20, 0x80] {
+                let mut b = bytes.to_vec();
+                b[i] ^= bit;
+                let Ok(text) = std::str::from_utf8(&b) else {
+                    continue;
+                };
+                let ok = SignedNote::parse(text).and_then(|n| n.verify(&key)).is_ok();
+                assert!(!ok, "flip of byte {i} by {bit:#x} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn mangled_vkeys_are_rejected() {
+        let b = PETER_VKEY.as_bytes();
+        for i in 0..b.len() {
+            let mut m = b.to_vec();
+            m[i] = m[i].wrapping_add(1);
+            if let Ok(t) = std::str::from_utf8(&m) {
+                assert!(
+                    VerifierKey::parse(t).is_err(),
+                    "mangled at {i} accepted: {t}"
+                );
+            }
+        }
+        assert!(VerifierKey::parse(&PETER_VKEY[..PETER_VKEY.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn other_keys_are_ignored_but_needed() {
+        let spec = VerifierKey::parse(SPEC_VKEY).unwrap();
+        let n = SignedNote::parse(PETER_NOTE).unwrap();
+        assert_eq!(n.verify(&spec), Err(NoteError::NoTrustedSignature));
+    }
+
+    #[test]
+    fn checkpoint_body_is_strict() {
+        let cp = Checkpoint {
+            origin: "hub.example/131011".into(),
+            size: 12,
+            root: Hash::from_bytes([3; 32]),
+        };
+        assert_eq!(Checkpoint::parse_body(&cp.body()), Ok(cp.clone()));
+        for bad in [
+            "hub.example/131011\n012\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n",
+            "hub.example/131011\n12\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\next\n",
+            "hub.example/131011\n12\nAwMD\n",
+            "hub.example/131011\n12\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
+            "\n12\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n",
+            "hub.example/131011\n-1\nAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n",
+        ] {
+            assert!(Checkpoint::parse_body(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

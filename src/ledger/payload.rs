@@ -1,0 +1,289 @@
+//! Payloads of open kinds (genesis, key events), readable by auditors without keys.
+//!
+//! They follow the header's encoding rules (fixed-width big-endian integers, length-prefixed
+//! strings, one encoding per value) and can hold no `domain` type. docs/format.md §5.
+
+use super::header::{HeaderError, Reader};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    #[error("payload truncated or malformed: {0}")]
+    Decode(#[from] HeaderError),
+    #[error("unknown payload schema {0}")]
+    Schema(u16),
+    #[error("unknown value {value} for {field}")]
+    Value { field: &'static str, value: u64 },
+    #[error("{0} is not valid text")]
+    Text(&'static str),
+    #[error("{0} bytes left after the payload")]
+    Trailing(usize),
+    #[error("{0} is too long")]
+    TooLong(&'static str),
+}
+
+fn put_str8(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
+    let len = u8::try_from(s.len()).map_err(|_| PayloadError::TooLong("short text"))?;
+    out.push(len);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
+    let len = u16::try_from(s.len()).map_err(|_| PayloadError::TooLong("text"))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn get_str(r: &mut Reader<'_>, len: usize, field: &'static str) -> Result<String, PayloadError> {
+    let bytes = r.take(len)?;
+    let s = std::str::from_utf8(bytes).map_err(|_| PayloadError::Text(field))?;
+    if s.chars().any(char::is_control) {
+        return Err(PayloadError::Text(field));
+    }
+    Ok(s.to_owned())
+}
+
+fn finish(r: &Reader<'_>) -> Result<(), PayloadError> {
+    match r.rest().len() {
+        0 => Ok(()),
+        n => Err(PayloadError::Trailing(n)),
+    }
+}
+
+/// Payload of the genesis entry (seq 0): who created the partition's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Genesis {
+    /// Instance origin, e.g. `hub.kokuho-13.example`.
+    pub origin: String,
+}
+
+impl Genesis {
+    pub const SCHEMA: u16 = 1;
+
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Self::SCHEMA.to_be_bytes().to_vec();
+        put_str8(&mut out, &self.origin)?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut r = Reader::new(bytes);
+        let schema = r.u16()?;
+        if schema != Self::SCHEMA {
+            return Err(PayloadError::Schema(schema));
+        }
+        let len = usize::from(r.u8()?);
+        let origin = get_str(&mut r, len, "origin")?;
+        finish(&r)?;
+        Ok(Genesis { origin })
+    }
+}
+
+/// Retention class of a key scope (DESIGN.md §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyClass {
+    /// 資格 data kept for the partition's life: one epoch.
+    Resident,
+    /// Data kept for a period: one epoch per fiscal year of `tx_time`.
+    Dated,
+}
+
+impl KeyClass {
+    pub fn code(self) -> u8 {
+        match self {
+            KeyClass::Resident => 1,
+            KeyClass::Dated => 2,
+        }
+    }
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(KeyClass::Resident),
+            2 => Some(KeyClass::Dated),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyClass::Resident => "resident",
+            KeyClass::Dated => "dated",
+        }
+    }
+}
+
+/// What happened to a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEventKind {
+    /// First DEK version of a scope.
+    Create,
+    /// A new current version of a scope (nonce budget, time limit or operator).
+    Rotate,
+    /// Key material rewrapped under a new KEK.
+    Rewrap,
+    /// Re-encryption progress; `count` = entries moved so far.
+    ReencryptProgress,
+    /// Re-encryption done; `count` = entries moved.
+    ReencryptDone,
+    /// A version dropped after no entry uses it.
+    Retire,
+    /// Key material destroyed (crypto-shredding); `count` = entries made unreadable.
+    Destroy,
+    /// The instance checkpoint-signing key changed.
+    SigningKey,
+}
+
+impl KeyEventKind {
+    const ALL: [KeyEventKind; 8] = [
+        KeyEventKind::Create,
+        KeyEventKind::Rotate,
+        KeyEventKind::Rewrap,
+        KeyEventKind::ReencryptProgress,
+        KeyEventKind::ReencryptDone,
+        KeyEventKind::Retire,
+        KeyEventKind::Destroy,
+        KeyEventKind::SigningKey,
+    ];
+    pub fn code(self) -> u8 {
+        match self {
+            KeyEventKind::Create => 1,
+            KeyEventKind::Rotate => 2,
+            KeyEventKind::Rewrap => 3,
+            KeyEventKind::ReencryptProgress => 4,
+            KeyEventKind::ReencryptDone => 5,
+            KeyEventKind::Retire => 6,
+            KeyEventKind::Destroy => 7,
+            KeyEventKind::SigningKey => 8,
+        }
+    }
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.code() == code)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyEventKind::Create => "create",
+            KeyEventKind::Rotate => "rotate",
+            KeyEventKind::Rewrap => "rewrap",
+            KeyEventKind::ReencryptProgress => "reencrypt_progress",
+            KeyEventKind::ReencryptDone => "reencrypt_done",
+            KeyEventKind::Retire => "retire",
+            KeyEventKind::Destroy => "destroy",
+            KeyEventKind::SigningKey => "signing_key",
+        }
+    }
+}
+
+/// Payload of a key event entry (kind 0x0200). Never holds key material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    pub event: KeyEventKind,
+    /// Partition-local DEK id the event is about (0 for instance keys).
+    pub key_id: u32,
+    pub class: KeyClass,
+    /// 0 for `resident`, the fiscal year for `dated`.
+    pub epoch: u16,
+    /// Version within the scope, from 1.
+    pub version: u32,
+    /// Event-specific count (entries moved, entries made unreadable), else 0.
+    pub count: u64,
+    /// Who: `system`, `admin-cli`, or a credential id. ASCII, at most 255 bytes.
+    pub actor: String,
+    /// Why: reason or legal basis, UTF-8, at most 65,535 bytes.
+    pub reason: String,
+}
+
+impl KeyEvent {
+    pub const SCHEMA: u16 = 1;
+
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Self::SCHEMA.to_be_bytes().to_vec();
+        out.push(self.event.code());
+        out.extend_from_slice(&self.key_id.to_be_bytes());
+        out.push(self.class.code());
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        if !self.actor.is_ascii() {
+            return Err(PayloadError::Text("actor"));
+        }
+        put_str8(&mut out, &self.actor)?;
+        put_str16(&mut out, &self.reason)?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut r = Reader::new(bytes);
+        let schema = r.u16()?;
+        if schema != Self::SCHEMA {
+            return Err(PayloadError::Schema(schema));
+        }
+        let code = r.u8()?;
+        let event = KeyEventKind::from_code(code).ok_or(PayloadError::Value {
+            field: "event",
+            value: u64::from(code),
+        })?;
+        let key_id = r.u32()?;
+        let class_code = r.u8()?;
+        let class = KeyClass::from_code(class_code).ok_or(PayloadError::Value {
+            field: "class",
+            value: u64::from(class_code),
+        })?;
+        let epoch = r.u16()?;
+        let version = r.u32()?;
+        let count = r.u64()?;
+        let alen = usize::from(r.u8()?);
+        let actor = get_str(&mut r, alen, "actor")?;
+        if !actor.is_ascii() {
+            return Err(PayloadError::Text("actor"));
+        }
+        let rlen = usize::from(r.u16()?);
+        let reason = get_str(&mut r, rlen, "reason")?;
+        finish(&r)?;
+        Ok(KeyEvent {
+            event,
+            key_id,
+            class,
+            epoch,
+            version,
+            count,
+            actor,
+            reason,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_trailing_bytes() {
+        let g = Genesis {
+            origin: "hub.example".into(),
+        };
+        let b = g.encode().unwrap();
+        assert_eq!(Genesis::decode(&b), Ok(g));
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(Genesis::decode(&longer), Err(PayloadError::Trailing(1)));
+
+        let e = KeyEvent {
+            event: KeyEventKind::Rotate,
+            key_id: 2,
+            class: KeyClass::Dated,
+            epoch: 2026,
+            version: 2,
+            count: 0,
+            actor: "system".into(),
+            reason: "nonce budget".into(),
+        };
+        let b = e.encode().unwrap();
+        assert_eq!(KeyEvent::decode(&b), Ok(e));
+        for n in 0..b.len() {
+            assert!(KeyEvent::decode(&b[..n]).is_err());
+        }
+        let mut bad = b.clone();
+        bad[2] = 99;
+        assert!(KeyEvent::decode(&bad).is_err());
+    }
+}

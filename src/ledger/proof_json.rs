@@ -1,0 +1,148 @@
+//! JSON of inclusion and consistency proofs. Field names are those of the transparency-dev/merkle
+//! test vectors, so one parser reads both; kukaku adds `checkpoint` (the signed note at the
+//! proof's tree size).
+
+use serde::{Deserialize, Serialize};
+
+use super::hash::Hash;
+use super::merkle::{ProofError, verify_consistency, verify_inclusion};
+use super::note::{Checkpoint, NoteError, VerifierKey};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofJsonError {
+    #[error("field {0} is not a base64 SHA-256 value")]
+    BadHash(&'static str),
+    #[error("proof[{0}] is not a base64 SHA-256 value")]
+    BadProofHash(usize),
+    #[error("no root: give a root or a checkpoint")]
+    NoRoot,
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] NoteError),
+    #[error("checkpoint is for size {checkpoint}, proof for {proof}")]
+    SizeMismatch { checkpoint: u64, proof: u64 },
+    #[error("proof: {0}")]
+    Proof(#[from] ProofError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionProofJson {
+    #[serde(rename = "leafIdx")]
+    pub leaf_idx: u64,
+    #[serde(rename = "treeSize")]
+    pub tree_size: u64,
+    #[serde(rename = "leafHash")]
+    pub leaf_hash: String,
+    pub proof: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desc: Option<String>,
+    #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]
+    pub want_err: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyProofJson {
+    pub size1: u64,
+    pub size2: u64,
+    pub proof: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root2: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desc: Option<String>,
+    #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]
+    pub want_err: Option<bool>,
+}
+
+fn hash_field(text: &str, field: &'static str) -> Result<Hash, ProofJsonError> {
+    Hash::from_base64(text).ok_or(ProofJsonError::BadHash(field))
+}
+
+fn proof_hashes(proof: &Option<Vec<String>>) -> Result<Vec<Hash>, ProofJsonError> {
+    proof
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| Hash::from_base64(p).ok_or(ProofJsonError::BadProofHash(i)))
+        .collect()
+}
+
+pub fn encode_hashes(hashes: &[Hash]) -> Vec<String> {
+    hashes.iter().map(Hash::to_base64).collect()
+}
+
+/// Root from a checkpoint verified with `key`, checked against the proof's size.
+fn checkpoint_root(note: &str, key: &VerifierKey, size: u64) -> Result<Hash, ProofJsonError> {
+    let cp = Checkpoint::verify_note(note, key)?;
+    if cp.size != size {
+        return Err(ProofJsonError::SizeMismatch {
+            checkpoint: cp.size,
+            proof: size,
+        });
+    }
+    Ok(cp.root)
+}
+
+impl InclusionProofJson {
+    /// Verifies against the given root (the `root` field if `None`).
+    pub fn verify_root(&self, root: Option<&Hash>) -> Result<(), ProofJsonError> {
+        let root = match root {
+            Some(r) => *r,
+            None => hash_field(self.root.as_deref().ok_or(ProofJsonError::NoRoot)?, "root")?,
+        };
+        let leaf = hash_field(&self.leaf_hash, "leafHash")?;
+        let proof = proof_hashes(&self.proof)?;
+        verify_inclusion(self.leaf_idx, self.tree_size, &leaf, &proof, &root)?;
+        Ok(())
+    }
+
+    /// Verifies the embedded checkpoint with `key`, then the proof against its root.
+    pub fn verify_with_key(&self, key: &VerifierKey) -> Result<(), ProofJsonError> {
+        let note = self.checkpoint.as_deref().ok_or(ProofJsonError::NoRoot)?;
+        let root = checkpoint_root(note, key, self.tree_size)?;
+        self.verify_root(Some(&root))
+    }
+}
+
+impl ConsistencyProofJson {
+    /// Verifies between two roots (the `root1`/`root2` fields where `None`).
+    pub fn verify_roots(
+        &self,
+        old: Option<&Hash>,
+        new: Option<&Hash>,
+    ) -> Result<(), ProofJsonError> {
+        let old = match old {
+            Some(r) => *r,
+            None => hash_field(
+                self.root1.as_deref().ok_or(ProofJsonError::NoRoot)?,
+                "root1",
+            )?,
+        };
+        let new = match new {
+            Some(r) => *r,
+            None => hash_field(
+                self.root2.as_deref().ok_or(ProofJsonError::NoRoot)?,
+                "root2",
+            )?,
+        };
+        let proof = proof_hashes(&self.proof)?;
+        verify_consistency(self.size1, self.size2, &proof, &old, &new)?;
+        Ok(())
+    }
+
+    /// Verifies the embedded checkpoint (at `size2`) with `key`, then the proof from `old`.
+    pub fn verify_with_key(&self, key: &VerifierKey, old: &Hash) -> Result<(), ProofJsonError> {
+        let note = self.checkpoint.as_deref().ok_or(ProofJsonError::NoRoot)?;
+        let new = checkpoint_root(note, key, self.size2)?;
+        self.verify_roots(Some(old), Some(&new))
+    }
+}

@@ -1,0 +1,171 @@
+//! Streaming verification of one partition's log: order, chain, tree and checkpoints, in
+//! constant memory. Used by `kukaku verify`, the audit bundle reader and the auditor tool.
+
+use std::fmt;
+
+use super::envelope::{Envelope, EnvelopeError};
+use super::hash::{Hash, chain_next};
+use super::header::{Kind, PartitionId};
+use super::merkle::{CompactRange, Node};
+use super::note::{Checkpoint, NoteError, VerifierKey};
+
+/// Which check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Step {
+    #[error("envelope does not decode: {0}")]
+    Decode(EnvelopeError),
+    #[error("entry belongs to partition {0}")]
+    Partition(String),
+    #[error("expected seq {want}, found {got}")]
+    Sequence { want: u64, got: u64 },
+    #[error("prev_chain does not match the chain value of the previous entry")]
+    Chain,
+    #[error("tx_time goes backwards")]
+    TxTime,
+    #[error("stored tree node at level {level} does not match the entries")]
+    TreeNode { level: u8 },
+    #[error("checkpoint: {0}")]
+    Checkpoint(NoteError),
+    #[error("checkpoint at size {size} does not match the root recomputed from the entries")]
+    CheckpointRoot { size: u64 },
+    #[error("checkpoint for size {checkpoint} but the log has {log} entries there")]
+    CheckpointSize { checkpoint: u64, log: u64 },
+    #[error("stored state says size {stored}, the log has {log} entries")]
+    StateSize { stored: u64, log: u64 },
+    #[error("stored chain head or tree edge does not match the entries")]
+    StateMismatch,
+    #[error("sealed body does not decrypt or does not match its commitment")]
+    Body,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A verification failure, naming partition, seq and step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    pub partition: String,
+    /// The entry (or tree size, for checkpoint and state steps) where the check failed.
+    pub seq: u64,
+    pub step: Step,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "partition {} seq {}: {}",
+            self.partition, self.seq, self.step
+        )
+    }
+}
+
+impl std::error::Error for VerifyError {}
+
+/// Consumes a partition's envelopes in order from seq 0 and checks every rule that needs no key.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    partition: PartitionId,
+    chain: Hash,
+    range: CompactRange,
+    last_tx: u64,
+}
+
+impl ChainVerifier {
+    pub fn new(partition: PartitionId) -> Self {
+        ChainVerifier {
+            partition,
+            chain: Hash::ZERO,
+            range: CompactRange::new(),
+            last_tx: 0,
+        }
+    }
+
+    pub fn partition(&self) -> &PartitionId {
+        &self.partition
+    }
+
+    pub fn size(&self) -> u64 {
+        self.range.size()
+    }
+
+    pub fn chain_head(&self) -> Hash {
+        self.chain
+    }
+
+    pub fn root(&self) -> Hash {
+        self.range.root()
+    }
+
+    pub fn range(&self) -> &CompactRange {
+        &self.range
+    }
+
+    fn fail(&self, seq: u64, step: Step) -> VerifyError {
+        VerifyError {
+            partition: self.partition.to_string(),
+            seq,
+            step,
+        }
+    }
+
+    /// Checks the next envelope; returns it and the tree nodes it completed.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(Envelope, Vec<Node>), VerifyError> {
+        let seq = self.size();
+        let env = Envelope::decode(bytes).map_err(|e| self.fail(seq, Step::Decode(e)))?;
+        let h = &env.header;
+        if h.partition != self.partition {
+            return Err(self.fail(seq, Step::Partition(h.partition.to_string())));
+        }
+        if h.seq != seq {
+            return Err(self.fail(
+                seq,
+                Step::Sequence {
+                    want: seq,
+                    got: h.seq,
+                },
+            ));
+        }
+        if h.prev_chain != self.chain {
+            return Err(self.fail(seq, Step::Chain));
+        }
+        if h.tx_time < self.last_tx {
+            return Err(self.fail(seq, Step::TxTime));
+        }
+        if seq == 0 && h.kind != Kind::GENESIS {
+            return Err(self.fail(seq, Step::Other("seq 0 is not a genesis entry".into())));
+        }
+        let leaf = env.leaf_hash();
+        let nodes = self
+            .range
+            .append(leaf)
+            .map_err(|e| self.fail(seq, Step::Other(e.to_string())))?;
+        self.chain = chain_next(&self.chain, &leaf);
+        self.last_tx = h.tx_time;
+        Ok((env, nodes))
+    }
+
+    /// Checks a signed checkpoint for the current size: signature, origin and root.
+    pub fn check_checkpoint(
+        &self,
+        note: &str,
+        key: &VerifierKey,
+    ) -> Result<Checkpoint, VerifyError> {
+        let size = self.size();
+        let cp =
+            Checkpoint::verify_note(note, key).map_err(|e| self.fail(size, Step::Checkpoint(e)))?;
+        if cp.size != size {
+            return Err(self.fail(
+                size,
+                Step::CheckpointSize {
+                    checkpoint: cp.size,
+                    log: size,
+                },
+            ));
+        }
+        if cp.root != self.root() {
+            return Err(self.fail(size, Step::CheckpointRoot { size }));
+        }
+        Ok(cp)
+    }
+}

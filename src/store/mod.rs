@@ -1,0 +1,501 @@
+//! RocksDB storage: one column family per partition, a system CF, a separate key store, and
+//! the single writer with group commit. The only module that names `rocksdb`.
+
+mod keyring;
+mod read;
+pub mod records;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    WriteBufferManager, WriteOptions,
+};
+
+pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
+pub use writer::{AppendError, AppendReceipt, NewEntry};
+
+use crate::crypto::{CheckpointSigner, Kek, KekError, Secret32, WrapPurpose};
+use crate::ledger::note::VerifierKey;
+use crate::ledger::{Checkpoint, PartitionId};
+use keyring::Keyring;
+use records::{
+    INSTANCE_KEY, InstanceRecord, PartitionRecord, PartitionStatus, REGISTRY_PREFIX, SIGNING_KEY,
+    SYS_CF, decode, encode, partition_cf, registry_key,
+};
+
+/// Version of the on-disk layout written by this code.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Where an instance keeps its parts. The key store and KEK may live elsewhere than the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// RocksDB data directory (partition CFs and the system CF).
+    pub data: PathBuf,
+    /// RocksDB key store: wrapped key material only. Back it up separately.
+    pub key_store: PathBuf,
+    /// KEK file, mode 0600.
+    pub kek: PathBuf,
+}
+
+impl Paths {
+    /// The default layout under one home directory.
+    pub fn under(home: &Path) -> Self {
+        Paths {
+            data: home.join("data"),
+            key_store: home.join("keystore"),
+            kek: home.join("kek.key"),
+        }
+    }
+}
+
+/// Memory and batching settings (DESIGN.md §9). Defaults keep memory bounded with thousands of
+/// partitions: one shared block cache with the write buffer manager charged to it.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub block_cache_bytes: usize,
+    pub write_buffer_manager_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub max_total_wal_bytes: u64,
+    /// Most commands one group commit takes.
+    pub max_batch_commands: usize,
+    /// Most payload bytes one group commit takes (a larger single command still goes alone).
+    pub max_batch_bytes: usize,
+    /// Encryptions per DEK version before the writer rotates it (random 96-bit nonces).
+    pub dek_rotate_after: u64,
+    /// Depth of the writer's queue.
+    pub queue_depth: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_cache_bytes: 512 << 20,
+            write_buffer_manager_bytes: 256 << 20,
+            write_buffer_bytes: 2 << 20,
+            max_total_wal_bytes: 256 << 20,
+            max_batch_commands: 4096,
+            max_batch_bytes: 16 << 20,
+            dek_rotate_after: 1 << 30,
+            queue_depth: 8192,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    #[error("storage: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("no kukaku instance at {0}; run `kukaku init` first")]
+    NotInitialized(PathBuf),
+    #[error("an instance already exists at {0}")]
+    AlreadyInitialized(PathBuf),
+    #[error("instance metadata is unreadable")]
+    BadInstanceRecord,
+    #[error("instance format {0} is not supported by this build")]
+    Format(u16),
+    #[error("the KEK does not belong to this instance (instance KEK {expected}, loaded {loaded})")]
+    WrongKek { expected: String, loaded: String },
+    #[error("signing key: {0}")]
+    Signing(String),
+    #[error("could not start the writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisionError {
+    #[error("storage: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("registry record of partition {0} is unreadable")]
+    BadRecord(String),
+    #[error("partition {partition}: {source}")]
+    Append {
+        partition: String,
+        source: AppendError,
+    },
+    #[error("record encoding: {0}")]
+    Encode(String),
+}
+
+/// One partition's registry entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: PartitionId,
+    pub status: PartitionStatus,
+    pub requested_ms: u64,
+    pub activated_ms: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) keyring: Keyring,
+    pub(crate) signer: CheckpointSigner,
+    pub(crate) options: StoreOptions,
+    pub(crate) cf_options: Options,
+    pub(crate) poisoned: AtomicBool,
+    /// Partitions whose stored state failed a check at open, with the reason.
+    pub(crate) quarantined: Mutex<BTreeMap<PartitionId, String>>,
+}
+
+/// An open kukaku instance.
+pub struct Store {
+    inner: Arc<Inner>,
+    writer: writer::WriterHandle,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("origin", &self.inner.signer.origin())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db_options(o: &StoreOptions, cache: &Cache, wbm: &WriteBufferManager) -> (Options, Options) {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_bloom_filter(10.0, false);
+
+    let mut cf = Options::default();
+    cf.set_block_based_table_factory(&table);
+    cf.set_write_buffer_size(o.write_buffer_bytes);
+    cf.set_max_write_buffer_number(2);
+    // Ciphertext does not compress.
+    cf.set_compression_type(DBCompressionType::None);
+
+    let mut db = cf.clone();
+    db.create_if_missing(true);
+    db.create_missing_column_families(true);
+    db.set_write_buffer_manager(wbm);
+    db.set_max_total_wal_size(o.max_total_wal_bytes);
+    db.set_skip_stats_update_on_db_open(true);
+    db.set_max_open_files(4096);
+    (db, cf)
+}
+
+fn key_store_options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    o.set_compression_type(DBCompressionType::None);
+    o.set_write_buffer_size(1 << 20);
+    o
+}
+
+pub(crate) fn sync_write() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+impl Store {
+    /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
+    /// the data directory with its system CF. Returns the open store.
+    pub fn init(paths: &Paths, origin: &str, options: StoreOptions) -> Result<Store, OpenError> {
+        crate::crypto::signer::validate_origin(origin)
+            .map_err(|e| OpenError::Signing(e.to_string()))?;
+        if paths.data.join("CURRENT").exists() {
+            return Err(OpenError::AlreadyInitialized(paths.data.clone()));
+        }
+        if paths.key_store.join("CURRENT").exists() {
+            return Err(OpenError::AlreadyInitialized(paths.key_store.clone()));
+        }
+        for dir in [&paths.data, &paths.key_store] {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    OpenError::Kek(KekError::Io {
+                        path: parent.to_owned(),
+                        source: e,
+                    })
+                })?;
+            }
+        }
+        let kek = match Kek::load_file(&paths.kek) {
+            Ok(k) => k,
+            Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Kek::create_file(&paths.kek)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let seed = Secret32::generate().map_err(KekError::from)?;
+        let signer = CheckpointSigner::from_seed(origin, &seed)
+            .map_err(|e| OpenError::Signing(e.to_string()))?;
+        let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
+        let keys = DB::open(&key_store_options(), &paths.key_store)?;
+        keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
+        drop(keys);
+
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            options.write_buffer_manager_bytes,
+            false,
+            cache.clone(),
+        );
+        let (dbo, cfo) = db_options(&options, &cache, &wbm);
+        let db = DB::open_cf_descriptors(
+            &dbo,
+            &paths.data,
+            [ColumnFamilyDescriptor::new(SYS_CF, cfo)],
+        )?;
+        let record = InstanceRecord {
+            format: FORMAT_VERSION,
+            origin: origin.to_owned(),
+            signing_public_key: signer.public_key(),
+            kek_fingerprint: kek.fingerprint(),
+            created_ms: now_ms(),
+        };
+        let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
+        let bytes = encode(&record).map_err(|_| OpenError::BadInstanceRecord)?;
+        db.put_cf_opt(&sys, INSTANCE_KEY, bytes, &sync_write())?;
+        drop(sys);
+        drop(db);
+        Self::open_with(paths, kek, options)
+    }
+
+    /// Opens an instance with the KEK from `paths.kek`.
+    pub fn open(paths: &Paths, options: StoreOptions) -> Result<Store, OpenError> {
+        let kek = Kek::load_file(&paths.kek)?;
+        Self::open_with(paths, kek, options)
+    }
+
+    /// Opens an instance with an already loaded KEK.
+    pub fn open_with(paths: &Paths, kek: Kek, options: StoreOptions) -> Result<Store, OpenError> {
+        if !paths.data.join("CURRENT").exists() {
+            return Err(OpenError::NotInitialized(paths.data.clone()));
+        }
+        if !paths.key_store.join("CURRENT").exists() {
+            return Err(OpenError::NotInitialized(paths.key_store.clone()));
+        }
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+            options.write_buffer_manager_bytes,
+            false,
+            cache.clone(),
+        );
+        let (dbo, cfo) = db_options(&options, &cache, &wbm);
+        let names = DB::list_cf(&dbo, &paths.data)?;
+        let descriptors = names
+            .iter()
+            .filter(|n| n.as_str() != "default")
+            .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
+        let db = DB::open_cf_descriptors(&dbo, &paths.data, descriptors)?;
+        let record: InstanceRecord = {
+            let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
+            let raw = db
+                .get_cf(&sys, INSTANCE_KEY)?
+                .ok_or(OpenError::BadInstanceRecord)?;
+            decode(&raw).ok_or(OpenError::BadInstanceRecord)?
+        };
+        if record.format != FORMAT_VERSION {
+            return Err(OpenError::Format(record.format));
+        }
+        if record.kek_fingerprint != kek.fingerprint() {
+            return Err(OpenError::WrongKek {
+                expected: record.kek_fingerprint,
+                loaded: kek.fingerprint(),
+            });
+        }
+        let keys = DB::open(&key_store_options(), &paths.key_store)?;
+        let wrapped = keys
+            .get(SIGNING_KEY)?
+            .ok_or_else(|| OpenError::Signing("missing from the key store".into()))?;
+        let seed = kek.unwrap_key(WrapPurpose::SigningKey, "instance", 1, &wrapped)?;
+        let signer = CheckpointSigner::from_seed(&record.origin, &seed)
+            .map_err(|e| OpenError::Signing(e.to_string()))?;
+        if signer.public_key() != record.signing_public_key {
+            return Err(OpenError::Signing(
+                "key store signing key does not match the instance record".into(),
+            ));
+        }
+        let inner = Arc::new(Inner {
+            db,
+            keyring: Keyring::new(keys, kek),
+            signer,
+            options,
+            cf_options: cfo,
+            poisoned: AtomicBool::new(false),
+            quarantined: Mutex::new(BTreeMap::new()),
+        });
+        inner.check_partitions_at_open();
+        let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
+        Ok(Store { inner, writer })
+    }
+
+    pub fn origin(&self) -> &str {
+        self.inner.signer.origin()
+    }
+
+    /// The C2SP verifier key auditors pin for a partition.
+    pub fn verifier_key(&self, partition: &PartitionId) -> Option<VerifierKey> {
+        self.inner.signer.verifier_key(partition).ok()
+    }
+
+    /// Writes failed since open: the store refuses writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Partitions that failed the open-time check, with the reason.
+    pub fn quarantined(&self) -> BTreeMap<PartitionId, String> {
+        self.inner
+            .quarantined
+            .lock()
+            .map(|q| q.clone())
+            .unwrap_or_default()
+    }
+
+    /// Registers partitions as `requested`. Existing ones are left as they are. Returns how
+    /// many were new. Run [`Store::provision`] to make them active.
+    pub fn request_partitions(&self, ids: &[PartitionId]) -> Result<usize, ProvisionError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut added = 0;
+        let mut seen = std::collections::BTreeSet::new();
+        for id in ids {
+            if !seen.insert(id) || self.inner.db.get_cf(&sys, registry_key(id))?.is_some() {
+                continue;
+            }
+            let rec = PartitionRecord {
+                status: PartitionStatus::Requested,
+                requested_ms: now_ms(),
+                activated_ms: 0,
+            };
+            let bytes = encode(&rec).map_err(|e| ProvisionError::Encode(e.to_string()))?;
+            batch.put_cf(&sys, registry_key(id), bytes);
+            added += 1;
+        }
+        self.inner.db.write_opt(batch, &sync_write())?;
+        Ok(added)
+    }
+
+    /// All registered partitions in id order.
+    pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        let mut out = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&sys, REGISTRY_PREFIX) {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(REGISTRY_PREFIX) else {
+                break;
+            };
+            let text = String::from_utf8_lossy(id).into_owned();
+            let partition =
+                PartitionId::parse(&text).map_err(|_| ProvisionError::BadRecord(text.clone()))?;
+            let rec: PartitionRecord =
+                decode(&v).ok_or_else(|| ProvisionError::BadRecord(text.clone()))?;
+            out.push(PartitionInfo {
+                partition,
+                status: rec.status,
+                requested_ms: rec.requested_ms,
+                activated_ms: rec.activated_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn partition(&self, id: &PartitionId) -> Result<Option<PartitionInfo>, ProvisionError> {
+        Ok(self.partitions()?.into_iter().find(|p| &p.partition == id))
+    }
+
+    /// Runs the provisioning job: for every `requested` partition, creates its column family,
+    /// appends its genesis entry and first key, and marks it `active`. Resumable: a crash
+    /// leaves partitions `requested`, and the next run finishes them. `progress(done, total)`
+    /// is called after each partition.
+    pub fn provision(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, ProvisionError> {
+        let pending: Vec<PartitionId> = self
+            .partitions()?
+            .into_iter()
+            .filter(|p| p.status == PartitionStatus::Requested)
+            .map(|p| p.partition)
+            .collect();
+        let total = pending.len() as u64;
+        progress(0, total);
+        for (i, id) in pending.iter().enumerate() {
+            let name = partition_cf(id);
+            if self.inner.db.cf_handle(&name).is_none() {
+                self.inner.db.create_cf(&name, &self.inner.cf_options)?;
+            }
+            self.writer
+                .activate(id.clone())
+                .map_err(|source| ProvisionError::Append {
+                    partition: id.to_string(),
+                    source,
+                })?;
+            progress(i as u64 + 1, total);
+        }
+        Ok(total)
+    }
+
+    /// Appends entries to one partition atomically; returns after the batch is durable.
+    pub fn append(
+        &self,
+        partition: &PartitionId,
+        entries: Vec<NewEntry>,
+    ) -> Result<AppendReceipt, AppendError> {
+        self.writer.append(partition.clone(), entries)
+    }
+
+    /// Async form of [`Store::append`] for callers on a tokio runtime.
+    pub async fn append_async(
+        &self,
+        partition: &PartitionId,
+        entries: Vec<NewEntry>,
+    ) -> Result<AppendReceipt, AppendError> {
+        self.writer.append_async(partition.clone(), entries).await
+    }
+
+    /// The latest signed checkpoint of a partition.
+    pub fn checkpoint(&self, partition: &PartitionId) -> Result<Option<String>, ReadError> {
+        self.inner.latest_checkpoint(partition)
+    }
+
+    /// The latest checkpoint, parsed and verified with the instance key.
+    pub fn checkpoint_parsed(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Option<Checkpoint>, ReadError> {
+        let Some(note) = self.checkpoint(partition)? else {
+            return Ok(None);
+        };
+        let key = self
+            .verifier_key(partition)
+            .ok_or_else(|| ReadError::UnknownPartition(partition.to_string()))?;
+        Checkpoint::verify_note(&note, &key)
+            .map(Some)
+            .map_err(|e| ReadError::Corrupt {
+                partition: partition.to_string(),
+                seq: 0,
+                step: format!("latest checkpoint: {e}"),
+            })
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.writer.shutdown();
+    }
+}

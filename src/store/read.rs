@@ -1,0 +1,589 @@
+//! Reads, proofs, verification and audit export.
+
+use std::io::Write;
+
+use rocksdb::{Direction, IteratorMode};
+use zeroize::Zeroizing;
+
+use super::records::{
+    STATE_KEY, StateRecord, checkpoint_key, decode, entry_key, node_key, partition_cf,
+};
+use super::{Inner, Store};
+use crate::crypto::PartitionScope;
+use crate::ledger::bundle::BundleWriter;
+use crate::ledger::envelope::{Body, Envelope, SALT_LEN};
+use crate::ledger::hash::{Hash, commitment};
+use crate::ledger::header::{Header, PartitionId};
+use crate::ledger::merkle::{NodeSource, ProofRequestError, consistency_proof, inclusion_proof};
+use crate::ledger::note::Checkpoint;
+use crate::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson, encode_hashes};
+use crate::ledger::verify::{ChainVerifier, Step, VerifyError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("partition {0} does not exist")]
+    UnknownPartition(String),
+    #[error("partition {partition} has no entry {seq} (size {size})")]
+    NoSuchEntry {
+        partition: String,
+        seq: u64,
+        size: u64,
+    },
+    #[error("partition {partition} has no checkpoint at size {size}")]
+    NoCheckpoint { partition: String, size: u64 },
+    #[error("bad proof request: {0}")]
+    BadRequest(String),
+    #[error("partition {partition} seq {seq}: {step}")]
+    Corrupt {
+        partition: String,
+        seq: u64,
+        step: String,
+    },
+    #[error("partition {partition} seq {seq}: key {key_id} unavailable: {reason}")]
+    Key {
+        partition: String,
+        seq: u64,
+        key_id: u32,
+        reason: String,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] rocksdb::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A decrypted, commitment-checked entry. The payload zeroizes on drop.
+pub struct Entry {
+    pub header: Header,
+    pub leaf_hash: Hash,
+    pub key_id: u32,
+    pub payload: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("header", &self.header)
+            .field("key_id", &self.key_id)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+/// Options of [`Store::verify`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VerifyOptions {
+    /// Also decrypt sealed bodies and recompute their commitments.
+    pub with_keys: bool,
+}
+
+/// What a partition's verification covered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub partition: PartitionId,
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub root: Hash,
+    pub bodies_opened: u64,
+}
+
+struct DbNodes<'a> {
+    db: &'a rocksdb::DB,
+    cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
+}
+
+impl NodeSource for DbNodes<'_> {
+    type Error = String;
+    fn node(&mut self, level: u8, index: u64) -> Result<Hash, String> {
+        let raw = self
+            .db
+            .get_pinned_cf(&self.cf, node_key(level, index))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("tree node ({level}, {index}) missing"))?;
+        Hash::from_slice(&raw).ok_or_else(|| format!("tree node ({level}, {index}) malformed"))
+    }
+}
+
+fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError {
+    ReadError::Corrupt {
+        partition: p.to_string(),
+        seq,
+        step: step.to_string(),
+    }
+}
+
+impl Inner {
+    fn cf(
+        &self,
+        p: &PartitionId,
+    ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
+        self.db
+            .cf_handle(&partition_cf(p))
+            .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))
+    }
+
+    pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {
+        let cf = self.cf(p)?;
+        match self.db.get_cf(&cf, STATE_KEY)? {
+            None => Ok(None),
+            Some(raw) => decode(&raw)
+                .map(Some)
+                .ok_or_else(|| corrupt(p, 0, "partition state record is unreadable")),
+        }
+    }
+
+    pub(crate) fn size(&self, p: &PartitionId) -> Result<u64, ReadError> {
+        Ok(self.state(p)?.map_or(0, |s| s.size))
+    }
+
+    pub(crate) fn latest_checkpoint(&self, p: &PartitionId) -> Result<Option<String>, ReadError> {
+        let cf = self.cf(p)?;
+        let mut it = self.db.iterator_cf(
+            &cf,
+            IteratorMode::From(&checkpoint_key(u64::MAX), Direction::Reverse),
+        );
+        match it.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                if k.first() != Some(&b'C') {
+                    return Ok(None);
+                }
+                String::from_utf8(v.to_vec())
+                    .map(Some)
+                    .map_err(|_| corrupt(p, 0, "checkpoint is not UTF-8"))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
+        let cf = self.cf(p)?;
+        let raw =
+            self.db
+                .get_cf(&cf, checkpoint_key(size))?
+                .ok_or_else(|| ReadError::NoCheckpoint {
+                    partition: p.to_string(),
+                    size,
+                })?;
+        String::from_utf8(raw).map_err(|_| corrupt(p, size, "checkpoint is not UTF-8"))
+    }
+
+    /// Open-time check of one partition: stored head, last entry and last checkpoint agree.
+    fn check_partition(&self, p: &PartitionId) -> Result<(), String> {
+        let Some(state) = self.state(p).map_err(|e| e.to_string())? else {
+            return Ok(());
+        };
+        let range = state
+            .range()
+            .ok_or("stored tree edge does not match the stored size")?;
+        let cf = self.cf(p).map_err(|e| e.to_string())?;
+        if state.size > 0
+            && self
+                .db
+                .get_pinned_cf(&cf, entry_key(state.size - 1))
+                .map_err(|e| e.to_string())?
+                .is_none()
+        {
+            return Err(format!(
+                "entry {} missing below the stored size",
+                state.size - 1
+            ));
+        }
+        if self
+            .db
+            .get_pinned_cf(&cf, entry_key(state.size))
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Err(format!(
+                "entry {} exists beyond the stored size",
+                state.size
+            ));
+        }
+        let note = self
+            .latest_checkpoint(p)
+            .map_err(|e| e.to_string())?
+            .ok_or("no checkpoint")?;
+        let key = self.signer.verifier_key(p).map_err(|e| e.to_string())?;
+        let cp =
+            Checkpoint::verify_note(&note, &key).map_err(|e| format!("last checkpoint: {e}"))?;
+        if cp.size != state.size || cp.root != range.root() {
+            return Err(format!(
+                "last checkpoint (size {}) does not match the stored tree (size {})",
+                cp.size, state.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks every partition; failures are quarantined and logged, not repaired.
+    pub(crate) fn check_partitions_at_open(&self) {
+        let names = self.db.cf_names_for_check();
+        for p in names {
+            if let Err(reason) = self.check_partition(&p) {
+                tracing::error!(partition = %p, %reason, "partition quarantined at open");
+                if let Ok(mut q) = self.quarantined.lock() {
+                    q.insert(p, reason);
+                }
+            }
+        }
+    }
+}
+
+/// Partition ids of the column families present.
+trait CfNames {
+    fn cf_names_for_check(&self) -> Vec<PartitionId>;
+}
+
+impl CfNames for rocksdb::DB {
+    fn cf_names_for_check(&self) -> Vec<PartitionId> {
+        let path = self.path().to_owned();
+        rocksdb::DB::list_cf(&rocksdb::Options::default(), path)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| n.strip_prefix(super::records::PARTITION_CF_PREFIX))
+            .filter_map(|id| PartitionId::parse(id).ok())
+            .collect()
+    }
+}
+
+impl Store {
+    fn envelope_bytes(&self, p: &PartitionId, seq: u64) -> Result<Vec<u8>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        match self.inner.db.get_cf(&cf, entry_key(seq))? {
+            Some(v) => Ok(v),
+            None => Err(ReadError::NoSuchEntry {
+                partition: p.to_string(),
+                seq,
+                size: self.inner.size(p)?,
+            }),
+        }
+    }
+
+    /// Reads, decrypts and checks one entry of the scope's partition.
+    pub fn read_entry(&self, scope: &PartitionScope, seq: u64) -> Result<Entry, ReadError> {
+        let p = scope.partition();
+        let raw = self.envelope_bytes(p, seq)?;
+        self.open_envelope(p, seq, &raw)
+    }
+
+    fn open_envelope(&self, p: &PartitionId, seq: u64, raw: &[u8]) -> Result<Entry, ReadError> {
+        let env = Envelope::decode(raw).map_err(|e| corrupt(p, seq, format!("envelope: {e}")))?;
+        if env.header.seq != seq || &env.header.partition != p {
+            return Err(corrupt(p, seq, "envelope is stored under another position"));
+        }
+        let leaf_hash = env.leaf_hash();
+        let payload = match env.body {
+            Body::Open { payload, .. } => Zeroizing::new(payload),
+            Body::Sealed {
+                nonce,
+                ciphertext_and_tag,
+            } => {
+                let dek = self
+                    .inner
+                    .keyring
+                    .dek(p, env.key_id)
+                    .map_err(|e| ReadError::Key {
+                        partition: p.to_string(),
+                        seq,
+                        key_id: env.key_id,
+                        reason: e.to_string(),
+                    })?;
+                let plain = dek
+                    .open(&leaf_hash, &nonce, &ciphertext_and_tag)
+                    .map_err(|e| corrupt(p, seq, e))?;
+                let (salt, payload) = plain
+                    .split_at_checked(SALT_LEN)
+                    .ok_or_else(|| corrupt(p, seq, "sealed body shorter than its salt"))?;
+                let mut s = [0u8; SALT_LEN];
+                s.copy_from_slice(salt);
+                if commitment(&s, payload) != env.header.commitment {
+                    return Err(corrupt(
+                        p,
+                        seq,
+                        "payload does not match the header's commitment",
+                    ));
+                }
+                Zeroizing::new(payload.to_vec())
+            }
+        };
+        Ok(Entry {
+            header: env.header,
+            leaf_hash,
+            key_id: env.key_id,
+            payload,
+        })
+    }
+
+    /// Reads up to `limit` entries from `from`.
+    pub fn read_range(
+        &self,
+        scope: &PartitionScope,
+        from: u64,
+        limit: u64,
+    ) -> Result<Vec<Entry>, ReadError> {
+        let p = scope.partition();
+        let size = self.inner.size(p)?;
+        let end = from.saturating_add(limit).min(size);
+        (from..end).map(|seq| self.read_entry(scope, seq)).collect()
+    }
+
+    /// Raw envelopes `[from, to)`: headers and ciphertext, no keys needed, no plaintext.
+    pub fn envelopes(
+        &self,
+        p: &PartitionId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<Vec<u8>>, ReadError> {
+        let size = self.inner.size(p)?;
+        let to = to.min(size);
+        (from..to).map(|seq| self.envelope_bytes(p, seq)).collect()
+    }
+
+    /// Current tree size of a partition.
+    pub fn size(&self, p: &PartitionId) -> Result<u64, ReadError> {
+        self.inner.size(p)
+    }
+
+    fn proof_size(&self, p: &PartitionId, size: Option<u64>) -> Result<(u64, String), ReadError> {
+        match size {
+            Some(s) => Ok((s, self.inner.checkpoint_at(p, s)?)),
+            None => {
+                let s = self.inner.size(p)?;
+                Ok((s, self.inner.checkpoint_at(p, s)?))
+            }
+        }
+    }
+
+    /// Inclusion proof of `seq` in the checkpointed tree of `size` (latest if `None`).
+    pub fn prove_inclusion(
+        &self,
+        p: &PartitionId,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProofJson, ReadError> {
+        let (size, note) = self.proof_size(p, size)?;
+        let raw = self.envelope_bytes(p, seq)?;
+        let (header, _) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, seq, e))?;
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        let proof = inclusion_proof(&mut src, seq, size).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, seq, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })?;
+        Ok(InclusionProofJson {
+            leaf_idx: seq,
+            tree_size: size,
+            leaf_hash: header.leaf_hash().to_base64(),
+            proof: Some(encode_hashes(&proof)),
+            root: None,
+            checkpoint: Some(note),
+            desc: None,
+            want_err: None,
+        })
+    }
+
+    /// Consistency proof between two checkpointed sizes (`to` = latest if `None`).
+    pub fn prove_consistency(
+        &self,
+        p: &PartitionId,
+        from: u64,
+        to: Option<u64>,
+    ) -> Result<ConsistencyProofJson, ReadError> {
+        let (to, note) = self.proof_size(p, to)?;
+        let old = self.inner.checkpoint_at(p, from)?;
+        let key = self
+            .verifier_key(p)
+            .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
+        let old_cp = Checkpoint::verify_note(&old, &key).map_err(|e| corrupt(p, from, e))?;
+        let new_cp = Checkpoint::verify_note(&note, &key).map_err(|e| corrupt(p, to, e))?;
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        let proof = consistency_proof(&mut src, from, to).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, to, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })?;
+        Ok(ConsistencyProofJson {
+            size1: from,
+            size2: to,
+            proof: Some(encode_hashes(&proof)),
+            root1: Some(old_cp.root.to_base64()),
+            root2: Some(new_cp.root.to_base64()),
+            checkpoint: Some(note),
+            desc: None,
+            want_err: None,
+        })
+    }
+
+    /// Checkpoint sizes stored for a partition, ascending.
+    pub fn checkpoint_sizes(&self, p: &PartitionId) -> Result<Vec<u64>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let mut out = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&cf, b"C") {
+            let (k, _) = item?;
+            let Some(size) = k
+                .strip_prefix(b"C")
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            else {
+                break;
+            };
+            out.push(u64::from_be_bytes(size));
+        }
+        Ok(out)
+    }
+
+    /// Recomputes everything of one partition from storage: order, chain, every stored tree
+    /// node, every checkpoint (signature and root), the stored head, and with `with_keys` every
+    /// sealed body and commitment. The first failure is returned with partition, seq and step.
+    pub fn verify_partition(
+        &self,
+        p: &PartitionId,
+        options: VerifyOptions,
+    ) -> Result<VerifyReport, VerifyError> {
+        let fail = |seq: u64, step: Step| VerifyError {
+            partition: p.to_string(),
+            seq,
+            step,
+        };
+        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(e.to_string()));
+        let key = self
+            .verifier_key(p)
+            .ok_or_else(|| fail(0, Step::Other("no verifier key".into())))?;
+        let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
+        let mut checkpoints = self
+            .checkpoint_sizes(p)
+            .map_err(|e| other(0, e))?
+            .into_iter()
+            .peekable();
+        let mut v = ChainVerifier::new(p.clone());
+        let mut checked = 0u64;
+        let mut opened = 0u64;
+        let db = &self.inner.db;
+        for item in db.prefix_iterator_cf(&cf, b"E") {
+            let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
+            if k.first() != Some(&b'E') {
+                break;
+            }
+            let seq = v.size();
+            if k.as_ref() != entry_key(seq) {
+                return Err(fail(
+                    seq,
+                    Step::Sequence {
+                        want: seq,
+                        got: k.get(1..).map_or(0, |b| b.len() as u64),
+                    },
+                ));
+            }
+            let (env, nodes) = v.push(&raw)?;
+            for n in nodes {
+                let stored = db
+                    .get_pinned_cf(&cf, node_key(n.level, n.index))
+                    .map_err(|e| other(seq, e.into()))?;
+                if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
+                    return Err(fail(seq, Step::TreeNode { level: n.level }));
+                }
+            }
+            if options.with_keys && env.key_id != 0 {
+                self.open_envelope(p, seq, &raw)
+                    .map_err(|_| fail(seq, Step::Body))?;
+                opened += 1;
+            }
+            while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
+                let size = checkpoints.next().unwrap_or_default();
+                let note = self
+                    .inner
+                    .checkpoint_at(p, size)
+                    .map_err(|e| other(size, e))?;
+                if size < v.size() {
+                    return Err(fail(
+                        size,
+                        Step::CheckpointSize {
+                            checkpoint: size,
+                            log: v.size(),
+                        },
+                    ));
+                }
+                v.check_checkpoint(&note, &key)?;
+                checked += 1;
+            }
+        }
+        if let Some(size) = checkpoints.next() {
+            return Err(fail(
+                v.size(),
+                Step::CheckpointSize {
+                    checkpoint: size,
+                    log: v.size(),
+                },
+            ));
+        }
+        let state = self.inner.state(p).map_err(|e| other(v.size(), e))?;
+        if let Some(st) = state {
+            if st.size != v.size() {
+                return Err(fail(
+                    v.size(),
+                    Step::StateSize {
+                        stored: st.size,
+                        log: v.size(),
+                    },
+                ));
+            }
+            let frontier: Vec<[u8; 32]> =
+                v.range().hashes().iter().map(|h| *h.as_bytes()).collect();
+            if st.chain != *v.chain_head().as_bytes() || st.frontier != frontier {
+                return Err(fail(v.size(), Step::StateMismatch));
+            }
+        }
+        Ok(VerifyReport {
+            partition: p.clone(),
+            entries: v.size(),
+            checkpoints: checked,
+            root: v.root(),
+            bodies_opened: opened,
+        })
+    }
+
+    /// Writes an audit bundle of the given partitions (all entries, all checkpoints).
+    pub fn export_audit<W: Write>(
+        &self,
+        partitions: &[PartitionId],
+        out: W,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<W, ReadError> {
+        let mut w = BundleWriter::new(out)?;
+        let mut done = 0u64;
+        for p in partitions {
+            let key = self
+                .verifier_key(p)
+                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
+            w.partition(p, &key)?;
+            let cf = self.inner.cf(p)?;
+            let mut checkpoints = self.checkpoint_sizes(p)?.into_iter().peekable();
+            let mut size = 0u64;
+            for item in self.inner.db.prefix_iterator_cf(&cf, b"E") {
+                let (k, raw) = item?;
+                if k.first() != Some(&b'E') {
+                    break;
+                }
+                w.envelope(&raw)?;
+                size += 1;
+                done += 1;
+                while checkpoints.peek().is_some_and(|s| *s <= size) {
+                    let s = checkpoints.next().unwrap_or_default();
+                    if s == size {
+                        w.checkpoint(&self.inner.checkpoint_at(p, s)?)?;
+                    }
+                }
+                if done % 1024 == 0 {
+                    progress(done);
+                }
+            }
+        }
+        progress(done);
+        Ok(w.finish()?)
+    }
+}

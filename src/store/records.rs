@@ -1,0 +1,203 @@
+//! Keys and values of the system CF, the partition CFs and the key store (docs/format.md §7).
+//!
+//! System records are bincode 2 (pinned exactly) with a fixed configuration: big-endian,
+//! fixed-width integers, 4 KiB decode limit. They hold no personal data.
+
+use bincode::{Decode, Encode};
+
+use crate::ledger::merkle::CompactRange;
+use crate::ledger::{Hash, PartitionId};
+
+/// The one bincode configuration kukaku uses.
+pub fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_big_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<4096>()
+}
+
+pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::encode_to_vec(value, config())
+}
+
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Option<T> {
+    match bincode::decode_from_slice::<T, _>(bytes, config()) {
+        Ok((v, used)) if used == bytes.len() => Some(v),
+        _ => None,
+    }
+}
+
+/// Name of the system column family.
+pub const SYS_CF: &str = "sys";
+/// Prefix of partition column family names.
+pub const PARTITION_CF_PREFIX: &str = "p/";
+
+pub fn partition_cf(p: &PartitionId) -> String {
+    format!("{PARTITION_CF_PREFIX}{p}")
+}
+
+// ---- partition CF keys ----
+
+pub fn entry_key(seq: u64) -> [u8; 9] {
+    let mut k = [b'E'; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub fn node_key(level: u8, index: u64) -> [u8; 10] {
+    let mut k = [b'N'; 10];
+    k[1] = level;
+    k[2..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+pub fn checkpoint_key(size: u64) -> [u8; 9] {
+    let mut k = [b'C'; 9];
+    k[1..].copy_from_slice(&size.to_be_bytes());
+    k
+}
+
+pub const STATE_KEY: &[u8] = b"M";
+
+/// Per-partition head: size, chain head, last tx_time and the compact range.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct StateRecord {
+    pub size: u64,
+    pub chain: [u8; 32],
+    pub last_tx: u64,
+    pub frontier: Vec<[u8; 32]>,
+}
+
+impl StateRecord {
+    pub fn range(&self) -> Option<CompactRange> {
+        CompactRange::from_parts(
+            self.size,
+            self.frontier.iter().map(|h| Hash::from_bytes(*h)).collect(),
+        )
+        .ok()
+    }
+}
+
+// ---- system CF ----
+
+pub const INSTANCE_KEY: &[u8] = b"I";
+
+/// Instance metadata, written by `init`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct InstanceRecord {
+    pub format: u16,
+    pub origin: String,
+    pub signing_public_key: [u8; 32],
+    pub kek_fingerprint: String,
+    pub created_ms: u64,
+}
+
+pub fn registry_key(p: &PartitionId) -> Vec<u8> {
+    let mut k = b"R".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
+
+pub const REGISTRY_PREFIX: &[u8] = b"R";
+
+/// Provisioning status of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum PartitionStatus {
+    /// Registered; the provisioning job has not finished it.
+    Requested,
+    /// Column family, genesis entry and first DEK exist.
+    Active,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct PartitionRecord {
+    pub status: PartitionStatus,
+    pub requested_ms: u64,
+    pub activated_ms: u64,
+}
+
+pub fn key_meta_prefix(p: &PartitionId) -> Vec<u8> {
+    let mut k = b"K".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k.push(0);
+    k
+}
+
+pub fn key_meta_key(p: &PartitionId, key_id: u32) -> Vec<u8> {
+    let mut k = key_meta_prefix(p);
+    k.extend_from_slice(&key_id.to_be_bytes());
+    k
+}
+
+/// Status of one DEK version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum KeyStatus {
+    /// The version new writes of its scope use.
+    Current,
+    /// Superseded: still decrypts, no new writes.
+    Previous,
+}
+
+/// Metadata of one DEK (partition-local `key_id`): scope, version, counters.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct KeyMeta {
+    /// `KeyClass::code()`.
+    pub class: u8,
+    pub epoch: u16,
+    pub version: u32,
+    pub status: KeyStatus,
+    pub created_ms: u64,
+    /// Encryptions made (nonces drawn) with this key; reserved before sealing.
+    pub encryptions: u64,
+}
+
+// ---- key store ----
+
+pub const SIGNING_KEY: &[u8] = b"S\x00\x00\x00\x01";
+
+pub fn dek_key(p: &PartitionId, key_id: u32) -> Vec<u8> {
+    let mut k = b"D".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&key_id.to_be_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden bytes of a system record: bincode 2.0.1, big-endian, fixed-width integers.
+    #[test]
+    fn key_meta_golden_bytes() {
+        let m = KeyMeta {
+            class: 2,
+            epoch: 2026,
+            version: 3,
+            status: KeyStatus::Previous,
+            created_ms: 1,
+            encryptions: 258,
+        };
+        let b = encode(&m).unwrap();
+        assert_eq!(
+            hex::encode(&b),
+            "02\
+             07ea\
+             00000003\
+             00000001\
+             0000000000000001\
+             0000000000000102"
+        );
+        assert_eq!(decode::<KeyMeta>(&b), Some(m));
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(decode::<KeyMeta>(&longer), None);
+    }
+
+    #[test]
+    fn keys_sort_by_number() {
+        assert!(entry_key(255) < entry_key(256));
+        assert!(node_key(0, u64::MAX) < node_key(1, 0));
+        assert!(checkpoint_key(9) < checkpoint_key(10));
+    }
+}

@@ -1,0 +1,770 @@
+//! The single writer: group commit of appends from any partitions into one synced WriteBatch.
+//!
+//! Callers do the seq-independent work (salt, commitment). The writer drains its queue, assigns
+//! seq and tx_time, builds headers, chain and tree nodes, seals bodies, signs one checkpoint
+//! per touched partition, writes one batch with `sync = true`, then answers. A command that
+//! fails inside the writer is answered alone and left out of the batch. A failed write poisons
+//! the store: nothing more is acknowledged until it is reopened.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use super::keyring::KeyError;
+use super::records::{
+    KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, STATE_KEY, SYS_CF, StateRecord,
+    checkpoint_key, decode, encode, entry_key, key_meta_key, key_meta_prefix, node_key,
+    partition_cf, registry_key,
+};
+use super::{Inner, now_ms, sync_write};
+use crate::crypto::{Dek, RngError, random};
+use crate::ledger::envelope::SALT_LEN;
+use crate::ledger::hash::{Hash, chain_next, commitment};
+use crate::ledger::header::{Class, Header, Kind, PartitionId};
+use crate::ledger::merkle::CompactRange;
+use crate::ledger::payload::{Genesis, KeyClass, KeyEvent, KeyEventKind};
+
+/// Largest payload of one entry.
+pub const MAX_PAYLOAD: usize = 4 << 20;
+
+/// One entry to append. Build it with [`NewEntry::new`]: salt and commitment are computed
+/// by the caller, outside the writer.
+pub struct NewEntry {
+    kind: Kind,
+    valid_from: i32,
+    ref_seq: Option<u64>,
+    salt: [u8; SALT_LEN],
+    payload: Zeroizing<Vec<u8>>,
+    commitment: Hash,
+}
+
+impl std::fmt::Debug for NewEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEntry")
+            .field("kind", &self.kind.name())
+            .field("valid_from", &self.valid_from)
+            .field("ref_seq", &self.ref_seq)
+            .field("payload_len", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewEntry {
+    /// `valid_from` is days since 1970-01-01; `ref_seq` the corrected or answered entry.
+    pub fn new(
+        kind: Kind,
+        valid_from: i32,
+        ref_seq: Option<u64>,
+        payload: Vec<u8>,
+    ) -> Result<Self, AppendError> {
+        if kind == Kind::GENESIS || kind == Kind::KEY_EVENT {
+            return Err(AppendError::ReservedKind(kind.name()));
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        let payload = Zeroizing::new(payload);
+        let salt = random::<SALT_LEN>()?;
+        let commitment = commitment(&salt, &payload);
+        Ok(NewEntry {
+            kind,
+            valid_from,
+            ref_seq,
+            salt,
+            payload,
+            commitment,
+        })
+    }
+
+    /// Entries made by the writer itself (genesis, key events).
+    fn internal(kind: Kind, payload: Vec<u8>) -> Result<Self, AppendError> {
+        let salt = random::<SALT_LEN>()?;
+        let commitment = commitment(&salt, &payload);
+        Ok(NewEntry {
+            kind,
+            valid_from: 0,
+            ref_seq: None,
+            salt,
+            payload: Zeroizing::new(payload),
+            commitment,
+        })
+    }
+}
+
+/// What a durable append returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub partition: PartitionId,
+    /// Seq of the first appended entry (key events the writer added may precede it).
+    pub first_seq: u64,
+    /// Seq and leaf hash of each entry of the request, in order.
+    pub entries: Vec<(u64, Hash)>,
+    /// Tree size after the batch.
+    pub size: u64,
+    pub root: Hash,
+    /// The signed checkpoint at `size`.
+    pub checkpoint: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    #[error("partition {0} does not exist")]
+    UnknownPartition(String),
+    #[error("partition {0} is not active yet; run the provisioning job")]
+    NotActive(String),
+    #[error("partition {0} is quarantined after a failed integrity check")]
+    Quarantined(String),
+    #[error("kind {0} is written only by kukaku itself")]
+    ReservedKind(&'static str),
+    #[error("payload of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("empty append")]
+    Empty,
+    #[error("entry {index}: ref_seq {ref_seq} does not refer to an earlier entry")]
+    BadRef { index: usize, ref_seq: u64 },
+    #[error("store is poisoned after a failed write; no write is accepted until it is reopened")]
+    Poisoned,
+    #[error("writer is not running")]
+    WriterGone,
+    #[error(transparent)]
+    Rng(#[from] RngError),
+    #[error("key: {0}")]
+    Key(#[from] KeyError),
+    #[error("encryption failed")]
+    Seal,
+    #[error("stored state of partition {0} is unreadable")]
+    BadState(String),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
+
+enum Command {
+    Append {
+        partition: PartitionId,
+        entries: Vec<NewEntry>,
+        reply: Reply<AppendReceipt>,
+    },
+    Activate {
+        partition: PartitionId,
+        reply: Reply<()>,
+    },
+}
+
+impl Command {
+    fn bytes(&self) -> usize {
+        match self {
+            Command::Append { entries, .. } => entries.iter().map(|e| e.payload.len() + 64).sum(),
+            Command::Activate { .. } => 64,
+        }
+    }
+}
+
+pub(crate) struct WriterHandle {
+    tx: Option<mpsc::Sender<Command>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    pub(crate) fn start(inner: Arc<Inner>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel(inner.options.queue_depth.max(1));
+        let thread = std::thread::Builder::new()
+            .name("kukaku-writer".into())
+            .spawn(move || Writer::new(inner).run(rx))?;
+        Ok(WriterHandle {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), AppendError> {
+        self.tx
+            .as_ref()
+            .ok_or(AppendError::WriterGone)?
+            .blocking_send(cmd)
+            .map_err(|_| AppendError::WriterGone)
+    }
+
+    pub(crate) fn append(
+        &self,
+        partition: PartitionId,
+        entries: Vec<NewEntry>,
+    ) -> Result<AppendReceipt, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            partition,
+            entries,
+            reply,
+        })?;
+        rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
+    }
+
+    pub(crate) async fn append_async(
+        &self,
+        partition: PartitionId,
+        entries: Vec<NewEntry>,
+    ) -> Result<AppendReceipt, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .as_ref()
+            .ok_or(AppendError::WriterGone)?
+            .send(Command::Append {
+                partition,
+                entries,
+                reply,
+            })
+            .await
+            .map_err(|_| AppendError::WriterGone)?;
+        rx.await.map_err(|_| AppendError::WriterGone)?
+    }
+
+    pub(crate) fn activate(&self, partition: PartitionId) -> Result<(), AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Activate { partition, reply })?;
+        rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
+    }
+
+    /// Closes the queue and waits for queued commands to finish.
+    pub(crate) fn shutdown(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where a staged put goes.
+#[derive(Clone)]
+enum Target {
+    Sys,
+    Partition(PartitionId),
+}
+
+type Ops = Vec<(Target, Vec<u8>, Vec<u8>)>;
+
+/// A partition's writer-side state.
+#[derive(Clone)]
+struct PState {
+    active: bool,
+    chain: Hash,
+    last_tx: u64,
+    range: CompactRange,
+    keys: BTreeMap<u32, KeyMeta>,
+    dirty_keys: BTreeSet<u32>,
+    /// Size at the start of the current batch.
+    committed_size: u64,
+}
+
+impl PState {
+    fn size(&self) -> u64 {
+        self.range.size()
+    }
+}
+
+fn key_class(kind: Kind) -> KeyClass {
+    match kind {
+        Kind::KOGAKU_RECORD
+        | Kind::CONTINUITY_CANDIDATE
+        | Kind::CONTINUITY_DECISION
+        | Kind::CONTINUITY_CONFIRMATION
+        | Kind::CONTINUITY_CARRY_OVER => KeyClass::Dated,
+        _ => KeyClass::Resident,
+    }
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    states: HashMap<PartitionId, PState>,
+}
+
+enum Pending {
+    Append(Reply<AppendReceipt>, PartitionId, Vec<(u64, Hash)>),
+    Activate(Reply<()>),
+}
+
+impl Writer {
+    fn new(inner: Arc<Inner>) -> Self {
+        Writer {
+            inner,
+            states: HashMap::new(),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.bytes();
+            let mut cmds = vec![first];
+            while cmds.len() < self.inner.options.max_batch_commands
+                && bytes < self.inner.options.max_batch_bytes
+            {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        bytes += c.bytes();
+                        cmds.push(c);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.process(cmds);
+        }
+    }
+
+    fn load(&mut self, p: &PartitionId) -> Result<PState, AppendError> {
+        if let Some(s) = self.states.get(p) {
+            return Ok(s.clone());
+        }
+        let db = &self.inner.db;
+        let storage = |e: rocksdb::Error| AppendError::Storage(e.to_string());
+        let cf = db
+            .cf_handle(&partition_cf(p))
+            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+        let sys = db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
+        let record: Option<PartitionRecord> = db
+            .get_cf(&sys, registry_key(p))
+            .map_err(storage)?
+            .map(|raw| decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string())))
+            .transpose()?;
+        let Some(record) = record else {
+            return Err(AppendError::UnknownPartition(p.to_string()));
+        };
+        let (chain, last_tx, range) = match db.get_cf(&cf, STATE_KEY).map_err(storage)? {
+            Some(raw) => {
+                let st: StateRecord =
+                    decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string()))?;
+                let range = st
+                    .range()
+                    .ok_or_else(|| AppendError::BadState(p.to_string()))?;
+                (Hash::from_bytes(st.chain), st.last_tx, range)
+            }
+            None => (Hash::ZERO, 0, CompactRange::new()),
+        };
+        let mut keys = BTreeMap::new();
+        let prefix = key_meta_prefix(p);
+        for item in db.prefix_iterator_cf(&sys, &prefix) {
+            let (k, v) = item.map_err(storage)?;
+            let Some(id) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            let id: [u8; 4] = id
+                .try_into()
+                .map_err(|_| AppendError::BadState(p.to_string()))?;
+            let meta: KeyMeta = decode(&v).ok_or_else(|| AppendError::BadState(p.to_string()))?;
+            keys.insert(u32::from_be_bytes(id), meta);
+        }
+        let state = PState {
+            active: record.status == PartitionStatus::Active,
+            chain,
+            last_tx,
+            committed_size: range.size(),
+            range,
+            keys,
+            dirty_keys: BTreeSet::new(),
+        };
+        self.states.insert(p.clone(), state.clone());
+        Ok(state)
+    }
+
+    /// Appends one entry to `st`, staging its puts.
+    fn apply(
+        &self,
+        p: &PartitionId,
+        st: &mut PState,
+        e: &NewEntry,
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<(u64, Hash), AppendError> {
+        let tx_time = now.max(st.last_tx);
+        let sealing = match e.kind.class() {
+            Class::Open => None,
+            Class::Sealed => Some(self.reserve_key(p, st, e.kind, tx_time, now, ops)?),
+        };
+        let seq = st.size();
+        let header = Header {
+            partition: p.clone(),
+            seq,
+            tx_time,
+            valid_from: e.valid_from,
+            kind: e.kind,
+            ref_seq: e.ref_seq,
+            prev_chain: st.chain,
+            commitment: e.commitment,
+        };
+        let leaf = header.leaf_hash();
+        let mut env = header.encode();
+        match sealing {
+            None => {
+                env.extend_from_slice(&0u32.to_be_bytes());
+                env.extend_from_slice(&e.salt);
+                env.extend_from_slice(&e.payload);
+            }
+            Some((key_id, dek)) => {
+                let (nonce, ct) = dek
+                    .seal(&leaf, &e.salt, &e.payload)
+                    .map_err(|_| AppendError::Seal)?;
+                env.extend_from_slice(&key_id.to_be_bytes());
+                env.extend_from_slice(&nonce);
+                env.extend_from_slice(&ct);
+            }
+        }
+        let target = Target::Partition(p.clone());
+        ops.push((target.clone(), entry_key(seq).to_vec(), env));
+        let nodes = st
+            .range
+            .append(leaf)
+            .map_err(|e| AppendError::BadState(e.to_string()))?;
+        for n in nodes {
+            ops.push((
+                target.clone(),
+                node_key(n.level, n.index).to_vec(),
+                n.hash.as_bytes().to_vec(),
+            ));
+        }
+        st.chain = chain_next(&st.chain, &leaf);
+        st.last_tx = tx_time;
+        Ok((seq, leaf))
+    }
+
+    /// The current DEK for `kind`'s key scope, with one encryption reserved; creates or
+    /// rotates a version (with its key event) when needed.
+    fn reserve_key(
+        &self,
+        p: &PartitionId,
+        st: &mut PState,
+        kind: Kind,
+        tx_time: u64,
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<(u32, Arc<Dek>), AppendError> {
+        let class = key_class(kind);
+        let epoch = match class {
+            KeyClass::Resident => 0,
+            KeyClass::Dated => crate::ledger::fiscal_year_jst(tx_time),
+        };
+        let current = st
+            .keys
+            .iter()
+            .find(|(_, m)| {
+                m.class == class.code() && m.epoch == epoch && m.status == KeyStatus::Current
+            })
+            .map(|(id, m)| (*id, m.version, m.encryptions));
+        let key_id = match current {
+            Some((id, _, used)) if used < self.inner.options.dek_rotate_after => id,
+            Some((id, version, _)) => {
+                if let Some(m) = st.keys.get_mut(&id) {
+                    m.status = KeyStatus::Previous;
+                }
+                st.dirty_keys.insert(id);
+                self.create_key(p, st, class, epoch, version + 1, now, ops)?
+            }
+            None => self.create_key(p, st, class, epoch, 1, now, ops)?,
+        };
+        let meta = st
+            .keys
+            .get_mut(&key_id)
+            .ok_or_else(|| AppendError::BadState(p.to_string()))?;
+        meta.encryptions += 1;
+        st.dirty_keys.insert(key_id);
+        let dek = self.inner.keyring.dek(p, key_id)?;
+        Ok((key_id, dek))
+    }
+
+    /// Creates a DEK version (material durable in the key store first) and appends its event.
+    #[allow(clippy::too_many_arguments)]
+    fn create_key(
+        &self,
+        p: &PartitionId,
+        st: &mut PState,
+        class: KeyClass,
+        epoch: u16,
+        version: u32,
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<u32, AppendError> {
+        let key_id = st.keys.keys().next_back().map_or(1, |k| k + 1);
+        self.inner.keyring.create_dek(p, key_id)?;
+        st.keys.insert(
+            key_id,
+            KeyMeta {
+                class: class.code(),
+                epoch,
+                version,
+                status: KeyStatus::Current,
+                created_ms: now,
+                encryptions: 0,
+            },
+        );
+        st.dirty_keys.insert(key_id);
+        let event = KeyEvent {
+            event: if version == 1 {
+                KeyEventKind::Create
+            } else {
+                KeyEventKind::Rotate
+            },
+            key_id,
+            class,
+            epoch,
+            version,
+            count: 0,
+            actor: "system".into(),
+            reason: if version == 1 {
+                "first key of scope".into()
+            } else {
+                "encryption budget of previous version reached".into()
+            },
+        };
+        let payload = event
+            .encode()
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let entry = NewEntry::internal(Kind::KEY_EVENT, payload)?;
+        self.apply(p, st, &entry, now, ops)?;
+        Ok(key_id)
+    }
+
+    fn run_append(
+        &mut self,
+        p: &PartitionId,
+        entries: &[NewEntry],
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<(PState, Vec<(u64, Hash)>), AppendError> {
+        if entries.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        self.check_quarantine(p)?;
+        let mut st = self.load(p)?;
+        if !st.active {
+            return Err(AppendError::NotActive(p.to_string()));
+        }
+        let mut done = Vec::with_capacity(entries.len());
+        for (index, e) in entries.iter().enumerate() {
+            if let Some(r) = e.ref_seq {
+                if r >= st.size() {
+                    return Err(AppendError::BadRef { index, ref_seq: r });
+                }
+            }
+            done.push(self.apply(p, &mut st, e, now, ops)?);
+        }
+        Ok((st, done))
+    }
+
+    fn run_activate(
+        &mut self,
+        p: &PartitionId,
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<PState, AppendError> {
+        let mut st = self.load(p)?;
+        if st.size() == 0 {
+            let genesis = Genesis {
+                origin: self.inner.signer.origin().to_owned(),
+            }
+            .encode()
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+            let entry = NewEntry::internal(Kind::GENESIS, genesis)?;
+            self.apply(p, &mut st, &entry, now, ops)?;
+            self.create_key(p, &mut st, KeyClass::Resident, 0, 1, now, ops)?;
+        }
+        if !st.active {
+            st.active = true;
+            let rec = PartitionRecord {
+                status: PartitionStatus::Active,
+                requested_ms: now,
+                activated_ms: now,
+            };
+            let bytes = encode(&rec).map_err(|e| AppendError::Storage(e.to_string()))?;
+            ops.push((Target::Sys, registry_key(p), bytes));
+        }
+        Ok(st)
+    }
+
+    fn check_quarantine(&self, p: &PartitionId) -> Result<(), AppendError> {
+        let q = self
+            .inner
+            .quarantined
+            .lock()
+            .map(|q| q.contains_key(p))
+            .unwrap_or(true);
+        if q {
+            return Err(AppendError::Quarantined(p.to_string()));
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, cmds: Vec<Command>) {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            for c in cmds {
+                match c {
+                    Command::Append { reply, .. } => {
+                        let _ = reply.send(Err(AppendError::Poisoned));
+                    }
+                    Command::Activate { reply, .. } => {
+                        let _ = reply.send(Err(AppendError::Poisoned));
+                    }
+                }
+            }
+            return;
+        }
+        let now = now_ms();
+        let mut ops: Ops = Vec::new();
+        let mut staged: HashMap<PartitionId, PState> = HashMap::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        for cmd in cmds {
+            let mut local: Ops = Vec::new();
+            match cmd {
+                Command::Append {
+                    partition,
+                    entries,
+                    reply,
+                } => {
+                    if let Some(s) = staged.get(&partition) {
+                        self.states.insert(partition.clone(), s.clone());
+                    }
+                    match self.run_append(&partition, &entries, now, &mut local) {
+                        Ok((st, done)) => {
+                            staged.insert(partition.clone(), st);
+                            ops.append(&mut local);
+                            pending.push(Pending::Append(reply, partition, done));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Command::Activate { partition, reply } => {
+                    if let Some(s) = staged.get(&partition) {
+                        self.states.insert(partition.clone(), s.clone());
+                    }
+                    match self.run_activate(&partition, now, &mut local) {
+                        Ok(st) => {
+                            staged.insert(partition, st);
+                            ops.append(&mut local);
+                            pending.push(Pending::Activate(reply));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+        // Finish each touched partition: key metadata, signed checkpoint, state record.
+        let mut checkpoints: HashMap<PartitionId, (u64, Hash, String)> = HashMap::new();
+        for (p, st) in staged.iter_mut() {
+            for id in std::mem::take(&mut st.dirty_keys) {
+                if let Some(meta) = st.keys.get(&id) {
+                    match encode(meta) {
+                        Ok(b) => ops.push((Target::Sys, key_meta_key(p, id), b)),
+                        Err(e) => {
+                            tracing::error!(partition = %p, error = %e, "key metadata encoding")
+                        }
+                    }
+                }
+            }
+            let size = st.size();
+            let root = st.range.root();
+            let note = self.inner.signer.sign_checkpoint(p, size, root);
+            let target = Target::Partition(p.clone());
+            if size != st.committed_size {
+                ops.push((
+                    target.clone(),
+                    checkpoint_key(size).to_vec(),
+                    note.clone().into_bytes(),
+                ));
+            }
+            let rec = StateRecord {
+                size,
+                chain: *st.chain.as_bytes(),
+                last_tx: st.last_tx,
+                frontier: st.range.hashes().iter().map(|h| *h.as_bytes()).collect(),
+            };
+            match encode(&rec) {
+                Ok(b) => ops.push((target, STATE_KEY.to_vec(), b)),
+                Err(e) => tracing::error!(partition = %p, error = %e, "state encoding"),
+            }
+            checkpoints.insert(p.clone(), (size, root, note));
+        }
+        let result = self.write(ops);
+        match result {
+            Ok(()) => {
+                for (p, mut st) in staged {
+                    st.committed_size = st.size();
+                    self.states.insert(p, st);
+                }
+                for pend in pending {
+                    match pend {
+                        Pending::Append(reply, p, done) => {
+                            let receipt = match checkpoints.get(&p) {
+                                Some((size, root, note)) => Ok(AppendReceipt {
+                                    first_seq: done.first().map_or(0, |d| d.0),
+                                    entries: done,
+                                    size: *size,
+                                    root: *root,
+                                    checkpoint: note.clone(),
+                                    partition: p,
+                                }),
+                                None => Err(AppendError::BadState(p.to_string())),
+                            };
+                            let _ = reply.send(receipt);
+                        }
+                        Pending::Activate(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                self.inner.poisoned.store(true, Ordering::SeqCst);
+                self.states.clear();
+                tracing::error!(error = %e, "write failed; store poisoned");
+                for pend in pending {
+                    match pend {
+                        Pending::Append(reply, ..) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Activate(reply) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(&self, ops: Ops) -> Result<(), AppendError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let db = &self.inner.db;
+        let mut batch = rocksdb::WriteBatch::default();
+        let sys = db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
+        let mut handles = HashMap::new();
+        for (target, key, value) in ops {
+            match target {
+                Target::Sys => batch.put_cf(&sys, key, value),
+                Target::Partition(p) => {
+                    if !handles.contains_key(&p) {
+                        let h = db
+                            .cf_handle(&partition_cf(&p))
+                            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+                        handles.insert(p.clone(), h);
+                    }
+                    if let Some(h) = handles.get(&p) {
+                        batch.put_cf(h, key, value);
+                    }
+                }
+            }
+        }
+        db.write_opt(batch, &sync_write())
+            .map_err(|e| AppendError::Storage(e.to_string()))
+    }
+}
