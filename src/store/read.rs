@@ -268,6 +268,17 @@ impl Store {
         self.open_envelope(p, seq, &raw)
     }
 
+    /// Decrypts and checks an envelope given as bytes, as if stored at `seq` of the scope's
+    /// partition. A ciphertext moved from another seq or partition fails here.
+    pub fn open_envelope_at(
+        &self,
+        scope: &PartitionScope,
+        seq: u64,
+        raw: &[u8],
+    ) -> Result<Entry, ReadError> {
+        self.open_envelope(scope.partition(), seq, raw)
+    }
+
     fn open_envelope(&self, p: &PartitionId, seq: u64, raw: &[u8]) -> Result<Entry, ReadError> {
         let env = Envelope::decode(raw).map_err(|e| corrupt(p, seq, format!("envelope: {e}")))?;
         if env.header.seq != seq || &env.header.partition != p {

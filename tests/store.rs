@@ -1,0 +1,194 @@
+//! Store end to end: appends, reads, proofs, verification, isolation of ciphertexts, no
+//! plaintext on disk, wrong KEK.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use kukaku::crypto::{AdminScope, Kek};
+use kukaku::ledger::{Kind, PartitionId};
+use kukaku::store::{NewEntry, OpenError, Paths, Store, StoreOptions, VerifyOptions};
+
+fn pid(s: &str) -> PartitionId {
+    kukaku::domain::InsurerNumber::parse(s)
+        .unwrap()
+        .partition_id()
+}
+
+fn small() -> StoreOptions {
+    StoreOptions {
+        block_cache_bytes: 8 << 20,
+        write_buffer_manager_bytes: 8 << 20,
+        ..Default::default()
+    }
+}
+
+fn setup(dir: &std::path::Path) -> (Paths, Store, Vec<PartitionId>) {
+    let paths = Paths::under(dir);
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let ids = vec![pid("131011"), pid("380014")];
+    store.request_partitions(&ids).unwrap();
+    assert_eq!(store.provision(&mut |_, _| {}).unwrap(), 2);
+    (paths, store, ids)
+}
+
+const MARKER: &str = "PLAINTEXT-MARKER-7f3a9c";
+
+#[test]
+fn append_read_prove_verify_and_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, ids) = setup(dir.path());
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = &store;
+            let ids = &ids;
+            s.spawn(move || {
+                for i in 0..25 {
+                    let p = &ids[(t + i) % 2];
+                    let body = format!("{MARKER} thread {t} item {i}").into_bytes();
+                    let r = store
+                        .append(
+                            p,
+                            vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, body).unwrap()],
+                        )
+                        .unwrap();
+                    assert_eq!(r.entries.len(), 1);
+                }
+            });
+        }
+    });
+    // A multi-entry append is atomic and contiguous.
+    let r = store
+        .append(
+            &ids[0],
+            vec![
+                NewEntry::new(Kind::KOGAKU_RECORD, 2, None, b"a".to_vec()).unwrap(),
+                NewEntry::new(Kind::ACCESS_RECORD, 2, Some(2), b"b".to_vec()).unwrap(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.entries[1].0, r.entries[0].0 + 1);
+    // A bad ref fails the whole request and changes nothing.
+    let before = store.size(&ids[0]).unwrap();
+    assert!(
+        store
+            .append(
+                &ids[0],
+                vec![
+                    NewEntry::new(Kind::ACCESS_RECORD, 2, None, b"x".to_vec()).unwrap(),
+                    NewEntry::new(Kind::ACCESS_RECORD, 2, Some(1 << 40), b"y".to_vec()).unwrap(),
+                ]
+            )
+            .is_err()
+    );
+    assert_eq!(store.size(&ids[0]).unwrap(), before);
+
+    for p in &ids {
+        let scope = admin.partition(p);
+        let size = store.size(p).unwrap();
+        let mut sealed = 0;
+        for seq in 0..size {
+            let e = store.read_entry(&scope, seq).unwrap();
+            if e.header.kind == Kind::HOUSEHOLD_SNAPSHOT {
+                assert!(String::from_utf8_lossy(&e.payload).starts_with(MARKER));
+                sealed += 1;
+            }
+            let proof = store.prove_inclusion(p, seq, None).unwrap();
+            proof
+                .verify_with_key(&store.verifier_key(p).unwrap())
+                .unwrap();
+        }
+        assert_eq!(sealed, 50);
+        let c = store.prove_consistency(p, 2, None).unwrap();
+        c.verify_roots(None, None).unwrap();
+        let rep = store
+            .verify_partition(p, VerifyOptions { with_keys: true })
+            .unwrap();
+        assert_eq!(rep.entries, size);
+    }
+    // Audit bundle verifies with the pinned keys.
+    let bundle = store.export_audit(&ids, Vec::new(), &mut |_| {}).unwrap();
+    let reports = kukaku::ledger::bundle::verify(&bundle[..], &|p| store.verifier_key(p)).unwrap();
+    assert_eq!(reports.len(), 2);
+    let mut flipped = bundle.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    assert!(kukaku::ledger::bundle::verify(&flipped[..], &|p| store.verifier_key(p)).is_err());
+    drop(store);
+
+    // No plaintext on disk (SST, WAL, MANIFEST).
+    let store = Store::open(&paths, small()).unwrap();
+    drop(store);
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+            "marker in {}",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[test]
+fn moved_ciphertext_fails_and_wrong_kek_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, ids) = setup(dir.path());
+    for p in &ids {
+        for i in 0..3 {
+            store
+                .append(
+                    p,
+                    vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 0, None, vec![i; 40]).unwrap()],
+                )
+                .unwrap();
+        }
+    }
+    // Take the sealed body of 131011 seq 3 and graft it onto seq 4 and onto 380014 seq 3.
+    let a = store.envelopes(&ids[0], 3, 5).unwrap();
+    let b = store.envelopes(&ids[1], 3, 4).unwrap();
+    let graft = |target: &[u8], source: &[u8]| {
+        let (_, tl) = kukaku::ledger::Header::decode_prefix(target).unwrap();
+        let (_, sl) = kukaku::ledger::Header::decode_prefix(source).unwrap();
+        let mut out = target[..tl].to_vec();
+        out.extend_from_slice(&source[sl..]);
+        out
+    };
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    // Unchanged envelopes open; grafted bodies fail: AAD = leaf hash of the new position.
+    assert!(
+        store
+            .open_envelope_at(&admin.partition(&ids[0]), 3, &a[0])
+            .is_ok()
+    );
+    let to_next_seq = graft(&a[1], &a[0]);
+    assert!(
+        store
+            .open_envelope_at(&admin.partition(&ids[0]), 4, &to_next_seq)
+            .is_err()
+    );
+    let to_other_partition = graft(&b[0], &a[0]);
+    assert!(
+        store
+            .open_envelope_at(&admin.partition(&ids[1]), 3, &to_other_partition)
+            .is_err()
+    );
+    drop(store);
+    std::fs::rename(&paths.kek, dir.path().join("old.key")).unwrap();
+    Kek::create_file(&paths.kek).unwrap();
+    let err = Store::open(&paths, small()).unwrap_err();
+    assert!(matches!(err, OpenError::WrongKek { .. }), "{err}");
+    assert!(err.to_string().contains("KEK"));
+}
