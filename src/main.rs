@@ -116,7 +116,7 @@ fn demo() -> Result<bool> {
             )?;
         }
     }
-    let p = &ids[0];
+    let p = ids.first().context("no partition")?;
     let kek = Kek::load_file(&paths.kek)?;
     let scope = AdminScope::from_kek(&kek).partition(p);
     let e = store.read_entry(&scope, 3)?;

@@ -139,7 +139,7 @@ pub enum ProofRequestError<E> {
 /// `MTH(D[start:end])` from stored complete subtrees.
 pub fn range_root<S: NodeSource>(src: &mut S, start: u64, end: u64) -> Result<Hash, S::Error> {
     let n = end - start;
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         return src.node(n.trailing_zeros() as u8, start / n);
     }
     let k = split_point(n);

@@ -589,7 +589,7 @@ impl Store {
                         w.checkpoint(&self.inner.checkpoint_at(p, s)?)?;
                     }
                 }
-                if done % 1024 == 0 {
+                if done.is_multiple_of(1024) {
                     progress(done);
                 }
             }

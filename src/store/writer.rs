@@ -545,10 +545,10 @@ impl Writer {
         }
         let mut done = Vec::with_capacity(entries.len());
         for (index, e) in entries.iter().enumerate() {
-            if let Some(r) = e.ref_seq {
-                if r >= st.size() {
-                    return Err(AppendError::BadRef { index, ref_seq: r });
-                }
+            if let Some(r) = e.ref_seq
+                && r >= st.size()
+            {
+                return Err(AppendError::BadRef { index, ref_seq: r });
             }
             done.push(self.apply(p, &mut st, e, now, ops)?);
         }
