@@ -333,7 +333,12 @@ impl Store {
             poisoned: AtomicBool::new(false),
             quarantined: Mutex::new(BTreeMap::new()),
         });
-        inner.check_partitions_at_open();
+        let partitions = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(records::PARTITION_CF_PREFIX))
+            .filter_map(|id| PartitionId::parse(id).ok())
+            .collect();
+        inner.check_partitions_at_open(partitions);
         let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
         Ok(Store { inner, writer })
     }

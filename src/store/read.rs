@@ -217,10 +217,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Checks every partition; failures are quarantined and logged, not repaired.
-    pub(crate) fn check_partitions_at_open(&self) {
-        let names = self.db.cf_names_for_check();
-        for p in names {
+    /// Checks the given partitions; failures are quarantined and logged, not repaired.
+    pub(crate) fn check_partitions_at_open(&self, partitions: Vec<PartitionId>) {
+        for p in partitions {
             if let Err(reason) = self.check_partition(&p) {
                 tracing::error!(partition = %p, %reason, "partition quarantined at open");
                 if let Ok(mut q) = self.quarantined.lock() {
@@ -228,23 +227,6 @@ impl Inner {
                 }
             }
         }
-    }
-}
-
-/// Partition ids of the column families present.
-trait CfNames {
-    fn cf_names_for_check(&self) -> Vec<PartitionId>;
-}
-
-impl CfNames for rocksdb::DB {
-    fn cf_names_for_check(&self) -> Vec<PartitionId> {
-        let path = self.path().to_owned();
-        rocksdb::DB::list_cf(&rocksdb::Options::default(), path)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|n| n.strip_prefix(super::records::PARTITION_CF_PREFIX))
-            .filter_map(|id| PartitionId::parse(id).ok())
-            .collect()
     }
 }
 
