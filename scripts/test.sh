@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
-# The README's test command: format check, clippy with warnings denied, every test.
+# The README's test command: format check, clippy with warnings denied, the layering checks,
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+
+# Layering (docs/ARCHITECTURE.md): the pure ledger builds alone and links none of the server
+# crates; only src/store names rocksdb.
+cargo clippy --lib --no-default-features -- -D warnings
+forbidden=$(cargo tree --no-default-features -e normal --prefix none \
+  | grep -E '^(rocksdb|librocksdb-sys|tokio|axum|aes-gcm|aes) ' | sort -u || true)
+if [ -n "$forbidden" ]; then
+  echo "error: --no-default-features build depends on: $forbidden" >&2
+  exit 1
+fi
+outside=$(grep -rl 'rocksdb' src | grep -v '^src/store/' || true)
+if [ -n "$outside" ]; then
+  echo "error: only src/store may name rocksdb; found in: $outside" >&2
+  exit 1
+fi
+
 cargo test --workspace

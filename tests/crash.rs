@@ -2,24 +2,15 @@
 //! every acknowledged append is present, no partial batch is visible, and verify passes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+use common::{pid, small};
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use kukaku::crypto::{AdminScope, Kek};
-use kukaku::ledger::{Kind, PartitionId};
-use kukaku::store::{NewEntry, Paths, Store, StoreOptions, VerifyOptions};
-
-fn pid(s: &str) -> PartitionId {
-    PartitionId::parse(s).unwrap()
-}
-
-fn small() -> StoreOptions {
-    StoreOptions {
-        block_cache_bytes: 8 << 20,
-        write_buffer_manager_bytes: 8 << 20,
-        ..Default::default()
-    }
-}
+use kukaku::ledger::Kind;
+use kukaku::store::{NewEntry, Paths, Store, VerifyOptions};
 
 /// Runs only as the child of `sigkill_loses_no_acknowledged_append`.
 #[test]

@@ -2,23 +2,12 @@
 //! plaintext on disk, wrong KEK.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+use common::{pid, small};
+
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::{Kind, PartitionId};
-use kukaku::store::{NewEntry, OpenError, Paths, Store, StoreOptions, VerifyOptions};
-
-fn pid(s: &str) -> PartitionId {
-    kukaku::domain::InsurerNumber::parse(s)
-        .unwrap()
-        .partition_id()
-}
-
-fn small() -> StoreOptions {
-    StoreOptions {
-        block_cache_bytes: 8 << 20,
-        write_buffer_manager_bytes: 8 << 20,
-        ..Default::default()
-    }
-}
+use kukaku::store::{NewEntry, OpenError, Paths, Store, VerifyOptions};
 
 fn setup(dir: &std::path::Path) -> (Paths, Store, Vec<PartitionId>) {
     let paths = Paths::under(dir);
@@ -191,4 +180,55 @@ fn moved_ciphertext_fails_and_wrong_kek_is_named() {
     let err = Store::open(&paths, small()).unwrap_err();
     assert!(matches!(err, OpenError::WrongKek { .. }), "{err}");
     assert!(err.to_string().contains("KEK"));
+}
+
+/// 保険者番号 `pp` `nnn` with its check digit, for bulk tests.
+fn numbered(prefecture: u32, n: u32) -> PartitionId {
+    let body = format!("{prefecture:02}{n:03}");
+    (0..10)
+        .find_map(|c| kukaku::domain::InsurerNumber::parse(&format!("{body}{c}")).ok())
+        .unwrap()
+        .partition_id()
+}
+
+#[test]
+fn provisioning_is_bulk_at_open_and_resumable() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let ids: Vec<PartitionId> = (1..=3)
+        .flat_map(|pref| (1..=100).map(move |n| numbered(pref, n)))
+        .collect();
+    assert_eq!(store.request_partitions(&ids).unwrap(), 300);
+    // Requesting again adds nothing.
+    assert_eq!(store.request_partitions(&ids[..10]).unwrap(), 0);
+    drop(store);
+    // Reopening creates the 300 column families in one step; provisioning then activates.
+    let store = Store::open(&paths, small()).unwrap();
+    let mut calls = Vec::new();
+    let done = store.provision(&mut |d, t| calls.push((d, t))).unwrap();
+    assert_eq!(done, 300);
+    assert_eq!(calls.first(), Some(&(0, 300)));
+    assert_eq!(calls.last(), Some(&(300, 300)));
+    let infos = store.partitions().unwrap();
+    assert_eq!(infos.len(), 300);
+    for info in &infos {
+        assert_eq!(info.status, kukaku::store::PartitionStatus::Active);
+        assert!(info.activated_ms >= info.requested_ms);
+        assert_eq!(store.size(&info.partition).unwrap(), 2);
+    }
+    // Nothing left: a second run is a no-op.
+    assert_eq!(store.provision(&mut |_, _| {}).unwrap(), 0);
+    // Partitions requested on an open store get their column family on the slow path.
+    let late = numbered(4, 1);
+    store
+        .request_partitions(std::slice::from_ref(&late))
+        .unwrap();
+    assert_eq!(store.provision(&mut |_, _| {}).unwrap(), 1);
+    drop(store);
+    let store = Store::open(&paths, small()).unwrap();
+    assert!(store.quarantined().is_empty());
+    store
+        .verify_partition(&late, VerifyOptions::default())
+        .unwrap();
 }

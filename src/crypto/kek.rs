@@ -24,10 +24,11 @@ pub const WRAPPED_LEN: usize = 1 + 8 + 12 + 32 + 16;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KekError {
-    #[error("KEK file {path}: {source}")]
+    /// The I/O error is part of the message, not a `source`, so it is printed once.
+    #[error("KEK file {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "KEK file {0} is readable by group or others (mode {1:o}); run `chmod 600` on it and check who copied it"
@@ -77,9 +78,9 @@ pub struct Kek {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KekError + '_ {
-    move |source| KekError::Io {
+    move |error| KekError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -124,7 +125,7 @@ impl Kek {
                 } else {
                     KekError::Io {
                         path: path.to_owned(),
-                        source: e,
+                        error: e,
                     }
                 }
             })?;

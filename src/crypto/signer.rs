@@ -148,4 +148,30 @@ mod tests {
         assert!(Checkpoint::verify_note(&note, &signer.verifier_key(&q).unwrap()).is_err());
         assert!(format!("{signer:?}").contains("hub.example"));
     }
+
+    proptest::proptest! {
+        /// Every single-bit change anywhere in a signed checkpoint (body or signature line)
+        /// is rejected.
+        #[test]
+        fn every_single_bit_flip_of_a_checkpoint_is_rejected(
+            size in 0u64..u64::MAX,
+            root in proptest::array::uniform32(0u8..),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let signer =
+                CheckpointSigner::from_seed("hub.example", &Secret32::from_slice(&[7; 32]).unwrap())
+                    .unwrap();
+            let p = PartitionId::parse("131011").unwrap();
+            let key = signer.verifier_key(&p).unwrap();
+            let note = signer.sign_checkpoint(&p, size, Hash::from_bytes(root));
+            proptest::prop_assert!(Checkpoint::verify_note(&note, &key).is_ok());
+            let mut bytes = note.into_bytes();
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            if let Ok(text) = String::from_utf8(bytes) {
+                proptest::prop_assert!(Checkpoint::verify_note(&text, &key).is_err());
+            }
+        }
+    }
 }

@@ -462,5 +462,48 @@ mod tests {
             longer.push(root);
             prop_assert!(verify_consistency(from, size, &longer, &old, &root).is_err());
         }
+
+        /// Every single-bit change of any proof hash, the leaf or a root, and a change of the
+        /// leaf index, is rejected.
+        #[test]
+        fn every_single_mutation_is_rejected(
+            size in 2u64..200,
+            a in any::<u64>(),
+            b in any::<u64>(),
+            bit in 0usize..256,
+        ) {
+            let all = leaves(size as usize);
+            let index = a % size;
+            let from = b % (size - 1) + 1;
+            let root = root_of(&all);
+            let old = root_of(&all[..from as usize]);
+            let leaf = all[index as usize];
+            let mut src = MemoryTree(&all);
+            let proof = inclusion_proof(&mut src, index, size).unwrap();
+            let cproof = consistency_proof(&mut src, from, size).unwrap();
+            let flip = |h: &Hash| {
+                let mut x = *h.as_bytes();
+                x[bit / 8] ^= 1 << (bit % 8);
+                Hash::from_bytes(x)
+            };
+            for i in 0..proof.len() {
+                let mut p = proof.clone();
+                p[i] = flip(&p[i]);
+                prop_assert!(verify_inclusion(index, size, &leaf, &p, &root).is_err());
+            }
+            prop_assert!(verify_inclusion(index, size, &flip(&leaf), &proof, &root).is_err());
+            prop_assert!(verify_inclusion(index, size, &leaf, &proof, &flip(&root)).is_err());
+            prop_assert!(verify_inclusion(index ^ 1, size, &leaf, &proof, &root).is_err());
+            // The tree size is not a mutation target here: a proof for (i, n) can also fit
+            // (i, n') whose path has the same shape. The size is bound to the root by the
+            // signed checkpoint, which is why proofs travel with their checkpoint.
+            for i in 0..cproof.len() {
+                let mut p = cproof.clone();
+                p[i] = flip(&p[i]);
+                prop_assert!(verify_consistency(from, size, &p, &old, &root).is_err());
+            }
+            prop_assert!(verify_consistency(from, size, &cproof, &flip(&old), &root).is_err());
+            prop_assert!(verify_consistency(from, size, &cproof, &old, &flip(&root)).is_err());
+        }
     }
 }

@@ -53,9 +53,31 @@ pub fn fiscal_year_jst(unix_ms: u64) -> u16 {
     u16::try_from(fy).unwrap_or(0)
 }
 
+/// RFC 3339 UTC text of a Unix millisecond time, e.g. `2026-11-24T23:40:01.123Z`.
+pub fn format_utc_ms(unix_ms: u64) -> String {
+    let days = (unix_ms / 86_400_000) as i32;
+    let ms = unix_ms % 86_400_000;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utc_text() {
+        assert_eq!(format_utc_ms(0), "1970-01-01T00:00:00.000Z");
+        // 2026-11-24T23:40:01.123Z
+        let t = days_from_civil(2026, 11, 24) as u64 * 86_400_000 + 85_201_123;
+        assert_eq!(format_utc_ms(t), "2026-11-24T23:40:01.123Z");
+    }
 
     #[test]
     fn civil_dates_round_trip() {

@@ -38,23 +38,36 @@ impl Keyring {
         }
     }
 
-    /// Creates DEK material for `(partition, key_id)` and makes it durable before returning.
-    pub(crate) fn create_dek(
+    /// Creates DEK material for `(partition, key_id)`, caches it, and returns its key-store
+    /// record (key, wrapped value). The caller makes the record durable with
+    /// [`Keyring::commit`] before anything encrypted under the DEK is written.
+    pub(crate) fn stage_dek(
         &self,
         partition: &PartitionId,
         key_id: u32,
-    ) -> Result<Arc<Dek>, KeyError> {
+    ) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
         let secret = Secret32::generate().map_err(KekError::from)?;
         let wrapped = self
             .kek
             .wrap(WrapPurpose::Dek, partition.as_str(), key_id, &secret)?;
-        self.store
-            .put_opt(dek_key(partition, key_id), wrapped, &sync_write())?;
         let dek = Arc::new(Dek::new(&secret));
         if let Ok(mut c) = self.cache.lock() {
-            c.insert((partition.clone(), key_id), Arc::clone(&dek));
+            c.insert((partition.clone(), key_id), dek);
         }
-        Ok(dek)
+        Ok((dek_key(partition, key_id), wrapped))
+    }
+
+    /// Writes staged key-store records in one synced batch.
+    pub(crate) fn commit(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), KeyError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        for (k, v) in records {
+            batch.put(k, v);
+        }
+        self.store.write_opt(batch, &sync_write())?;
+        Ok(())
     }
 
     /// The DEK for `(partition, key_id)`, unwrapped from the key store on first use.

@@ -18,6 +18,7 @@ use rocksdb::{
 };
 
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
+pub use records::PartitionStatus;
 pub use writer::{AppendError, AppendReceipt, NewEntry};
 
 use crate::crypto::{CheckpointSigner, Kek, KekError, Secret32, WrapPurpose};
@@ -25,8 +26,8 @@ use crate::ledger::note::VerifierKey;
 use crate::ledger::{Checkpoint, PartitionId};
 use keyring::Keyring;
 use records::{
-    INSTANCE_KEY, InstanceRecord, PartitionRecord, PartitionStatus, REGISTRY_PREFIX, SIGNING_KEY,
-    SYS_CF, decode, encode, partition_cf, registry_key,
+    INSTANCE_KEY, InstanceRecord, PartitionRecord, REGISTRY_PREFIX, SIGNING_KEY, SYS_CF, decode,
+    encode, partition_cf, registry_key,
 };
 
 /// Version of the on-disk layout written by this code.
@@ -106,6 +107,8 @@ pub enum OpenError {
     WrongKek { expected: String, loaded: String },
     #[error("signing key: {0}")]
     Signing(String),
+    #[error("partition registry: {0}")]
+    Registry(String),
     #[error("could not start the writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -117,13 +120,15 @@ pub enum ProvisionError {
     Db(#[from] rocksdb::Error),
     #[error("registry record of partition {0} is unreadable")]
     BadRecord(String),
-    #[error("partition {partition}: {source}")]
+    #[error("partition {partition}: {error}")]
     Append {
         partition: String,
-        source: AppendError,
+        error: AppendError,
     },
     #[error("record encoding: {0}")]
     Encode(String),
+    #[error("writer: {0}")]
+    Writer(AppendError),
 }
 
 /// One partition's registry entry.
@@ -205,6 +210,31 @@ pub(crate) fn sync_write() -> WriteOptions {
     w
 }
 
+fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
+    let sys = db
+        .cf_handle(SYS_CF)
+        .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+    let mut out = Vec::new();
+    for item in db.prefix_iterator_cf(&sys, REGISTRY_PREFIX) {
+        let (k, v) = item?;
+        let Some(id) = k.strip_prefix(REGISTRY_PREFIX) else {
+            break;
+        };
+        let text = String::from_utf8_lossy(id).into_owned();
+        let partition =
+            PartitionId::parse(&text).map_err(|_| ProvisionError::BadRecord(text.clone()))?;
+        let rec: PartitionRecord =
+            decode(&v).ok_or_else(|| ProvisionError::BadRecord(text.clone()))?;
+        out.push(PartitionInfo {
+            partition,
+            status: rec.status,
+            requested_ms: rec.requested_ms,
+            activated_ms: rec.activated_ms,
+        });
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
     /// the data directory with its system CF. Returns the open store.
@@ -222,14 +252,14 @@ impl Store {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     OpenError::Kek(KekError::Io {
                         path: parent.to_owned(),
-                        source: e,
+                        error: e,
                     })
                 })?;
             }
         }
         let kek = match Kek::load_file(&paths.kek) {
             Ok(k) => k,
-            Err(KekError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(KekError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
                 Kek::create_file(&paths.kek)?
             }
             Err(e) => return Err(e.into()),
@@ -271,6 +301,9 @@ impl Store {
 
     /// Opens an instance with the KEK from `paths.kek`.
     pub fn open(paths: &Paths, options: StoreOptions) -> Result<Store, OpenError> {
+        if !paths.data.join("CURRENT").exists() {
+            return Err(OpenError::NotInitialized(paths.data.clone()));
+        }
         let kek = Kek::load_file(&paths.kek)?;
         Self::open_with(paths, kek, options)
     }
@@ -290,12 +323,30 @@ impl Store {
             cache.clone(),
         );
         let (dbo, cfo) = db_options(&options, &cache, &wbm);
-        let names = DB::list_cf(&dbo, &paths.data)?;
-        let descriptors = names
-            .iter()
-            .filter(|n| n.as_str() != "default")
-            .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
-        let db = DB::open_cf_descriptors(&dbo, &paths.data, descriptors)?;
+        let mut names = DB::list_cf(&dbo, &paths.data)?;
+        let open = |names: &[String]| {
+            let descriptors = names
+                .iter()
+                .filter(|n| n.as_str() != "default")
+                .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
+            DB::open_cf_descriptors(&dbo, &paths.data, descriptors)
+        };
+        let mut db = open(&names)?;
+        // Partitions requested but without a column family yet get theirs now, in one open:
+        // RocksDB then writes the OPTIONS file once instead of once per family.
+        let missing: Vec<String> = read_registry(&db)
+            .map_err(|e| OpenError::Registry(e.to_string()))?
+            .into_iter()
+            .filter(|p| p.status == PartitionStatus::Requested)
+            .map(|p| partition_cf(&p.partition))
+            .filter(|n| !names.contains(n))
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(count = missing.len(), "creating partition column families");
+            drop(db);
+            names.extend(missing);
+            db = open(&names)?;
+        }
         let record: InstanceRecord = {
             let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
             let raw = db
@@ -396,40 +447,23 @@ impl Store {
 
     /// All registered partitions in id order.
     pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
-        let sys = self
-            .inner
-            .db
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
-        let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&sys, REGISTRY_PREFIX) {
-            let (k, v) = item?;
-            let Some(id) = k.strip_prefix(REGISTRY_PREFIX) else {
-                break;
-            };
-            let text = String::from_utf8_lossy(id).into_owned();
-            let partition =
-                PartitionId::parse(&text).map_err(|_| ProvisionError::BadRecord(text.clone()))?;
-            let rec: PartitionRecord =
-                decode(&v).ok_or_else(|| ProvisionError::BadRecord(text.clone()))?;
-            out.push(PartitionInfo {
-                partition,
-                status: rec.status,
-                requested_ms: rec.requested_ms,
-                activated_ms: rec.activated_ms,
-            });
-        }
-        Ok(out)
+        read_registry(&self.inner.db)
     }
 
     pub fn partition(&self, id: &PartitionId) -> Result<Option<PartitionInfo>, ProvisionError> {
         Ok(self.partitions()?.into_iter().find(|p| &p.partition == id))
     }
 
-    /// Runs the provisioning job: for every `requested` partition, creates its column family,
-    /// appends its genesis entry and first key, and marks it `active`. Resumable: a crash
-    /// leaves partitions `requested`, and the next run finishes them. `progress(done, total)`
-    /// is called after each partition.
+    /// Runs the provisioning job: for every `requested` partition, makes sure its column family
+    /// exists, appends its genesis entry and first key, and marks it `active`. Resumable: a
+    /// crash leaves partitions `requested`, and the next run finishes them. `progress(done,
+    /// total)` is called as partitions complete.
+    ///
+    /// Column families of partitions requested before this store was opened were already
+    /// created at open, all at once (one OPTIONS file write). Ones requested since are created
+    /// here one at a time, which costs O(n) each (RocksDB rewrites the OPTIONS file listing
+    /// every family): for large batches, request, reopen, then provision. See
+    /// docs/benchmarks.md.
     pub fn provision(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<u64, ProvisionError> {
         let pending: Vec<PartitionId> = self
             .partitions()?
@@ -439,20 +473,30 @@ impl Store {
             .collect();
         let total = pending.len() as u64;
         progress(0, total);
-        for (i, id) in pending.iter().enumerate() {
+        for id in &pending {
             let name = partition_cf(id);
             if self.inner.db.cf_handle(&name).is_none() {
                 self.inner.db.create_cf(&name, &self.inner.cf_options)?;
             }
-            self.writer
-                .activate(id.clone())
-                .map_err(|source| ProvisionError::Append {
-                    partition: id.to_string(),
-                    source,
-                })?;
-            progress(i as u64 + 1, total);
         }
-        Ok(total)
+        let mut done = 0;
+        let mut first_error = None;
+        self.writer
+            .activate_many(&pending, &mut |p, result| {
+                done += 1;
+                progress(done, total);
+                if let (Err(error), None) = (result, &first_error) {
+                    first_error = Some(ProvisionError::Append {
+                        partition: p.to_string(),
+                        error,
+                    });
+                }
+            })
+            .map_err(ProvisionError::Writer)?;
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 
     /// Appends entries to one partition atomically; returns after the batch is durable.

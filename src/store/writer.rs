@@ -202,7 +202,7 @@ impl WriterHandle {
             entries,
             reply,
         })?;
-        rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
+        Self::wait(rx)
     }
 
     pub(crate) async fn append_async(
@@ -224,9 +224,36 @@ impl WriterHandle {
         rx.await.map_err(|_| AppendError::WriterGone)?
     }
 
-    pub(crate) fn activate(&self, partition: PartitionId) -> Result<(), AppendError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Activate { partition, reply })?;
+    /// Activates partitions, queueing them all so that group commit merges them; calls
+    /// `done(partition, result)` as each one completes, in order.
+    pub(crate) fn activate_many(
+        &self,
+        partitions: &[PartitionId],
+        done: &mut dyn FnMut(&PartitionId, Result<(), AppendError>),
+    ) -> Result<(), AppendError> {
+        // Bounded in flight so a huge request does not fill the queue ahead of appends.
+        const WINDOW: usize = 512;
+        let mut waiting = std::collections::VecDeque::new();
+        for p in partitions {
+            if waiting.len() == WINDOW
+                && let Some((q, rx)) = waiting.pop_front()
+            {
+                done(q, Self::wait(rx));
+            }
+            let (reply, rx) = oneshot::channel();
+            self.send(Command::Activate {
+                partition: p.clone(),
+                reply,
+            })?;
+            waiting.push_back((p, rx));
+        }
+        for (q, rx) in waiting {
+            done(q, Self::wait(rx));
+        }
+        Ok(())
+    }
+
+    fn wait<T>(rx: oneshot::Receiver<Result<T, AppendError>>) -> Result<T, AppendError> {
         rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
     }
 
@@ -242,6 +269,8 @@ impl WriterHandle {
 /// Where a staged put goes.
 #[derive(Clone)]
 enum Target {
+    /// The key store: written (synced) before the data batch that uses the key.
+    KeyStore,
     Sys,
     Partition(PartitionId),
 }
@@ -489,7 +518,8 @@ impl Writer {
         ops: &mut Ops,
     ) -> Result<u32, AppendError> {
         let key_id = st.keys.keys().next_back().map_or(1, |k| k + 1);
-        self.inner.keyring.create_dek(p, key_id)?;
+        let (key, wrapped) = self.inner.keyring.stage_dek(p, key_id)?;
+        ops.push((Target::KeyStore, key, wrapped));
         st.keys.insert(
             key_id,
             KeyMeta {
@@ -574,9 +604,16 @@ impl Writer {
         }
         if !st.active {
             st.active = true;
+            let requested_ms = self
+                .inner
+                .db
+                .cf_handle(SYS_CF)
+                .and_then(|sys| self.inner.db.get_cf(&sys, registry_key(p)).ok().flatten())
+                .and_then(|raw| decode::<PartitionRecord>(&raw))
+                .map_or(now, |r| r.requested_ms);
             let rec = PartitionRecord {
                 status: PartitionStatus::Active,
-                requested_ms: now,
+                requested_ms,
                 activated_ms: now,
             };
             let bytes = encode(&rec).map_err(|e| AppendError::Storage(e.to_string()))?;
@@ -748,8 +785,10 @@ impl Writer {
             .cf_handle(SYS_CF)
             .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
         let mut handles = HashMap::new();
+        let mut key_records = Vec::new();
         for (target, key, value) in ops {
             match target {
+                Target::KeyStore => key_records.push((key, value)),
                 Target::Sys => batch.put_cf(&sys, key, value),
                 Target::Partition(p) => {
                     if !handles.contains_key(&p) {
@@ -764,6 +803,9 @@ impl Writer {
                 }
             }
         }
+        // Key material first: a crash between the two writes leaves an unused wrapped key,
+        // never ciphertext whose key is missing.
+        self.inner.keyring.commit(key_records)?;
         db.write_opt(batch, &sync_write())
             .map_err(|e| AppendError::Storage(e.to_string()))
     }

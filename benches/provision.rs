@@ -1,0 +1,93 @@
+//! Provisioning at scale: how long registering and activating N partitions takes, on the bulk
+//! path (request, reopen: all column families created in one open) and on the one-at-a-time
+//! path (`create_cf` on an open store, as a running server does for a late partition).
+//!
+//! A one-shot scale measurement, not a criterion micro-benchmark: each point builds a fresh
+//! store. Run: `cargo bench --bench provision` (`KUKAKU_BENCH_PARTITIONS=3500,1000` to choose
+//! sizes). Results go to docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::{Duration, Instant};
+
+use kukaku::domain::InsurerNumber;
+use kukaku::ledger::PartitionId;
+use kukaku::store::{Paths, Store, StoreOptions};
+
+/// `n` distinct valid 保険者番号 (6-digit, prefectures 01–47).
+fn ids(n: usize) -> Vec<PartitionId> {
+    (1..=47u32)
+        .flat_map(|pref| (1..=999u32).map(move |k| (pref, k)))
+        .filter_map(|(pref, k)| {
+            (0..10).find_map(|c| InsurerNumber::parse(&format!("{pref:02}{k:03}{c}")).ok())
+        })
+        .map(|i| i.partition_id())
+        .take(n)
+        .collect()
+}
+
+struct Point {
+    create: Duration,
+    activate: Duration,
+    reopen: Duration,
+}
+
+fn run(n: usize, bulk: bool) -> Point {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let ids = ids(n);
+    let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
+    let t = Instant::now();
+    store.request_partitions(&ids).unwrap();
+    let store = if bulk {
+        drop(store);
+        Store::open(&paths, StoreOptions::default()).unwrap()
+    } else {
+        store
+    };
+    let create = t.elapsed();
+    let t = Instant::now();
+    assert_eq!(store.provision(&mut |_, _| {}).unwrap(), n as u64);
+    let activate = t.elapsed();
+    drop(store);
+    let t = Instant::now();
+    let store = Store::open(&paths, StoreOptions::default()).unwrap();
+    let reopen = t.elapsed();
+    assert!(store.quarantined().is_empty());
+    Point {
+        create,
+        activate,
+        reopen,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument is a filter we do not use.
+    let sizes: Vec<usize> = std::env::var("KUKAKU_BENCH_PARTITIONS")
+        .unwrap_or_else(|_| "3500,1000,500".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    println!("| path | partitions | request + create CFs | activate | total | reopen |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for &n in &sizes {
+        for bulk in [true, false] {
+            // The one-at-a-time path is quadratic; measure it only where it finishes.
+            if !bulk && n > 1000 {
+                continue;
+            }
+            let p = run(n, bulk);
+            println!(
+                "| {} | {n} | {:.2} s | {:.2} s | {:.2} s | {:.2} s |",
+                if bulk {
+                    "bulk (reopen)"
+                } else {
+                    "one at a time"
+                },
+                p.create.as_secs_f64(),
+                p.activate.as_secs_f64(),
+                (p.create + p.activate).as_secs_f64(),
+                p.reopen.as_secs_f64(),
+            );
+        }
+    }
+}

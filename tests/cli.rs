@@ -1,0 +1,96 @@
+//! The `kukaku` binary as a user runs it: init, partitions, checkpoint, prove, verify, export.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::{Command, Output};
+
+fn kukaku(home: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kukaku"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_user_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let o = kukaku(&home, &["init", "--origin", "hub.test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A wrong check digit is named and nothing is registered.
+    let o = kukaku(&home, &["partitions", "create", "131011", "131012"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("131012"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("check digit"), "{}", stderr(&o));
+    let o = kukaku(&home, &["partitions", "list"]);
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    // The 8-digit form of a 市町村国保 number is the same partition.
+    let o = kukaku(
+        &home,
+        &["partitions", "create", "131011", "00131011", "380014"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("registered 2 new, provisioned 2"));
+    let o = kukaku(&home, &["partitions", "list"]);
+    assert!(stdout(&o).contains("131011\tActive\t2"), "{}", stdout(&o));
+    let o = kukaku(&home, &["partitions", "show", "131011"]);
+    assert!(stdout(&o).contains("entries     2"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("hub.test/131011+"), "{}", stdout(&o));
+    let o = kukaku(&home, &["partitions", "show", "010009"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not registered"));
+
+    let o = kukaku(&home, &["checkpoint", "380014"]);
+    assert!(
+        stdout(&o).starts_with("hub.test/380014\n2\n"),
+        "{}",
+        stdout(&o)
+    );
+    let o = kukaku(&home, &["prove", "inclusion", "131011", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let proof: kukaku::ledger::proof_json::InclusionProofJson =
+        serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((proof.leaf_idx, proof.tree_size), (1, 2));
+    // Proofs are only given against checkpointed sizes.
+    let o = kukaku(&home, &["prove", "consistency", "131011", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no checkpoint at size 1"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kukaku(&home, &["prove", "inclusion", "131011", "7"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let o = kukaku(&home, &["verify", "--with-keys"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("ok  partition").count(), 2);
+
+    let bundle = dir.path().join("audit.bin");
+    let b = bundle.to_str().unwrap();
+    let o = kukaku(&home, &["export", "--audit", "--out", b]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("2 partitions, 4 entries"),
+        "{}",
+        stdout(&o)
+    );
+    let o = kukaku(&home, &["export", "--audit", "--out", b]);
+    assert_eq!(o.status.code(), Some(2), "refuses to overwrite");
+    let o = kukaku(&home, &["export", "--out", b]);
+    assert_eq!(o.status.code(), Some(2), "--audit is required");
+
+    // Missing instance: exit 2 with a hint.
+    let o = kukaku(&dir.path().join("nowhere"), &["partitions", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("kukaku init"), "{}", stderr(&o));
+}
