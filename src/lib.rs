@@ -4,7 +4,8 @@
 //! hash-chained entry in an RFC 9162 Merkle tree under signed C2SP checkpoints.
 //! docs/ARCHITECTURE.md is the map; docs/format.md the byte-exact formats.
 //!
-//! Dependencies point one way: `ledger ← crypto ← store ← main`; `domain` is pure validation.
+//! Dependencies point one way: `ledger ← crypto ← store ← api ← main`; `domain` is pure
+//! validation.
 //! With `--no-default-features` only `ledger` and `domain` build: no RocksDB, no keys, no
 //! decryption.
 #![forbid(unsafe_code)]
@@ -12,6 +13,8 @@
 pub mod domain;
 pub mod ledger;
 
+#[cfg(feature = "server")]
+pub mod api;
 #[cfg(feature = "server")]
 pub mod crypto;
 #[cfg(feature = "server")]

@@ -3,8 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use kukaku::api::{self, AppState, Limits, ServerRole, server};
+use kukaku::crypto::credential::{CredentialId, Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
 use kukaku::ledger::{Kind, PartitionId, format_utc_ms};
@@ -36,7 +40,38 @@ enum Command {
         /// Instance origin, the prefix of every checkpoint origin (e.g. hub.kokuho-13.example).
         #[arg(long)]
         origin: String,
+        /// Also write a self-signed TLS pair for localhost to tls/cert.pem and tls/key.pem
+        /// (local use only).
+        #[arg(long)]
+        dev_cert: bool,
     },
+    /// Serve the HTTP API (TLS by default).
+    Serve {
+        /// Which server this instance is.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// TLS certificate chain (PEM). Default: tls/cert.pem under the home.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM, mode 0600). Default: tls/key.pem under the home.
+        #[arg(long)]
+        tls_key: Option<PathBuf>,
+        /// Serve plain HTTP instead of TLS. Refused unless --listen is a loopback address.
+        #[arg(long)]
+        plain_http_loopback: bool,
+        /// Largest request body in bytes.
+        #[arg(long, default_value_t = 8 << 20)]
+        max_body_bytes: usize,
+        /// Requests handled at once; more get 503.
+        #[arg(long, default_value_t = 256)]
+        max_concurrent: usize,
+    },
+    /// Issue, list and revoke API credentials (bearer tokens).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
     /// Register, provision, list and inspect partitions (委託区画).
     #[command(subcommand)]
     Partitions(PartitionsCommand),
@@ -70,8 +105,57 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run a self-contained demo in a temporary directory.
-    Demo,
+    /// Run a self-contained demo in a temporary directory: provision, append, prove, verify,
+    /// then serve the hub API on loopback (plain HTTP) with printed tokens until Ctrl-C.
+    Demo {
+        /// Loopback address for the demo hub.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Stop after the ledger part; do not serve.
+        #[arg(long)]
+        no_serve: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Hub,
+    Intermediate,
+}
+
+#[derive(Subcommand)]
+enum CredentialsCommand {
+    /// Issue a credential and print its token once (only a hash is stored).
+    Issue {
+        /// municipality, continuity-operator, replicator, ops-support or auditor.
+        #[arg(long)]
+        role: String,
+        /// The one partition of a municipality credential.
+        #[arg(long, conflicts_with_all = ["prefecture", "partitions", "all"])]
+        partition: Option<String>,
+        /// The prefecture (01–47) of a continuity-operator credential.
+        #[arg(long, conflicts_with_all = ["partitions", "all"])]
+        prefecture: Option<String>,
+        /// Comma-separated partitions of a replicator, ops-support or auditor credential.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all")]
+        partitions: Vec<String>,
+        /// Every partition (auditor only).
+        #[arg(long)]
+        all: bool,
+        /// Who holds it, for `list` (e.g. "Shinjuku terminal 1").
+        #[arg(long)]
+        label: String,
+        /// Days until it expires.
+        #[arg(long, default_value_t = 90)]
+        expires_in_days: u32,
+    },
+    /// List credentials: id, role, reach, label, expiry, revocation. Never the token.
+    List,
+    /// Revoke a credential by id; the next request with it gets 401.
+    Revoke {
+        /// The 16-hex-digit credential id from `list`.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -147,7 +231,7 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
     Ok(ok)
 }
 
-fn demo() -> Result<bool> {
+fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     let dir = tempfile::tempdir()?;
     let paths = Paths::under(dir.path());
     println!("demo instance in {}", dir.path().display());
@@ -187,7 +271,70 @@ fn demo() -> Result<bool> {
         serde_json::to_string_pretty(&proof)?
     );
     println!("verifier key: {}", key.to_text());
-    verify_all(&store, None, true)
+    let ok = verify_all(&store, None, true)?;
+    if !ok || no_serve {
+        return Ok(ok);
+    }
+
+    // The hub API with two municipalities and an auditor.
+    let expires = kukaku::store::now_unix_ms() + 86_400_000;
+    let mut tokens = Vec::new();
+    for (role, reach, label) in [
+        (
+            Role::Municipality,
+            Reach::Partition(partition("131011")?),
+            "千代田区 terminal",
+        ),
+        (
+            Role::Municipality,
+            Reach::Partition(partition("380014")?),
+            "松山市 terminal",
+        ),
+        (Role::Auditor, Reach::All, "auditor"),
+    ] {
+        let (token, _) = store.issue_credential(role, reach, label, expires)?;
+        tokens.push((label, token.to_text()));
+    }
+    let base = format!("http://{listen}");
+    println!("\ncredentials (demo only; valid 24 h):");
+    for (label, token) in &tokens {
+        println!("  {label}: {}", &**token);
+    }
+    let t = |i: usize| {
+        tokens
+            .get(i)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default()
+    };
+    println!("\ntry:");
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/checkpoint",
+        t(0)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/entries/3",
+        t(0)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/checkpoint",
+        t(1)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/audit/partitions",
+        t(2)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' '{base}/v1/audit/partitions/131011/envelopes?from=0&to=10'",
+        t(2)
+    );
+    serve(
+        store,
+        ServerRole::Hub,
+        listen,
+        server::Transport::PlainLoopback,
+        Limits::default(),
+    )?;
+    Ok(true)
 }
 
 fn open(paths: &Paths) -> Result<Store> {
@@ -283,13 +430,201 @@ fn export_audit(store: &Store, partitions: &[String], out: &std::path::Path) -> 
     Ok(())
 }
 
+fn serve(
+    store: Store,
+    role: ServerRole,
+    listen: std::net::SocketAddr,
+    transport: server::Transport,
+    limits: Limits,
+) -> Result<()> {
+    let store = Arc::new(store);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = server::bind(listen, &transport).await?;
+        let scheme = match transport {
+            server::Transport::Tls(_) => "https",
+            server::Transport::PlainLoopback => "http",
+        };
+        let app = api::router(
+            AppState {
+                store: Arc::clone(&store),
+                role,
+            },
+            limits,
+        );
+        println!(
+            "kukaku {} serving {scheme}://{} (Ctrl-C to stop)",
+            role.name(),
+            listener.local_addr()?
+        );
+        server::serve(
+            listener,
+            app,
+            transport,
+            limits,
+            shutdown_signal(),
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    drop(runtime);
+    // Every handler has finished: dropping the last reference drains the writer's queue.
+    match Arc::try_unwrap(store) {
+        Ok(store) => drop(store),
+        Err(_) => eprintln!("warning: store still referenced at shutdown"),
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
+    match command {
+        CredentialsCommand::Issue {
+            role,
+            partition: one,
+            prefecture,
+            partitions,
+            all,
+            label,
+            expires_in_days,
+        } => {
+            let role = Role::from_name(&role).with_context(|| {
+                format!(
+                    "unknown role {role:?}; one of: {}",
+                    Role::ALL.map(|r| r.name()).join(", ")
+                )
+            })?;
+            let reach = if let Some(p) = one {
+                Reach::Partition(partition(&p)?)
+            } else if let Some(code) = prefecture {
+                Reach::Prefecture(code)
+            } else if all {
+                Reach::All
+            } else {
+                Reach::Partitions(
+                    partitions
+                        .iter()
+                        .map(|s| partition(s))
+                        .collect::<Result<_>>()?,
+                )
+            };
+            let expires = kukaku::store::now_unix_ms() + u64::from(expires_in_days) * 86_400_000;
+            let (token, stored) = store.issue_credential(role, reach, &label, expires)?;
+            println!(
+                "credential {} ({role}) expires {}",
+                stored.id,
+                format_utc_ms(expires)
+            );
+            println!("token (shown once, store it now):");
+            println!("{}", &*token.to_text());
+        }
+        CredentialsCommand::List => {
+            println!("id\trole\treach\tlabel\texpires\trevoked");
+            let now = kukaku::store::now_unix_ms();
+            for c in store.credentials()? {
+                let reach = match &c.reach {
+                    Reach::Partition(p) => p.to_string(),
+                    Reach::Prefecture(code) => format!("prefecture {code}"),
+                    Reach::Partitions(set) => format!("{} partitions", set.len()),
+                    Reach::All => "all".into(),
+                };
+                let expires = if c.expires_ms <= now {
+                    format!("EXPIRED {}", format_utc_ms(c.expires_ms))
+                } else {
+                    format_utc_ms(c.expires_ms)
+                };
+                let revoked = if c.revoked_ms == 0 {
+                    "-".into()
+                } else {
+                    format_utc_ms(c.revoked_ms)
+                };
+                println!(
+                    "{}\t{}\t{reach}\t{}\t{expires}\t{revoked}",
+                    c.id, c.role, c.label
+                );
+            }
+        }
+        CredentialsCommand::Revoke { id } => {
+            let id = CredentialId::parse(&id).context("credential id must be 16 hex digits")?;
+            let c = store.revoke_credential(id)?;
+            println!("revoked {} ({}, {})", c.id, c.role, c.label);
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<bool> {
     let paths = Paths::under(&cli.home);
     match cli.command {
-        Command::Init { origin } => {
+        Command::Init { origin, dev_cert } => {
             Store::init(&paths, &origin, StoreOptions::default())?;
             println!("initialised {} (origin {origin})", cli.home.display());
+            if dev_cert {
+                let (cert, key) = server::dev_cert_paths(&cli.home);
+                server::write_dev_cert(&cert, &key)?;
+                println!(
+                    "wrote self-signed TLS pair {} and {} (localhost only)",
+                    cert.display(),
+                    key.display()
+                );
+            }
         }
+        Command::Serve {
+            role,
+            listen,
+            tls_cert,
+            tls_key,
+            plain_http_loopback,
+            max_body_bytes,
+            max_concurrent,
+        } => {
+            let (default_cert, default_key) = server::dev_cert_paths(&cli.home);
+            let transport = if plain_http_loopback {
+                server::Transport::PlainLoopback
+            } else {
+                server::Transport::Tls(server::load_tls(
+                    &tls_cert.unwrap_or(default_cert),
+                    &tls_key.unwrap_or(default_key),
+                )?)
+            };
+            let limits = Limits {
+                max_body_bytes,
+                max_concurrent,
+                ..Limits::default()
+            };
+            let role = match role {
+                RoleArg::Hub => ServerRole::Hub,
+                RoleArg::Intermediate => ServerRole::Intermediate,
+            };
+            serve(open(&paths)?, role, listen, transport, limits)?;
+        }
+        Command::Credentials(c) => credentials(&open(&paths)?, c)?,
         Command::Partitions(PartitionsCommand::Create { ids }) => partitions_create(&paths, &ids)?,
         Command::Partitions(PartitionsCommand::List) => {
             let store = open(&paths)?;
@@ -337,7 +672,7 @@ fn run(cli: Cli) -> Result<bool> {
             partitions,
             out,
         } => export_audit(&open(&paths)?, &partitions, &out)?,
-        Command::Demo => return demo(),
+        Command::Demo { listen, no_serve } => return demo(listen, no_serve),
     }
     Ok(true)
 }
@@ -346,6 +681,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,

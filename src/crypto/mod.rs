@@ -6,6 +6,7 @@
 //! long-lived, one per instance (residual risk noted in docs/ARCHITECTURE.md).
 
 pub mod aead;
+pub mod credential;
 pub mod kek;
 pub mod scope;
 pub mod secret;

@@ -2,8 +2,8 @@
 //!
 //! A [`PartitionScope`] is the only key to plaintext (`Store::read_entry` takes one). It is
 //! minted here and nowhere else: by an [`AdminScope`], which only a holder of the KEK gets.
-//! Credential-based scopes (municipality, continuity operator, replicator) join this module
-//! with the HTTP API.
+//! A verified credential (`crypto::credential::Verified`) mints the municipality's and the
+//! replicator's scopes from what the credential says, never from a request.
 //!
 //! Other modules cannot build a scope by hand:
 //!
@@ -46,6 +46,12 @@ pub struct PartitionScope {
 }
 
 impl PartitionScope {
+    /// Minted by [`AdminScope`] or a verified credential (`crypto::credential`), never
+    /// outside `crypto`.
+    pub(super) fn new(partition: PartitionId) -> Self {
+        PartitionScope { partition }
+    }
+
     pub fn partition(&self) -> &PartitionId {
         &self.partition
     }

@@ -252,6 +252,118 @@ impl KeyEvent {
     }
 }
 
+/// Payload of an access record (kind 0x0100): one request that read or wrote sealed data of
+/// this partition. Holds no personal data: who, which route, what (kinds and seq range), why,
+/// and the result. When = the entry's `tx_time`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Credential id (16 hex digits) or `admin-cli`. ASCII, at most 255 bytes.
+    pub actor: String,
+    /// Role name of the credential (`municipality`, `replicator`, …). ASCII.
+    pub role: String,
+    /// Method and route template, e.g. `GET /v1/entries/{seq}`. ASCII.
+    pub route: String,
+    /// Why, as a stable code (`entry_read`, `replication_feed`, …). ASCII.
+    pub purpose: String,
+    /// Kind codes of the entries touched, ascending, no repeats.
+    pub kinds: Vec<u16>,
+    /// First seq touched and how many (a contiguous range).
+    pub first_seq: u64,
+    pub count: u64,
+    /// `ok`, or a stable error code. ASCII.
+    pub result: String,
+    /// Request id, to join with the server log. ASCII.
+    pub request_id: String,
+}
+
+impl AccessRecord {
+    pub const SCHEMA: u16 = 1;
+
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Self::SCHEMA.to_be_bytes().to_vec();
+        for (field, text) in [
+            ("actor", &self.actor),
+            ("role", &self.role),
+            ("route", &self.route),
+            ("purpose", &self.purpose),
+        ] {
+            if !text.is_ascii() {
+                return Err(PayloadError::Text(field));
+            }
+            put_str8(&mut out, text)?;
+        }
+        let n = u8::try_from(self.kinds.len()).map_err(|_| PayloadError::TooLong("kinds"))?;
+        if !self.kinds.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
+            return Err(PayloadError::Value {
+                field: "kinds",
+                value: 0,
+            });
+        }
+        out.push(n);
+        for k in &self.kinds {
+            out.extend_from_slice(&k.to_be_bytes());
+        }
+        out.extend_from_slice(&self.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        for (field, text) in [("result", &self.result), ("request_id", &self.request_id)] {
+            if !text.is_ascii() {
+                return Err(PayloadError::Text(field));
+            }
+            put_str8(&mut out, text)?;
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut r = Reader::new(bytes);
+        let schema = r.u16()?;
+        if schema != Self::SCHEMA {
+            return Err(PayloadError::Schema(schema));
+        }
+        let ascii = |r: &mut Reader<'_>, field: &'static str| {
+            let len = usize::from(r.u8()?);
+            let s = get_str(r, len, field)?;
+            if s.is_ascii() {
+                Ok(s)
+            } else {
+                Err(PayloadError::Text(field))
+            }
+        };
+        let actor = ascii(&mut r, "actor")?;
+        let role = ascii(&mut r, "role")?;
+        let route = ascii(&mut r, "route")?;
+        let purpose = ascii(&mut r, "purpose")?;
+        let n = r.u8()?;
+        let mut kinds = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let k = r.u16()?;
+            if kinds.last().is_some_and(|last| *last >= k) {
+                return Err(PayloadError::Value {
+                    field: "kinds",
+                    value: u64::from(k),
+                });
+            }
+            kinds.push(k);
+        }
+        let first_seq = r.u64()?;
+        let count = r.u64()?;
+        let result = ascii(&mut r, "result")?;
+        let request_id = ascii(&mut r, "request_id")?;
+        finish(&r)?;
+        Ok(AccessRecord {
+            actor,
+            role,
+            route,
+            purpose,
+            kinds,
+            first_seq,
+            count,
+            result,
+            request_id,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +397,41 @@ mod tests {
         let mut bad = b.clone();
         bad[2] = 99;
         assert!(KeyEvent::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn access_record_round_trips_and_is_strict() {
+        let a = AccessRecord {
+            actor: "0001020304050607".into(),
+            role: "municipality".into(),
+            route: "GET /v1/entries/{seq}".into(),
+            purpose: "entry_read".into(),
+            kinds: vec![0x0010, 0x0100],
+            first_seq: 3,
+            count: 1,
+            result: "ok".into(),
+            request_id: "r-1".into(),
+        };
+        let b = a.encode().unwrap();
+        assert_eq!(AccessRecord::decode(&b), Ok(a.clone()));
+        for n in 0..b.len() {
+            assert!(AccessRecord::decode(&b[..n]).is_err());
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert_eq!(
+            AccessRecord::decode(&longer),
+            Err(PayloadError::Trailing(1))
+        );
+        let unsorted = AccessRecord {
+            kinds: vec![0x0100, 0x0010],
+            ..a.clone()
+        };
+        assert!(unsorted.encode().is_err());
+        let non_ascii = AccessRecord {
+            purpose: "閲覧".into(),
+            ..a
+        };
+        assert!(non_ascii.encode().is_err());
     }
 }

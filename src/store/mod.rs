@@ -1,6 +1,7 @@
 //! RocksDB storage: one column family per partition, a system CF, a separate key store, and
 //! the single writer with group commit. The only module that names `rocksdb`.
 
+mod credentials;
 mod keyring;
 mod read;
 pub mod records;
@@ -17,6 +18,7 @@ use rocksdb::{
     WriteBufferManager, WriteOptions,
 };
 
+pub use credentials::{AuthError, CredentialStoreError};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use writer::{AppendError, AppendReceipt, NewEntry};
@@ -138,6 +140,11 @@ pub struct PartitionInfo {
     pub status: PartitionStatus,
     pub requested_ms: u64,
     pub activated_ms: u64,
+}
+
+/// Wall-clock Unix milliseconds, as the store stamps records.
+pub fn now_unix_ms() -> u64 {
+    now_ms()
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -406,6 +413,11 @@ impl Store {
     /// Writes failed since open: the store refuses writes until reopened.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::SeqCst)
+    }
+
+    /// Whether the writer thread is still running.
+    pub fn writer_alive(&self) -> bool {
+        self.writer.alive()
     }
 
     /// Partitions that failed the open-time check, with the reason.

@@ -58,6 +58,9 @@ pub struct Entry {
     pub header: Header,
     pub leaf_hash: Hash,
     pub key_id: u32,
+    /// The commitment salt: `commitment = H(salt ‖ payload)` (docs/format.md §3). A replica
+    /// needs it to store a copy with the same commitment.
+    pub salt: [u8; SALT_LEN],
     pub payload: Zeroizing<Vec<u8>>,
 }
 
@@ -267,8 +270,8 @@ impl Store {
             return Err(corrupt(p, seq, "envelope is stored under another position"));
         }
         let leaf_hash = env.leaf_hash();
-        let payload = match env.body {
-            Body::Open { payload, .. } => Zeroizing::new(payload),
+        let (salt, payload) = match env.body {
+            Body::Open { salt, payload } => (salt, Zeroizing::new(payload)),
             Body::Sealed {
                 nonce,
                 ciphertext_and_tag,
@@ -298,13 +301,14 @@ impl Store {
                         "payload does not match the header's commitment",
                     ));
                 }
-                Zeroizing::new(payload.to_vec())
+                (s, Zeroizing::new(payload.to_vec()))
             }
         };
         Ok(Entry {
             header: env.header,
             leaf_hash,
             key_id: env.key_id,
+            salt,
             payload,
         })
     }
@@ -411,6 +415,11 @@ impl Store {
             desc: None,
             want_err: None,
         })
+    }
+
+    /// The signed checkpoint stored at `size`.
+    pub fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
+        self.inner.checkpoint_at(p, size)
     }
 
     /// Checkpoint sizes stored for a partition, ascending.

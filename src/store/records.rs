@@ -1,7 +1,8 @@
 //! Keys and values of the system CF, the partition CFs and the key store (docs/format.md §7).
 //!
 //! System records are bincode 2 (pinned exactly) with a fixed configuration: big-endian,
-//! fixed-width integers, 4 KiB decode limit. They hold no personal data.
+//! fixed-width integers, 256 KiB decode limit (a credential may list every partition). They
+//! hold no personal data.
 
 use bincode::{Decode, Encode};
 
@@ -13,7 +14,7 @@ pub fn config() -> impl bincode::config::Config {
     bincode::config::standard()
         .with_big_endian()
         .with_fixed_int_encoding()
-        .with_limit::<4096>()
+        .with_limit::<{ 256 * 1024 }>()
 }
 
 pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, bincode::error::EncodeError> {
@@ -149,6 +150,37 @@ pub struct KeyMeta {
     pub created_ms: u64,
     /// Encryptions made (nonces drawn) with this key; reserved before sealing.
     pub encryptions: u64,
+}
+
+pub const CREDENTIAL_PREFIX: &[u8] = b"T";
+
+pub fn credential_key(id: &[u8; 8]) -> Vec<u8> {
+    let mut k = CREDENTIAL_PREFIX.to_vec();
+    k.extend_from_slice(id);
+    k
+}
+
+/// Reach of a credential as stored: 1 partition, 2 prefecture, 3 set, 4 all.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum ReachRecord {
+    Partition(String),
+    Prefecture(String),
+    Partitions(Vec<String>),
+    All,
+}
+
+/// A credential: SHA-256 of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct CredentialRecord {
+    /// `Role::code()`.
+    pub role: u8,
+    pub reach: ReachRecord,
+    pub secret_hash: [u8; 32],
+    pub label: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// 0 while not revoked.
+    pub revoked_ms: u64,
 }
 
 // ---- key store ----

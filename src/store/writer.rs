@@ -257,6 +257,11 @@ impl WriterHandle {
         rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
     }
 
+    pub(crate) fn alive(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+            && self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Closes the queue and waits for queued commands to finish.
     pub(crate) fn shutdown(&mut self) {
         self.tx = None;

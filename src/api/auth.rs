@@ -1,0 +1,229 @@
+//! One extractor per role. Each authenticates the bearer token against the store and yields a
+//! type that carries only what that role may use:
+//!
+//! | extractor | yields |
+//! |---|---|
+//! | [`Municipality`] | a `PartitionScope` for the credential's one partition |
+//! | [`ContinuityOperator`] | a prefecture code |
+//! | [`Replicator`] | `PartitionScope`s for partitions of its set, on request |
+//! | [`OpsSupport`] | partitions of its set |
+//! | [`Auditor`] | a reach check; no `PartitionScope` at all, so no plaintext |
+//!
+//! No credential or an unusable one: 401. A valid credential of another role: 403. A partition
+//! outside the credential's reach: 404, as if it did not exist.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::crypto::PartitionScope;
+use crate::crypto::credential::{CredentialId, Reach, Role, Token, Verified};
+use crate::ledger::PartitionId;
+use crate::store::AuthError;
+
+/// Who is calling, for access records.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub credential: CredentialId,
+    pub role: Role,
+}
+
+async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(ApiError::unauthorized)?;
+    let text = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
+    let store = Arc::clone(&state.store);
+    let result = tokio::task::spawn_blocking(move || store.authenticate(&token))
+        .await
+        .map_err(ApiError::internal)?;
+    match result {
+        Ok(v) => Ok(v),
+        Err(AuthError::Refused(why)) => {
+            tracing::info!(reason = %why, "credential refused");
+            Err(ApiError::unauthorized())
+        }
+        Err(AuthError::Store(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn with_role(parts: &Parts, state: &Arc<AppState>, role: Role) -> Result<Verified, ApiError> {
+    let v = authenticate(parts, state).await?;
+    if v.role() != role {
+        return Err(ApiError::forbidden());
+    }
+    tracing::Span::current().record("credential", tracing::field::display(v.id()));
+    Ok(v)
+}
+
+fn actor(v: &Verified) -> Actor {
+    Actor {
+        credential: v.id(),
+        role: v.role(),
+    }
+}
+
+/// A municipality terminal. Its partition comes from the credential, never from the request.
+#[derive(Debug)]
+pub struct Municipality {
+    pub scope: PartitionScope,
+    pub actor: Actor,
+}
+
+impl FromRequestParts<Arc<AppState>> for Municipality {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let v = with_role(parts, state, Role::Municipality).await?;
+        let scope = v.municipality_scope().ok_or_else(ApiError::forbidden)?;
+        Ok(Municipality {
+            scope,
+            actor: actor(&v),
+        })
+    }
+}
+
+/// The prefecture's continuity operator (flow 4): the partitions of one prefecture.
+#[derive(Debug)]
+pub struct ContinuityOperator {
+    pub prefecture: String,
+    pub actor: Actor,
+    verified: Verified,
+}
+
+impl ContinuityOperator {
+    /// Whether `partition` is in the operator's prefecture (else answer 404).
+    pub fn reaches(&self, partition: &PartitionId) -> bool {
+        self.verified.reaches(partition)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for ContinuityOperator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let v = with_role(parts, state, Role::ContinuityOperator).await?;
+        let Reach::Prefecture(code) = v.reach() else {
+            return Err(ApiError::forbidden());
+        };
+        Ok(ContinuityOperator {
+            prefecture: code.clone(),
+            actor: actor(&v),
+            verified: v,
+        })
+    }
+}
+
+/// The intermediate server's replicator: a set of partitions.
+#[derive(Debug)]
+pub struct Replicator {
+    pub actor: Actor,
+    verified: Verified,
+}
+
+impl Replicator {
+    /// The scope of `partition` if it is in the set; otherwise 404.
+    pub fn scope(&self, partition: &PartitionId) -> Result<PartitionScope, ApiError> {
+        self.verified
+            .replicator_scope(partition)
+            .ok_or_else(|| ApiError::not_found("partition"))
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Replicator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let v = with_role(parts, state, Role::Replicator).await?;
+        Ok(Replicator {
+            actor: actor(&v),
+            verified: v,
+        })
+    }
+}
+
+/// The intermediate's ops-support environment: a set of partitions (exports come with flow 5).
+#[derive(Debug)]
+pub struct OpsSupport {
+    pub actor: Actor,
+    verified: Verified,
+}
+
+impl OpsSupport {
+    /// Whether `partition` is in the set (else answer 404).
+    pub fn reaches(&self, partition: &PartitionId) -> bool {
+        self.verified.reaches(partition)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for OpsSupport {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let v = with_role(parts, state, Role::OpsSupport).await?;
+        Ok(OpsSupport {
+            actor: actor(&v),
+            verified: v,
+        })
+    }
+}
+
+/// An auditor: headers, envelopes, checkpoints and proofs of its reach. There is no way from
+/// here to a `PartitionScope`, so no auditor route can decrypt.
+#[derive(Debug)]
+pub struct Auditor {
+    pub actor: Actor,
+    verified: Verified,
+}
+
+impl Auditor {
+    /// `Ok` if `partition` is in the auditor's reach; otherwise 404.
+    pub fn check(&self, partition: &PartitionId) -> Result<(), ApiError> {
+        if self.verified.reaches(partition) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("partition"))
+        }
+    }
+
+    pub fn reaches(&self, partition: &PartitionId) -> bool {
+        self.verified.reaches(partition)
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Auditor {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let v = with_role(parts, state, Role::Auditor).await?;
+        Ok(Auditor {
+            actor: actor(&v),
+            verified: v,
+        })
+    }
+}

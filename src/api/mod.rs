@@ -1,0 +1,181 @@
+//! The narrow HTTP API: routers per server role, one extractor per credential role, the one
+//! error shape, limits, TLS. The only module that knows HTTP and JSON.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod request_id;
+pub mod routes;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::middleware;
+use serde::Serialize;
+use tower::ServiceBuilder;
+
+use crate::store::Store;
+use error::ApiError;
+
+/// Which server this is (DESIGN.md §2): the hub takes municipality, replicator and auditor
+/// routes; the intermediate takes auditor routes (and ops-support with flow 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerRole {
+    Hub,
+    Intermediate,
+}
+
+impl ServerRole {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerRole::Hub => "hub",
+            ServerRole::Intermediate => "intermediate",
+        }
+    }
+}
+
+/// Shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub role: ServerRole,
+}
+
+/// Request limits (DESIGN.md §11: tower layers set limits and timeouts).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Whole-request deadline (handler included).
+    pub request_timeout: Duration,
+    /// Time a client has to send the request headers.
+    pub header_timeout: Duration,
+    /// Requests handled at once; more are refused with 503 at once, not queued.
+    pub max_concurrent: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
+            max_concurrent: 256,
+        }
+    }
+}
+
+/// Gives responses made by layers (body limit, timeout) the one error shape.
+async fn shape_errors(
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let res = next.run(req).await;
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json || !(res.status().is_client_error() || res.status().is_server_error()) {
+        return res;
+    }
+    match res.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this server accepts",
+        )
+        .into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took longer than this server allows",
+        )
+        .into_response(),
+        s if s.is_server_error() => {
+            ApiError::internal(format!("layer answered {s}")).into_response()
+        }
+        s => ApiError::new(s, "bad_request", "the request was refused").into_response(),
+    }
+}
+
+/// Refuses a declared body larger than the limit before any handler runs, whatever the route.
+/// Bodies without a length are capped by `DefaultBodyLimit` when an extractor reads them.
+async fn refuse_large_bodies(
+    axum::extract::State(max): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than this server accepts ({max} bytes)"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn overloaded_or_timeout(err: tower::BoxError) -> ApiError {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight; retry shortly",
+        )
+    } else {
+        ApiError::internal(err)
+    }
+}
+
+/// The router of a server role, with every limit applied.
+pub fn router(state: AppState, limits: Limits) -> Router {
+    let role = state.role;
+    let mut app: Router<Arc<AppState>> = Router::new();
+    let mut paths: Vec<(&str, axum::routing::MethodRouter<Arc<AppState>>)> = Vec::new();
+    for (spec, handler) in routes::table() {
+        if !spec.servers.contains(&role) {
+            continue;
+        }
+        match paths.iter_mut().find(|(p, _)| *p == spec.path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(handler),
+            None => paths.push((spec.path, handler)),
+        }
+    }
+    for (path, handler) in paths {
+        app = app.route(path, handler.fallback(routes::method_not_allowed));
+    }
+    app.fallback(routes::fallback)
+        .route_layer(middleware::from_fn(request_id::record_route))
+        .layer(
+            ServiceBuilder::new()
+                .layer(middleware::from_fn(request_id::layer))
+                .layer(middleware::from_fn(shape_errors))
+                .layer(HandleErrorLayer::new(overloaded_or_timeout))
+                .load_shed()
+                .concurrency_limit(limits.max_concurrent)
+                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    limits.request_timeout,
+                ))
+                .layer(middleware::from_fn_with_state(
+                    limits.max_body_bytes,
+                    refuse_large_bodies,
+                ))
+                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+        )
+        .with_state(Arc::new(state))
+}

@@ -1,0 +1,762 @@
+//! Handlers of this routes and the route table the router and the OpenAPI test share.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{MethodRouter, get};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{Actor, Auditor, Municipality, Replicator};
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery};
+use super::{AppState, ServerRole, request_id};
+use crate::crypto::PartitionScope;
+use crate::crypto::credential::Role;
+use crate::ledger::payload::AccessRecord;
+use crate::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson};
+use crate::ledger::{Class, Kind, PartitionId};
+use crate::store::{Entry, NewEntry, PartitionStatus, Store};
+
+/// Most entries one range read or feed page returns.
+pub const MAX_ENTRIES_PER_PAGE: u64 = 100;
+/// Most envelopes one audit page returns.
+pub const MAX_ENVELOPES_PER_PAGE: u64 = 1000;
+/// Most checkpoints one audit page returns.
+pub const MAX_CHECKPOINTS_PER_PAGE: usize = 1000;
+
+/// One route: method, path template, who may call it, on which server roles it exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// `None`: no credential needed.
+    pub role: Option<Role>,
+    pub servers: &'static [ServerRole],
+}
+
+const BOTH: &[ServerRole] = &[ServerRole::Hub, ServerRole::Intermediate];
+const HUB: &[ServerRole] = &[ServerRole::Hub];
+
+/// Every route of kukaku. The router is built from this table, and the OpenAPI test compares
+/// it with docs/openapi.json, so the two cannot drift.
+pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
+    let spec = |method, path, role, servers| RouteSpec {
+        method,
+        path,
+        role,
+        servers,
+    };
+    vec![
+        (spec("GET", "/healthz", None, BOTH), get(healthz)),
+        (spec("GET", "/readyz", None, BOTH), get(readyz)),
+        (
+            spec("GET", "/v1/checkpoint", Some(Role::Municipality), HUB),
+            get(own_checkpoint),
+        ),
+        (
+            spec("GET", "/v1/entries/{seq}", Some(Role::Municipality), HUB),
+            get(own_entry),
+        ),
+        (
+            spec("GET", "/v1/entries", Some(Role::Municipality), HUB),
+            get(own_entries),
+        ),
+        (
+            spec("GET", "/v1/proofs/inclusion", Some(Role::Municipality), HUB),
+            get(own_inclusion),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/proofs/consistency",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            get(own_consistency),
+        ),
+        (
+            spec("GET", "/v1/feed/{partition}", Some(Role::Replicator), HUB),
+            get(feed),
+        ),
+        (
+            spec("GET", "/v1/audit/partitions", Some(Role::Auditor), BOTH),
+            get(audit_partitions),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/audit/partitions/{partition}/envelopes",
+                Some(Role::Auditor),
+                BOTH,
+            ),
+            get(audit_envelopes),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/audit/partitions/{partition}/checkpoints",
+                Some(Role::Auditor),
+                BOTH,
+            ),
+            get(audit_checkpoints),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/audit/partitions/{partition}/proofs/inclusion",
+                Some(Role::Auditor),
+                BOTH,
+            ),
+            get(audit_inclusion),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/audit/partitions/{partition}/proofs/consistency",
+                Some(Role::Auditor),
+                BOTH,
+            ),
+            get(audit_consistency),
+        ),
+    ]
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+{
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn today_days() -> i32 {
+    (crate::store::now_ms() / 86_400_000) as i32
+}
+
+/// What a request touched, for its access record.
+struct Touched<'a> {
+    route: &'a str,
+    purpose: &'a str,
+    kinds: BTreeSet<u16>,
+    first_seq: u64,
+    count: u64,
+}
+
+/// Appends the access record and waits until it is durable. The caller answers only after.
+async fn record_access(
+    state: &Arc<AppState>,
+    partition: &PartitionId,
+    actor: &Actor,
+    touched: Touched<'_>,
+) -> Result<u64, ApiError> {
+    let record = AccessRecord {
+        actor: actor.credential.to_string(),
+        role: actor.role.name().to_owned(),
+        route: touched.route.to_owned(),
+        purpose: touched.purpose.to_owned(),
+        kinds: touched.kinds.into_iter().collect(),
+        first_seq: touched.first_seq,
+        count: touched.count,
+        result: "ok".to_owned(),
+        request_id: request_id::current(),
+    };
+    let payload = record.encode().map_err(ApiError::internal)?;
+    let entry = NewEntry::new(Kind::ACCESS_RECORD, today_days(), None, payload)?;
+    let receipt = state.store.append_async(partition, vec![entry]).await?;
+    receipt
+        .entries
+        .first()
+        .map(|(seq, _)| *seq)
+        .ok_or_else(|| ApiError::internal("access record receipt without entries"))
+}
+
+// ---- any role ----
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    role: ServerRole,
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        role: state.role,
+    })
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
+    if state.store.is_poisoned() {
+        return Err(ApiError::unavailable(
+            "a write failed; the store refuses writes until it is reopened",
+        ));
+    }
+    if !state.store.writer_alive() {
+        return Err(ApiError::unavailable("the writer has stopped"));
+    }
+    Ok(Json(Health {
+        status: "ready",
+        role: state.role,
+    }))
+}
+
+// ---- municipality: own partition, from the credential ----
+
+#[derive(Serialize)]
+pub struct CheckpointJson {
+    pub partition: String,
+    pub size: u64,
+    pub root: String,
+    pub checkpoint: String,
+    pub verifier_key: String,
+}
+
+fn checkpoint_json(store: &Store, p: &PartitionId) -> Result<CheckpointJson, ApiError> {
+    let cp = store
+        .checkpoint_parsed(p)?
+        .ok_or_else(|| ApiError::not_found("partition"))?;
+    let note = store
+        .checkpoint(p)?
+        .ok_or_else(|| ApiError::not_found("partition"))?;
+    let key = store
+        .verifier_key(p)
+        .ok_or_else(|| ApiError::not_found("partition"))?;
+    Ok(CheckpointJson {
+        partition: p.to_string(),
+        size: cp.size,
+        root: cp.root.to_base64(),
+        checkpoint: note,
+        verifier_key: key.to_text(),
+    })
+}
+
+async fn own_checkpoint(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+) -> Result<Json<CheckpointJson>, ApiError> {
+    let p = who.scope.partition().clone();
+    Ok(Json(
+        blocking(&state, move |s| checkpoint_json(s, &p)).await?,
+    ))
+}
+
+/// One decrypted entry as JSON. The payload is base64: its schema belongs to the kind.
+#[derive(Serialize)]
+pub struct EntryJson {
+    pub seq: u64,
+    pub kind: &'static str,
+    pub kind_code: u16,
+    pub tx_time_ms: u64,
+    pub valid_from_days: i32,
+    pub ref_seq: Option<u64>,
+    pub leaf_hash: String,
+    pub key_id: u32,
+    pub payload: String,
+}
+
+fn entry_json(e: &Entry) -> EntryJson {
+    EntryJson {
+        seq: e.header.seq,
+        kind: e.header.kind.name(),
+        kind_code: e.header.kind.code(),
+        tx_time_ms: e.header.tx_time,
+        valid_from_days: e.header.valid_from,
+        ref_seq: e.header.ref_seq,
+        leaf_hash: e.leaf_hash.to_base64(),
+        key_id: e.key_id,
+        payload: B64.encode(&e.payload[..]),
+    }
+}
+
+#[derive(Serialize)]
+pub struct EntryResponse {
+    pub entry: EntryJson,
+    /// Seq of the access record this read appended (none for open kinds).
+    pub access_record_seq: Option<u64>,
+}
+
+async fn own_entry(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiPath(seq): ApiPath<u64>,
+) -> Result<Json<EntryResponse>, ApiError> {
+    let scope = who.scope.clone();
+    let entry = blocking(&state, move |s| Ok(s.read_entry(&scope, seq)?)).await?;
+    // Open entries (key events, access records) hold no personal data: no record.
+    let access_record_seq = if entry.header.kind.class() != Class::Sealed {
+        None
+    } else {
+        Some(
+            record_access(
+                &state,
+                who.scope.partition(),
+                &who.actor,
+                Touched {
+                    route: "GET /v1/entries/{seq}",
+                    purpose: "entry_read",
+                    kinds: [entry.header.kind.code()].into(),
+                    first_seq: seq,
+                    count: 1,
+                },
+            )
+            .await?,
+        )
+    };
+    Ok(Json(EntryResponse {
+        entry: entry_json(&entry),
+        access_record_seq,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    from: u64,
+    limit: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct EntriesResponse {
+    pub entries: Vec<EntryJson>,
+    /// `from` of the next page, if there are more entries.
+    pub next: Option<u64>,
+    pub access_record_seq: Option<u64>,
+}
+
+fn read_page(
+    store: &Store,
+    scope: &PartitionScope,
+    from: u64,
+    limit: u64,
+) -> Result<(Vec<Entry>, u64), ApiError> {
+    let size = store.size(scope.partition())?;
+    let entries = store.read_range(scope, from, limit)?;
+    Ok((entries, size))
+}
+
+fn page_limit(limit: Option<u64>, max: u64) -> Result<u64, ApiError> {
+    match limit.unwrap_or(max) {
+        0 => Err(ApiError::bad_request(
+            "bad_limit",
+            "limit must be at least 1",
+        )),
+        n if n > max => Err(ApiError::bad_request(
+            "bad_limit",
+            format!("limit must be at most {max}"),
+        )),
+        n => Ok(n),
+    }
+}
+
+async fn own_entries(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<EntriesResponse>, ApiError> {
+    let limit = page_limit(q.limit, MAX_ENTRIES_PER_PAGE)?;
+    let scope = who.scope.clone();
+    let from = q.from;
+    let (entries, size) = blocking(&state, move |s| read_page(s, &scope, from, limit)).await?;
+    let count = entries.len() as u64;
+    let next = (from + count < size && count > 0).then_some(from + count);
+    let sealed: Vec<&Entry> = entries
+        .iter()
+        .filter(|e| e.header.kind.class() == Class::Sealed)
+        .collect();
+    let access_record_seq = if let (Some(first), Some(last)) = (sealed.first(), sealed.last()) {
+        Some(
+            record_access(
+                &state,
+                who.scope.partition(),
+                &who.actor,
+                Touched {
+                    route: "GET /v1/entries",
+                    purpose: "entry_read",
+                    kinds: sealed.iter().map(|e| e.header.kind.code()).collect(),
+                    first_seq: first.header.seq,
+                    count: last.header.seq - first.header.seq + 1,
+                },
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(Json(EntriesResponse {
+        entries: entries.iter().map(entry_json).collect(),
+        next,
+        access_record_seq,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionQuery {
+    seq: u64,
+    size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+async fn inclusion(
+    state: &Arc<AppState>,
+    p: PartitionId,
+    q: InclusionQuery,
+) -> Result<Json<InclusionProofJson>, ApiError> {
+    Ok(Json(
+        blocking(state, move |s| Ok(s.prove_inclusion(&p, q.seq, q.size)?)).await?,
+    ))
+}
+
+async fn consistency(
+    state: &Arc<AppState>,
+    p: PartitionId,
+    q: ConsistencyQuery,
+) -> Result<Json<ConsistencyProofJson>, ApiError> {
+    Ok(Json(
+        blocking(state, move |s| Ok(s.prove_consistency(&p, q.from, q.to)?)).await?,
+    ))
+}
+
+async fn own_inclusion(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> Result<Json<InclusionProofJson>, ApiError> {
+    inclusion(&state, who.scope.partition().clone(), q).await
+}
+
+async fn own_consistency(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProofJson>, ApiError> {
+    consistency(&state, who.scope.partition().clone(), q).await
+}
+
+// ---- replicator: the signed feed ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedQuery {
+    from_size: u64,
+    limit: Option<u64>,
+}
+
+/// One entry of the feed: the encoded header (hashes to the leaf), and salt and payload, so a
+/// replica can check the commitment and store a copy with the same one.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub seq: u64,
+    pub kind: String,
+    pub header: String,
+    pub salt: String,
+    pub payload: String,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct FeedResponse {
+    pub partition: String,
+    pub from_size: u64,
+    /// Size after the returned entries; `checkpoint` is signed at this size.
+    pub to_size: u64,
+    pub entries: Vec<FeedEntry>,
+    pub checkpoint: String,
+    /// From `from_size` to `to_size`; absent when `from_size` is 0 or equals `to_size`.
+    pub consistency: Option<ConsistencyProofJson>,
+    pub access_record_seq: Option<u64>,
+}
+
+/// Picks the page end: the largest checkpointed size in `(from, from + limit]`, else the
+/// smallest checkpointed size above `from` (one batch larger than a page goes whole).
+fn feed_end(sizes: &[u64], from: u64, limit: u64) -> Option<u64> {
+    let cap = from.saturating_add(limit);
+    sizes
+        .iter()
+        .copied()
+        .filter(|&s| s > from && s <= cap)
+        .max()
+        .or_else(|| sizes.iter().copied().find(|&s| s > from))
+}
+
+struct FeedPage {
+    response: FeedResponse,
+    sealed: Vec<(u64, u16)>,
+}
+
+fn feed_page(
+    store: &Store,
+    scope: &PartitionScope,
+    from: u64,
+    limit: u64,
+) -> Result<FeedPage, ApiError> {
+    let p = scope.partition();
+    let sizes = store.checkpoint_sizes(p)?;
+    if from != 0 && !sizes.contains(&from) {
+        return Err(ApiError::bad_request(
+            "from_size_not_checkpointed",
+            "from_size must be 0 or a checkpointed tree size (one the replica verified)",
+        ));
+    }
+    let to = feed_end(&sizes, from, limit).unwrap_or(from);
+    let mut entries = Vec::new();
+    let mut sealed = Vec::new();
+    for seq in from..to {
+        let e = store.read_entry(scope, seq)?;
+        if e.header.kind.class() == Class::Sealed {
+            sealed.push((seq, e.header.kind.code()));
+        }
+        entries.push(FeedEntry {
+            seq,
+            kind: e.header.kind.name().to_owned(),
+            header: B64.encode(e.header.encode()),
+            salt: B64.encode(e.salt),
+            payload: B64.encode(&e.payload[..]),
+        });
+    }
+    let checkpoint = store.checkpoint_at(p, to)?;
+    let consistency = if from == 0 || from == to {
+        None
+    } else {
+        Some(store.prove_consistency(p, from, Some(to))?)
+    };
+    Ok(FeedPage {
+        response: FeedResponse {
+            partition: p.to_string(),
+            from_size: from,
+            to_size: to,
+            entries,
+            checkpoint,
+            consistency,
+            access_record_seq: None,
+        },
+        sealed,
+    })
+}
+
+async fn feed(
+    State(state): State<Arc<AppState>>,
+    who: Replicator,
+    ApiPath(partition): ApiPath<String>,
+    ApiQuery(q): ApiQuery<FeedQuery>,
+) -> Result<Json<FeedResponse>, ApiError> {
+    let p = PartitionId::parse(&partition).map_err(|_| ApiError::not_found("partition"))?;
+    let scope = who.scope(&p)?;
+    let limit = page_limit(q.limit, MAX_ENTRIES_PER_PAGE)?;
+    let from = q.from_size;
+    let page = blocking(&state, move |s| feed_page(s, &scope, from, limit)).await?;
+    let mut response = page.response;
+    // Open entries alone record nothing, so an idle poll adds no entry.
+    if let (Some(first), Some(last)) = (page.sealed.first(), page.sealed.last()) {
+        response.access_record_seq = Some(
+            record_access(
+                &state,
+                &p,
+                &who.actor,
+                Touched {
+                    route: "GET /v1/feed/{partition}",
+                    purpose: "replication_feed",
+                    kinds: page.sealed.iter().map(|(_, k)| *k).collect(),
+                    first_seq: first.0,
+                    count: last.0 - first.0 + 1,
+                },
+            )
+            .await?,
+        );
+    }
+    Ok(Json(response))
+}
+
+// ---- auditor: no plaintext ----
+
+#[derive(Serialize)]
+pub struct AuditPartition {
+    pub partition: String,
+    pub size: u64,
+    pub verifier_key: String,
+}
+
+async fn audit_partitions(
+    State(state): State<Arc<AppState>>,
+    who: Auditor,
+) -> Result<Json<Vec<AuditPartition>>, ApiError> {
+    let list = blocking(&state, move |s| {
+        let mut out = Vec::new();
+        for info in s.partitions().map_err(ApiError::internal)? {
+            if info.status != PartitionStatus::Active || !who.reaches(&info.partition) {
+                continue;
+            }
+            let key = s
+                .verifier_key(&info.partition)
+                .ok_or_else(|| ApiError::internal("no verifier key"))?;
+            out.push(AuditPartition {
+                size: s.size(&info.partition)?,
+                partition: info.partition.to_string(),
+                verifier_key: key.to_text(),
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(list))
+}
+
+fn audit_partition(who: &Auditor, text: &str) -> Result<PartitionId, ApiError> {
+    let p = PartitionId::parse(text).map_err(|_| ApiError::not_found("partition"))?;
+    who.check(&p)?;
+    Ok(p)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeQuery {
+    from: u64,
+    to: u64,
+}
+
+#[derive(Serialize)]
+pub struct EnvelopesResponse {
+    pub partition: String,
+    pub from: u64,
+    pub to: u64,
+    /// Stored envelopes (docs/format.md §4), base64: headers in clear, sealed bodies still
+    /// encrypted.
+    pub envelopes: Vec<String>,
+}
+
+async fn audit_envelopes(
+    State(state): State<Arc<AppState>>,
+    who: Auditor,
+    ApiPath(partition): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EnvelopeQuery>,
+) -> Result<Json<EnvelopesResponse>, ApiError> {
+    let p = audit_partition(&who, &partition)?;
+    if q.to < q.from || q.to - q.from > MAX_ENVELOPES_PER_PAGE {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            format!("need from <= to and at most {MAX_ENVELOPES_PER_PAGE} envelopes"),
+        ));
+    }
+    let pp = p.clone();
+    let raw = blocking(&state, move |s| Ok(s.envelopes(&pp, q.from, q.to)?)).await?;
+    Ok(Json(EnvelopesResponse {
+        partition: p.to_string(),
+        from: q.from,
+        to: q.from + raw.len() as u64,
+        envelopes: raw.iter().map(|e| B64.encode(e)).collect(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointsQuery {
+    from_size: Option<u64>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct CheckpointsResponse {
+    pub partition: String,
+    pub verifier_key: String,
+    /// Signed checkpoints with size ≥ `from_size`, ascending.
+    pub checkpoints: Vec<String>,
+    /// `from_size` of the next page, if any.
+    pub next: Option<u64>,
+}
+
+async fn audit_checkpoints(
+    State(state): State<Arc<AppState>>,
+    who: Auditor,
+    ApiPath(partition): ApiPath<String>,
+    ApiQuery(q): ApiQuery<CheckpointsQuery>,
+) -> Result<Json<CheckpointsResponse>, ApiError> {
+    let p = audit_partition(&who, &partition)?;
+    let limit = page_limit(q.limit.map(|l| l as u64), MAX_CHECKPOINTS_PER_PAGE as u64)? as usize;
+    let from = q.from_size.unwrap_or(0);
+    Ok(Json(
+        blocking(&state, move |s| {
+            let sizes: Vec<u64> = s
+                .checkpoint_sizes(&p)?
+                .into_iter()
+                .filter(|&n| n >= from)
+                .collect();
+            let mut checkpoints = Vec::new();
+            for &n in sizes.iter().take(limit) {
+                checkpoints.push(s.checkpoint_at(&p, n)?);
+            }
+            Ok(CheckpointsResponse {
+                partition: p.to_string(),
+                verifier_key: s
+                    .verifier_key(&p)
+                    .ok_or_else(|| ApiError::internal("no verifier key"))?
+                    .to_text(),
+                checkpoints,
+                next: sizes.get(limit).copied(),
+            })
+        })
+        .await?,
+    ))
+}
+
+async fn audit_inclusion(
+    State(state): State<Arc<AppState>>,
+    who: Auditor,
+    ApiPath(partition): ApiPath<String>,
+    ApiQuery(q): ApiQuery<InclusionQuery>,
+) -> Result<Json<InclusionProofJson>, ApiError> {
+    let p = audit_partition(&who, &partition)?;
+    inclusion(&state, p, q).await
+}
+
+async fn audit_consistency(
+    State(state): State<Arc<AppState>>,
+    who: Auditor,
+    ApiPath(partition): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
+) -> Result<Json<ConsistencyProofJson>, ApiError> {
+    let p = audit_partition(&who, &partition)?;
+    consistency(&state, p, q).await
+}
+
+/// 404 in the one error shape, for unknown paths.
+pub async fn fallback() -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// 405 in the one error shape.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::feed_end;
+
+    #[test]
+    fn feed_pages_end_on_checkpoints() {
+        let sizes = [2, 3, 5, 9, 300];
+        assert_eq!(feed_end(&sizes, 0, 100), Some(9));
+        assert_eq!(feed_end(&sizes, 3, 2), Some(5));
+        assert_eq!(feed_end(&sizes, 3, 1), Some(5));
+        assert_eq!(feed_end(&sizes, 9, 100), Some(300));
+        assert_eq!(feed_end(&sizes, 300, 100), None);
+    }
+}

@@ -1,0 +1,214 @@
+//! Credentials in the system CF: issue, list, revoke, authenticate. Only SHA-256 of a token's
+//! secret is stored; every request reads the record again, so a revocation or an expiry takes
+//! effect on the next request.
+
+use std::collections::BTreeSet;
+
+use super::records::{
+    CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord, SYS_CF, credential_key,
+    decode, encode,
+};
+use super::{Store, now_ms, read_registry, sync_write};
+use crate::crypto::credential::{
+    self, CredentialError, CredentialId, Reach, Refused, Role, Stored, Token, Verified,
+};
+use crate::ledger::PartitionId;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialStoreError {
+    #[error(transparent)]
+    Invalid(#[from] CredentialError),
+    #[error("partition {0} is not an active partition of this instance")]
+    UnknownPartition(String),
+    #[error("no credential {0}")]
+    NotFound(CredentialId),
+    #[error("credential {0} is already revoked")]
+    AlreadyRevoked(CredentialId),
+    #[error("expiry must be in the future")]
+    Expiry,
+    #[error("label must be 1–64 printable characters")]
+    Label,
+    #[error("stored credential record {0} is unreadable")]
+    Corrupt(String),
+    #[error("storage: {0}")]
+    Db(#[from] rocksdb::Error),
+}
+
+/// Why a request's credential was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("credential store: {0}")]
+    Store(#[from] CredentialStoreError),
+}
+
+fn to_record(s: &Stored) -> CredentialRecord {
+    CredentialRecord {
+        role: s.role.code(),
+        reach: match &s.reach {
+            Reach::Partition(p) => ReachRecord::Partition(p.as_str().to_owned()),
+            Reach::Prefecture(code) => ReachRecord::Prefecture(code.clone()),
+            Reach::Partitions(set) => {
+                ReachRecord::Partitions(set.iter().map(|p| p.as_str().to_owned()).collect())
+            }
+            Reach::All => ReachRecord::All,
+        },
+        secret_hash: s.secret_hash,
+        label: s.label.clone(),
+        created_ms: s.created_ms,
+        expires_ms: s.expires_ms,
+        revoked_ms: s.revoked_ms,
+    }
+}
+
+fn from_record(id: CredentialId, r: CredentialRecord) -> Option<Stored> {
+    let reach = match r.reach {
+        ReachRecord::Partition(p) => Reach::Partition(PartitionId::parse(&p).ok()?),
+        ReachRecord::Prefecture(code) => Reach::Prefecture(code),
+        ReachRecord::Partitions(list) => Reach::Partitions(
+            list.iter()
+                .map(|p| PartitionId::parse(p).ok())
+                .collect::<Option<BTreeSet<_>>>()?,
+        ),
+        ReachRecord::All => Reach::All,
+    };
+    Some(Stored {
+        id,
+        role: Role::from_code(r.role)?,
+        reach,
+        secret_hash: r.secret_hash,
+        label: r.label,
+        created_ms: r.created_ms,
+        expires_ms: r.expires_ms,
+        revoked_ms: r.revoked_ms,
+    })
+}
+
+impl Store {
+    fn put_credential(&self, s: &Stored) -> Result<(), CredentialStoreError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
+        let bytes =
+            encode(&to_record(s)).map_err(|e| CredentialStoreError::Corrupt(e.to_string()))?;
+        self.inner
+            .db
+            .put_cf_opt(&sys, credential_key(s.id.as_bytes()), bytes, &sync_write())?;
+        Ok(())
+    }
+
+    /// Issues a credential. Every partition it names must be active here. Returns the token,
+    /// which exists nowhere else: print it once.
+    pub fn issue_credential(
+        &self,
+        role: Role,
+        reach: Reach,
+        label: &str,
+        expires_ms: u64,
+    ) -> Result<(Token, Stored), CredentialStoreError> {
+        reach.check_for(role)?;
+        let now = now_ms();
+        if expires_ms <= now {
+            return Err(CredentialStoreError::Expiry);
+        }
+        if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
+            return Err(CredentialStoreError::Label);
+        }
+        let active: BTreeSet<PartitionId> = read_registry(&self.inner.db)
+            .map_err(|e| CredentialStoreError::Corrupt(e.to_string()))?
+            .into_iter()
+            .filter(|p| p.status == PartitionStatus::Active)
+            .map(|p| p.partition)
+            .collect();
+        let named: Vec<&PartitionId> = match &reach {
+            Reach::Partition(p) => vec![p],
+            Reach::Partitions(set) => set.iter().collect(),
+            Reach::Prefecture(_) | Reach::All => vec![],
+        };
+        if let Some(p) = named.into_iter().find(|p| !active.contains(*p)) {
+            return Err(CredentialStoreError::UnknownPartition(p.to_string()));
+        }
+        let token = Token::generate().map_err(CredentialError::from)?;
+        let stored = Stored {
+            id: token.id(),
+            role,
+            reach,
+            secret_hash: token.secret_hash(),
+            label: label.to_owned(),
+            created_ms: now,
+            expires_ms,
+            revoked_ms: 0,
+        };
+        self.put_credential(&stored)?;
+        Ok((token, stored))
+    }
+
+    /// One credential by id.
+    pub fn credential(&self, id: CredentialId) -> Result<Option<Stored>, CredentialStoreError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
+        let Some(raw) = self
+            .inner
+            .db
+            .get_pinned_cf(&sys, credential_key(id.as_bytes()))?
+        else {
+            return Ok(None);
+        };
+        decode::<CredentialRecord>(&raw)
+            .and_then(|r| from_record(id, r))
+            .map(Some)
+            .ok_or_else(|| CredentialStoreError::Corrupt(id.to_string()))
+    }
+
+    /// Every credential, revoked and expired ones included, in id order.
+    pub fn credentials(&self) -> Result<Vec<Stored>, CredentialStoreError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
+        let mut out = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&sys, CREDENTIAL_PREFIX) {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(CREDENTIAL_PREFIX) else {
+                break;
+            };
+            let id = <[u8; 8]>::try_from(id)
+                .map(CredentialId::from_bytes)
+                .map_err(|_| CredentialStoreError::Corrupt("credential key".into()))?;
+            let stored = decode::<CredentialRecord>(&v)
+                .and_then(|r| from_record(id, r))
+                .ok_or_else(|| CredentialStoreError::Corrupt(id.to_string()))?;
+            out.push(stored);
+        }
+        Ok(out)
+    }
+
+    /// Revokes a credential; the next request with it is refused.
+    pub fn revoke_credential(&self, id: CredentialId) -> Result<Stored, CredentialStoreError> {
+        let mut stored = self
+            .credential(id)?
+            .ok_or(CredentialStoreError::NotFound(id))?;
+        if stored.revoked_ms != 0 {
+            return Err(CredentialStoreError::AlreadyRevoked(id));
+        }
+        stored.revoked_ms = now_ms().max(1);
+        self.put_credential(&stored)?;
+        Ok(stored)
+    }
+
+    /// Checks a presented token: known id, matching secret (constant time), not revoked, not
+    /// expired.
+    pub fn authenticate(&self, token: &Token) -> Result<Verified, AuthError> {
+        let stored = self.credential(token.id())?.ok_or(Refused::Unknown)?;
+        Ok(credential::verify(&stored, token, now_ms())?)
+    }
+}
