@@ -239,6 +239,13 @@ async fn every_route_answers_401_403_and_is_mounted_where_documented() {
     let f = fixture().await;
     for server in [ServerRole::Hub, ServerRole::Intermediate] {
         let app = f.router(server);
+        let small_body = f.router_with(
+            server,
+            Limits {
+                max_body_bytes: 64,
+                ..Limits::default()
+            },
+        );
         for (spec, _) in routes::table() {
             let uri = concrete(spec.path, &f.a);
             let (status, body) = call(&app, spec.method, &uri, None).await;
@@ -246,6 +253,17 @@ async fn every_route_answers_401_403_and_is_mounted_where_documented() {
                 assert_eq!(status, StatusCode::NOT_FOUND, "{uri} on {server:?}");
                 continue;
             }
+            // Body too large: refused before authentication, on every route.
+            let (s, raw) = call_raw(
+                &small_body,
+                spec.method,
+                &uri,
+                Some(f.token("muni_a")),
+                Body::from(vec![b'{'; 65]),
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&raw).unwrap();
+            assert_eq!((s, error_code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"), "{uri}");
             let Some(role) = spec.role else {
                 assert_eq!(status, StatusCode::OK, "{uri}");
                 continue;
