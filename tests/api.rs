@@ -263,7 +263,11 @@ async fn every_route_answers_401_403_and_is_mounted_where_documented() {
             )
             .await;
             let v: Value = serde_json::from_slice(&raw).unwrap();
-            assert_eq!((s, error_code(&v)), (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"), "{uri}");
+            assert_eq!(
+                (s, error_code(&v)),
+                (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                "{uri}"
+            );
             let Some(role) = spec.role else {
                 assert_eq!(status, StatusCode::OK, "{uri}");
                 continue;
