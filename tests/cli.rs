@@ -89,6 +89,70 @@ fn a_user_session() {
     let o = kukaku(&home, &["export", "--out", b]);
     assert_eq!(o.status.code(), Some(2), "--audit is required");
 
+    // An instance held by another process (a running server): a clear error, not a lock dump.
+    {
+        let held = kukaku::store::Store::open(
+            &kukaku::store::Paths::under(&home),
+            kukaku::store::StoreOptions::default(),
+        )
+        .unwrap();
+        let o = kukaku(&home, &["credentials", "list"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stderr(&o).contains("in use by another process"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(stderr(&o).matches("LOCK").count(), 0, "{}", stderr(&o));
+        drop(held);
+    }
+
+    // Credentials: issue prints the token once; list never shows it; revoke by id.
+    let o = kukaku(
+        &home,
+        &[
+            "credentials",
+            "issue",
+            "--role",
+            "municipality",
+            "--partition",
+            "131011",
+            "--label",
+            "terminal 1",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let token = out.lines().last().unwrap().to_owned();
+    assert!(token.starts_with("kk1_"));
+    let id = &token[4..20];
+    let o = kukaku(&home, &["credentials", "list"]);
+    assert!(stdout(&o).contains(id) && !stdout(&o).contains(&token[21..]));
+    let o = kukaku(
+        &home,
+        &[
+            "credentials",
+            "issue",
+            "--role",
+            "municipality",
+            "--partitions",
+            "131011",
+            "--label",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("exactly one --partition"),
+        "{}",
+        stderr(&o)
+    );
+    let o = kukaku(&home, &["credentials", "revoke", id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kukaku(&home, &["credentials", "revoke", id]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already revoked"));
+
     // Missing instance: exit 2 with a hint.
     let o = kukaku(&dir.path().join("nowhere"), &["partitions", "list"]);
     assert_eq!(o.status.code(), Some(2));

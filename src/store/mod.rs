@@ -97,6 +97,8 @@ pub enum OpenError {
     Kek(#[from] KekError),
     #[error("storage: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error("the instance at {0} is in use by another process (is `kukaku serve` running?)")]
+    InUse(PathBuf),
     #[error("no kukaku instance at {0}; run `kukaku init` first")]
     NotInitialized(PathBuf),
     #[error("an instance already exists at {0}")]
@@ -338,7 +340,14 @@ impl Store {
                 .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
             DB::open_cf_descriptors(&dbo, &paths.data, descriptors)
         };
-        let mut db = open(&names)?;
+        let in_use = |e: rocksdb::Error| {
+            if e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock file") {
+                OpenError::InUse(paths.data.clone())
+            } else {
+                OpenError::Db(e)
+            }
+        };
+        let mut db = open(&names).map_err(in_use)?;
         // Partitions requested but without a column family yet get theirs now, in one open:
         // RocksDB then writes the OPTIONS file once instead of once per family.
         let missing: Vec<String> = read_registry(&db)
