@@ -59,6 +59,10 @@ enum Command {
         /// TLS private key (PEM, mode 0600). Default: tls/key.pem under the home.
         #[arg(long)]
         tls_key: Option<PathBuf>,
+        /// CA certificates (PEM) for client certificates (mTLS). Credentials bound to a client
+        /// certificate are then accepted only with it; others work without one.
+        #[arg(long)]
+        client_ca: Option<PathBuf>,
         /// Serve plain HTTP instead of TLS. Refused unless --listen is a loopback address.
         #[arg(long)]
         plain_http_loopback: bool,
@@ -148,6 +152,10 @@ enum CredentialsCommand {
         /// Days until it expires.
         #[arg(long, default_value_t = 90)]
         expires_in_days: u32,
+        /// Bind to this client certificate (PEM; e.g. the replicator's): the token is then
+        /// accepted only on a TLS connection presenting it (`serve --client-ca`).
+        #[arg(long)]
+        client_cert: Option<PathBuf>,
     },
     /// List credentials: id, role, reach, label, expiry, revocation. Never the token.
     List,
@@ -513,7 +521,12 @@ fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
             all,
             label,
             expires_in_days,
+            client_cert,
         } => {
+            let bound = client_cert
+                .as_deref()
+                .map(server::certificate_sha256)
+                .transpose()?;
             let role = Role::from_name(&role).with_context(|| {
                 format!(
                     "unknown role {role:?}; one of: {}",
@@ -535,7 +548,11 @@ fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
                 )
             };
             let expires = kukaku::store::now_unix_ms() + u64::from(expires_in_days) * 86_400_000;
-            let (token, stored) = store.issue_credential(role, reach, &label, expires)?;
+            let (token, stored) =
+                store.issue_bound_credential(role, reach, &label, expires, bound)?;
+            if bound.is_some() {
+                println!("bound to the client certificate in the given file");
+            }
             println!(
                 "credential {} ({role}) expires {}",
                 stored.id,
@@ -600,6 +617,7 @@ fn run(cli: Cli) -> Result<bool> {
             listen,
             tls_cert,
             tls_key,
+            client_ca,
             plain_http_loopback,
             max_body_bytes,
             max_concurrent,
@@ -611,6 +629,7 @@ fn run(cli: Cli) -> Result<bool> {
                 server::Transport::Tls(server::load_tls(
                     &tls_cert.unwrap_or(default_cert),
                     &tls_key.unwrap_or(default_key),
+                    client_ca.as_deref(),
                 )?)
             };
             let limits = Limits {

@@ -877,7 +877,33 @@ async fn real_tls_listener() {
     let (cert, key) = server::dev_cert_paths(dir.path());
     server::write_dev_cert(&cert, &key).unwrap();
     assert!(server::write_dev_cert(&cert, &key).is_err(), "no overwrite");
-    let config = server::load_tls(&cert, &key).unwrap();
+    // mTLS: a client CA, a replicator certificate it issued, a credential bound to it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let ca_file = dir.path().join("client-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["replicator".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca)
+        .unwrap();
+    let client_file = dir.path().join("replicator.pem");
+    std::fs::write(&client_file, client_cert.pem()).unwrap();
+    let bound = server::certificate_sha256(&client_file).unwrap();
+    let (rep_token, _) = f
+        .store
+        .issue_bound_credential(
+            Role::Replicator,
+            Reach::Partitions([f.a.clone()].into()),
+            "replicator with mTLS",
+            kukaku::store::now_unix_ms() + 60_000,
+            Some(bound),
+        )
+        .unwrap();
+    let rep_token = rep_token.to_text().to_string();
+    let config = server::load_tls(&cert, &key, Some(&ca_file)).unwrap();
     let transport = Transport::Tls(config);
     let listener = server::bind("127.0.0.1:0".parse().unwrap(), &transport)
         .await
@@ -901,31 +927,55 @@ async fn real_tls_listener() {
     for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    let token = f.token("muni_a");
-    tls.write_all(
-        format!(
-            "GET /v1/checkpoint HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    let roots = Arc::new(roots);
+    let builder = || {
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(Arc::clone(&roots))
+    };
+    let anonymous = Arc::new(builder().with_no_client_auth());
+    let with_cert = Arc::new(
+        builder()
+            .with_client_auth_cert(
+                vec![client_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(client_key.serialize_der()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let get = |config: Arc<rustls::ClientConfig>, path: String, token: String| async move {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
         )
-        .as_bytes(),
+        .await
+        .unwrap();
+        let mut response = Vec::new();
+        tls.read_to_end(&mut response).await.unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    let text = get(
+        Arc::clone(&anonymous),
+        "/v1/checkpoint".into(),
+        f.token("muni_a").into(),
     )
-    .await
-    .unwrap();
-    let mut response = Vec::new();
-    tls.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
+    .await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("\"partition\":\"131011\""), "{text}");
+    // The bound replicator token: refused without its certificate, accepted with it.
+    let feed = "/v1/feed/131011?from_size=0".to_owned();
+    let text = get(Arc::clone(&anonymous), feed.clone(), rep_token.clone()).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    let text = get(Arc::clone(&with_cert), feed, rep_token.clone()).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 
     // Plain TCP to the TLS port gets no HTTP answer.
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -25,6 +25,11 @@ use crate::crypto::credential::{CredentialId, Reach, Role, Token, Verified};
 use crate::ledger::PartitionId;
 use crate::store::AuthError;
 
+/// SHA-256 of the client certificate the connection presented (mTLS), set by the listener
+/// on every request; absent on plain connections and in `oneshot` tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCertificate(pub [u8; 32]);
+
 /// Who is calling, for access records.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -43,8 +48,9 @@ async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, 
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
     let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
+    let peer = parts.extensions.get::<PeerCertificate>().map(|p| p.0);
     let store = Arc::clone(&state.store);
-    let result = tokio::task::spawn_blocking(move || store.authenticate(&token))
+    let result = tokio::task::spawn_blocking(move || store.authenticate(&token, peer.as_ref()))
         .await
         .map_err(ApiError::internal)?;
     match result {

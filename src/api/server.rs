@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Limits;
+use super::auth::PeerCertificate;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -36,6 +37,8 @@ pub enum ServeError {
         "{0} is readable by group or others (mode {1:o}); run `chmod 600` on the TLS private key"
     )]
     KeyPermissions(PathBuf, u32),
+    #[error("client CA {0}: {1}")]
+    ClientCa(PathBuf, String),
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
     #[error("plain HTTP is allowed only on a loopback address, not {0}")]
@@ -81,9 +84,47 @@ pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), ServeError> {
     write_file(cert, pair.cert.pem().as_bytes(), 0o644)
 }
 
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
+    let err = |e: rustls::pki_types::pem::Error| ServeError::File {
+        path: path.to_owned(),
+        error: std::io::Error::other(e.to_string()),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(err)?
+        .collect::<Result<_, _>>()
+        .map_err(err)?;
+    if certs.is_empty() {
+        return Err(ServeError::NoCertificate(path.to_owned()));
+    }
+    Ok(certs)
+}
+
+/// SHA-256 of the DER of the first certificate in a PEM file: what a credential is bound to.
+pub fn certificate_sha256(path: &Path) -> Result<[u8; 32], ServeError> {
+    let certs = read_certs(path)?;
+    let first = certs
+        .first()
+        .ok_or_else(|| ServeError::NoCertificate(path.to_owned()))?;
+    Ok(der_sha256(first))
+}
+
+fn der_sha256(der: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, der).as_ref());
+    out
+}
+
 /// Loads a certificate chain and private key (PEM) into a rustls server config (ring
 /// provider, TLS 1.2 and 1.3, HTTP/1.1 by ALPN). The key file must not be group/world readable.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ServeError> {
+///
+/// With `client_ca`, clients may present a certificate issued by one of its CAs (mTLS); a
+/// presented certificate is verified, and credentials bound to it accept only that
+/// connection. Clients without a certificate are still accepted (bearer tokens alone).
+pub fn load_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, ServeError> {
     use std::os::unix::fs::PermissionsExt;
     let file_err = |path: &Path| {
         let path = path.to_owned();
@@ -96,26 +137,30 @@ pub fn load_tls(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, ServeError
     if mode & 0o077 != 0 {
         return Err(ServeError::KeyPermissions(key.to_owned(), mode & 0o777));
     }
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| ServeError::File {
-            path: cert.to_owned(),
-            error: std::io::Error::other(e.to_string()),
-        })?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ServeError::File {
-            path: cert.to_owned(),
-            error: std::io::Error::other(e.to_string()),
-        })?;
-    if certs.is_empty() {
-        return Err(ServeError::NoCertificate(cert.to_owned()));
-    }
+    let certs = read_certs(cert)?;
     let key_der =
         PrivateKeyDer::from_pem_file(key).map_err(|_| ServeError::NoKey(key.to_owned()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(ca)? {
+                roots.add(c)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| ServeError::ClientCa(ca.to_owned(), e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key_der)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -181,7 +226,6 @@ pub async fn serve(
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout);
-            let svc = TowerToHyperService::new(app);
             let result = match acceptor {
                 Some(acceptor) => {
                     let tls =
@@ -198,11 +242,27 @@ pub async fn serve(
                                 return;
                             }
                         };
+                    let peer_cert = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| PeerCertificate(der_sha256(c)));
+                    let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        app,
+                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            if let Some(p) = peer_cert {
+                                req.extensions_mut().insert(p);
+                            }
+                            req
+                        },
+                    ));
                     watcher
                         .watch(http.serve_connection(TokioIo::new(tls), svc))
                         .await
                 }
                 None => {
+                    let svc = TowerToHyperService::new(app);
                     watcher
                         .watch(http.serve_connection(TokioIo::new(tcp), svc))
                         .await

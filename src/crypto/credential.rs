@@ -252,6 +252,8 @@ pub struct Stored {
     pub expires_ms: u64,
     /// 0 while not revoked.
     pub revoked_ms: u64,
+    /// SHA-256 of the DER client certificate the credential is bound to (mTLS), if any.
+    pub client_cert: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -265,6 +267,8 @@ pub enum Refused {
     Revoked,
     #[error("credential expired")]
     Expired,
+    #[error("credential is bound to a client certificate the connection did not present")]
+    ClientCertificate,
 }
 
 /// A credential whose token matched its stored hash, unrevoked and unexpired at `now`.
@@ -275,9 +279,15 @@ pub struct Verified {
     reach: Reach,
 }
 
-/// Checks `token` against `stored` (constant-time hash comparison), then revocation and
-/// expiry.
-pub fn verify(stored: &Stored, token: &Token, now_ms: u64) -> Result<Verified, Refused> {
+/// Checks `token` against `stored` (constant-time hash comparison), then revocation, expiry
+/// and, for a bound credential, the connection's client certificate (`peer_cert`: SHA-256 of
+/// its DER).
+pub fn verify(
+    stored: &Stored,
+    token: &Token,
+    now_ms: u64,
+    peer_cert: Option<&[u8; 32]>,
+) -> Result<Verified, Refused> {
     use subtle::ConstantTimeEq;
     if stored.id != token.id {
         return Err(Refused::Unknown);
@@ -290,6 +300,12 @@ pub fn verify(stored: &Stored, token: &Token, now_ms: u64) -> Result<Verified, R
     }
     if now_ms >= stored.expires_ms {
         return Err(Refused::Expired);
+    }
+    if let Some(bound) = &stored.client_cert {
+        let presented = peer_cert.ok_or(Refused::ClientCertificate)?;
+        if !bool::from(bound.ct_eq(presented)) {
+            return Err(Refused::ClientCertificate);
+        }
     }
     Ok(Verified {
         id: stored.id,
@@ -359,6 +375,7 @@ mod tests {
             created_ms: 0,
             expires_ms: 1000,
             revoked_ms: 0,
+            client_cert: None,
         }
     }
 
@@ -402,21 +419,37 @@ mod tests {
         let other = Token::generate().unwrap();
         let p = pid("131011");
         let s = stored(&t, Role::Municipality, Reach::Partition(p.clone()));
-        let v = verify(&s, &t, 999).unwrap();
+        let v = verify(&s, &t, 999, None).unwrap();
         assert_eq!(v.municipality_scope().unwrap().partition(), &p);
         assert!(v.replicator_scope(&p).is_none());
-        assert_eq!(verify(&s, &t, 1000).unwrap_err(), Refused::Expired);
-        assert_eq!(verify(&s, &other, 0).unwrap_err(), Refused::Unknown);
+        assert_eq!(verify(&s, &t, 1000, None).unwrap_err(), Refused::Expired);
+        assert_eq!(verify(&s, &other, 0, None).unwrap_err(), Refused::Unknown);
         let forged = Token {
             id: t.id(),
             secret: Secret32::generate().unwrap(),
         };
-        assert_eq!(verify(&s, &forged, 0).unwrap_err(), Refused::WrongSecret);
+        assert_eq!(
+            verify(&s, &forged, 0, None).unwrap_err(),
+            Refused::WrongSecret
+        );
         let revoked = Stored {
             revoked_ms: 5,
             ..s.clone()
         };
-        assert_eq!(verify(&revoked, &t, 0).unwrap_err(), Refused::Revoked);
+        assert_eq!(verify(&revoked, &t, 0, None).unwrap_err(), Refused::Revoked);
+        let bound = Stored {
+            client_cert: Some([9; 32]),
+            ..s.clone()
+        };
+        assert!(verify(&bound, &t, 0, Some(&[9; 32])).is_ok());
+        assert_eq!(
+            verify(&bound, &t, 0, None).unwrap_err(),
+            Refused::ClientCertificate
+        );
+        assert_eq!(
+            verify(&bound, &t, 0, Some(&[8; 32])).unwrap_err(),
+            Refused::ClientCertificate
+        );
     }
 
     #[test]
@@ -462,7 +495,7 @@ mod tests {
     fn prefecture_reach() {
         let t = Token::generate().unwrap();
         let s = stored(&t, Role::ContinuityOperator, Reach::Prefecture("13".into()));
-        let v = verify(&s, &t, 0).unwrap();
+        let v = verify(&s, &t, 0, None).unwrap();
         assert!(v.reaches(&pid("131011")));
         assert!(!v.reaches(&pid("380014")));
         assert!(v.municipality_scope().is_none());

@@ -61,6 +61,7 @@ fn to_record(s: &Stored) -> CredentialRecord {
         created_ms: s.created_ms,
         expires_ms: s.expires_ms,
         revoked_ms: s.revoked_ms,
+        client_cert: s.client_cert,
     }
 }
 
@@ -84,6 +85,7 @@ fn from_record(id: CredentialId, r: CredentialRecord) -> Option<Stored> {
         created_ms: r.created_ms,
         expires_ms: r.expires_ms,
         revoked_ms: r.revoked_ms,
+        client_cert: r.client_cert,
     })
 }
 
@@ -110,6 +112,19 @@ impl Store {
         reach: Reach,
         label: &str,
         expires_ms: u64,
+    ) -> Result<(Token, Stored), CredentialStoreError> {
+        self.issue_bound_credential(role, reach, label, expires_ms, None)
+    }
+
+    /// [`Store::issue_credential`], bound to a client certificate (SHA-256 of its DER): the
+    /// token is then accepted only on a TLS connection that presented that certificate.
+    pub fn issue_bound_credential(
+        &self,
+        role: Role,
+        reach: Reach,
+        label: &str,
+        expires_ms: u64,
+        client_cert: Option<[u8; 32]>,
     ) -> Result<(Token, Stored), CredentialStoreError> {
         reach.check_for(role)?;
         let now = now_ms();
@@ -143,6 +158,7 @@ impl Store {
             created_ms: now,
             expires_ms,
             revoked_ms: 0,
+            client_cert,
         };
         self.put_credential(&stored)?;
         Ok((token, stored))
@@ -206,9 +222,13 @@ impl Store {
     }
 
     /// Checks a presented token: known id, matching secret (constant time), not revoked, not
-    /// expired.
-    pub fn authenticate(&self, token: &Token) -> Result<Verified, AuthError> {
+    /// expired, and for a bound credential the connection's client certificate (`peer_cert`).
+    pub fn authenticate(
+        &self,
+        token: &Token,
+        peer_cert: Option<&[u8; 32]>,
+    ) -> Result<Verified, AuthError> {
         let stored = self.credential(token.id())?.ok_or(Refused::Unknown)?;
-        Ok(credential::verify(&stored, token, now_ms())?)
+        Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
     }
 }

@@ -181,6 +181,8 @@ pub struct CredentialRecord {
     pub expires_ms: u64,
     /// 0 while not revoked.
     pub revoked_ms: u64,
+    /// SHA-256 of the bound client certificate (DER), for mTLS.
+    pub client_cert: Option<[u8; 32]>,
 }
 
 // ---- key store ----
