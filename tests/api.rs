@@ -996,3 +996,74 @@ async fn real_tls_listener() {
     );
     let _ = f.b;
 }
+
+/// Graceful shutdown on a real (plain, loopback) listener: requests in flight when shutdown
+/// starts still finish, and every read that was answered has its access record durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    use kukaku::api::server::{self, Transport};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve(
+        listener,
+        f.router(ServerRole::Hub),
+        Transport::PlainLoopback,
+        Limits::default(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(10),
+    ));
+    let before = f.store.size(&f.a).unwrap();
+    let token = f.token("muni_a").to_owned();
+    let mut clients = Vec::new();
+    let mut connected = Vec::new();
+    for _ in 0..40 {
+        connected.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for mut tcp in connected {
+        let token = token.clone();
+        clients.push(tokio::spawn(async move {
+            tcp.write_all(
+                format!(
+                    "GET /v1/entries/2 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .ok()?;
+            let mut out = Vec::new();
+            tcp.read_to_end(&mut out).await.ok()?;
+            Some(String::from_utf8_lossy(&out).into_owned())
+        }));
+    }
+    // Shut down while those requests are being served: wait until the first access record is
+    // durable, so requests are certainly in flight, then stop.
+    while f.store.size(&f.a).unwrap() == before {
+        tokio::task::yield_now().await;
+    }
+    let at_stop = f.store.size(&f.a).unwrap() - before;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let mut answered = 0u64;
+    for c in clients {
+        if let Some(text) = c.await.unwrap() {
+            if text.starts_with("HTTP/1.1 200") {
+                answered += 1;
+            } else {
+                assert!(text.is_empty(), "a request got a broken answer: {text:.80}");
+            }
+        }
+    }
+    // Usually most of the 40 finish after shutdown began (drained); with one big group commit
+    // all may have been durable already, so only the bound is asserted.
+    eprintln!("{at_stop} recorded before shutdown began, {answered} of 40 answered in all");
+    assert!(answered >= at_stop && answered > 0);
+    // Every answered read left exactly one access record.
+    assert_eq!(f.store.size(&f.a).unwrap(), before + answered);
+}
