@@ -18,4 +18,6 @@ pub mod api;
 #[cfg(feature = "server")]
 pub mod crypto;
 #[cfg(feature = "server")]
+pub mod flows;
+#[cfg(feature = "server")]
 pub mod store;

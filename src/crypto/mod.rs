@@ -7,12 +7,14 @@
 
 pub mod aead;
 pub mod credential;
+pub mod index;
 pub mod kek;
 pub mod scope;
 pub mod secret;
 pub mod signer;
 
 pub use aead::{Dek, OpenError, SealError};
+pub use index::IndexKey;
 pub use kek::{Kek, KekError, WrapPurpose};
 pub use scope::{AdminScope, PartitionScope};
 pub use secret::Secret32;

@@ -1,5 +1,9 @@
-//! 国保 domain rules: identifiers and their check digits. Pure validation, no serde.
+//! 国保 domain rules: identifiers and their check digits, text and date rules. Pure
+//! validation, no serde.
 
 pub mod insurer;
+pub mod kojin;
+pub mod text;
 
 pub use insurer::{InsurerNumber, InsurerNumberError};
+pub use kojin::{KojinNo, KojinNoError};

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::DB;
 
-use super::records::dek_key;
+use super::records::{dek_key, index_key_slot};
 use super::sync_write;
-use crate::crypto::{Dek, Kek, KekError, Secret32, WrapPurpose};
+use crate::crypto::{Dek, IndexKey, Kek, KekError, Secret32, WrapPurpose};
 use crate::ledger::PartitionId;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +21,15 @@ pub enum KeyError {
     Kek(#[from] KekError),
     #[error("key store: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error("key cache lock poisoned")]
+    Poisoned,
 }
 
 pub(crate) struct Keyring {
     store: DB,
     kek: Kek,
     cache: Mutex<HashMap<(PartitionId, u32), Arc<Dek>>>,
+    index_keys: Mutex<HashMap<PartitionId, Arc<IndexKey>>>,
 }
 
 impl Keyring {
@@ -35,6 +38,7 @@ impl Keyring {
             store,
             kek,
             cache: Mutex::new(HashMap::new()),
+            index_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -68,6 +72,33 @@ impl Keyring {
         }
         self.store.write_opt(batch, &sync_write())?;
         Ok(())
+    }
+
+    /// The partition's blind-index key: unwrapped from the key store, or created (durable
+    /// before it is returned) on first use. The lock makes creation happen once.
+    pub(crate) fn index_key(&self, partition: &PartitionId) -> Result<Arc<IndexKey>, KeyError> {
+        let mut keys = self.index_keys.lock().map_err(|_| KeyError::Poisoned)?;
+        if let Some(k) = keys.get(partition) {
+            return Ok(Arc::clone(k));
+        }
+        let slot = index_key_slot(partition);
+        let secret = match self.store.get(&slot)? {
+            Some(wrapped) => {
+                self.kek
+                    .unwrap_key(WrapPurpose::IndexKey, partition.as_str(), 1, &wrapped)?
+            }
+            None => {
+                let secret = Secret32::generate().map_err(KekError::from)?;
+                let wrapped =
+                    self.kek
+                        .wrap(WrapPurpose::IndexKey, partition.as_str(), 1, &secret)?;
+                self.store.put_opt(&slot, wrapped, &sync_write())?;
+                secret
+            }
+        };
+        let key = Arc::new(IndexKey::new(&secret));
+        keys.insert(partition.clone(), Arc::clone(&key));
+        Ok(key)
     }
 
     /// The DEK for `(partition, key_id)`, unwrapped from the key store on first use.

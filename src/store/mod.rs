@@ -19,9 +19,11 @@ use rocksdb::{
 };
 
 pub use credentials::{AuthError, CredentialStoreError};
+pub use keyring::KeyError;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
-pub use writer::{AppendError, AppendReceipt, NewEntry};
+pub use records::TransmissionRecord;
+pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, NewEntry};
 
 use crate::crypto::{CheckpointSigner, Kek, KekError, Secret32, WrapPurpose};
 use crate::ledger::note::VerifierKey;
@@ -424,6 +426,14 @@ impl Store {
         self.inner.poisoned.load(Ordering::SeqCst)
     }
 
+    /// The partition's blind-index key (created on first use). Only `flows` should need it.
+    pub fn index_key(
+        &self,
+        partition: &PartitionId,
+    ) -> Result<Arc<crate::crypto::IndexKey>, keyring::KeyError> {
+        self.inner.keyring.index_key(partition)
+    }
+
     /// Whether the writer thread is still running.
     pub fn writer_alive(&self) -> bool {
         self.writer.alive()
@@ -526,7 +536,8 @@ impl Store {
         partition: &PartitionId,
         entries: Vec<NewEntry>,
     ) -> Result<AppendReceipt, AppendError> {
-        self.writer.append(partition.clone(), entries)
+        self.writer
+            .append(partition.clone(), entries, AppendOptions::default())
     }
 
     /// Async form of [`Store::append`] for callers on a tokio runtime.
@@ -535,7 +546,33 @@ impl Store {
         partition: &PartitionId,
         entries: Vec<NewEntry>,
     ) -> Result<AppendReceipt, AppendError> {
-        self.writer.append_async(partition.clone(), entries).await
+        self.writer
+            .append_async(partition.clone(), entries, AppendOptions::default())
+            .await
+    }
+
+    /// Appends with options: a claimed transmission id (atomic with the entries; a retry
+    /// with the same content gets `AppendError::AlreadyStored`, different content
+    /// `AppendError::Conflict`) and an access record completed by the writer.
+    pub fn append_with(
+        &self,
+        partition: &PartitionId,
+        entries: Vec<NewEntry>,
+        opts: AppendOptions,
+    ) -> Result<AppendReceipt, AppendError> {
+        self.writer.append(partition.clone(), entries, opts)
+    }
+
+    /// Async form of [`Store::append_with`].
+    pub async fn append_with_async(
+        &self,
+        partition: &PartitionId,
+        entries: Vec<NewEntry>,
+        opts: AppendOptions,
+    ) -> Result<AppendReceipt, AppendError> {
+        self.writer
+            .append_async(partition.clone(), entries, opts)
+            .await
     }
 
     /// The latest signed checkpoint of a partition.

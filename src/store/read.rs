@@ -6,8 +6,10 @@ use rocksdb::{Direction, IteratorMode};
 use zeroize::Zeroizing;
 
 use super::records::{
-    STATE_KEY, StateRecord, checkpoint_key, decode, entry_key, node_key, partition_cf,
+    STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key, decode, entry_key, index_prefix,
+    node_key, partition_cf, transmission_key,
 };
+use super::writer::IndexKind;
 use super::{Inner, Store};
 use crate::crypto::PartitionScope;
 use crate::ledger::bundle::BundleWriter;
@@ -415,6 +417,44 @@ impl Store {
             desc: None,
             want_err: None,
         })
+    }
+
+    /// A stored transmission record by id.
+    pub fn transmission(
+        &self,
+        p: &PartitionId,
+        id: &str,
+    ) -> Result<Option<TransmissionRecord>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        match self.inner.db.get_pinned_cf(&cf, transmission_key(id))? {
+            None => Ok(None),
+            Some(raw) => decode(&raw)
+                .map(Some)
+                .ok_or_else(|| corrupt(p, 0, "transmission record is unreadable")),
+        }
+    }
+
+    /// Seqs filed under a derived index key, ascending.
+    pub fn index_seqs(
+        &self,
+        p: &PartitionId,
+        kind: IndexKind,
+        key: &[u8],
+    ) -> Result<Vec<u64>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let prefix = index_prefix(kind.prefix(), key);
+        let mut out = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&cf, &prefix) {
+            let (k, _) = item?;
+            let Some(seq) = k
+                .strip_prefix(prefix.as_slice())
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            else {
+                break;
+            };
+            out.push(u64::from_be_bytes(seq));
+        }
+        Ok(out)
     }
 
     /// The signed checkpoint stored at `size`.

@@ -60,6 +60,43 @@ pub fn checkpoint_key(size: u64) -> [u8; 9] {
 
 pub const STATE_KEY: &[u8] = b"M";
 
+/// `prefix ‖ u8 len ‖ key ‖ seq:u64` → empty: a derived index entry (`I` person token,
+/// `V` household).
+pub fn index_key(prefix: u8, key: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = index_prefix(prefix, key);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `prefix ‖ u8 len ‖ key`: what every seq of one index key starts with.
+pub fn index_prefix(prefix: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 10);
+    k.push(prefix);
+    k.push(u8::try_from(key.len()).unwrap_or(u8::MAX));
+    k.extend_from_slice(key);
+    k
+}
+
+/// `T ‖ id` → [`TransmissionRecord`]: idempotency of transmissions.
+pub fn transmission_key(id: &str) -> Vec<u8> {
+    let mut k = b"T".to_vec();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// A stored transmission: written in the batch of its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TransmissionRecord {
+    /// Keyed digest of the content (HMAC under the partition's index key).
+    pub digest: [u8; 32],
+    /// First seq and number of entries of the append (snapshots, then the access record).
+    pub first_seq: u64,
+    pub count: u64,
+    pub tx_time_ms: u64,
+    /// 世帯番号 in file order.
+    pub households: Vec<String>,
+}
+
 /// Per-partition head: size, chain head, last tx_time and the compact range.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct StateRecord {
@@ -188,6 +225,13 @@ pub struct CredentialRecord {
 // ---- key store ----
 
 pub const SIGNING_KEY: &[u8] = b"S\x00\x00\x00\x01";
+
+/// `X ‖ partition` → wrapped blind-index key (version 1).
+pub fn index_key_slot(p: &PartitionId) -> Vec<u8> {
+    let mut k = b"X".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
 
 pub fn dek_key(p: &PartitionId, key_id: u32) -> Vec<u8> {
     let mut k = b"D".to_vec();

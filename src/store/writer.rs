@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 use super::keyring::KeyError;
 use super::records::{
     KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, STATE_KEY, SYS_CF, StateRecord,
-    checkpoint_key, decode, encode, entry_key, key_meta_key, key_meta_prefix, node_key,
-    partition_cf, registry_key,
+    TransmissionRecord, checkpoint_key, decode, encode, entry_key, index_key, key_meta_key,
+    key_meta_prefix, node_key, partition_cf, registry_key, transmission_key,
 };
 use super::{Inner, now_ms, sync_write};
 use crate::crypto::{Dek, RngError, random};
@@ -26,7 +26,7 @@ use crate::ledger::envelope::SALT_LEN;
 use crate::ledger::hash::{Hash, chain_next, commitment};
 use crate::ledger::header::{Class, Header, Kind, PartitionId};
 use crate::ledger::merkle::CompactRange;
-use crate::ledger::payload::{Genesis, KeyClass, KeyEvent, KeyEventKind};
+use crate::ledger::payload::{AccessRecord, Genesis, KeyClass, KeyEvent, KeyEventKind};
 
 /// Largest payload of one entry.
 pub const MAX_PAYLOAD: usize = 4 << 20;
@@ -40,6 +40,49 @@ pub struct NewEntry {
     salt: [u8; SALT_LEN],
     payload: Zeroizing<Vec<u8>>,
     commitment: Hash,
+    /// Derived index keys written with the entry: `(prefix, key)` → `prefix ‖ u8 len ‖ key ‖
+    /// seq`.
+    index: Vec<(u8, Vec<u8>)>,
+}
+
+/// Derived indexes kept in a partition CF, written atomically with their entry and rebuilt
+/// from the log by `rebuild-index`. Keys are blind where the value is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    /// `I`: blind-index token of a 個人番号 (HMAC under the partition's index key).
+    Person,
+    /// `V`: 世帯番号 → its snapshots (the current view is the latest).
+    Household,
+}
+
+impl IndexKind {
+    pub fn prefix(self) -> u8 {
+        match self {
+            IndexKind::Person => b'I',
+            IndexKind::Household => b'V',
+        }
+    }
+}
+
+/// Options of an append beyond its entries.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOptions {
+    /// Claim a transmission id atomically with the entries (idempotency).
+    pub claim: Option<Claim>,
+    /// Append this access record after the entries, in the same batch; the writer fills in
+    /// `first_seq`, `count` and `kinds` from the seqs it assigns.
+    pub access: Option<AccessRecord>,
+}
+
+/// A transmission id claimed by an append: stored atomically with its entries, so a retry is
+/// recognised and never stored twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub id: String,
+    /// Keyed digest of the transmission's content.
+    pub digest: [u8; 32],
+    /// 世帯番号 of the transmission, in order (not protected).
+    pub households: Vec<String>,
 }
 
 impl std::fmt::Debug for NewEntry {
@@ -77,7 +120,17 @@ impl NewEntry {
             salt,
             payload,
             commitment,
+            index: Vec::new(),
         })
+    }
+
+    /// Adds a derived index key (at most 255 bytes) written atomically with the entry.
+    pub fn with_index(mut self, kind: IndexKind, key: Vec<u8>) -> Result<Self, AppendError> {
+        if key.is_empty() || key.len() > 255 {
+            return Err(AppendError::BadIndexKey);
+        }
+        self.index.push((kind.prefix(), key));
+        Ok(self)
     }
 
     /// Entries made by the writer itself (genesis, key events).
@@ -91,6 +144,7 @@ impl NewEntry {
             salt,
             payload: Zeroizing::new(payload),
             commitment,
+            index: Vec::new(),
         })
     }
 }
@@ -108,6 +162,8 @@ pub struct AppendReceipt {
     pub root: Hash,
     /// The signed checkpoint at `size`.
     pub checkpoint: String,
+    /// Seq of the access record the writer appended with the entries, if one was asked for.
+    pub access_record_seq: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +197,12 @@ pub enum AppendError {
     BadState(String),
     #[error("storage: {0}")]
     Storage(String),
+    #[error("index key must be 1–255 bytes")]
+    BadIndexKey,
+    #[error("transmission already stored with the same content (seq {first_seq}, {count} entries)")]
+    AlreadyStored { first_seq: u64, count: u64 },
+    #[error("transmission id already used with different content")]
+    Conflict,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
@@ -149,6 +211,7 @@ enum Command {
     Append {
         partition: PartitionId,
         entries: Vec<NewEntry>,
+        opts: Box<AppendOptions>,
         reply: Reply<AppendReceipt>,
     },
     Activate {
@@ -195,11 +258,13 @@ impl WriterHandle {
         &self,
         partition: PartitionId,
         entries: Vec<NewEntry>,
+        opts: AppendOptions,
     ) -> Result<AppendReceipt, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             partition,
             entries,
+            opts: Box::new(opts),
             reply,
         })?;
         Self::wait(rx)
@@ -209,6 +274,7 @@ impl WriterHandle {
         &self,
         partition: PartitionId,
         entries: Vec<NewEntry>,
+        opts: AppendOptions,
     ) -> Result<AppendReceipt, AppendError> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -217,6 +283,7 @@ impl WriterHandle {
             .send(Command::Append {
                 partition,
                 entries,
+                opts: Box::new(opts),
                 reply,
             })
             .await
@@ -317,8 +384,18 @@ struct Writer {
     states: HashMap<PartitionId, PState>,
 }
 
+/// A command's staged result: partition state, (seq, leaf) of its entries, access record seq.
+type Applied = (PState, Vec<(u64, Hash)>, Option<u64>);
+
 enum Pending {
-    Append(Reply<AppendReceipt>, PartitionId, Vec<(u64, Hash)>),
+    Append(
+        Reply<AppendReceipt>,
+        PartitionId,
+        Vec<(u64, Hash)>,
+        Option<u64>,
+    ),
+    /// A request refused inside the batch, answered after the batch is durable.
+    Refused(Reply<AppendReceipt>, AppendError),
     Activate(Reply<()>),
 }
 
@@ -450,6 +527,9 @@ impl Writer {
         }
         let target = Target::Partition(p.clone());
         ops.push((target.clone(), entry_key(seq).to_vec(), env));
+        for (prefix, key) in &e.index {
+            ops.push((target.clone(), index_key(*prefix, key, seq), Vec::new()));
+        }
         let nodes = st
             .range
             .append(leaf)
@@ -567,9 +647,10 @@ impl Writer {
         &mut self,
         p: &PartitionId,
         entries: &[NewEntry],
+        access: Option<&AccessRecord>,
         now: u64,
         ops: &mut Ops,
-    ) -> Result<(PState, Vec<(u64, Hash)>), AppendError> {
+    ) -> Result<Applied, AppendError> {
         if entries.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -587,7 +668,23 @@ impl Writer {
             }
             done.push(self.apply(p, &mut st, e, now, ops)?);
         }
-        Ok((st, done))
+        let mut access_seq = None;
+        if let (Some(template), Some(first), Some(last)) = (access, done.first(), done.last()) {
+            let mut rec = template.clone();
+            rec.first_seq = first.0;
+            rec.count = last.0 - first.0 + 1;
+            let mut kinds: Vec<u16> = entries.iter().map(|e| e.kind.code()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            rec.kinds = kinds;
+            let payload = rec
+                .encode()
+                .map_err(|e| AppendError::Storage(e.to_string()))?;
+            let day = i32::try_from(now / 86_400_000).unwrap_or(0);
+            let entry = NewEntry::new(Kind::ACCESS_RECORD, day, None, payload)?;
+            access_seq = Some(self.apply(p, &mut st, &entry, now, ops)?.0);
+        }
+        Ok((st, done, access_seq))
     }
 
     fn run_activate(
@@ -627,6 +724,43 @@ impl Writer {
         Ok(st)
     }
 
+    /// A claimed transmission id: new, or already stored (same digest: `AlreadyStored`,
+    /// else `Conflict`), in the store or earlier in this batch.
+    fn check_claim(
+        &self,
+        p: &PartitionId,
+        c: &Claim,
+        claimed: &HashMap<(PartitionId, String), TransmissionRecord>,
+    ) -> Result<(), AppendError> {
+        let existing = match claimed.get(&(p.clone(), c.id.clone())) {
+            Some(r) => Some(r.clone()),
+            None => {
+                let cf = self
+                    .inner
+                    .db
+                    .cf_handle(&partition_cf(p))
+                    .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+                self.inner
+                    .db
+                    .get_cf(&cf, transmission_key(&c.id))
+                    .map_err(|e| AppendError::Storage(e.to_string()))?
+                    .map(|raw| {
+                        decode::<TransmissionRecord>(&raw)
+                            .ok_or_else(|| AppendError::BadState(p.to_string()))
+                    })
+                    .transpose()?
+            }
+        };
+        match existing {
+            None => Ok(()),
+            Some(r) if r.digest == c.digest => Err(AppendError::AlreadyStored {
+                first_seq: r.first_seq,
+                count: r.count,
+            }),
+            Some(_) => Err(AppendError::Conflict),
+        }
+    }
+
     fn check_quarantine(&self, p: &PartitionId) -> Result<(), AppendError> {
         let q = self
             .inner
@@ -658,22 +792,57 @@ impl Writer {
         let mut ops: Ops = Vec::new();
         let mut staged: HashMap<PartitionId, PState> = HashMap::new();
         let mut pending: Vec<Pending> = Vec::new();
+        let mut claimed: HashMap<(PartitionId, String), TransmissionRecord> = HashMap::new();
         for cmd in cmds {
             let mut local: Ops = Vec::new();
             match cmd {
                 Command::Append {
                     partition,
                     entries,
+                    opts,
                     reply,
                 } => {
+                    let AppendOptions { claim, access } = *opts;
+                    if let Some(c) = &claim
+                        && let Err(e) = self.check_claim(&partition, c, &claimed)
+                    {
+                        // Answered after the batch is durable: the caller may read the
+                        // claim's record as soon as it hears "already stored".
+                        pending.push(Pending::Refused(reply, e));
+                        continue;
+                    }
                     if let Some(s) = staged.get(&partition) {
                         self.states.insert(partition.clone(), s.clone());
                     }
-                    match self.run_append(&partition, &entries, now, &mut local) {
-                        Ok((st, done)) => {
+                    match self.run_append(&partition, &entries, access.as_ref(), now, &mut local) {
+                        Ok((st, done, access_seq)) => {
+                            if let (Some(c), Some(first), Some(last)) =
+                                (claim, done.first(), done.last())
+                            {
+                                let rec = TransmissionRecord {
+                                    digest: c.digest,
+                                    first_seq: first.0,
+                                    count: last.0 - first.0 + 1,
+                                    tx_time_ms: now,
+                                    households: c.households,
+                                };
+                                match encode(&rec) {
+                                    Ok(b) => local.push((
+                                        Target::Partition(partition.clone()),
+                                        transmission_key(&c.id),
+                                        b,
+                                    )),
+                                    Err(e) => {
+                                        let _ =
+                                            reply.send(Err(AppendError::Storage(e.to_string())));
+                                        continue;
+                                    }
+                                }
+                                claimed.insert((partition.clone(), c.id), rec);
+                            }
                             staged.insert(partition.clone(), st);
                             ops.append(&mut local);
-                            pending.push(Pending::Append(reply, partition, done));
+                            pending.push(Pending::Append(reply, partition, done, access_seq));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -742,7 +911,7 @@ impl Writer {
                 }
                 for pend in pending {
                     match pend {
-                        Pending::Append(reply, p, done) => {
+                        Pending::Append(reply, p, done, access_record_seq) => {
                             let receipt = match checkpoints.get(&p) {
                                 Some((size, root, note)) => Ok(AppendReceipt {
                                     first_seq: done.first().map_or(0, |d| d.0),
@@ -751,6 +920,7 @@ impl Writer {
                                     root: *root,
                                     checkpoint: note.clone(),
                                     partition: p,
+                                    access_record_seq,
                                 }),
                                 None => Err(AppendError::BadState(p.to_string())),
                             };
@@ -758,6 +928,9 @@ impl Writer {
                         }
                         Pending::Activate(reply) => {
                             let _ = reply.send(Ok(()));
+                        }
+                        Pending::Refused(reply, e) => {
+                            let _ = reply.send(Err(e));
                         }
                     }
                 }
@@ -772,6 +945,9 @@ impl Writer {
                             let _ = reply.send(Err(AppendError::Poisoned));
                         }
                         Pending::Activate(reply) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Refused(reply, _) => {
                             let _ = reply.send(Err(AppendError::Poisoned));
                         }
                     }

@@ -1,0 +1,210 @@
+//! Flow 5, step 5-②: import a validated transmission into the caller's partition as one
+//! atomic batch — a snapshot per household, the derived indexes, the transmission claim and
+//! the access record — or nothing.
+
+use crate::flows::transmission::{self, Context, Encoding, Household, Rejected, Validated};
+use crate::ledger::payload::AccessRecord;
+use crate::ledger::{Kind, PartitionId};
+use crate::store::{
+    AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, ReadError, Store,
+};
+
+/// Who imports, for the access record.
+#[derive(Debug, Clone)]
+pub struct Importer {
+    /// Credential id, or `admin-cli`.
+    pub actor: String,
+    pub role: String,
+    pub route: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    #[error("transmission rejected: {} problem(s)", .0.problems.len())]
+    Rejected(Rejected),
+    #[error("transmission id already used with different content")]
+    Conflict,
+    #[error("unknown encoding (declare utf-8 or cp932)")]
+    Encoding,
+    #[error(transparent)]
+    Append(AppendError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("snapshot encoding: {0}")]
+    Encode(String),
+}
+
+/// What an import (or its idempotent replay) answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ImportOutcome {
+    pub transmission_id: String,
+    pub households: u64,
+    /// Seqs of the snapshots: `[first_seq, first_seq + count)` (key events may sit between).
+    pub first_seq: u64,
+    pub count: u64,
+    /// Set on the first import; a replay does not know it.
+    pub access_record_seq: Option<u64>,
+    /// `true` when this answer repeats an earlier identical transmission.
+    pub replayed: bool,
+    /// A signed checkpoint covering the entries.
+    pub checkpoint: String,
+}
+
+/// The keyed digest of a transmission's content: identifies a retry without storing a hash
+/// an attacker could test guesses against.
+fn digest(
+    store: &Store,
+    p: &PartitionId,
+    enc: Encoding,
+    setai: &[u8],
+    kojin: &[u8],
+) -> Result<[u8; 32], KeyError> {
+    let key = store.index_key(p)?;
+    Ok(key.token_parts(
+        "transmission",
+        &[
+            enc.name().as_bytes(),
+            &(setai.len() as u64).to_be_bytes(),
+            setai,
+            &(kojin.len() as u64).to_be_bytes(),
+            kojin,
+        ],
+    ))
+}
+
+fn entry_for(store: &Store, p: &PartitionId, h: &Household) -> Result<NewEntry, ImportError> {
+    let correction = h.ido_jiyu == "90";
+    let kind = if correction {
+        Kind::HOUSEHOLD_CORRECTION
+    } else {
+        Kind::HOUSEHOLD_SNAPSHOT
+    };
+    // A correction refers to the latest snapshot of its household.
+    let ref_seq = if correction {
+        store
+            .index_seqs(p, IndexKind::Household, h.setai_no.as_bytes())?
+            .last()
+            .copied()
+    } else {
+        None
+    };
+    let payload = zeroize::Zeroizing::new(
+        serde_json::to_vec(h).map_err(|e| ImportError::Encode(e.to_string()))?,
+    );
+    let valid_from = crate::domain::text::parse_date(&h.ido_date).unwrap_or(0);
+    let key = store.index_key(p)?;
+    let mut entry = NewEntry::new(kind, valid_from, ref_seq, payload.to_vec())
+        .map_err(ImportError::Append)?
+        .with_index(IndexKind::Household, h.setai_no.as_bytes().to_vec())
+        .map_err(ImportError::Append)?;
+    for person in &h.persons {
+        let token = key.token("kojin", person.kojin_no.as_bytes());
+        entry = entry
+            .with_index(IndexKind::Person, token.to_vec())
+            .map_err(ImportError::Append)?;
+    }
+    Ok(entry)
+}
+
+/// Validates and stores a transmission (blocking; call from the blocking pool).
+pub fn import(
+    store: &Store,
+    partition: &PartitionId,
+    transmission_id: &str,
+    encoding: Encoding,
+    setai: &[u8],
+    kojin: &[u8],
+    who: &Importer,
+) -> Result<ImportOutcome, ImportError> {
+    let known = |id: &str, setai_no: &str| -> bool {
+        matches!(store.transmission(partition, id), Ok(Some(t)) if t.households.iter().any(|h| h == setai_no))
+    };
+    let ctx = Context {
+        partition,
+        transmission_id,
+        encoding,
+        correction_target: &known,
+    };
+    let digest = digest(store, partition, encoding, setai, kojin)?;
+    // A retry of a stored transmission answers before validating again.
+    if let Some(t) = store.transmission(partition, transmission_id)? {
+        return replay(store, partition, transmission_id, &t, digest);
+    }
+    let Validated {
+        transmission_id,
+        households,
+    } = transmission::validate(setai, kojin, &ctx).map_err(ImportError::Rejected)?;
+    let entries = households
+        .iter()
+        .map(|h| entry_for(store, partition, h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let claim = Claim {
+        id: transmission_id.clone(),
+        digest,
+        households: households.iter().map(|h| h.setai_no.clone()).collect(),
+    };
+    let access = AccessRecord {
+        actor: who.actor.clone(),
+        role: who.role.clone(),
+        route: who.route.clone(),
+        purpose: "transmission_import".into(),
+        kinds: Vec::new(),
+        first_seq: 0,
+        count: 0,
+        result: "ok".into(),
+        request_id: who.request_id.clone(),
+    };
+    let opts = AppendOptions {
+        claim: Some(claim),
+        access: Some(access),
+    };
+    match store.append_with(partition, entries, opts) {
+        Ok(r) => Ok(ImportOutcome {
+            transmission_id,
+            households: households.len() as u64,
+            first_seq: r.first_seq,
+            count: r.entries.last().map_or(0, |l| l.0 - r.first_seq + 1),
+            access_record_seq: r.access_record_seq,
+            replayed: false,
+            checkpoint: r.checkpoint,
+        }),
+        // A concurrent retry won the race: answer as a replay.
+        Err(AppendError::AlreadyStored { .. }) => {
+            let t = store
+                .transmission(partition, &transmission_id)?
+                .ok_or(ImportError::Conflict)?;
+            replay(store, partition, &transmission_id, &t, digest)
+        }
+        Err(AppendError::Conflict) => Err(ImportError::Conflict),
+        Err(e) => Err(ImportError::Append(e)),
+    }
+}
+
+fn replay(
+    store: &Store,
+    p: &PartitionId,
+    id: &str,
+    t: &crate::store::TransmissionRecord,
+    digest: [u8; 32],
+) -> Result<ImportOutcome, ImportError> {
+    use subtle::ConstantTimeEq;
+    if !bool::from(t.digest.ct_eq(&digest)) {
+        return Err(ImportError::Conflict);
+    }
+    let checkpoint = store
+        .checkpoint(p)?
+        .ok_or_else(|| ImportError::Read(ReadError::UnknownPartition(p.to_string())))?;
+    Ok(ImportOutcome {
+        transmission_id: id.to_owned(),
+        households: t.households.len() as u64,
+        first_seq: t.first_seq,
+        count: t.count,
+        access_record_seq: None,
+        replayed: true,
+        checkpoint,
+    })
+}

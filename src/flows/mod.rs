@@ -1,0 +1,6 @@
+//! Use cases over the store, without HTTP: flow 5 (import, forward, 資格履歴ファイル) and,
+//! later, flow 4. Sealed payload schemas live here.
+
+pub mod import;
+pub mod sample;
+pub mod transmission;

@@ -1,0 +1,223 @@
+//! Generated sample transmissions for the demo and tests: valid check digits, realistic
+//! households (普通 and 擬制世帯主), deterministic from a seed. Every value is synthetic.
+
+use crate::flows::transmission::{Encoding, KOJIN_HEADER, SETAI_HEADER};
+
+const FAMILY: [&str; 12] = [
+    "山田", "佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "中村", "小林", "加藤", "吉田", "山本",
+];
+const FAMILY_KANA: [&str; 12] = [
+    "ヤマダ",
+    "サトウ",
+    "スズキ",
+    "タカハシ",
+    "タナカ",
+    "イトウ",
+    "ワタナベ",
+    "ナカムラ",
+    "コバヤシ",
+    "カトウ",
+    "ヨシダ",
+    "ヤマモト",
+];
+const GIVEN: [(&str, &str, &str); 8] = [
+    ("太郎", "タロウ", "1"),
+    ("花子", "ハナコ", "2"),
+    ("一郎", "イチロウ", "1"),
+    ("美咲", "ミサキ", "2"),
+    ("健", "ケン", "1"),
+    ("陽菜", "ヒナ", "2"),
+    ("翔", "ショウ", "1"),
+    ("結衣", "ユイ", "2"),
+];
+
+/// A valid 個人番号 derived from `n` (check digit per DOMAIN.md §6.1).
+pub fn kojin_no(n: u64) -> String {
+    let body = format!("{:011}", n % 100_000_000_000);
+    let weights = [6u32, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2];
+    let sum: u32 = body
+        .bytes()
+        .zip(weights)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let r = sum % 11;
+    let check = if r <= 1 { 0 } else { 11 - r };
+    format!("{body}{check}")
+}
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n.max(1)) as usize
+    }
+}
+
+fn pick<T: Copy + Default>(items: &[T], rng: &mut Rng) -> T {
+    items
+        .get(rng.below(items.len() as u64))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The two files of a transmission, as text.
+#[derive(Clone)]
+pub struct SampleFiles {
+    pub transmission_id: String,
+    pub setai: String,
+    pub kojin: String,
+    /// Every 個人番号 in the files (for protected-identifier scans in tests).
+    pub kojin_nos: Vec<String>,
+    /// Every 番号 in the files.
+    pub bangos: Vec<String>,
+}
+
+impl std::fmt::Debug for SampleFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SampleFiles({}, <redacted>)", self.transmission_id)
+    }
+}
+
+fn csv_line(fields: &[String]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let _ = w.write_record(fields);
+    w.into_inner()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
+
+/// `households` households of partition `hokensha_no`; every fifth has a 擬制世帯主.
+/// `seed` makes 個人番号 and names differ between municipalities and runs.
+pub fn transmission(
+    hokensha_no: &str,
+    transmission_id: &str,
+    households: usize,
+    seed: u64,
+) -> SampleFiles {
+    let mut rng = Rng(seed);
+    let mut setai = csv_line(&SETAI_HEADER.map(str::to_owned));
+    let mut kojin = csv_line(&KOJIN_HEADER.map(str::to_owned));
+    let mut kojin_nos = Vec::new();
+    let mut bangos = Vec::new();
+    let mut serial = seed.wrapping_mul(1_000_003) % 10_000_000_000;
+    for h in 0..households {
+        let fam = rng.below(FAMILY.len() as u64);
+        let (family, family_kana) = (
+            FAMILY.get(fam).copied().unwrap_or("山田"),
+            FAMILY_KANA.get(fam).copied().unwrap_or("ヤマダ"),
+        );
+        let giji = h % 5 == 4;
+        let members = 1 + rng.below(4);
+        let setai_no = format!("S{:06}", seed % 1000 * 1000 + h as u64);
+        let mut persons = Vec::new();
+        let head_no = {
+            serial += 1;
+            kojin_no(serial)
+        };
+        for m in 0..(members + usize::from(giji)) {
+            let no = if m == 0 {
+                head_no.clone()
+            } else {
+                serial += 1;
+                kojin_no(serial)
+            };
+            let (given, kana, sex) = pick(&GIVEN, &mut rng);
+            let insured = !(giji && m == 0);
+            let zokugara = match m {
+                0 => "01",
+                1 => "02",
+                _ => "03",
+            };
+            let birth_year = if m <= 1 {
+                1950 + rng.below(40)
+            } else {
+                1995 + rng.below(25)
+            };
+            let bango = format!("{}", 100_000 + serial % 900_000);
+            let edaban = format!("{:02}", m);
+            let mut row = vec![
+                "kojin-v1".to_owned(),
+                transmission_id.to_owned(),
+                setai_no.clone(),
+                no.clone(),
+                String::new(),
+                if insured {
+                    bango.clone()
+                } else {
+                    String::new()
+                },
+                if insured { edaban } else { String::new() },
+                format!("{family} {given}"),
+                format!("{family_kana} {kana}"),
+                format!(
+                    "{birth_year}-{:02}-{:02}",
+                    1 + rng.below(12),
+                    1 + rng.below(28)
+                ),
+                sex.to_owned(),
+                zokugara.to_owned(),
+            ];
+            if insured {
+                bangos.push(bango);
+                row.extend(
+                    ["2024-04-01", "03", "", "", "2024-04-01", "", "30", "", "01"]
+                        .map(str::to_owned),
+                );
+            } else {
+                row.extend(["", "", "", "", "", "", "", "", ""].map(str::to_owned));
+            }
+            row.push(if insured { "0" } else { "1" }.to_owned());
+            kojin_nos.push(no);
+            persons.push(row);
+        }
+        setai.push_str(&csv_line(&[
+            "setai-v1".to_owned(),
+            transmission_id.to_owned(),
+            hokensha_no.to_owned(),
+            setai_no,
+            "2024-04-01".to_owned(),
+            "03".to_owned(),
+            String::new(),
+            head_no,
+            if giji { "2" } else { "1" }.to_owned(),
+            "あいう".to_owned(),
+            format!("{:03}-{:04}", 100 + rng.below(900), rng.below(10_000)),
+            format!(
+                "東京都千代田区千代田{}-{}",
+                1 + rng.below(9),
+                1 + rng.below(30)
+            ),
+            persons.len().to_string(),
+        ]));
+        for p in persons {
+            kojin.push_str(&csv_line(&p));
+        }
+    }
+    SampleFiles {
+        transmission_id: transmission_id.to_owned(),
+        setai,
+        kojin,
+        kojin_nos,
+        bangos,
+    }
+}
+
+/// Encodes sample text in `enc` (CP932 via encoding_rs; the sample uses no unmappable
+/// character).
+pub fn encode(text: &str, enc: Encoding) -> Vec<u8> {
+    match enc {
+        Encoding::Utf8 => text.as_bytes().to_vec(),
+        Encoding::Cp932 => encoding_rs::SHIFT_JIS.encode(text).0.into_owned(),
+    }
+}
