@@ -172,6 +172,7 @@ fn concrete(path: &str, p: &PartitionId) -> String {
         .replace("{partition}", p.as_str())
         .replace("{seq}", "3");
     let query = match path.as_str() {
+        "/v1/transmissions/3" => "",
         "/v1/entries" => "?from=0&limit=5",
         p if p.ends_with("/proofs/inclusion") => "?seq=3",
         p if p.ends_with("/proofs/consistency") => "?from=2",
@@ -243,6 +244,7 @@ async fn every_route_answers_401_403_and_is_mounted_where_documented() {
             server,
             Limits {
                 max_body_bytes: 64,
+                max_transmission_bytes: 64,
                 ..Limits::default()
             },
         );
@@ -752,6 +754,189 @@ async fn errors_have_one_shape_and_limits_hold() {
         .await
         .unwrap();
     assert_eq!(res.headers()["x-request-id"].len(), 16);
+}
+
+/// Flow 5 through the API: import, replay, conflict, bad files, lookup; JSON errors.
+#[tokio::test]
+async fn transmissions_and_lookups() {
+    let f = fixture().await;
+    let app = f.router(ServerRole::Hub);
+    let token = f.token("muni_a");
+    let files = kukaku::flows::sample::transmission("131011", "T-API-1", 6, 42);
+    let body = |tid: &str, setai: &str, kojin: &str| {
+        serde_json::json!({
+            "transmission_id": tid,
+            "encoding": "utf-8",
+            "setai_file": B64.encode(setai),
+            "kojin_file": B64.encode(kojin),
+        })
+        .to_string()
+    };
+    let post = |json: String| {
+        let app = app.clone();
+        let token = token.to_owned();
+        async move {
+            let res = app
+                .oneshot(
+                    Request::post("/v1/transmissions")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(json))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (status, bytes.to_vec())
+        }
+    };
+    let (s, b) = post(body("T-API-1", &files.setai, &files.kojin)).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let out: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(out["households"], 6);
+    assert_eq!(out["replayed"], false);
+    let (s, b) = post(body("T-API-1", &files.setai, &files.kojin)).await;
+    assert_eq!(s, StatusCode::OK);
+    let again: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (again["replayed"].clone(), again["first_seq"].clone()),
+        (Value::Bool(true), out["first_seq"].clone())
+    );
+    let other = files
+        .kojin
+        .replace("山田", "川田")
+        .replace("佐藤", "川田")
+        .replace("鈴木", "川田");
+    let (s, b) = post(body("T-API-1", &files.setai, &other)).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::CONFLICT, "transmission_conflict")
+    );
+
+    // A bad file: 422, every problem listed, no value echoed, nothing stored.
+    let size = f.store.size(&f.a).unwrap();
+    let bad = kukaku::flows::sample::transmission("131011", "T-API-2", 3, 43);
+    let first_kojin = &bad.kojin_nos[0];
+    let broken = bad
+        .kojin
+        .replacen(first_kojin, &format!("{}0", &first_kojin[..11]), 1);
+    let broken = if broken == bad.kojin {
+        bad.kojin
+            .replacen(first_kojin, &format!("{}1", &first_kojin[..11]), 1)
+    } else {
+        broken
+    };
+    let (s, b) = post(body("T-API-2", &bad.setai, &broken)).await;
+    let text = String::from_utf8_lossy(&b).into_owned();
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+        "{text}"
+    );
+    assert!(
+        v["error"]["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["file"] == "kojin"
+                && d["field"] == "kojin_no"
+                && d["reason"] == "check_digit"),
+        "{text}"
+    );
+    for k in bad.kojin_nos.iter().chain(&bad.bangos) {
+        assert!(!text.contains(k.as_str()), "echoed a protected value");
+    }
+    assert_eq!(f.store.size(&f.a).unwrap(), size);
+
+    // The stored transmission, and a lookup by a member's 個人番号 through the blind index.
+    let (s, t) = call(&app, "GET", "/v1/transmissions/T-API-1", Some(token)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t["households"].as_array().unwrap().len(), 6);
+    let (s, _) = call(&app, "GET", "/v1/transmissions/T-NONE", Some(token)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let lookup = |json: String| {
+        let app = app.clone();
+        let token = token.to_owned();
+        async move {
+            let res = app
+                .oneshot(
+                    Request::post("/v1/lookups")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(json))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let member = &files.kojin_nos[1];
+    let (s, v) = lookup(serde_json::json!({ "kojin_no": member }).to_string()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let snapshot: kukaku::flows::transmission::Household =
+        serde_json::from_slice(&B64.decode(v["entry"]["payload"].as_str().unwrap()).unwrap())
+            .unwrap();
+    assert!(snapshot.persons.iter().any(|p| &p.kojin_no == member));
+    assert!(v["access_record_seq"].is_u64());
+    let (s, v) = lookup(serde_json::json!({ "kojin_no": "123456789012" }).to_string()).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_kojin_no")
+    );
+    assert!(!v.to_string().contains("123456789012"));
+    let (s, _) = lookup(serde_json::json!({ "kojin_no": "123456789018" }).to_string()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Another municipality cannot find A's household.
+    let res = app
+        .clone()
+        .oneshot(
+            Request::post("/v1/lookups")
+                .header("authorization", format!("Bearer {}", f.token("muni_b")))
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    serde_json::json!({ "kojin_no": member }).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+
+    // Bad JSON: syntax, shape, content type; never echoing a value.
+    let (s, b) = post("{not json".into()).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_json"));
+    let (s, b) = post(r#"{"transmission_id": 123456789018}"#.into()).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_json"));
+    assert!(!String::from_utf8_lossy(&b).contains("123456789018"));
+    let (s, v) = call(&app, "POST", "/v1/transmissions", Some(token)).await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let raw = serde_json::json!({
+        "transmission_id": "T-API-3",
+        "encoding": "utf-8",
+        "setai_file": "not base64!",
+        "kojin_file": "",
+    });
+    let (s, b) = post(raw.to_string()).await;
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_base64"));
 }
 
 #[tokio::test]

@@ -153,6 +153,58 @@ fn a_user_session() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already revoked"));
 
+    // Import a transmission from files; again (idempotent); a bad one (exit 1, problems
+    // listed without values).
+    let files = kukaku::flows::sample::transmission("131011", "T-CLI-1", 4, 9);
+    let (sf, kf) = (dir.path().join("setai.csv"), dir.path().join("kojin.csv"));
+    std::fs::write(
+        &sf,
+        kukaku::flows::sample::encode(&files.setai, kukaku::flows::transmission::Encoding::Cp932),
+    )
+    .unwrap();
+    std::fs::write(
+        &kf,
+        kukaku::flows::sample::encode(&files.kojin, kukaku::flows::transmission::Encoding::Cp932),
+    )
+    .unwrap();
+    let args = |tid: &'static str, enc: &'static str| {
+        vec![
+            "import".to_owned(),
+            "--partition".into(),
+            "131011".into(),
+            "--transmission-id".into(),
+            tid.into(),
+            "--encoding".into(),
+            enc.into(),
+            "--setai".into(),
+            sf.to_str().unwrap().into(),
+            "--kojin".into(),
+            kf.to_str().unwrap().into(),
+        ]
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        kukaku(&home, &a)
+    };
+    let o = run(args("T-CLI-1", "cp932"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("stored T-CLI-1: 4 households"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(args("T-CLI-1", "cp932"));
+    assert!(stdout(&o).starts_with("already stored"), "{}", stdout(&o));
+    let o = run(args("T-CLI-1", "utf-8"));
+    assert_eq!(o.status.code(), Some(2), "same id, other content: conflict");
+    assert!(stderr(&o).contains("different content"), "{}", stderr(&o));
+    let o = run(args("T-CLI-2", "utf-8"));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("undecodable"), "{}", stderr(&o));
+    for k in &files.kojin_nos {
+        assert!(!stderr(&o).contains(k.as_str()));
+    }
+
     // Missing instance: exit 2 with a hint.
     let o = kukaku(&dir.path().join("nowhere"), &["partitions", "list"]);
     assert_eq!(o.status.code(), Some(2));

@@ -15,6 +15,12 @@ use crate::store::{AppendError, ReadError};
 /// One problem with a request, for `details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Detail {
+    /// `setai` or `kojin` when a request carries several files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Line where the record starts (header = 1); 0 for a whole file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub reason: String,

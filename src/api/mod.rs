@@ -58,6 +58,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Requests handled at once; more are refused with 503 at once, not queued.
     pub max_concurrent: usize,
+    /// Largest body of `POST /v1/transmissions` (two files, base64 in JSON).
+    pub max_transmission_bytes: usize,
 }
 
 impl Default for Limits {
@@ -67,6 +69,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
             max_concurrent: 256,
+            max_transmission_bytes: 96 << 20,
         }
     }
 }
@@ -108,11 +111,16 @@ async fn shape_errors(
 /// Refuses a declared body larger than the limit before any handler runs, whatever the route.
 /// Bodies without a length are capped by `DefaultBodyLimit` when an extractor reads them.
 async fn refuse_large_bodies(
-    axum::extract::State(max): axum::extract::State<usize>,
+    axum::extract::State(limits): axum::extract::State<Limits>,
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let max = if req.uri().path() == routes::TRANSMISSIONS_PATH {
+        limits.max_transmission_bytes
+    } else {
+        limits.max_body_bytes
+    };
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -171,11 +179,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     StatusCode::REQUEST_TIMEOUT,
                     limits.request_timeout,
                 ))
-                .layer(middleware::from_fn_with_state(
-                    limits.max_body_bytes,
-                    refuse_large_bodies,
-                ))
-                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
+                .layer(middleware::from_fn_with_state(limits, refuse_large_bodies))
+                .layer(DefaultBodyLimit::max(
+                    limits.max_body_bytes.max(limits.max_transmission_bytes),
+                )),
         )
         .with_state(Arc::new(state))
 }
