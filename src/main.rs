@@ -72,6 +72,8 @@ enum Command {
         /// Requests handled at once; more get 503.
         #[arg(long, default_value_t = 256)]
         max_concurrent: usize,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
     },
     /// Import a transmission (世帯ファイル + 個人ファイル, layout v1) as the local admin: the
     /// same validation and atomic batch as POST /v1/transmissions.
@@ -138,6 +140,33 @@ enum Command {
         #[arg(long)]
         no_serve: bool,
     },
+}
+
+/// The intermediate's link to the hub (flow 5 forwarding).
+#[derive(clap::Args)]
+struct UpstreamArgs {
+    /// Hub base URL, e.g. https://hub.example:8443. With it, `--role intermediate` runs the
+    /// replicator.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Any of the hub's partition verifier keys (`kukaku partitions show` on the hub): pins
+    /// the hub origin and checkpoint key.
+    #[arg(long, requires = "upstream")]
+    upstream_vkey: Option<String>,
+    /// File holding the replicator credential's token (never on the command line).
+    #[arg(long, requires = "upstream")]
+    upstream_token_file: Option<PathBuf>,
+    /// PEM roots for the hub's TLS certificate.
+    #[arg(long, requires = "upstream")]
+    upstream_ca: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mTLS to the hub.
+    #[arg(long, requires = "upstream_client_key")]
+    upstream_client_cert: Option<PathBuf>,
+    #[arg(long, requires = "upstream_client_cert")]
+    upstream_client_key: Option<PathBuf>,
+    /// Seconds between replication rounds.
+    #[arg(long, default_value_t = 5)]
+    replicate_every: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -360,6 +389,7 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         listen,
         server::Transport::PlainLoopback,
         Limits::default(),
+        None,
     )?;
     Ok(true)
 }
@@ -457,12 +487,50 @@ fn export_audit(store: &Store, partitions: &[String], out: &std::path::Path) -> 
     Ok(())
 }
 
+/// What the intermediate's replicator needs.
+struct ReplicatorConfig {
+    client: kukaku::api::client::HubClient,
+    upstream: kukaku::flows::replicate::Upstream,
+    every: std::time::Duration,
+}
+
+fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
+    let vkey = a
+        .upstream_vkey
+        .as_deref()
+        .context("--upstream needs --upstream-vkey (pins the hub's checkpoint key)")?;
+    let upstream = kukaku::flows::replicate::Upstream::from_partition_vkey(vkey)
+        .context("--upstream-vkey is not a hub partition verifier key")?;
+    let token_file = a
+        .upstream_token_file
+        .as_deref()
+        .context("--upstream needs --upstream-token-file")?;
+    let token = zeroize::Zeroizing::new(
+        std::fs::read_to_string(token_file)
+            .with_context(|| format!("reading {}", token_file.display()))?
+            .trim()
+            .to_owned(),
+    );
+    let identity = a
+        .upstream_client_cert
+        .as_deref()
+        .zip(a.upstream_client_key.as_deref());
+    let client =
+        kukaku::api::client::HubClient::new(url, token, a.upstream_ca.as_deref(), identity)?;
+    Ok(ReplicatorConfig {
+        client,
+        upstream,
+        every: std::time::Duration::from_secs(a.replicate_every.max(1)),
+    })
+}
+
 fn serve(
     store: Store,
     role: ServerRole,
     listen: std::net::SocketAddr,
     transport: server::Transport,
     limits: Limits,
+    replicator: Option<ReplicatorConfig>,
 ) -> Result<()> {
     let store = Arc::new(store);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -486,6 +554,20 @@ fn serve(
             role.name(),
             listener.local_addr()?
         );
+        let replicating = replicator.map(|r| {
+            let store = Arc::clone(&store);
+            println!("replicating from the hub every {} s", r.every.as_secs());
+            tokio::spawn(async move {
+                kukaku::flows::replicate::run(
+                    &store,
+                    &r.client,
+                    &r.upstream,
+                    r.every,
+                    std::time::Duration::from_secs(300),
+                )
+                .await
+            })
+        });
         server::serve(
             listener,
             app,
@@ -495,6 +577,10 @@ fn serve(
             std::time::Duration::from_secs(30),
         )
         .await?;
+        if let Some(task) = replicating {
+            task.abort();
+            let _ = task.await;
+        }
         anyhow::Ok(())
     })?;
     drop(runtime);
@@ -705,6 +791,7 @@ fn run(cli: Cli) -> Result<bool> {
             plain_http_loopback,
             max_body_bytes,
             max_concurrent,
+            upstream,
         } => {
             let (default_cert, default_key) = server::dev_cert_paths(&cli.home);
             let transport = if plain_http_loopback {
@@ -725,7 +812,14 @@ fn run(cli: Cli) -> Result<bool> {
                 RoleArg::Hub => ServerRole::Hub,
                 RoleArg::Intermediate => ServerRole::Intermediate,
             };
-            serve(open(&paths)?, role, listen, transport, limits)?;
+            let replicator = match (&role, upstream.upstream.as_deref()) {
+                (ServerRole::Intermediate, Some(url)) => Some(replicator_config(url, &upstream)?),
+                (ServerRole::Hub, Some(_)) => {
+                    anyhow::bail!("--upstream is for --role intermediate")
+                }
+                _ => None,
+            };
+            serve(open(&paths)?, role, listen, transport, limits, replicator)?;
         }
         Command::Credentials(c) => credentials(&open(&paths)?, c)?,
         Command::Import {

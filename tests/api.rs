@@ -472,8 +472,12 @@ async fn replicator_feed_is_signed_verifiable_and_recorded() {
     let mut leaves = Vec::new();
     for e in &feed.entries {
         let header = kukaku::ledger::Header::decode(&B64.decode(&e.header).unwrap()).unwrap();
-        let salt: [u8; 32] = B64.decode(&e.salt).unwrap().try_into().unwrap();
-        let payload = B64.decode(&e.payload).unwrap();
+        let salt: [u8; 32] = B64
+            .decode(e.salt.as_ref().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let payload = B64.decode(e.payload.as_ref().unwrap()).unwrap();
         assert_eq!(
             kukaku::ledger::hash::commitment(&salt, &payload),
             header.commitment
@@ -485,7 +489,7 @@ async fn replicator_feed_is_signed_verifiable_and_recorded() {
         .access_record_seq
         .expect("sealed entries were returned");
     assert_eq!(rec, feed.to_size);
-    // The next poll returns the access record (open): consistent, and records nothing.
+    // The next poll returns the 提供記録 (open): consistent, and records nothing.
     let (s, v) = call(
         &app,
         "GET",
@@ -496,7 +500,7 @@ async fn replicator_feed_is_signed_verifiable_and_recorded() {
     assert_eq!(s, StatusCode::OK, "{v}");
     let next: routes::FeedResponse = serde_json::from_value(v).unwrap();
     assert_eq!(next.entries.len(), 1);
-    assert_eq!(next.entries[0].kind, "access_record");
+    assert_eq!(next.entries[0].kind, "provision_record");
     assert!(next.access_record_seq.is_none());
     let old = cp.root;
     next.consistency

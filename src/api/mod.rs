@@ -2,6 +2,7 @@
 //! error shape, limits, TLS. The only module that knows HTTP and JSON.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod extract;
 pub mod request_id;

@@ -18,10 +18,12 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, ServerRole, request_id};
 use crate::crypto::PartitionScope;
 use crate::crypto::credential::Role;
-use crate::ledger::payload::AccessRecord;
+use crate::ledger::payload::{AccessRecord, ProvisionRecord};
 use crate::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson};
 use crate::ledger::{Class, Kind, PartitionId};
 use crate::store::{Entry, NewEntry, PartitionStatus, Store};
+
+pub use crate::flows::feed::{FeedEntry, FeedResponse, forwarded_kind};
 
 /// Path of the transmission import route (it has its own body limit).
 pub const TRANSMISSIONS_PATH: &str = "/v1/transmissions";
@@ -691,30 +693,6 @@ struct FeedQuery {
     limit: Option<u64>,
 }
 
-/// One entry of the feed: the encoded header (hashes to the leaf), and salt and payload, so a
-/// replica can check the commitment and store a copy with the same one.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct FeedEntry {
-    pub seq: u64,
-    pub kind: String,
-    pub header: String,
-    pub salt: String,
-    pub payload: String,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct FeedResponse {
-    pub partition: String,
-    pub from_size: u64,
-    /// Size after the returned entries; `checkpoint` is signed at this size.
-    pub to_size: u64,
-    pub entries: Vec<FeedEntry>,
-    pub checkpoint: String,
-    /// From `from_size` to `to_size`; absent when `from_size` is 0 or equals `to_size`.
-    pub consistency: Option<ConsistencyProofJson>,
-    pub access_record_seq: Option<u64>,
-}
-
 /// Picks the page end: the largest checkpointed size in `(from, from + limit]`, else the
 /// smallest checkpointed size above `from` (one batch larger than a page goes whole).
 fn feed_end(sizes: &[u64], from: u64, limit: u64) -> Option<u64> {
@@ -750,16 +728,29 @@ fn feed_page(
     let mut entries = Vec::new();
     let mut sealed = Vec::new();
     for seq in from..to {
-        let e = store.read_entry(scope, seq)?;
-        if e.header.kind.class() == Class::Sealed {
-            sealed.push((seq, e.header.kind.code()));
-        }
+        let raw = store.envelopes(p, seq, seq + 1)?;
+        let header = raw
+            .first()
+            .and_then(|r| crate::ledger::Header::decode_prefix(r).ok())
+            .map(|(h, _)| h)
+            .ok_or_else(|| ApiError::internal("unreadable envelope"))?;
+        let kind = header.kind;
+        let shared = kind.class() == Class::Open || forwarded_kind(kind);
+        let (salt, payload) = if shared {
+            let e = store.read_entry(scope, seq)?;
+            if kind.class() == Class::Sealed {
+                sealed.push((seq, kind.code()));
+            }
+            (Some(B64.encode(e.salt)), Some(B64.encode(&e.payload[..])))
+        } else {
+            (None, None)
+        };
         entries.push(FeedEntry {
             seq,
-            kind: e.header.kind.name().to_owned(),
-            header: B64.encode(e.header.encode()),
-            salt: B64.encode(e.salt),
-            payload: B64.encode(&e.payload[..]),
+            kind: kind.name().to_owned(),
+            header: B64.encode(header.encode()),
+            salt,
+            payload,
         });
     }
     let checkpoint = store.checkpoint_at(p, to)?;
@@ -794,23 +785,25 @@ async fn feed(
     let from = q.from_size;
     let page = blocking(&state, move |s| feed_page(s, &scope, from, limit)).await?;
     let mut response = page.response;
-    // Open entries alone record nothing, so an idle poll adds no entry.
+    // Handing sealed flow-5 entries to the intermediate is a provision: a 提供記録 (which
+    // doubles as the access record). Open entries alone record nothing, so an idle poll adds
+    // no entry.
     if let (Some(first), Some(last)) = (page.sealed.first(), page.sealed.last()) {
-        response.access_record_seq = Some(
-            record_access(
-                &state,
-                &p,
-                &who.actor,
-                Touched {
-                    route: "GET /v1/feed/{partition}",
-                    purpose: "replication_feed",
-                    kinds: page.sealed.iter().map(|(_, k)| *k).collect(),
-                    first_seq: first.0,
-                    count: last.0 - first.0 + 1,
-                },
-            )
-            .await?,
-        );
+        let record = ProvisionRecord {
+            provider: format!("{}/{}", state.store.origin(), p),
+            recipient: format!("replicator {}", who.actor.credential),
+            items: vec!["資格情報(世帯)".into(), "資格情報(個人)".into()],
+            nondisclosure: false,
+            purpose: "forward_to_intermediate".into(),
+            first_seq: first.0,
+            count: last.0 - first.0 + 1,
+            checkpoint_size: response.to_size,
+            request_id: request_id::current(),
+        };
+        let payload = record.encode().map_err(ApiError::internal)?;
+        let entry = NewEntry::new(Kind::PROVISION_RECORD, today_days(), None, payload)?;
+        let receipt = state.store.append_async(&p, vec![entry]).await?;
+        response.access_record_seq = receipt.entries.first().map(|(seq, _)| *seq);
     }
     Ok(Json(response))
 }

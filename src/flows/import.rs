@@ -161,6 +161,7 @@ pub fn import(
     let opts = AppendOptions {
         claim: Some(claim),
         access: Some(access),
+        replica_state: None,
     };
     match store.append_with(partition, entries, opts) {
         Ok(r) => Ok(ImportOutcome {

@@ -1,6 +1,8 @@
 //! Use cases over the store, without HTTP: flow 5 (import, forward, 資格履歴ファイル) and,
 //! later, flow 4. Sealed payload schemas live here.
 
+pub mod feed;
 pub mod import;
+pub mod replicate;
 pub mod sample;
 pub mod transmission;

@@ -144,7 +144,7 @@ pub fn transmission(
             } else {
                 1995 + rng.below(25)
             };
-            let bango = format!("{}", 100_000 + serial % 900_000);
+            let bango = format!("{:010}", 1_000_000_000 + serial % 9_000_000_000);
             let edaban = format!("{:02}", m);
             let mut row = vec![
                 "kojin-v1".to_owned(),

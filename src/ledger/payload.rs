@@ -364,6 +364,170 @@ impl AccessRecord {
     }
 }
 
+fn put_ascii8(out: &mut Vec<u8>, field: &'static str, text: &str) -> Result<(), PayloadError> {
+    if !text.is_ascii() {
+        return Err(PayloadError::Text(field));
+    }
+    put_str8(out, text)
+}
+
+fn get_ascii8(r: &mut Reader<'_>, field: &'static str) -> Result<String, PayloadError> {
+    let len = usize::from(r.u8()?);
+    let s = get_str(r, len, field)?;
+    if s.is_ascii() {
+        Ok(s)
+    } else {
+        Err(PayloadError::Text(field))
+    }
+}
+
+fn get_text16(r: &mut Reader<'_>, field: &'static str) -> Result<String, PayloadError> {
+    let len = usize::from(r.u16()?);
+    get_str(r, len, field)
+}
+
+/// Payload of a 提供記録 (kind 0x0101, 番号法 第23条): one hand-over of this partition's
+/// data to another party. Item names only, no personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionRecord {
+    /// Who provides: `<origin>/<partition>`. ASCII.
+    pub provider: String,
+    /// Who receives: a role and credential id, or a named body. ASCII.
+    pub recipient: String,
+    /// Names of the items provided (e.g. `資格情報(世帯)`), UTF-8.
+    pub items: Vec<String>,
+    /// Whether 不開示 grounds applied.
+    pub nondisclosure: bool,
+    /// Why: a stable code (`forward_to_intermediate`, `shikaku_rireki_file`). ASCII.
+    pub purpose: String,
+    /// The entries provided: `[first_seq, first_seq + count)`, and the checkpoint size that
+    /// covers them.
+    pub first_seq: u64,
+    pub count: u64,
+    pub checkpoint_size: u64,
+    /// Request id, to join with the server log. ASCII.
+    pub request_id: String,
+}
+
+impl ProvisionRecord {
+    pub const SCHEMA: u16 = 1;
+
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Self::SCHEMA.to_be_bytes().to_vec();
+        put_ascii8(&mut out, "provider", &self.provider)?;
+        put_ascii8(&mut out, "recipient", &self.recipient)?;
+        let n = u8::try_from(self.items.len()).map_err(|_| PayloadError::TooLong("items"))?;
+        out.push(n);
+        for item in &self.items {
+            put_str16(&mut out, item)?;
+        }
+        out.push(u8::from(self.nondisclosure));
+        put_ascii8(&mut out, "purpose", &self.purpose)?;
+        out.extend_from_slice(&self.first_seq.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.checkpoint_size.to_be_bytes());
+        put_ascii8(&mut out, "request_id", &self.request_id)?;
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut r = Reader::new(bytes);
+        let schema = r.u16()?;
+        if schema != Self::SCHEMA {
+            return Err(PayloadError::Schema(schema));
+        }
+        let provider = get_ascii8(&mut r, "provider")?;
+        let recipient = get_ascii8(&mut r, "recipient")?;
+        let n = r.u8()?;
+        let mut items = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            items.push(get_text16(&mut r, "item")?);
+        }
+        let nondisclosure = match r.u8()? {
+            0 => false,
+            1 => true,
+            v => {
+                return Err(PayloadError::Value {
+                    field: "nondisclosure",
+                    value: u64::from(v),
+                });
+            }
+        };
+        let purpose = get_ascii8(&mut r, "purpose")?;
+        let first_seq = r.u64()?;
+        let count = r.u64()?;
+        let checkpoint_size = r.u64()?;
+        let request_id = get_ascii8(&mut r, "request_id")?;
+        finish(&r)?;
+        Ok(ProvisionRecord {
+            provider,
+            recipient,
+            items,
+            nondisclosure,
+            purpose,
+            first_seq,
+            count,
+            checkpoint_size,
+            request_id,
+        })
+    }
+}
+
+/// Payload of a forwarding receipt (kind 0x0103) on the intermediate: which hub entries the
+/// copies before it came from, under which hub checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingReceipt {
+    /// Hub checkpoint origin, `<hub origin>/<partition>`. ASCII.
+    pub hub_origin: String,
+    /// Hub seq range verified: `[hub_from, hub_to)`; `hub_to` is the checkpoint size.
+    pub hub_from: u64,
+    pub hub_to: u64,
+    /// The hub's signed checkpoint at `hub_to`.
+    pub hub_checkpoint: String,
+    /// Copies stored with this receipt (they precede it, in hub order; each has the hub
+    /// entry's commitment, which is how an auditor pairs them without keys).
+    pub copies: u64,
+}
+
+impl ForwardingReceipt {
+    pub const SCHEMA: u16 = 1;
+
+    pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
+        let mut out = Self::SCHEMA.to_be_bytes().to_vec();
+        put_ascii8(&mut out, "hub_origin", &self.hub_origin)?;
+        out.extend_from_slice(&self.hub_from.to_be_bytes());
+        out.extend_from_slice(&self.hub_to.to_be_bytes());
+        put_str16(&mut out, &self.hub_checkpoint)?;
+        out.extend_from_slice(&self.copies.to_be_bytes());
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let mut r = Reader::new(bytes);
+        let schema = r.u16()?;
+        if schema != Self::SCHEMA {
+            return Err(PayloadError::Schema(schema));
+        }
+        let hub_origin = get_ascii8(&mut r, "hub_origin")?;
+        let hub_from = r.u64()?;
+        let hub_to = r.u64()?;
+        let len = usize::from(r.u16()?);
+        let bytes = r.take(len)?;
+        let hub_checkpoint = std::str::from_utf8(bytes)
+            .map_err(|_| PayloadError::Text("hub_checkpoint"))?
+            .to_owned();
+        let copies = r.u64()?;
+        finish(&r)?;
+        Ok(ForwardingReceipt {
+            hub_origin,
+            hub_from,
+            hub_to,
+            hub_checkpoint,
+            copies,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +597,37 @@ mod tests {
             ..a
         };
         assert!(non_ascii.encode().is_err());
+    }
+
+    #[test]
+    fn provision_and_receipt_round_trip() {
+        let p = ProvisionRecord {
+            provider: "hub.example/131011".into(),
+            recipient: "replicator 0001020304050607".into(),
+            items: vec!["資格情報(世帯)".into(), "資格情報(個人)".into()],
+            nondisclosure: false,
+            purpose: "forward_to_intermediate".into(),
+            first_seq: 2,
+            count: 5,
+            checkpoint_size: 8,
+            request_id: "r".into(),
+        };
+        let b = p.encode().unwrap();
+        assert_eq!(ProvisionRecord::decode(&b), Ok(p));
+        for n in 0..b.len() {
+            assert!(ProvisionRecord::decode(&b[..n]).is_err());
+        }
+        let f = ForwardingReceipt {
+            hub_origin: "hub.example/131011".into(),
+            hub_from: 0,
+            hub_to: 8,
+            hub_checkpoint: "hub.example/131011\n8\nAAAA\n\n\u{2014} x y\n".into(),
+            copies: 5,
+        };
+        let b = f.encode().unwrap();
+        assert_eq!(ForwardingReceipt::decode(&b), Ok(f));
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(ForwardingReceipt::decode(&longer).is_err());
     }
 }

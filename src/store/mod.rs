@@ -22,7 +22,7 @@ pub use credentials::{AuthError, CredentialStoreError};
 pub use keyring::KeyError;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
-pub use records::TransmissionRecord;
+pub use records::{ReplicaState, TransmissionRecord};
 pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, NewEntry};
 
 use crate::crypto::{CheckpointSigner, Kek, KekError, Secret32, WrapPurpose};
@@ -144,6 +144,11 @@ pub struct PartitionInfo {
     pub status: PartitionStatus,
     pub requested_ms: u64,
     pub activated_ms: u64,
+}
+
+/// Encodes a replica state for [`AppendOptions::replica_state`].
+pub fn encode_replica_state(s: &ReplicaState) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    encode(s)
 }
 
 /// Wall-clock Unix milliseconds, as the store stamps records.

@@ -6,8 +6,8 @@ use rocksdb::{Direction, IteratorMode};
 use zeroize::Zeroizing;
 
 use super::records::{
-    STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key, decode, entry_key, index_prefix,
-    node_key, partition_cf, transmission_key,
+    REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
+    decode, entry_key, index_prefix, node_key, partition_cf, transmission_key,
 };
 use super::writer::IndexKind;
 use super::{Inner, Store};
@@ -417,6 +417,17 @@ impl Store {
             desc: None,
             want_err: None,
         })
+    }
+
+    /// The replica state of a partition (intermediate), if it has replicated anything.
+    pub fn replica_state(&self, p: &PartitionId) -> Result<Option<ReplicaState>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        match self.inner.db.get_pinned_cf(&cf, REPLICA_STATE_KEY)? {
+            None => Ok(None),
+            Some(raw) => decode(&raw)
+                .map(Some)
+                .ok_or_else(|| corrupt(p, 0, "replica state is unreadable")),
+        }
     }
 
     /// A stored transmission record by id.

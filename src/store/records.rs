@@ -60,6 +60,23 @@ pub fn checkpoint_key(size: u64) -> [u8; 9] {
 
 pub const STATE_KEY: &[u8] = b"M";
 
+/// `F`: the replica's state of the upstream log (intermediate only), bincode
+/// `ReplicaState`, written with the copies.
+pub const REPLICA_STATE_KEY: &[u8] = b"F";
+
+/// What the intermediate has verified of the hub's log of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReplicaState {
+    /// Hub tree size verified (a hub checkpoint size).
+    pub hub_size: u64,
+    /// Hub compact range at `hub_size` (to extend with new leaves).
+    pub hub_frontier: Vec<[u8; 32]>,
+    /// Hub chain head at `hub_size`.
+    pub hub_chain: [u8; 32],
+    /// The hub's signed checkpoint at `hub_size`.
+    pub hub_checkpoint: String,
+}
+
 /// `prefix ‖ u8 len ‖ key ‖ seq:u64` → empty: a derived index entry (`I` person token,
 /// `V` household).
 pub fn index_key(prefix: u8, key: &[u8], seq: u64) -> Vec<u8> {

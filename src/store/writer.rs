@@ -16,9 +16,9 @@ use zeroize::Zeroizing;
 
 use super::keyring::KeyError;
 use super::records::{
-    KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, STATE_KEY, SYS_CF, StateRecord,
-    TransmissionRecord, checkpoint_key, decode, encode, entry_key, index_key, key_meta_key,
-    key_meta_prefix, node_key, partition_cf, registry_key, transmission_key,
+    KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY, STATE_KEY, SYS_CF,
+    StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key, index_key,
+    key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, transmission_key,
 };
 use super::{Inner, now_ms, sync_write};
 use crate::crypto::{Dek, RngError, random};
@@ -72,6 +72,8 @@ pub struct AppendOptions {
     /// Append this access record after the entries, in the same batch; the writer fills in
     /// `first_seq`, `count` and `kinds` from the seqs it assigns.
     pub access: Option<AccessRecord>,
+    /// Replica state (`F` in the partition CF), written in the same batch as the copies.
+    pub replica_state: Option<Vec<u8>>,
 }
 
 /// A transmission id claimed by an append: stored atomically with its entries, so a retry is
@@ -117,6 +119,33 @@ impl NewEntry {
             kind,
             valid_from,
             ref_seq,
+            salt,
+            payload,
+            commitment,
+            index: Vec::new(),
+        })
+    }
+
+    /// A verified copy of another log's entry (the intermediate's replica): same salt and
+    /// payload, so the same commitment; its own seq, chain and DEK.
+    pub fn copy(
+        kind: Kind,
+        valid_from: i32,
+        salt: [u8; SALT_LEN],
+        payload: Vec<u8>,
+    ) -> Result<Self, AppendError> {
+        if kind == Kind::GENESIS || kind == Kind::KEY_EVENT {
+            return Err(AppendError::ReservedKind(kind.name()));
+        }
+        if payload.len() > MAX_PAYLOAD {
+            return Err(AppendError::TooLarge(payload.len()));
+        }
+        let payload = Zeroizing::new(payload);
+        let commitment = commitment(&salt, &payload);
+        Ok(NewEntry {
+            kind,
+            valid_from,
+            ref_seq: None,
             salt,
             payload,
             commitment,
@@ -802,7 +831,11 @@ impl Writer {
                     opts,
                     reply,
                 } => {
-                    let AppendOptions { claim, access } = *opts;
+                    let AppendOptions {
+                        claim,
+                        access,
+                        replica_state,
+                    } = *opts;
                     if let Some(c) = &claim
                         && let Err(e) = self.check_claim(&partition, c, &claimed)
                     {
@@ -816,6 +849,13 @@ impl Writer {
                     }
                     match self.run_append(&partition, &entries, access.as_ref(), now, &mut local) {
                         Ok((st, done, access_seq)) => {
+                            if let Some(state) = replica_state {
+                                local.push((
+                                    Target::Partition(partition.clone()),
+                                    REPLICA_STATE_KEY.to_vec(),
+                                    state,
+                                ));
+                            }
                             if let (Some(c), Some(first), Some(last)) =
                                 (claim, done.first(), done.last())
                             {

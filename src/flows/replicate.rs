@@ -1,0 +1,339 @@
+//! Flow 5, steps 5-③/5-④: the intermediate's replicator. It pulls each partition's signed
+//! feed from the hub and accepts a page only if everything checks:
+//!
+//! 1. the checkpoint is signed by the pinned hub key under `<hub origin>/<partition>`;
+//! 2. the page starts where the last accepted one ended, and (from a non-zero size) the
+//!    consistency proof links the old checkpoint to the new one;
+//! 3. every header has the right partition and seq and continues the hub's hash chain;
+//! 4. the hub's compact range at the old size, extended by the page's leaves, gives the
+//!    signed root;
+//! 5. every shared body matches its header's commitment.
+//!
+//! Then the copies (same salt and payload, so the same commitment; own seq, chain and DEK),
+//! a forwarding receipt and the new replica state are appended in one batch. A bad page
+//! stores nothing; the next attempt starts from the same state, so a crash or a network error
+//! leaves neither a gap nor a duplicate.
+
+use std::future::Future;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+use crate::flows::feed::{FeedResponse, forwarded_kind};
+use crate::ledger::envelope::SALT_LEN;
+use crate::ledger::hash::{Hash, chain_next, commitment};
+use crate::ledger::merkle::CompactRange;
+use crate::ledger::payload::ForwardingReceipt;
+use crate::ledger::{Checkpoint, Class, Header, Kind, PartitionId, VerifierKey};
+use crate::store::{AppendOptions, NewEntry, ReplicaState, Store};
+
+/// The hub as the intermediate pins it: origin and checkpoint public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub origin: String,
+    pub public_key: [u8; 32],
+}
+
+impl Upstream {
+    /// From any of the hub's partition verifier keys (`<origin>/<partition>+id+key`).
+    pub fn from_partition_vkey(vkey: &str) -> Option<Upstream> {
+        let key = VerifierKey::parse(vkey).ok()?;
+        let (origin, _) = key.name().rsplit_once('/')?;
+        Some(Upstream {
+            origin: origin.to_owned(),
+            public_key: *key.public_key(),
+        })
+    }
+
+    fn key(&self, p: &PartitionId) -> Result<VerifierKey, Refusal> {
+        VerifierKey::new(&format!("{}/{}", self.origin, p), self.public_key)
+            .map_err(|_| Refusal("pinned hub key is unusable".into()))
+    }
+}
+
+/// Why a hub answer was refused. Names the check, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("hub answer refused: {0}")]
+pub struct Refusal(pub String);
+
+fn refuse(why: impl Into<String>) -> Refusal {
+    Refusal(why.into())
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplicateError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("fetching the feed: {0}")]
+    Fetch(String),
+    #[error("local store: {0}")]
+    Store(String),
+}
+
+/// Where pages come from: the hub over HTTPS, or a test double.
+pub trait FeedSource {
+    fn fetch(
+        &self,
+        partition: &PartitionId,
+        from_size: u64,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+}
+
+/// A page that passed every check, ready to store.
+pub struct Accepted {
+    copies: Vec<NewEntry>,
+    receipt: ForwardingReceipt,
+    state: ReplicaState,
+}
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted")
+            .field("copies", &self.copies.len())
+            .field("hub_to", &self.receipt.hub_to)
+            .finish()
+    }
+}
+
+fn b64(field: &str, text: &str) -> Result<Vec<u8>, Refusal> {
+    B64.decode(text)
+        .map_err(|_| refuse(format!("{field} is not base64")))
+}
+
+/// Checks one page against the last accepted state (`None`: nothing accepted yet).
+pub fn verify_page(
+    upstream: &Upstream,
+    p: &PartitionId,
+    state: Option<&ReplicaState>,
+    raw: &[u8],
+) -> Result<Option<Accepted>, Refusal> {
+    let page: FeedResponse =
+        serde_json::from_slice(raw).map_err(|_| refuse("feed answer is not a feed page"))?;
+    let key = upstream.key(p)?;
+    let from = state.map_or(0, |s| s.hub_size);
+    if page.partition != p.as_str() {
+        return Err(refuse("page is for another partition"));
+    }
+    if page.from_size != from {
+        return Err(refuse("page does not start at the accepted size"));
+    }
+    let cp = Checkpoint::verify_note(&page.checkpoint, &key)
+        .map_err(|e| refuse(format!("checkpoint: {e}")))?;
+    if cp.size != page.to_size || page.to_size < from {
+        return Err(refuse("checkpoint size does not match the page"));
+    }
+    if page.to_size == from {
+        if !page.entries.is_empty() {
+            return Err(refuse("entries beyond the checkpoint"));
+        }
+        return Ok(None);
+    }
+    // Consistency from the accepted checkpoint.
+    let (mut range, mut chain) = match state {
+        Some(s) => {
+            let old = Checkpoint::verify_note(&s.hub_checkpoint, &key)
+                .map_err(|e| refuse(format!("stored hub checkpoint: {e}")))?;
+            let proof = page
+                .consistency
+                .as_ref()
+                .ok_or_else(|| refuse("consistency proof missing"))?;
+            if proof.size1 != from || proof.size2 != page.to_size {
+                return Err(refuse("consistency proof is for other sizes"));
+            }
+            proof
+                .verify_with_key(&key, &old.root)
+                .map_err(|e| refuse(format!("consistency: {e}")))?;
+            let range = CompactRange::from_parts(
+                s.hub_size,
+                s.hub_frontier
+                    .iter()
+                    .map(|h| Hash::from_bytes(*h))
+                    .collect(),
+            )
+            .map_err(|_| refuse("stored hub frontier is inconsistent"))?;
+            (range, Hash::from_bytes(s.hub_chain))
+        }
+        None => (CompactRange::new(), Hash::from_bytes([0; 32])),
+    };
+    if page.entries.len() as u64 != page.to_size - from {
+        return Err(refuse("entry count does not match the checkpoint"));
+    }
+    let mut copies = Vec::new();
+    for (i, e) in page.entries.iter().enumerate() {
+        let seq = from + i as u64;
+        let header = Header::decode(&b64("header", &e.header)?)
+            .map_err(|_| refuse(format!("seq {seq}: header does not decode")))?;
+        if header.partition != *p || header.seq != seq || e.seq != seq {
+            return Err(refuse(format!("seq {seq}: header is not at this position")));
+        }
+        if header.prev_chain != chain {
+            return Err(refuse(format!("seq {seq}: breaks the hash chain")));
+        }
+        let leaf = header.leaf_hash();
+        chain = chain_next(&chain, &leaf);
+        range.append(leaf).map_err(|_| refuse("tree overflow"))?;
+        let shared = header.kind.class() == Class::Open || forwarded_kind(header.kind);
+        match (&e.salt, &e.payload) {
+            (Some(salt), Some(payload)) => {
+                let salt: [u8; SALT_LEN] = b64("salt", salt)?
+                    .try_into()
+                    .map_err(|_| refuse(format!("seq {seq}: salt length")))?;
+                let payload = zeroize::Zeroizing::new(b64("payload", payload)?);
+                if commitment(&salt, &payload) != header.commitment {
+                    return Err(refuse(format!(
+                        "seq {seq}: body does not match its commitment"
+                    )));
+                }
+                if forwarded_kind(header.kind) {
+                    copies.push(
+                        NewEntry::copy(header.kind, header.valid_from, salt, payload.to_vec())
+                            .map_err(|_| refuse(format!("seq {seq}: body too large")))?,
+                    );
+                }
+            }
+            (None, None) if !shared => {}
+            _ => return Err(refuse(format!("seq {seq}: body missing or unexpected"))),
+        }
+    }
+    if range.root() != cp.root {
+        return Err(refuse("entries do not hash to the signed root"));
+    }
+    let receipt = ForwardingReceipt {
+        hub_origin: key.name().to_owned(),
+        hub_from: from,
+        hub_to: page.to_size,
+        hub_checkpoint: page.checkpoint.clone(),
+        copies: copies.len() as u64,
+    };
+    let state = ReplicaState {
+        hub_size: page.to_size,
+        hub_frontier: range.hashes().iter().map(|h| *h.as_bytes()).collect(),
+        hub_chain: *chain.as_bytes(),
+        hub_checkpoint: page.checkpoint,
+    };
+    Ok(Some(Accepted {
+        copies,
+        receipt,
+        state,
+    }))
+}
+
+/// Stores an accepted page: copies, receipt and replica state in one batch.
+pub async fn store_page(
+    store: &Store,
+    p: &PartitionId,
+    page: Accepted,
+) -> Result<u64, ReplicateError> {
+    let copies = page.copies.len() as u64;
+    let mut entries = page.copies;
+    let receipt = page
+        .receipt
+        .encode()
+        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+    let day = i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0);
+    entries.push(
+        NewEntry::new(Kind::FORWARDING_RECEIPT, day, None, receipt)
+            .map_err(|e| ReplicateError::Store(e.to_string()))?,
+    );
+    let state = crate::store::encode_replica_state(&page.state)
+        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+    store
+        .append_with_async(
+            p,
+            entries,
+            AppendOptions {
+                replica_state: Some(state),
+                ..AppendOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+    Ok(copies)
+}
+
+/// What one sync of a partition did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub pages: u64,
+    pub copies: u64,
+    pub hub_size: u64,
+}
+
+/// Pulls and stores pages of one partition until the hub has nothing new.
+pub async fn sync_partition<S: FeedSource>(
+    store: &Store,
+    source: &S,
+    upstream: &Upstream,
+    p: &PartitionId,
+    limit: u64,
+) -> Result<SyncReport, ReplicateError> {
+    let mut report = SyncReport::default();
+    loop {
+        let state = store
+            .replica_state(p)
+            .map_err(|e| ReplicateError::Store(e.to_string()))?;
+        let from = state.as_ref().map_or(0, |s| s.hub_size);
+        report.hub_size = from;
+        let raw = source
+            .fetch(p, from, limit)
+            .await
+            .map_err(ReplicateError::Fetch)?;
+        let Some(page) = verify_page(upstream, p, state.as_ref(), &raw)? else {
+            return Ok(report);
+        };
+        report.hub_size = page.state.hub_size;
+        report.copies += store_page(store, p, page).await?;
+        report.pages += 1;
+    }
+}
+
+/// Runs forever: every `interval`, syncs every active partition; on errors backs off
+/// (doubling up to `max_backoff`) per round. Refused answers are logged with partition and
+/// reason and store nothing.
+pub async fn run<S: FeedSource>(
+    store: &Store,
+    source: &S,
+    upstream: &Upstream,
+    interval: Duration,
+    max_backoff: Duration,
+) {
+    let mut backoff = interval;
+    loop {
+        let mut failed = false;
+        let partitions = match store.partitions() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "replicator: partition registry");
+                Vec::new()
+            }
+        };
+        for info in partitions {
+            if info.status != crate::store::PartitionStatus::Active {
+                continue;
+            }
+            match sync_partition(store, source, upstream, &info.partition, 100).await {
+                Ok(r) if r.pages > 0 => tracing::info!(
+                    partition = %info.partition,
+                    pages = r.pages,
+                    copies = r.copies,
+                    hub_size = r.hub_size,
+                    "replicated"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    failed = true;
+                    tracing::error!(partition = %info.partition, error = %e, "replication failed");
+                }
+            }
+        }
+        backoff = if failed {
+            (backoff * 2).min(max_backoff)
+        } else {
+            interval
+        };
+        tokio::time::sleep(backoff).await;
+    }
+}

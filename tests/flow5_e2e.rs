@@ -1,0 +1,435 @@
+//! Flow 5 end to end on loopback: two municipalities import at a hub (real listener), the
+//! intermediate's replicator pulls the signed feed over HTTP, verifies and stores copies.
+//! Exactly once, 提供記録 and forwarding receipts on both sides, every checkpoint verifies;
+//! a tampered hub answer is refused and stores nothing; an interrupted sync resumes without
+//! gaps or duplicates; no protected identifier in logs or raw data directories.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{pid, small};
+use kukaku::api::client::HubClient;
+use kukaku::api::server::{self, Transport};
+use kukaku::api::{self, AppState, Limits, ServerRole};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::crypto::{AdminScope, Kek};
+use kukaku::flows::import::{Importer, import};
+use kukaku::flows::replicate::{FeedSource, Upstream, sync_partition};
+use kukaku::flows::sample::{self, SampleFiles};
+use kukaku::flows::transmission::Encoding;
+use kukaku::ledger::payload::{ForwardingReceipt, ProvisionRecord};
+use kukaku::ledger::{Envelope, Kind, PartitionId};
+use kukaku::store::{Paths, Store, VerifyOptions};
+
+/// Log lines of the whole test binary, to scan for protected identifiers.
+#[derive(Clone, Default)]
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> LogSink {
+    static SINK: std::sync::OnceLock<LogSink> = std::sync::OnceLock::new();
+    SINK.get_or_init(|| {
+        let sink = LogSink::default();
+        let writer = sink.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init();
+        sink
+    })
+    .clone()
+}
+
+fn open_store(dir: &std::path::Path, origin: &str, ids: &[PartitionId]) -> (Paths, Store) {
+    tokio::task::block_in_place(|| open_store_blocking(dir, origin, ids))
+}
+
+fn open_store_blocking(dir: &std::path::Path, origin: &str, ids: &[PartitionId]) -> (Paths, Store) {
+    let paths = Paths::under(dir);
+    let store = Store::init(&paths, origin, small()).unwrap();
+    store.request_partitions(ids).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    (paths, store)
+}
+
+struct Hub {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
+}
+
+async fn start_hub(store: Arc<Store>) -> Hub {
+    let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(
+        AppState {
+            store,
+            role: ServerRole::Hub,
+        },
+        Limits::default(),
+    );
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        Transport::PlainLoopback,
+        Limits::default(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(5),
+    ));
+    Hub { addr, stop, task }
+}
+
+/// A hub answer with one byte changed, as a man in the middle would.
+struct Tampering<'a> {
+    inner: &'a HubClient,
+    target: &'static str,
+}
+
+impl FeedSource for Tampering<'_> {
+    async fn fetch(&self, p: &PartitionId, from: u64, limit: u64) -> Result<Vec<u8>, String> {
+        let raw = self.inner.fetch(p, from, limit).await?;
+        let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        let flip_b64 = |s: &str| {
+            let mut b = B64.decode(s).unwrap();
+            let i = b.len() / 2;
+            b[i] ^= 1;
+            B64.encode(b)
+        };
+        match self.target {
+            "payload" => {
+                let e = v["entries"]
+                    .as_array_mut()
+                    .unwrap()
+                    .iter_mut()
+                    .find(|e| e["kind"] == "household_snapshot")
+                    .unwrap();
+                e["payload"] = flip_b64(e["payload"].as_str().unwrap()).into();
+            }
+            "header" => {
+                let e = &mut v["entries"][2];
+                e["header"] = flip_b64(e["header"].as_str().unwrap()).into();
+            }
+            "checkpoint" => {
+                let note = v["checkpoint"].as_str().unwrap().to_owned();
+                let root_line = note.lines().nth(2).unwrap().to_owned();
+                v["checkpoint"] = note.replace(&root_line, &flip_b64(&root_line)).into();
+            }
+            "proof" => {
+                let proof = v["consistency"]["proof"].as_array_mut().unwrap();
+                let first = proof[0].as_str().unwrap().to_owned();
+                proof[0] = flip_b64(&first).into();
+            }
+            "drop" => {
+                v["entries"].as_array_mut().unwrap().remove(3);
+            }
+            _ => unreachable!(),
+        }
+        Ok(serde_json::to_vec(&v).unwrap())
+    }
+}
+
+/// Fails after `pages` successful fetches (a network error mid-sync).
+struct Flaky<'a> {
+    inner: &'a HubClient,
+    left: Mutex<u32>,
+}
+
+impl FeedSource for Flaky<'_> {
+    async fn fetch(&self, p: &PartitionId, from: u64, limit: u64) -> Result<Vec<u8>, String> {
+        {
+            let mut left = self.left.lock().unwrap();
+            if *left == 0 {
+                return Err("connection reset".into());
+            }
+            *left -= 1;
+        }
+        self.inner.fetch(p, from, limit).await
+    }
+}
+
+fn entries_of(store: &Store, paths: &Paths, p: &PartitionId) -> Vec<(Kind, Vec<u8>, [u8; 32])> {
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let scope = AdminScope::from_kek(&kek).partition(p);
+    (0..store.size(p).unwrap())
+        .map(|seq| {
+            let e = store.read_entry(&scope, seq).unwrap();
+            (
+                e.header.kind,
+                e.payload.to_vec(),
+                *e.header.commitment.as_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow5_hub_to_intermediate() {
+    let sink = logs();
+    let (a, b) = (pid("131011"), pid("380014"));
+    let hub_dir = tempfile::tempdir().unwrap();
+    let int_dir = tempfile::tempdir().unwrap();
+    let (hub_paths, hub) = open_store(
+        hub_dir.path(),
+        "hub.kokuho-13.example",
+        &[a.clone(), b.clone()],
+    );
+    let (int_paths, inter) = open_store(
+        int_dir.path(),
+        "intermediate.example",
+        &[a.clone(), b.clone()],
+    );
+    let hub = Arc::new(hub);
+    let inter = Arc::new(inter);
+
+    // Two municipalities import (one in CP932), two transmissions for A.
+    let mut files: Vec<SampleFiles> = Vec::new();
+    let who = Importer {
+        actor: "admin-cli".into(),
+        role: "admin".into(),
+        route: "test".into(),
+        request_id: "-".into(),
+    };
+    for (p, tid, n, seed, enc) in [
+        (&a, "A-1", 7, 11, Encoding::Utf8),
+        (&a, "A-2", 3, 12, Encoding::Cp932),
+        (&b, "B-1", 5, 13, Encoding::Utf8),
+    ] {
+        let f = sample::transmission(p.as_str(), tid, n, seed);
+        let hub2 = Arc::clone(&hub);
+        let (p2, tid2, who2) = (p.clone(), tid.to_owned(), who.clone());
+        let (s_, k_) = (sample::encode(&f.setai, enc), sample::encode(&f.kojin, enc));
+        tokio::task::spawn_blocking(move || {
+            import(&hub2, &p2, &tid2, enc, &s_, &k_, &who2).unwrap()
+        })
+        .await
+        .unwrap();
+        files.push(f);
+    }
+
+    let server = start_hub(Arc::clone(&hub)).await;
+    let base = format!("http://{}", server.addr);
+    let (token, _) = hub
+        .issue_credential(
+            Role::Replicator,
+            Reach::Partitions([a.clone(), b.clone()].into()),
+            "intermediate",
+            kukaku::store::now_unix_ms() + 3_600_000,
+        )
+        .unwrap();
+    let client = HubClient::new(&base, token.to_text(), None, None).unwrap();
+    let upstream = Upstream::from_partition_vkey(&hub.verifier_key(&a).unwrap().to_text()).unwrap();
+
+    // A tampered answer, each way, is refused and stores nothing.
+    for target in ["payload", "header", "checkpoint", "drop"] {
+        let before = inter.size(&a).unwrap();
+        let t = Tampering {
+            inner: &client,
+            target,
+        };
+        let r = sync_partition(&inter, &t, &upstream, &a, 100).await;
+        assert!(r.is_err(), "{target} accepted");
+        assert_eq!(
+            inter.size(&a).unwrap(),
+            before,
+            "{target}: something stored"
+        );
+        assert!(inter.replica_state(&a).unwrap().is_none());
+    }
+
+    // A sync interrupted after two pages of two resumes without gaps or duplicates.
+    let flaky = Flaky {
+        inner: &client,
+        left: Mutex::new(2),
+    };
+    assert!(
+        sync_partition(&inter, &flaky, &upstream, &a, 2)
+            .await
+            .is_err()
+    );
+    let partial = inter.replica_state(&a).unwrap().unwrap().hub_size;
+    assert!(partial > 0);
+    // A tampered consistency proof on the resumed sync is refused too.
+    let t = Tampering {
+        inner: &client,
+        target: "proof",
+    };
+    assert!(
+        sync_partition(&inter, &t, &upstream, &a, 100)
+            .await
+            .is_err()
+    );
+    assert_eq!(inter.replica_state(&a).unwrap().unwrap().hub_size, partial);
+    for p in [&a, &b] {
+        let r = sync_partition(&inter, &client, &upstream, p, 100)
+            .await
+            .unwrap();
+        assert!(r.pages > 0);
+    }
+    // The feed reads appended 提供記録 on the hub; one more round picks them up, then idle.
+    for p in [&a, &b] {
+        sync_partition(&inter, &client, &upstream, p, 100)
+            .await
+            .unwrap();
+        let again = sync_partition(&inter, &client, &upstream, p, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            (again.pages, again.copies),
+            (0, 0),
+            "idle poll changed something"
+        );
+        assert_eq!(
+            inter.replica_state(p).unwrap().unwrap().hub_size,
+            hub.size(p).unwrap(),
+            "intermediate is behind the hub"
+        );
+    }
+
+    // Exactly once: every hub snapshot has one copy with the same commitment and payload.
+    for p in [&a, &b] {
+        let hub_entries = entries_of(&hub, &hub_paths, p);
+        let int_entries = entries_of(&inter, &int_paths, p);
+        let mut copies: BTreeMap<[u8; 32], (usize, Vec<u8>)> = BTreeMap::new();
+        for (kind, payload, c) in &int_entries {
+            if *kind == Kind::HOUSEHOLD_SNAPSHOT {
+                let slot = copies.entry(*c).or_insert((0, payload.clone()));
+                slot.0 += 1;
+            }
+        }
+        let snapshots: Vec<_> = hub_entries
+            .iter()
+            .filter(|(k, ..)| *k == Kind::HOUSEHOLD_SNAPSHOT)
+            .collect();
+        assert_eq!(copies.len(), snapshots.len());
+        for (_, payload, c) in snapshots {
+            let (n, copy) = copies.get(c).expect("snapshot not forwarded");
+            assert_eq!(*n, 1, "duplicate copy");
+            assert_eq!(copy, payload);
+        }
+        // 提供記録 on the hub; forwarding receipts on the intermediate naming hub checkpoints.
+        let provisions: Vec<ProvisionRecord> = hub_entries
+            .iter()
+            .filter(|(k, ..)| *k == Kind::PROVISION_RECORD)
+            .map(|(_, pl, _)| ProvisionRecord::decode(pl).unwrap())
+            .collect();
+        assert!(!provisions.is_empty());
+        assert!(
+            provisions
+                .iter()
+                .all(|r| r.purpose == "forward_to_intermediate")
+        );
+        let receipts: Vec<ForwardingReceipt> = int_entries
+            .iter()
+            .filter(|(k, ..)| *k == Kind::FORWARDING_RECEIPT)
+            .map(|(_, pl, _)| ForwardingReceipt::decode(pl).unwrap())
+            .collect();
+        let hub_key = hub.verifier_key(p).unwrap();
+        let mut expect_from = 0;
+        for r in &receipts {
+            assert_eq!(r.hub_from, expect_from, "gap or overlap between receipts");
+            expect_from = r.hub_to;
+            kukaku::ledger::Checkpoint::verify_note(&r.hub_checkpoint, &hub_key).unwrap();
+        }
+        assert_eq!(
+            receipts.iter().map(|r| r.copies).sum::<u64>() as usize,
+            copies.len()
+        );
+        // Both logs verify end to end, with keys.
+        hub.verify_partition(p, VerifyOptions { with_keys: true })
+            .unwrap();
+        inter
+            .verify_partition(p, VerifyOptions { with_keys: true })
+            .unwrap();
+    }
+
+    // An auditor pairs copies with hub entries by commitment, without keys.
+    let hub_commitments: Vec<_> = hub
+        .envelopes(&a, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| Envelope::decode(e).unwrap().header)
+        .filter(|h| h.kind == Kind::HOUSEHOLD_SNAPSHOT)
+        .map(|h| h.commitment)
+        .collect();
+    let int_commitments: Vec<_> = inter
+        .envelopes(&a, 0, 1000)
+        .unwrap()
+        .iter()
+        .map(|e| Envelope::decode(e).unwrap().header)
+        .filter(|h| h.kind == Kind::HOUSEHOLD_SNAPSHOT)
+        .map(|h| h.commitment)
+        .collect();
+    assert_eq!(hub_commitments, int_commitments);
+
+    server.stop.send(()).unwrap();
+    server.task.await.unwrap().unwrap();
+    drop(client);
+
+    // No protected identifier in the logs or in any raw byte of either data directory.
+    let hub = Arc::try_unwrap(hub).unwrap();
+    let inter = Arc::try_unwrap(inter).unwrap();
+    drop(hub);
+    drop(inter);
+    let log = sink.0.lock().unwrap().clone();
+    assert!(!log.is_empty(), "no logs captured");
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for f in &files {
+        for v in f.kojin_nos.iter().chain(&f.bangos) {
+            needles.push(v.as_bytes().to_vec());
+            needles.push(sample::encode(v, Encoding::Cp932));
+            let wide: String = v
+                .chars()
+                .map(|c| char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap_or(c))
+                .collect();
+            needles.push(wide.into_bytes());
+        }
+    }
+    let scan = |name: &str, bytes: &[u8]| {
+        for n in &needles {
+            assert!(
+                !bytes.windows(n.len()).any(|w| w == n.as_slice()),
+                "a protected identifier appears in {name}"
+            );
+        }
+    };
+    scan("the logs", &log);
+    for dir in [hub_dir.path(), int_dir.path()] {
+        for file in walk(dir) {
+            scan(&file.display().to_string(), &std::fs::read(&file).unwrap());
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
