@@ -352,7 +352,7 @@ async fn flow5_hub_to_intermediate() {
             kukaku::ledger::Checkpoint::verify_note(&r.hub_checkpoint, &hub_key).unwrap();
         }
         assert_eq!(
-            receipts.iter().map(|r| r.copies).sum::<u64>() as usize,
+            receipts.iter().map(|r| r.hub_seqs.len()).sum::<usize>(),
             copies.len()
         );
         // Both logs verify end to end, with keys.
@@ -381,6 +381,97 @@ async fn flow5_hub_to_intermediate() {
         .map(|h| h.commitment)
         .collect();
     assert_eq!(hub_commitments, int_commitments);
+
+    // 5-⑤: ops-support on the intermediate exports the 資格履歴ファイル.
+    let (ops, _) = inter
+        .issue_credential(
+            Role::OpsSupport,
+            Reach::Partitions([a.clone(), b.clone()].into()),
+            "ops-support",
+            kukaku::store::now_unix_ms() + 3_600_000,
+        )
+        .unwrap();
+    let int_app = api::router(
+        AppState {
+            store: Arc::clone(&inter),
+            role: ServerRole::Intermediate,
+        },
+        Limits::default(),
+    );
+    let export = |body: &'static str| {
+        let app = int_app.clone();
+        let token = ops.to_text().to_string();
+        async move {
+            use tower::ServiceExt;
+            let res = app
+                .oneshot(
+                    axum::http::Request::post("/v1/exports/history-file")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 26)
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let first = export("{}").await;
+    let file = B64.decode(first["file"].as_str().unwrap()).unwrap();
+    let text = String::from_utf8(file.clone()).unwrap();
+    let manifest = &first["manifest"];
+    let sha: String = ring::digest::digest(&ring::digest::SHA256, &file)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(manifest["sha256"], sha);
+    let persons: usize = files.iter().map(|f| f.kojin_nos.len()).sum();
+    assert_eq!(manifest["rows"], persons as u64);
+    assert_eq!(text.lines().count(), persons + 1);
+    assert!(text.starts_with("layout,hokensha_no,kojin_no,"));
+    let mut kojin_col: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap())
+        .collect();
+    let sorted = {
+        let mut v = kojin_col.clone();
+        v.sort();
+        v
+    };
+    assert_eq!(kojin_col, sorted, "rows sorted by 個人番号");
+    kojin_col.dedup();
+    // Deterministic: a second export at a later checkpoint (only records added) has the same
+    // bytes; each export appended a 提供記録 per partition.
+    let second = export(r#"{"partitions":["380014","131011"]}"#).await;
+    assert_eq!(second["file"], first["file"]);
+    for part in manifest["partitions"].as_array().unwrap() {
+        let p = pid(part["partition"].as_str().unwrap());
+        let seq = part["provision_record_seq"].as_u64().unwrap();
+        let kek = Kek::load_file(&int_paths.kek).unwrap();
+        let e = inter
+            .read_entry(&AdminScope::from_kek(&kek).partition(&p), seq)
+            .unwrap();
+        let r = ProvisionRecord::decode(&e.payload).unwrap();
+        assert_eq!(r.purpose, "shikaku_rireki_file");
+        assert_eq!(r.checkpoint_size, part["to_seq"].as_u64().unwrap());
+        kukaku::ledger::Checkpoint::verify_note(
+            part["checkpoint"].as_str().unwrap(),
+            &inter.verifier_key(&p).unwrap(),
+        )
+        .unwrap();
+    }
+    // A delta since the end: no rows.
+    let to = manifest["partitions"][0]["to_seq"].as_u64().unwrap() + 100;
+    let body: &'static str = Box::leak(format!(r#"{{"since_seq":{to}}}"#).into_boxed_str());
+    let delta = export(body).await;
+    assert_eq!(delta["manifest"]["rows"], 0);
+    drop(int_app);
 
     server.stop.send(()).unwrap();
     server.task.await.unwrap().unwrap();

@@ -179,6 +179,21 @@ impl OpsSupport {
     pub fn reaches(&self, partition: &PartitionId) -> bool {
         self.verified.reaches(partition)
     }
+
+    /// The scope of `partition` if it is in the set; otherwise 404.
+    pub fn scope(&self, partition: &PartitionId) -> Result<PartitionScope, ApiError> {
+        self.verified
+            .ops_support_scope(partition)
+            .ok_or_else(|| ApiError::not_found("partition"))
+    }
+
+    /// Every partition of the set.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        match self.verified.reach() {
+            Reach::Partitions(set) => set.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for OpsSupport {

@@ -345,6 +345,16 @@ impl Verified {
         }
     }
 
+    /// An ops-support scope for `partition`, if it is in the credential's set.
+    pub fn ops_support_scope(&self, partition: &PartitionId) -> Option<PartitionScope> {
+        match (self.role, &self.reach) {
+            (Role::OpsSupport, Reach::Partitions(set)) if set.contains(partition) => {
+                Some(PartitionScope::new(partition.clone()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether an auditor (or any role with a set) may see headers of `partition`.
     pub fn reaches(&self, partition: &PartitionId) -> bool {
         match &self.reach {

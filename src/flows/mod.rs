@@ -2,6 +2,7 @@
 //! later, flow 4. Sealed payload schemas live here.
 
 pub mod feed;
+pub mod history;
 pub mod import;
 pub mod replicate;
 pub mod sample;

@@ -162,6 +162,7 @@ pub fn verify_page(
         return Err(refuse("entry count does not match the checkpoint"));
     }
     let mut copies = Vec::new();
+    let mut hub_seqs = Vec::new();
     for (i, e) in page.entries.iter().enumerate() {
         let seq = from + i as u64;
         let header = Header::decode(&b64("header", &e.header)?)
@@ -188,6 +189,7 @@ pub fn verify_page(
                     )));
                 }
                 if forwarded_kind(header.kind) {
+                    hub_seqs.push(seq);
                     copies.push(
                         NewEntry::copy(header.kind, header.valid_from, salt, payload.to_vec())
                             .map_err(|_| refuse(format!("seq {seq}: body too large")))?,
@@ -206,7 +208,7 @@ pub fn verify_page(
         hub_from: from,
         hub_to: page.to_size,
         hub_checkpoint: page.checkpoint.clone(),
-        copies: copies.len() as u64,
+        hub_seqs,
     };
     let state = ReplicaState {
         hub_size: page.to_size,

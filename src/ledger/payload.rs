@@ -484,9 +484,9 @@ pub struct ForwardingReceipt {
     pub hub_to: u64,
     /// The hub's signed checkpoint at `hub_to`.
     pub hub_checkpoint: String,
-    /// Copies stored with this receipt (they precede it, in hub order; each has the hub
-    /// entry's commitment, which is how an auditor pairs them without keys).
-    pub copies: u64,
+    /// Hub seqs of the copies stored with this receipt (they precede it, in this order;
+    /// each has the hub entry's commitment, which is how an auditor pairs them without keys).
+    pub hub_seqs: Vec<u64>,
 }
 
 impl ForwardingReceipt {
@@ -498,7 +498,12 @@ impl ForwardingReceipt {
         out.extend_from_slice(&self.hub_from.to_be_bytes());
         out.extend_from_slice(&self.hub_to.to_be_bytes());
         put_str16(&mut out, &self.hub_checkpoint)?;
-        out.extend_from_slice(&self.copies.to_be_bytes());
+        let n =
+            u32::try_from(self.hub_seqs.len()).map_err(|_| PayloadError::TooLong("hub_seqs"))?;
+        out.extend_from_slice(&n.to_be_bytes());
+        for s in &self.hub_seqs {
+            out.extend_from_slice(&s.to_be_bytes());
+        }
         Ok(out)
     }
 
@@ -516,14 +521,25 @@ impl ForwardingReceipt {
         let hub_checkpoint = std::str::from_utf8(bytes)
             .map_err(|_| PayloadError::Text("hub_checkpoint"))?
             .to_owned();
-        let copies = r.u64()?;
+        let n = r.u32()?;
+        let mut hub_seqs = Vec::new();
+        for _ in 0..n {
+            let s = r.u64()?;
+            if s < hub_from || s >= hub_to || hub_seqs.last().is_some_and(|l| *l >= s) {
+                return Err(PayloadError::Value {
+                    field: "hub_seqs",
+                    value: s,
+                });
+            }
+            hub_seqs.push(s);
+        }
         finish(&r)?;
         Ok(ForwardingReceipt {
             hub_origin,
             hub_from,
             hub_to,
             hub_checkpoint,
-            copies,
+            hub_seqs,
         })
     }
 }
@@ -622,7 +638,7 @@ mod tests {
             hub_from: 0,
             hub_to: 8,
             hub_checkpoint: "hub.example/131011\n8\nAAAA\n\n\u{2014} x y\n".into(),
-            copies: 5,
+            hub_seqs: vec![2, 3, 7],
         };
         let b = f.encode().unwrap();
         assert_eq!(ForwardingReceipt::decode(&b), Ok(f));
