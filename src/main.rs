@@ -11,8 +11,8 @@ use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::crypto::credential::{CredentialId, Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
-use kukaku::ledger::{Kind, PartitionId, format_utc_ms};
-use kukaku::store::{NewEntry, PartitionStatus, Paths, Store, StoreOptions, VerifyOptions};
+use kukaku::ledger::{PartitionId, format_utc_ms};
+use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions, VerifyOptions};
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +93,26 @@ enum Command {
         /// 個人ファイル (CSV).
         #[arg(long)]
         kojin: PathBuf,
+    },
+    /// Rebuild the derived indexes (blind index of 個人番号, household view) from the log.
+    RebuildIndex {
+        /// Only this partition (default: all active ones).
+        #[arg(long)]
+        partition: Option<String>,
+    },
+    /// Write the 資格履歴ファイル (rireki-v1) to standard output, as the local admin on the
+    /// intermediate; appends a 提供記録 to each partition. The file holds 個人番号: pipe it to
+    /// its destination, do not leave it on disk in clear. The manifest goes to --manifest.
+    ExportHistory {
+        /// Partitions (default: all active ones).
+        #[arg(long = "partition")]
+        partitions: Vec<String>,
+        /// Only persons touched by copies at or after this local seq.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Where to write the manifest (JSON, no personal data); refuses to overwrite.
+        #[arg(long)]
+        manifest: PathBuf,
     },
     /// Issue, list and revoke API credentials (bearer tokens).
     #[command(subcommand)]
@@ -287,74 +307,270 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
     Ok(ok)
 }
 
+/// Municipalities of the demo hub (東京都: prefecture 13), with households per transmission.
+const DEMO_MUNICIPALITIES: [(&str, &str, usize); 3] = [
+    ("131011", "千代田区", 12),
+    ("131029", "中央区", 9),
+    ("131037", "港区", 7),
+];
+
 fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
+    use kukaku::flows::import::{ImportError, Importer, import};
+    use kukaku::flows::sample;
+    use kukaku::flows::transmission::Encoding;
+
     let dir = tempfile::tempdir()?;
-    let paths = Paths::under(dir.path());
-    println!("demo instance in {}", dir.path().display());
-    let store = Store::init(&paths, "hub.kokuho-13.example", StoreOptions::default())?;
-    let ids = ["131011", "380014", "33120015"]
+    println!("demo instances in {}", dir.path().display());
+    let hub_paths = Paths::under(&dir.path().join("hub"));
+    let int_paths = Paths::under(&dir.path().join("intermediate"));
+    let hub = Store::init(&hub_paths, "hub.kokuho-13.example", StoreOptions::default())?;
+    let inter = Store::init(&int_paths, "intermediate.example", StoreOptions::default())?;
+    let ids = DEMO_MUNICIPALITIES
         .iter()
-        .map(|s| partition(s))
+        .map(|(p, ..)| partition(p))
         .collect::<Result<Vec<_>>>()?;
-    store.request_partitions(&ids)?;
-    let n = store.provision(&mut |_, _| {})?;
-    println!("provisioned {n} partitions");
-    for (i, p) in ids.iter().enumerate() {
-        for j in 0..5 {
-            let payload = format!("sample sealed record {j} of partition {i}").into_bytes();
-            store.append(
-                p,
-                vec![NewEntry::new(
-                    Kind::HOUSEHOLD_SNAPSHOT,
-                    20_000,
-                    None,
-                    payload,
-                )?],
-            )?;
+    for store in [&hub, &inter] {
+        store.request_partitions(&ids)?;
+        store.provision(&mut |_, _| {})?;
+    }
+    println!("\n== 5-②: municipalities send 異動 files to the hub (validated, all or nothing)");
+    let who = Importer {
+        actor: "admin-cli".into(),
+        role: "admin".into(),
+        route: "kukaku demo".into(),
+        request_id: "-".into(),
+    };
+    for (i, ((code, name, households), p)) in DEMO_MUNICIPALITIES.iter().zip(&ids).enumerate() {
+        let tid = format!("{code}-2024-0001");
+        let files = sample::transmission(code, &tid, *households, 1000 + i as u64);
+        let enc = if i == 2 {
+            Encoding::Cp932
+        } else {
+            Encoding::Utf8
+        };
+        let out = import(
+            &hub,
+            p,
+            &tid,
+            enc,
+            &sample::encode(&files.setai, enc),
+            &sample::encode(&files.kojin, enc),
+            &who,
+        )?;
+        println!(
+            "  {name} ({code}): {} households stored at seq {}.. ({}), access record {}",
+            out.households,
+            out.first_seq,
+            enc.name(),
+            out.access_record_seq.unwrap_or_default()
+        );
+    }
+    // A bad file: refused whole, every problem listed, no value shown.
+    let bad = sample::transmission("131011", "131011-2024-0002", 3, 77);
+    let first = bad.kojin_nos.first().context("sample has persons")?;
+    let wrong_check = format!(
+        "{}{}",
+        first.get(..11).unwrap_or_default(),
+        (first.as_bytes().get(11).map_or(0, |d| d - b'0') + 1) % 10
+    );
+    let broken = bad
+        .kojin
+        .replacen(first.as_str(), &wrong_check, 1)
+        .replacen("2024-04-01", "2024-02-30", 1);
+    let p0 = ids.first().context("partition")?;
+    match import(
+        &hub,
+        p0,
+        "131011-2024-0002",
+        Encoding::Utf8,
+        bad.setai.as_bytes(),
+        broken.as_bytes(),
+        &who,
+    ) {
+        Err(ImportError::Rejected(r)) => {
+            println!("  a bad 個人ファイル is refused, nothing stored:");
+            for pr in &r.problems {
+                println!(
+                    "    {} line {} {}: {}",
+                    pr.file.name(),
+                    pr.line,
+                    pr.field.unwrap_or("-"),
+                    pr.reason
+                );
+            }
+        }
+        other => anyhow::bail!("the bad file was not refused: {other:?}"),
+    }
+
+    let hub = Arc::new(hub);
+    let inter = Arc::new(inter);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let ok = runtime.block_on(demo_online(
+        Arc::clone(&hub),
+        Arc::clone(&inter),
+        &ids,
+        &int_paths,
+        listen,
+        no_serve,
+    ))?;
+    drop(runtime);
+    for store in [hub, inter] {
+        if let Ok(s) = Arc::try_unwrap(store) {
+            drop(s);
         }
     }
-    let p = ids.first().context("no partition")?;
-    let kek = Kek::load_file(&paths.kek)?;
-    let scope = AdminScope::from_kek(&kek).partition(p);
-    let e = store.read_entry(&scope, 3)?;
-    println!("read back seq 3: {}", String::from_utf8_lossy(&e.payload));
-    println!("{}", store.checkpoint(p)?.unwrap_or_default());
-    let proof = store.prove_inclusion(p, 3, None)?;
-    let key = store.verifier_key(p).context("verifier key")?;
-    proof.verify_with_key(&key)?;
+    Ok(ok)
+}
+
+async fn demo_online(
+    hub: Arc<Store>,
+    inter: Arc<Store>,
+    ids: &[PartitionId],
+    int_paths: &Paths,
+    listen: std::net::SocketAddr,
+    no_serve: bool,
+) -> Result<bool> {
+    use kukaku::flows::replicate::{Upstream, sync_partition};
+    let day = 86_400_000;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let hub_listener = server::bind(listen, &server::Transport::PlainLoopback).await?;
+    let hub_addr = hub_listener.local_addr()?;
+    let hub_task = tokio::spawn(server::serve(
+        hub_listener,
+        api::router(
+            AppState {
+                store: Arc::clone(&hub),
+                role: ServerRole::Hub,
+            },
+            Limits::default(),
+        ),
+        server::Transport::PlainLoopback,
+        Limits::default(),
+        stopped(stop_rx.clone()),
+        std::time::Duration::from_secs(30),
+    ));
+
+    println!("\n== 5-③/④: the intermediate pulls the hub's signed feed and verifies every page");
+    let (rep_token, _) = hub.issue_credential(
+        Role::Replicator,
+        Reach::Partitions(ids.iter().cloned().collect()),
+        "demo intermediate",
+        kukaku::store::now_unix_ms() + day,
+    )?;
+    let client = kukaku::api::client::HubClient::new(
+        &format!("http://{hub_addr}"),
+        rep_token.to_text(),
+        None,
+        None,
+    )?;
+    let first = ids.first().context("partition")?;
+    let upstream =
+        Upstream::from_partition_vkey(&hub.verifier_key(first).context("hub key")?.to_text())
+            .context("hub key")?;
+    for p in ids {
+        let r = sync_partition(&inter, &client, &upstream, p, 100).await?;
+        // The hub recorded each hand-over (提供記録); one more round takes those records in.
+        sync_partition(&inter, &client, &upstream, p, 100).await?;
+        println!(
+            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended",
+            r.pages, r.copies
+        );
+    }
+
+    println!("\n== 5-⑤: ops-support exports the 資格履歴ファイル (file returned, never stored)");
+    let kek = Kek::load_file(&int_paths.kek)?;
+    let admin = AdminScope::from_kek(&kek);
+    let scopes: Vec<_> = ids.iter().map(|p| admin.partition(p)).collect();
+    let exporter = kukaku::flows::history::Exporter {
+        recipient: "admin-cli".into(),
+        request_id: "-".into(),
+    };
+    let (file, manifest) = tokio::task::block_in_place(|| {
+        kukaku::flows::history::export(&inter, &scopes, 0, &exporter, &mut |_, _| {})
+    })?;
     println!(
-        "inclusion proof of seq 3 verified:\n{}",
-        serde_json::to_string_pretty(&proof)?
+        "  {} rows, {} bytes; manifest (no personal data):\n{}",
+        manifest.rows,
+        file.len(),
+        serde_json::to_string_pretty(&manifest)?
     );
-    println!("verifier key: {}", key.to_text());
-    let ok = verify_all(&store, None, true)?;
+    drop(file);
+
+    println!("\n== verification of both logs (chain, tree, checkpoints, commitments)");
+    let ok = tokio::task::block_in_place(|| -> Result<bool> {
+        println!("hub:");
+        let a = verify_all(&hub, None, true)?;
+        println!("intermediate:");
+        let b = verify_all(&inter, None, true)?;
+        Ok(a && b)
+    })?;
     if !ok || no_serve {
+        let _ = stop_tx.send(true);
+        hub_task.await??;
         return Ok(ok);
     }
 
-    // The hub API with two municipalities and an auditor.
-    let expires = kukaku::store::now_unix_ms() + 86_400_000;
+    // Serve both, with tokens to try.
+    let int_listen = std::net::SocketAddr::new(hub_addr.ip(), hub_addr.port().wrapping_add(1));
+    let int_listener = server::bind(int_listen, &server::Transport::PlainLoopback).await?;
+    let int_addr = int_listener.local_addr()?;
+    let int_task = tokio::spawn(server::serve(
+        int_listener,
+        api::router(
+            AppState {
+                store: Arc::clone(&inter),
+                role: ServerRole::Intermediate,
+            },
+            Limits::default(),
+        ),
+        server::Transport::PlainLoopback,
+        Limits::default(),
+        stopped(stop_rx.clone()),
+        std::time::Duration::from_secs(30),
+    ));
+    let replicator = {
+        let inter = Arc::clone(&inter);
+        tokio::spawn(async move {
+            kukaku::flows::replicate::run(
+                &inter,
+                &client,
+                &upstream,
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        })
+    };
+    let expires = kukaku::store::now_unix_ms() + day;
     let mut tokens = Vec::new();
-    for (role, reach, label) in [
+    for (store, role, reach, label) in [
         (
+            &hub,
             Role::Municipality,
             Reach::Partition(partition("131011")?),
             "千代田区 terminal",
         ),
         (
+            &hub,
             Role::Municipality,
-            Reach::Partition(partition("380014")?),
-            "松山市 terminal",
+            Reach::Partition(partition("131029")?),
+            "中央区 terminal",
         ),
-        (Role::Auditor, Reach::All, "auditor"),
+        (&hub, Role::Auditor, Reach::All, "auditor (hub)"),
+        (
+            &inter,
+            Role::OpsSupport,
+            Reach::Partitions(ids.iter().cloned().collect()),
+            "ops-support (intermediate)",
+        ),
     ] {
         let (token, _) = store.issue_credential(role, reach, label, expires)?;
         tokens.push((label, token.to_text()));
-    }
-    let base = format!("http://{listen}");
-    println!("\ncredentials (demo only; valid 24 h):");
-    for (label, token) in &tokens {
-        println!("  {label}: {}", &**token);
     }
     let t = |i: usize| {
         tokens
@@ -362,35 +578,41 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
             .map(|(_, t)| t.to_string())
             .unwrap_or_default()
     };
+    let hub_base = format!("http://{hub_addr}");
+    let int_base = format!("http://{int_addr}");
+    println!("\nhub {hub_base}, intermediate {int_base} (replicating every 5 s); Ctrl-C to stop");
+    println!("credentials (demo only; valid 24 h):");
+    for (label, token) in &tokens {
+        println!("  {label}: {}", &**token);
+    }
     println!("\ntry:");
     println!(
-        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/checkpoint",
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/checkpoint",
         t(0)
     );
     println!(
-        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/entries/3",
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/transmissions/131011-2024-0001",
         t(0)
     );
     println!(
-        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/checkpoint",
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/checkpoint",
         t(1)
     );
     println!(
-        "  curl -s -H 'Authorization: Bearer {}' {base}/v1/audit/partitions",
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/audit/partitions",
         t(2)
     );
     println!(
-        "  curl -s -H 'Authorization: Bearer {}' '{base}/v1/audit/partitions/131011/envelopes?from=0&to=10'",
-        t(2)
+        "  curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {int_base}/v1/exports/history-file",
+        t(3)
     );
-    serve(
-        store,
-        ServerRole::Hub,
-        listen,
-        server::Transport::PlainLoopback,
-        Limits::default(),
-        None,
-    )?;
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    hub_task.await??;
+    int_task.await??;
+    replicator.abort();
+    let _ = replicator.await;
+    println!("stopped");
     Ok(true)
 }
 
@@ -766,6 +988,93 @@ fn import_files(
     }
 }
 
+fn active_or(store: &Store, asked: &[String]) -> Result<Vec<PartitionId>> {
+    if asked.is_empty() {
+        Ok(store
+            .partitions()?
+            .into_iter()
+            .filter(|p| p.status == PartitionStatus::Active)
+            .map(|p| p.partition)
+            .collect())
+    } else {
+        asked.iter().map(|s| partition(s)).collect()
+    }
+}
+
+fn rebuild_index(paths: &Paths, only: Option<&str>) -> Result<()> {
+    let store = open(paths)?;
+    let kek = Kek::load_file(&paths.kek)?;
+    let admin = AdminScope::from_kek(&kek);
+    let asked: Vec<String> = only.map(str::to_owned).into_iter().collect();
+    for p in active_or(&store, &asked)? {
+        let bar =
+            indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+                &format!("{p} {{bar:40}} {{pos}}/{{len}} entries"),
+            )?);
+        let r = kukaku::flows::index::rebuild(&store, &admin.partition(&p), &mut |d, t| {
+            bar.set_length(t);
+            bar.set_position(d);
+        })?;
+        bar.finish_and_clear();
+        println!(
+            "{p}: {} snapshots, {} index entries",
+            r.snapshots, r.index_entries
+        );
+    }
+    Ok(())
+}
+
+fn export_history(
+    paths: &Paths,
+    asked: &[String],
+    since: u64,
+    manifest: &std::path::Path,
+) -> Result<()> {
+    use std::io::{IsTerminal, Write};
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "the 資格履歴ファイル holds 個人番号; redirect standard output to its destination"
+        );
+    }
+    let store = open(paths)?;
+    let kek = Kek::load_file(&paths.kek)?;
+    let admin = AdminScope::from_kek(&kek);
+    let scopes: Vec<_> = active_or(&store, asked)?
+        .iter()
+        .map(|p| admin.partition(p))
+        .collect();
+    let mut manifest_file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(manifest)
+        .with_context(|| format!("creating {}", manifest.display()))?;
+    let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+        "exporting {bar:40} {pos}/{len} partitions",
+    )?);
+    let who = kukaku::flows::history::Exporter {
+        recipient: "admin-cli".into(),
+        request_id: "-".into(),
+    };
+    let (file, m) = kukaku::flows::history::export(&store, &scopes, since, &who, &mut |d, t| {
+        bar.set_length(t);
+        bar.set_position(d);
+    })?;
+    bar.finish_and_clear();
+    let mut out = std::io::stdout().lock();
+    out.write_all(&file)?;
+    out.flush()?;
+    manifest_file.write_all(serde_json::to_string_pretty(&m)?.as_bytes())?;
+    manifest_file.sync_all()?;
+    eprintln!(
+        "{} rows from {} partitions; manifest {} (sha256 {})",
+        m.rows,
+        m.partitions.len(),
+        manifest.display(),
+        m.sha256
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<bool> {
     let paths = Paths::under(&cli.home);
     match cli.command {
@@ -822,6 +1131,12 @@ fn run(cli: Cli) -> Result<bool> {
             serve(open(&paths)?, role, listen, transport, limits, replicator)?;
         }
         Command::Credentials(c) => credentials(&open(&paths)?, c)?,
+        Command::RebuildIndex { partition: only } => rebuild_index(&paths, only.as_deref())?,
+        Command::ExportHistory {
+            partitions,
+            since,
+            manifest,
+        } => export_history(&paths, &partitions, since, &manifest)?,
         Command::Import {
             partition: p,
             transmission_id,

@@ -884,4 +884,25 @@ fn idempotency_and_corrections() {
         store.index_seqs(&p, IndexKind::Household, b"A1").unwrap(),
         vec![first.first_seq, fix.first_seq]
     );
+
+    // The indexes are derived: wiped, then rebuilt from the log, they are the same.
+    let token = store.index_key(&p).unwrap().token("kojin", b"314159265352");
+    let before = (
+        store.index_seqs(&p, IndexKind::Household, b"A1").unwrap(),
+        store.index_seqs(&p, IndexKind::Person, &token).unwrap(),
+    );
+    store.replace_derived_index(&p, &[]).unwrap();
+    assert!(
+        store
+            .index_seqs(&p, IndexKind::Household, b"A1")
+            .unwrap()
+            .is_empty()
+    );
+    let report = kukaku::flows::index::rebuild(&store, &scope, &mut |_, _| {}).unwrap();
+    assert!(report.snapshots >= 8);
+    let after = (
+        store.index_seqs(&p, IndexKind::Household, b"A1").unwrap(),
+        store.index_seqs(&p, IndexKind::Person, &token).unwrap(),
+    );
+    assert_eq!(before, after);
 }

@@ -4,6 +4,7 @@
 pub mod feed;
 pub mod history;
 pub mod import;
+pub mod index;
 pub mod replicate;
 pub mod sample;
 pub mod transmission;

@@ -776,10 +776,16 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
 
     // Persons.
     let mut seen_kojin: BTreeSet<KojinNo> = BTreeSet::new();
+    // Households with a refused person row: their household-level checks would only echo
+    // that row's problem.
+    let mut incomplete: BTreeSet<String> = BTreeSet::new();
     let mut seen_card: BTreeSet<(String, String, String)> = BTreeSet::new();
     for row in &kojin_rows {
         let Some((setai_no, kojin, person, dates)) = kojin_row(row, ctx, &ido_dates, &mut problems)
         else {
+            if let Some(s) = row.fields.get(2) {
+                incomplete.insert(s.clone());
+            }
             continue;
         };
         if !seen_kojin.insert(kojin.clone()) {
@@ -789,6 +795,7 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
                 field: Some("kojin_no"),
                 reason: "duplicate",
             });
+            incomplete.insert(setai_no);
             continue;
         }
         let Some(draft) = index
@@ -816,6 +823,7 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
                     field: Some("bango"),
                     reason: "duplicate_card_number",
                 });
+                incomplete.insert(setai_no);
                 continue;
             }
         }
@@ -825,6 +833,9 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
     // Household rules (DOMAIN.md §9.3 items 3–4).
     let mut households = Vec::new();
     for draft in drafts.into_iter().flatten() {
+        if incomplete.contains(&draft.household.setai_no) {
+            continue;
+        }
         let at = |field, reason| Problem {
             file: FileKind::Setai,
             line: draft.line,

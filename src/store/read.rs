@@ -419,6 +419,33 @@ impl Store {
         })
     }
 
+    /// Replaces a partition's derived indexes (`I`, `V`) with `entries` in one synced batch.
+    /// For `rebuild-index`, which runs with the store held exclusively (no concurrent append
+    /// can race the rebuild).
+    pub fn replace_derived_index(
+        &self,
+        p: &PartitionId,
+        entries: &[(IndexKind, Vec<u8>, u64)],
+    ) -> Result<(), ReadError> {
+        let cf = self.inner.cf(p)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for kind in [IndexKind::Person, IndexKind::Household] {
+            let from = [kind.prefix()];
+            let to = [kind.prefix() + 1];
+            batch.delete_range_cf(&cf, from, to);
+        }
+        for (kind, key, seq) in entries {
+            if key.is_empty() || key.len() > 255 {
+                return Err(ReadError::BadRequest(
+                    "index key must be 1–255 bytes".into(),
+                ));
+            }
+            batch.put_cf(&cf, super::records::index_key(kind.prefix(), key, *seq), []);
+        }
+        self.inner.db.write_opt(batch, &super::sync_write())?;
+        Ok(())
+    }
+
     /// The replica state of a partition (intermediate), if it has replicated anything.
     pub fn replica_state(&self, p: &PartitionId) -> Result<Option<ReplicaState>, ReadError> {
         let cf = self.inner.cf(p)?;
