@@ -72,8 +72,23 @@ enum Command {
         /// Requests handled at once; more get 503.
         #[arg(long, default_value_t = 256)]
         max_concurrent: usize,
+        /// Hub: a witness's cosigner key (`kukaku public-keys --witness` on the intermediate) whose
+        /// cosignatures of this hub's checkpoints are verified and kept. Repeatable.
+        #[arg(long = "witness-vkey")]
+        witness_vkeys: Vec<String>,
         #[command(flatten)]
         upstream: UpstreamArgs,
+    },
+    /// Print this instance's public keys as kukaku-audit trust-file lines: `log` (the
+    /// checkpoint key, for every partition) and `witness` (the cosigner key the hub pins with
+    /// `serve --witness-vkey`).
+    PublicKeys {
+        /// Print only the witness vkey.
+        #[arg(long, conflicts_with = "log")]
+        witness: bool,
+        /// Print only the log vkey.
+        #[arg(long)]
+        log: bool,
     },
     /// Import a transmission (世帯ファイル + 個人ファイル, layout v1) as the local admin: the
     /// same validation and atomic batch as POST /v1/transmissions.
@@ -443,10 +458,8 @@ async fn demo_online(
     let hub_task = tokio::spawn(server::serve(
         hub_listener,
         api::router(
-            AppState {
-                store: Arc::clone(&hub),
-                role: ServerRole::Hub,
-            },
+            AppState::new(Arc::clone(&hub), ServerRole::Hub)
+                .with_witnesses(vec![inter.cosigner_key()]),
             Limits::default(),
         ),
         server::Transport::PlainLoopback,
@@ -476,8 +489,13 @@ async fn demo_online(
         let r = sync_partition(&inter, &client, &upstream, p, 100).await?;
         // The hub recorded each hand-over (提供記録); one more round takes those records in.
         sync_partition(&inter, &client, &upstream, p, 100).await?;
+        let cosigned = match (&r.cosigned, hub.latest_cosigned_size(p)?) {
+            (Some(Ok(())), Some(size)) => format!("hub checkpoint {size} cosigned"),
+            (Some(Err(e)), _) => format!("cosignature not taken: {e}"),
+            _ => "nothing to cosign".to_owned(),
+        };
         println!(
-            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended",
+            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended; {cosigned}",
             r.pages, r.copies
         );
     }
@@ -522,10 +540,7 @@ async fn demo_online(
     let int_task = tokio::spawn(server::serve(
         int_listener,
         api::router(
-            AppState {
-                store: Arc::clone(&inter),
-                role: ServerRole::Intermediate,
-            },
+            AppState::new(Arc::clone(&inter), ServerRole::Intermediate),
             Limits::default(),
         ),
         server::Transport::PlainLoopback,
@@ -663,6 +678,10 @@ fn partitions_show(store: &Store, p: &PartitionId) -> Result<()> {
         if let Some(key) = store.verifier_key(p) {
             println!("vkey        {}", key.to_text());
         }
+        if let Some(size) = store.latest_cosigned_size(p)? {
+            let lag = store.size(p)?.saturating_sub(size);
+            println!("cosigned    {size} (witness lag {lag} entries)");
+        }
         if let Some(note) = store.checkpoint(p)? {
             println!("checkpoint\n{note}");
         }
@@ -752,6 +771,7 @@ fn serve(
     listen: std::net::SocketAddr,
     transport: server::Transport,
     limits: Limits,
+    witnesses: Vec<kukaku::ledger::VerifierKey>,
     replicator: Option<ReplicatorConfig>,
 ) -> Result<()> {
     let store = Arc::new(store);
@@ -765,10 +785,7 @@ fn serve(
             server::Transport::PlainLoopback => "http",
         };
         let app = api::router(
-            AppState {
-                store: Arc::clone(&store),
-                role,
-            },
+            AppState::new(Arc::clone(&store), role).with_witnesses(witnesses),
             limits,
         );
         println!(
@@ -1100,8 +1117,20 @@ fn run(cli: Cli) -> Result<bool> {
             plain_http_loopback,
             max_body_bytes,
             max_concurrent,
+            witness_vkeys,
             upstream,
         } => {
+            let witnesses = witness_vkeys
+                .iter()
+                .map(|t| {
+                    kukaku::ledger::VerifierKey::parse(t)
+                        .ok()
+                        .filter(|k| k.is_cosigner())
+                        .with_context(|| {
+                            format!("--witness-vkey {t:?} is not a cosigner key (type 0x04)")
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
             let (default_cert, default_key) = server::dev_cert_paths(&cli.home);
             let transport = if plain_http_loopback {
                 server::Transport::PlainLoopback
@@ -1128,7 +1157,37 @@ fn run(cli: Cli) -> Result<bool> {
                 }
                 _ => None,
             };
-            serve(open(&paths)?, role, listen, transport, limits, replicator)?;
+            if role == ServerRole::Intermediate && !witnesses.is_empty() {
+                anyhow::bail!("--witness-vkey is for --role hub");
+            }
+            serve(
+                open(&paths)?,
+                role,
+                listen,
+                transport,
+                limits,
+                witnesses,
+                replicator,
+            )?;
+        }
+        Command::PublicKeys { witness, log } => {
+            let store = open(&paths)?;
+            let log_key = store
+                .log_key()
+                .context("instance origin is not a key name")?;
+            let witness_key = store.cosigner_key();
+            if witness {
+                println!("{}", witness_key.to_text());
+            } else if log {
+                println!("{}", log_key.to_text());
+            } else {
+                println!("# kukaku-audit trust file lines of {}", store.origin());
+                println!("log {}", log_key.to_text());
+                println!(
+                    "# this instance as a witness (pin on the hub with serve --witness-vkey):"
+                );
+                println!("# witness {}", witness_key.to_text());
+            }
         }
         Command::Credentials(c) => credentials(&open(&paths)?, c)?,
         Command::RebuildIndex { partition: only } => rebuild_index(&paths, only.as_deref())?,

@@ -50,13 +50,7 @@ impl Fixture {
     }
 
     fn router_with(&self, role: ServerRole, limits: Limits) -> Router {
-        api::router(
-            AppState {
-                store: Arc::clone(&self.store),
-                role,
-            },
-            limits,
-        )
+        api::router(AppState::new(Arc::clone(&self.store), role), limits)
     }
 }
 
@@ -1019,10 +1013,10 @@ async fn continuity_and_ops_support_extractors() {
     let app: Router = Router::new()
         .route("/c", get(cont))
         .route("/o", get(ops))
-        .with_state(Arc::new(AppState {
-            store: Arc::clone(&f.store),
-            role: ServerRole::Hub,
-        }));
+        .with_state(Arc::new(AppState::new(
+            Arc::clone(&f.store),
+            ServerRole::Hub,
+        )));
     let (s, _) = call_raw(&app, "GET", "/c", None, Body::empty()).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = call_raw(&app, "GET", "/c", Some(f.token("muni_a")), Body::empty()).await;

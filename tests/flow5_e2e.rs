@@ -74,17 +74,14 @@ struct Hub {
     task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
 }
 
-async fn start_hub(store: Arc<Store>) -> Hub {
+async fn start_hub(store: Arc<Store>, witnesses: Vec<kukaku::ledger::VerifierKey>) -> Hub {
     let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(
-        AppState {
-            store,
-            role: ServerRole::Hub,
-        },
+        AppState::new(store, ServerRole::Hub).with_witnesses(witnesses),
         Limits::default(),
     );
     let task = tokio::spawn(server::serve(
@@ -107,6 +104,10 @@ struct Tampering<'a> {
 }
 
 impl FeedSource for Tampering<'_> {
+    async fn post_cosignature(&self, p: &PartitionId, note: &str) -> Result<(), String> {
+        self.inner.post_cosignature(p, note).await
+    }
+
     async fn fetch(&self, p: &PartitionId, from: u64, limit: u64) -> Result<Vec<u8>, String> {
         let raw = self.inner.fetch(p, from, limit).await?;
         let mut v: serde_json::Value = serde_json::from_slice(&raw).unwrap();
@@ -156,6 +157,10 @@ struct Flaky<'a> {
 }
 
 impl FeedSource for Flaky<'_> {
+    async fn post_cosignature(&self, p: &PartitionId, note: &str) -> Result<(), String> {
+        self.inner.post_cosignature(p, note).await
+    }
+
     async fn fetch(&self, p: &PartitionId, from: u64, limit: u64) -> Result<Vec<u8>, String> {
         {
             let mut left = self.left.lock().unwrap();
@@ -227,7 +232,7 @@ async fn flow5_hub_to_intermediate() {
         files.push(f);
     }
 
-    let server = start_hub(Arc::clone(&hub)).await;
+    let server = start_hub(Arc::clone(&hub), vec![inter.cosigner_key()]).await;
     let base = format!("http://{}", server.addr);
     let (token, _) = hub
         .issue_credential(
@@ -355,6 +360,25 @@ async fn flow5_hub_to_intermediate() {
             receipts.iter().map(|r| r.hub_seqs.len()).sum::<usize>(),
             copies.len()
         );
+        // The intermediate cosigned the last hub checkpoint it verified; the hub kept it
+        // beside its own checkpoint, and it verifies under the pinned witness key.
+        let cosigned_size = hub
+            .latest_cosigned_size(p)
+            .unwrap()
+            .expect("no cosignature");
+        assert_eq!(
+            cosigned_size, expect_from,
+            "cosigned size is not the last verified"
+        );
+        let note = hub
+            .cosigned_checkpoint_at(p, cosigned_size)
+            .unwrap()
+            .unwrap();
+        kukaku::ledger::Checkpoint::verify_note(&note, &hub_key).unwrap();
+        kukaku::ledger::SignedNote::parse(&note)
+            .unwrap()
+            .verify_cosignature(&inter.cosigner_key())
+            .unwrap();
         // Both logs verify end to end, with keys.
         hub.verify_partition(p, VerifyOptions { with_keys: true })
             .unwrap();
@@ -392,10 +416,7 @@ async fn flow5_hub_to_intermediate() {
         )
         .unwrap();
     let int_app = api::router(
-        AppState {
-            store: Arc::clone(&inter),
-            role: ServerRole::Intermediate,
-        },
+        AppState::new(Arc::clone(&inter), ServerRole::Intermediate),
         Limits::default(),
     );
     let export = |body: &'static str| {

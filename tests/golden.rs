@@ -1,10 +1,10 @@
 //! Golden vectors of docs/format.md (tests/data/golden.json, made by an independent script).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use kukaku::crypto::{CheckpointSigner, Secret32};
+use kukaku::crypto::{CheckpointSigner, Cosigner, Secret32};
 use kukaku::ledger::hash::{Hash, chain_next, commitment};
 use kukaku::ledger::proof_json::InclusionProofJson;
-use kukaku::ledger::{Checkpoint, Header, Kind, PartitionId, VerifierKey};
+use kukaku::ledger::{Checkpoint, Header, Kind, PartitionId, SignedNote, VerifierKey};
 use serde_json::Value;
 
 fn golden() -> Value {
@@ -70,4 +70,49 @@ fn checkpoint_and_proof() {
     let mut moved = proof.clone();
     moved.leaf_idx = 1;
     assert!(moved.verify_with_key(&key).is_err());
+}
+
+/// C2SP tlog-cosignature (`cosignature/v1`): the vector from tests/data/gen/cosignature.py
+/// (Python `cryptography`, independent of this code) verifies, is reproduced byte for byte,
+/// and every single-byte change of it is rejected.
+#[test]
+fn cosigned_checkpoint() {
+    let g = golden();
+    let log_key = VerifierKey::parse(g["vkey"].as_str().unwrap()).unwrap();
+    let witness = VerifierKey::parse(g["cosigner_vkey"].as_str().unwrap()).unwrap();
+    assert!(witness.is_cosigner() && !log_key.is_cosigner());
+    let cosigned = g["cosigned_checkpoint"].as_str().unwrap();
+    let time = g["cosignature_time"].as_u64().unwrap();
+    let note = SignedNote::parse(cosigned).unwrap();
+    assert_eq!(note.verify_cosignature(&witness), Ok(time));
+    // The log signature still verifies; the cosignature line is ignored by it.
+    Checkpoint::verify_note(cosigned, &log_key).unwrap();
+    // Keys of the wrong type are refused for each check.
+    assert!(note.verify(&witness).is_err());
+    assert!(note.verify_cosignature(&log_key).is_err());
+
+    let seed =
+        Secret32::from_slice(&hex::decode(g["cosigner_seed_hex"].as_str().unwrap()).unwrap())
+            .unwrap();
+    let cosigner = Cosigner::from_seed("intermediate.kokuho.example", &seed).unwrap();
+    assert_eq!(cosigner.verifier_key(), &witness);
+    let plain = SignedNote::parse(g["checkpoint"].as_str().unwrap()).unwrap();
+    assert_eq!(cosigner.cosign(&plain, time).unwrap().to_text(), cosigned);
+    // Cosigning twice replaces the witness's own line instead of adding a second one.
+    let again = cosigner.cosign(&note, time + 1).unwrap();
+    assert_eq!(again.signatures.len(), 2);
+    assert_eq!(again.verify_cosignature(&witness), Ok(time + 1));
+
+    // Every single-byte change breaks the log signature, the cosignature or both.
+    let bytes = cosigned.as_bytes();
+    for i in 0..bytes.len() {
+        let mut b = bytes.to_vec();
+        b[i] ^= 0x01;
+        let Ok(text) = std::str::from_utf8(&b) else {
+            continue;
+        };
+        let ok = Checkpoint::verify_note(text, &log_key).is_ok()
+            && SignedNote::parse(text).is_ok_and(|n| n.verify_cosignature(&witness).is_ok());
+        assert!(!ok, "flip of byte {i} accepted");
+    }
 }

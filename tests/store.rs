@@ -232,3 +232,97 @@ fn provisioning_is_bulk_at_open_and_resumable() {
         .verify_partition(&late, VerifyOptions::default())
         .unwrap();
 }
+
+/// The hub keeps a cosignature only after checking its own signature, the stored checkpoint
+/// at that size and a pinned witness's `cosignature/v1`; every other note is refused and
+/// nothing is stored.
+#[test]
+fn cosignatures_are_verified_before_they_are_kept() {
+    use kukaku::ledger::SignedNote;
+    use kukaku::store::CosignError;
+    let (hub_dir, wit_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, hub, ids) = setup(hub_dir.path());
+    let (_, witness, _) = setup(wit_dir.path());
+    let other_witness = {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::init(&Paths::under(d.path()), "other.test", small()).unwrap();
+        s.cosigner_key()
+    };
+    let p = &ids[0];
+    let r = hub
+        .append(
+            p,
+            vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, b"x".to_vec()).unwrap()],
+        )
+        .unwrap();
+    let trusted = [witness.cosigner_key()];
+    assert!(trusted[0].is_cosigner());
+    assert_eq!(hub.latest_cosigned_size(p).unwrap(), None);
+
+    // Refused: no cosignature at all, an untrusted witness, a witness key of the wrong type,
+    // a forged cosignature line, another partition's checkpoint, a note the hub never signed.
+    let plain = r.checkpoint.clone();
+    let cosigned = witness.cosign(&plain).unwrap();
+    let untrusted = |e| matches!(e, CosignError::UntrustedWitness);
+    assert!(untrusted(
+        hub.add_cosignature(p, &plain, &trusted).unwrap_err()
+    ));
+    assert!(untrusted(
+        hub.add_cosignature(p, &cosigned, &[other_witness])
+            .unwrap_err()
+    ));
+    assert!(untrusted(
+        hub.add_cosignature(p, &cosigned, &[hub.verifier_key(p).unwrap()])
+            .unwrap_err()
+    ));
+    let mut forged = SignedNote::parse(&cosigned).unwrap();
+    let last = forged.signatures.last_mut().unwrap();
+    last.signature[20] ^= 1;
+    assert!(matches!(
+        hub.add_cosignature(p, &forged.to_text(), &trusted)
+            .unwrap_err(),
+        CosignError::BadCosignature(_)
+    ));
+    assert!(matches!(
+        hub.add_cosignature(&ids[1], &cosigned, &trusted)
+            .unwrap_err(),
+        CosignError::NotOurs { .. }
+    ));
+    let foreign = witness
+        .cosign(&witness.checkpoint(p).unwrap().unwrap())
+        .unwrap();
+    assert!(matches!(
+        hub.add_cosignature(p, &foreign, &trusted).unwrap_err(),
+        CosignError::NotOurs { .. }
+    ));
+    assert_eq!(
+        hub.latest_cosigned_size(p).unwrap(),
+        None,
+        "something was kept"
+    );
+
+    // Accepted: stored under its size, verifiable with both keys, carried in the bundle.
+    let ok = hub.add_cosignature(p, &cosigned, &trusted).unwrap();
+    assert_eq!(ok.size, r.size);
+    assert_eq!(ok.witnesses, vec![trusted[0].name().to_owned()]);
+    assert_eq!(hub.latest_cosigned_size(p).unwrap(), Some(r.size));
+    let kept = hub.cosigned_checkpoint_at(p, r.size).unwrap().unwrap();
+    let note = SignedNote::parse(&kept).unwrap();
+    assert_eq!(note.signatures.len(), 2);
+    note.verify(&hub.verifier_key(p).unwrap()).unwrap();
+    note.verify_cosignature(&trusted[0]).unwrap();
+    // Cosigning again replaces the witness's line; the log's own checkpoint is unchanged.
+    let again = hub
+        .add_cosignature(p, &witness.cosign(&kept).unwrap(), &trusted)
+        .unwrap();
+    assert_eq!(SignedNote::parse(&again.note).unwrap().signatures.len(), 2);
+    assert_eq!(hub.checkpoint_at(p, r.size).unwrap(), plain);
+    let bundle = hub.export_audit(&ids, Vec::new(), &mut |_| {}).unwrap();
+    let text = String::from_utf8_lossy(&bundle);
+    assert!(
+        text.contains(trusted[0].name()),
+        "bundle lacks the cosignature"
+    );
+    kukaku::ledger::bundle::verify(&bundle[..], &|q| hub.verifier_key(q)).unwrap();
+    hub.verify_partition(p, VerifyOptions::default()).unwrap();
+}

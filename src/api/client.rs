@@ -1,11 +1,11 @@
 //! The intermediate's HTTP client for the hub's signed feed (rustls with the ring provider;
-//! optional client certificate for mTLS). It only fetches; every check is in
-//! `flows::replicate`.
+//! optional client certificate for mTLS). It fetches pages and posts cosignatures; every
+//! check is in `flows::replicate`.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
@@ -25,7 +25,7 @@ pub const MAX_PAGE_BYTES: usize = 512 << 20;
 pub struct HubClient {
     base: String,
     token: Zeroizing<String>,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl std::fmt::Debug for HubClient {
@@ -85,16 +85,8 @@ impl HubClient {
     }
 }
 
-impl FeedSource for HubClient {
-    async fn fetch(&self, p: &PartitionId, from_size: u64, limit: u64) -> Result<Vec<u8>, String> {
-        let uri = format!(
-            "{}/v1/feed/{p}?from_size={from_size}&limit={limit}",
-            self.base
-        );
-        let req = hyper::Request::get(uri)
-            .header("authorization", format!("Bearer {}", &*self.token))
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+impl HubClient {
+    async fn send(&self, req: hyper::Request<Full<Bytes>>) -> Result<Vec<u8>, String> {
         let res =
             tokio::time::timeout(std::time::Duration::from_secs(60), self.client.request(req))
                 .await
@@ -107,8 +99,47 @@ impl FeedSource for HubClient {
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
         if !status.is_success() {
-            return Err(format!("hub answered {status}"));
+            // The error shape's code is stable and never carries a value.
+            let code = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| {
+                    v.get("error")
+                        .and_then(|e| e.get("code"))
+                        .and_then(|c| c.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            return Err(format!("hub answered {status} {code}")
+                .trim_end()
+                .to_owned());
         }
         Ok(body.to_vec())
+    }
+}
+
+impl FeedSource for HubClient {
+    async fn fetch(&self, p: &PartitionId, from_size: u64, limit: u64) -> Result<Vec<u8>, String> {
+        let uri = format!(
+            "{}/v1/feed/{p}?from_size={from_size}&limit={limit}",
+            self.base
+        );
+        let req = hyper::Request::get(uri)
+            .header("authorization", format!("Bearer {}", &*self.token))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        self.send(req).await
+    }
+
+    async fn post_cosignature(&self, p: &PartitionId, note: &str) -> Result<(), String> {
+        let body = serde_json::to_vec(&super::routes::CosignatureRequest {
+            checkpoint: note.to_owned(),
+        })
+        .map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(format!("{}/v1/feed/{p}/cosignatures", self.base))
+            .header("authorization", format!("Bearer {}", &*self.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        self.send(req).await.map(|_| ())
     }
 }

@@ -46,6 +46,25 @@ impl ServerRole {
 pub struct AppState {
     pub store: Arc<Store>,
     pub role: ServerRole,
+    /// Cosigner keys (C2SP vkeys, type 0x04) of the witnesses whose cosignatures on this
+    /// instance's checkpoints are kept (hub: the intermediate's witness key).
+    pub witnesses: Vec<crate::ledger::VerifierKey>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, role: ServerRole) -> Self {
+        AppState {
+            store,
+            role,
+            witnesses: Vec::new(),
+        }
+    }
+
+    /// Trusts these witnesses' cosignatures (`POST /v1/feed/{p}/cosignatures`).
+    pub fn with_witnesses(mut self, witnesses: Vec<crate::ledger::VerifierKey>) -> Self {
+        self.witnesses = witnesses;
+        self
+    }
 }
 
 /// Request limits (DESIGN.md §11: tower layers set limits and timeouts).

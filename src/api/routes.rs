@@ -110,6 +110,15 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
         (
             spec(
                 "POST",
+                "/v1/feed/{partition}/cosignatures",
+                Some(Role::Replicator),
+                HUB,
+            ),
+            post(post_cosignature),
+        ),
+        (
+            spec(
+                "POST",
                 "/v1/exports/history-file",
                 Some(Role::OpsSupport),
                 INTERMEDIATE,
@@ -816,6 +825,82 @@ async fn feed(
         response.access_record_seq = receipt.entries.first().map(|(seq, _)| *seq);
     }
     Ok(Json(response))
+}
+
+/// A witness's cosignature of one of the hub's checkpoints.
+#[derive(Deserialize, Serialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CosignatureRequest {
+    /// The hub's signed checkpoint note with the witness's `cosignature/v1` line added.
+    pub checkpoint: String,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct CosignatureResponse {
+    pub size: u64,
+    /// Trusted witnesses whose cosignatures were verified and kept.
+    pub witnesses: Vec<String>,
+}
+
+async fn post_cosignature(
+    State(state): State<Arc<AppState>>,
+    who: Replicator,
+    ApiPath(partition): ApiPath<String>,
+    ApiJson(req): ApiJson<CosignatureRequest>,
+) -> Result<Json<CosignatureResponse>, ApiError> {
+    use crate::store::CosignError;
+    let p = PartitionId::parse(&partition).map_err(|_| ApiError::not_found("partition"))?;
+    who.scope(&p)?;
+    let witnesses = state.witnesses.clone();
+    let accepted = blocking(&state, move |s| {
+        s.add_cosignature(&p, &req.checkpoint, &witnesses)
+            .map_err(|e| {
+                let unprocessable = |code, msg: &str| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg.to_owned())
+                };
+                match e {
+                    CosignError::NotOurs { .. } => unprocessable(
+                        "not_our_checkpoint",
+                        "the note is not a checkpoint this hub signed for the partition",
+                    ),
+                    CosignError::UnknownCheckpoint { .. } => unprocessable(
+                        "unknown_checkpoint",
+                        "this hub stored no checkpoint at that size",
+                    ),
+                    CosignError::Conflict { partition, size } => {
+                        tracing::error!(
+                            %partition,
+                            size,
+                            "a cosigned checkpoint differs from the stored one"
+                        );
+                        ApiError::new(
+                            StatusCode::CONFLICT,
+                            "conflicting_checkpoint",
+                            "the checkpoint differs from the one stored at that size",
+                        )
+                    }
+                    CosignError::UntrustedWitness => unprocessable(
+                        "untrusted_witness",
+                        "no cosignature by a witness this hub trusts",
+                    ),
+                    CosignError::BadCosignature(_) => unprocessable(
+                        "bad_cosignature",
+                        "a cosignature by a trusted witness does not verify",
+                    ),
+                    CosignError::Note(_) => {
+                        ApiError::bad_request("bad_note", "the checkpoint is not a signed note")
+                    }
+                    CosignError::Read(r) => ApiError::from(r),
+                    other => ApiError::internal(other),
+                }
+            })
+    })
+    .await?;
+    tracing::info!(size = accepted.size, witnesses = ?accepted.witnesses, "cosignature stored");
+    Ok(Json(CosignatureResponse {
+        size: accepted.size,
+        witnesses: accepted.witnesses,
+    }))
 }
 
 // ---- ops-support: 資格履歴ファイル (5-⑤) ----

@@ -57,6 +57,7 @@ pub enum WrapPurpose {
     IndexKey,
     MatchingKey,
     SigningKey,
+    WitnessKey,
 }
 
 impl WrapPurpose {
@@ -66,6 +67,7 @@ impl WrapPurpose {
             WrapPurpose::IndexKey => b"index",
             WrapPurpose::MatchingKey => b"matching",
             WrapPurpose::SigningKey => b"signing",
+            WrapPurpose::WitnessKey => b"witness",
         }
     }
 }

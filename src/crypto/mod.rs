@@ -18,7 +18,7 @@ pub use index::IndexKey;
 pub use kek::{Kek, KekError, WrapPurpose};
 pub use scope::{AdminScope, PartitionScope};
 pub use secret::Secret32;
-pub use signer::CheckpointSigner;
+pub use signer::{CheckpointSigner, Cosigner};
 
 use ring::rand::{SecureRandom, SystemRandom};
 

@@ -5,7 +5,10 @@ use std::fmt;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 
 use super::Secret32;
-use crate::ledger::note::{Checkpoint, NoteError, Signature, SignedNote, VerifierKey, key_id};
+use crate::ledger::note::{
+    Checkpoint, MAX_COSIGNATURE_TIME, NoteError, Signature, SignedNote, VerifierKey,
+    cosigned_message, key_id,
+};
 use crate::ledger::{Hash, PartitionId};
 
 /// Signs one checkpoint per partition under the key name `<origin>/<partition>`.
@@ -105,6 +108,70 @@ impl CheckpointSigner {
         }
         .body();
         self.sign_text(&name, &body).to_text()
+    }
+}
+
+/// The instance's witness key: cosigns (C2SP `cosignature/v1`, type 0x04) checkpoints of
+/// another log after verifying their consistency, under the key name `<origin>`. A key apart
+/// from the checkpoint signer, as tlog-cosignature requires one key per cosigner role.
+pub struct Cosigner {
+    name: String,
+    pair: Ed25519KeyPair,
+    key: VerifierKey,
+}
+
+impl fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cosigner")
+            .field("name", &self.name)
+            .field("public", &Hash::from_bytes(*self.key.public_key()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cosigner {
+    pub fn from_seed(name: &str, seed: &Secret32) -> Result<Self, SignerError> {
+        validate_origin(name).map_err(SignerError::Origin)?;
+        let pair =
+            Ed25519KeyPair::from_seed_unchecked(seed.expose()).map_err(|_| SignerError::Seed)?;
+        let mut public = [0u8; 32];
+        public.copy_from_slice(pair.public_key().as_ref());
+        let key = VerifierKey::new_cosigner(name, public).map_err(SignerError::Origin)?;
+        Ok(Cosigner {
+            name: name.to_owned(),
+            pair,
+            key,
+        })
+    }
+
+    /// The cosigner vkey (type 0x04) a log pins to check this witness.
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.key
+    }
+
+    /// `note` with this witness's cosignature at `timestamp` (POSIX seconds) added. The
+    /// caller has verified the note's log signature and its consistency.
+    pub fn cosign(&self, note: &SignedNote, timestamp: u64) -> Result<SignedNote, NoteError> {
+        if timestamp > MAX_COSIGNATURE_TIME {
+            return Err(NoteError::Malformed("cosignature time out of range"));
+        }
+        let sig = self
+            .pair
+            .sign(cosigned_message(timestamp, &note.text).as_bytes());
+        let mut signature = timestamp.to_be_bytes().to_vec();
+        signature.extend_from_slice(sig.as_ref());
+        let mut out = note.clone();
+        out.signatures
+            .retain(|s| s.key_id != self.key.id() || s.name != self.name);
+        out.merge(&SignedNote {
+            text: note.text.clone(),
+            signatures: vec![Signature {
+                name: self.name.clone(),
+                key_id: self.key.id(),
+                signature,
+            }],
+        })?;
+        Ok(out)
     }
 }
 

@@ -72,7 +72,7 @@ pub enum ReplicateError {
     Store(String),
 }
 
-/// Where pages come from: the hub over HTTPS, or a test double.
+/// Where pages come from and cosignatures go: the hub over HTTPS, or a test double.
 pub trait FeedSource {
     fn fetch(
         &self,
@@ -80,6 +80,13 @@ pub trait FeedSource {
         from_size: u64,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<u8>, String>> + Send;
+
+    /// Hands the hub its checkpoint with this witness's cosignature added.
+    fn post_cosignature(
+        &self,
+        partition: &PartitionId,
+        note: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A page that passed every check, ready to store.
@@ -257,14 +264,20 @@ pub async fn store_page(
 }
 
 /// What one sync of a partition did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncReport {
     pub pages: u64,
     pub copies: u64,
     pub hub_size: u64,
+    /// Whether the hub took this witness's cosignature of the last accepted checkpoint
+    /// (`None`: nothing new to cosign), and if not, why.
+    pub cosigned: Option<Result<(), String>>,
 }
 
-/// Pulls and stores pages of one partition until the hub has nothing new.
+/// Pulls and stores pages of one partition until the hub has nothing new, then cosigns the
+/// last checkpoint it accepted and hands the cosignature to the hub. The pages are stored
+/// whatever the hub does with the cosignature; a failed hand-over is reported, and the next
+/// accepted page cosigns again.
 pub async fn sync_partition<S: FeedSource>(
     store: &Store,
     source: &S,
@@ -284,12 +297,25 @@ pub async fn sync_partition<S: FeedSource>(
             .await
             .map_err(ReplicateError::Fetch)?;
         let Some(page) = verify_page(upstream, p, state.as_ref(), &raw)? else {
+            if let Some(state) = state.filter(|_| report.pages > 0) {
+                report.cosigned = Some(cosign(store, source, p, &state.hub_checkpoint).await);
+            }
             return Ok(report);
         };
         report.hub_size = page.state.hub_size;
         report.copies += store_page(store, p, page).await?;
         report.pages += 1;
     }
+}
+
+async fn cosign<S: FeedSource>(
+    store: &Store,
+    source: &S,
+    p: &PartitionId,
+    checkpoint: &str,
+) -> Result<(), String> {
+    let note = store.cosign(checkpoint).map_err(|e| e.to_string())?;
+    source.post_cosignature(p, &note).await
 }
 
 /// Runs forever: every `interval`, syncs every active partition; on errors backs off
@@ -317,13 +343,18 @@ pub async fn run<S: FeedSource>(
                 continue;
             }
             match sync_partition(store, source, upstream, &info.partition, 100).await {
-                Ok(r) if r.pages > 0 => tracing::info!(
-                    partition = %info.partition,
-                    pages = r.pages,
-                    copies = r.copies,
-                    hub_size = r.hub_size,
-                    "replicated"
-                ),
+                Ok(r) if r.pages > 0 => {
+                    tracing::info!(
+                        partition = %info.partition,
+                        pages = r.pages,
+                        copies = r.copies,
+                        hub_size = r.hub_size,
+                        "replicated"
+                    );
+                    if let Some(Err(e)) = r.cosigned {
+                        tracing::warn!(partition = %info.partition, error = %e, "cosignature not taken");
+                    }
+                }
                 Ok(_) => {}
                 Err(e) => {
                     failed = true;

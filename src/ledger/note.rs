@@ -10,6 +10,10 @@ use super::hash::Hash;
 
 /// Signature type byte of Ed25519 keys in C2SP signed-note.
 pub const ALG_ED25519: u8 = 0x01;
+/// Signature type byte of Ed25519 cosigner keys (C2SP tlog-cosignature, `cosignature/v1`).
+pub const ALG_COSIGNATURE_V1: u8 = 0x04;
+/// Largest cosignature timestamp C2SP allows (2^63 − 1).
+pub const MAX_COSIGNATURE_TIME: u64 = i64::MAX as u64;
 /// The em dash that starts every signature line.
 pub const SIG_PREFIX: &str = "\u{2014} ";
 /// Most signature lines a note may carry.
@@ -30,6 +34,10 @@ pub enum NoteError {
     BadSignature(String),
     #[error("checkpoint origin {got} is not the expected {want}")]
     WrongOrigin { want: String, got: String },
+    #[error("key {0} is of the wrong type for this check")]
+    WrongKeyType(String),
+    #[error("checkpoint at size {size} differs from the one signed at that size")]
+    Conflict { size: u64 },
 }
 
 /// A key name is non-empty and has no whitespace and no `+`.
@@ -39,35 +47,64 @@ fn valid_key_name(name: &str) -> bool {
 
 /// C2SP key ID of an Ed25519 key: `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[:4]`.
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
-    let h = Hash::digest(&[name.as_bytes(), b"\n", &[ALG_ED25519], public_key]);
+    typed_key_id(ALG_ED25519, name, public_key)
+}
+
+/// `SHA-256(name ‖ 0x0A ‖ type ‖ pubkey)[:4]`, for either key type.
+fn typed_key_id(alg: u8, name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    let h = Hash::digest(&[name.as_bytes(), b"\n", &[alg], public_key]);
     let mut id = [0u8; 4];
     id.copy_from_slice(&h.as_bytes()[..4]);
     id
 }
 
-/// A verifier key: the name a note is signed under and its Ed25519 public key.
+/// The message an Ed25519 `cosignature/v1` signs: two header lines, then the note text.
+pub fn cosigned_message(timestamp: u64, text: &str) -> String {
+    format!("cosignature/v1\ntime {timestamp}\n{text}")
+}
+
+/// A verifier key: the name a note is signed under, its type (0x01 note signer, 0x04
+/// cosigner) and its Ed25519 public key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifierKey {
     name: String,
+    alg: u8,
     id: [u8; 4],
     public_key: [u8; 32],
 }
 
 impl VerifierKey {
+    /// An Ed25519 note-signing key (type 0x01), as checkpoints are signed with.
     pub fn new(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
+        Self::typed(ALG_ED25519, name, public_key)
+    }
+
+    /// An Ed25519 cosigner key (type 0x04, C2SP tlog-cosignature).
+    pub fn new_cosigner(name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
+        Self::typed(ALG_COSIGNATURE_V1, name, public_key)
+    }
+
+    fn typed(alg: u8, name: &str, public_key: [u8; 32]) -> Result<Self, NoteError> {
         if !valid_key_name(name) {
             return Err(NoteError::BadKey(
                 "name must be non-empty, without spaces or '+'",
             ));
         }
         Ok(VerifierKey {
-            id: key_id(name, &public_key),
+            id: typed_key_id(alg, name, &public_key),
             name: name.to_owned(),
+            alg,
             public_key,
         })
     }
 
-    /// Parses `<name>+<hex key id>+<base64(0x01 ‖ pubkey)>`, checking the key id.
+    /// True for a cosigner key (type 0x04).
+    pub fn is_cosigner(&self) -> bool {
+        self.alg == ALG_COSIGNATURE_V1
+    }
+
+    /// Parses `<name>+<hex key id>+<base64(type ‖ pubkey)>`, checking the key id. The type
+    /// is 0x01 (note signer) or 0x04 (cosigner).
     pub fn parse(text: &str) -> Result<Self, NoteError> {
         let mut parts = text.splitn(3, '+');
         let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
@@ -82,15 +119,15 @@ impl VerifierKey {
         let Some((&alg, key)) = raw.split_first() else {
             return Err(NoteError::BadKey("empty key"));
         };
-        if alg != ALG_ED25519 {
+        if alg != ALG_ED25519 && alg != ALG_COSIGNATURE_V1 {
             return Err(NoteError::BadKey(
-                "only Ed25519 (type 0x01) keys are supported",
+                "only Ed25519 note (0x01) and cosigner (0x04) keys are supported",
             ));
         }
         let public_key: [u8; 32] = key
             .try_into()
             .map_err(|_| NoteError::BadKey("Ed25519 key must be 32 bytes"))?;
-        let vk = VerifierKey::new(name, public_key)?;
+        let vk = VerifierKey::typed(alg, name, public_key)?;
         if hex_id(&vk.id) != hex {
             return Err(NoteError::BadKey("key id does not match name and key"));
         }
@@ -111,7 +148,7 @@ impl VerifierKey {
 
     /// The vkey text form.
     pub fn to_text(&self) -> String {
-        let mut raw = vec![ALG_ED25519];
+        let mut raw = vec![self.alg];
         raw.extend_from_slice(&self.public_key);
         format!("{}+{}+{}", self.name, hex_id(&self.id), B64.encode(raw))
     }
@@ -223,6 +260,9 @@ impl SignedNote {
     /// Verifies that a signature by `key` is present and valid. Signatures by other keys are
     /// ignored, as C2SP requires; a signature that claims `key` but fails is an error.
     pub fn verify(&self, key: &VerifierKey) -> Result<(), NoteError> {
+        if key.alg != ALG_ED25519 {
+            return Err(NoteError::WrongKeyType(key.name.clone()));
+        }
         let mut found = false;
         for s in &self.signatures {
             if s.name == key.name && s.key_id == key.id {
@@ -237,6 +277,51 @@ impl SignedNote {
         } else {
             Err(NoteError::NoTrustedSignature)
         }
+    }
+}
+
+impl SignedNote {
+    /// Verifies a `cosignature/v1` by the cosigner `key` and returns its timestamp. As with
+    /// [`SignedNote::verify`], lines by other keys are ignored and a line that claims `key`
+    /// but fails is an error; with several valid lines the latest timestamp is returned.
+    pub fn verify_cosignature(&self, key: &VerifierKey) -> Result<u64, NoteError> {
+        if key.alg != ALG_COSIGNATURE_V1 {
+            return Err(NoteError::WrongKeyType(key.name.clone()));
+        }
+        let mut latest = None;
+        for s in &self.signatures {
+            if s.name != key.name || s.key_id != key.id {
+                continue;
+            }
+            let bad = || NoteError::BadSignature(key.name.clone());
+            let (time, sig) = s.signature.split_at_checked(8).ok_or_else(bad)?;
+            let time = u64::from_be_bytes(time.try_into().map_err(|_| bad())?);
+            if sig.len() != 64
+                || time > MAX_COSIGNATURE_TIME
+                || !key.verify(cosigned_message(time, &self.text).as_bytes(), sig)
+            {
+                return Err(bad());
+            }
+            latest = latest.max(Some(time));
+        }
+        latest.ok_or(NoteError::NoTrustedSignature)
+    }
+
+    /// Adds the signature lines of `other` (a note with the same text) that this note does
+    /// not have yet, keeping at most [`MAX_SIGNATURES`].
+    pub fn merge(&mut self, other: &SignedNote) -> Result<(), NoteError> {
+        if other.text != self.text {
+            return Err(NoteError::Malformed("notes with different texts"));
+        }
+        for s in &other.signatures {
+            if !self.signatures.contains(s) {
+                if self.signatures.len() == MAX_SIGNATURES {
+                    return Err(NoteError::Malformed("too many signatures"));
+                }
+                self.signatures.push(s.clone());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -375,6 +460,35 @@ mod tests {
         let spec = VerifierKey::parse(SPEC_VKEY).unwrap();
         let n = SignedNote::parse(PETER_NOTE).unwrap();
         assert_eq!(n.verify(&spec), Err(NoteError::NoTrustedSignature));
+    }
+
+    /// The C2SP tlog-cosignature example: its witness line carries key ID, the timestamp of
+    /// the spec's signed-message example (1679315147) and a 64-byte signature.
+    #[test]
+    fn spec_cosignature_example_parses() {
+        let note = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\
+            \u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n\
+            \u{2014} witness.example.com/w1 jWbPPwAAAABkGFDLEZMHwSRaJNiIDoe9DYn/zXcrtPHeolMI5OWXEhZCB9dlrDJsX3b2oyin1nPZqhf5nNo0xUe+mbIUBkBIfZ+qnA==\n";
+        let n = SignedNote::parse(note).unwrap();
+        let w = &n.signatures[1];
+        assert_eq!(w.name, "witness.example.com/w1");
+        assert_eq!(w.signature.len(), 8 + 64);
+        let time = u64::from_be_bytes(w.signature[..8].try_into().unwrap());
+        assert_eq!(time, 1679315147);
+        assert_eq!(
+            cosigned_message(time, &n.text),
+            "cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\n\
+             CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+        );
+        // A cosigner key of another name is ignored, so nothing is trusted.
+        let other = VerifierKey::new_cosigner("witness.example.com/w2", [9; 32]).unwrap();
+        assert_eq!(
+            n.verify_cosignature(&other),
+            Err(NoteError::NoTrustedSignature)
+        );
+        // A cosigner key's vkey round-trips with type 0x04.
+        assert_eq!(VerifierKey::parse(&other.to_text()).unwrap(), other);
+        assert!(other.to_text().contains("+BAkJ"));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod credentials;
 mod keyring;
 mod read;
 pub mod records;
+mod witness;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -23,15 +24,16 @@ pub use keyring::KeyError;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
+pub use witness::{CosignError, CosignatureAccepted};
 pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, NewEntry};
 
-use crate::crypto::{CheckpointSigner, Kek, KekError, Secret32, WrapPurpose};
+use crate::crypto::{CheckpointSigner, Cosigner, Kek, KekError, Secret32, WrapPurpose};
 use crate::ledger::note::VerifierKey;
 use crate::ledger::{Checkpoint, PartitionId};
 use keyring::Keyring;
 use records::{
-    INSTANCE_KEY, InstanceRecord, PartitionRecord, REGISTRY_PREFIX, SIGNING_KEY, SYS_CF, decode,
-    encode, partition_cf, registry_key,
+    INSTANCE_KEY, InstanceRecord, PartitionRecord, REGISTRY_PREFIX, SIGNING_KEY, SYS_CF,
+    WITNESS_KEY, decode, encode, partition_cf, registry_key,
 };
 
 /// Version of the on-disk layout written by this code.
@@ -167,6 +169,10 @@ pub(crate) struct Inner {
     pub(crate) db: DB,
     pub(crate) keyring: Keyring,
     pub(crate) signer: CheckpointSigner,
+    /// The witness key (cosigns another instance's checkpoints).
+    pub(crate) cosigner: Cosigner,
+    /// Serializes read-merge-write of cosigned checkpoints.
+    pub(crate) cosign_lock: Mutex<()>,
     pub(crate) options: StoreOptions,
     pub(crate) cf_options: Options,
     pub(crate) poisoned: AtomicBool,
@@ -251,6 +257,21 @@ fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
     Ok(out)
 }
 
+/// The instance's witness key from the key store; an instance made before witnessing gets
+/// one now (durable before first use).
+fn load_or_create_cosigner(keys: &DB, kek: &Kek, origin: &str) -> Result<Cosigner, OpenError> {
+    let seed = match keys.get(WITNESS_KEY)? {
+        Some(wrapped) => kek.unwrap_key(WrapPurpose::WitnessKey, "instance", 1, &wrapped)?,
+        None => {
+            let seed = Secret32::generate().map_err(KekError::from)?;
+            let wrapped = kek.wrap(WrapPurpose::WitnessKey, "instance", 1, &seed)?;
+            keys.put_opt(WITNESS_KEY, wrapped, &sync_write())?;
+            seed
+        }
+    };
+    Cosigner::from_seed(origin, &seed).map_err(|e| OpenError::Signing(e.to_string()))
+}
+
 impl Store {
     /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
     /// the data directory with its system CF. Returns the open store.
@@ -286,6 +307,7 @@ impl Store {
         let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
+        load_or_create_cosigner(&keys, &kek, origin)?;
         drop(keys);
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
@@ -398,8 +420,11 @@ impl Store {
                 "key store signing key does not match the instance record".into(),
             ));
         }
+        let cosigner = load_or_create_cosigner(&keys, &kek, &record.origin)?;
         let inner = Arc::new(Inner {
             db,
+            cosigner,
+            cosign_lock: Mutex::new(()),
             keyring: Keyring::new(keys, kek),
             signer,
             options,
@@ -419,6 +444,12 @@ impl Store {
 
     pub fn origin(&self) -> &str {
         self.inner.signer.origin()
+    }
+
+    /// The instance's checkpoint key under the instance origin: auditors pin it once
+    /// (`log` line of a kukaku-audit trust file) for every partition's `<origin>/<partition>`.
+    pub fn log_key(&self) -> Option<VerifierKey> {
+        VerifierKey::new(self.inner.signer.origin(), self.inner.signer.public_key()).ok()
     }
 
     /// The C2SP verifier key auditors pin for a partition.

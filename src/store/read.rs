@@ -119,7 +119,7 @@ fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError
 }
 
 impl Inner {
-    fn cf(
+    pub(super) fn cf(
         &self,
         p: &PartitionId,
     ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
@@ -655,7 +655,14 @@ impl Store {
                 while checkpoints.peek().is_some_and(|s| *s <= size) {
                     let s = checkpoints.next().unwrap_or_default();
                     if s == size {
-                        w.checkpoint(&self.inner.checkpoint_at(p, s)?)?;
+                        // The cosigned form when a witness has cosigned it: the same note
+                        // with more signature lines, so verifiers without witness keys
+                        // read it as before.
+                        let note = match self.cosigned_checkpoint_at(p, s)? {
+                            Some(cosigned) => cosigned,
+                            None => self.inner.checkpoint_at(p, s)?,
+                        };
+                        w.checkpoint(&note)?;
                     }
                 }
                 if done.is_multiple_of(1024) {

@@ -58,6 +58,14 @@ pub fn checkpoint_key(size: u64) -> [u8; 9] {
     k
 }
 
+/// `W ‖ size` → the checkpoint at `size` with the cosignature lines of trusted witnesses
+/// added (hub only). Evidence beside `C`, never instead of it.
+pub fn cosigned_key(size: u64) -> [u8; 9] {
+    let mut k = [b'W'; 9];
+    k[1..].copy_from_slice(&size.to_be_bytes());
+    k
+}
+
 pub const STATE_KEY: &[u8] = b"M";
 
 /// `F`: the replica's state of the upstream log (intermediate only), bincode
@@ -242,6 +250,8 @@ pub struct CredentialRecord {
 // ---- key store ----
 
 pub const SIGNING_KEY: &[u8] = b"S\x00\x00\x00\x01";
+/// Key-store key of the wrapped witness (cosigner) seed.
+pub const WITNESS_KEY: &[u8] = b"G\x00\x00\x00\x01";
 
 /// `X ‖ partition` → wrapped blind-index key (version 1).
 pub fn index_key_slot(p: &PartitionId) -> Vec<u8> {

@@ -1,0 +1,215 @@
+//! Witnessing (DESIGN.md §6): the intermediate cosigns the hub checkpoints it verified; the
+//! hub keeps the cosignatures of the witnesses it trusts beside its own checkpoints.
+//!
+//! A cosigned checkpoint is stored under `W ‖ size` as the hub's checkpoint note at that size
+//! with the trusted witnesses' `cosignature/v1` lines appended. `C ‖ size` is never touched:
+//! the log's own checkpoint stays what the writer signed.
+
+use super::read::ReadError;
+use super::records::{checkpoint_key, cosigned_key};
+use super::{Store, sync_write};
+use crate::ledger::note::{NoteError, SignedNote};
+use crate::ledger::{Checkpoint, PartitionId, VerifierKey};
+
+/// Why a cosignature was not accepted (hub) or not made (witness).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CosignError {
+    #[error("the checkpoint is not a note this instance signed for partition {partition}: {why}")]
+    NotOurs { partition: String, why: NoteError },
+    #[error("partition {partition} has no checkpoint at size {size}")]
+    UnknownCheckpoint { partition: String, size: u64 },
+    #[error(
+        "partition {partition}: the cosigned checkpoint at size {size} differs from the stored one"
+    )]
+    Conflict { partition: String, size: u64 },
+    #[error("no cosignature by a witness this instance trusts")]
+    UntrustedWitness,
+    #[error("cosignature by {0} does not verify")]
+    BadCosignature(String),
+    #[error("malformed note: {0}")]
+    Note(NoteError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// What the hub kept of a cosignature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CosignatureAccepted {
+    pub size: u64,
+    /// Names of the trusted witnesses whose valid cosignatures were found, sorted.
+    pub witnesses: Vec<String>,
+    /// The stored note: the checkpoint with every trusted cosignature so far.
+    pub note: String,
+}
+
+fn now_secs() -> u64 {
+    super::now_ms() / 1000
+}
+
+impl Store {
+    /// This instance's witness key (C2SP vkey, type 0x04), for hubs to pin.
+    pub fn cosigner_key(&self) -> VerifierKey {
+        self.inner.cosigner.verifier_key().clone()
+    }
+
+    /// Cosigns `note` now. The caller has verified the note's signature and the log's
+    /// consistency up to it (the replicator does, before it stores a page).
+    pub fn cosign(&self, note: &str) -> Result<String, CosignError> {
+        let parsed = SignedNote::parse(note).map_err(CosignError::Note)?;
+        let signed = self
+            .inner
+            .cosigner
+            .cosign(&parsed, now_secs())
+            .map_err(CosignError::Note)?;
+        Ok(signed.to_text())
+    }
+
+    /// Hub side: checks that `note` is this instance's checkpoint of `p` as stored, keeps the
+    /// valid cosignatures of the `trusted` witnesses (cosigner vkeys), and stores the merged
+    /// note under `W ‖ size`. Lines by other keys are dropped; a line that claims a trusted
+    /// key but fails refuses the whole note.
+    pub fn add_cosignature(
+        &self,
+        p: &PartitionId,
+        note: &str,
+        trusted: &[VerifierKey],
+    ) -> Result<CosignatureAccepted, CosignError> {
+        let partition = p.to_string();
+        let key = self
+            .verifier_key(p)
+            .ok_or_else(|| ReadError::UnknownPartition(partition.clone()))?;
+        let cp = Checkpoint::verify_note(note, &key).map_err(|why| CosignError::NotOurs {
+            partition: partition.clone(),
+            why,
+        })?;
+        let incoming = SignedNote::parse(note).map_err(CosignError::Note)?;
+        let mut witnessed = Vec::new();
+        for w in trusted.iter().filter(|w| w.is_cosigner()) {
+            match incoming.verify_cosignature(w) {
+                Ok(_) => witnessed.push(w),
+                Err(NoteError::NoTrustedSignature) => {}
+                Err(_) => return Err(CosignError::BadCosignature(w.name().to_owned())),
+            }
+        }
+        if witnessed.is_empty() {
+            return Err(CosignError::UntrustedWitness);
+        }
+        let inner = &self.inner;
+        let _guard = inner
+            .cosign_lock
+            .lock()
+            .map_err(|_| CosignError::Storage("cosignature lock poisoned".into()))?;
+        let cf = inner.cf(p)?;
+        let stored = inner
+            .db
+            .get_cf(&cf, checkpoint_key(cp.size))
+            .map_err(|e| CosignError::Storage(e.to_string()))?
+            .ok_or_else(|| CosignError::UnknownCheckpoint {
+                partition: partition.clone(),
+                size: cp.size,
+            })?;
+        let stored = std::str::from_utf8(&stored)
+            .ok()
+            .and_then(|t| SignedNote::parse(t).ok())
+            .ok_or_else(|| CosignError::Storage(format!("checkpoint of {partition} unreadable")))?;
+        if stored.text != incoming.text {
+            return Err(CosignError::Conflict {
+                partition,
+                size: cp.size,
+            });
+        }
+        let mut merged = match inner
+            .db
+            .get_cf(&cf, cosigned_key(cp.size))
+            .map_err(|e| CosignError::Storage(e.to_string()))?
+        {
+            Some(raw) => std::str::from_utf8(&raw)
+                .ok()
+                .and_then(|t| SignedNote::parse(t).ok())
+                .ok_or_else(|| {
+                    CosignError::Storage(format!("cosigned checkpoint of {partition} unreadable"))
+                })?,
+            None => stored,
+        };
+        // Keep only the lines of the witnesses just verified; a witness's newer line replaces
+        // its older one.
+        let lines: Vec<_> = incoming
+            .signatures
+            .iter()
+            .filter(|s| {
+                witnessed
+                    .iter()
+                    .any(|w| s.name == w.name() && s.key_id == w.id())
+            })
+            .cloned()
+            .collect();
+        merged.signatures.retain(|s| {
+            !lines
+                .iter()
+                .any(|l| l.name == s.name && l.key_id == s.key_id)
+        });
+        merged
+            .merge(&SignedNote {
+                text: incoming.text.clone(),
+                signatures: lines,
+            })
+            .map_err(CosignError::Note)?;
+        let text = merged.to_text();
+        inner
+            .db
+            .put_cf_opt(&cf, cosigned_key(cp.size), text.as_bytes(), &sync_write())
+            .map_err(|e| CosignError::Storage(e.to_string()))?;
+        let mut witnesses: Vec<String> = witnessed.iter().map(|w| w.name().to_owned()).collect();
+        witnesses.sort();
+        Ok(CosignatureAccepted {
+            size: cp.size,
+            witnesses,
+            note: text,
+        })
+    }
+
+    /// The checkpoint at `size` with its stored cosignatures, if any were accepted.
+    pub fn cosigned_checkpoint_at(
+        &self,
+        p: &PartitionId,
+        size: u64,
+    ) -> Result<Option<String>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        match self.inner.db.get_cf(&cf, cosigned_key(size))? {
+            None => Ok(None),
+            Some(raw) => String::from_utf8(raw)
+                .map(Some)
+                .map_err(|_| ReadError::Corrupt {
+                    partition: p.to_string(),
+                    seq: size,
+                    step: "cosigned checkpoint is not UTF-8".into(),
+                }),
+        }
+    }
+
+    /// The largest cosigned size of a partition (the witness has verified up to it).
+    pub fn latest_cosigned_size(&self, p: &PartitionId) -> Result<Option<u64>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let mut it = self.inner.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(b"X", rocksdb::Direction::Reverse),
+        );
+        for item in &mut it {
+            let (k, _) = item?;
+            match k.first() {
+                Some(b'W') => {
+                    return Ok(k
+                        .get(1..)
+                        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                        .map(u64::from_be_bytes));
+                }
+                Some(&c) if c < b'W' => return Ok(None),
+                _ => {}
+            }
+        }
+        Ok(None)
+    }
+}
