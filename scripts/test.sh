@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 # Layering (docs/ARCHITECTURE.md): the pure ledger builds alone and links none of the server
 # crates; only src/store names rocksdb.
@@ -14,6 +14,13 @@ forbidden=$(cargo tree --no-default-features -e normal --prefix none \
   | grep -E '^(rocksdb|librocksdb-sys|tokio|axum|aes-gcm|aes) ' | sort -u || true)
 if [ -n "$forbidden" ]; then
   echo "error: --no-default-features build depends on: $forbidden" >&2
+  exit 1
+fi
+# The auditor, built alone as shipped, links none of them either.
+forbidden=$(cargo tree -p kukaku-audit -e normal --prefix none \
+  | grep -E '^(rocksdb|librocksdb-sys|tokio|axum|aes-gcm|aes) ' | sort -u || true)
+if [ -n "$forbidden" ]; then
+  echo "error: kukaku-audit depends on: $forbidden" >&2
   exit 1
 fi
 outside=$(grep -rl 'rocksdb' src | grep -v '^src/store/' || true)

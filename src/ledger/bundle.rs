@@ -138,27 +138,67 @@ fn close(section: Option<Section>, out: &mut Vec<PartitionReport>) -> Result<(),
     Ok(())
 }
 
-/// Verifies a bundle from `input`. `pinned` returns the trusted key for a partition; the key
-/// named in the bundle must equal it. Returns one report per partition.
-pub fn verify<R: Read>(
-    mut input: R,
-    pinned: &dyn Fn(&PartitionId) -> Option<VerifierKey>,
-) -> Result<Vec<PartitionReport>, BundleError> {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    let mut magic = vec![0u8; MAGIC.len()];
-    input
-        .read_exact(&mut magic)
-        .map_err(|_| BundleError::Magic)?;
-    if magic != MAGIC {
-        return Err(BundleError::Magic);
+/// One record of a bundle, in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Start of a partition section and the verifier key the instance named for it.
+    Partition {
+        partition: PartitionId,
+        vkey: VerifierKey,
+    },
+    /// The next envelope of the current section (seq order from 0), undecoded.
+    Envelope(Vec<u8>),
+    /// A checkpoint note for the tree of the envelopes so far (may carry cosignatures).
+    Checkpoint(String),
+}
+
+/// Reads a bundle record by record and checks its framing: the magic line, record tags and
+/// lengths, the SHA-256 trailer and that nothing follows it. `next` returns `Ok(None)` only
+/// after a trailer that matches; a record is returned before the trailer is checked, so a
+/// caller must read to the end before trusting anything.
+pub struct BundleReader<R: Read> {
+    input: R,
+    ctx: Option<digest::Context>,
+    at: u64,
+}
+
+impl<R: Read> BundleReader<R> {
+    pub fn new(mut input: R) -> Result<Self, BundleError> {
+        let mut magic = vec![0u8; MAGIC.len()];
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| BundleError::Magic)?;
+        if magic != MAGIC {
+            return Err(BundleError::Magic);
+        }
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(&magic);
+        Ok(BundleReader {
+            input,
+            ctx: Some(ctx),
+            at: MAGIC.len() as u64,
+        })
     }
-    ctx.update(&magic);
-    let mut at = MAGIC.len() as u64;
-    let mut reports = Vec::new();
-    let mut section: Option<Section> = None;
-    loop {
+
+    /// Byte offset of the next record (for error messages).
+    pub fn offset(&self) -> u64 {
+        self.at
+    }
+
+    fn bad(&self, reason: &'static str) -> BundleError {
+        BundleError::Record {
+            at: self.at,
+            reason,
+        }
+    }
+
+    /// The next record, or `None` after a valid trailer.
+    pub fn next_record(&mut self) -> Result<Option<Record>, BundleError> {
+        let Some(ctx) = self.ctx.as_mut() else {
+            return Ok(None);
+        };
         let mut head = [0u8; 5];
-        match input.read_exact(&mut head) {
+        match self.input.read_exact(&mut head) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Err(BundleError::Truncated);
@@ -168,59 +208,74 @@ pub fn verify<R: Read>(
         let [tag, l0, l1, l2, l3] = head;
         let len = u32::from_be_bytes([l0, l1, l2, l3]);
         if len > MAX_RECORD {
-            return Err(BundleError::Record {
-                at,
-                reason: "record too large",
-            });
+            return Err(self.bad("record too large"));
         }
         let mut data = vec![0u8; len as usize];
-        input
+        self.input
             .read_exact(&mut data)
             .map_err(|_| BundleError::Truncated)?;
         if tag == TAG_TRAILER {
-            let sum = ctx.finish();
-            if data.as_slice() != sum.as_ref() {
+            let sum = self.ctx.take().map(digest::Context::finish);
+            if sum.as_ref().map(|d| d.as_ref()) != Some(data.as_slice()) {
                 return Err(BundleError::Trailer);
             }
             let mut extra = [0u8; 1];
-            if input.read(&mut extra)? != 0 {
-                return Err(BundleError::Record {
-                    at,
-                    reason: "bytes after the trailer",
-                });
+            if self.input.read(&mut extra)? != 0 {
+                return Err(self.bad("bytes after the trailer"));
             }
-            close(section.take(), &mut reports)?;
-            return Ok(reports);
+            return Ok(None);
         }
         ctx.update(&head);
         ctx.update(&data);
-        match tag {
+        let record = match tag {
             TAG_PARTITION => {
-                close(section.take(), &mut reports)?;
                 let Some((&plen, rest)) = data.split_first() else {
-                    return Err(BundleError::Record {
-                        at,
-                        reason: "empty partition record",
-                    });
+                    return Err(self.bad("empty partition record"));
                 };
-                let (id, vkey) =
-                    rest.split_at_checked(usize::from(plen))
-                        .ok_or(BundleError::Record {
-                            at,
-                            reason: "partition record truncated",
-                        })?;
-                let id = std::str::from_utf8(id)
+                let (id, vkey) = rest
+                    .split_at_checked(usize::from(plen))
+                    .ok_or_else(|| self.bad("partition record truncated"))?;
+                let partition = std::str::from_utf8(id)
                     .ok()
                     .and_then(|s| PartitionId::parse(s).ok())
-                    .ok_or(BundleError::Record {
-                        at,
-                        reason: "bad partition id",
-                    })?;
-                let vkey = std::str::from_utf8(vkey).map_err(|_| BundleError::Record {
-                    at,
-                    reason: "verifier key is not UTF-8",
-                })?;
-                let named = VerifierKey::parse(vkey).map_err(BundleError::Key)?;
+                    .ok_or_else(|| self.bad("bad partition id"))?;
+                let vkey =
+                    std::str::from_utf8(vkey).map_err(|_| self.bad("verifier key is not UTF-8"))?;
+                let vkey = VerifierKey::parse(vkey).map_err(BundleError::Key)?;
+                Record::Partition { partition, vkey }
+            }
+            TAG_ENVELOPE => Record::Envelope(data),
+            TAG_CHECKPOINT => Record::Checkpoint(
+                String::from_utf8(data).map_err(|_| self.bad("checkpoint is not UTF-8"))?,
+            ),
+            _ => return Err(self.bad("unknown record tag")),
+        };
+        self.at += 5 + u64::from(len);
+        Ok(Some(record))
+    }
+}
+
+/// Verifies a bundle from `input`. `pinned` returns the trusted key for a partition; the key
+/// named in the bundle must equal it. Returns one report per partition.
+pub fn verify<R: Read>(
+    input: R,
+    pinned: &dyn Fn(&PartitionId) -> Option<VerifierKey>,
+) -> Result<Vec<PartitionReport>, BundleError> {
+    let mut reader = BundleReader::new(input)?;
+    let mut reports = Vec::new();
+    let mut section: Option<Section> = None;
+    loop {
+        let at = reader.offset();
+        let Some(record) = reader.next_record()? else {
+            close(section.take(), &mut reports)?;
+            return Ok(reports);
+        };
+        match record {
+            Record::Partition {
+                partition: id,
+                vkey: named,
+            } => {
+                close(section.take(), &mut reports)?;
                 let key =
                     pinned(&id).ok_or_else(|| BundleError::UnknownPartition(id.to_string()))?;
                 if key != named {
@@ -239,7 +294,7 @@ pub fn verify<R: Read>(
                     key,
                 });
             }
-            TAG_ENVELOPE => {
+            Record::Envelope(data) => {
                 let s = section.as_mut().ok_or(BundleError::Record {
                     at,
                     reason: "envelope before a partition record",
@@ -247,26 +302,15 @@ pub fn verify<R: Read>(
                 let (env, _) = s.verifier.push(&data)?;
                 *s.report.kinds.entry(env.header.kind.name()).or_default() += 1;
             }
-            TAG_CHECKPOINT => {
+            Record::Checkpoint(note) => {
                 let s = section.as_mut().ok_or(BundleError::Record {
                     at,
                     reason: "checkpoint before a partition record",
                 })?;
-                let note = std::str::from_utf8(&data).map_err(|_| BundleError::Record {
-                    at,
-                    reason: "checkpoint is not UTF-8",
-                })?;
-                let cp = s.verifier.check_checkpoint(note, &s.key)?;
+                let cp = s.verifier.check_checkpoint(&note, &s.key)?;
                 s.report.checkpoints += 1;
                 s.report.last_checkpoint = Some(cp.size);
             }
-            _ => {
-                return Err(BundleError::Record {
-                    at,
-                    reason: "unknown record tag",
-                });
-            }
         }
-        at += 5 + u64::from(len);
     }
 }

@@ -101,6 +101,11 @@ impl ChainVerifier {
         &self.range
     }
 
+    /// `tx_time` (Unix ms) of the last entry pushed; 0 before any.
+    pub fn last_tx(&self) -> u64 {
+        self.last_tx
+    }
+
     fn fail(&self, seq: u64, step: Step) -> VerifyError {
         VerifyError {
             partition: self.partition.to_string(),

@@ -1,0 +1,89 @@
+//! Audit throughput: `verify_bundle` on a bundle made by the store, against raw SHA-256 over
+//! the same bytes, in the same run. A one-shot system measurement, not a criterion
+//! micro-benchmark. Run: `cargo bench -p kukaku-audit --bench verify`
+//! (`KUKAKU_BENCH_ENTRIES=1000000` to choose the size). Results go to docs/benchmarks.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Instant;
+
+use kukaku::domain::InsurerNumber;
+use kukaku::ledger::Kind;
+use kukaku::ledger::hash::Hash;
+use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
+use kukaku_audit::audit::Options;
+use kukaku_audit::{State, Trust, verify_bundle};
+
+fn main() {
+    let n: u64 = std::env::var("KUKAKU_BENCH_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::init(
+        &Paths::under(dir.path()),
+        "bench.example",
+        StoreOptions::default(),
+    )
+    .unwrap();
+    let p = InsurerNumber::parse("131011").unwrap().partition_id();
+    store.request_partitions(std::slice::from_ref(&p)).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(1000);
+        let entries = (0..batch)
+            .map(|i| {
+                NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 20_000, None, vec![i as u8; 256]).unwrap()
+            })
+            .collect();
+        store.append(&p, entries).unwrap();
+        done += batch;
+    }
+    let fill = t.elapsed();
+    let bundle = store
+        .export_audit(std::slice::from_ref(&p), Vec::new(), &mut |_| {})
+        .unwrap();
+    let trust = Trust::parse(&format!("log {}\n", store.log_key().unwrap().to_text())).unwrap();
+    let entries = store.size(&p).unwrap();
+    drop(store);
+
+    let mut best_sha = f64::MAX;
+    let mut best_audit = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let h = Hash::digest(&[&bundle]);
+        std::hint::black_box(h);
+        best_sha = best_sha.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let previous = State::default();
+        let (report, _) = verify_bundle(
+            &bundle[..],
+            &Options {
+                trust: &trust,
+                previous: &previous,
+                quorum: 0,
+            },
+        )
+        .unwrap();
+        assert_eq!(report.partitions[0].entries, entries);
+        best_audit = best_audit.min(t.elapsed().as_secs_f64());
+    }
+    let mib = bundle.len() as f64 / (1 << 20) as f64;
+    println!(
+        "entries {entries}, bundle {mib:.1} MiB (filled in {:.1} s)",
+        fill.as_secs_f64()
+    );
+    println!(
+        "raw SHA-256      {:.3} s  {:.0} MiB/s",
+        best_sha,
+        mib / best_sha
+    );
+    println!(
+        "kukaku-audit     {:.3} s  {:.0} MiB/s  {:.0} entries/s  ratio {:.2}x of raw SHA-256",
+        best_audit,
+        mib / best_audit,
+        entries as f64 / best_audit,
+        best_sha / best_audit
+    );
+}

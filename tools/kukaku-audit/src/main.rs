@@ -1,0 +1,179 @@
+//! `kukaku-audit`: the auditor's command line. Exit codes: 0 verified, 1 verification
+//! failed (partition, seq and the failed step are printed), 2 usage or I/O error.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use kukaku_audit::{AuditError, Options, State, Trust, report};
+
+#[derive(Parser)]
+#[command(
+    name = "kukaku-audit",
+    version,
+    about = "Verify kukaku audit bundles and proofs offline, against pinned keys",
+    long_about = "Verifies what `kukaku export --audit` and the auditor routes produce: every \
+                  entry's hash chain and Merkle tree, every signed checkpoint under a pinned \
+                  key (with validity windows), witnesses' cosignatures, and, with --state, \
+                  that each log only grew since the previous run. Needs no key to any data and \
+                  never sees plaintext. Exit 0 verified, 1 verification failed, 2 usage or I/O \
+                  error. Guide: docs/audit.md."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Verify an audit bundle (`kukaku export --audit --out FILE`).
+    Verify {
+        /// The bundle file.
+        bundle: PathBuf,
+        /// Trust file: `log <vkey> [from=…] [until=…]` and `witness <vkey>` lines.
+        #[arg(long)]
+        trust: PathBuf,
+        /// State file kept between runs: each log must show the same root at the size
+        /// verified last time, and may only grow. Created if missing; updated only when
+        /// everything verified.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Require every partition to have a checkpoint cosigned by this many trusted
+        /// witnesses.
+        #[arg(long, default_value_t = 0)]
+        quorum: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify an inclusion or consistency proof (JSON from `kukaku prove` or the auditor
+    /// routes). A consistency proof from the state file's size advances the state.
+    Proof {
+        /// The proof file (`-` for standard input).
+        proof: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_state(path: Option<&PathBuf>) -> Result<State, AuditError> {
+    match path {
+        Some(p) => State::load(p).map_err(|e| AuditError::Usage(e.to_string())),
+        None => Ok(State::default()),
+    }
+}
+
+fn save_state(path: Option<&PathBuf>, state: &State) -> Result<(), AuditError> {
+    match path {
+        Some(p) => state.save(p).map_err(|e| AuditError::Usage(e.to_string())),
+        None => Ok(()),
+    }
+}
+
+fn run(cli: Cli) -> Result<(String, bool), AuditError> {
+    match cli.command {
+        Command::Verify {
+            bundle,
+            trust,
+            state,
+            quorum,
+            json,
+        } => {
+            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let previous = load_state(state.as_ref())?;
+            let file = std::fs::File::open(&bundle)
+                .map_err(|e| AuditError::Usage(format!("cannot open {}: {e}", bundle.display())))?;
+            let opts = Options {
+                trust: &trust,
+                previous: &previous,
+                quorum,
+            };
+            let (report, next) = kukaku_audit::verify_bundle(
+                std::io::BufReader::with_capacity(1 << 20, file),
+                &opts,
+            )?;
+            save_state(state.as_ref(), &next)?;
+            let text = if json {
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "verified": true,
+                    "report": report,
+                }))
+                .map_err(|e| AuditError::Usage(e.to_string()))?
+            } else {
+                report::bundle_text(&report, &bundle.display().to_string())
+            };
+            Ok((text, json))
+        }
+        Command::Proof {
+            proof,
+            trust,
+            state,
+            json,
+        } => {
+            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let mut current = load_state(state.as_ref())?;
+            let text = if proof.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&proof).map_err(|e| {
+                    AuditError::Usage(format!("cannot read {}: {e}", proof.display()))
+                })?
+            };
+            let (r, advance) = kukaku_audit::verify_proof(&text, &trust, &current)?;
+            if let Some((log, entry)) = advance {
+                current.logs.insert(log, entry);
+                save_state(state.as_ref(), &current)?;
+            }
+            let text = if json {
+                serde_json::to_string_pretty(&serde_json::json!({"verified": true, "report": r}))
+                    .map_err(|e| AuditError::Usage(e.to_string()))?
+            } else {
+                report::proof_text(&r)
+            };
+            Ok((text, json))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Verify { json, .. } | Command::Proof { json, .. } => *json,
+    };
+    match run(cli) {
+        Ok((text, _)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            if json {
+                let failure = match &e {
+                    AuditError::Failed {
+                        partition,
+                        seq,
+                        step,
+                    } => serde_json::json!({"partition": partition, "seq": seq, "step": step}),
+                    other => serde_json::json!({"error": other.to_string()}),
+                };
+                println!(
+                    "{}",
+                    serde_json::json!({"verified": false, "exit": code, "failure": failure})
+                );
+            }
+            if code == 1 {
+                eprintln!("FAILED: {e}");
+            } else {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}

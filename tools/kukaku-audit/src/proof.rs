@@ -1,0 +1,189 @@
+//! Verification of one proof JSON (docs/format.md §9) as `kukaku prove` and the auditor
+//! routes return it: the embedded checkpoint under a pinned key, then the proof. A
+//! consistency proof from the state file's size advances the state (append-only since the
+//! last run, without downloading the log).
+
+use serde::Serialize;
+
+use kukaku::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson, ProofJsonError};
+use kukaku::ledger::{Checkpoint, Hash, PartitionId, SignedNote, VerifierKey};
+
+use crate::audit::AuditError;
+use crate::state::{LogState, State};
+use crate::trust::Trust;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "proof", rename_all = "lowercase")]
+pub enum ProofReport {
+    Inclusion {
+        log: String,
+        leaf_index: u64,
+        tree_size: u64,
+        leaf_hash: String,
+        root: String,
+        /// The state file holds this size and its root matched.
+        matches_state: bool,
+    },
+    Consistency {
+        log: String,
+        from: u64,
+        to: u64,
+        root: String,
+        /// Where the old root came from: `state` (verified before) or `proof` (taken on
+        /// first use from the proof's `root1`).
+        old_root_from: &'static str,
+    },
+}
+
+fn fail(log: &str, seq: u64, step: impl Into<String>) -> AuditError {
+    AuditError::Failed {
+        partition: log.to_owned(),
+        seq,
+        step: step.into(),
+    }
+}
+
+/// The log a checkpoint note claims (`<origin>/<partition>`) and its pinned keys.
+fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>), AuditError> {
+    let parsed = SignedNote::parse(note)
+        .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
+    let cp = Checkpoint::parse_body(&parsed.text)
+        .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
+    let (origin, p) = cp
+        .origin
+        .rsplit_once('/')
+        .ok_or_else(|| AuditError::Usage("checkpoint origin names no partition".into()))?;
+    let p = PartitionId::parse(p)
+        .map_err(|_| AuditError::Usage("checkpoint origin names no partition".into()))?;
+    let keys: Vec<_> = trust.log_keys(origin, &p).map(|(_, k)| k).collect();
+    if keys.is_empty() {
+        return Err(AuditError::NotTrusted(cp.origin));
+    }
+    Ok((cp.origin, keys))
+}
+
+/// Tries each pinned key; a key without a signature line on the note is skipped.
+fn with_keys(
+    log: &str,
+    size: u64,
+    keys: &[VerifierKey],
+    mut check: impl FnMut(&VerifierKey) -> Result<(), ProofJsonError>,
+) -> Result<(), AuditError> {
+    use kukaku::ledger::note::NoteError;
+    for k in keys {
+        match check(k) {
+            Ok(()) => return Ok(()),
+            Err(ProofJsonError::Checkpoint(NoteError::NoTrustedSignature)) => {}
+            Err(e) => return Err(fail(log, size, e.to_string())),
+        }
+    }
+    Err(fail(
+        log,
+        size,
+        "checkpoint has no signature by a pinned key",
+    ))
+}
+
+/// Verifies `text` (an inclusion or a consistency proof). Returns the report and, for a
+/// consistency proof, the state entry to store.
+pub fn verify_proof(
+    text: &str,
+    trust: &Trust,
+    state: &State,
+) -> Result<(ProofReport, Option<(String, LogState)>), AuditError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| AuditError::Usage(format!("not JSON: {e}")))?;
+    let usage = |e: serde_json::Error| AuditError::Usage(format!("not a proof: {e}"));
+    if value.get("leafIdx").is_some() {
+        let proof: InclusionProofJson = serde_json::from_value(value).map_err(usage)?;
+        let note = proof
+            .checkpoint
+            .as_deref()
+            .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
+        let (log, keys) = pinned(trust, note)?;
+        with_keys(&log, proof.tree_size, &keys, |k| proof.verify_with_key(k))?;
+        let root = checkpoint_root(note)?;
+        let matches_state = match state.logs.get(&log) {
+            Some(s) if s.size == proof.tree_size => {
+                if s.root != root.to_base64() {
+                    return Err(fail(
+                        &log,
+                        proof.tree_size,
+                        "root differs from the one verified before at this size (split view)",
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        Ok((
+            ProofReport::Inclusion {
+                log,
+                leaf_index: proof.leaf_idx,
+                tree_size: proof.tree_size,
+                leaf_hash: proof.leaf_hash,
+                root: root.to_base64(),
+                matches_state,
+            },
+            None,
+        ))
+    } else if value.get("size1").is_some() {
+        let proof: ConsistencyProofJson = serde_json::from_value(value).map_err(usage)?;
+        let note = proof
+            .checkpoint
+            .as_deref()
+            .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
+        let (log, keys) = pinned(trust, note)?;
+        let (old, from) = match state.logs.get(&log) {
+            Some(s) => {
+                if s.size != proof.size1 {
+                    return Err(AuditError::Usage(format!(
+                        "the state file holds {log} at size {}; ask for a proof from that size",
+                        s.size
+                    )));
+                }
+                let old = Hash::from_base64(&s.root)
+                    .ok_or_else(|| AuditError::Usage("state file root is not base64".into()))?;
+                (old, "state")
+            }
+            None => {
+                let root1 = proof.root1.as_deref().ok_or_else(|| {
+                    AuditError::Usage("no state for this log and no root1 in the proof".into())
+                })?;
+                let old = Hash::from_base64(root1)
+                    .ok_or_else(|| AuditError::Usage("root1 is not base64".into()))?;
+                (old, "proof")
+            }
+        };
+        with_keys(&log, proof.size2, &keys, |k| proof.verify_with_key(k, &old))?;
+        let root = checkpoint_root(note)?;
+        let entry = LogState {
+            size: proof.size2,
+            root: root.to_base64(),
+            checkpoint: note.to_owned(),
+        };
+        Ok((
+            ProofReport::Consistency {
+                log: log.clone(),
+                from: proof.size1,
+                to: proof.size2,
+                root: root.to_base64(),
+                old_root_from: from,
+            },
+            Some((log, entry)),
+        ))
+    } else {
+        Err(AuditError::Usage(
+            "not a proof: expected leafIdx (inclusion) or size1 (consistency)".into(),
+        ))
+    }
+}
+
+/// The root of a note already verified by the caller.
+fn checkpoint_root(note: &str) -> Result<Hash, AuditError> {
+    SignedNote::parse(note)
+        .ok()
+        .and_then(|n| Checkpoint::parse_body(&n.text).ok())
+        .map(|c| c.root)
+        .ok_or_else(|| AuditError::Usage("checkpoint does not parse".into()))
+}

@@ -1,0 +1,593 @@
+//! The auditor against bundles made by the server's store: they verify; every tampering the
+//! suite tries is caught and located; state across runs proves append-only; cosignatures,
+//! key windows, proofs and exit codes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::process::Command;
+
+use kukaku::domain::InsurerNumber;
+use kukaku::ledger::hash::Hash;
+use kukaku::ledger::{Envelope, Kind, PartitionId};
+use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
+use kukaku_audit::audit::{AuditError, Options};
+use kukaku_audit::{State, Trust, verify_bundle, verify_proof};
+
+fn pid(s: &str) -> PartitionId {
+    InsurerNumber::parse(s).unwrap().partition_id()
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        block_cache_bytes: 8 << 20,
+        write_buffer_manager_bytes: 8 << 20,
+        // Rotate often so key events appear in the log.
+        dek_rotate_after: 4,
+        ..Default::default()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    store: Store,
+    ids: Vec<PartitionId>,
+}
+
+fn fixture(batches: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let store = Store::init(&paths, "hub.audit.example", options()).unwrap();
+    let ids = vec![pid("131011"), pid("380014")];
+    store.request_partitions(&ids).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    let f = Fixture {
+        _dir: dir,
+        paths,
+        store,
+        ids,
+    };
+    append(&f, batches);
+    f
+}
+
+fn append(f: &Fixture, batches: usize) {
+    for b in 0..batches {
+        for p in &f.ids {
+            let entries = (0..3)
+                .map(|i| {
+                    NewEntry::new(
+                        Kind::HOUSEHOLD_SNAPSHOT,
+                        20_000,
+                        None,
+                        format!("batch {b} item {i}").into_bytes(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            f.store.append(p, entries).unwrap();
+        }
+    }
+}
+
+fn bundle(store: &Store, ids: &[PartitionId]) -> Vec<u8> {
+    store.export_audit(ids, Vec::new(), &mut |_| {}).unwrap()
+}
+
+fn trust_of(store: &Store) -> Trust {
+    Trust::parse(&format!("log {}\n", store.log_key().unwrap().to_text())).unwrap()
+}
+
+fn run(
+    bytes: &[u8],
+    trust: &Trust,
+    previous: &State,
+) -> Result<(kukaku_audit::Report, State), AuditError> {
+    verify_bundle(
+        bytes,
+        &Options {
+            trust,
+            previous,
+            quorum: 0,
+        },
+    )
+}
+
+/// Bundle records with their byte ranges: (tag, start of data, end of data).
+fn records(b: &[u8]) -> Vec<(u8, usize, usize)> {
+    let mut at = kukaku::ledger::bundle::MAGIC.len();
+    let mut out = Vec::new();
+    while at < b.len() {
+        let tag = b[at];
+        let len = u32::from_be_bytes(b[at + 1..at + 5].try_into().unwrap()) as usize;
+        out.push((tag, at + 5, at + 5 + len));
+        at += 5 + len;
+    }
+    out
+}
+
+/// Re-frames records (tag, data) into a bundle with a correct trailer, as an attacker who
+/// edits a bundle would.
+fn reframe(parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
+    let mut out = kukaku::ledger::bundle::MAGIC.to_vec();
+    for (tag, data) in parts.iter().filter(|(t, _)| *t != 0xFF) {
+        out.push(*tag);
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+    }
+    let sum = Hash::digest(&[&out]);
+    out.extend_from_slice(&[0xFF, 0, 0, 0, 32]);
+    out.extend_from_slice(sum.as_bytes());
+    out
+}
+
+fn parts(b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    records(b)
+        .into_iter()
+        .map(|(t, s, e)| (t, b[s..e].to_vec()))
+        .collect()
+}
+
+fn must_fail(bytes: &[u8], trust: &Trust, previous: &State, what: &str) -> AuditError {
+    match run(bytes, trust, previous) {
+        Ok(_) => panic!("{what}: accepted"),
+        Err(e) => {
+            assert_eq!(e.exit_code(), 1, "{what}: {e}");
+            e
+        }
+    }
+}
+
+#[test]
+fn server_bundles_verify_and_report() {
+    let f = fixture(3);
+    let b = bundle(&f.store, &f.ids);
+    let trust = trust_of(&f.store);
+    let (report, state) = run(&b, &trust, &State::default()).unwrap();
+    assert_eq!(report.partitions.len(), 2);
+    for (r, p) in report.partitions.iter().zip(&f.ids) {
+        assert_eq!(r.partition, p.as_str());
+        assert_eq!(r.entries, f.store.size(p).unwrap());
+        assert_eq!(
+            r.checkpoints as usize,
+            f.store.checkpoint_sizes(p).unwrap().len()
+        );
+        assert_eq!(r.kinds["household_snapshot"], 9);
+        assert!(r.key_events.iter().any(|e| e.event == "create"));
+        assert!(r.key_events.iter().any(|e| e.event == "rotate"), "{r:?}");
+        assert_eq!(r.append_only_since, None);
+        let st = &state.logs[&r.log];
+        assert_eq!(st.size, r.entries);
+    }
+    // A partition-pinned key works for its partition only.
+    let one = Trust::parse(&format!(
+        "log {}\n",
+        f.store.verifier_key(&f.ids[0]).unwrap().to_text()
+    ))
+    .unwrap();
+    assert!(matches!(
+        run(&b, &one, &State::default()),
+        Err(AuditError::NotTrusted(_))
+    ));
+    run(&bundle(&f.store, &f.ids[..1]), &one, &State::default()).unwrap();
+    // Another instance under the same origin: its key is pinned, the bundle's is not.
+    let other = fixture(0);
+    let e = must_fail(&b, &trust_of(&other.store), &State::default(), "other key");
+    assert!(e.to_string().contains("not pinned"), "{e}");
+    // Nothing pinned for this origin at all: a usage error (exit 2).
+    let elsewhere = Trust::parse(
+        "log hub.kokuho-13.example/131011+b49a58cb+ASFS+NGbeR0kRTJC4V8uq2y3z/p7al7TAJeWDgaYgdsS\n",
+    )
+    .unwrap();
+    let e = run(&b, &elsewhere, &State::default()).unwrap_err();
+    assert_eq!(e.exit_code(), 2, "{e}");
+}
+
+/// Every single-byte change anywhere is rejected; with the trailer recomputed (an editing
+/// attacker), every change to a hashed byte is still rejected and located. Only sealed bodies
+/// and key ids lie outside the hash by design (docs/format.md §3: re-encryption changes them).
+#[test]
+fn every_single_byte_change_is_rejected() {
+    let f = fixture(1);
+    let b = bundle(&f.store, &f.ids[..1]);
+    let trust = trust_of(&f.store);
+    let none = State::default();
+    for i in 0..b.len() {
+        let mut m = b.clone();
+        m[i] ^= 0x01;
+        must_fail(&m, &trust, &none, &format!("raw flip at byte {i}"));
+    }
+    let recs = parts(&b);
+    let mut checked = 0;
+    for (r, (tag, data)) in recs.iter().enumerate() {
+        if *tag == 0xFF {
+            continue;
+        }
+        // Which bytes of this record are hashed (covered by leaf, commitment or signature).
+        let hashed: Vec<usize> = match *tag {
+            0x02 => {
+                let env = Envelope::decode(data).unwrap();
+                let sealed = env.key_id != 0;
+                (0..data.len())
+                    .filter(|&i| i < env.header_len || (!sealed && i >= env.header_len + 4))
+                    .collect()
+            }
+            _ => (0..data.len()).collect(),
+        };
+        for i in hashed {
+            let mut edited = recs.clone();
+            edited[r].1[i] ^= 0x01;
+            let e = must_fail(
+                &reframe(&edited),
+                &trust,
+                &none,
+                &format!("record {r} (tag {tag:#x}) byte {i}"),
+            );
+            if *tag == 0x02 && i < 40 {
+                // Header edits name the partition and a seq.
+                assert!(matches!(e, AuditError::Failed { .. }), "{e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 500, "only {checked} bytes checked");
+}
+
+#[test]
+fn removed_duplicated_reordered_and_truncated_entries_are_rejected() {
+    let f = fixture(2);
+    let b = bundle(&f.store, &f.ids[..1]);
+    let trust = trust_of(&f.store);
+    let none = State::default();
+    let recs = parts(&b);
+    let envs: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].0 == 0x02).collect();
+    let mid = envs[envs.len() / 2];
+
+    let mut removed = recs.clone();
+    removed.remove(mid);
+    let e = must_fail(&reframe(&removed), &trust, &none, "removed");
+    assert!(e.to_string().contains("seq"), "{e}");
+
+    let mut duplicated = recs.clone();
+    duplicated.insert(mid, recs[mid].clone());
+    must_fail(&reframe(&duplicated), &trust, &none, "duplicated");
+
+    let mut swapped = recs.clone();
+    swapped.swap(envs[2], envs[3]);
+    must_fail(&reframe(&swapped), &trust, &none, "reordered");
+
+    // Entries after the last checkpoint: not covered by a signature.
+    let mut uncovered = recs.clone();
+    let last_cp = uncovered.iter().rposition(|(t, _)| *t == 0x03).unwrap();
+    uncovered.remove(last_cp);
+    let e = must_fail(&reframe(&uncovered), &trust, &none, "uncovered tail");
+    assert!(e.to_string().contains("not covered"), "{e}");
+
+    // Truncated after an earlier checkpoint: valid alone, but a rollback for an auditor
+    // who verified the full log before.
+    let (_, state) = run(&b, &trust, &none).unwrap();
+    let cps: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].0 == 0x03).collect();
+    let cut = cps[cps.len() - 2];
+    let truncated: Vec<_> = recs[..=cut].to_vec();
+    run(&reframe(&truncated), &trust, &none).unwrap();
+    let e = must_fail(&reframe(&truncated), &trust, &state, "truncated");
+    assert!(e.to_string().contains("shrank"), "{e}");
+    // Cut without re-framing: no trailer.
+    must_fail(&b[..records(&b)[cut].2], &trust, &none, "no trailer");
+}
+
+#[test]
+fn state_proves_append_only_and_catches_a_rewritten_history() {
+    let f = fixture(1);
+    let trust = trust_of(&f.store);
+    let p = &f.ids[..1];
+    // Fork the instance: a copy of the data and key store directories shares the history so
+    // far and the signing key.
+    let fork_dir = tempfile::tempdir().unwrap();
+    let fork_paths = Paths::under(fork_dir.path());
+    let first = bundle(&f.store, p);
+    let (_, state1) = run(&first, &trust, &State::default()).unwrap();
+    let size1 = state1.logs.values().next().unwrap().size;
+
+    // The log grows: the next run confirms the old root at the old size.
+    append(&f, 1);
+    let second = bundle(&f.store, p);
+    let (report, state2) = run(&second, &trust, &state1).unwrap();
+    assert_eq!(report.partitions[0].append_only_since, Some(size1));
+    assert!(state2.logs.values().next().unwrap().size > size1);
+
+    // A fork that rewrote history after size1 (same key) is caught at that size.
+    let Fixture { store, paths, .. } = f;
+    drop(store);
+    copy_dir(&paths.data, &fork_paths.data);
+    copy_dir(&paths.key_store, &fork_paths.key_store);
+    std::fs::copy(&paths.kek, &fork_paths.kek).unwrap();
+    let original = Store::open(&paths, options()).unwrap();
+    let fork = Store::open(&fork_paths, options()).unwrap();
+    // Diverge: the fork appends different entries than the original.
+    fork.append(
+        &p[0],
+        vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, b"forked".to_vec()).unwrap()],
+    )
+    .unwrap();
+    original
+        .append(
+            &p[0],
+            vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, b"honest".to_vec()).unwrap()],
+        )
+        .unwrap();
+    let honest = bundle(&original, p);
+    let (_, state3) = run(&honest, &trust, &state2).unwrap();
+    let forked = bundle(&fork, p);
+    run(&forked, &trust, &State::default()).unwrap();
+    let e = must_fail(&forked, &trust, &state3, "fork");
+    assert!(e.to_string().contains("rewritten"), "{e}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn key_windows_and_witness_cosignatures() {
+    let f = fixture(1);
+    let b = bundle(&f.store, &f.ids[..1]);
+    let key = f.store.log_key().unwrap().to_text();
+    let none = State::default();
+    // A key whose window ended before these entries were appended.
+    let expired = Trust::parse(&format!("log {key} until=2020-01-01\n")).unwrap();
+    let e = must_fail(&b, &expired, &none, "expired key");
+    assert!(e.to_string().contains("validity window"), "{e}");
+    let future = Trust::parse(&format!("log {key} from=2999-01-01\n")).unwrap();
+    must_fail(&b, &future, &none, "not yet valid key");
+    let windowed = Trust::parse(&format!("log {key} from=2020-01-01 until=2999-01-01\n")).unwrap();
+    run(&b, &windowed, &none).unwrap();
+
+    // A witness cosigns the latest checkpoint; the hub keeps it; the bundle carries it.
+    let wdir = tempfile::tempdir().unwrap();
+    let witness = Store::init(
+        &Paths::under(wdir.path()),
+        "intermediate.audit.example",
+        options(),
+    )
+    .unwrap();
+    let p = &f.ids[0];
+    let note = f.store.checkpoint(p).unwrap().unwrap();
+    f.store
+        .add_cosignature(
+            p,
+            &witness.cosign(&note).unwrap(),
+            &[witness.cosigner_key()],
+        )
+        .unwrap();
+    let b = bundle(&f.store, &f.ids[..1]);
+    let trust = Trust::parse(&format!(
+        "log {key}\nwitness {}\n",
+        witness.cosigner_key().to_text()
+    ))
+    .unwrap();
+    let opts = |quorum| Options {
+        trust: &trust,
+        previous: &none,
+        quorum,
+    };
+    let (report, _) = verify_bundle(&b[..], &opts(1)).unwrap();
+    let r = &report.partitions[0];
+    assert_eq!(r.witnesses.len(), 1);
+    assert_eq!(r.witnessed_size, Some(f.store.size(p).unwrap()));
+    let e = verify_bundle(&b[..], &opts(2)).unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("cosigned by 2"), "{e}");
+    // Without the witness pinned, the cosignature is ignored and a warning-free report stays.
+    run(&b, &trust_of(&f.store), &none).unwrap();
+}
+
+#[test]
+fn proofs_verify_and_advance_the_state() {
+    let f = fixture(2);
+    let p = &f.ids[0];
+    let trust = trust_of(&f.store);
+    let sizes = f.store.checkpoint_sizes(p).unwrap();
+    let (old, new) = (sizes[1], *sizes.last().unwrap());
+    let inclusion =
+        serde_json::to_string(&f.store.prove_inclusion(p, 2, Some(new)).unwrap()).unwrap();
+    let (r, advance) = verify_proof(&inclusion, &trust, &State::default()).unwrap();
+    assert!(advance.is_none());
+    assert!(
+        matches!(r, kukaku_audit::ProofReport::Inclusion { tree_size, .. } if tree_size == new)
+    );
+    // Every single-character change of the JSON is rejected or does not parse.
+    let bytes = inclusion.as_bytes();
+    for i in 0..bytes.len() {
+        let mut m = bytes.to_vec();
+        m[i] ^= 0x01;
+        if let Ok(t) = std::str::from_utf8(&m) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(t) {
+                // A JSON-equal edit (whitespace inside the note's escape, say) is the same
+                // proof; anything else must fail.
+                if v == serde_json::from_str::<serde_json::Value>(&inclusion).unwrap() {
+                    continue;
+                }
+            }
+            assert!(
+                verify_proof(t, &trust, &State::default()).is_err(),
+                "byte {i}: {t}"
+            );
+        }
+    }
+
+    // Consistency from a state at `old` advances it to `new`.
+    let mut state = State::default();
+    let old_note = f.store.checkpoint_at(p, old).unwrap();
+    let old_root =
+        kukaku::ledger::Checkpoint::verify_note(&old_note, &f.store.verifier_key(p).unwrap())
+            .unwrap()
+            .root;
+    let log = format!("hub.audit.example/{p}");
+    state.logs.insert(
+        log.clone(),
+        kukaku_audit::state::LogState {
+            size: old,
+            root: old_root.to_base64(),
+            checkpoint: old_note,
+        },
+    );
+    let consistency =
+        serde_json::to_string(&f.store.prove_consistency(p, old, Some(new)).unwrap()).unwrap();
+    let (_, advance) = verify_proof(&consistency, &trust, &state).unwrap();
+    let (l, entry) = advance.unwrap();
+    assert_eq!((l.as_str(), entry.size), (log.as_str(), new));
+    // From a state whose root differs (a split view), the same proof fails.
+    state.logs.get_mut(&log).unwrap().root = Hash::from_bytes([7; 32]).to_base64();
+    assert_eq!(
+        verify_proof(&consistency, &trust, &state)
+            .unwrap_err()
+            .exit_code(),
+        1
+    );
+}
+
+fn audit_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kukaku-audit"))
+}
+
+#[test]
+fn the_binary_exits_0_1_2_and_keeps_state() {
+    let f = fixture(1);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle_path = dir.path().join("audit.bin");
+    std::fs::write(&bundle_path, bundle(&f.store, &f.ids)).unwrap();
+    let trust = dir.path().join("trust.txt");
+    std::fs::write(
+        &trust,
+        format!("log {}\n", f.store.log_key().unwrap().to_text()),
+    )
+    .unwrap();
+    let state = dir.path().join("state.json");
+    let out = audit_bin()
+        .args([
+            "verify",
+            bundle_path.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+        ])
+        .args(["--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("VERIFIED: 2 partition(s)"), "{text}");
+    assert!(text.contains("partition 131011"), "{text}");
+    assert!(state.exists());
+
+    // JSON report, second run: append-only since the first.
+    let out = audit_bin()
+        .args([
+            "verify",
+            bundle_path.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+        ])
+        .args(["--state", state.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert!(v["report"]["partitions"][0]["append_only_since"].is_u64());
+
+    // A flipped byte: exit 1, naming partition and seq; the state is untouched.
+    let before = std::fs::read(&state).unwrap();
+    let mut b = std::fs::read(&bundle_path).unwrap();
+    let recs = records(&b);
+    let (_, start, _) = recs.iter().find(|(t, ..)| *t == 0x02).unwrap();
+    b[start + 20] ^= 0x10;
+    let tampered = dir.path().join("tampered.bin");
+    std::fs::write(&tampered, &b).unwrap();
+    let out = audit_bin()
+        .args([
+            "verify",
+            tampered.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+        ])
+        .args(["--state", state.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["failure"]["partition"], "131011");
+    assert!(v["failure"]["seq"].is_u64());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED: partition 131011 seq"));
+    assert_eq!(std::fs::read(&state).unwrap(), before);
+
+    // Usage and I/O errors: exit 2.
+    for args in [
+        vec![
+            "verify",
+            "/nonexistent/bundle",
+            "--trust",
+            trust.to_str().unwrap(),
+        ],
+        vec![
+            "verify",
+            bundle_path.to_str().unwrap(),
+            "--trust",
+            "/nonexistent/trust",
+        ],
+        vec!["verify", bundle_path.to_str().unwrap()],
+        vec![
+            "proof",
+            trust.to_str().unwrap(),
+            "--trust",
+            trust.to_str().unwrap(),
+        ],
+    ] {
+        let out = audit_bin().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Arbitrary bytes after a valid magic line never panic the reader and never verify.
+    #[test]
+    fn arbitrary_bundles_are_rejected(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048)) {
+        let mut b = kukaku::ledger::bundle::MAGIC.to_vec();
+        b.extend_from_slice(&tail);
+        let trust = Trust::parse(
+            "log hub.kokuho-13.example/131011+b49a58cb+ASFS+NGbeR0kRTJC4V8uq2y3z/p7al7TAJeWDgaYgdsS\n",
+        )
+        .unwrap();
+        let r = run(&b, &trust, &State::default());
+        // Only an empty bundle with a correct trailer could pass, and random bytes do not
+        // carry one.
+        proptest::prop_assert!(r.is_err());
+    }
+
+    /// Arbitrary text never panics the proof, note or trust parsers.
+    #[test]
+    fn arbitrary_text_is_refused_cleanly(text in "\\PC{0,400}") {
+        let trust = Trust::parse(
+            "log hub.kokuho-13.example/131011+b49a58cb+ASFS+NGbeR0kRTJC4V8uq2y3z/p7al7TAJeWDgaYgdsS\n",
+        )
+        .unwrap();
+        proptest::prop_assert!(verify_proof(&text, &trust, &State::default()).is_err());
+        let _ = Trust::parse(&text);
+        let _ = kukaku::ledger::SignedNote::parse(&text);
+    }
+}
