@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-cargo run --quiet --bin kukaku -- demo
+# The auditor too: the demo prints a kukaku-audit command for the bundle it writes.
+cargo build --quiet -p kukaku-audit
+cargo run --quiet --bin kukaku -- demo "$@"

@@ -427,6 +427,7 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         Arc::clone(&inter),
         &ids,
         &int_paths,
+        dir.path(),
         listen,
         no_serve,
     ))?;
@@ -439,11 +440,65 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     Ok(ok)
 }
 
+/// The demo's ledger part: a signed checkpoint and an inclusion proof checked against the
+/// pinned key, then an audit bundle and a trust file for kukaku-audit.
+fn demo_ledger_and_audit(
+    hub: &Store,
+    inter: &Store,
+    ids: &[PartitionId],
+    dir: &std::path::Path,
+) -> Result<()> {
+    let p = ids.first().context("partition")?;
+    let key = hub.verifier_key(p).context("hub key")?;
+    println!("\n== the ledger: {p}'s signed checkpoint (C2SP) and verifier key");
+    print!("{}", hub.checkpoint(p)?.context("no checkpoint")?);
+    println!("{}", key.to_text());
+    let proof = hub.prove_inclusion(p, 2, None)?;
+    proof.verify_with_key(&key)?;
+    println!(
+        "\n== RFC 9162 inclusion proof of seq 2 (a household snapshot) in tree size {}: {} hashes, verified",
+        proof.tree_size,
+        proof.proof.as_ref().map_or(0, Vec::len)
+    );
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+
+    let bundle = dir.join("hub-audit.bundle");
+    let file = std::fs::File::create_new(&bundle)?;
+    hub.export_audit(ids, std::io::BufWriter::new(file), &mut |_| {})?;
+    let trust = dir.join("trust.txt");
+    std::fs::write(
+        &trust,
+        format!(
+            "# pinned keys for kukaku-audit (docs/audit.md)\nlog {}\nwitness {}\n",
+            hub.log_key().context("hub key")?.to_text(),
+            inter.cosigner_key().to_text()
+        ),
+    )?;
+    let auditor = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("kukaku-audit"))
+        .filter(|a| a.exists())
+        .map_or_else(
+            || "cargo run -p kukaku-audit --".to_owned(),
+            |a| a.display().to_string(),
+        );
+    println!(
+        "\n== audit bundle of the hub (headers, envelopes, cosigned checkpoints; no keys, no plaintext)\n  \
+         {}\n  verify it offline, requiring the intermediate's cosignature:\n  \
+         {auditor} verify {} --trust {} --quorum 1",
+        bundle.display(),
+        bundle.display(),
+        trust.display()
+    );
+    Ok(())
+}
+
 async fn demo_online(
     hub: Arc<Store>,
     inter: Arc<Store>,
     ids: &[PartitionId],
     int_paths: &Paths,
+    dir: &std::path::Path,
     listen: std::net::SocketAddr,
     no_serve: bool,
 ) -> Result<bool> {
@@ -527,6 +582,9 @@ async fn demo_online(
         let b = verify_all(&inter, None, true)?;
         Ok(a && b)
     })?;
+    if ok {
+        tokio::task::block_in_place(|| demo_ledger_and_audit(&hub, &inter, ids, dir))?;
+    }
     if !ok || no_serve {
         let _ = stop_tx.send(true);
         hub_task.await??;

@@ -94,6 +94,19 @@ pub fn verify_proof(
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| AuditError::Usage(format!("not JSON: {e}")))?;
     let usage = |e: serde_json::Error| AuditError::Usage(format!("not a proof: {e}"));
+    if let Some(err) = value.get("error") {
+        let field = |k: &str| {
+            err.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("?")
+                .to_owned()
+        };
+        return Err(AuditError::Usage(format!(
+            "the file is the server's error answer, not a proof: {}: {}",
+            field("code"),
+            field("message")
+        )));
+    }
     if value.get("leafIdx").is_some() {
         let proof: InclusionProofJson = serde_json::from_value(value).map_err(usage)?;
         let note = proof

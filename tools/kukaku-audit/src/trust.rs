@@ -58,8 +58,11 @@ impl LogKey {
 
     /// The window as text, for reports.
     pub fn window(&self) -> String {
+        if self.from.is_none() && self.until.is_none() {
+            return "(no validity window)".to_owned();
+        }
         let show = |t: Option<u64>| t.map_or("…".to_owned(), kukaku::ledger::format_utc_ms);
-        format!("[{}, {})", show(self.from), show(self.until))
+        format!("valid [{}, {})", show(self.from), show(self.until))
     }
 }
 

@@ -444,6 +444,15 @@ fn proofs_verify_and_advance_the_state() {
     let (_, advance) = verify_proof(&consistency, &trust, &state).unwrap();
     let (l, entry) = advance.unwrap();
     assert_eq!((l.as_str(), entry.size), (log.as_str(), new));
+    // An error answer saved instead of a proof is named as such (exit 2).
+    let e = verify_proof(
+        r#"{"error":{"code":"no_checkpoint","message":"m","details":[]}}"#,
+        &trust,
+        &state,
+    )
+    .unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(e.to_string().contains("error answer") && e.to_string().contains("no_checkpoint"));
     // From a state whose root differs (a split view), the same proof fails.
     state.logs.get_mut(&log).unwrap().root = Hash::from_bytes([7; 32]).to_base64();
     assert_eq!(
