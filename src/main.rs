@@ -161,6 +161,11 @@ enum Command {
         /// Partitions to include (default: all active ones).
         #[arg(long = "partition")]
         partitions: Vec<String>,
+        /// Start each partition at this checkpointed tree size instead of genesis: the bundle
+        /// then carries the tree edge and the checkpoint there (an auditor continues from a
+        /// checkpoint verified before).
+        #[arg(long, default_value_t = 0)]
+        from_size: u64,
         /// Output file; refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
@@ -747,7 +752,12 @@ fn partitions_show(store: &Store, p: &PartitionId) -> Result<()> {
     Ok(())
 }
 
-fn export_audit(store: &Store, partitions: &[String], out: &std::path::Path) -> Result<()> {
+fn export_audit(
+    store: &Store,
+    partitions: &[String],
+    from: u64,
+    out: &std::path::Path,
+) -> Result<()> {
     let ids: Vec<PartitionId> = if partitions.is_empty() {
         store
             .partitions()?
@@ -763,7 +773,11 @@ fn export_audit(store: &Store, partitions: &[String], out: &std::path::Path) -> 
     };
     let mut total = 0;
     for p in &ids {
-        total += store.size(p)?;
+        let size = store.size(p)?;
+        if from > size {
+            anyhow::bail!("--from-size {from} is beyond partition {p}'s size {size}");
+        }
+        total += size - from;
     }
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -773,9 +787,17 @@ fn export_audit(store: &Store, partitions: &[String], out: &std::path::Path) -> 
     let bar = indicatif::ProgressBar::new(total).with_style(
         indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} entries")?,
     );
-    let file = store.export_audit(&ids, std::io::BufWriter::new(file), &mut |d| {
+    let written = store.export_audit_from(&ids, from, std::io::BufWriter::new(file), &mut |d| {
         bar.set_position(d)
-    })?;
+    });
+    let file = match written {
+        Ok(f) => f,
+        Err(e) => {
+            // Leave no partial bundle behind.
+            let _ = std::fs::remove_file(out);
+            return Err(e.into());
+        }
+    };
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     bar.finish_and_clear();
     println!(
@@ -1306,8 +1328,9 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Export {
             audit: _,
             partitions,
+            from_size,
             out,
-        } => export_audit(&open(&paths)?, &partitions, &out)?,
+        } => export_audit(&open(&paths)?, &partitions, from_size, &out)?,
         Command::Demo { listen, no_serve } => return demo(listen, no_serve),
     }
     Ok(true)

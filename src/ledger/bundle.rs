@@ -9,6 +9,7 @@ use ring::digest;
 
 use super::hash::Hash;
 use super::header::PartitionId;
+use super::merkle::CompactRange;
 use super::note::{NoteError, VerifierKey};
 use super::verify::{ChainVerifier, Step, VerifyError};
 
@@ -20,6 +21,7 @@ pub const MAX_RECORD: u32 = 16 * 1024 * 1024;
 const TAG_PARTITION: u8 = 0x01;
 const TAG_ENVELOPE: u8 = 0x02;
 const TAG_CHECKPOINT: u8 = 0x03;
+const TAG_START: u8 = 0x04;
 const TAG_TRAILER: u8 = 0xFF;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,21 @@ impl<W: Write> BundleWriter<W> {
         self.record(TAG_PARTITION, &data)
     }
 
+    /// Starts the section at tree size `from` instead of genesis: the chain value there and
+    /// the compact range (the tree's edge) at that size. The caller writes the checkpoint at
+    /// `from` next, which anchors both, then the envelopes from seq `from`.
+    pub fn start(&mut self, from: u64, chain: &Hash, frontier: &[Hash]) -> io::Result<()> {
+        let count = u8::try_from(frontier.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frontier too long"))?;
+        let mut data = from.to_be_bytes().to_vec();
+        data.extend_from_slice(chain.as_bytes());
+        data.push(count);
+        for h in frontier {
+            data.extend_from_slice(h.as_bytes());
+        }
+        self.record(TAG_START, &data)
+    }
+
     pub fn envelope(&mut self, envelope: &[u8]) -> io::Result<()> {
         self.record(TAG_ENVELOPE, envelope)
     }
@@ -110,12 +127,16 @@ pub struct PartitionReport {
     pub last_checkpoint: Option<u64>,
     /// Entries per kind name.
     pub kinds: BTreeMap<&'static str, u64>,
+    /// First seq in the bundle (0 from genesis, else the start record's size).
+    pub first_seq: u64,
 }
 
 struct Section {
     verifier: ChainVerifier,
     key: VerifierKey,
     report: PartitionReport,
+    /// False between a start record and the checkpoint that anchors it.
+    anchored: bool,
 }
 
 fn close(section: Option<Section>, out: &mut Vec<PartitionReport>) -> Result<(), BundleError> {
@@ -150,6 +171,13 @@ pub enum Record {
     Envelope(Vec<u8>),
     /// A checkpoint note for the tree of the envelopes so far (may carry cosignatures).
     Checkpoint(String),
+    /// The section starts at tree size `from` (not genesis): the chain value and the compact
+    /// range there. The next record must be the checkpoint at `from`.
+    Start {
+        from: u64,
+        chain: Hash,
+        frontier: CompactRange,
+    },
 }
 
 /// Reads a bundle record by record and checks its framing: the magic line, record tags and
@@ -158,8 +186,9 @@ pub enum Record {
 /// caller must read to the end before trusting anything.
 pub struct BundleReader<R: Read> {
     input: R,
-    ctx: Option<digest::Context>,
+    ctx: digest::Context,
     at: u64,
+    done: bool,
 }
 
 impl<R: Read> BundleReader<R> {
@@ -175,8 +204,9 @@ impl<R: Read> BundleReader<R> {
         ctx.update(&magic);
         Ok(BundleReader {
             input,
-            ctx: Some(ctx),
+            ctx,
             at: MAGIC.len() as u64,
+            done: false,
         })
     }
 
@@ -194,9 +224,9 @@ impl<R: Read> BundleReader<R> {
 
     /// The next record, or `None` after a valid trailer.
     pub fn next_record(&mut self) -> Result<Option<Record>, BundleError> {
-        let Some(ctx) = self.ctx.as_mut() else {
+        if self.done {
             return Ok(None);
-        };
+        }
         let mut head = [0u8; 5];
         match self.input.read_exact(&mut head) {
             Ok(()) => {}
@@ -215,18 +245,18 @@ impl<R: Read> BundleReader<R> {
             .read_exact(&mut data)
             .map_err(|_| BundleError::Truncated)?;
         if tag == TAG_TRAILER {
-            let sum = self.ctx.take().map(digest::Context::finish);
-            if sum.as_ref().map(|d| d.as_ref()) != Some(data.as_slice()) {
+            if self.ctx.clone().finish().as_ref() != data.as_slice() {
                 return Err(BundleError::Trailer);
             }
             let mut extra = [0u8; 1];
             if self.input.read(&mut extra)? != 0 {
                 return Err(self.bad("bytes after the trailer"));
             }
+            self.done = true;
             return Ok(None);
         }
-        ctx.update(&head);
-        ctx.update(&data);
+        self.ctx.update(&head);
+        self.ctx.update(&data);
         let record = match tag {
             TAG_PARTITION => {
                 let Some((&plen, rest)) = data.split_first() else {
@@ -245,6 +275,29 @@ impl<R: Read> BundleReader<R> {
                 Record::Partition { partition, vkey }
             }
             TAG_ENVELOPE => Record::Envelope(data),
+            TAG_START => {
+                let bad = || self.bad("malformed start record");
+                let (from, rest) = data.split_at_checked(8).ok_or_else(bad)?;
+                let from = u64::from_be_bytes(from.try_into().map_err(|_| bad())?);
+                let (chain, rest) = rest.split_at_checked(32).ok_or_else(bad)?;
+                let chain = Hash::from_slice(chain).ok_or_else(bad)?;
+                let (&count, rest) = rest.split_first().ok_or_else(bad)?;
+                if rest.len() != usize::from(count) * 32 {
+                    return Err(bad());
+                }
+                let hashes = rest
+                    .chunks_exact(32)
+                    .map(Hash::from_slice)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(bad)?;
+                let frontier = CompactRange::from_parts(from, hashes)
+                    .map_err(|_| self.bad("start record's frontier does not fit its size"))?;
+                Record::Start {
+                    from,
+                    chain,
+                    frontier,
+                }
+            }
             TAG_CHECKPOINT => Record::Checkpoint(
                 String::from_utf8(data).map_err(|_| self.bad("checkpoint is not UTF-8"))?,
             ),
@@ -289,9 +342,11 @@ pub fn verify<R: Read>(
                         root: Hash::ZERO,
                         last_checkpoint: None,
                         kinds: BTreeMap::new(),
+                        first_seq: 0,
                     },
                     verifier: ChainVerifier::new(id),
                     key,
+                    anchored: true,
                 });
             }
             Record::Envelope(data) => {
@@ -299,6 +354,12 @@ pub fn verify<R: Read>(
                     at,
                     reason: "envelope before a partition record",
                 })?;
+                if !s.anchored {
+                    return Err(BundleError::Record {
+                        at,
+                        reason: "a start record must be followed by the checkpoint at its size",
+                    });
+                }
                 let (env, _) = s.verifier.push(&data)?;
                 *s.report.kinds.entry(env.header.kind.name()).or_default() += 1;
             }
@@ -310,6 +371,26 @@ pub fn verify<R: Read>(
                 let cp = s.verifier.check_checkpoint(&note, &s.key)?;
                 s.report.checkpoints += 1;
                 s.report.last_checkpoint = Some(cp.size);
+                s.anchored = true;
+            }
+            Record::Start {
+                from,
+                chain,
+                frontier,
+            } => {
+                let s = section.as_mut().ok_or(BundleError::Record {
+                    at,
+                    reason: "start record before a partition record",
+                })?;
+                if s.verifier.size() != 0 || s.report.checkpoints != 0 {
+                    return Err(BundleError::Record {
+                        at,
+                        reason: "start record after entries",
+                    });
+                }
+                s.verifier = ChainVerifier::resume(s.verifier.partition().clone(), frontier, chain);
+                s.anchored = false;
+                s.report.first_seq = from;
             }
         }
     }

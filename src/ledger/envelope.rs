@@ -87,27 +87,58 @@ impl Envelope {
     /// Parses and checks structure: header rules, key id against the kind's class, body length,
     /// and for open bodies the commitment. Sealed commitments need the key (crypto).
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        EnvelopeRef::decode(bytes).map(|e| e.to_owned())
+    }
+
+    /// Leaf hash of this entry (over the header only).
+    pub fn leaf_hash(&self) -> Hash {
+        self.header.leaf_hash()
+    }
+}
+
+/// An envelope parsed in place: the same checks as [`Envelope::decode`], without copying
+/// the body. Verifiers that only hash use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRef<'a> {
+    pub header: Header,
+    /// The encoded header: the bytes the leaf hash covers (the strict decoder accepts one
+    /// encoding per header, so these are exactly `header.encode()`).
+    pub header_bytes: &'a [u8],
+    pub key_id: u32,
+    pub body: BodyRef<'a>,
+}
+
+/// A body in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRef<'a> {
+    Open {
+        salt: &'a [u8; SALT_LEN],
+        payload: &'a [u8],
+    },
+    Sealed {
+        nonce: &'a [u8; NONCE_LEN],
+        ciphertext_and_tag: &'a [u8],
+    },
+}
+
+impl<'a> EnvelopeRef<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<EnvelopeRef<'a>, EnvelopeError> {
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
         let header_len = r.pos();
         let key_id = r.u32()?;
         let rest = r.rest();
+        let header_bytes = bytes.get(..header_len).unwrap_or_default();
         let kind = header.kind;
         let body = match (kind.class(), key_id) {
             (Class::Open, 0) => {
-                if rest.len() < SALT_LEN {
-                    return Err(EnvelopeError::OpenTooShort(rest.len()));
-                }
-                let (salt, payload) = rest.split_at(SALT_LEN);
-                let mut s = [0u8; SALT_LEN];
-                s.copy_from_slice(salt);
-                if commitment(&s, payload) != header.commitment {
+                let (salt, payload) = rest
+                    .split_first_chunk::<SALT_LEN>()
+                    .ok_or(EnvelopeError::OpenTooShort(rest.len()))?;
+                if commitment(salt, payload) != header.commitment {
                     return Err(EnvelopeError::Commitment);
                 }
-                Body::Open {
-                    salt: s,
-                    payload: payload.to_vec(),
-                }
+                BodyRef::Open { salt, payload }
             }
             (Class::Open, k) => {
                 return Err(EnvelopeError::OpenWithKey {
@@ -120,26 +151,47 @@ impl Envelope {
                 if rest.len() < NONCE_LEN + SALT_LEN + TAG_LEN {
                     return Err(EnvelopeError::SealedTooShort(rest.len()));
                 }
-                let (nonce, ct) = rest.split_at(NONCE_LEN);
-                let mut n = [0u8; NONCE_LEN];
-                n.copy_from_slice(nonce);
-                Body::Sealed {
-                    nonce: n,
-                    ciphertext_and_tag: ct.to_vec(),
+                let (nonce, ct) = rest
+                    .split_first_chunk::<NONCE_LEN>()
+                    .ok_or(EnvelopeError::SealedTooShort(rest.len()))?;
+                BodyRef::Sealed {
+                    nonce,
+                    ciphertext_and_tag: ct,
                 }
             }
         };
-        Ok(Envelope {
+        Ok(EnvelopeRef {
             header,
-            header_len,
+            header_bytes,
             key_id,
             body,
         })
     }
 
-    /// Leaf hash of this entry (over the header only).
+    /// Leaf hash over the encoded header bytes, without re-encoding.
     pub fn leaf_hash(&self) -> Hash {
-        self.header.leaf_hash()
+        super::hash::leaf_hash(self.header_bytes)
+    }
+
+    pub fn to_owned(&self) -> Envelope {
+        Envelope {
+            header: self.header.clone(),
+            header_len: self.header_bytes.len(),
+            key_id: self.key_id,
+            body: match self.body {
+                BodyRef::Open { salt, payload } => Body::Open {
+                    salt: *salt,
+                    payload: payload.to_vec(),
+                },
+                BodyRef::Sealed {
+                    nonce,
+                    ciphertext_and_tag,
+                } => Body::Sealed {
+                    nonce: *nonce,
+                    ciphertext_and_tag: ciphertext_and_tag.to_vec(),
+                },
+            },
+        }
     }
 }
 
@@ -173,6 +225,10 @@ mod tests {
         let e = open_envelope();
         let bytes = e.encode();
         assert_eq!(Envelope::decode(&bytes), Ok(e.clone()));
+        // The in-place view hashes the raw header bytes: the same leaf as re-encoding.
+        let view = EnvelopeRef::decode(&bytes).unwrap();
+        assert_eq!(view.leaf_hash(), e.header.leaf_hash());
+        assert_eq!(view.to_owned(), e);
         let mut tampered = bytes.clone();
         let last = tampered.len() - 1;
         tampered[last] ^= 1;

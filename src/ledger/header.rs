@@ -362,6 +362,23 @@ mod tests {
         assert_eq!(Header::decode(&bytes), Ok(h));
     }
 
+    /// One encoding per header: whatever single-byte change still decodes re-encodes to
+    /// exactly the changed bytes, so hashing the raw bytes (audit fast path) and hashing the
+    /// re-encoded header (writer) give the same leaf.
+    #[test]
+    fn every_accepted_encoding_is_canonical() {
+        let good = sample().encode();
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                if let Ok((h, used)) = Header::decode_prefix(&b) {
+                    assert_eq!(h.encode(), b[..used].to_vec(), "byte {i} bit {bit}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn every_truncation_and_extension_is_rejected() {
         let bytes = sample().encode();

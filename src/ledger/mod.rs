@@ -13,7 +13,7 @@ pub mod payload;
 pub mod proof_json;
 pub mod verify;
 
-pub use envelope::{Body, Envelope, EnvelopeError};
+pub use envelope::{Body, BodyRef, Envelope, EnvelopeError, EnvelopeRef};
 pub use hash::Hash;
 pub use header::{Class, Header, Kind, PartitionId};
 pub use note::{Checkpoint, SignedNote, VerifierKey};

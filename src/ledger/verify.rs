@@ -3,9 +3,9 @@
 
 use std::fmt;
 
-use super::envelope::{Envelope, EnvelopeError};
+use super::envelope::{EnvelopeError, EnvelopeRef};
 use super::hash::{Hash, chain_next};
-use super::header::{Kind, PartitionId};
+use super::header::{Header, Kind, PartitionId};
 use super::merkle::{CompactRange, Node};
 use super::note::{Checkpoint, NoteError, VerifierKey};
 
@@ -81,6 +81,18 @@ impl ChainVerifier {
         }
     }
 
+    /// Continues a log at `range.size()` from a trusted tree edge and chain value there (an
+    /// audit bundle from a checkpoint instead of genesis). `tx_time` order is checked from the
+    /// first entry pushed.
+    pub fn resume(partition: PartitionId, range: CompactRange, chain: Hash) -> Self {
+        ChainVerifier {
+            partition,
+            chain,
+            range,
+            last_tx: 0,
+        }
+    }
+
     pub fn partition(&self) -> &PartitionId {
         &self.partition
     }
@@ -114,11 +126,22 @@ impl ChainVerifier {
         }
     }
 
-    /// Checks the next envelope; returns it and the tree nodes it completed.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<(Envelope, Vec<Node>), VerifyError> {
+    /// Checks the next envelope; returns it (parsed in place) and the tree nodes it completed.
+    pub fn push<'b>(
+        &mut self,
+        bytes: &'b [u8],
+    ) -> Result<(EnvelopeRef<'b>, Vec<Node>), VerifyError> {
         let seq = self.size();
-        let env = Envelope::decode(bytes).map_err(|e| self.fail(seq, Step::Decode(e)))?;
-        let h = &env.header;
+        let env = EnvelopeRef::decode(bytes).map_err(|e| self.fail(seq, Step::Decode(e)))?;
+        let nodes = self.push_decoded(&env.header, env.leaf_hash())?;
+        Ok((env, nodes))
+    }
+
+    /// The order, chain and tree checks of [`ChainVerifier::push`] for an envelope that was
+    /// already decoded strictly (`EnvelopeRef::decode`) and leaf-hashed, e.g. by another
+    /// thread. `leaf` must be the leaf hash of `header`'s encoding.
+    pub fn push_decoded(&mut self, h: &Header, leaf: Hash) -> Result<Vec<Node>, VerifyError> {
+        let seq = self.size();
         if h.partition != self.partition {
             return Err(self.fail(seq, Step::Partition(h.partition.to_string())));
         }
@@ -140,14 +163,19 @@ impl ChainVerifier {
         if seq == 0 && h.kind != Kind::GENESIS {
             return Err(self.fail(seq, Step::Other("seq 0 is not a genesis entry".into())));
         }
-        let leaf = env.leaf_hash();
         let nodes = self
             .range
             .append(leaf)
             .map_err(|e| self.fail(seq, Step::Other(e.to_string())))?;
         self.chain = chain_next(&self.chain, &leaf);
         self.last_tx = h.tx_time;
-        Ok((env, nodes))
+        Ok(nodes)
+    }
+
+    /// The failure of a decode step at the current position (for callers that decode
+    /// elsewhere).
+    pub fn decode_failure(&self, e: EnvelopeError) -> VerifyError {
+        self.fail(self.size(), Step::Decode(e))
     }
 
     /// Checks a signed checkpoint for the current size: signature, origin and root.

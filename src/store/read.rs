@@ -634,6 +634,46 @@ impl Store {
         out: W,
         progress: &mut dyn FnMut(u64),
     ) -> Result<W, ReadError> {
+        self.export_audit_from(partitions, 0, out, progress)
+    }
+
+    /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
+    fn frontier_at(&self, p: &PartitionId, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        let mut out = Vec::new();
+        for level in (0..64u8).rev() {
+            if (size >> level) & 1 == 1 {
+                // The perfect subtree of 2^level leaves that starts where the higher bits end.
+                let index = (size >> level) - 1;
+                out.push(src.node(level, index).map_err(|e| corrupt(p, size, e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint at `size`, in its cosigned form when a witness has cosigned it: the
+    /// same note with more signature lines, so verifiers without witness keys read it as
+    /// before.
+    fn best_checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
+        match self.cosigned_checkpoint_at(p, size)? {
+            Some(cosigned) => Ok(cosigned),
+            None => self.inner.checkpoint_at(p, size),
+        }
+    }
+
+    /// Writes an audit bundle of the given partitions from tree size `from` (0: genesis;
+    /// else a checkpointed size: the section then starts with the tree edge there and that
+    /// checkpoint, docs/format.md §10).
+    pub fn export_audit_from<W: Write>(
+        &self,
+        partitions: &[PartitionId],
+        from: u64,
+        out: W,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<W, ReadError> {
         let mut w = BundleWriter::new(out)?;
         let mut done = 0u64;
         for p in partitions {
@@ -643,8 +683,29 @@ impl Store {
             w.partition(p, &key)?;
             let cf = self.inner.cf(p)?;
             let mut checkpoints = self.checkpoint_sizes(p)?.into_iter().peekable();
-            let mut size = 0u64;
-            for item in self.inner.db.prefix_iterator_cf(&cf, b"E") {
+            if from > 0 {
+                let anchor = self.best_checkpoint_at(p, from)?;
+                let chain = match self.envelopes(p, from, from + 1)?.first() {
+                    Some(raw) => {
+                        crate::ledger::Envelope::decode(raw)
+                            .map_err(|e| corrupt(p, from, e))?
+                            .header
+                            .prev_chain
+                    }
+                    None => self
+                        .inner
+                        .state(p)?
+                        .map(|st| Hash::from_bytes(st.chain))
+                        .ok_or_else(|| corrupt(p, from, "no partition state"))?,
+                };
+                w.start(from, &chain, &self.frontier_at(p, from)?)?;
+                w.checkpoint(&anchor)?;
+                while checkpoints.next_if(|s| *s <= from).is_some() {}
+            }
+            let mut size = from;
+            let start = entry_key(from);
+            let mode = IteratorMode::From(&start, Direction::Forward);
+            for item in self.inner.db.iterator_cf(&cf, mode) {
                 let (k, raw) = item?;
                 if k.first() != Some(&b'E') {
                     break;
@@ -655,14 +716,7 @@ impl Store {
                 while checkpoints.peek().is_some_and(|s| *s <= size) {
                     let s = checkpoints.next().unwrap_or_default();
                     if s == size {
-                        // The cosigned form when a witness has cosigned it: the same note
-                        // with more signature lines, so verifiers without witness keys
-                        // read it as before.
-                        let note = match self.cosigned_checkpoint_at(p, s)? {
-                            Some(cosigned) => cosigned,
-                            None => self.inner.checkpoint_at(p, s)?,
-                        };
-                        w.checkpoint(&note)?;
+                        w.checkpoint(&self.best_checkpoint_at(p, s)?)?;
                     }
                 }
                 if done.is_multiple_of(1024) {

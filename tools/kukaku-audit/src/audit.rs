@@ -1,7 +1,8 @@
 //! Verification of an audit bundle against the trust roots, in a two-stage pipeline: one
-//! thread reads the bundle and hashes it for the trailer, the other decodes every envelope
-//! and recomputes chain, tree, checkpoints and cosignatures. Memory stays constant per
-//! partition (a compact range, not the tree).
+//! thread reads and frames the bundle, hashes it for the trailer, decodes every envelope
+//! strictly and computes its leaf hash (the work that needs no order); the calling thread
+//! checks order, chain, tree, checkpoints and cosignatures. Memory stays constant per
+//! partition (a compact range, not the tree) and bounded in flight.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -12,12 +13,14 @@ use serde::Serialize;
 use kukaku::ledger::bundle::{BundleError, BundleReader, Record};
 use kukaku::ledger::note::NoteError;
 use kukaku::ledger::payload::{KeyEvent, KeyEventKind};
-use kukaku::ledger::{Body, ChainVerifier, Kind, PartitionId, SignedNote, Step, VerifyError};
+use kukaku::ledger::{
+    BodyRef, ChainVerifier, EnvelopeRef, Kind, PartitionId, SignedNote, Step, VerifyError,
+};
 
 use crate::state::{LogState, State};
 use crate::trust::{LogKey, Trust};
 
-/// Records handed from the reader to the verifier at a time.
+/// Records handed from the framer to the verifier at a time.
 const BATCH: usize = 512;
 /// Batches in flight between the two threads.
 const IN_FLIGHT: usize = 8;
@@ -182,6 +185,8 @@ pub struct PartitionReport {
     pub key_events: Vec<KeyEventInfo>,
     /// The size the previous run verified, found again with the same root.
     pub append_only_since: Option<u64>,
+    /// First seq in the bundle: 0 from genesis, else the size of the anchoring checkpoint.
+    pub first_seq: u64,
 }
 
 /// The whole audit.
@@ -192,6 +197,8 @@ pub struct Report {
 }
 
 struct Section {
+    /// False between a start record and the checkpoint that anchors it.
+    anchored: bool,
     partition: PartitionId,
     keys: Vec<(LogKey, kukaku::ledger::VerifierKey)>,
     verifier: ChainVerifier,
@@ -222,33 +229,41 @@ impl Section {
         Ok(())
     }
 
-    fn envelope(&mut self, bytes: &[u8], warnings: &mut Vec<String>) -> Result<(), AuditError> {
-        let (env, _) = self.verifier.push(bytes)?;
-        let h = &env.header;
+    fn envelope(&mut self, entry: Entry, warnings: &mut Vec<String>) -> Result<(), AuditError> {
+        if !self.anchored {
+            return Err(AuditError::Malformed(
+                "a start record must be followed by the checkpoint at its size",
+            ));
+        }
+        let (h, leaf, key_event) = match entry {
+            Entry::Decoded {
+                header,
+                leaf,
+                key_event,
+            } => (header, leaf, key_event),
+            Entry::Bad(e) => return Err(self.verifier.decode_failure(e).into()),
+        };
+        self.verifier.push_decoded(&h, leaf)?;
         *self.report.kinds.entry(h.kind.name()).or_default() += 1;
-        if h.kind == Kind::KEY_EVENT
-            && let Body::Open { payload, .. } = &env.body
-        {
-            {
-                match KeyEvent::decode(payload) {
-                    Ok(e) => self.report.key_events.push(KeyEventInfo {
-                        seq: h.seq,
-                        tx_time: kukaku::ledger::format_utc_ms(h.tx_time),
-                        event: e.event.name(),
-                        key_id: e.key_id,
-                        class: e.class.name(),
-                        epoch: e.epoch,
-                        version: e.version,
-                        count: e.count,
-                        actor: e.actor,
-                        reason: e.reason,
-                    }),
-                    Err(e) => warnings.push(format!(
-                        "partition {} seq {}: key event payload not understood ({e}); \
-                         its hash and commitment verified",
-                        self.partition, h.seq
-                    )),
-                }
+        if let Some(payload) = key_event {
+            match KeyEvent::decode(&payload) {
+                Ok(e) => self.report.key_events.push(KeyEventInfo {
+                    seq: h.seq,
+                    tx_time: kukaku::ledger::format_utc_ms(h.tx_time),
+                    event: e.event.name(),
+                    key_id: e.key_id,
+                    class: e.class.name(),
+                    epoch: e.epoch,
+                    version: e.version,
+                    count: e.count,
+                    actor: e.actor,
+                    reason: e.reason,
+                }),
+                Err(e) => warnings.push(format!(
+                    "partition {} seq {}: key event payload not understood ({e}); \
+                     its hash and commitment verified",
+                    self.partition, h.seq
+                )),
             }
         }
         self.check_previous()
@@ -257,8 +272,13 @@ impl Section {
     fn checkpoint(&mut self, note: &str, opts: &Options<'_>) -> Result<(), AuditError> {
         let size = self.verifier.size();
         let at = self.verifier.last_tx();
+        // The checkpoint anchoring a bundle that starts after genesis covers entries the
+        // bundle does not hold, so their time is unknown: any pinned key of the log may have
+        // signed it. Windows apply from the next checkpoint on.
+        let anchoring = !self.anchored;
+        self.anchored = true;
         let mut accepted = None;
-        for (entry, key) in self.keys.iter().filter(|(l, _)| l.covers(at)) {
+        for (entry, key) in self.keys.iter().filter(|(l, _)| anchoring || l.covers(at)) {
             match self.verifier.check_checkpoint(note, key) {
                 Ok(cp) => {
                     accepted = Some((cp, entry));
@@ -404,48 +424,95 @@ pub fn verify_bundle<R: Read + Send>(
     opts: &Options<'_>,
 ) -> Result<(Report, State), AuditError> {
     std::thread::scope(|s| {
-        let (tx, rx) = mpsc::sync_channel::<Result<Vec<Record>, BundleError>>(IN_FLIGHT);
-        s.spawn(move || {
-            let mut reader = match BundleReader::new(input) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let mut batch = Vec::with_capacity(BATCH);
-            loop {
-                match reader.next_record() {
-                    Ok(Some(r)) => {
-                        batch.push(r);
-                        if batch.len() == BATCH
-                            && tx
-                                .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
-                                .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    // The trailer matched: hand over the rest and stop; the channel closing
-                    // tells the verifier the bundle is complete.
-                    Ok(None) => {
-                        let _ = tx.send(Ok(batch));
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Ok(batch));
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
-            }
-        });
+        let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, BundleError>>(IN_FLIGHT);
+        s.spawn(move || read(input, &tx));
         consume(rx, opts)
     })
 }
 
+/// Stage 1: reads and frames the records, hashes the bundle for its trailer, decodes every
+/// envelope strictly and computes its leaf hash. A matching trailer closes the channel; any
+/// error is sent after the records before it.
+fn read<R: Read>(input: R, out: &mpsc::SyncSender<Result<Vec<Item>, BundleError>>) {
+    let mut reader = match BundleReader::new(input) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = out.send(Err(e));
+            return;
+        }
+    };
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        match reader.next_record() {
+            Ok(Some(r)) => {
+                batch.push(Item::from(r));
+                if batch.len() == BATCH
+                    && out
+                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
+                        .is_err()
+                {
+                    // The verifier stopped; its answer is what counts.
+                    return;
+                }
+            }
+            Ok(None) => {
+                let _ = out.send(Ok(batch));
+                return;
+            }
+            Err(e) => {
+                let _ = out.send(Ok(batch));
+                let _ = out.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// An envelope as the reading thread hands it over: decoded strictly and leaf-hashed there
+/// (the hashing that needs no order), so the verifying thread does only the sequential
+/// checks. Sealed bodies are dropped on the reading side: nothing here can use them.
+enum Entry {
+    Decoded {
+        header: kukaku::ledger::Header,
+        leaf: kukaku::ledger::Hash,
+        /// The payload of an open key-event entry, for the report.
+        key_event: Option<Vec<u8>>,
+    },
+    Bad(kukaku::ledger::EnvelopeError),
+}
+
+enum Item {
+    Record(Record),
+    Entry(Entry),
+}
+
+impl From<Record> for Item {
+    fn from(r: Record) -> Item {
+        let Record::Envelope(bytes) = r else {
+            return Item::Record(r);
+        };
+        Item::Entry(match EnvelopeRef::decode(&bytes) {
+            Ok(env) => {
+                let leaf = env.leaf_hash();
+                let key_event = match env.body {
+                    BodyRef::Open { payload, .. } if env.header.kind == Kind::KEY_EVENT => {
+                        Some(payload.to_vec())
+                    }
+                    _ => None,
+                };
+                Entry::Decoded {
+                    header: env.header,
+                    leaf,
+                    key_event,
+                }
+            }
+            Err(e) => Entry::Bad(e),
+        })
+    }
+}
+
 fn consume(
-    rx: mpsc::Receiver<Result<Vec<Record>, BundleError>>,
+    rx: mpsc::Receiver<Result<Vec<Item>, BundleError>>,
     opts: &Options<'_>,
 ) -> Result<(Report, State), AuditError> {
     let mut warnings = Vec::new();
@@ -454,7 +521,17 @@ fn consume(
     let mut section: Option<Section> = None;
     let mut seen = std::collections::BTreeSet::new();
     for batch in rx {
-        for record in batch? {
+        for item in batch? {
+            let record = match item {
+                Item::Entry(entry) => {
+                    section
+                        .as_mut()
+                        .ok_or(AuditError::Malformed("envelope before a partition record"))?
+                        .envelope(entry, &mut warnings)?;
+                    continue;
+                }
+                Item::Record(r) => r,
+            };
             match record {
                 Record::Partition { partition, vkey } => {
                     if let Some(done) = section.take() {
@@ -509,23 +586,51 @@ fn consume(
                             witnessed_size: None,
                             key_events: Vec::new(),
                             append_only_since: None,
+                            first_seq: 0,
                         },
                         verifier: ChainVerifier::new(partition.clone()),
                         keys,
                         last_note: None,
+                        anchored: true,
                         partition,
                     });
                 }
-                Record::Envelope(bytes) => section
-                    .as_mut()
-                    .ok_or(AuditError::Malformed("envelope before a partition record"))?
-                    .envelope(&bytes, &mut warnings)?,
-                Record::Checkpoint(note) => section
-                    .as_mut()
-                    .ok_or(AuditError::Malformed(
+                // Envelopes arrive as `Item::Entry`.
+                Record::Envelope(_) => {
+                    return Err(AuditError::Malformed("envelope not decoded by the reader"));
+                }
+                Record::Checkpoint(note) => {
+                    let s = section.as_mut().ok_or(AuditError::Malformed(
                         "checkpoint before a partition record",
-                    ))?
-                    .checkpoint(&note, opts)?,
+                    ))?;
+                    s.checkpoint(&note, opts)?;
+                    s.check_previous()?;
+                }
+                Record::Start {
+                    from,
+                    chain,
+                    frontier,
+                } => {
+                    let s = section.as_mut().ok_or(AuditError::Malformed(
+                        "start record before a partition record",
+                    ))?;
+                    if s.verifier.size() != 0 || s.report.checkpoints != 0 {
+                        return Err(AuditError::Malformed("start record after entries"));
+                    }
+                    s.verifier = ChainVerifier::resume(s.partition.clone(), frontier, chain);
+                    s.anchored = false;
+                    s.report.first_seq = from;
+                    if let Some(prev) = &s.previous
+                        && prev.size < from
+                    {
+                        warnings.push(format!(
+                            "partition {}: the bundle starts at size {from}, after size {} of the \
+                             previous run; append-only between them is not shown by this bundle \
+                             (verify a consistency proof from {})",
+                            s.partition, prev.size, prev.size
+                        ));
+                    }
+                }
             }
         }
     }

@@ -600,3 +600,58 @@ proptest::proptest! {
         let _ = kukaku::ledger::SignedNote::parse(&text);
     }
 }
+
+/// A bundle from a checkpoint instead of genesis: anchored by the tree edge and the signed
+/// checkpoint there, it continues the previous run's state; a forged edge or a missing
+/// anchor is rejected.
+#[test]
+fn bundles_from_a_checkpoint_continue_the_previous_run() {
+    let f = fixture(2);
+    let trust = trust_of(&f.store);
+    let ids = &f.ids[..1];
+    let (_, state1) = run(&bundle(&f.store, ids), &trust, &State::default()).unwrap();
+    let size1 = state1.logs.values().next().unwrap().size;
+    append(&f, 2);
+    let from = f
+        .store
+        .export_audit_from(ids, size1, Vec::new(), &mut |_| {})
+        .unwrap();
+    assert!(from.len() < bundle(&f.store, ids).len());
+    let (report, state2) = run(&from, &trust, &state1).unwrap();
+    let r = &report.partitions[0];
+    assert_eq!(r.first_seq, size1);
+    assert_eq!(r.append_only_since, Some(size1));
+    assert_eq!(r.entries, f.store.size(&ids[0]).unwrap());
+    assert!(state2.logs.values().next().unwrap().size > size1);
+    // The library's plain verifier reads it too.
+    let key = f.store.verifier_key(&ids[0]).unwrap();
+    kukaku::ledger::bundle::verify(&from[..], &|_| Some(key.clone())).unwrap();
+
+    // Every hashed byte of the start record and the anchor matters.
+    let recs = parts(&from);
+    let start = recs.iter().position(|(t, _)| *t == 0x04).unwrap();
+    for i in 0..recs[start].1.len() {
+        let mut edited = recs.clone();
+        edited[start].1[i] ^= 0x01;
+        must_fail(
+            &reframe(&edited),
+            &trust,
+            &State::default(),
+            &format!("start byte {i}"),
+        );
+    }
+    let mut unanchored = recs.clone();
+    unanchored.remove(start + 1);
+    must_fail(
+        &reframe(&unanchored),
+        &trust,
+        &State::default(),
+        "no anchor",
+    );
+    // Only checkpointed sizes can start a bundle.
+    assert!(
+        f.store
+            .export_audit_from(ids, size1 + 1, Vec::new(), &mut |_| {})
+            .is_err()
+    );
+}
