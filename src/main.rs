@@ -90,8 +90,9 @@ enum Command {
         #[arg(long)]
         log: bool,
     },
-    /// Import a transmission (世帯ファイル + 個人ファイル, layout v1) as the local admin: the
-    /// same validation and atomic batch as POST /v1/transmissions.
+    /// Import a transmission (世帯ファイル + 個人ファイル, layout v1) or a 高額該当情報ファイル
+    /// (kogaku-v1) as the local admin: the same validation and atomic batch as
+    /// POST /v1/transmissions and POST /v1/kogaku.
     Import {
         /// 保険者番号 of the partition.
         #[arg(long)]
@@ -103,11 +104,14 @@ enum Command {
         #[arg(long)]
         encoding: String,
         /// 世帯ファイル (CSV).
-        #[arg(long)]
-        setai: PathBuf,
+        #[arg(long, required_unless_present = "kogaku", requires = "kojin")]
+        setai: Option<PathBuf>,
         /// 個人ファイル (CSV).
-        #[arg(long)]
-        kojin: PathBuf,
+        #[arg(long, required_unless_present = "kogaku", requires = "setai")]
+        kojin: Option<PathBuf>,
+        /// Instead: a 高額該当情報ファイル (layout kogaku-v1, flow 4).
+        #[arg(long, conflicts_with_all = ["setai", "kojin"])]
+        kogaku: Option<PathBuf>,
     },
     /// Rebuild the derived indexes (blind index of 個人番号, household view) from the log.
     RebuildIndex {
@@ -1020,13 +1024,20 @@ fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
     Ok(())
 }
 
+/// What `kukaku import` reads.
+enum ImportFiles {
+    /// 世帯ファイル and 個人ファイル (flow 5).
+    Transmission(PathBuf, PathBuf),
+    /// 高額該当情報ファイル (flow 4).
+    Kogaku(PathBuf),
+}
+
 fn import_files(
     paths: &Paths,
     p: &str,
     transmission_id: &str,
     encoding: &str,
-    setai: &std::path::Path,
-    kojin: &std::path::Path,
+    files: &ImportFiles,
 ) -> Result<bool> {
     use kukaku::flows::import::{ImportError, Importer, import};
     use kukaku::flows::transmission::Encoding;
@@ -1036,7 +1047,6 @@ fn import_files(
             .map(zeroize::Zeroizing::new)
             .with_context(|| format!("reading {}", path.display()))
     };
-    let (setai, kojin) = (read(setai)?, read(kojin)?);
     let store = open(paths)?;
     let who = Importer {
         actor: "admin-cli".into(),
@@ -1044,15 +1054,18 @@ fn import_files(
         route: "kukaku import".into(),
         request_id: "-".into(),
     };
-    match import(
-        &store,
-        &partition(p)?,
-        transmission_id,
-        encoding,
-        &setai,
-        &kojin,
-        &who,
-    ) {
+    let p = partition(p)?;
+    let result = match files {
+        ImportFiles::Transmission(setai, kojin) => {
+            let (setai, kojin) = (read(setai)?, read(kojin)?);
+            import(&store, &p, transmission_id, encoding, &setai, &kojin, &who)
+        }
+        ImportFiles::Kogaku(file) => {
+            let file = read(file)?;
+            kukaku::flows::kogaku::import(&store, &p, transmission_id, encoding, &file, &who)
+        }
+    };
+    match result {
         Ok(out) => {
             println!(
                 "{} {}: {} households, seq {}..{}",
@@ -1282,7 +1295,15 @@ fn run(cli: Cli) -> Result<bool> {
             encoding,
             setai,
             kojin,
-        } => return import_files(&paths, &p, &transmission_id, &encoding, &setai, &kojin),
+            kogaku,
+        } => {
+            let files = match (setai, kojin, kogaku) {
+                (_, _, Some(k)) => ImportFiles::Kogaku(k),
+                (Some(s), Some(k), None) => ImportFiles::Transmission(s, k),
+                _ => anyhow::bail!("give --setai and --kojin, or --kogaku"),
+            };
+            return import_files(&paths, &p, &transmission_id, &encoding, &files);
+        }
         Command::Partitions(PartitionsCommand::Create { ids }) => partitions_create(&paths, &ids)?,
         Command::Partitions(PartitionsCommand::List) => {
             let store = open(&paths)?;

@@ -1250,3 +1250,93 @@ async fn shutdown_drains_in_flight_requests() {
     // Every answered read left exactly one access record.
     assert_eq!(f.store.size(&f.a).unwrap(), before + answered);
 }
+
+#[tokio::test]
+async fn kogaku_import_route() {
+    let f = fixture().await;
+    let app = f.router(ServerRole::Hub);
+    let post = |token: String, json: String| {
+        let app = app.clone();
+        async move {
+            let res = app
+                .oneshot(
+                    Request::post("/v1/kogaku")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(json))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let file = |hokensha: &str| {
+        format!(
+            "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+             kogaku-v1,K-API-1,{hokensha},A1,2024-05,1,0\r\n\
+             kogaku-v1,K-API-1,{hokensha},A1,2024-07,1,0\r\n"
+        )
+    };
+    let body = |text: String| {
+        serde_json::json!({"transmission_id": "K-API-1", "encoding": "utf-8", "kogaku_file": B64.encode(text)})
+            .to_string()
+    };
+    let a = f.token("muni_a").to_owned();
+    let (s, v) = post(a.clone(), body(file("131011"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (v["households"].as_u64(), v["replayed"].as_bool()),
+        (Some(1), Some(false))
+    );
+    let (s, v) = post(a.clone(), body(file("131011"))).await;
+    assert_eq!((s, v["replayed"].as_bool()), (StatusCode::OK, Some(true)));
+    // The same id with other content is a conflict.
+    let (s, v) = post(a.clone(), body(file("380014"))).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    // B's rows in A's file: refused whole, the problem named without the value.
+    let other = |tid: &str| {
+        serde_json::json!({"transmission_id": tid, "encoding": "utf-8",
+            "kogaku_file": B64.encode(file("380014").replace("K-API-1", tid))})
+        .to_string()
+    };
+    let (s, v) = post(a.clone(), other("K-API-2")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(error_code(&v), "validation_failed");
+    let d = &v["error"]["details"][0];
+    assert_eq!(
+        (
+            d["file"].as_str(),
+            d["line"].as_u64(),
+            d["field"].as_str(),
+            d["reason"].as_str()
+        ),
+        (
+            Some("kogaku"),
+            Some(2),
+            Some("hokensha_no"),
+            Some("other_partition")
+        )
+    );
+    assert!(!v.to_string().contains("380014"), "{v}");
+    // Not base64; unknown encoding.
+    let (s, v) = post(
+        a.clone(),
+        r#"{"transmission_id":"K-3","encoding":"utf-8","kogaku_file":"!!"}"#.into(),
+    )
+    .await;
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_base64"));
+    let (s, v) = post(
+        a,
+        r#"{"transmission_id":"K-3","encoding":"latin1","kogaku_file":""}"#.into(),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&v)),
+        (StatusCode::BAD_REQUEST, "unknown_encoding")
+    );
+}

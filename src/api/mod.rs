@@ -136,7 +136,8 @@ async fn refuse_large_bodies(
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let max = if req.uri().path() == routes::TRANSMISSIONS_PATH {
+    let path = req.uri().path();
+    let max = if path == routes::TRANSMISSIONS_PATH || path == routes::KOGAKU_PATH {
         limits.max_transmission_bytes
     } else {
         limits.max_body_bytes

@@ -27,6 +27,8 @@ pub use crate::flows::feed::{FeedEntry, FeedResponse, forwarded_kind};
 
 /// Path of the transmission import route (it has its own body limit).
 pub const TRANSMISSIONS_PATH: &str = "/v1/transmissions";
+/// Path of the 高額該当情報 import route (the same body limit as transmissions).
+pub const KOGAKU_PATH: &str = "/v1/kogaku";
 
 /// Most entries one range read or feed page returns.
 pub const MAX_ENTRIES_PER_PAGE: u64 = 100;
@@ -73,6 +75,10 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
                 HUB,
             ),
             get(get_transmission),
+        ),
+        (
+            spec("POST", KOGAKU_PATH, Some(Role::Municipality), HUB),
+            post(post_kogaku),
         ),
         (
             spec("POST", "/v1/lookups", Some(Role::Municipality), HUB),
@@ -540,7 +546,7 @@ async fn post_transmission(
     who: Municipality,
     ApiJson(req): ApiJson<TransmissionRequest>,
 ) -> Result<(StatusCode, Json<crate::flows::import::ImportOutcome>), ApiError> {
-    use crate::flows::import::{ImportError, Importer, import};
+    use crate::flows::import::{Importer, import};
     use crate::flows::transmission::Encoding;
     let encoding = Encoding::parse(&req.encoding).ok_or_else(|| {
         ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
@@ -570,28 +576,89 @@ async fn post_transmission(
     let p = who.scope.partition().clone();
     let id = req.transmission_id;
     let outcome = blocking(&state, move |s| {
-        import(s, &p, &id, encoding, &setai, &kojin, &importer).map_err(|e| match e {
-            ImportError::Rejected(r) => rejected(r),
-            ImportError::Conflict => ApiError::new(
-                StatusCode::CONFLICT,
-                "transmission_conflict",
-                "this transmission id was already used with different content",
-            ),
-            ImportError::Encoding => {
-                ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
-            }
-            ImportError::Append(a) => ApiError::from(a),
-            ImportError::Read(r) => ApiError::from(r),
-            other => ApiError::internal(other),
-        })
+        import(s, &p, &id, encoding, &setai, &kojin, &importer).map_err(import_error)
     })
     .await?;
-    let status = if outcome.replayed {
+    Ok((created_or_replayed(&outcome), Json(outcome)))
+}
+
+fn import_error(e: crate::flows::import::ImportError) -> ApiError {
+    use crate::flows::import::ImportError;
+    match e {
+        ImportError::Rejected(r) => rejected(r),
+        ImportError::Conflict => ApiError::new(
+            StatusCode::CONFLICT,
+            "transmission_conflict",
+            "this transmission id was already used with different content",
+        ),
+        ImportError::Encoding => {
+            ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
+        }
+        ImportError::Append(a) => ApiError::from(a),
+        ImportError::Read(r) => ApiError::from(r),
+        other => ApiError::internal(other),
+    }
+}
+
+fn created_or_replayed(outcome: &crate::flows::import::ImportOutcome) -> StatusCode {
+    if outcome.replayed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
+    }
+}
+
+/// A 高額該当情報ファイル (DOMAIN.md §9.4) in the declared encoding.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KogakuRequest {
+    pub transmission_id: String,
+    /// `utf-8` or `cp932`.
+    pub encoding: String,
+    /// 高額該当情報ファイル, base64.
+    pub kogaku_file: String,
+}
+
+impl std::fmt::Debug for KogakuRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KogakuRequest(<redacted>)")
+    }
+}
+
+async fn post_kogaku(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiJson(req): ApiJson<KogakuRequest>,
+) -> Result<(StatusCode, Json<crate::flows::import::ImportOutcome>), ApiError> {
+    use crate::flows::import::Importer;
+    use crate::flows::transmission::Encoding;
+    let encoding = Encoding::parse(&req.encoding).ok_or_else(|| {
+        ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
+    })?;
+    let file = zeroize::Zeroizing::new(B64.decode(&req.kogaku_file).map_err(|_| {
+        ApiError::bad_request("bad_base64", "a file is not valid base64").with_details(vec![
+            Detail {
+                file: None,
+                line: None,
+                field: Some("kogaku_file".to_owned()),
+                reason: "base64".into(),
+            },
+        ])
+    })?);
+    drop(req.kogaku_file);
+    let importer = Importer {
+        actor: who.actor.credential.to_string(),
+        role: who.actor.role.name().to_owned(),
+        route: format!("POST {KOGAKU_PATH}"),
+        request_id: request_id::current(),
     };
-    Ok((status, Json(outcome)))
+    let p = who.scope.partition().clone();
+    let id = req.transmission_id;
+    let outcome = blocking(&state, move |s| {
+        crate::flows::kogaku::import(s, &p, &id, encoding, &file, &importer).map_err(import_error)
+    })
+    .await?;
+    Ok((created_or_replayed(&outcome), Json(outcome)))
 }
 
 #[derive(Serialize)]

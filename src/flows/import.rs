@@ -185,7 +185,9 @@ pub fn import(
     }
 }
 
-fn replay(
+/// The answer to a retry of a stored transmission, after checking that its content is the
+/// same (keyed digest, constant-time).
+pub(crate) fn replay(
     store: &Store,
     p: &PartitionId,
     id: &str,

@@ -1,5 +1,5 @@
 //! `rebuild-index`: recomputes a partition's derived indexes (blind index of 個人番号,
-//! household view) from the log. The log is the source of truth; the indexes are never more.
+//! household view, 高額該当 records per household) from the log. The log is the source of truth; the indexes are never more.
 
 use crate::crypto::PartitionScope;
 use crate::flows::transmission::Household;
@@ -13,7 +13,7 @@ pub enum RebuildError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("partition {partition} seq {seq}: snapshot does not decode")]
+    #[error("partition {partition} seq {seq}: sealed payload does not decode")]
     Snapshot { partition: String, seq: u64 },
 }
 
@@ -51,6 +51,14 @@ pub fn rebuild(
                 entries.push((IndexKind::Person, token.to_vec(), seq));
             }
             report.snapshots += 1;
+        }
+        if e.header.kind == Kind::KOGAKU_RECORD {
+            let r: crate::flows::kogaku::KogakuRecord = serde_json::from_slice(&e.payload)
+                .map_err(|_| RebuildError::Snapshot {
+                    partition: p.to_string(),
+                    seq,
+                })?;
+            entries.push((IndexKind::Kogaku, r.setai_no.as_bytes().to_vec(), seq));
         }
         if seq % 256 == 0 {
             progress(seq, size);

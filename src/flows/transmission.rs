@@ -49,6 +49,8 @@ impl Encoding {
 pub enum FileKind {
     Setai,
     Kojin,
+    /// 高額該当情報ファイル (flow 4, DOMAIN.md §9.4).
+    Kogaku,
 }
 
 impl FileKind {
@@ -56,6 +58,7 @@ impl FileKind {
         match self {
             FileKind::Setai => "setai",
             FileKind::Kojin => "kojin",
+            FileKind::Kogaku => "kogaku",
         }
     }
 }
@@ -201,19 +204,24 @@ pub struct Rejected {
     pub problems: Vec<Problem>,
 }
 
-fn valid_transmission_id(s: &str) -> bool {
+pub(crate) fn valid_transmission_id(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn valid_setai_no(s: &str) -> bool {
+pub(crate) fn valid_setai_no(s: &str) -> bool {
     (1..=20).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Decodes a whole file, line by line so that an undecodable byte is reported on its line.
 /// Splitting on LF is safe in CP932 too: 0x0A is never a trail byte.
-fn decode(bytes: &[u8], enc: Encoding, file: FileKind, problems: &mut Vec<Problem>) -> String {
+pub(crate) fn decode(
+    bytes: &[u8],
+    enc: Encoding,
+    file: FileKind,
+    problems: &mut Vec<Problem>,
+) -> String {
     let bytes = match enc {
         Encoding::Utf8 => bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes),
         Encoding::Cp932 => bytes,
@@ -242,12 +250,17 @@ fn decode(bytes: &[u8], enc: Encoding, file: FileKind, problems: &mut Vec<Proble
 }
 
 /// One CSV record with its line.
-struct Row {
-    line: u64,
-    fields: Vec<String>,
+pub(crate) struct Row {
+    pub(crate) line: u64,
+    pub(crate) fields: Vec<String>,
 }
 
-fn rows(text: &str, header: &[&str], file: FileKind, problems: &mut Vec<Problem>) -> Vec<Row> {
+pub(crate) fn rows(
+    text: &str,
+    header: &[&str],
+    file: FileKind,
+    problems: &mut Vec<Problem>,
+) -> Vec<Row> {
     if text.trim().is_empty() {
         problems.push(Problem {
             file,
@@ -333,15 +346,15 @@ fn rows(text: &str, header: &[&str], file: FileKind, problems: &mut Vec<Problem>
 }
 
 /// Field access and problem reporting for one row.
-struct Check<'a> {
-    file: FileKind,
-    row: &'a Row,
-    header: &'a [&'static str],
-    problems: &'a mut Vec<Problem>,
+pub(crate) struct Check<'a> {
+    pub(crate) file: FileKind,
+    pub(crate) row: &'a Row,
+    pub(crate) header: &'a [&'static str],
+    pub(crate) problems: &'a mut Vec<Problem>,
 }
 
 impl Check<'_> {
-    fn raw(&self, name: &'static str) -> &str {
+    pub(crate) fn raw(&self, name: &'static str) -> &str {
         self.header
             .iter()
             .position(|h| *h == name)
@@ -349,7 +362,7 @@ impl Check<'_> {
             .map_or("", String::as_str)
     }
 
-    fn fail(&mut self, field: &'static str, reason: &'static str) {
+    pub(crate) fn fail(&mut self, field: &'static str, reason: &'static str) {
         self.problems.push(Problem {
             file: self.file,
             line: self.row.line,
@@ -374,7 +387,12 @@ impl Check<'_> {
         }
     }
 
-    fn code(&mut self, name: &'static str, allowed: &[&str], required: bool) -> Option<String> {
+    pub(crate) fn code(
+        &mut self,
+        name: &'static str,
+        allowed: &[&str],
+        required: bool,
+    ) -> Option<String> {
         let v = self.raw(name).to_owned();
         if v.is_empty() {
             if required {

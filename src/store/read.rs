@@ -429,7 +429,7 @@ impl Store {
     ) -> Result<(), ReadError> {
         let cf = self.inner.cf(p)?;
         let mut batch = rocksdb::WriteBatch::default();
-        for kind in [IndexKind::Person, IndexKind::Household] {
+        for kind in IndexKind::ALL {
             let from = [kind.prefix()];
             let to = [kind.prefix() + 1];
             batch.delete_range_cf(&cf, from, to);

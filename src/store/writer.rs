@@ -53,13 +53,18 @@ pub enum IndexKind {
     Person,
     /// `V`: 世帯番号 → its snapshots (the current view is the latest).
     Household,
+    /// `K`: 世帯番号 → its 高額該当 records (flow 4).
+    Kogaku,
 }
 
 impl IndexKind {
+    pub const ALL: [IndexKind; 3] = [IndexKind::Person, IndexKind::Household, IndexKind::Kogaku];
+
     pub fn prefix(self) -> u8 {
         match self {
             IndexKind::Person => b'I',
             IndexKind::Household => b'V',
+            IndexKind::Kogaku => b'K',
         }
     }
 }
