@@ -76,6 +76,10 @@ enum Command {
         /// cosignatures of this hub's checkpoints are verified and kept. Repeatable.
         #[arg(long = "witness-vkey")]
         witness_vkeys: Vec<String>,
+        /// Hub: the prefecture's 参酌基準 configuration for POST /v1/continuity/extract
+        /// (`case <1-5|other> = <continue|not_continue|manual>` lines).
+        #[arg(long)]
+        continuity_rules: Option<PathBuf>,
         #[command(flatten)]
         upstream: UpstreamArgs,
     },
@@ -174,6 +178,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Flow 4 (継続世帯): the prefecture's continuity job, as the local admin.
+    #[command(subcommand)]
+    Continuity(ContinuityCommand),
     /// Run a self-contained demo in a temporary directory: provision, append, prove, verify,
     /// then serve the hub API on loopback (plain HTTP) with printed tokens until Ctrl-C.
     Demo {
@@ -273,6 +280,22 @@ enum PartitionsCommand {
     Show {
         /// 保険者番号 of the partition.
         partition: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContinuityCommand {
+    /// Extract 継続候補世帯: households new in a municipality of the prefecture whose member
+    /// came from another municipality of it. Appends a candidate to the new municipality
+    /// (with access records in both); a rerun adds no duplicate.
+    Extract {
+        /// 都道府県 code, 01–47.
+        #[arg(long)]
+        prefecture: String,
+        /// The prefecture's 参酌基準 configuration (`case <1-5|other> = <continue|not_continue|manual>`
+        /// lines); default: cases 1–5 continue.
+        #[arg(long)]
+        rules: Option<PathBuf>,
     },
 }
 
@@ -855,7 +878,10 @@ fn serve(
     listen: std::net::SocketAddr,
     transport: server::Transport,
     limits: Limits,
-    witnesses: Vec<kukaku::ledger::VerifierKey>,
+    (witnesses, rules): (
+        Vec<kukaku::ledger::VerifierKey>,
+        kukaku::domain::continuity::Rules,
+    ),
     replicator: Option<ReplicatorConfig>,
 ) -> Result<()> {
     let store = Arc::new(store);
@@ -869,7 +895,9 @@ fn serve(
             server::Transport::PlainLoopback => "http",
         };
         let app = api::router(
-            AppState::new(Arc::clone(&store), role).with_witnesses(witnesses),
+            AppState::new(Arc::clone(&store), role)
+                .with_witnesses(witnesses)
+                .with_continuity_rules(rules),
             limits,
         );
         println!(
@@ -1020,6 +1048,56 @@ fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
             let c = store.revoke_credential(id)?;
             println!("revoked {} ({}, {})", c.id, c.role, c.label);
         }
+    }
+    Ok(())
+}
+
+fn load_rules(path: Option<&std::path::Path>) -> Result<kukaku::domain::continuity::Rules> {
+    Ok(match path {
+        Some(f) => kukaku::domain::continuity::Rules::parse(
+            &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        )
+        .with_context(|| format!("{}", f.display()))?,
+        None => kukaku::domain::continuity::Rules::default(),
+    })
+}
+
+fn continuity_extract(
+    paths: &Paths,
+    prefecture: &str,
+    rules: Option<&std::path::Path>,
+) -> Result<()> {
+    let rules = load_rules(rules)?;
+    let store = open(paths)?;
+    let kek = Kek::load_file(&paths.kek)?;
+    let scope = AdminScope::from_kek(&kek)
+        .prefecture(prefecture)
+        .context("--prefecture must be a 2-digit code 01–47")?;
+    let who = kukaku::flows::import::Importer {
+        actor: "admin-cli".into(),
+        role: "admin".into(),
+        route: "kukaku continuity extract".into(),
+        request_id: "-".into(),
+    };
+    let r = kukaku::flows::continuity::extract(&store, &scope, &rules, &who)?;
+    println!(
+        "prefecture {}: {} partitions, {} households read, {} new candidate(s), {} already extracted",
+        r.prefecture,
+        r.partitions,
+        r.households_read,
+        r.candidates.len(),
+        r.already_extracted
+    );
+    for c in &r.candidates {
+        println!(
+            "  {} seq {}: from {}, case {}, period {}, suggestion {}",
+            c.partition,
+            c.seq.map_or("-".to_owned(), |s| s.to_string()),
+            c.old_hokensha_no,
+            c.case,
+            c.period,
+            c.suggestion
+        );
     }
     Ok(())
 }
@@ -1211,8 +1289,10 @@ fn run(cli: Cli) -> Result<bool> {
             max_body_bytes,
             max_concurrent,
             witness_vkeys,
+            continuity_rules,
             upstream,
         } => {
+            let rules = load_rules(continuity_rules.as_deref())?;
             let witnesses = witness_vkeys
                 .iter()
                 .map(|t| {
@@ -1259,7 +1339,7 @@ fn run(cli: Cli) -> Result<bool> {
                 listen,
                 transport,
                 limits,
-                witnesses,
+                (witnesses, rules),
                 replicator,
             )?;
         }
@@ -1352,6 +1432,9 @@ fn run(cli: Cli) -> Result<bool> {
             from_size,
             out,
         } => export_audit(&open(&paths)?, &partitions, from_size, &out)?,
+        Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
+            continuity_extract(&paths, &prefecture, rules.as_deref())?
+        }
         Command::Demo { listen, no_serve } => return demo(listen, no_serve),
     }
     Ok(true)

@@ -1340,3 +1340,41 @@ async fn kogaku_import_route() {
         (StatusCode::BAD_REQUEST, "unknown_encoding")
     );
 }
+
+#[tokio::test]
+async fn continuity_extract_route_covers_the_credentials_prefecture_only() {
+    let f = fixture().await;
+    let app = f.router(ServerRole::Hub);
+    let post = |token: &str, body: &'static str| {
+        let app = app.clone();
+        let token = token.to_owned();
+        async move {
+            let res = app
+                .oneshot(
+                    Request::post("/v1/continuity/extract")
+                        .header("authorization", format!("Bearer {token}"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (s, v) = post(f.token("continuity_13"), "{}").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The fixture's 380014 is in 愛媛県: not part of Tokyo's run.
+    assert_eq!(
+        (v["prefecture"].as_str(), v["partitions"].as_u64()),
+        (Some("13"), Some(1))
+    );
+    let (s, v) = post(f.token("continuity_13"), r#"{"prefecture":"38"}"#).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_json"));
+    let (s, _) = post(f.token("muni_a"), "{}").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}

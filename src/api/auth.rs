@@ -115,6 +115,13 @@ impl ContinuityOperator {
     pub fn reaches(&self, partition: &PartitionId) -> bool {
         self.verified.reaches(partition)
     }
+
+    /// The continuity job's scope: the credential's prefecture, and nothing else.
+    pub fn scope(&self) -> Result<crate::crypto::PrefectureScope, ApiError> {
+        self.verified
+            .continuity_scope()
+            .ok_or_else(ApiError::forbidden)
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for ContinuityOperator {

@@ -49,6 +49,8 @@ pub struct AppState {
     /// Cosigner keys (C2SP vkeys, type 0x04) of the witnesses whose cosignatures on this
     /// instance's checkpoints are kept (hub: the intermediate's witness key).
     pub witnesses: Vec<crate::ledger::VerifierKey>,
+    /// The prefecture's 参酌基準 configuration for the continuity job (hub).
+    pub continuity_rules: crate::domain::continuity::Rules,
 }
 
 impl AppState {
@@ -57,7 +59,14 @@ impl AppState {
             store,
             role,
             witnesses: Vec::new(),
+            continuity_rules: crate::domain::continuity::Rules::default(),
         }
+    }
+
+    /// The prefecture's 参酌基準 configuration (`serve --continuity-rules`).
+    pub fn with_continuity_rules(mut self, rules: crate::domain::continuity::Rules) -> Self {
+        self.continuity_rules = rules;
+        self
     }
 
     /// Trusts these witnesses' cosignatures (`POST /v1/feed/{p}/cosignatures`).

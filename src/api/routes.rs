@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Actor, Auditor, Municipality, OpsSupport, Replicator};
+use super::auth::{Actor, Auditor, ContinuityOperator, Municipality, OpsSupport, Replicator};
 use super::error::ApiError;
 use super::error::Detail;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
@@ -108,6 +108,15 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
                 HUB,
             ),
             get(own_consistency),
+        ),
+        (
+            spec(
+                "POST",
+                "/v1/continuity/extract",
+                Some(Role::ContinuityOperator),
+                HUB,
+            ),
+            post(continuity_extract),
         ),
         (
             spec("GET", "/v1/feed/{partition}", Some(Role::Replicator), HUB),
@@ -892,6 +901,37 @@ async fn feed(
         response.access_record_seq = receipt.entries.first().map(|(seq, _)| *seq);
     }
     Ok(Json(response))
+}
+
+// ---- continuity operator: flow 4 ----
+
+/// No options yet: the job covers the credential's prefecture with the hub's rules.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractRequest {}
+
+async fn continuity_extract(
+    State(state): State<Arc<AppState>>,
+    who: ContinuityOperator,
+    ApiJson(ExtractRequest {}): ApiJson<ExtractRequest>,
+) -> Result<Json<crate::flows::continuity::ExtractReport>, ApiError> {
+    let scope = who.scope()?;
+    let importer = crate::flows::import::Importer {
+        actor: who.actor.credential.to_string(),
+        role: who.actor.role.name().to_owned(),
+        route: "POST /v1/continuity/extract".into(),
+        request_id: request_id::current(),
+    };
+    let rules = state.continuity_rules.clone();
+    let report = blocking(&state, move |s| {
+        crate::flows::continuity::extract(s, &scope, &rules, &importer).map_err(|e| match e {
+            crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
+            crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
+            other => ApiError::internal(other),
+        })
+    })
+    .await?;
+    Ok(Json(report))
 }
 
 /// A witness's cosignature of one of the hub's checkpoints.

@@ -335,6 +335,16 @@ impl Verified {
         }
     }
 
+    /// A continuity operator's scope: the prefecture of the credential.
+    pub fn continuity_scope(&self) -> Option<super::scope::PrefectureScope> {
+        match (self.role, &self.reach) {
+            (Role::ContinuityOperator, Reach::Prefecture(code)) => {
+                super::scope::PrefectureScope::new(code)
+            }
+            _ => None,
+        }
+    }
+
     /// A replicator's scope for `partition`, if it is in the credential's set.
     pub fn replicator_scope(&self, partition: &PartitionId) -> Option<PartitionScope> {
         match (self.role, &self.reach) {

@@ -96,18 +96,42 @@ fn entry_for(store: &Store, p: &PartitionId, h: &Household) -> Result<NewEntry, 
         serde_json::to_vec(h).map_err(|e| ImportError::Encode(e.to_string()))?,
     );
     let valid_from = crate::domain::text::parse_date(&h.ido_date).unwrap_or(0);
-    let key = store.index_key(p)?;
     let mut entry = NewEntry::new(kind, valid_from, ref_seq, payload.to_vec())
         .map_err(ImportError::Append)?
         .with_index(IndexKind::Household, h.setai_no.as_bytes().to_vec())
         .map_err(ImportError::Append)?;
-    for person in &h.persons {
-        let token = key.token("kojin", person.kojin_no.as_bytes());
-        entry = entry
-            .with_index(IndexKind::Person, token.to_vec())
-            .map_err(ImportError::Append)?;
+    for (kind, token) in person_tokens(store, p, h)? {
+        entry = entry.with_index(kind, token).map_err(ImportError::Append)?;
     }
     Ok(entry)
+}
+
+/// The derived index keys of a snapshot's persons: the partition's blind index (`I`) and the
+/// prefecture's matching tokens (`X`, flow 4). Used at import and by `rebuild-index`.
+pub(crate) fn person_tokens(
+    store: &Store,
+    p: &PartitionId,
+    h: &Household,
+) -> Result<Vec<(IndexKind, Vec<u8>)>, KeyError> {
+    let key = store.index_key(p)?;
+    let matching = match crate::domain::InsurerNumber::parse(p.as_str()) {
+        Ok(n) => Some(store.matching_key(n.prefecture())?),
+        Err(_) => None,
+    };
+    let mut out = Vec::with_capacity(h.persons.len() * 2);
+    for person in &h.persons {
+        out.push((
+            IndexKind::Person,
+            key.token("kojin", person.kojin_no.as_bytes()).to_vec(),
+        ));
+        if let Some(m) = &matching {
+            out.push((
+                IndexKind::Matching,
+                m.token("kojin", person.kojin_no.as_bytes()).to_vec(),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 /// Validates and stores a transmission (blocking; call from the blocking pool).

@@ -32,7 +32,6 @@ pub fn rebuild(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RebuildReport, RebuildError> {
     let p = scope.partition();
-    let key = store.index_key(p)?;
     let size = store.size(p)?;
     let mut entries = Vec::new();
     let mut report = RebuildReport::default();
@@ -46,9 +45,8 @@ pub fn rebuild(
                     seq,
                 })?;
             entries.push((IndexKind::Household, h.setai_no.as_bytes().to_vec(), seq));
-            for person in &h.persons {
-                let token = key.token("kojin", person.kojin_no.as_bytes());
-                entries.push((IndexKind::Person, token.to_vec(), seq));
+            for (kind, token) in crate::flows::import::person_tokens(store, p, &h)? {
+                entries.push((kind, token, seq));
             }
             report.snapshots += 1;
         }

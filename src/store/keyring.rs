@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::DB;
 
-use super::records::{dek_key, index_key_slot};
+use super::records::{dek_key, index_key_slot, matching_key_slot};
 use super::sync_write;
 use crate::crypto::{Dek, IndexKey, Kek, KekError, Secret32, WrapPurpose};
 use crate::ledger::PartitionId;
@@ -30,6 +30,7 @@ pub(crate) struct Keyring {
     kek: Kek,
     cache: Mutex<HashMap<(PartitionId, u32), Arc<Dek>>>,
     index_keys: Mutex<HashMap<PartitionId, Arc<IndexKey>>>,
+    matching_keys: Mutex<HashMap<String, Arc<IndexKey>>>,
 }
 
 impl Keyring {
@@ -39,6 +40,7 @@ impl Keyring {
             kek,
             cache: Mutex::new(HashMap::new()),
             index_keys: Mutex::new(HashMap::new()),
+            matching_keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -81,24 +83,50 @@ impl Keyring {
         if let Some(k) = keys.get(partition) {
             return Ok(Arc::clone(k));
         }
-        let slot = index_key_slot(partition);
-        let secret = match self.store.get(&slot)? {
-            Some(wrapped) => {
-                self.kek
-                    .unwrap_key(WrapPurpose::IndexKey, partition.as_str(), 1, &wrapped)?
-            }
-            None => {
-                let secret = Secret32::generate().map_err(KekError::from)?;
-                let wrapped =
-                    self.kek
-                        .wrap(WrapPurpose::IndexKey, partition.as_str(), 1, &secret)?;
-                self.store.put_opt(&slot, wrapped, &sync_write())?;
-                secret
-            }
-        };
+        let secret = self.load_or_create(
+            &index_key_slot(partition),
+            WrapPurpose::IndexKey,
+            partition.as_str(),
+        )?;
         let key = Arc::new(IndexKey::new(&secret));
         keys.insert(partition.clone(), Arc::clone(&key));
         Ok(key)
+    }
+
+    /// The matching key of a prefecture (`01`–`47`): HMAC tokens that the continuity job
+    /// joins across that prefecture's partitions, and nowhere else.
+    pub(crate) fn matching_key(&self, prefecture: &str) -> Result<Arc<IndexKey>, KeyError> {
+        let mut keys = self.matching_keys.lock().map_err(|_| KeyError::Poisoned)?;
+        if let Some(k) = keys.get(prefecture) {
+            return Ok(Arc::clone(k));
+        }
+        let scope = format!("prefecture:{prefecture}");
+        let secret = self.load_or_create(
+            &matching_key_slot(prefecture),
+            WrapPurpose::MatchingKey,
+            &scope,
+        )?;
+        let key = Arc::new(IndexKey::new(&secret));
+        keys.insert(prefecture.to_owned(), Arc::clone(&key));
+        Ok(key)
+    }
+
+    /// An HMAC key from its key-store slot, created (durable before use) on first need.
+    fn load_or_create(
+        &self,
+        slot: &[u8],
+        purpose: WrapPurpose,
+        scope: &str,
+    ) -> Result<Secret32, KeyError> {
+        match self.store.get(slot)? {
+            Some(wrapped) => Ok(self.kek.unwrap_key(purpose, scope, 1, &wrapped)?),
+            None => {
+                let secret = Secret32::generate().map_err(KekError::from)?;
+                let wrapped = self.kek.wrap(purpose, scope, 1, &secret)?;
+                self.store.put_opt(slot, wrapped, &sync_write())?;
+                Ok(secret)
+            }
+        }
     }
 
     /// The DEK for `(partition, key_id)`, unwrapped from the key store on first use.

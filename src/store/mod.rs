@@ -470,6 +470,15 @@ impl Store {
         self.inner.keyring.index_key(partition)
     }
 
+    /// The matching key of a prefecture (flow 4): its tokens join partitions of that
+    /// prefecture only. Created on first use, durable before use.
+    pub fn matching_key(
+        &self,
+        prefecture: &str,
+    ) -> Result<Arc<crate::crypto::IndexKey>, keyring::KeyError> {
+        self.inner.keyring.matching_key(prefecture)
+    }
+
     /// Whether the writer thread is still running.
     pub fn writer_alive(&self) -> bool {
         self.writer.alive()

@@ -495,6 +495,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Every key of one derived index with the latest seq it points to, in key order (for
+    /// the index keys that are not protected: 世帯番号 of `V` and `K`).
+    pub fn index_latest(
+        &self,
+        p: &PartitionId,
+        kind: IndexKind,
+    ) -> Result<Vec<(Vec<u8>, u64)>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let tag = [kind.prefix()];
+        let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&cf, tag) {
+            let (k, _) = item?;
+            let Some(rest) = k.strip_prefix(tag.as_slice()) else {
+                break;
+            };
+            let Some((&len, rest)) = rest.split_first() else {
+                break;
+            };
+            let (key, seq) = rest.split_at_checked(usize::from(len)).unwrap_or_default();
+            let Ok(seq) = <[u8; 8]>::try_from(seq) else {
+                return Err(corrupt(p, 0, "derived index key malformed"));
+            };
+            let seq = u64::from_be_bytes(seq);
+            match out.last_mut() {
+                Some((last, s)) if last.as_slice() == key => *s = seq,
+                _ => out.push((key.to_vec(), seq)),
+            }
+        }
+        Ok(out)
+    }
+
     /// The signed checkpoint stored at `size`.
     pub fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
         self.inner.checkpoint_at(p, size)

@@ -253,6 +253,13 @@ pub const SIGNING_KEY: &[u8] = b"S\x00\x00\x00\x01";
 /// Key-store key of the wrapped witness (cosigner) seed.
 pub const WITNESS_KEY: &[u8] = b"G\x00\x00\x00\x01";
 
+/// `Y ‖ prefecture` → wrapped matching key of a prefecture (version 1, flow 4).
+pub fn matching_key_slot(prefecture: &str) -> Vec<u8> {
+    let mut k = b"Y".to_vec();
+    k.extend_from_slice(prefecture.as_bytes());
+    k
+}
+
 /// `X ‖ partition` → wrapped blind-index key (version 1).
 pub fn index_key_slot(p: &PartitionId) -> Vec<u8> {
     let mut k = b"X".to_vec();

@@ -55,16 +55,25 @@ pub enum IndexKind {
     Household,
     /// `K`: 世帯番号 → its 高額該当 records (flow 4).
     Kogaku,
+    /// `X`: matching token of a 個人番号 (HMAC under the prefecture's matching key): the
+    /// continuity job joins these across the partitions of one prefecture.
+    Matching,
 }
 
 impl IndexKind {
-    pub const ALL: [IndexKind; 3] = [IndexKind::Person, IndexKind::Household, IndexKind::Kogaku];
+    pub const ALL: [IndexKind; 4] = [
+        IndexKind::Person,
+        IndexKind::Household,
+        IndexKind::Kogaku,
+        IndexKind::Matching,
+    ];
 
     pub fn prefix(self) -> u8 {
         match self {
             IndexKind::Person => b'I',
             IndexKind::Household => b'V',
             IndexKind::Kogaku => b'K',
+            IndexKind::Matching => b'X',
         }
     }
 }
