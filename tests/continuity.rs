@@ -378,3 +378,179 @@ fn a_prefecture_configured_differently_changes_the_suggestion() {
         ("2", "manual")
     );
 }
+
+/// DOMAIN.md §5 rows 7 and 8 end to end: A paid 2024-06 and 09 (and 2023-10, outside the
+/// window); the household moves to B on 2024-11-01; B decides (after a correction) to
+/// continue; the hub confirms and carries 2 months; with B's own 2025-01, care month 2025-03
+/// is 多数回. A second household decided "not continue" carries nothing.
+#[test]
+fn decide_confirm_and_carry_over() {
+    use kukaku::domain::tasukai::{CareMonth, tasukai_at};
+    use kukaku::flows::decision::{candidates, confirm, decide, hikitsugi_csv};
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
+    let (a, b) = (pid("131011"), pid("131029"));
+    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    let second = "983205673214";
+    load(
+        &store,
+        &a,
+        "A-1",
+        "A100",
+        ("2024-10-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    load(
+        &store,
+        &a,
+        "A-2",
+        "A200",
+        ("2024-10-31", "04"),
+        &[(
+            second,
+            "佐藤 次郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-11-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
+    );
+    load(
+        &store,
+        &b,
+        "B-2",
+        "B200",
+        ("2024-11-01", "03"),
+        &[(second, "佐藤 次郎", "01", "2020-01-01", "2024-11-01", "")],
+    );
+    let kogaku = |p: &PartitionId, tid: &str, rows: &[(&str, &str)]| {
+        let mut text =
+            "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n"
+                .to_owned();
+        for (setai, ym) in rows {
+            text += &format!("kogaku-v1,{tid},{p},{setai},{ym},1,0\r\n");
+        }
+        kukaku::flows::kogaku::import(&store, p, tid, Encoding::Utf8, text.as_bytes(), &who())
+            .unwrap();
+    };
+    kogaku(
+        &a,
+        "KA-1",
+        &[
+            ("A100", "2023-10"),
+            ("A100", "2024-06"),
+            ("A100", "2024-09"),
+            ("A200", "2024-08"),
+        ],
+    );
+
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    let tokyo = admin.prefecture("13").unwrap();
+    extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let scope_b = admin.partition(&b);
+    let list = candidates(&store, &scope_b).unwrap();
+    assert_eq!(list.len(), 2);
+    let (c1, c2) = (list[0].seq, list[1].seq);
+    // No 高額該当 months reach B before it decides.
+    assert!(!format!("{:?}", list[0].candidate).contains("2024-06"));
+
+    // A decision on something that is not B's candidate is refused.
+    assert!(decide(&store, &scope_b, 0, "continue", None, "窓口 1", &who()).is_err());
+    assert!(decide(&store, &scope_b, c1, "maybe", None, "窓口 1", &who()).is_err());
+    assert!(decide(&store, &scope_b, c1, "continue", None, " ", &who()).is_err());
+    // A correction is a newer decision; the latest counts.
+    decide(&store, &scope_b, c1, "not_continue", None, "窓口 1", &who()).unwrap();
+    decide(
+        &store,
+        &scope_b,
+        c1,
+        "continue",
+        Some("世帯主同一を確認"),
+        "窓口 1",
+        &who(),
+    )
+    .unwrap();
+    decide(
+        &store,
+        &scope_b,
+        c2,
+        "not_continue",
+        Some("別世帯"),
+        "窓口 2",
+        &who(),
+    )
+    .unwrap();
+    let list = candidates(&store, &scope_b).unwrap();
+    assert_eq!(list[0].decisions.len(), 2);
+    assert_eq!(list[0].decision.as_ref().unwrap().1.decision, "continue");
+
+    let r = confirm(&store, &tokyo, &who(), "2025-01-10T10:00:00+09:00").unwrap();
+    assert_eq!(r.confirmed.len(), 1, "{r:?}");
+    assert_eq!(r.confirmed[0].1, 2);
+    let again = confirm(&store, &tokyo, &who(), "2025-01-11T10:00:00+09:00").unwrap();
+    assert!(again.confirmed.is_empty());
+    assert_eq!(again.already_confirmed, 1);
+
+    let list = candidates(&store, &scope_b).unwrap();
+    let carry = &list[0].carry_over.as_ref().unwrap().1;
+    assert_eq!(carry.months, ["2024-06", "2024-09"]);
+    assert_eq!(
+        (carry.old_setai_no.as_str(), carry.new_setai_no.as_str()),
+        ("A100", "B100")
+    );
+    assert!(
+        list[1].carry_over.is_none(),
+        "a not-continuing household carried months"
+    );
+    // Row 7: with B's own 2025-01, care month 2025-03 is 多数回; row 8 (not confirmed): not.
+    let carried: Vec<CareMonth> = carry
+        .months
+        .iter()
+        .map(|m| CareMonth::parse(m).unwrap())
+        .collect();
+    let own = vec![kukaku::domain::tasukai::KogakuMonth {
+        month: CareMonth::parse("2025-01").unwrap(),
+        shikyu: kukaku::domain::tasukai::Shikyu::Household,
+        low_income: false,
+    }];
+    let ym = CareMonth::parse("2025-03").unwrap();
+    assert_eq!(tasukai_at(&own, &carried, ym).prior, 3);
+    assert!(tasukai_at(&own, &carried, ym).tasukai);
+    assert!(!tasukai_at(&own, &[], ym).tasukai);
+
+    // The 連携ファイル row; the hand-over is a 提供記録 in A.
+    let csv = hikitsugi_csv(&list);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    assert!(rows[1].starts_with(&format!(
+        "hikitsugi-v1,131029:{}",
+        list[0].decision.as_ref().unwrap().0
+    )));
+    assert!(rows[1].contains(",2024-06;2024-09,2,"), "{csv}");
+    let provisions: Vec<_> = kinds(&store, &a)
+        .into_iter()
+        .filter(|(k, _)| *k == Kind::PROVISION_RECORD)
+        .map(|(_, p)| kukaku::ledger::payload::ProvisionRecord::decode(&p).unwrap())
+        .collect();
+    assert_eq!(provisions.len(), 1);
+    assert_eq!(provisions[0].purpose, "kogaku_carry_over");
+    assert!(provisions[0].recipient.ends_with("/131029"));
+}

@@ -2,6 +2,7 @@
 //! flow 4 (高額該当 import so far). Sealed payload schemas live here.
 
 pub mod continuity;
+pub mod decision;
 pub mod feed;
 pub mod history;
 pub mod import;
