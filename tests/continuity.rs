@@ -554,3 +554,155 @@ fn decide_confirm_and_carry_over() {
     assert_eq!(provisions[0].purpose, "kogaku_carry_over");
     assert!(provisions[0].recipient.ends_with("/131029"));
 }
+
+/// The same flow through the HTTP API: the continuity operator extracts and confirms, B lists,
+/// decides, and downloads the 連携ファイル; A sees none of B's candidates and cannot decide
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_keeps_each_municipality_to_its_own_candidates() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use kukaku::api::{self, AppState, Limits, ServerRole};
+    use kukaku::crypto::credential::{Reach, Role};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (pid("131011"), pid("131029"));
+    let store = tokio::task::block_in_place(|| {
+        let paths = Paths::under(dir.path());
+        let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
+        store.request_partitions(&[a.clone(), b.clone()]).unwrap();
+        store.provision(&mut |_, _| {}).unwrap();
+        load(
+            &store,
+            &a,
+            "A-1",
+            "A100",
+            ("2024-10-31", "04"),
+            &[(
+                HEAD,
+                "山田 太郎",
+                "01",
+                "2020-01-01",
+                "2020-01-01",
+                "2024-10-31",
+            )],
+        );
+        load(
+            &store,
+            &b,
+            "B-1",
+            "B100",
+            ("2024-11-01", "03"),
+            &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
+        );
+        let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+                    kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
+        kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
+            .unwrap();
+        Arc::new(store)
+    });
+    let day = kukaku::store::now_unix_ms() + 86_400_000;
+    let token = |role, reach, label| {
+        store
+            .issue_credential(role, reach, label, day)
+            .unwrap()
+            .0
+            .to_text()
+            .to_string()
+    };
+    let op = token(
+        Role::ContinuityOperator,
+        Reach::Prefecture("13".into()),
+        "op",
+    );
+    let muni_a = token(Role::Municipality, Reach::Partition(a.clone()), "a");
+    let muni_b = token(Role::Municipality, Reach::Partition(b.clone()), "b");
+    let app = api::router(
+        AppState::new(Arc::clone(&store), ServerRole::Hub),
+        Limits::default(),
+    );
+    let call = |method: &str, uri: String, token: &str, body: Option<&str>| {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let (s, body) = call("POST", "/v1/continuity/extract".into(), &op, Some("{}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call(
+        "GET",
+        "/v1/continuity/candidates?state=undecided".into(),
+        &muni_b,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let seq = v["candidates"][0]["seq"].as_u64().unwrap();
+    assert_eq!(v["candidates"][0]["candidate"]["old_setai_no"], "A100");
+    assert!(
+        !body.contains(HEAD) && !body.contains("2024-06"),
+        "B sees too much before deciding"
+    );
+    // A: no candidates of its own, and B's seq names nothing in A.
+    let (s, body) = call("GET", "/v1/continuity/candidates".into(), &muni_a, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!body.contains("A100"), "A sees B's candidate: {body}");
+    let decision = r#"{"decision":"continue","reason":null,"operator":"窓口 1"}"#;
+    let (s, _) = call(
+        "POST",
+        format!("/v1/continuity/candidates/{seq}/decision"),
+        &muni_a,
+        Some(decision),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, body) = call(
+        "POST",
+        format!("/v1/continuity/candidates/{seq}/decision"),
+        &muni_b,
+        Some(r#"{"decision":"maybe","operator":"x"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (s, body) = call(
+        "POST",
+        format!("/v1/continuity/candidates/{seq}/decision"),
+        &muni_b,
+        Some(decision),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    // Only the continuity operator confirms.
+    let (s, _) = call("POST", "/v1/continuity/confirm".into(), &muni_b, Some("{}")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, body) = call("POST", "/v1/continuity/confirm".into(), &op, Some("{}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, body) = call("GET", "/v1/continuity/results".into(), &muni_b, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["candidates"][0]["carry_over"][1]["count"], 2, "{body}");
+    let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_b, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(csv.contains(",2024-06;2024-09,2,"), "{csv}");
+    let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_a, None).await;
+    assert_eq!(
+        (s, csv.lines().count()),
+        (StatusCode::OK, 1),
+        "A got B's rows: {csv}"
+    );
+}

@@ -119,6 +119,60 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
             post(continuity_extract),
         ),
         (
+            spec(
+                "POST",
+                "/v1/continuity/confirm",
+                Some(Role::ContinuityOperator),
+                HUB,
+            ),
+            post(super::continuity::confirm),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/continuity/candidates",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            get(super::continuity::list),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/continuity/candidates/{seq}",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            get(super::continuity::one),
+        ),
+        (
+            spec(
+                "POST",
+                "/v1/continuity/candidates/{seq}/decision",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            post(super::continuity::decide),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/continuity/results",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            get(super::continuity::results),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/continuity/carryover.csv",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            get(super::continuity::carryover_csv),
+        ),
+        (
             spec("GET", "/v1/feed/{partition}", Some(Role::Replicator), HUB),
             get(feed),
         ),
@@ -184,7 +238,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
 }
 
 /// Runs a store call on the blocking pool.
-async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
@@ -200,16 +254,16 @@ fn today_days() -> i32 {
 }
 
 /// What a request touched, for its access record.
-struct Touched<'a> {
-    route: &'a str,
-    purpose: &'a str,
-    kinds: BTreeSet<u16>,
-    first_seq: u64,
-    count: u64,
+pub(crate) struct Touched<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) purpose: &'a str,
+    pub(crate) kinds: BTreeSet<u16>,
+    pub(crate) first_seq: u64,
+    pub(crate) count: u64,
 }
 
 /// Appends the access record and waits until it is durable. The caller answers only after.
-async fn record_access(
+pub(crate) async fn record_access(
     state: &Arc<AppState>,
     partition: &PartitionId,
     actor: &Actor,

@@ -1,0 +1,318 @@
+//! Flow 4 routes. The municipality's routes take the partition from the credential: a
+//! candidate of another municipality cannot even be named. The continuity operator's
+//! confirmation covers its credential's prefecture.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{ContinuityOperator, Municipality};
+use super::error::{ApiError, Detail};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::routes::{Touched, blocking, record_access};
+use super::{AppState, request_id};
+use crate::flows::decision::{self, CandidateState, DecisionError};
+use crate::flows::import::Importer;
+use crate::ledger::Kind;
+
+fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
+    Importer {
+        actor: actor.credential.to_string(),
+        role: actor.role.name().to_owned(),
+        route: route.to_owned(),
+        request_id: request_id::current(),
+    }
+}
+
+fn decision_error(e: DecisionError) -> ApiError {
+    let invalid = |field: &str, reason: &str| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            "the decision is not valid",
+        )
+        .with_details(vec![Detail {
+            file: None,
+            line: None,
+            field: Some(field.to_owned()),
+            reason: reason.to_owned(),
+        }])
+    };
+    match e {
+        DecisionError::NoCandidate(_) => ApiError::not_found("candidate"),
+        DecisionError::BadDecision => invalid("decision", "code"),
+        DecisionError::NoOperator => invalid("operator", "missing"),
+        DecisionError::TooLong(field) => invalid(field, "too_long"),
+        DecisionError::Read(r) => ApiError::from(r),
+        DecisionError::Append(a) => ApiError::from(a),
+        other => ApiError::internal(other),
+    }
+}
+
+const FLOW4_KINDS: [Kind; 4] = [
+    Kind::CONTINUITY_CANDIDATE,
+    Kind::CONTINUITY_DECISION,
+    Kind::CONTINUITY_CONFIRMATION,
+    Kind::CONTINUITY_CARRY_OVER,
+];
+
+/// Reads the caller's candidates and records the read (durable before the answer).
+pub(crate) async fn read_candidates(
+    state: &Arc<AppState>,
+    who: &Municipality,
+    route: &'static str,
+    purpose: &'static str,
+) -> Result<(Vec<CandidateState>, Option<u64>), ApiError> {
+    let scope = who.scope.clone();
+    let list = blocking(state, move |s| {
+        decision::candidates(s, &scope).map_err(decision_error)
+    })
+    .await?;
+    let record = match (list.first(), list.last()) {
+        (Some(first), Some(last)) => Some(
+            record_access(
+                state,
+                who.scope.partition(),
+                &who.actor,
+                Touched {
+                    route,
+                    purpose,
+                    kinds: FLOW4_KINDS
+                        .iter()
+                        .map(|k| k.code())
+                        .collect::<BTreeSet<_>>(),
+                    first_seq: first.seq,
+                    count: last.seq - first.seq + 1,
+                },
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    Ok((list, record))
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `undecided`, `decided` or `confirmed`.
+    pub state: Option<String>,
+    /// `continue`, `not_continue` or `manual`.
+    pub suggestion: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct CandidatesResponse {
+    pub candidates: Vec<CandidateState>,
+    pub access_record_seq: Option<u64>,
+}
+
+/// Whether a candidate passes the list filters.
+pub(crate) fn matches(c: &CandidateState, state: Option<&str>, suggestion: Option<&str>) -> bool {
+    let s = match (&c.decision, &c.confirmation) {
+        (None, _) => "undecided",
+        (Some(_), None) => "decided",
+        (Some(_), Some(_)) => "confirmed",
+    };
+    state.is_none_or(|w| w == s) && suggestion.is_none_or(|w| w == c.candidate.suggestion)
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<CandidatesResponse>, ApiError> {
+    for (field, value, allowed) in [
+        (
+            "state",
+            &q.state,
+            &["undecided", "decided", "confirmed"][..],
+        ),
+        (
+            "suggestion",
+            &q.suggestion,
+            &["continue", "not_continue", "manual"][..],
+        ),
+    ] {
+        if value.as_deref().is_some_and(|v| !allowed.contains(&v)) {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("{field} must be one of {}", allowed.join(", ")),
+            ));
+        }
+    }
+    let (all, access_record_seq) = read_candidates(
+        &state,
+        &who,
+        "GET /v1/continuity/candidates",
+        "continuity_candidates",
+    )
+    .await?;
+    let candidates = all
+        .into_iter()
+        .filter(|c| matches(c, q.state.as_deref(), q.suggestion.as_deref()))
+        .collect();
+    Ok(Json(CandidatesResponse {
+        candidates,
+        access_record_seq,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct CandidateResponse {
+    pub candidate: CandidateState,
+    pub access_record_seq: Option<u64>,
+}
+
+pub(crate) async fn one(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiPath(seq): ApiPath<u64>,
+) -> Result<Json<CandidateResponse>, ApiError> {
+    let (all, access_record_seq) = read_candidates(
+        &state,
+        &who,
+        "GET /v1/continuity/candidates/{seq}",
+        "continuity_candidate",
+    )
+    .await?;
+    let candidate = all
+        .into_iter()
+        .find(|c| c.seq == seq)
+        .ok_or_else(|| ApiError::not_found("candidate"))?;
+    Ok(Json(CandidateResponse {
+        candidate,
+        access_record_seq,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// `continue` or `not_continue`.
+    pub decision: String,
+    pub reason: Option<String>,
+    /// Who decided at the terminal.
+    pub operator: String,
+}
+
+impl std::fmt::Debug for DecisionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionRequest")
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct DecisionResponse {
+    pub decision_seq: u64,
+}
+
+/// Appends the decision; shared by the API and the terminal pages.
+pub(crate) async fn append_decision(
+    state: &Arc<AppState>,
+    who: &Municipality,
+    seq: u64,
+    req: DecisionRequest,
+    route: &str,
+) -> Result<u64, ApiError> {
+    let scope = who.scope.clone();
+    let who = importer(&who.actor, route);
+    blocking(state, move |s| {
+        decision::decide(
+            s,
+            &scope,
+            seq,
+            &req.decision,
+            req.reason.as_deref(),
+            &req.operator,
+            &who,
+        )
+        .map_err(decision_error)
+    })
+    .await
+}
+
+pub(crate) async fn decide(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiPath(seq): ApiPath<u64>,
+    ApiJson(req): ApiJson<DecisionRequest>,
+) -> Result<(StatusCode, Json<DecisionResponse>), ApiError> {
+    let decision_seq = append_decision(
+        &state,
+        &who,
+        seq,
+        req,
+        "POST /v1/continuity/candidates/{seq}/decision",
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(DecisionResponse { decision_seq })))
+}
+
+pub(crate) async fn results(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+) -> Result<Json<CandidatesResponse>, ApiError> {
+    let (all, access_record_seq) = read_candidates(
+        &state,
+        &who,
+        "GET /v1/continuity/results",
+        "continuity_results",
+    )
+    .await?;
+    Ok(Json(CandidatesResponse {
+        candidates: all.into_iter().filter(|c| c.decision.is_some()).collect(),
+        access_record_seq,
+    }))
+}
+
+pub(crate) async fn carryover_csv(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+) -> Result<Response, ApiError> {
+    let (all, _) = read_candidates(
+        &state,
+        &who,
+        "GET /v1/continuity/carryover.csv",
+        "continuity_carryover_file",
+    )
+    .await?;
+    let body = decision::hikitsugi_csv(&all);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"hikitsugi.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {}
+
+pub(crate) async fn confirm(
+    State(state): State<Arc<AppState>>,
+    who: ContinuityOperator,
+    ApiJson(ConfirmRequest {}): ApiJson<ConfirmRequest>,
+) -> Result<Json<decision::ConfirmReport>, ApiError> {
+    let scope = who.scope()?;
+    let who = importer(&who.actor, "POST /v1/continuity/confirm");
+    let now = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
+    let report = blocking(&state, move |s| {
+        decision::confirm(s, &scope, &who, &now).map_err(decision_error)
+    })
+    .await?;
+    Ok(Json(report))
+}
