@@ -897,7 +897,8 @@ fn serve(
         let app = api::router(
             AppState::new(Arc::clone(&store), role)
                 .with_witnesses(witnesses)
-                .with_continuity_rules(rules),
+                .with_continuity_rules(rules)
+                .with_secure_cookies(matches!(transport, server::Transport::Tls(_))),
             limits,
         );
         println!(

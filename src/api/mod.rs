@@ -6,6 +6,7 @@ pub mod client;
 pub mod continuity;
 pub mod error;
 pub mod extract;
+pub mod pages;
 pub mod request_id;
 pub mod routes;
 pub mod server;
@@ -52,6 +53,10 @@ pub struct AppState {
     pub witnesses: Vec<crate::ledger::VerifierKey>,
     /// The prefecture's 参酌基準 configuration for the continuity job (hub).
     pub continuity_rules: crate::domain::continuity::Rules,
+    /// Terminal sessions (hub pages).
+    pub sessions: pages::Sessions,
+    /// Mark session cookies `Secure` (the listener is TLS).
+    pub secure_cookies: bool,
 }
 
 impl AppState {
@@ -61,7 +66,15 @@ impl AppState {
             role,
             witnesses: Vec::new(),
             continuity_rules: crate::domain::continuity::Rules::default(),
+            sessions: pages::Sessions::default(),
+            secure_cookies: false,
         }
+    }
+
+    /// Session cookies only over TLS (`serve` without `--plain-http-loopback`).
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
     }
 
     /// The prefecture's 参酌基準 configuration (`serve --continuity-rules`).
@@ -196,6 +209,9 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     }
     for (path, handler) in paths {
         app = app.route(path, handler.fallback(routes::method_not_allowed));
+    }
+    if role == ServerRole::Hub {
+        app = app.merge(pages::router());
     }
     app.fallback(routes::fallback)
         .route_layer(middleware::from_fn(request_id::record_route))

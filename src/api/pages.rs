@@ -1,0 +1,742 @@
+//! The municipality terminal's pages (flow 4, DESIGN.md §11): server-rendered HTML with
+//! Japanese labels, no script. Log in with the municipality credential; the session lives in
+//! server memory behind an HttpOnly, SameSite=Strict cookie (Secure over TLS), every form
+//! carries the session's CSRF token, and every page that shows personal data appends an
+//! access record (through the same reads as the API). The partition comes from the session's
+//! credential, never from the request.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::auth::Municipality;
+use super::continuity::{DecisionRequest, append_decision, matches, read_candidates};
+use super::error::ApiError;
+use crate::crypto::credential::{Role, Token};
+use crate::flows::decision::{CandidateState, hikitsugi_csv};
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "kukaku_session";
+/// Sessions end after this long without a request.
+const IDLE_MS: u64 = 30 * 60 * 1000;
+/// Most sessions held at once; the oldest are dropped beyond.
+const MAX_SESSIONS: usize = 10_000;
+
+struct Session {
+    /// The municipality credential the user logged in with; checked again on every request,
+    /// so a revoked or expired credential ends the session at once.
+    token: Zeroizing<String>,
+    csrf: String,
+    last_ms: u64,
+}
+
+/// Terminal sessions, in memory only (a restart logs everyone out).
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "Sessions({n})")
+    }
+}
+
+fn random_id() -> Result<String, ApiError> {
+    let bytes: [u8; 32] = crate::crypto::random().map_err(ApiError::internal)?;
+    Ok(B64URL.encode(bytes))
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A logged-in terminal: the municipality (scope from the credential) and the CSRF token.
+pub struct Terminal {
+    pub muni: Municipality,
+    pub csrf: String,
+    session: String,
+}
+
+/// Not logged in (or the session ended): to the login page.
+pub struct LoginRequired;
+
+impl IntoResponse for LoginRequired {
+    fn into_response(self) -> Response {
+        Redirect::to("/terminal/login").into_response()
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Terminal {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let id = cookie_value(&parts.headers, COOKIE)
+            .ok_or_else(|| LoginRequired.into_response())?
+            .to_owned();
+        let now = crate::store::now_unix_ms();
+        let (token, csrf) = {
+            let mut map = state
+                .sessions
+                .0
+                .lock()
+                .map_err(|_| ApiError::internal("session lock poisoned").into_response())?;
+            let s = map
+                .get_mut(&id)
+                .filter(|s| now.saturating_sub(s.last_ms) < IDLE_MS)
+                .ok_or_else(|| LoginRequired.into_response())?;
+            s.last_ms = now;
+            (s.token.clone(), s.csrf.clone())
+        };
+        // The same check as a bearer token: revocation and expiry act at once.
+        let mut inner = Parts::clone_for_auth(parts, &token);
+        match Municipality::from_request_parts(&mut inner, state).await {
+            Ok(muni) => Ok(Terminal {
+                muni,
+                csrf,
+                session: id,
+            }),
+            Err(_) => {
+                if let Ok(mut map) = state.sessions.0.lock() {
+                    map.remove(&id);
+                }
+                Err(LoginRequired.into_response())
+            }
+        }
+    }
+}
+
+/// Request parts carrying a bearer token (for re-authenticating a session's credential).
+trait CloneForAuth {
+    fn clone_for_auth(parts: &Parts, token: &str) -> Parts;
+}
+
+impl CloneForAuth for Parts {
+    fn clone_for_auth(parts: &Parts, token: &str) -> Parts {
+        let mut req = axum::http::Request::new(());
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            req.headers_mut().insert(header::AUTHORIZATION, v);
+        }
+        if let Some(peer) = parts.extensions.get::<super::auth::PeerCertificate>() {
+            req.extensions_mut().insert(*peer);
+        }
+        req.into_parts().0
+    }
+}
+
+impl Terminal {
+    /// `None` when the form's CSRF token is the session's; else the page to answer.
+    fn csrf_refusal(&self, sent: &str) -> Option<Response> {
+        if bool::from(sent.as_bytes().ct_eq(self.csrf.as_bytes())) {
+            None
+        } else {
+            Some(page_error(
+                StatusCode::FORBIDDEN,
+                "フォームの有効期限が切れました。もう一度お試しください。",
+            ))
+        }
+    }
+}
+
+const STYLE: &str = r#"
+:root { font-family: "Noto Sans JP", "Hiragino Sans", "Yu Gothic", Meiryo, sans-serif; color: #1a1a1a; }
+body { margin: 0; background: #f5f6f8; }
+header { background: #1f3a5f; color: #fff; padding: .6rem 1.5rem; display: flex; gap: 2rem; align-items: center; }
+header h1 { font-size: 1.1rem; margin: 0; }
+header nav a { color: #fff; margin-right: 1.2rem; }
+header form { margin-left: auto; }
+main { max-width: 72rem; margin: 1.5rem auto; background: #fff; padding: 1.5rem 2rem; border: 1px solid #d8dce3; }
+h2 { font-size: 1.3rem; border-bottom: 2px solid #1f3a5f; padding-bottom: .3rem; }
+table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
+th, td { border: 1px solid #c5cad3; padding: .4rem .6rem; text-align: left; vertical-align: top; }
+th { background: #eef1f5; }
+a:focus, button:focus, input:focus, select:focus, textarea:focus { outline: 3px solid #f0a000; outline-offset: 1px; }
+button { font-size: 1rem; padding: .4rem 1.2rem; background: #1f3a5f; color: #fff; border: 0; cursor: pointer; }
+.flash { background: #e6f4ea; border: 1px solid #7bb88a; padding: .5rem 1rem; }
+.error { background: #fdecea; border: 1px solid #e0837a; padding: .5rem 1rem; }
+.tag { display: inline-block; padding: 0 .5rem; border-radius: .2rem; background: #eef1f5; }
+.tag.manual { background: #fff3cd; } .tag.continue { background: #e6f4ea; } .tag.not_continue { background: #fdecea; }
+label { display: block; margin-top: .8rem; font-weight: bold; }
+fieldset { border: 1px solid #c5cad3; margin-top: 1rem; }
+@media print {
+  @page { size: A4; margin: 15mm; }
+  header, nav, .noprint { display: none !important; }
+  body { background: #fff; } main { border: 0; margin: 0; padding: 0; max-width: none; }
+  table { font-size: 10pt; } tr { page-break-inside: avoid; }
+}
+"#;
+
+fn layout(title: &str, partition: Option<&str>, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="ja" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " — kukaku 国保総合PC" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    h1 { "継続世帯の確定・高額該当回数の引き継ぎ" }
+                    @if let Some(p) = partition {
+                        nav {
+                            a href="/terminal/candidates" { "継続候補世帯リスト" }
+                            a href="/terminal/results" { "確定結果" }
+                            a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
+                            a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
+                        }
+                        span { "保険者番号 " (p) }
+                        @if let Some(t) = csrf {
+                            form method="post" action="/terminal/logout" {
+                                input type="hidden" name="csrf" value=(t);
+                                button type="submit" { "ログアウト" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn page(markup: Markup) -> Response {
+    let mut res = Html(markup.into_string()).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    res
+}
+
+fn page_error(status: StatusCode, message: &str) -> Response {
+    let mut res = page(layout(
+        "エラー",
+        None,
+        None,
+        html! { p.error role="alert" { (message) } p { a href="/terminal/candidates" { "戻る" } } },
+    ));
+    *res.status_mut() = status;
+    res
+}
+
+fn api_error(e: ApiError) -> Response {
+    let status = e.status();
+    if status.is_server_error() {
+        // The cause is logged by the error's own response; the page says nothing of it.
+        let _ = e.into_response();
+        page_error(
+            status,
+            "処理できませんでした。時間をおいてもう一度お試しください。",
+        )
+    } else if status == StatusCode::NOT_FOUND {
+        page_error(status, "該当する候補世帯はありません。")
+    } else {
+        page_error(status, "入力内容を確認してください。")
+    }
+}
+
+fn suggestion_label(code: &str) -> &'static str {
+    match code {
+        "continue" => "継続",
+        "not_continue" => "非継続",
+        _ => "要確認",
+    }
+}
+
+fn decision_label(code: &str) -> &'static str {
+    match code {
+        "continue" => "継続する",
+        _ => "継続しない",
+    }
+}
+
+fn period_label(code: &str, days: i32) -> String {
+    match code {
+        "contiguous" => "連続".to_owned(),
+        "gap" => format!("空白期間 {days} 日"),
+        "overlap" => format!("重複期間 {days} 日"),
+        _ => "旧住所地の適用終了なし".to_owned(),
+    }
+}
+
+fn state_label(c: &CandidateState) -> &'static str {
+    match (&c.decision, &c.confirmation) {
+        (None, _) => "未確定",
+        (Some(_), None) => "確定指示済",
+        (Some(_), Some(_)) => "確定済",
+    }
+}
+
+// ---- login ----
+
+async fn login_form() -> Response {
+    page(layout(
+        "ログイン",
+        None,
+        None,
+        html! {
+            h2 { "ログイン" }
+            p { "市町村のクレデンシャル（トークン）でログインします。" }
+            form method="post" action="/terminal/login" {
+                label for="token" { "トークン" }
+                input id="token" name="token" type="password" autocomplete="off" size="70" required autofocus;
+                p { button type="submit" { "ログイン" } }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
+    let refused = || {
+        let mut res = page(layout(
+            "ログイン",
+            None,
+            None,
+            html! {
+                h2 { "ログイン" }
+                p.error role="alert" { "トークンが正しくないか、市町村のクレデンシャルではありません。" }
+                p { a href="/terminal/login" { "もう一度ログイン" } }
+            },
+        ));
+        *res.status_mut() = StatusCode::UNAUTHORIZED;
+        res
+    };
+    let raw = Zeroizing::new(f.token);
+    let text = raw.trim().to_owned();
+    let Ok(token) = Token::parse(&text) else {
+        return refused();
+    };
+    let store = Arc::clone(&state.store);
+    let verified = tokio::task::spawn_blocking(move || store.authenticate(&token, None)).await;
+    match verified {
+        Ok(Ok(v)) if v.role() == Role::Municipality => {}
+        _ => return refused(),
+    }
+    let (Ok(id), Ok(csrf)) = (random_id(), random_id()) else {
+        return api_error(ApiError::internal("no randomness"));
+    };
+    if let Ok(mut map) = state.sessions.0.lock() {
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.last_ms)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(
+            id.clone(),
+            Session {
+                token: Zeroizing::new(text),
+                csrf,
+                last_ms: crate::store::now_unix_ms(),
+            },
+        );
+    }
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={id}; Path=/terminal; HttpOnly; SameSite=Strict{secure}");
+    let mut res = Redirect::to("/terminal/candidates").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Some(r) = t.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    if let Ok(mut map) = state.sessions.0.lock() {
+        map.remove(&t.session);
+    }
+    let mut res = Redirect::to("/terminal/login").into_response();
+    res.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "kukaku_session=; Path=/terminal; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    res
+}
+
+// ---- pages ----
+
+#[derive(Deserialize)]
+struct ListParams {
+    state: Option<String>,
+}
+
+async fn candidates_page(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Query(q): axum::extract::Query<ListParams>,
+) -> Response {
+    let filter = q
+        .state
+        .filter(|s| ["undecided", "decided", "confirmed"].contains(&s.as_str()));
+    let (all, _) = match read_candidates(
+        &state,
+        &t.muni,
+        "GET /terminal/candidates",
+        "terminal_candidates",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return api_error(e),
+    };
+    let shown: Vec<&CandidateState> = all
+        .iter()
+        .filter(|c| matches(c, filter.as_deref(), None))
+        .collect();
+    let p = t.muni.scope.partition().to_string();
+    page(layout(
+        "継続候補世帯リスト",
+        Some(&p),
+        Some(&t.csrf),
+        html! {
+            h2 { "継続候補世帯リスト" }
+            form method="get" action="/terminal/candidates" class="noprint" {
+                label for="state" { "表示" }
+                select id="state" name="state" {
+                    option value="" selected[filter.is_none()] { "すべて" }
+                    option value="undecided" selected[filter.as_deref() == Some("undecided")] { "未確定" }
+                    option value="decided" selected[filter.as_deref() == Some("decided")] { "確定指示済" }
+                    option value="confirmed" selected[filter.as_deref() == Some("confirmed")] { "確定済" }
+                }
+                " " button type="submit" { "絞り込み" }
+            }
+            p { (shown.len()) " 件" }
+            table {
+                thead { tr {
+                    th { "候補番号" } th { "新世帯番号" } th { "旧保険者番号" } th { "旧世帯番号" }
+                    th { "異動年月日" } th { "世帯主" } th { "参酌基準" } th { "適用期間" } th { "提案" } th { "状態" }
+                } }
+                tbody {
+                    @for c in &shown {
+                        tr {
+                            td { a href={ "/terminal/candidates/" (c.seq) } { (c.seq) } }
+                            td { (c.candidate.new_setai_no) }
+                            td { (c.candidate.old_hokensha_no) }
+                            td { (c.candidate.old_setai_no) }
+                            td { (c.candidate.ido_date) }
+                            td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
+                            td { (c.candidate.case_label) }
+                            td { (period_label(&c.candidate.period, c.candidate.period_days)) }
+                            td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
+                            td { (state_label(c)) }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}
+
+fn members_table(title: &str, members: &[crate::flows::continuity::MemberView]) -> Markup {
+    html! {
+        h3 { (title) }
+        table {
+            thead { tr { th { "氏名" } th { "生年月日" } th { "続柄" } } }
+            tbody { @for m in members { tr {
+                td { (m.shimei) @if m.head { " （世帯主）" } }
+                td { (m.birth_date) }
+                td { (zokugara(&m.zokugara)) }
+            } } }
+        }
+    }
+}
+
+fn zokugara(code: &str) -> &'static str {
+    match code {
+        "01" => "世帯主",
+        "02" => "配偶者",
+        "03" => "子",
+        "04" => "父母",
+        "05" => "他の親族",
+        _ => "親族以外",
+    }
+}
+
+#[derive(Deserialize)]
+struct Flash {
+    done: Option<u64>,
+}
+
+async fn candidate_page(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+    axum::extract::Query(flash): axum::extract::Query<Flash>,
+) -> Response {
+    let (all, _) = match read_candidates(
+        &state,
+        &t.muni,
+        "GET /terminal/candidates/{seq}",
+        "terminal_candidate",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return api_error(e),
+    };
+    let Some(c) = all.into_iter().find(|c| c.seq == seq) else {
+        return page_error(StatusCode::NOT_FOUND, "該当する候補世帯はありません。");
+    };
+    let p = t.muni.scope.partition().to_string();
+    let k = &c.candidate;
+    page(layout(
+        "候補世帯",
+        Some(&p),
+        Some(&t.csrf),
+        html! {
+            h2 { "継続候補世帯 " (c.seq) }
+            @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
+            table {
+                tr { th { "旧保険者番号・旧世帯番号" } td { (k.old_hokensha_no) " ・ " (k.old_setai_no) } }
+                tr { th { "新世帯番号" } td { (k.new_setai_no) } }
+                tr { th { "異動年月日（適用開始）" } td { (k.ido_date) } }
+                tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().unwrap_or("—")) } }
+                tr { th { "適用期間" } td { (period_label(&k.period, k.period_days)) } }
+                tr { th { "参酌基準" } td { (k.case_label) } }
+                tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
+            }
+            (members_table("異動前の世帯員", &k.members_before))
+            (members_table("異動後の世帯員", &k.members_after))
+            @if !c.decisions.is_empty() {
+                h3 { "確定指示の履歴" }
+                table {
+                    thead { tr { th { "番号" } th { "指示" } th { "理由" } th { "操作者" } } }
+                    tbody { @for (s, d) in &c.decisions { tr {
+                        td { (s) } td { (decision_label(&d.decision)) } td { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
+                    } } }
+                }
+            }
+            @if c.confirmation.is_some() {
+                p.flash { "確定済です。訂正する場合は新しい確定指示を登録してください（確定結果・引継結果は新たに作成されます）。" }
+            }
+            form method="post" action={ "/terminal/candidates/" (c.seq) "/decision" } class="noprint" {
+                input type="hidden" name="csrf" value=(t.csrf);
+                fieldset {
+                    legend { "確定指示" }
+                    label { input type="radio" name="decision" value="continue" required checked[k.suggestion == "continue"]; " 継続する" }
+                    label { input type="radio" name="decision" value="not_continue" checked[k.suggestion == "not_continue"]; " 継続しない" }
+                    label for="reason" { "理由（任意）" }
+                    textarea id="reason" name="reason" rows="2" cols="60" maxlength="1000" {}
+                    label for="operator" { "操作者" }
+                    input id="operator" name="operator" required maxlength="100";
+                    p { button type="submit" { "確定指示を送信" } }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    csrf: String,
+    decision: String,
+    reason: Option<String>,
+    operator: String,
+}
+
+async fn decide(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+    Form(f): Form<DecisionForm>,
+) -> Response {
+    if let Some(r) = t.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    let req = DecisionRequest {
+        decision: f.decision,
+        reason: f.reason,
+        operator: f.operator,
+    };
+    match append_decision(
+        &state,
+        &t.muni,
+        seq,
+        req,
+        "POST /terminal/candidates/{seq}/decision",
+    )
+    .await
+    {
+        Ok(d) => Redirect::to(&format!("/terminal/candidates/{seq}?done={d}")).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+fn results_table(rows: &[&CandidateState]) -> Markup {
+    html! {
+        table {
+            thead { tr {
+                th { "候補番号" } th { "新世帯番号" } th { "旧保険者番号" } th { "旧世帯番号" } th { "異動年月日" }
+                th { "世帯主" } th { "確定指示" } th { "確定日時" } th { "引継月" } th { "高額該当回数" }
+            } }
+            tbody { @for c in rows {
+                tr {
+                    td { (c.seq) }
+                    td { (c.candidate.new_setai_no) }
+                    td { (c.candidate.old_hokensha_no) }
+                    td { (c.candidate.old_setai_no) }
+                    td { (c.candidate.ido_date) }
+                    td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
+                    td { @if let Some((_, d)) = &c.decision { (decision_label(&d.decision)) } }
+                    td { @if let Some((_, k)) = &c.confirmation { (k.confirmed_at) } @else { "未確定" } }
+                    td { @if let Some((_, o)) = &c.carry_over { (o.months.join(", ")) } }
+                    td { @if let Some((_, o)) = &c.carry_over { (o.count) } }
+                }
+            } }
+        }
+    }
+}
+
+async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response {
+    let (all, _) =
+        match read_candidates(&state, &t.muni, "GET /terminal/results", "terminal_results").await {
+            Ok(x) => x,
+            Err(e) => return api_error(e),
+        };
+    let rows: Vec<&CandidateState> = all.iter().filter(|c| c.decision.is_some()).collect();
+    let p = t.muni.scope.partition().to_string();
+    page(layout(
+        "確定結果",
+        Some(&p),
+        Some(&t.csrf),
+        html! {
+            h2 { "継続世帯確定結果・高額該当回数引継結果" }
+            (results_table(&rows))
+            p.noprint {
+                a href="/terminal/results/print" { "継続世帯確定リストを印刷" } " ・ "
+                a href="/terminal/carryover.csv" { "高額該当回数引継情報連携ファイル（CSV）をダウンロード" }
+            }
+        },
+    ))
+}
+
+async fn print_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response {
+    let (all, _) = match read_candidates(
+        &state,
+        &t.muni,
+        "GET /terminal/results/print",
+        "terminal_print",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return api_error(e),
+    };
+    let rows: Vec<&CandidateState> = all
+        .iter()
+        .filter(|c| {
+            c.confirmation.is_some()
+                && c.decision
+                    .as_ref()
+                    .is_some_and(|(_, d)| d.decision == "continue")
+        })
+        .collect();
+    let p = t.muni.scope.partition().to_string();
+    let printed = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
+    page(layout(
+        "継続世帯確定リスト",
+        Some(&p),
+        Some(&t.csrf),
+        html! {
+            h2 { "継続世帯確定リスト" }
+            p { "保険者番号 " (p) " ・ 作成日時 " (printed) " ・ " (rows.len()) " 世帯" }
+            (results_table(&rows))
+            p.noprint { "ブラウザーの印刷機能で A4 に印刷できます。" }
+        },
+    ))
+}
+
+async fn carryover(State(state): State<Arc<AppState>>, t: Terminal) -> Response {
+    match read_candidates(
+        &state,
+        &t.muni,
+        "GET /terminal/carryover.csv",
+        "terminal_carryover_file",
+    )
+    .await
+    {
+        Ok((all, _)) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"hikitsugi.csv\"",
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            hikitsugi_csv(&all),
+        )
+            .into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+async fn index() -> Redirect {
+    Redirect::to("/terminal/candidates")
+}
+
+/// The terminal's routes (hub only), merged into the API router.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/terminal", get(index))
+        .route("/terminal/login", get(login_form).post(login))
+        .route("/terminal/logout", post(logout))
+        .route("/terminal/candidates", get(candidates_page))
+        .route("/terminal/candidates/{seq}", get(candidate_page))
+        .route("/terminal/candidates/{seq}/decision", post(decide))
+        .route("/terminal/results", get(results_page))
+        .route("/terminal/results/print", get(print_page))
+        .route("/terminal/carryover.csv", get(carryover))
+}

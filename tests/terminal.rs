@@ -1,0 +1,436 @@
+//! The municipality terminal pages without sockets: login (cookie attributes), the candidate
+//! list and detail, a decision through the form (CSRF checked), results, the printable list
+//! and the 連携ファイル; another municipality's session sees none of it; every page view is an
+//! access record; a revoked credential ends the session.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::flow4::{HEAD, load, who};
+use common::{pid, small};
+use kukaku::api::{self, AppState, Limits, ServerRole};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::crypto::{AdminScope, Kek};
+use kukaku::domain::continuity::Rules;
+use kukaku::flows::transmission::Encoding;
+use kukaku::ledger::payload::AccessRecord;
+use kukaku::ledger::{Envelope, Kind, PartitionId};
+use kukaku::store::{Paths, Store};
+use tower::ServiceExt;
+
+struct Hub {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    app: Router,
+    a: PartitionId,
+    b: PartitionId,
+    token_a: String,
+    token_b: String,
+}
+
+/// 千代田区 (A) → 中央区 (B): one extracted candidate in B, A's 高額該当 months 2024-06/09.
+fn hub() -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
+    let (a, b) = (pid("131011"), pid("131029"));
+    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    load(
+        &store,
+        &a,
+        "A-1",
+        "A100",
+        ("2024-10-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-11-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
+    );
+    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+                kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
+    kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
+        .unwrap();
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+    kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let day = kukaku::store::now_unix_ms() + 86_400_000;
+    let token = |p: &PartitionId| {
+        store
+            .issue_credential(
+                Role::Municipality,
+                Reach::Partition(p.clone()),
+                "terminal",
+                day,
+            )
+            .unwrap()
+            .0
+            .to_text()
+            .to_string()
+    };
+    let (token_a, token_b) = (token(&a), token(&b));
+    let store = Arc::new(store);
+    let app = api::router(
+        AppState::new(Arc::clone(&store), ServerRole::Hub),
+        Limits::default(),
+    );
+    Hub {
+        _dir: dir,
+        store,
+        app,
+        a,
+        b,
+        token_a,
+        token_b,
+    }
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    cookie: Option<String>,
+    body: String,
+}
+
+async fn send(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    cookie: Option<&str>,
+    form: Option<String>,
+) -> Page {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, c);
+    }
+    let body = match form {
+        Some(f) => {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Body::from(f)
+        }
+        None => Body::empty(),
+    };
+    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let get = |h| {
+        res.headers()
+            .get(h)
+            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let (location, cookie) = (get(header::LOCATION), get(header::SET_COOKIE));
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    Page {
+        status,
+        location,
+        cookie,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn form(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let enc: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    b' ' => "+".to_owned(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={enc}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn login(app: &Router, token: &str) -> String {
+    let p = send(
+        app,
+        "POST",
+        "/terminal/login",
+        None,
+        Some(form(&[("token", token)])),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let c = p.cookie.expect("no session cookie");
+    c.split(';').next().unwrap().to_owned()
+}
+
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("no csrf field") + 19;
+    body[at..at + 43].to_owned()
+}
+
+fn access_purposes(store: &Store, p: &PartitionId) -> Vec<String> {
+    store
+        .envelopes(p, 0, store.size(p).unwrap())
+        .unwrap()
+        .iter()
+        .filter_map(|raw| {
+            let e = Envelope::decode(raw).unwrap();
+            match (e.header.kind, e.body) {
+                (Kind::ACCESS_RECORD, kukaku::ledger::Body::Open { payload, .. }) => {
+                    Some(AccessRecord::decode(&payload).unwrap().purpose)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_decide_and_see_the_result() {
+    let h = tokio::task::block_in_place(hub);
+    let app = &h.app;
+    // Not logged in: to the login page. A wrong token: refused with a message.
+    let p = send(app, "GET", "/terminal/candidates", None, None).await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/terminal/login"))
+    );
+    let p = send(app, "GET", "/terminal/login", None, None).await;
+    assert!(p.body.contains("ログイン") && p.body.contains("type=\"password\""));
+    let p = send(
+        app,
+        "POST",
+        "/terminal/login",
+        None,
+        Some(form(&[("token", "kk1_nonsense")])),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    assert!(p.cookie.is_none());
+
+    let raw = send(
+        app,
+        "POST",
+        "/terminal/login",
+        None,
+        Some(form(&[("token", &h.token_b)])),
+    )
+    .await;
+    let set = raw.cookie.unwrap();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/terminal"] {
+        assert!(set.contains(attr), "cookie lacks {attr}: {set}");
+    }
+    assert!(!set.contains(&h.token_b), "the token is in the cookie");
+    let cookie_b = set.split(';').next().unwrap().to_owned();
+
+    let p = send(app, "GET", "/terminal/candidates", Some(&cookie_b), None).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("継続候補世帯リスト"));
+    assert!(
+        p.body.contains("A100") && p.body.contains("山田 太郎") && p.body.contains("未確定"),
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains(HEAD), "a 個人番号 on a page");
+    let seq = {
+        let at = p.body.find("/terminal/candidates/").unwrap() + 21;
+        p.body[at..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let detail = send(
+        app,
+        "GET",
+        &format!("/terminal/candidates/{seq}"),
+        Some(&cookie_b),
+        None,
+    )
+    .await;
+    assert!(detail.body.contains("異動前の世帯員") && detail.body.contains("確定指示を送信"));
+    assert!(
+        !detail.body.contains("2024-06"),
+        "A's months before confirmation"
+    );
+    let token = csrf(&detail.body);
+
+    // A form without the session's CSRF token is refused and stores nothing.
+    let size = h.store.size(&h.b).unwrap();
+    let bad = form(&[
+        ("csrf", "forged"),
+        ("decision", "continue"),
+        ("operator", "窓口 1"),
+    ]);
+    let p = send(
+        app,
+        "POST",
+        &format!("/terminal/candidates/{seq}/decision"),
+        Some(&cookie_b),
+        Some(bad),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.store.size(&h.b).unwrap(), size);
+
+    let good = form(&[
+        ("csrf", &token),
+        ("decision", "continue"),
+        ("reason", "世帯主同一"),
+        ("operator", "窓口 1"),
+    ]);
+    let p = send(
+        app,
+        "POST",
+        &format!("/terminal/candidates/{seq}/decision"),
+        Some(&cookie_b),
+        Some(good),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let back = send(
+        app,
+        "GET",
+        p.location.as_deref().unwrap(),
+        Some(&cookie_b),
+        None,
+    )
+    .await;
+    assert!(back.body.contains("確定指示を登録しました") && back.body.contains("世帯主同一"));
+
+    // The hub confirms; B sees the result, the printable list and the file.
+    tokio::task::block_in_place(|| {
+        let tokyo_scope = {
+            let paths = Paths::under(h._dir.path());
+            let kek = Kek::load_file(&paths.kek).unwrap();
+            AdminScope::from_kek(&kek).prefecture("13").unwrap()
+        };
+        kukaku::flows::decision::confirm(
+            &h.store,
+            &tokyo_scope,
+            &who(),
+            "2025-01-10T10:00:00+09:00",
+        )
+        .unwrap();
+    });
+    let results = send(app, "GET", "/terminal/results", Some(&cookie_b), None).await;
+    assert!(
+        results.body.contains("2024-06, 2024-09") && results.body.contains("2025-01-10"),
+        "{}",
+        results.body
+    );
+    let print = send(app, "GET", "/terminal/results/print", Some(&cookie_b), None).await;
+    assert!(
+        print.body.contains("継続世帯確定リスト")
+            && print.body.contains("@page")
+            && print.body.contains("B100")
+    );
+    let csv = send(app, "GET", "/terminal/carryover.csv", Some(&cookie_b), None).await;
+    assert!(
+        csv.body.starts_with("layout,decision_id") && csv.body.contains(",2024-06;2024-09,2,"),
+        "{}",
+        csv.body
+    );
+
+    // Every page view with personal data left an access record in B.
+    let purposes = access_purposes(&h.store, &h.b);
+    for p in [
+        "terminal_candidates",
+        "terminal_candidate",
+        "terminal_results",
+        "terminal_print",
+        "terminal_carryover_file",
+    ] {
+        assert!(
+            purposes.iter().any(|x| x == p),
+            "no access record {p}: {purposes:?}"
+        );
+    }
+
+    // A's session: none of B's candidates, and B's seq names nothing.
+    let cookie_a = login(app, &h.token_a).await;
+    let p = send(app, "GET", "/terminal/candidates", Some(&cookie_a), None).await;
+    assert!(
+        !p.body.contains("A100") && !p.body.contains("B100"),
+        "A sees B's candidate"
+    );
+    let p = send(
+        app,
+        "GET",
+        &format!("/terminal/candidates/{seq}"),
+        Some(&cookie_a),
+        None,
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    let a_csrf = csrf(
+        &send(app, "GET", "/terminal/candidates", Some(&cookie_a), None)
+            .await
+            .body,
+    );
+    let try_b = form(&[
+        ("csrf", &a_csrf),
+        ("decision", "not_continue"),
+        ("operator", "x"),
+    ]);
+    let p = send(
+        app,
+        "POST",
+        &format!("/terminal/candidates/{seq}/decision"),
+        Some(&cookie_a),
+        Some(try_b),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND);
+    let csv = send(app, "GET", "/terminal/carryover.csv", Some(&cookie_a), None).await;
+    assert_eq!(csv.body.lines().count(), 1, "A got B's rows");
+    // A was shown no personal data, so its log holds no terminal access record.
+    assert!(
+        access_purposes(&h.store, &h.a)
+            .iter()
+            .all(|p| !p.starts_with("terminal_")),
+        "an access record in A for pages that showed nothing"
+    );
+
+    // Logout ends the session; a revoked credential ends it too.
+    let list = send(app, "GET", "/terminal/candidates", Some(&cookie_b), None).await;
+    let p = send(
+        app,
+        "POST",
+        "/terminal/logout",
+        Some(&cookie_b),
+        Some(form(&[("csrf", &csrf(&list.body))])),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    let p = send(app, "GET", "/terminal/candidates", Some(&cookie_b), None).await;
+    assert_eq!(p.location.as_deref(), Some("/terminal/login"));
+    let id = kukaku::crypto::credential::Token::parse(&h.token_a)
+        .unwrap()
+        .id();
+    tokio::task::block_in_place(|| h.store.revoke_credential(id).unwrap());
+    let p = send(app, "GET", "/terminal/candidates", Some(&cookie_a), None).await;
+    assert_eq!(
+        p.location.as_deref(),
+        Some("/terminal/login"),
+        "a revoked credential kept its session"
+    );
+}
