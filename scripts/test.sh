@@ -30,3 +30,9 @@ if [ -n "$outside" ]; then
 fi
 
 cargo test --workspace
+
+# The terminal in a real browser (issue 6): headless Chromium driven by playwright-core, CJK
+# fonts for the screenshots and the PDF, pdftotext to read the PDF back.
+bash scripts/browser-setup.sh
+KUKAKU_NODE_PATH="$HOME/.cache/kukaku-node/node_modules" \
+  cargo test --test terminal_browser -- --ignored

@@ -449,6 +449,61 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         other => anyhow::bail!("the bad file was not refused: {other:?}"),
     }
 
+    println!("\n== flow 4: a household moves 千代田区 → 中央区; 千代田区 sends its 高額該当情報");
+    let (a, b) = (partition("131011")?, partition("131029")?);
+    let moved = sample::same_prefecture_move(a.as_str(), b.as_str(), 7);
+    for (p, f) in [(&a, &moved.a), (&b, &moved.b)] {
+        let out = import(
+            &hub,
+            p,
+            &f.transmission_id,
+            Encoding::Utf8,
+            f.setai.as_bytes(),
+            f.kojin.as_bytes(),
+            &who,
+        )?;
+        println!(
+            "  {p}: {} households ({})",
+            out.households, f.transmission_id
+        );
+    }
+    let out = kukaku::flows::kogaku::import(
+        &hub,
+        &a,
+        &format!("{a}-KOGAKU"),
+        Encoding::Utf8,
+        moved.kogaku_a.as_bytes(),
+        &who,
+    )?;
+    println!("  {a}: 高額該当 records of {} household(s)", out.households);
+    let kek = Kek::load_file(&hub_paths.kek)?;
+    let tokyo = AdminScope::from_kek(&kek)
+        .prefecture("13")
+        .context("prefecture")?;
+    let report = kukaku::flows::continuity::extract(
+        &hub,
+        &tokyo,
+        &kukaku::domain::continuity::Rules::default(),
+        &who,
+    )?;
+    println!(
+        "  the continuity job read {} households of {} municipalities and found {} candidate(s):",
+        report.households_read,
+        report.partitions,
+        report.candidates.len()
+    );
+    for c in &report.candidates {
+        println!(
+            "    in {} (seq {}): from {}, 参酌基準 case {}, period {}, suggestion {}",
+            c.partition,
+            c.seq.unwrap_or_default(),
+            c.old_hokensha_no,
+            c.case,
+            c.period,
+            c.suggestion
+        );
+    }
+
     let hub = Arc::new(hub);
     let inter = Arc::new(inter);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -668,6 +723,12 @@ async fn demo_online(
         ),
         (&hub, Role::Auditor, Reach::All, "auditor (hub)"),
         (
+            &hub,
+            Role::ContinuityOperator,
+            Reach::Prefecture("13".into()),
+            "continuity operator (東京都)",
+        ),
+        (
             &inter,
             Role::OpsSupport,
             Reach::Partitions(ids.iter().cloned().collect()),
@@ -709,7 +770,18 @@ async fn demo_online(
     );
     println!(
         "  curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {int_base}/v1/exports/history-file",
+        t(4)
+    );
+    println!("\nflow 4 at the 中央区 terminal (a browser):");
+    println!("  1. open {hub_base}/terminal/login and log in with the 中央区 terminal token above");
+    println!("  2. open a candidate in 継続候補世帯リスト and send a 確定指示");
+    println!("  3. the hub confirms and carries over the 高額該当回数:");
+    println!(
+        "     curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {hub_base}/v1/continuity/confirm",
         t(3)
+    );
+    println!(
+        "  4. 確定結果, 継続世帯確定リスト (print to PDF) and 引継情報連携ファイル are on the terminal"
     );
     shutdown_signal().await;
     let _ = stop_tx.send(true);

@@ -165,9 +165,10 @@ impl Terminal {
 const STYLE: &str = r#"
 :root { font-family: "Noto Sans JP", "Hiragino Sans", "Yu Gothic", Meiryo, sans-serif; color: #1a1a1a; }
 body { margin: 0; background: #f5f6f8; }
-header { background: #1f3a5f; color: #fff; padding: .6rem 1.5rem; display: flex; gap: 2rem; align-items: center; }
-header h1 { font-size: 1.1rem; margin: 0; }
-header nav a { color: #fff; margin-right: 1.2rem; }
+header { background: #1f3a5f; color: #fff; padding: .6rem 1.5rem; display: flex; flex-wrap: wrap; gap: .5rem 2rem; align-items: center; }
+header h1 { font-size: 1.1rem; margin: 0; white-space: nowrap; }
+header nav a { color: #fff; margin-right: 1.2rem; white-space: nowrap; }
+header span, header button { white-space: nowrap; }
 header form { margin-left: auto; }
 main { max-width: 72rem; margin: 1.5rem auto; background: #fff; padding: 1.5rem 2rem; border: 1px solid #d8dce3; }
 h2 { font-size: 1.3rem; border-bottom: 2px solid #1f3a5f; padding-bottom: .3rem; }
@@ -183,10 +184,11 @@ button { font-size: 1rem; padding: .4rem 1.2rem; background: #1f3a5f; color: #ff
 label { display: block; margin-top: .8rem; font-weight: bold; }
 fieldset { border: 1px solid #c5cad3; margin-top: 1rem; }
 @media print {
-  @page { size: A4; margin: 15mm; }
+  @page { size: A4 landscape; margin: 12mm; }
   header, nav, .noprint { display: none !important; }
   body { background: #fff; } main { border: 0; margin: 0; padding: 0; max-width: none; }
-  table { font-size: 10pt; } tr { page-break-inside: avoid; }
+  table { font-size: 9pt; } th, td { white-space: nowrap; padding: .2rem .4rem; }
+  tr { page-break-inside: avoid; } thead { display: table-header-group; }
 }
 "#;
 
@@ -202,7 +204,7 @@ fn layout(title: &str, partition: Option<&str>, csrf: Option<&str>, body: Markup
             }
             body {
                 header {
-                    h1 { "継続世帯の確定・高額該当回数の引き継ぎ" }
+                    h1 { "国保総合PC ・ 継続世帯" }
                     @if let Some(p) = partition {
                         nav {
                             a href="/terminal/candidates" { "継続候補世帯リスト" }

@@ -1,0 +1,53 @@
+// Drives the municipality terminal in headless Chromium as a user would: log in, open the
+// candidate list, open the first candidate, send a 確定指示, see the result. Then, after the
+// caller confirms (it waits for a line on stdin), it opens the results, prints the
+// 継続世帯確定リスト to PDF and takes screenshots. Prints one JSON line per step.
+//
+// usage: node terminal.cjs BASE_URL TOKEN OUT_DIR   (playwright-core from NODE_PATH)
+const { chromium } = require('playwright-core');
+const { createInterface } = require('node:readline');
+
+(async () => {
+const [base, token, out] = process.argv.slice(2);
+const say = (step, data) => console.log(JSON.stringify({ step, ...data }));
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+try {
+  const page = await (await browser.newContext({ locale: 'ja-JP', viewport: { width: 1366, height: 900 } })).newPage();
+  await page.goto(`${base}/terminal/login`);
+  // Keyboard only: the token field has focus, Enter submits.
+  await page.keyboard.type(token);
+  await page.keyboard.press('Enter');
+  await page.waitForURL('**/terminal/candidates');
+  await page.screenshot({ path: `${out}/1-candidates.png`, fullPage: true });
+  say('list', { text: await page.textContent('main') });
+  await page.click('main table tbody tr:first-child a');
+  await page.waitForURL(/\/terminal\/candidates\/\d+$/);
+  say('detail', { text: await page.textContent('main') });
+  await page.check('input[name=decision][value=continue]');
+  await page.fill('#reason', '世帯主同一を確認');
+  await page.fill('#operator', '窓口 1');
+  await page.screenshot({ path: `${out}/2-decision.png`, fullPage: true });
+  await page.click('button[type=submit]:has-text("確定指示を送信")');
+  await page.waitForURL(/done=\d+/);
+  say('decided', { text: await page.textContent('main') });
+  // The caller confirms at the hub, then tells us to go on.
+  const rl = createInterface({ input: process.stdin });
+  for await (const _ of rl) break;
+  rl.close();
+  process.stdin.destroy();
+  await page.goto(`${base}/terminal/results`);
+  await page.screenshot({ path: `${out}/3-results.png`, fullPage: true });
+  say('results', { text: await page.textContent('main') });
+  await page.goto(`${base}/terminal/results/print`);
+  await page.emulateMedia({ media: 'print' });
+  await page.screenshot({ path: `${out}/4-print.png`, fullPage: true });
+  await page.pdf({ path: `${out}/keizoku-list.pdf`, format: 'A4', landscape: true, printBackground: true, preferCSSPageSize: true });
+  say('printed', { text: await page.textContent('main') });
+} finally {
+  await browser.close();
+}
+})().catch((e) => { console.error(e); process.exit(1); });

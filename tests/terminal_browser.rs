@@ -1,0 +1,211 @@
+//! The terminal in headless Chromium on a real loopback listener, as a person uses it: log in
+//! with the keyboard, open the list, open a candidate, send a 確定指示, see it registered;
+//! after the hub confirms, the results show the carried months, and the printable
+//! 継続世帯確定リスト becomes a PDF that holds the household. Screenshots and the PDF are kept
+//! under the target directory (`CARGO_TARGET_TMPDIR/terminal-browser`).
+//!
+//! Needs Chromium, CJK fonts, pdftotext and playwright-core: `scripts/test.sh` installs them
+//! and runs this test with `--ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use common::flow4::who;
+use common::{pid, small};
+use kukaku::api::server::{self, Transport};
+use kukaku::api::{self, AppState, Limits, ServerRole};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::crypto::{AdminScope, Kek};
+use kukaku::domain::continuity::Rules;
+use kukaku::flows::import::import;
+use kukaku::flows::transmission::Encoding;
+use kukaku::store::{Paths, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and playwright-core; scripts/test.sh installs them and runs it"]
+async fn a_person_decides_in_the_browser_and_prints_the_list() {
+    let node_path = std::env::var("KUKAKU_NODE_PATH").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/kukaku-node/node_modules",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    assert!(
+        std::path::Path::new(&node_path)
+            .join("playwright-core")
+            .exists(),
+        "playwright-core is not in {node_path}: run scripts/test.sh, which installs it"
+    );
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("terminal-browser");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let (a, b) = (pid("131011"), pid("131029"));
+    let (store, token) = tokio::task::block_in_place(|| {
+        let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
+        store.request_partitions(&[a.clone(), b.clone()]).unwrap();
+        store.provision(&mut |_, _| {}).unwrap();
+        // The demo's move: 山田 (case 3, contiguous) and 佐藤 (a 空白期間).
+        let m = kukaku::flows::sample::same_prefecture_move(a.as_str(), b.as_str(), 7);
+        for (p, f) in [(&a, &m.a), (&b, &m.b)] {
+            let (s, k) = (f.setai.as_bytes(), f.kojin.as_bytes());
+            import(&store, p, &f.transmission_id, Encoding::Utf8, s, k, &who()).unwrap();
+        }
+        let tid = format!("{a}-KOGAKU");
+        kukaku::flows::kogaku::import(
+            &store,
+            &a,
+            &tid,
+            Encoding::Utf8,
+            m.kogaku_a.as_bytes(),
+            &who(),
+        )
+        .unwrap();
+        let kek = Kek::load_file(&paths.kek).unwrap();
+        let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+        kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        let (t, _) = store
+            .issue_credential(
+                Role::Municipality,
+                Reach::Partition(b.clone()),
+                "中央区 terminal",
+                kukaku::store::now_unix_ms() + 3_600_000,
+            )
+            .unwrap();
+        (Arc::new(store), t.to_text().to_string())
+    });
+
+    let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server::serve(
+        listener,
+        api::router(
+            AppState::new(Arc::clone(&store), ServerRole::Hub),
+            Limits::default(),
+        ),
+        Transport::PlainLoopback,
+        Limits::default(),
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(5),
+    ));
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/terminal.cjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .arg(format!("http://{addr}"))
+        .arg(&token)
+        .arg(&out)
+        .env("NODE_PATH", &node_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node is needed for the browser test");
+    let mut stdin = Some(child.stdin.take().unwrap());
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut steps = std::collections::BTreeMap::new();
+    let store2 = Arc::clone(&store);
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    tokio::task::block_in_place(|| {
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
+            let step = v["step"].as_str().unwrap().to_owned();
+            if step == "decided" {
+                // The hub confirms (4-③④) while the person waits.
+                let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+                let r = kukaku::flows::decision::confirm(
+                    &store2,
+                    &tokyo,
+                    &who(),
+                    "2025-01-10T10:00:00+09:00",
+                )
+                .unwrap();
+                assert_eq!(r.confirmed.len(), 1, "{r:?}");
+                if let Some(mut s) = stdin.take() {
+                    writeln!(s, "go").unwrap();
+                }
+            }
+            steps.insert(step, v["text"].as_str().unwrap_or_default().to_owned());
+        }
+    });
+    assert!(child.wait().unwrap().success(), "the browser script failed");
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+
+    // What the person saw, page by page.
+    let list = &steps["list"];
+    assert!(
+        list.contains("継続候補世帯リスト") && list.contains("2 件"),
+        "{list}"
+    );
+    assert!(
+        list.contains("N200") && list.contains("山田 太郎") && list.contains("N201"),
+        "{list}"
+    );
+    assert!(
+        list.contains("空白期間 4 日") && list.contains("要確認"),
+        "{list}"
+    );
+    assert!(steps["detail"].contains("異動前の世帯員") && steps["detail"].contains("M100"));
+    assert!(
+        steps["decided"].contains("確定指示を登録しました"),
+        "{}",
+        steps["decided"]
+    );
+    let results = &steps["results"];
+    assert!(
+        results.contains("継続する") && results.contains("2024-06, 2024-09"),
+        "{results}"
+    );
+    assert!(
+        !results.contains("2023-10"),
+        "a month outside the window was carried: {results}"
+    );
+    assert!(steps["printed"].contains("継続世帯確定リスト") && steps["printed"].contains("1 世帯"));
+    for shot in [
+        "1-candidates.png",
+        "2-decision.png",
+        "3-results.png",
+        "4-print.png",
+    ] {
+        let len = std::fs::metadata(out.join(shot)).unwrap().len();
+        assert!(len > 5_000, "{shot} is empty ({len} bytes)");
+    }
+
+    // The PDF holds the household (text extracted with poppler's pdftotext).
+    let pdf = out.join("keizoku-list.pdf");
+    let text = Command::new("pdftotext")
+        .arg("-layout")
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils) is needed");
+    let text = String::from_utf8_lossy(&text.stdout);
+    for want in [
+        "N200",
+        "M100",
+        "131011",
+        "2024-06, 2024-09",
+        "継続世帯確定リスト",
+        "山田 太郎",
+    ] {
+        assert!(text.contains(want), "the PDF lacks {want}:\n{text}");
+    }
+    assert!(
+        !text.contains("N201"),
+        "an unconfirmed household is on the list"
+    );
+}
