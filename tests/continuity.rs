@@ -599,6 +599,26 @@ async fn the_api_keeps_each_municipality_to_its_own_candidates() {
     let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_b, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(csv.contains(",2024-06;2024-09,2,"), "{csv}");
+    let (s, sjis) = call(
+        "GET",
+        "/v1/continuity/carryover.csv?encoding=cp932".into(),
+        &muni_b,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, sjis.as_str()),
+        (StatusCode::OK, csv.as_str()),
+        "the layout is ASCII in both encodings"
+    );
+    let (s, _) = call(
+        "GET",
+        "/v1/continuity/carryover.csv?encoding=latin1".into(),
+        &muni_b,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_a, None).await;
     assert_eq!(
         (s, csv.lines().count()),

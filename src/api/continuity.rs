@@ -273,10 +273,39 @@ pub(crate) async fn results(
     }))
 }
 
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    /// `utf-8` (default) or `cp932`.
+    pub encoding: Option<String>,
+}
+
+/// The declared encoding of a download (never guessed); 400 for anything else.
+pub(crate) fn file_encoding(
+    q: &FileQuery,
+) -> Result<crate::flows::transmission::Encoding, ApiError> {
+    match q.encoding.as_deref() {
+        None => Ok(crate::flows::transmission::Encoding::Utf8),
+        Some(name) => crate::flows::transmission::Encoding::parse(name).ok_or_else(|| {
+            ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
+        }),
+    }
+}
+
+/// The `content-type` of a 連携ファイル in `enc`.
+pub(crate) fn csv_type(enc: crate::flows::transmission::Encoding) -> &'static str {
+    match enc {
+        crate::flows::transmission::Encoding::Utf8 => "text/csv; charset=utf-8",
+        crate::flows::transmission::Encoding::Cp932 => "text/csv; charset=shift_jis",
+    }
+}
+
 pub(crate) async fn carryover_csv(
     State(state): State<Arc<AppState>>,
     who: Municipality,
+    ApiQuery(q): ApiQuery<FileQuery>,
 ) -> Result<Response, ApiError> {
+    let enc = file_encoding(&q)?;
     let (all, _) = read_candidates(
         &state,
         &who,
@@ -284,10 +313,10 @@ pub(crate) async fn carryover_csv(
         "continuity_carryover_file",
     )
     .await?;
-    let body = decision::hikitsugi_csv(&all);
+    let body = decision::hikitsugi_file(&all, enc);
     Ok((
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_TYPE, csv_type(enc)),
             (
                 header::CONTENT_DISPOSITION,
                 "attachment; filename=\"hikitsugi.csv\"",

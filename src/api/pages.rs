@@ -26,7 +26,7 @@ use super::auth::Municipality;
 use super::continuity::{DecisionRequest, append_decision, matches, read_candidates};
 use super::error::ApiError;
 use crate::crypto::credential::{Role, Token};
-use crate::flows::decision::{CandidateState, hikitsugi_csv};
+use crate::flows::decision::CandidateState;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "kukaku_session";
@@ -658,7 +658,9 @@ async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Respon
             (results_table(&rows))
             p.noprint {
                 a href="/terminal/results/print" { "継続世帯確定リストを印刷" } " ・ "
-                a href="/terminal/carryover.csv" { "高額該当回数引継情報連携ファイル（CSV）をダウンロード" }
+                "高額該当回数引継情報連携ファイル（CSV）をダウンロード： "
+                a href="/terminal/carryover.csv" { "UTF-8" } " ・ "
+                a href="/terminal/carryover.csv?encoding=cp932" { "Shift_JIS (CP932)" }
             }
         },
     ))
@@ -700,7 +702,15 @@ async fn print_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response
     ))
 }
 
-async fn carryover(State(state): State<Arc<AppState>>, t: Terminal) -> Response {
+async fn carryover(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Query(q): axum::extract::Query<super::continuity::FileQuery>,
+) -> Response {
+    let enc = match super::continuity::file_encoding(&q) {
+        Ok(e) => e,
+        Err(e) => return api_error(e),
+    };
     match read_candidates(
         &state,
         &t.muni,
@@ -711,14 +721,14 @@ async fn carryover(State(state): State<Arc<AppState>>, t: Terminal) -> Response 
     {
         Ok((all, _)) => (
             [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_TYPE, super::continuity::csv_type(enc)),
                 (
                     header::CONTENT_DISPOSITION,
                     "attachment; filename=\"hikitsugi.csv\"",
                 ),
                 (header::CACHE_CONTROL, "no-store"),
             ],
-            hikitsugi_csv(&all),
+            crate::flows::decision::hikitsugi_file(&all, enc),
         )
             .into_response(),
         Err(e) => api_error(e),

@@ -464,6 +464,21 @@ pub const HIKITSUGI_HEADER: [&str; 10] = [
     "confirmed_at",
 ];
 
+/// The 連携ファイル in the requested encoding (UTF-8, or CP932 via encoding_rs; every value
+/// of the layout is ASCII, so nothing is unmappable).
+pub fn hikitsugi_file(
+    states: &[CandidateState],
+    encoding: crate::flows::transmission::Encoding,
+) -> Vec<u8> {
+    let text = hikitsugi_csv(states);
+    match encoding {
+        crate::flows::transmission::Encoding::Utf8 => text.into_bytes(),
+        crate::flows::transmission::Encoding::Cp932 => {
+            encoding_rs::SHIFT_JIS.encode(&text).0.into_owned()
+        }
+    }
+}
+
 /// The 連携ファイル (hikitsugi-v1, CRLF) of the carry-overs in `states`, in decision order.
 pub fn hikitsugi_csv(states: &[CandidateState]) -> String {
     let mut w = csv::WriterBuilder::new()
