@@ -15,7 +15,7 @@ use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::{Paths, Store};
 
-use common::flow4::{CHILD, HEAD, SPOUSE, load, who};
+use common::flow4::{CHILD, HEAD, SPOUSE, instance, load, who};
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
@@ -35,14 +35,11 @@ fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
 
 #[test]
 fn a_same_prefecture_move_becomes_one_candidate_in_b() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
     let (a, b, c, d) = (pid("131011"), pid("131029"), pid("270009"), pid("131037"));
-    store
-        .request_partitions(&[a.clone(), b.clone(), c.clone(), d.clone()])
-        .unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
+    let (_dir, paths, store) = instance(
+        "hub.kokuho-13.example",
+        &[a.clone(), b.clone(), c.clone(), d.clone()],
+    );
 
     // A: the household as it left (適用終了 2024-03-31); B: the same people from 2024-04-01,
     // a child born since (case 3). Osaka has the head too; 港区 (D) has a household that
@@ -222,13 +219,9 @@ fn a_same_prefecture_move_becomes_one_candidate_in_b() {
 
 #[test]
 fn a_prefecture_configured_differently_changes_the_suggestion() {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.kokuho-15.example", small()).unwrap();
     // Two municipalities of 新潟県 (15): the spouse becomes head in B (case 2).
     let (a, b) = (pid("150011"), pid("150029"));
-    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
+    let (_dir, paths, store) = instance("hub.kokuho-15.example", &[a.clone(), b.clone()]);
     load(
         &store,
         &a,
@@ -287,12 +280,8 @@ fn a_prefecture_configured_differently_changes_the_suggestion() {
 fn decide_confirm_and_carry_over() {
     use kukaku::domain::tasukai::{CareMonth, tasukai_at};
     use kukaku::flows::decision::{candidates, confirm, decide, hikitsugi_csv};
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
     let (a, b) = (pid("131011"), pid("131029"));
-    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
+    let (_dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
     let second = "983205673214";
     load(
         &store,

@@ -6,10 +6,11 @@
 
 mod common;
 
-use common::{pid, small};
+use common::flow4::who;
+use common::pid;
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::tasukai::{CareMonth, tasukai_at};
-use kukaku::flows::import::{ImportError, Importer};
+use kukaku::flows::import::ImportError;
 use kukaku::flows::kogaku::{KOGAKU_HEADER, KogakuRecord, import};
 use kukaku::flows::transmission::{Encoding, FileKind};
 use kukaku::ledger::Kind;
@@ -17,24 +18,8 @@ use kukaku::store::{IndexKind, Paths, Store};
 
 const TID: &str = "K-2025-0001";
 
-fn who() -> Importer {
-    Importer {
-        actor: "admin-cli".into(),
-        role: "admin".into(),
-        route: "test".into(),
-        request_id: "-".into(),
-    }
-}
-
 fn store() -> (tempfile::TempDir, Paths, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.test", small()).unwrap();
-    store
-        .request_partitions(&[pid("131011"), pid("380014")])
-        .unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
-    (dir, paths, store)
+    common::flow4::instance("hub.test", &[pid("131011"), pid("380014")])
 }
 
 /// Household A1: DOMAIN.md §5 row 1 (支給 2024-05, 07, 10); A2: row 11 (70+ 一般 with

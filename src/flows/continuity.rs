@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{PartitionScope, PrefectureScope};
 use crate::domain::continuity::{Members, Period, Rules, Suggestion, classify, period, suggest};
 use crate::domain::text::parse_date;
-use crate::flows::import::Importer;
+use crate::flows::import::{Importer, append_record};
 use crate::flows::transmission::{Household, Person};
 use crate::ledger::payload::AccessRecord;
 use crate::ledger::{Kind, PartitionId};
@@ -139,18 +139,23 @@ fn mover(h: &Household) -> Option<&Person> {
     head.or_else(|| h.persons.iter().find(moved))
 }
 
+/// An access record of snapshot reads.
 fn access(who: &Importer, purpose: &str, first_seq: u64, count: u64) -> AccessRecord {
-    AccessRecord {
-        actor: who.actor.clone(),
-        role: who.role.clone(),
-        route: who.route.clone(),
-        purpose: purpose.to_owned(),
-        kinds: vec![Kind::HOUSEHOLD_SNAPSHOT.code()],
+    who.access(
+        purpose,
+        vec![Kind::HOUSEHOLD_SNAPSHOT.code()],
         first_seq,
         count,
-        result: "ok".into(),
-        request_id: who.request_id.clone(),
-    }
+    )
+}
+
+/// Appends an access record on its own, durable before the caller goes on.
+fn record(store: &Store, p: &PartitionId, rec: &AccessRecord) -> Result<(), ExtractError> {
+    let payload = rec
+        .encode()
+        .map_err(|e| ExtractError::Encode(e.to_string()))?;
+    append_record(store, p, Kind::ACCESS_RECORD, payload)?;
+    Ok(())
 }
 
 fn today() -> i32 {
@@ -204,14 +209,7 @@ pub fn extract(
                 };
                 // The read of A is recorded in A before anything derived from it is stored.
                 let ha = decode(store, pair.from_scope(), a_seq)?;
-                let rec = access(who, "continuity_extract", a_seq, 1);
-                let payload = rec
-                    .encode()
-                    .map_err(|e| ExtractError::Encode(e.to_string()))?;
-                store.append(
-                    a,
-                    vec![NewEntry::new(Kind::ACCESS_RECORD, today(), None, payload)?],
-                )?;
+                record(store, a, &access(who, "continuity_extract", a_seq, 1))?;
                 let candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
                 report.candidates.push(Made {
                     partition: b.to_string(),
@@ -259,13 +257,10 @@ pub fn extract(
         report.households_read += read.len() as u64;
         // B's households were read: one access record for the scan.
         if let (Some(&first), Some(&last)) = (read.iter().min(), read.iter().max()) {
-            let rec = access(who, "continuity_scan", first, last - first + 1);
-            let payload = rec
-                .encode()
-                .map_err(|e| ExtractError::Encode(e.to_string()))?;
-            store.append(
+            record(
+                store,
                 b,
-                vec![NewEntry::new(Kind::ACCESS_RECORD, today(), None, payload)?],
+                &access(who, "continuity_scan", first, last - first + 1),
             )?;
         }
     }

@@ -12,9 +12,9 @@ use crate::crypto::{PartitionScope, PrefectureScope};
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Move, carried_months};
 use crate::domain::text::parse_date;
 use crate::flows::continuity::Candidate;
-use crate::flows::import::Importer;
+use crate::flows::import::{Importer, append_record};
 use crate::flows::kogaku::KogakuRecord;
-use crate::ledger::payload::{AccessRecord, ProvisionRecord};
+use crate::ledger::payload::ProvisionRecord;
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{
     AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, PartitionStatus, ReadError,
@@ -110,20 +110,6 @@ fn json<T: Serialize>(v: &T) -> Result<zeroize::Zeroizing<Vec<u8>>, DecisionErro
     serde_json::to_vec(v)
         .map(zeroize::Zeroizing::new)
         .map_err(|e| DecisionError::Encode(e.to_string()))
-}
-
-fn access(who: &Importer, purpose: &str, kinds: Vec<u16>, first: u64, count: u64) -> AccessRecord {
-    AccessRecord {
-        actor: who.actor.clone(),
-        role: who.role.clone(),
-        route: who.route.clone(),
-        purpose: purpose.to_owned(),
-        kinds,
-        first_seq: first,
-        count,
-        result: "ok".into(),
-        request_id: who.request_id.clone(),
-    }
 }
 
 /// Every candidate of the scope's partition with its decisions, confirmation and carry-over,
@@ -260,8 +246,7 @@ pub fn decide(
         json(&d)?.to_vec(),
     )?;
     let opts = AppendOptions {
-        access: Some(access(
-            who,
+        access: Some(who.access(
             "continuity_decision",
             vec![Kind::CONTINUITY_CANDIDATE.code()],
             candidate_seq,
@@ -312,8 +297,7 @@ pub fn confirm(
         };
         let states = candidates(store, &b_scope)?;
         if let (Some(first), Some(last)) = (states.first(), states.last()) {
-            let rec = access(
-                who,
+            let rec = who.access(
                 "continuity_confirm_scan",
                 vec![
                     Kind::CONTINUITY_CANDIDATE.code(),
@@ -325,10 +309,7 @@ pub fn confirm(
             let payload = rec
                 .encode()
                 .map_err(|e| DecisionError::Encode(e.to_string()))?;
-            store.append(
-                b,
-                vec![NewEntry::new(Kind::ACCESS_RECORD, today(), None, payload)?],
-            )?;
+            append_record(store, b, Kind::ACCESS_RECORD, payload)?;
         }
         for s in &states {
             let Some((decision_seq, d)) = &s.decision else {
@@ -431,8 +412,7 @@ pub fn confirm(
                     digest: [0; 32],
                     households: vec![s.candidate.new_setai_no.clone()],
                 }),
-                access: Some(access(
-                    who,
+                access: Some(who.access(
                     "continuity_confirm",
                     vec![Kind::CONTINUITY_DECISION.code()],
                     *decision_seq,

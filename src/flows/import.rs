@@ -9,7 +9,7 @@ use crate::store::{
     AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, ReadError, Store,
 };
 
-/// Who imports, for the access record.
+/// Who acts (imports, extracts, decides), for the access records.
 #[derive(Debug, Clone)]
 pub struct Importer {
     /// Credential id, or `admin-cli`.
@@ -17,6 +17,85 @@ pub struct Importer {
     pub role: String,
     pub route: String,
     pub request_id: String,
+}
+
+impl Importer {
+    /// An access record of this actor: `count` entries from `first_seq` of `kinds`, ok.
+    pub fn access(
+        &self,
+        purpose: &str,
+        kinds: Vec<u16>,
+        first_seq: u64,
+        count: u64,
+    ) -> AccessRecord {
+        AccessRecord {
+            actor: self.actor.clone(),
+            role: self.role.clone(),
+            route: self.route.clone(),
+            purpose: purpose.to_owned(),
+            kinds,
+            first_seq,
+            count,
+            result: "ok".into(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+/// Appends an open record (access or provision) to `p` on its own and waits until it is
+/// durable: for reads that must be on record before anything derived from them is stored.
+pub(crate) fn append_record(
+    store: &Store,
+    p: &PartitionId,
+    kind: Kind,
+    payload: Vec<u8>,
+) -> Result<u64, AppendError> {
+    let day = i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0);
+    let r = store.append(p, vec![NewEntry::new(kind, day, None, payload)?])?;
+    Ok(r.first_seq)
+}
+
+/// What [`store_claimed`] stores: the entries, their claim and the access record.
+pub(crate) struct Claimed<'a> {
+    pub transmission_id: &'a str,
+    pub claim: Claim,
+    pub access: AccessRecord,
+    pub entries: Vec<NewEntry>,
+}
+
+/// Stores a validated import's entries with its claim and access record in one batch, or,
+/// when a concurrent retry stored it first, answers that earlier result.
+pub(crate) fn store_claimed(
+    store: &Store,
+    partition: &PartitionId,
+    c: Claimed<'_>,
+) -> Result<ImportOutcome, ImportError> {
+    let (claim_id, digest) = (c.claim.id.clone(), c.claim.digest);
+    let households = c.claim.households.len() as u64;
+    let opts = AppendOptions {
+        claim: Some(c.claim),
+        access: Some(c.access),
+        replica_state: None,
+    };
+    match store.append_with(partition, c.entries, opts) {
+        Ok(r) => Ok(ImportOutcome {
+            transmission_id: c.transmission_id.to_owned(),
+            households,
+            first_seq: r.first_seq,
+            count: r.entries.last().map_or(0, |l| l.0 - r.first_seq + 1),
+            access_record_seq: r.access_record_seq,
+            replayed: false,
+            checkpoint: r.checkpoint,
+        }),
+        Err(AppendError::AlreadyStored { .. }) => {
+            let t = store
+                .transmission(partition, &claim_id)?
+                .ok_or(ImportError::Conflict)?;
+            replay(store, partition, c.transmission_id, &t, digest)
+        }
+        Err(AppendError::Conflict) => Err(ImportError::Conflict),
+        Err(e) => Err(ImportError::Append(e)),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,42 +250,16 @@ pub fn import(
         digest,
         households: households.iter().map(|h| h.setai_no.clone()).collect(),
     };
-    let access = AccessRecord {
-        actor: who.actor.clone(),
-        role: who.role.clone(),
-        route: who.route.clone(),
-        purpose: "transmission_import".into(),
-        kinds: Vec::new(),
-        first_seq: 0,
-        count: 0,
-        result: "ok".into(),
-        request_id: who.request_id.clone(),
-    };
-    let opts = AppendOptions {
-        claim: Some(claim),
-        access: Some(access),
-        replica_state: None,
-    };
-    match store.append_with(partition, entries, opts) {
-        Ok(r) => Ok(ImportOutcome {
-            transmission_id,
-            households: households.len() as u64,
-            first_seq: r.first_seq,
-            count: r.entries.last().map_or(0, |l| l.0 - r.first_seq + 1),
-            access_record_seq: r.access_record_seq,
-            replayed: false,
-            checkpoint: r.checkpoint,
-        }),
-        // A concurrent retry won the race: answer as a replay.
-        Err(AppendError::AlreadyStored { .. }) => {
-            let t = store
-                .transmission(partition, &transmission_id)?
-                .ok_or(ImportError::Conflict)?;
-            replay(store, partition, &transmission_id, &t, digest)
-        }
-        Err(AppendError::Conflict) => Err(ImportError::Conflict),
-        Err(e) => Err(ImportError::Append(e)),
-    }
+    store_claimed(
+        store,
+        partition,
+        Claimed {
+            transmission_id: &transmission_id,
+            claim,
+            access: who.access("transmission_import", Vec::new(), 0, 0),
+            entries,
+        },
+    )
 }
 
 /// The answer to a retry of a stored transmission, after checking that its content is the

@@ -11,14 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Shikyu};
 use crate::domain::{InsurerNumber, InsurerNumberError};
-use crate::flows::import::{ImportError, ImportOutcome, Importer};
+use crate::flows::import::{Claimed, ImportError, ImportOutcome, Importer, store_claimed};
 use crate::flows::transmission::{
     Check, Encoding, FileKind, MAX_FILE_BYTES, Problem, Rejected, decode, rows, valid_setai_no,
     valid_transmission_id,
 };
-use crate::ledger::payload::AccessRecord;
 use crate::ledger::{Kind, PartitionId};
-use crate::store::{AppendError, AppendOptions, Claim, IndexKind, NewEntry, Store};
+use crate::store::{Claim, IndexKind, NewEntry, Store};
 
 /// Column names of the 高額該当情報ファイル, in order.
 pub const KOGAKU_HEADER: [&str; 7] = [
@@ -259,42 +258,19 @@ pub fn import(
                 .map_err(ImportError::Append)?,
         );
     }
-    let opts = AppendOptions {
-        claim: Some(Claim {
-            id: claim.clone(),
-            digest,
-            households: records.iter().map(|r| r.setai_no.clone()).collect(),
-        }),
-        access: Some(AccessRecord {
-            actor: who.actor.clone(),
-            role: who.role.clone(),
-            route: who.route.clone(),
-            purpose: "kogaku_import".into(),
-            kinds: Vec::new(),
-            first_seq: 0,
-            count: 0,
-            result: "ok".into(),
-            request_id: who.request_id.clone(),
-        }),
-        replica_state: None,
-    };
-    match store.append_with(partition, entries, opts) {
-        Ok(r) => Ok(ImportOutcome {
-            transmission_id: transmission_id.to_owned(),
-            households: records.len() as u64,
-            first_seq: r.first_seq,
-            count: r.entries.last().map_or(0, |l| l.0 - r.first_seq + 1),
-            access_record_seq: r.access_record_seq,
-            replayed: false,
-            checkpoint: r.checkpoint,
-        }),
-        Err(AppendError::AlreadyStored { .. }) => {
-            let t = store
-                .transmission(partition, &claim)?
-                .ok_or(ImportError::Conflict)?;
-            crate::flows::import::replay(store, partition, transmission_id, &t, digest)
-        }
-        Err(AppendError::Conflict) => Err(ImportError::Conflict),
-        Err(e) => Err(ImportError::Append(e)),
-    }
+    let households = records.iter().map(|r| r.setai_no.clone()).collect();
+    store_claimed(
+        store,
+        partition,
+        Claimed {
+            transmission_id,
+            claim: Claim {
+                id: claim,
+                digest,
+                households,
+            },
+            access: who.access("kogaku_import", Vec::new(), 0, 0),
+            entries,
+        },
+    )
 }

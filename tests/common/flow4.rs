@@ -111,3 +111,16 @@ pub fn load(
     )
     .unwrap();
 }
+
+/// A fresh instance under `origin` with `ids` provisioned.
+pub fn instance(
+    origin: &str,
+    ids: &[PartitionId],
+) -> (tempfile::TempDir, kukaku::store::Paths, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = kukaku::store::Paths::under(dir.path());
+    let store = Store::init(&paths, origin, super::small()).unwrap();
+    store.request_partitions(ids).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    (dir, paths, store)
+}
