@@ -6,16 +6,16 @@
 
 mod common;
 
-use common::{pid, small};
+use common::pid;
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::continuity::Rules;
 use kukaku::flows::continuity::{Candidate, extract};
 use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
-use kukaku::store::{Paths, Store};
+use kukaku::store::Store;
 
-use common::flow4::{CHILD, HEAD, SPOUSE, instance, load, who};
+use common::flow4::{CHILD, HEAD, SPOUSE, instance, load, tokyo_move, who};
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
@@ -456,42 +456,8 @@ async fn the_api_keeps_each_municipality_to_its_own_candidates() {
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (pid("131011"), pid("131029"));
-    let store = tokio::task::block_in_place(|| {
-        let paths = Paths::under(dir.path());
-        let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
-        store.request_partitions(&[a.clone(), b.clone()]).unwrap();
-        store.provision(&mut |_, _| {}).unwrap();
-        load(
-            &store,
-            &a,
-            "A-1",
-            "A100",
-            ("2024-10-31", "04"),
-            &[(
-                HEAD,
-                "山田 太郎",
-                "01",
-                "2020-01-01",
-                "2020-01-01",
-                "2024-10-31",
-            )],
-        );
-        load(
-            &store,
-            &b,
-            "B-1",
-            "B100",
-            ("2024-11-01", "03"),
-            &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
-        );
-        let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
-                    kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
-        kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
-            .unwrap();
-        Arc::new(store)
-    });
+    let (_dir, _paths, store, a, b) = tokio::task::block_in_place(tokyo_move);
+    let store = Arc::new(store);
     let day = kukaku::store::now_unix_ms() + 86_400_000;
     let token = |role, reach, label| {
         store

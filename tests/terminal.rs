@@ -11,13 +11,11 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::flow4::{HEAD, load, who};
-use common::{pid, small};
+use common::flow4::{HEAD, tokyo_move, who};
 use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::continuity::Rules;
-use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::{Paths, Store};
@@ -35,39 +33,7 @@ struct Hub {
 
 /// 千代田区 (A) → 中央区 (B): one extracted candidate in B, A's 高額該当 months 2024-06/09.
 fn hub() -> Hub {
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
-    let (a, b) = (pid("131011"), pid("131029"));
-    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
-    load(
-        &store,
-        &a,
-        "A-1",
-        "A100",
-        ("2024-10-31", "04"),
-        &[(
-            HEAD,
-            "山田 太郎",
-            "01",
-            "2020-01-01",
-            "2020-01-01",
-            "2024-10-31",
-        )],
-    );
-    load(
-        &store,
-        &b,
-        "B-1",
-        "B100",
-        ("2024-11-01", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
-    );
-    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
-                kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
-    kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
-        .unwrap();
+    let (dir, paths, store, a, b) = tokyo_move();
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
     kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who()).unwrap();

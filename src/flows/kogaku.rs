@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Shikyu};
-use crate::domain::{InsurerNumber, InsurerNumberError};
 use crate::flows::import::{Claimed, ImportError, ImportOutcome, Importer, store_claimed};
 use crate::flows::transmission::{
     Check, Encoding, FileKind, MAX_FILE_BYTES, Problem, Rejected, decode, rows, valid_setai_no,
@@ -129,21 +128,8 @@ pub fn validate(
             problems: &mut problems,
         };
         let before = c.problems.len();
-        if c.raw("layout") != "kogaku-v1" {
-            c.fail("layout", "layout");
-        }
-        let tid = c.raw("transmission_id").to_owned();
-        if !valid_transmission_id(&tid) {
-            c.fail("transmission_id", "format");
-        } else if tid != transmission_id {
-            c.fail("transmission_id", "transmission_id_mismatch");
-        }
-        match InsurerNumber::parse(c.raw("hokensha_no")) {
-            Ok(n) if &n.partition_id() == partition => {}
-            Ok(_) => c.fail("hokensha_no", "other_partition"),
-            Err(InsurerNumberError::CheckDigit) => c.fail("hokensha_no", "check_digit"),
-            Err(_) => c.fail("hokensha_no", "format"),
-        }
+        c.layout_and_id("kogaku-v1", transmission_id);
+        c.hokensha_no(partition);
         let setai_no = c.raw("setai_no").to_owned();
         if !valid_setai_no(&setai_no) {
             c.fail("setai_no", "format");

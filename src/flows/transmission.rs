@@ -362,6 +362,29 @@ impl Check<'_> {
             .map_or("", String::as_str)
     }
 
+    /// The `layout` and `transmission_id` columns every layout-v1 row starts with.
+    pub(crate) fn layout_and_id(&mut self, layout: &str, transmission_id: &str) {
+        if self.raw("layout") != layout {
+            self.fail("layout", "layout");
+        }
+        let tid = self.raw("transmission_id");
+        if !valid_transmission_id(tid) {
+            self.fail("transmission_id", "format");
+        } else if tid != transmission_id {
+            self.fail("transmission_id", "transmission_id_mismatch");
+        }
+    }
+
+    /// `hokensha_no`: a valid 保険者番号 equal to the caller's partition.
+    pub(crate) fn hokensha_no(&mut self, partition: &PartitionId) {
+        match InsurerNumber::parse(self.raw("hokensha_no")) {
+            Ok(n) if &n.partition_id() == partition => {}
+            Ok(_) => self.fail("hokensha_no", "other_partition"),
+            Err(InsurerNumberError::CheckDigit) => self.fail("hokensha_no", "check_digit"),
+            Err(_) => self.fail("hokensha_no", "format"),
+        }
+    }
+
     pub(crate) fn fail(&mut self, field: &'static str, reason: &'static str) {
         self.problems.push(Problem {
             file: self.file,
@@ -498,22 +521,8 @@ fn setai_row(row: &Row, ctx: &Context<'_>, problems: &mut Vec<Problem>) -> Optio
         problems,
     };
     let before = c.problems.len();
-    if c.raw("layout") != "setai-v1" {
-        c.fail("layout", "layout");
-    }
-    let tid = c.raw("transmission_id").to_owned();
-    if !valid_transmission_id(&tid) {
-        c.fail("transmission_id", "format");
-    } else if tid != ctx.transmission_id {
-        c.fail("transmission_id", "transmission_id_mismatch");
-    }
-    let hokensha = c.raw("hokensha_no").to_owned();
-    match InsurerNumber::parse(&hokensha) {
-        Ok(n) if &n.partition_id() == ctx.partition => {}
-        Ok(_) => c.fail("hokensha_no", "other_partition"),
-        Err(InsurerNumberError::CheckDigit) => c.fail("hokensha_no", "check_digit"),
-        Err(_) => c.fail("hokensha_no", "format"),
-    }
+    c.layout_and_id("setai-v1", ctx.transmission_id);
+    c.hokensha_no(ctx.partition);
     let setai_no = c.raw("setai_no").to_owned();
     if !valid_setai_no(&setai_no) {
         c.fail("setai_no", "format");
@@ -566,7 +575,7 @@ fn setai_row(row: &Row, ctx: &Context<'_>, problems: &mut Vec<Problem>) -> Optio
         person_rows,
         household: Household {
             schema: SNAPSHOT_SCHEMA.to_owned(),
-            transmission_id: tid,
+            transmission_id: ctx.transmission_id.to_owned(),
             hokensha_no: ctx.partition.as_str().to_owned(),
             setai_no,
             ido_date: ido.map(|(t, _)| t).unwrap_or_default(),
@@ -596,15 +605,7 @@ fn kojin_row(
         problems,
     };
     let before = c.problems.len();
-    if c.raw("layout") != "kojin-v1" {
-        c.fail("layout", "layout");
-    }
-    let tid = c.raw("transmission_id");
-    if !valid_transmission_id(tid) {
-        c.fail("transmission_id", "format");
-    } else if tid != ctx.transmission_id {
-        c.fail("transmission_id", "transmission_id_mismatch");
-    }
+    c.layout_and_id("kojin-v1", ctx.transmission_id);
     let setai_no = c.raw("setai_no").to_owned();
     if !valid_setai_no(&setai_no) {
         c.fail("setai_no", "format");

@@ -124,3 +124,44 @@ pub fn instance(
     store.provision(&mut |_, _| {}).unwrap();
     (dir, paths, store)
 }
+
+/// 千代田区 (A, household A100) → 中央区 (B, B100) on 2024-11-01, A's 高額該当 months
+/// 2024-06 and 2024-09: the smallest move with a carry-over.
+pub fn tokyo_move() -> (
+    tempfile::TempDir,
+    kukaku::store::Paths,
+    Store,
+    PartitionId,
+    PartitionId,
+) {
+    let (a, b) = (super::pid("131011"), super::pid("131029"));
+    let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+    load(
+        &store,
+        &a,
+        "A-1",
+        "A100",
+        ("2024-10-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-11-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
+    );
+    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+                kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
+    kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
+        .unwrap();
+    (dir, paths, store, a, b)
+}
