@@ -4,7 +4,8 @@
 set -euo pipefail
 need=()
 command -v chromium >/dev/null || need+=(chromium)
-fc-list 2>/dev/null | grep -qi 'Noto Sans CJK' || need+=(fonts-noto-cjk)
+# (grep -c reads everything: with -q, fc-list would die of SIGPIPE and pipefail would lie.)
+[ "$(fc-list 2>/dev/null | grep -ci 'Noto Sans CJK' || true)" -gt 0 ] || need+=(fonts-noto-cjk)
 command -v pdftotext >/dev/null || need+=(poppler-utils)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

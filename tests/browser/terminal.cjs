@@ -18,10 +18,10 @@ const browser = await chromium.launch({
 try {
   const page = await (await browser.newContext({ locale: 'ja-JP', viewport: { width: 1366, height: 900 } })).newPage();
   await page.goto(`${base}/terminal/login`);
-  // Keyboard only: the token field has focus, Enter submits.
+  // Keyboard only: type into the token field (it has autofocus), Enter submits.
+  await page.focus('#token');
   await page.keyboard.type(token);
-  await page.keyboard.press('Enter');
-  await page.waitForURL('**/terminal/candidates');
+  await Promise.all([page.waitForURL('**/terminal/candidates'), page.keyboard.press('Enter')]);
   await page.screenshot({ path: `${out}/1-candidates.png`, fullPage: true });
   say('list', { text: await page.textContent('main') });
   await page.click('main table tbody tr:first-child a');
@@ -47,6 +47,11 @@ try {
   await page.screenshot({ path: `${out}/4-print.png`, fullPage: true });
   await page.pdf({ path: `${out}/keizoku-list.pdf`, format: 'A4', landscape: true, printBackground: true, preferCSSPageSize: true });
   say('printed', { text: await page.textContent('main') });
+} catch (e) {
+  // Say where it stopped, for the test's failure message.
+  const pages = browser.contexts().flatMap((c) => c.pages());
+  for (const p of pages) console.error(`at ${p.url()}: ${(await p.textContent('body').catch(() => '')) || ''}`);
+  throw e;
 } finally {
   await browser.close();
 }
