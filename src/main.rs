@@ -181,6 +181,9 @@ enum Command {
     /// Flow 4 (継続世帯): the prefecture's continuity job, as the local admin.
     #[command(subcommand)]
     Continuity(ContinuityCommand),
+    /// Key management for security reviewers (metadata only; never prints key material).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run a self-contained demo in a temporary directory: provision, append, prove, verify,
     /// then serve the hub API on loopback (plain HTTP) with printed tokens until Ctrl-C.
     Demo {
@@ -280,6 +283,17 @@ enum PartitionsCommand {
     Show {
         /// 保険者番号 of the partition.
         partition: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Every DEK version per partition: scope (class, epoch), version, current or previous,
+    /// encryptions made and stored entries that still use it.
+    Status {
+        /// Only this partition (default: all active ones).
+        #[arg(long)]
+        partition: Option<String>,
     },
 }
 
@@ -1505,6 +1519,28 @@ fn run(cli: Cli) -> Result<bool> {
             from_size,
             out,
         } => export_audit(&open(&paths)?, &partitions, from_size, &out)?,
+        Command::Keys(KeysCommand::Status { partition: only }) => {
+            let store = open(&paths)?;
+            let asked: Vec<String> = only.into_iter().collect();
+            println!(
+                "partition\tkey_id\tclass\tepoch\tversion\tstatus\tencryptions\tentries\tcreated"
+            );
+            for p in active_or(&store, &asked)? {
+                for k in store.key_status(&p)? {
+                    println!(
+                        "{p}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        k.key_id,
+                        k.class,
+                        k.epoch,
+                        k.version,
+                        k.status,
+                        k.encryptions,
+                        k.entries,
+                        format_utc_ms(k.created_ms)
+                    );
+                }
+            }
+        }
         Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
             continuity_extract(&paths, &prefecture, rules.as_deref())?
         }

@@ -326,3 +326,42 @@ fn cosignatures_are_verified_before_they_are_kept() {
     kukaku::ledger::bundle::verify(&bundle[..], &|q| hub.verifier_key(q)).unwrap();
     hub.verify_partition(p, VerifyOptions::default()).unwrap();
 }
+
+/// `key_status` lists every DEK version with its scope and status; rotations at the nonce
+/// budget leave one current version per scope, and the stored entries under each key add up.
+#[test]
+fn key_status_counts_versions_and_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let opts = kukaku::store::StoreOptions {
+        dek_rotate_after: 3,
+        ..small()
+    };
+    let store = Store::init(&paths, "hub.test", opts).unwrap();
+    let p = pid("131011");
+    store.request_partitions(std::slice::from_ref(&p)).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    for i in 0..8 {
+        let e = NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, vec![i; 10]).unwrap();
+        store.append(&p, vec![e]).unwrap();
+    }
+    let keys = store.key_status(&p).unwrap();
+    assert!(keys.len() >= 3, "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.status == "current").count(),
+        1,
+        "{keys:?}"
+    );
+    assert!(
+        keys.iter()
+            .all(|k| k.class == "resident" && k.encryptions <= 3)
+    );
+    assert_eq!(keys.iter().map(|k| k.entries).sum::<u64>(), 8);
+    let versions: Vec<u32> = keys.iter().map(|k| k.version).collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    // A partition that does not exist is named as such.
+    assert!(matches!(
+        store.key_status(&pid("380014")),
+        Err(kukaku::store::ReadError::UnknownPartition(_))
+    ));
+}

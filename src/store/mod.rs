@@ -3,6 +3,7 @@
 
 mod credentials;
 mod keyring;
+mod keys;
 mod read;
 pub mod records;
 mod witness;
@@ -21,6 +22,7 @@ use rocksdb::{
 
 pub use credentials::{AuthError, CredentialStoreError};
 pub use keyring::KeyError;
+pub use keys::KeyInfo;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
