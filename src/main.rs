@@ -1522,10 +1522,11 @@ fn run(cli: Cli) -> Result<bool> {
         Command::Keys(KeysCommand::Status { partition: only }) => {
             let store = open(&paths)?;
             let asked: Vec<String> = only.into_iter().collect();
+            let ids = active_or(&store, &asked)?;
             println!(
                 "partition\tkey_id\tclass\tepoch\tversion\tstatus\tencryptions\tentries\tcreated"
             );
-            for p in active_or(&store, &asked)? {
+            for p in ids {
                 for k in store.key_status(&p)? {
                     println!(
                         "{p}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
