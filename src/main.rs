@@ -295,6 +295,19 @@ enum KeysCommand {
         #[arg(long)]
         partition: Option<String>,
     },
+    /// Give every key scope of the partitions a new current DEK version (new writes use it;
+    /// old versions still decrypt). Each version gets a key-event entry naming who and why.
+    RotateDek {
+        /// The partition to rotate.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        partition: Option<String>,
+        /// Rotate every active partition.
+        #[arg(long)]
+        all: bool,
+        /// Why (recorded in the key events).
+        #[arg(long, default_value = "operator rotation")]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1541,6 +1554,34 @@ fn run(cli: Cli) -> Result<bool> {
                     );
                 }
             }
+        }
+        Command::Keys(KeysCommand::RotateDek {
+            partition: only,
+            all: _,
+            reason,
+        }) => {
+            let store = open(&paths)?;
+            let asked: Vec<String> = only.into_iter().collect();
+            let ids = active_or(&store, &asked)?;
+            let bar = indicatif::ProgressBar::new(ids.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "rotating {bar:40} {pos}/{len} partitions",
+                )?,
+            );
+            let mut rotated = 0usize;
+            for p in &ids {
+                let who = kukaku::store::KeyActor {
+                    actor: "admin-cli".into(),
+                    reason: reason.clone(),
+                };
+                rotated += store.rotate_deks(p, who)?.len();
+                bar.inc(1);
+            }
+            bar.finish_and_clear();
+            println!(
+                "rotated {rotated} key scope(s) in {} partition(s); see `kukaku keys status`",
+                ids.len()
+            );
         }
         Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
             continuity_extract(&paths, &prefecture, rules.as_deref())?

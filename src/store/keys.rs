@@ -27,6 +27,17 @@ pub struct KeyInfo {
 }
 
 impl Store {
+    /// Operator rotation (`kukaku keys rotate-dek`): a new current DEK version for every key
+    /// scope of `p`, in one group-committed batch with a key event per version naming `who`.
+    /// New writes use the new versions; old ones still decrypt. Returns the new key ids.
+    pub fn rotate_deks(
+        &self,
+        p: &PartitionId,
+        who: super::KeyActor,
+    ) -> Result<Vec<u32>, super::AppendError> {
+        self.writer.rotate(p.clone(), who)
+    }
+
     /// Every DEK version of `p`, by key id, with the entries that use it (one pass over the
     /// partition's envelopes).
     pub fn key_status(&self, p: &PartitionId) -> Result<Vec<KeyInfo>, ReadError> {

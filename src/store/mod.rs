@@ -27,7 +27,7 @@ pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
 pub use witness::{CosignError, CosignatureAccepted};
-pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, NewEntry};
+pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, KeyActor, NewEntry};
 
 use crate::crypto::{CheckpointSigner, Cosigner, Kek, KekError, Secret32, WrapPurpose};
 use crate::ledger::note::VerifierKey;

@@ -261,13 +261,36 @@ enum Command {
         partition: PartitionId,
         reply: Reply<()>,
     },
+    /// A new current DEK version for every key scope of the partition (operator rotation).
+    Rotate {
+        partition: PartitionId,
+        who: KeyActor,
+        reply: Reply<Vec<u32>>,
+    },
+}
+
+/// Who changes keys and why, for the key events (never key material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyActor {
+    /// `system`, `admin-cli`, or a credential id.
+    pub actor: String,
+    pub reason: String,
+}
+
+impl KeyActor {
+    fn system(reason: &str) -> Self {
+        KeyActor {
+            actor: "system".into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Command {
     fn bytes(&self) -> usize {
         match self {
             Command::Append { entries, .. } => entries.iter().map(|e| e.payload.len() + 64).sum(),
-            Command::Activate { .. } => 64,
+            Command::Activate { .. } | Command::Rotate { .. } => 64,
         }
     }
 }
@@ -363,6 +386,21 @@ impl WriterHandle {
         Ok(())
     }
 
+    /// Rotates every current DEK of `partition`; returns the new key ids once durable.
+    pub(crate) fn rotate(
+        &self,
+        partition: PartitionId,
+        who: KeyActor,
+    ) -> Result<Vec<u32>, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Rotate {
+            partition,
+            who,
+            reply,
+        })?;
+        Self::wait(rx)
+    }
+
     fn wait<T>(rx: oneshot::Receiver<Result<T, AppendError>>) -> Result<T, AppendError> {
         rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
     }
@@ -440,6 +478,7 @@ enum Pending {
     /// A request refused inside the batch, answered after the batch is durable.
     Refused(Reply<AppendReceipt>, AppendError),
     Activate(Reply<()>),
+    Rotate(Reply<Vec<u32>>, Vec<u32>),
 }
 
 impl Writer {
@@ -619,9 +658,13 @@ impl Writer {
                     m.status = KeyStatus::Previous;
                 }
                 st.dirty_keys.insert(id);
-                self.create_key(p, st, class, epoch, version + 1, now, ops)?
+                let who = KeyActor::system("encryption budget of previous version reached");
+                self.create_key(p, st, (class, epoch, version + 1), &who, now, ops)?
             }
-            None => self.create_key(p, st, class, epoch, 1, now, ops)?,
+            None => {
+                let who = KeyActor::system("first key of scope");
+                self.create_key(p, st, (class, epoch, 1), &who, now, ops)?
+            }
         };
         let meta = st
             .keys
@@ -639,9 +682,8 @@ impl Writer {
         &self,
         p: &PartitionId,
         st: &mut PState,
-        class: KeyClass,
-        epoch: u16,
-        version: u32,
+        (class, epoch, version): (KeyClass, u16, u32),
+        who: &KeyActor,
         now: u64,
         ops: &mut Ops,
     ) -> Result<u32, AppendError> {
@@ -671,12 +713,8 @@ impl Writer {
             epoch,
             version,
             count: 0,
-            actor: "system".into(),
-            reason: if version == 1 {
-                "first key of scope".into()
-            } else {
-                "encryption budget of previous version reached".into()
-            },
+            actor: who.actor.clone(),
+            reason: who.reason.clone(),
         };
         let payload = event
             .encode()
@@ -730,6 +768,46 @@ impl Writer {
         Ok((st, done, access_seq))
     }
 
+    /// Marks every current DEK of `p` previous and creates the next version of its scope,
+    /// each with a key event naming who and why.
+    fn run_rotate(
+        &mut self,
+        p: &PartitionId,
+        who: &KeyActor,
+        now: u64,
+        ops: &mut Ops,
+    ) -> Result<(PState, Vec<u32>), AppendError> {
+        self.check_quarantine(p)?;
+        let mut st = self.load(p)?;
+        if !st.active {
+            return Err(AppendError::NotActive(p.to_string()));
+        }
+        let current: Vec<(u32, KeyClass, u16, u32)> = st
+            .keys
+            .iter()
+            .filter(|(_, m)| m.status == KeyStatus::Current)
+            .filter_map(|(id, m)| {
+                KeyClass::from_code(m.class).map(|c| (*id, c, m.epoch, m.version))
+            })
+            .collect();
+        let mut created = Vec::new();
+        for (id, class, epoch, version) in current {
+            if let Some(m) = st.keys.get_mut(&id) {
+                m.status = KeyStatus::Previous;
+            }
+            st.dirty_keys.insert(id);
+            created.push(self.create_key(
+                p,
+                &mut st,
+                (class, epoch, version + 1),
+                who,
+                now,
+                ops,
+            )?);
+        }
+        Ok((st, created))
+    }
+
     fn run_activate(
         &mut self,
         p: &PartitionId,
@@ -745,7 +823,8 @@ impl Writer {
             .map_err(|e| AppendError::Storage(e.to_string()))?;
             let entry = NewEntry::internal(Kind::GENESIS, genesis)?;
             self.apply(p, &mut st, &entry, now, ops)?;
-            self.create_key(p, &mut st, KeyClass::Resident, 0, 1, now, ops)?;
+            let who = KeyActor::system("first key of scope");
+            self.create_key(p, &mut st, (KeyClass::Resident, 0, 1), &who, now, ops)?;
         }
         if !st.active {
             st.active = true;
@@ -827,6 +906,9 @@ impl Writer {
                     Command::Activate { reply, .. } => {
                         let _ = reply.send(Err(AppendError::Poisoned));
                     }
+                    Command::Rotate { reply, .. } => {
+                        let _ = reply.send(Err(AppendError::Poisoned));
+                    }
                 }
             }
             return;
@@ -897,6 +979,25 @@ impl Writer {
                             staged.insert(partition.clone(), st);
                             ops.append(&mut local);
                             pending.push(Pending::Append(reply, partition, done, access_seq));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Command::Rotate {
+                    partition,
+                    who,
+                    reply,
+                } => {
+                    if let Some(s) = staged.get(&partition) {
+                        self.states.insert(partition.clone(), s.clone());
+                    }
+                    match self.run_rotate(&partition, &who, now, &mut local) {
+                        Ok((st, ids)) => {
+                            staged.insert(partition, st);
+                            ops.append(&mut local);
+                            pending.push(Pending::Rotate(reply, ids));
                         }
                         Err(e) => {
                             let _ = reply.send(Err(e));
@@ -983,6 +1084,9 @@ impl Writer {
                         Pending::Activate(reply) => {
                             let _ = reply.send(Ok(()));
                         }
+                        Pending::Rotate(reply, ids) => {
+                            let _ = reply.send(Ok(ids));
+                        }
                         Pending::Refused(reply, e) => {
                             let _ = reply.send(Err(e));
                         }
@@ -999,6 +1103,9 @@ impl Writer {
                             let _ = reply.send(Err(AppendError::Poisoned));
                         }
                         Pending::Activate(reply) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Rotate(reply, _) => {
                             let _ = reply.send(Err(AppendError::Poisoned));
                         }
                         Pending::Refused(reply, _) => {
