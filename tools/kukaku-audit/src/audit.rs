@@ -430,6 +430,20 @@ pub fn verify_bundle<R: Read + Send>(
     })
 }
 
+/// Verifies records that did not come from a bundle file (the auditor routes, `pages`): the
+/// same checks, without a trailer.
+pub fn verify_records(
+    records: Vec<Record>,
+    opts: &Options<'_>,
+) -> Result<(Report, State), AuditError> {
+    let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, BundleError>>(1);
+    let items: Vec<Item> = records.into_iter().map(Item::from).collect();
+    // One batch, then the channel closes: consume reads it and ends.
+    let _ = tx.send(Ok(items));
+    drop(tx);
+    consume(rx, opts)
+}
+
 /// Stage 1: reads and frames the records, hashes the bundle for its trailer, decodes every
 /// envelope strictly and computes its leaf hash. A matching trailer closes the channel; any
 /// error is sent after the records before it.

@@ -5,6 +5,7 @@
 //! docs/audit.md.
 
 pub mod audit;
+pub mod pages;
 pub mod proof;
 pub mod report;
 pub mod state;

@@ -48,6 +48,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify saved answers of the auditor routes (`…/envelopes?from=&to=` pages from seq 0
+    /// and `…/checkpoints`), as a bundle section from genesis without a trailer.
+    Pages {
+        /// The saved JSON answers, in any order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        trust: PathBuf,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        quorum: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify an inclusion or consistency proof (JSON from `kukaku prove` or the auditor
     /// routes). A consistency proof from the state file's size advances the state.
     Proof {
@@ -110,6 +125,41 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
             };
             Ok((text, json))
         }
+        Command::Pages {
+            files,
+            trust,
+            state,
+            quorum,
+            json,
+        } => {
+            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let previous = load_state(state.as_ref())?;
+            let texts = files
+                .iter()
+                .map(|f| {
+                    std::fs::read_to_string(f)
+                        .map(|t| (f.display().to_string(), t))
+                        .map_err(|e| AuditError::Usage(format!("cannot read {}: {e}", f.display())))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let opts = Options {
+                trust: &trust,
+                previous: &previous,
+                quorum,
+            };
+            let (report, next) = kukaku_audit::pages::verify_pages(&texts, &opts)?;
+            save_state(state.as_ref(), &next)?;
+            let text = if json {
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"verified": true, "report": report}),
+                )
+                .map_err(|e| AuditError::Usage(e.to_string()))?
+            } else {
+                report::bundle_text(&report, &format!("{} saved route answers", texts.len()))
+                    .replace("bundle trailer matches", "every entry from genesis fetched")
+            };
+            Ok((text, json))
+        }
         Command::Proof {
             proof,
             trust,
@@ -144,7 +194,9 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
-        Command::Verify { json, .. } | Command::Proof { json, .. } => *json,
+        Command::Verify { json, .. }
+        | Command::Pages { json, .. }
+        | Command::Proof { json, .. } => *json,
     };
     match run(cli) {
         Ok((text, _)) => {

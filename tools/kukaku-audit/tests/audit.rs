@@ -655,3 +655,104 @@ fn bundles_from_a_checkpoint_continue_the_previous_run() {
             .is_err()
     );
 }
+
+/// The auditor routes as input: envelope pages and checkpoints fetched with an auditor
+/// credential verify like a bundle; a changed envelope, a missing page or a page of entries
+/// without their checkpoint fails.
+#[test]
+fn saved_route_answers_verify_like_a_bundle() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use kukaku::api::{self, AppState, Limits, ServerRole};
+    use kukaku::crypto::credential::{Reach, Role};
+    use kukaku_audit::pages::verify_pages;
+    use tower::ServiceExt;
+
+    let f = fixture(3);
+    let p = f.ids[0].clone();
+    let size = f.store.size(&p).unwrap();
+    let (token, _) = f
+        .store
+        .issue_credential(
+            Role::Auditor,
+            Reach::All,
+            "auditor",
+            kukaku::store::now_unix_ms() + 60_000,
+        )
+        .unwrap();
+    let token = token.to_text().to_string();
+    let Fixture { store, _dir, .. } = f;
+    let store = std::sync::Arc::new(store);
+    let app = api::router(
+        AppState::new(std::sync::Arc::clone(&store), ServerRole::Hub),
+        Limits::default(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let get = |uri: String| {
+        let app = app.clone();
+        let token = token.clone();
+        rt.block_on(async move {
+            let res = app
+                .oneshot(
+                    Request::get(uri)
+                        .header("authorization", format!("Bearer {token}"))
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+            let b = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            String::from_utf8(b.to_vec()).unwrap()
+        })
+    };
+    let half = size / 2;
+    let files = vec![
+        (
+            "cp".to_owned(),
+            get(format!("/v1/audit/partitions/{p}/checkpoints")),
+        ),
+        (
+            "e2".to_owned(),
+            get(format!(
+                "/v1/audit/partitions/{p}/envelopes?from={half}&to={size}"
+            )),
+        ),
+        (
+            "e1".to_owned(),
+            get(format!(
+                "/v1/audit/partitions/{p}/envelopes?from=0&to={half}"
+            )),
+        ),
+    ];
+    let trust = trust_of(&store);
+    let none = State::default();
+    let opts = Options {
+        trust: &trust,
+        previous: &none,
+        quorum: 0,
+    };
+    let (report, _) = verify_pages(&files, &opts).unwrap();
+    assert_eq!(report.partitions[0].entries, size);
+
+    // A changed envelope (its header's tx_time, re-encoded as base64).
+    let mut tampered = files.clone();
+    let mut v: serde_json::Value = serde_json::from_str(&tampered[2].1).unwrap();
+    let e = v["envelopes"][1].as_str().unwrap().to_owned();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, e).unwrap();
+    raw[20] ^= 1;
+    v["envelopes"][1] =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw).into();
+    tampered[2].1 = v.to_string();
+    assert_eq!(verify_pages(&tampered, &opts).unwrap_err().exit_code(), 1);
+    // A missing first page.
+    let e = verify_pages(&files[..2], &opts).unwrap_err();
+    assert!(e.to_string().contains("were not fetched"), "{e}");
+    // Without the checkpoints, nothing is trusted: a usage error.
+    assert_eq!(verify_pages(&files[1..], &opts).unwrap_err().exit_code(), 2);
+}
