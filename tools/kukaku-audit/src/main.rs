@@ -26,27 +26,34 @@ struct Cli {
     command: Command,
 }
 
+/// Options every command takes.
+#[derive(clap::Args)]
+struct Common {
+    /// Trust file: `log <vkey> [from=…] [until=…]` and `witness <vkey>` lines.
+    #[arg(long)]
+    trust: PathBuf,
+    /// State file kept between runs: each log must show the same root at the size verified
+    /// last time, and may only grow. Created if missing; updated only when everything
+    /// verified.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Verify an audit bundle (`kukaku export --audit --out FILE`).
     Verify {
         /// The bundle file.
         bundle: PathBuf,
-        /// Trust file: `log <vkey> [from=…] [until=…]` and `witness <vkey>` lines.
-        #[arg(long)]
-        trust: PathBuf,
-        /// State file kept between runs: each log must show the same root at the size
-        /// verified last time, and may only grow. Created if missing; updated only when
-        /// everything verified.
-        #[arg(long)]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
         /// Require every partition to have a checkpoint cosigned by this many trusted
         /// witnesses.
         #[arg(long, default_value_t = 0)]
         quorum: usize,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Verify saved answers of the auditor routes (`…/envelopes?from=&to=` pages from seq 0
     /// and `…/checkpoints`), as a bundle section from genesis without a trailer.
@@ -54,26 +61,19 @@ enum Command {
         /// The saved JSON answers, in any order.
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        #[arg(long)]
-        trust: PathBuf,
-        #[arg(long)]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        /// As for `verify`.
         #[arg(long, default_value_t = 0)]
         quorum: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Verify an inclusion or consistency proof (JSON from `kukaku prove` or the auditor
     /// routes). A consistency proof from the state file's size advances the state.
     Proof {
         /// The proof file (`-` for standard input).
         proof: PathBuf,
-        #[arg(long)]
-        trust: PathBuf,
-        #[arg(long)]
-        state: Option<PathBuf>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -95,10 +95,8 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
     match cli.command {
         Command::Verify {
             bundle,
-            trust,
-            state,
+            common: Common { trust, state, json },
             quorum,
-            json,
         } => {
             let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
             let previous = load_state(state.as_ref())?;
@@ -127,10 +125,8 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
         }
         Command::Pages {
             files,
-            trust,
-            state,
+            common: Common { trust, state, json },
             quorum,
-            json,
         } => {
             let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
             let previous = load_state(state.as_ref())?;
@@ -162,9 +158,7 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
         }
         Command::Proof {
             proof,
-            trust,
-            state,
-            json,
+            common: Common { trust, state, json },
         } => {
             let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
             let mut current = load_state(state.as_ref())?;
@@ -194,9 +188,9 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = match &cli.command {
-        Command::Verify { json, .. }
-        | Command::Pages { json, .. }
-        | Command::Proof { json, .. } => *json,
+        Command::Verify { common, .. }
+        | Command::Pages { common, .. }
+        | Command::Proof { common, .. } => common.json,
     };
     match run(cli) {
         Ok((text, _)) => {
