@@ -174,7 +174,8 @@ main { max-width: 72rem; margin: 1.5rem auto; background: #fff; padding: 1.5rem 
 h2 { font-size: 1.3rem; border-bottom: 2px solid #1f3a5f; padding-bottom: .3rem; }
 table { border-collapse: collapse; width: 100%; margin: 1rem 0; }
 th, td { border: 1px solid #c5cad3; padding: .4rem .6rem; text-align: left; vertical-align: top; }
-th { background: #eef1f5; }
+th { background: #eef1f5; white-space: nowrap; }
+td { white-space: nowrap; } td.wrap { white-space: normal; }
 a:focus, button:focus, input:focus, select:focus, textarea:focus { outline: 3px solid #f0a000; outline-offset: 1px; }
 button { font-size: 1rem; padding: .4rem 1.2rem; background: #1f3a5f; color: #fff; border: 0; cursor: pointer; }
 .flash { background: #e6f4ea; border: 1px solid #7bb88a; padding: .5rem 1rem; }
@@ -469,7 +470,7 @@ async fn candidates_page(
                             td { (c.candidate.old_setai_no) }
                             td { (c.candidate.ido_date) }
                             td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
-                            td { (c.candidate.case_label) }
+                            td.wrap { (c.candidate.case_label) }
                             td { (period_label(&c.candidate.period, c.candidate.period_days)) }
                             td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
                             td { (state_label(c)) }
@@ -556,7 +557,7 @@ async fn candidate_page(
                 table {
                     thead { tr { th { "番号" } th { "指示" } th { "理由" } th { "操作者" } } }
                     tbody { @for (s, d) in &c.decisions { tr {
-                        td { (s) } td { (decision_label(&d.decision)) } td { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
+                        td { (s) } td { (decision_label(&d.decision)) } td.wrap { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
                     } } }
                 }
             }
