@@ -36,8 +36,6 @@ pub enum NoteError {
     WrongOrigin { want: String, got: String },
     #[error("key {0} is of the wrong type for this check")]
     WrongKeyType(String),
-    #[error("checkpoint at size {size} differs from the one signed at that size")]
-    Conflict { size: u64 },
 }
 
 /// A key name is non-empty and has no whitespace and no `+`.
