@@ -47,8 +47,18 @@ async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, 
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
-    let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
     let peer = parts.extensions.get::<PeerCertificate>().map(|p| p.0);
+    verify_token(state, text, peer).await
+}
+
+/// Checks a token's text against the store (constant-time secret compare, revocation,
+/// expiry, bound client certificate): 401 when refused.
+pub(crate) async fn verify_token(
+    state: &Arc<AppState>,
+    text: &str,
+    peer: Option<[u8; 32]>,
+) -> Result<Verified, ApiError> {
+    let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
     let store = Arc::clone(&state.store);
     let result = tokio::task::spawn_blocking(move || store.authenticate(&token, peer.as_ref()))
         .await
@@ -86,6 +96,20 @@ pub struct Municipality {
     pub actor: Actor,
 }
 
+impl Municipality {
+    /// From a verified credential: 403 unless it is a municipality's.
+    pub(crate) fn from_verified(v: &Verified) -> Result<Self, ApiError> {
+        if v.role() != Role::Municipality {
+            return Err(ApiError::forbidden());
+        }
+        let scope = v.municipality_scope().ok_or_else(ApiError::forbidden)?;
+        Ok(Municipality {
+            scope,
+            actor: actor(v),
+        })
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Municipality {
     type Rejection = ApiError;
 
@@ -94,11 +118,7 @@ impl FromRequestParts<Arc<AppState>> for Municipality {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let v = with_role(parts, state, Role::Municipality).await?;
-        let scope = v.municipality_scope().ok_or_else(ApiError::forbidden)?;
-        Ok(Municipality {
-            scope,
-            actor: actor(&v),
-        })
+        Municipality::from_verified(&v)
     }
 }
 

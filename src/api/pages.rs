@@ -22,10 +22,9 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::auth::Municipality;
+use super::auth::{Municipality, verify_token};
 use super::continuity::{DecisionRequest, append_decision, matches, read_candidates};
 use super::error::ApiError;
-use crate::crypto::credential::{Role, Token};
 use crate::flows::decision::CandidateState;
 
 /// Name of the session cookie.
@@ -111,8 +110,15 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
             (s.token.clone(), s.csrf.clone())
         };
         // The same check as a bearer token: revocation and expiry act at once.
-        let mut inner = Parts::clone_for_auth(parts, &token);
-        match Municipality::from_request_parts(&mut inner, state).await {
+        let peer = parts
+            .extensions
+            .get::<super::auth::PeerCertificate>()
+            .map(|p| p.0);
+        let muni = match verify_token(state, &token, peer).await {
+            Ok(v) => Municipality::from_verified(&v),
+            Err(e) => Err(e),
+        };
+        match muni {
             Ok(muni) => Ok(Terminal {
                 muni,
                 csrf,
@@ -125,26 +131,6 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
                 Err(LoginRequired.into_response())
             }
         }
-    }
-}
-
-/// Request parts carrying a bearer token (for re-authenticating a session's credential).
-trait CloneForAuth {
-    fn clone_for_auth(parts: &Parts, token: &str) -> Parts;
-}
-
-impl CloneForAuth for Parts {
-    fn clone_for_auth(parts: &Parts, token: &str) -> Parts {
-        let mut req = axum::http::Request::new(());
-        *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = parts.uri.clone();
-        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            req.headers_mut().insert(header::AUTHORIZATION, v);
-        }
-        if let Some(peer) = parts.extensions.get::<super::auth::PeerCertificate>() {
-            req.extensions_mut().insert(*peer);
-        }
-        req.into_parts().0
     }
 }
 
@@ -343,14 +329,12 @@ async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> 
     };
     let raw = Zeroizing::new(f.token);
     let text = raw.trim().to_owned();
-    let Ok(token) = Token::parse(&text) else {
-        return refused();
+    let municipality = match verify_token(&state, &text, None).await {
+        Ok(v) => Municipality::from_verified(&v).is_ok(),
+        Err(_) => false,
     };
-    let store = Arc::clone(&state.store);
-    let verified = tokio::task::spawn_blocking(move || store.authenticate(&token, None)).await;
-    match verified {
-        Ok(Ok(v)) if v.role() == Role::Municipality => {}
-        _ => return refused(),
+    if !municipality {
+        return refused();
     }
     let (Ok(id), Ok(csrf)) = (random_id(), random_id()) else {
         return api_error(ApiError::internal("no randomness"));
