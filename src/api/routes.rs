@@ -249,10 +249,6 @@ where
         .map_err(ApiError::internal)?
 }
 
-fn today_days() -> i32 {
-    (crate::store::now_ms() / 86_400_000) as i32
-}
-
 /// What a request touched, for its access record.
 pub(crate) struct Touched<'a> {
     pub(crate) route: &'a str,
@@ -281,7 +277,12 @@ pub(crate) async fn record_access(
         request_id: request_id::current(),
     };
     let payload = record.encode().map_err(ApiError::internal)?;
-    let entry = NewEntry::new(Kind::ACCESS_RECORD, today_days(), None, payload)?;
+    let entry = NewEntry::new(
+        Kind::ACCESS_RECORD,
+        crate::store::today_days(),
+        None,
+        payload,
+    )?;
     let receipt = state.store.append_async(partition, vec![entry]).await?;
     receipt
         .entries
@@ -950,7 +951,12 @@ async fn feed(
             request_id: request_id::current(),
         };
         let payload = record.encode().map_err(ApiError::internal)?;
-        let entry = NewEntry::new(Kind::PROVISION_RECORD, today_days(), None, payload)?;
+        let entry = NewEntry::new(
+            Kind::PROVISION_RECORD,
+            crate::store::today_days(),
+            None,
+            payload,
+        )?;
         let receipt = state.store.append_async(&p, vec![entry]).await?;
         response.access_record_seq = receipt.entries.first().map(|(seq, _)| *seq);
     }

@@ -158,10 +158,6 @@ fn record(store: &Store, p: &PartitionId, rec: &AccessRecord) -> Result<(), Extr
     Ok(())
 }
 
-fn today() -> i32 {
-    i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0)
-}
-
 /// Runs the extraction over every active partition of the prefecture.
 pub fn extract(
     store: &Store,
@@ -223,7 +219,8 @@ pub fn extract(
                     serde_json::to_vec(&candidate)
                         .map_err(|e| ExtractError::Encode(e.to_string()))?,
                 );
-                let valid_from = parse_date(&candidate.ido_date).unwrap_or_else(today);
+                let valid_from =
+                    parse_date(&candidate.ido_date).unwrap_or_else(crate::store::today_days);
                 let entry = NewEntry::new(
                     Kind::CONTINUITY_CANDIDATE,
                     valid_from,

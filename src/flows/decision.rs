@@ -102,10 +102,6 @@ pub enum DecisionError {
     Encode(String),
 }
 
-fn today() -> i32 {
-    i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0)
-}
-
 fn json<T: Serialize>(v: &T) -> Result<zeroize::Zeroizing<Vec<u8>>, DecisionError> {
     serde_json::to_vec(v)
         .map(zeroize::Zeroizing::new)
@@ -241,7 +237,7 @@ pub fn decide(
     };
     let entry = NewEntry::new(
         Kind::CONTINUITY_DECISION,
-        today(),
+        crate::store::today_days(),
         Some(candidate_seq),
         json(&d)?.to_vec(),
     )?;
@@ -369,7 +365,7 @@ pub fn confirm(
                 &a,
                 vec![NewEntry::new(
                     Kind::PROVISION_RECORD,
-                    today(),
+                    crate::store::today_days(),
                     None,
                     payload,
                 )?],
@@ -395,13 +391,13 @@ pub fn confirm(
             let entries = vec![
                 NewEntry::new(
                     Kind::CONTINUITY_CONFIRMATION,
-                    today(),
+                    crate::store::today_days(),
                     Some(*decision_seq),
                     json(&confirmation)?.to_vec(),
                 )?,
                 NewEntry::new(
                     Kind::CONTINUITY_CARRY_OVER,
-                    today(),
+                    crate::store::today_days(),
                     Some(*decision_seq),
                     json(&carry)?.to_vec(),
                 )?,

@@ -278,7 +278,7 @@ pub fn export(
         let payload = record
             .encode()
             .map_err(|e| HistoryError::Record(e.to_string()))?;
-        let day = i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0);
+        let day = crate::store::today_days();
         let entry = NewEntry::new(Kind::PROVISION_RECORD, day, None, payload)
             .map_err(|e| HistoryError::Append(e.to_string()))?;
         let receipt = store

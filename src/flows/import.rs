@@ -50,7 +50,7 @@ pub(crate) fn append_record(
     kind: Kind,
     payload: Vec<u8>,
 ) -> Result<u64, AppendError> {
-    let day = i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0);
+    let day = crate::store::today_days();
     let r = store.append(p, vec![NewEntry::new(kind, day, None, payload)?])?;
     Ok(r.first_seq)
 }

@@ -242,7 +242,7 @@ pub async fn store_page(
         .receipt
         .encode()
         .map_err(|e| ReplicateError::Store(e.to_string()))?;
-    let day = i32::try_from(crate::store::now_unix_ms() / 86_400_000).unwrap_or(0);
+    let day = crate::store::today_days();
     entries.push(
         NewEntry::new(Kind::FORWARDING_RECEIPT, day, None, receipt)
             .map_err(|e| ReplicateError::Store(e.to_string()))?,

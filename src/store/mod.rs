@@ -160,6 +160,11 @@ pub fn now_unix_ms() -> u64 {
     now_ms()
 }
 
+/// Today (UTC) as days since 1970-01-01: the `valid_from` of records stamped now.
+pub fn today_days() -> i32 {
+    i32::try_from(now_ms() / 86_400_000).unwrap_or(0)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
