@@ -436,12 +436,8 @@ pub fn verify_records(
     records: Vec<Record>,
     opts: &Options<'_>,
 ) -> Result<(Report, State), AuditError> {
-    let (tx, rx) = mpsc::sync_channel::<Result<Vec<Item>, BundleError>>(1);
     let items: Vec<Item> = records.into_iter().map(Item::from).collect();
-    // One batch, then the channel closes: consume reads it and ends.
-    let _ = tx.send(Ok(items));
-    drop(tx);
-    consume(rx, opts)
+    consume(std::iter::once(Ok(items)), opts)
 }
 
 /// Stage 1: reads and frames the records, hashes the bundle for its trailer, decodes every
@@ -525,8 +521,10 @@ impl From<Record> for Item {
     }
 }
 
+/// The verifying stage: batches of items in log order (from the reading thread, or one batch
+/// of records that came from elsewhere).
 fn consume(
-    rx: mpsc::Receiver<Result<Vec<Item>, BundleError>>,
+    batches: impl IntoIterator<Item = Result<Vec<Item>, BundleError>>,
     opts: &Options<'_>,
 ) -> Result<(Report, State), AuditError> {
     let mut warnings = Vec::new();
@@ -534,7 +532,7 @@ fn consume(
     let mut state = opts.previous.clone();
     let mut section: Option<Section> = None;
     let mut seen = std::collections::BTreeSet::new();
-    for batch in rx {
+    for batch in batches {
         for item in batch? {
             let record = match item {
                 Item::Entry(entry) => {

@@ -43,8 +43,9 @@ fn fail(log: &str, seq: u64, step: impl Into<String>) -> AuditError {
     }
 }
 
-/// The log a checkpoint note claims (`<origin>/<partition>`) and its pinned keys.
-fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>), AuditError> {
+/// The log a checkpoint note claims (`<origin>/<partition>`), its pinned keys and the root
+/// the note states (trusted only once a key has verified the note).
+fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>, Hash), AuditError> {
     let parsed = SignedNote::parse(note)
         .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
     let cp = Checkpoint::parse_body(&parsed.text)
@@ -59,7 +60,7 @@ fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>), Audit
     if keys.is_empty() {
         return Err(AuditError::NotTrusted(cp.origin));
     }
-    Ok((cp.origin, keys))
+    Ok((cp.origin, keys, cp.root))
 }
 
 /// Tries each pinned key; a key without a signature line on the note is skipped.
@@ -113,9 +114,8 @@ pub fn verify_proof(
             .checkpoint
             .as_deref()
             .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let (log, keys) = pinned(trust, note)?;
+        let (log, keys, root) = pinned(trust, note)?;
         with_keys(&log, proof.tree_size, &keys, |k| proof.verify_with_key(k))?;
-        let root = checkpoint_root(note)?;
         let matches_state = match state.logs.get(&log) {
             Some(s) if s.size == proof.tree_size => {
                 if s.root != root.to_base64() {
@@ -146,7 +146,7 @@ pub fn verify_proof(
             .checkpoint
             .as_deref()
             .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let (log, keys) = pinned(trust, note)?;
+        let (log, keys, root) = pinned(trust, note)?;
         let (old, from) = match state.logs.get(&log) {
             Some(s) => {
                 if s.size != proof.size1 {
@@ -169,7 +169,6 @@ pub fn verify_proof(
             }
         };
         with_keys(&log, proof.size2, &keys, |k| proof.verify_with_key(k, &old))?;
-        let root = checkpoint_root(note)?;
         let entry = LogState {
             size: proof.size2,
             root: root.to_base64(),
@@ -190,13 +189,4 @@ pub fn verify_proof(
             "not a proof: expected leafIdx (inclusion) or size1 (consistency)".into(),
         ))
     }
-}
-
-/// The root of a note already verified by the caller.
-fn checkpoint_root(note: &str) -> Result<Hash, AuditError> {
-    SignedNote::parse(note)
-        .ok()
-        .and_then(|n| Checkpoint::parse_body(&n.text).ok())
-        .map(|c| c.root)
-        .ok_or_else(|| AuditError::Usage("checkpoint does not parse".into()))
 }
