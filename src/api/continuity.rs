@@ -300,19 +300,16 @@ pub(crate) fn csv_type(enc: crate::flows::transmission::Encoding) -> &'static st
     }
 }
 
-pub(crate) async fn carryover_csv(
-    State(state): State<Arc<AppState>>,
-    who: Municipality,
-    ApiQuery(q): ApiQuery<FileQuery>,
+/// The 連携ファイル of the caller's carry-overs in `enc` as a download, after recording the
+/// read (shared by the API route and the terminal page).
+pub(crate) async fn carryover_file(
+    state: &Arc<AppState>,
+    who: &Municipality,
+    enc: crate::flows::transmission::Encoding,
+    route: &'static str,
+    purpose: &'static str,
 ) -> Result<Response, ApiError> {
-    let enc = file_encoding(&q)?;
-    let (all, _) = read_candidates(
-        &state,
-        &who,
-        "GET /v1/continuity/carryover.csv",
-        "continuity_carryover_file",
-    )
-    .await?;
+    let (all, _) = read_candidates(state, who, route, purpose).await?;
     let body = decision::hikitsugi_file(&all, enc);
     Ok((
         [
@@ -325,6 +322,22 @@ pub(crate) async fn carryover_csv(
         body,
     )
         .into_response())
+}
+
+pub(crate) async fn carryover_csv(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiQuery(q): ApiQuery<FileQuery>,
+) -> Result<Response, ApiError> {
+    let enc = file_encoding(&q)?;
+    carryover_file(
+        &state,
+        &who,
+        enc,
+        "GET /v1/continuity/carryover.csv",
+        "continuity_carryover_file",
+    )
+    .await
 }
 
 #[derive(Deserialize, Debug)]

@@ -696,26 +696,20 @@ async fn carryover(
         Ok(e) => e,
         Err(e) => return api_error(e),
     };
-    match read_candidates(
+    match super::continuity::carryover_file(
         &state,
         &t.muni,
+        enc,
         "GET /terminal/carryover.csv",
         "terminal_carryover_file",
     )
     .await
     {
-        Ok((all, _)) => (
-            [
-                (header::CONTENT_TYPE, super::continuity::csv_type(enc)),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"hikitsugi.csv\"",
-                ),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            crate::flows::decision::hikitsugi_file(&all, enc),
-        )
-            .into_response(),
+        Ok(mut res) => {
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
         Err(e) => api_error(e),
     }
 }
