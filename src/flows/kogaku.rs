@@ -12,8 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Shikyu};
 use crate::flows::import::{Claimed, ImportError, ImportOutcome, Importer, store_claimed};
 use crate::flows::transmission::{
-    Check, Encoding, FileKind, MAX_FILE_BYTES, Problem, Rejected, decode, rows, valid_setai_no,
-    valid_transmission_id,
+    Check, Encoding, FileKind, Problem, Rejected, read_files, valid_setai_no,
 };
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{Claim, IndexKind, NewEntry, Store};
@@ -87,37 +86,9 @@ pub fn validate(
     encoding: Encoding,
 ) -> Result<Vec<KogakuRecord>, Rejected> {
     let file = FileKind::Kogaku;
-    let mut problems = Vec::new();
-    if bytes.len() > MAX_FILE_BYTES {
-        problems.push(Problem {
-            file,
-            line: 0,
-            field: None,
-            reason: "file_too_large",
-        });
-    }
-    if !valid_transmission_id(transmission_id) {
-        problems.push(Problem {
-            file,
-            line: 0,
-            field: Some("transmission_id"),
-            reason: "format",
-        });
-    }
-    if !problems.is_empty() {
-        return Err(Rejected { problems });
-    }
-    let text = decode(bytes, encoding, file, &mut problems);
-    if !problems.is_empty() {
-        return Err(Rejected { problems });
-    }
-    let rows = rows(&text, &KOGAKU_HEADER, file, &mut problems);
-    if problems
-        .iter()
-        .any(|p| p.line == 0 || matches!(p.reason, "header" | "csv_syntax"))
-    {
-        return Err(Rejected { problems });
-    }
+    let (files, mut problems) =
+        read_files(&[(bytes, file, &KOGAKU_HEADER)], transmission_id, encoding)?;
+    let rows = files.into_iter().next().unwrap_or_default();
     let mut households: BTreeMap<String, (usize, BTreeMap<CareMonth, MonthRecord>)> =
         BTreeMap::new();
     for row in &rows {

@@ -722,23 +722,30 @@ fn kojin_row(
     Some((setai_no, kojin, person, dates))
 }
 
-/// Validates a whole transmission. Nothing is partial: either every household, or every
-/// problem.
-pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validated, Rejected> {
+/// The file-level checks every layout-v1 import starts with: sizes, the declared transmission
+/// id, decoding in the declared encoding, exact headers and CSV syntax. Returns each file's
+/// rows in order with the row-level problems found so far, or every problem when a file is
+/// unusable as a whole (the cross-file checks would only add noise). A bad transmission id
+/// is reported against the first file.
+pub(crate) fn read_files(
+    files: &[(&[u8], FileKind, &[&str])],
+    transmission_id: &str,
+    encoding: Encoding,
+) -> Result<(Vec<Vec<Row>>, Vec<Problem>), Rejected> {
     let mut problems = Vec::new();
-    for (bytes, file) in [(setai, FileKind::Setai), (kojin, FileKind::Kojin)] {
+    for (bytes, file, _) in files {
         if bytes.len() > MAX_FILE_BYTES {
             problems.push(Problem {
-                file,
+                file: *file,
                 line: 0,
                 field: None,
                 reason: "file_too_large",
             });
         }
     }
-    if !valid_transmission_id(ctx.transmission_id) {
+    if !valid_transmission_id(transmission_id) {
         problems.push(Problem {
-            file: FileKind::Setai,
+            file: files.first().map_or(FileKind::Setai, |f| f.1),
             line: 0,
             field: Some("transmission_id"),
             reason: "format",
@@ -747,20 +754,43 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
     if !problems.is_empty() {
         return Err(Rejected { problems });
     }
-    let setai_text = decode(setai, ctx.encoding, FileKind::Setai, &mut problems);
-    let kojin_text = decode(kojin, ctx.encoding, FileKind::Kojin, &mut problems);
+    let texts: Vec<String> = files
+        .iter()
+        .map(|(bytes, file, _)| decode(bytes, encoding, *file, &mut problems))
+        .collect();
     if !problems.is_empty() {
         return Err(Rejected { problems });
     }
-    let setai_rows = rows(&setai_text, &SETAI_HEADER, FileKind::Setai, &mut problems);
-    let kojin_rows = rows(&kojin_text, &KOJIN_HEADER, FileKind::Kojin, &mut problems);
-    // A file that is unusable as a whole would only add noise to the cross-file checks.
+    let rows: Vec<Vec<Row>> = files
+        .iter()
+        .zip(&texts)
+        .map(|((_, file, header), text)| rows(text, header, *file, &mut problems))
+        .collect();
     if problems
         .iter()
         .any(|p| p.line == 0 || matches!(p.reason, "header" | "csv_syntax"))
     {
         return Err(Rejected { problems });
     }
+    Ok((rows, problems))
+}
+
+/// Validates a whole transmission. Nothing is partial: either every household, or every
+/// problem.
+pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validated, Rejected> {
+    let (files, mut problems) = read_files(
+        &[
+            (setai, FileKind::Setai, &SETAI_HEADER),
+            (kojin, FileKind::Kojin, &KOJIN_HEADER),
+        ],
+        ctx.transmission_id,
+        ctx.encoding,
+    )?;
+    let mut files = files.into_iter();
+    let (setai_rows, kojin_rows) = (
+        files.next().unwrap_or_default(),
+        files.next().unwrap_or_default(),
+    );
 
     // Households.
     let mut drafts: Vec<Option<SetaiDraft>> = Vec::new();
