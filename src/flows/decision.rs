@@ -115,7 +115,6 @@ pub fn candidates(
     scope: &PartitionScope,
 ) -> Result<Vec<CandidateState>, DecisionError> {
     let p = scope.partition();
-    let size = store.size(p)?;
     let flow4 = [
         Kind::CONTINUITY_CANDIDATE,
         Kind::CONTINUITY_DECISION,
@@ -123,72 +122,75 @@ pub fn candidates(
         Kind::CONTINUITY_CARRY_OVER,
     ];
     let mut states: BTreeMap<u64, CandidateState> = BTreeMap::new();
+    // decision seq → candidate seq, for the entries that refer to a decision.
+    let mut decided: BTreeMap<u64, u64> = BTreeMap::new();
     let bad = |seq| DecisionError::Payload {
         partition: p.to_string(),
         seq,
     };
-    let mut from = 0;
-    while from < size {
-        let to = (from + 1024).min(size);
-        for raw in store.envelopes(p, from, to)? {
-            let env = crate::ledger::EnvelopeRef::decode(&raw).map_err(|_| bad(from))?;
-            let (kind, seq) = (env.header.kind, env.header.seq);
-            if !flow4.contains(&kind) {
-                continue;
-            }
-            let e = store.read_entry(scope, seq)?;
-            match kind {
-                k if k == Kind::CONTINUITY_CANDIDATE => {
-                    let candidate = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                    states.insert(
+    store.for_each_envelope(p, |seq, raw| {
+        let kind = crate::ledger::EnvelopeRef::decode(raw)
+            .map_err(|_| bad(seq))?
+            .header
+            .kind;
+        if !flow4.contains(&kind) {
+            return Ok(());
+        }
+        let e = store.read_entry(scope, seq)?;
+        match kind {
+            k if k == Kind::CONTINUITY_CANDIDATE => {
+                let candidate = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
+                states.insert(
+                    seq,
+                    CandidateState {
                         seq,
-                        CandidateState {
-                            seq,
-                            candidate,
-                            decision: None,
-                            confirmation: None,
-                            carry_over: None,
-                            decisions: Vec::new(),
-                        },
-                    );
+                        candidate,
+                        decision: None,
+                        confirmation: None,
+                        carry_over: None,
+                        decisions: Vec::new(),
+                    },
+                );
+            }
+            k if k == Kind::CONTINUITY_DECISION => {
+                let d: Decision = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
+                if let Some(s) = states.get_mut(&d.candidate_seq) {
+                    // A newer decision corrects the earlier one; what confirmed that is void.
+                    decided.insert(seq, d.candidate_seq);
+                    s.decision = Some((seq, d.clone()));
+                    s.confirmation = None;
+                    s.carry_over = None;
+                    s.decisions.push((seq, d));
                 }
-                k if k == Kind::CONTINUITY_DECISION => {
-                    let d: Decision = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                    if let Some(s) = states.get_mut(&d.candidate_seq) {
-                        s.decision = Some((seq, d.clone()));
-                        s.confirmation = None;
-                        s.carry_over = None;
-                        s.decisions.push((seq, d));
-                    }
-                }
-                k if k == Kind::CONTINUITY_CONFIRMATION => {
-                    let c: Confirmation =
-                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                    if let Some(s) = states.get_mut(&c.candidate_seq)
-                        && s.decision
-                            .as_ref()
-                            .is_some_and(|(d, _)| *d == c.decision_seq)
-                    {
-                        s.confirmation = Some((seq, c));
-                    }
-                }
-                _ => {
-                    let c: CarryOver = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                    let decision_seq = c
-                        .decision_id
-                        .rsplit_once(':')
-                        .and_then(|(_, s)| s.parse::<u64>().ok());
-                    if let Some(s) = states.values_mut().find(|s| {
-                        s.decision.as_ref().map(|(d, _)| *d) == decision_seq
-                            && decision_seq.is_some()
-                    }) {
-                        s.carry_over = Some((seq, c));
-                    }
+            }
+            _ => {
+                // Confirmation and carry-over both refer to the decision they confirm; only
+                // one of the candidate's latest decision counts.
+                let Some(decision_seq) = e.header.ref_seq else {
+                    return Err(bad(seq));
+                };
+                let Some(s) = decided
+                    .get(&decision_seq)
+                    .and_then(|c| states.get_mut(c))
+                    .filter(|s| s.decision.as_ref().is_some_and(|(d, _)| *d == decision_seq))
+                else {
+                    return Ok(());
+                };
+                if kind == Kind::CONTINUITY_CONFIRMATION {
+                    s.confirmation = Some((
+                        seq,
+                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
+                    ));
+                } else {
+                    s.carry_over = Some((
+                        seq,
+                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
+                    ));
                 }
             }
         }
-        from = to;
-    }
+        Ok(())
+    })?;
     Ok(states.into_values().collect())
 }
 

@@ -74,22 +74,17 @@ impl Store {
                 entries: 0,
             });
         }
-        let size = self.size(p)?;
-        let mut from = 0;
-        while from < size {
-            let to = (from + 4096).min(size);
-            for raw in self.envelopes(p, from, to)? {
-                let env = EnvelopeRef::decode(&raw).map_err(|e| ReadError::Corrupt {
-                    partition: p.to_string(),
-                    seq: from,
-                    step: e.to_string(),
-                })?;
-                if let Some(k) = out.iter_mut().find(|k| k.key_id == env.key_id) {
-                    k.entries += 1;
-                }
+        self.for_each_envelope(p, |seq, raw| {
+            let env = EnvelopeRef::decode(raw).map_err(|e| ReadError::Corrupt {
+                partition: p.to_string(),
+                seq,
+                step: e.to_string(),
+            })?;
+            if let Some(k) = out.iter_mut().find(|k| k.key_id == env.key_id) {
+                k.entries += 1;
             }
-            from = to;
-        }
+            Ok::<_, ReadError>(())
+        })?;
         Ok(out)
     }
 }

@@ -340,6 +340,27 @@ impl Store {
         (from..to).map(|seq| self.envelope_bytes(p, seq)).collect()
     }
 
+    /// Calls `f(seq, envelope)` for every stored entry of `p`, in seq order, over one
+    /// iterator (for scans of a whole partition).
+    pub fn for_each_envelope<E: From<ReadError>>(
+        &self,
+        p: &PartitionId,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let cf = self.inner.cf(p)?;
+        for item in self.inner.db.prefix_iterator_cf(&cf, b"E") {
+            let (k, raw) = item.map_err(ReadError::from)?;
+            let Some(seq) = k
+                .strip_prefix(b"E")
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            else {
+                break;
+            };
+            f(u64::from_be_bytes(seq), &raw)?;
+        }
+        Ok(())
+    }
+
     /// Current tree size of a partition.
     pub fn size(&self, p: &PartitionId) -> Result<u64, ReadError> {
         self.inner.size(p)
