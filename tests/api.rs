@@ -160,6 +160,21 @@ async fn call_raw(
     (status, bytes.to_vec())
 }
 
+/// POSTs a JSON body with a bearer token; the answer's status and JSON.
+async fn post_json(app: &Router, uri: &str, token: &str, json: String) -> (StatusCode, Value) {
+    let req = Request::post(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+}
+
 /// A concrete URI for a route template, aimed at `p` where the route names a partition.
 fn concrete(path: &str, p: &PartitionId) -> String {
     let path = path
@@ -1257,23 +1272,7 @@ async fn kogaku_import_route() {
     let app = f.router(ServerRole::Hub);
     let post = |token: String, json: String| {
         let app = app.clone();
-        async move {
-            let res = app
-                .oneshot(
-                    Request::post("/v1/kogaku")
-                        .header("authorization", format!("Bearer {token}"))
-                        .header("content-type", "application/json")
-                        .body(Body::from(json))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
-                .await
-                .unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
+        async move { post_json(&app, "/v1/kogaku", &token, json).await }
     };
     let file = |hokensha: &str| {
         format!(
@@ -1348,23 +1347,7 @@ async fn continuity_extract_route_covers_the_credentials_prefecture_only() {
     let post = |token: &str, body: &'static str| {
         let app = app.clone();
         let token = token.to_owned();
-        async move {
-            let res = app
-                .oneshot(
-                    Request::post("/v1/continuity/extract")
-                        .header("authorization", format!("Bearer {token}"))
-                        .header("content-type", "application/json")
-                        .body(Body::from(body))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
-                .await
-                .unwrap();
-            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
-        }
+        async move { post_json(&app, "/v1/continuity/extract", &token, body.to_owned()).await }
     };
     let (s, v) = post(f.token("continuity_13"), "{}").await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -280,24 +280,10 @@ fn a_prefecture_configured_differently_changes_the_suggestion() {
 fn decide_confirm_and_carry_over() {
     use kukaku::domain::tasukai::{CareMonth, tasukai_at};
     use kukaku::flows::decision::{candidates, confirm, decide, hikitsugi_csv};
-    let (a, b) = (pid("131011"), pid("131029"));
-    let (_dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+    // A100 → B100 with A's months 2024-06 and 2024-09 (the shared fixture), plus 2023-10
+    // outside the window, and a second household A200 → B200.
+    let (_dir, paths, store, a, b) = tokyo_move();
     let second = "983205673214";
-    load(
-        &store,
-        &a,
-        "A-1",
-        "A100",
-        ("2024-10-31", "04"),
-        &[(
-            HEAD,
-            "山田 太郎",
-            "01",
-            "2020-01-01",
-            "2020-01-01",
-            "2024-10-31",
-        )],
-    );
     load(
         &store,
         &a,
@@ -316,39 +302,15 @@ fn decide_confirm_and_carry_over() {
     load(
         &store,
         &b,
-        "B-1",
-        "B100",
-        ("2024-11-01", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
-    );
-    load(
-        &store,
-        &b,
         "B-2",
         "B200",
         ("2024-11-01", "03"),
         &[(second, "佐藤 次郎", "01", "2020-01-01", "2024-11-01", "")],
     );
-    let kogaku = |p: &PartitionId, tid: &str, rows: &[(&str, &str)]| {
-        let mut text =
-            "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n"
-                .to_owned();
-        for (setai, ym) in rows {
-            text += &format!("kogaku-v1,{tid},{p},{setai},{ym},1,0\r\n");
-        }
-        kukaku::flows::kogaku::import(&store, p, tid, Encoding::Utf8, text.as_bytes(), &who())
-            .unwrap();
-    };
-    kogaku(
-        &a,
-        "KA-1",
-        &[
-            ("A100", "2023-10"),
-            ("A100", "2024-06"),
-            ("A100", "2024-09"),
-            ("A200", "2024-08"),
-        ],
-    );
+    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+                kogaku-v1,KA-2,131011,A100,2023-10,1,0\r\nkogaku-v1,KA-2,131011,A200,2024-08,1,0\r\n";
+    kukaku::flows::kogaku::import(&store, &a, "KA-2", Encoding::Utf8, text.as_bytes(), &who())
+        .unwrap();
 
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);
