@@ -27,33 +27,6 @@
 use super::Kek;
 use crate::ledger::PartitionId;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefecture_scopes_stay_in_their_prefecture() {
-        let kek = Kek::generate().unwrap();
-        let admin = AdminScope::from_kek(&kek);
-        assert!(admin.prefecture("48").is_none() && admin.prefecture("1").is_none());
-        let tokyo = admin.prefecture("13").unwrap();
-        let (a, b) = (
-            PartitionId::parse("131011").unwrap(),
-            PartitionId::parse("131029").unwrap(),
-        );
-        let osaka = PartitionId::parse("270009").unwrap();
-        assert!(tokyo.partition(&a).is_some());
-        assert!(tokyo.partition(&osaka).is_none());
-        let pair = tokyo.pair(&a, &b).unwrap();
-        assert_eq!(
-            (pair.from_scope().partition(), pair.to_scope().partition()),
-            (&a, &b)
-        );
-        assert!(tokyo.pair(&a, &osaka).is_none());
-        assert!(tokyo.pair(&a, &a).is_none());
-    }
-}
-
 /// The local administrator: proved by holding the KEK.
 #[derive(Debug)]
 pub struct AdminScope {
@@ -154,5 +127,32 @@ impl PartitionScope {
 
     pub fn partition(&self) -> &PartitionId {
         &self.partition
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefecture_scopes_stay_in_their_prefecture() {
+        let kek = Kek::generate().unwrap();
+        let admin = AdminScope::from_kek(&kek);
+        assert!(admin.prefecture("48").is_none() && admin.prefecture("1").is_none());
+        let tokyo = admin.prefecture("13").unwrap();
+        let (a, b) = (
+            PartitionId::parse("131011").unwrap(),
+            PartitionId::parse("131029").unwrap(),
+        );
+        let osaka = PartitionId::parse("270009").unwrap();
+        assert!(tokyo.partition(&a).is_some());
+        assert!(tokyo.partition(&osaka).is_none());
+        let pair = tokyo.pair(&a, &b).unwrap();
+        assert_eq!(
+            (pair.from_scope().partition(), pair.to_scope().partition()),
+            (&a, &b)
+        );
+        assert!(tokyo.pair(&a, &osaka).is_none());
+        assert!(tokyo.pair(&a, &a).is_none());
     }
 }

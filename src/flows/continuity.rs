@@ -207,14 +207,6 @@ pub fn extract(
                 let ha = decode(store, pair.from_scope(), a_seq)?;
                 record(store, a, &access(who, "continuity_extract", a_seq, 1))?;
                 let candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
-                report.candidates.push(Made {
-                    partition: b.to_string(),
-                    seq: None,
-                    old_hokensha_no: candidate.old_hokensha_no.clone(),
-                    case: candidate.case.clone(),
-                    period: candidate.period.clone(),
-                    suggestion: candidate.suggestion.clone(),
-                });
                 let payload = zeroize::Zeroizing::new(
                     serde_json::to_vec(&candidate)
                         .map_err(|e| ExtractError::Encode(e.to_string()))?,
@@ -237,16 +229,16 @@ pub fn extract(
                     replica_state: None,
                 };
                 match store.append_with(b, vec![entry], opts) {
-                    Ok(r) => {
-                        if let Some(m) = report.candidates.last_mut() {
-                            m.seq = r.entries.first().map(|(s, _)| *s);
-                        }
-                    }
+                    Ok(r) => report.candidates.push(Made {
+                        partition: b.to_string(),
+                        seq: r.entries.first().map(|(s, _)| *s),
+                        old_hokensha_no: candidate.old_hokensha_no,
+                        case: candidate.case,
+                        period: candidate.period,
+                        suggestion: candidate.suggestion,
+                    }),
                     // A concurrent run made it first.
-                    Err(AppendError::AlreadyStored { .. }) => {
-                        report.candidates.pop();
-                        report.already_extracted += 1;
-                    }
+                    Err(AppendError::AlreadyStored { .. }) => report.already_extracted += 1,
                     Err(e) => return Err(e.into()),
                 }
             }
