@@ -10,12 +10,11 @@ use common::pid;
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::continuity::Rules;
 use kukaku::flows::continuity::{Candidate, extract};
-use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::Store;
 
-use common::flow4::{CHILD, HEAD, SPOUSE, instance, load, tokyo_move, who};
+use common::flow4::{CHILD, HEAD, SPOUSE, instance, kogaku, load, tokyo_move, who};
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
@@ -307,10 +306,12 @@ fn decide_confirm_and_carry_over() {
         ("2024-11-01", "03"),
         &[(second, "佐藤 次郎", "01", "2020-01-01", "2024-11-01", "")],
     );
-    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
-                kogaku-v1,KA-2,131011,A100,2023-10,1,0\r\nkogaku-v1,KA-2,131011,A200,2024-08,1,0\r\n";
-    kukaku::flows::kogaku::import(&store, &a, "KA-2", Encoding::Utf8, text.as_bytes(), &who())
-        .unwrap();
+    kogaku(
+        &store,
+        &a,
+        "KA-2",
+        &[("A100", "2023-10"), ("A200", "2024-08")],
+    );
 
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);

@@ -159,9 +159,22 @@ pub fn tokyo_move() -> (
         ("2024-11-01", "03"),
         &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
     );
-    let text = "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
-                kogaku-v1,KA,131011,A100,2024-06,1,0\r\nkogaku-v1,KA,131011,A100,2024-09,1,0\r\n";
-    kukaku::flows::kogaku::import(&store, &a, "KA", Encoding::Utf8, text.as_bytes(), &who())
-        .unwrap();
+    kogaku(
+        &store,
+        &a,
+        "KA",
+        &[("A100", "2024-06"), ("A100", "2024-09")],
+    );
     (dir, paths, store, a, b)
+}
+
+/// Imports a 高額該当情報ファイル of household 支給 months `(世帯番号, YYYY-MM)` into `p`.
+pub fn kogaku(store: &Store, p: &PartitionId, tid: &str, rows: &[(&str, &str)]) {
+    let mut text =
+        "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n"
+            .to_owned();
+    for (setai, ym) in rows {
+        text += &format!("kogaku-v1,{tid},{p},{setai},{ym},1,0\r\n");
+    }
+    kukaku::flows::kogaku::import(store, p, tid, Encoding::Utf8, text.as_bytes(), &who()).unwrap();
 }
