@@ -14,6 +14,8 @@ pub mod domain;
 pub mod ledger;
 
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]
 pub mod crypto;

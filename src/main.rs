@@ -288,8 +288,8 @@ enum PartitionsCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Every DEK version per partition: scope (class, epoch), version, current or previous,
-    /// encryptions made and stored entries that still use it.
+    /// Every DEK version per partition: scope (class, epoch), version, status (current,
+    /// previous, retired, destroyed), encryptions made and stored entries still under it.
     Status {
         /// Only this partition (default: all active ones).
         #[arg(long)]
@@ -306,6 +306,53 @@ enum KeysCommand {
         all: bool,
         /// Why (recorded in the key events).
         #[arg(long, default_value = "operator rotation")]
+        reason: String,
+    },
+    /// Rewrap every key under a new KEK (one atomic key-store batch); the old KEK file is
+    /// destroyed. A `rewrap` key event goes to every partition.
+    RotateKek {
+        #[arg(long, default_value = "operator KEK rotation")]
+        reason: String,
+    },
+    /// Move entries sealed under previous DEK versions to the current version of their
+    /// scope, throttled; resumable after a crash or Ctrl-C (run it again).
+    Reencrypt {
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        partition: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// At most this many entries per second (0: no limit).
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        /// Entries per writer step (appends run between steps).
+        #[arg(long, default_value_t = 256)]
+        chunk: u64,
+        #[arg(long, default_value = "re-encryption to current keys")]
+        reason: String,
+    },
+    /// Remove a previous DEK version once no entry is sealed under it (refused while any is).
+    Retire {
+        #[arg(long)]
+        partition: String,
+        /// The key id (`keys status`).
+        #[arg(long)]
+        key_id: u32,
+        #[arg(long, default_value = "no entry uses it")]
+        reason: String,
+    },
+    /// Crypto-shred a partition's keys (or one past fiscal year's dated keys): its bodies
+    /// become unreadable for good; proofs and audits stay valid. Then the KEK is rotated.
+    Destroy {
+        #[arg(long)]
+        partition: String,
+        /// Only the dated keys (高額, 継続世帯 records) of this past fiscal year.
+        #[arg(long)]
+        fiscal_year: Option<u16>,
+        /// The partition id again (asked for on the terminal when missing).
+        #[arg(long)]
+        confirm: Option<String>,
+        /// Why, e.g. the retention rule (recorded in every destroy event).
+        #[arg(long)]
         reason: String,
     },
 }
@@ -368,6 +415,10 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
     let mut ok = true;
     for p in ids {
         match store.verify_partition(&p, VerifyOptions { with_keys }) {
+            Ok(r) if r.bodies_shredded > 0 => println!(
+                "ok  partition {} entries {} checkpoints {} root {} opened {} shredded {}",
+                r.partition, r.entries, r.checkpoints, r.root, r.bodies_opened, r.bodies_shredded
+            ),
             Ok(r) => println!(
                 "ok  partition {} entries {} checkpoints {} root {} opened {}",
                 r.partition, r.entries, r.checkpoints, r.root, r.bodies_opened
@@ -799,6 +850,22 @@ async fn demo_online(
         "  curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {int_base}/v1/exports/history-file",
         t(4)
     );
+    let hub_home = dir.join("hub");
+    let admin = kukaku::admin::AdminSocket::bind(&Paths::under(&hub_home).admin_socket)?;
+    let admin_task = tokio::spawn(admin.run(Arc::clone(&hub)));
+    let exe =
+        std::env::current_exe().map_or_else(|_| "kukaku".to_owned(), |e| e.display().to_string());
+    println!("\nkey management on the running hub (docs/keys.md; through its admin socket):");
+    let home = hub_home.display();
+    for cmd in [
+        "keys status --partition 131011".to_owned(),
+        "keys rotate-dek --all --reason 'demo rotation'".to_owned(),
+        "keys reencrypt --all".to_owned(),
+        "keys rotate-kek".to_owned(),
+        "keys destroy --partition 131037 --reason 'retention period ended'".to_owned(),
+    ] {
+        println!("  {exe} --home {home} {cmd}");
+    }
     println!("\nflow 4 at the 中央区 terminal (a browser):");
     println!("  1. open {hub_base}/terminal/login and log in with the 中央区 terminal token above");
     println!("  2. open a candidate in 継続候補世帯リスト and send a 確定指示");
@@ -811,6 +878,8 @@ async fn demo_online(
         "  4. 確定結果, 継続世帯確定リスト (print to PDF) and 引継情報連携ファイル are on the terminal"
     );
     shutdown_signal().await;
+    admin_task.abort();
+    let _ = admin_task.await;
     let _ = stop_tx.send(true);
     hub_task.await??;
     int_task.await??;
@@ -972,7 +1041,7 @@ fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
 }
 
 fn serve(
-    store: Store,
+    (store, admin_socket): (Store, &std::path::Path),
     role: ServerRole,
     listen: std::net::SocketAddr,
     transport: server::Transport,
@@ -989,6 +1058,12 @@ fn serve(
         .build()?;
     runtime.block_on(async {
         let listener = server::bind(listen, &transport).await?;
+        let admin = kukaku::admin::AdminSocket::bind(admin_socket)?;
+        println!(
+            "admin socket {} (mode 0600): `kukaku keys …` runs through this server",
+            admin.path().display()
+        );
+        let admin_task = tokio::spawn(admin.run(Arc::clone(&store)));
         let scheme = match transport {
             server::Transport::Tls(_) => "https",
             server::Transport::PlainLoopback => "http",
@@ -1028,6 +1103,8 @@ fn serve(
             std::time::Duration::from_secs(30),
         )
         .await?;
+        admin_task.abort();
+        let _ = admin_task.await;
         if let Some(task) = replicating {
             task.abort();
             let _ = task.await;
@@ -1434,7 +1511,7 @@ fn run(cli: Cli) -> Result<bool> {
                 anyhow::bail!("--witness-vkey is for --role hub");
             }
             serve(
-                open(&paths)?,
+                (open(&paths)?, &paths.admin_socket),
                 role,
                 listen,
                 transport,
@@ -1532,63 +1609,109 @@ fn run(cli: Cli) -> Result<bool> {
             from_size,
             out,
         } => export_audit(&open(&paths)?, &partitions, from_size, &out)?,
-        Command::Keys(KeysCommand::Status { partition: only }) => {
-            let store = open(&paths)?;
-            let asked: Vec<String> = only.into_iter().collect();
-            let ids = active_or(&store, &asked)?;
-            println!(
-                "partition\tkey_id\tclass\tepoch\tversion\tstatus\tencryptions\tentries\tcreated"
-            );
-            for p in ids {
-                for k in store.key_status(&p)? {
-                    println!(
-                        "{p}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        k.key_id,
-                        k.class,
-                        k.epoch,
-                        k.version,
-                        k.status,
-                        k.encryptions,
-                        k.entries,
-                        format_utc_ms(k.created_ms)
-                    );
-                }
-            }
-        }
-        Command::Keys(KeysCommand::RotateDek {
-            partition: only,
-            all: _,
-            reason,
-        }) => {
-            let store = open(&paths)?;
-            let asked: Vec<String> = only.into_iter().collect();
-            let ids = active_or(&store, &asked)?;
-            let bar = indicatif::ProgressBar::new(ids.len() as u64).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "rotating {bar:40} {pos}/{len} partitions",
-                )?,
-            );
-            let mut rotated = 0usize;
-            for p in &ids {
-                let who = kukaku::store::KeyActor {
-                    actor: "admin-cli".into(),
-                    reason: reason.clone(),
-                };
-                rotated += store.rotate_deks(p, who)?.len();
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            println!(
-                "rotated {rotated} key scope(s) in {} partition(s); see `kukaku keys status`",
-                ids.len()
-            );
-        }
+        Command::Keys(command) => keys(&paths, command)?,
         Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
             continuity_extract(&paths, &prefecture, rules.as_deref())?
         }
         Command::Demo { listen, no_serve } => return demo(listen, no_serve),
     }
     Ok(true)
+}
+
+/// `kukaku keys …`: through the running server's admin socket, or on the store directly.
+fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
+    use kukaku::admin::{self, KeyRequest, Reply};
+    let some = |p: Option<String>| p.into_iter().collect::<Vec<_>>();
+    let request = match command {
+        KeysCommand::Status { partition } => KeyRequest::Status {
+            partitions: some(partition),
+        },
+        KeysCommand::RotateDek {
+            partition, reason, ..
+        } => KeyRequest::RotateDek {
+            partitions: some(partition),
+            reason,
+        },
+        KeysCommand::RotateKek { reason } => KeyRequest::RotateKek { reason },
+        KeysCommand::Reencrypt {
+            partition,
+            rate,
+            chunk,
+            reason,
+            ..
+        } => KeyRequest::Reencrypt {
+            partitions: some(partition),
+            reason,
+            rate,
+            chunk,
+        },
+        KeysCommand::Retire {
+            partition,
+            key_id,
+            reason,
+        } => KeyRequest::Retire {
+            partition,
+            key_id,
+            reason,
+        },
+        KeysCommand::Destroy {
+            partition,
+            fiscal_year,
+            confirm,
+            reason,
+        } => {
+            let confirm = match confirm {
+                Some(c) => c,
+                None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    let what = fiscal_year.map_or("every key".to_owned(), |y| {
+                        format!("the dated keys of fiscal year {y}")
+                    });
+                    eprint!(
+                        "This destroys {what} of partition {partition}; its data becomes unreadable for good.\nType the partition id to confirm: "
+                    );
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim().to_owned()
+                }
+                None => anyhow::bail!(
+                    "destroy needs --confirm <partition id> when not run on a terminal"
+                ),
+            };
+            KeyRequest::Destroy {
+                partition,
+                fiscal_year,
+                confirm,
+                reason,
+            }
+        }
+    };
+    let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+        "{msg} {wide_bar} {pos}/{len} (ETA {eta})",
+    )?);
+    let mut show = |r: Reply| match r {
+        Reply::Progress { label, pos, len } => {
+            bar.set_length(len);
+            bar.set_position(pos);
+            bar.set_message(label);
+        }
+        Reply::Line(line) => bar.suspend(|| println!("{line}")),
+        Reply::Done | Reply::Error(_) => {}
+    };
+    let result = if admin::server_listening(&paths.admin_socket) {
+        eprintln!(
+            "(through the running server's admin socket {})",
+            paths.admin_socket.display()
+        );
+        admin::call(&paths.admin_socket, &request, &mut show)
+    } else {
+        let store = open(paths)?;
+        admin::execute(&store, &request, "admin-cli", &mut |r| {
+            show(r);
+            true
+        })
+    };
+    bar.finish_and_clear();
+    Ok(result?)
 }
 
 /// The error and its causes, skipping a cause whose text the message already ends with

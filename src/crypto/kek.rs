@@ -48,6 +48,8 @@ pub enum KekError {
     BadRecord,
     #[error("wrapped key does not unwrap: record altered or moved to another slot")]
     Unwrap,
+    #[error("a new KEK is already staged at {0}; finish or undo that rotation first")]
+    AlreadyStaged(PathBuf),
 }
 
 /// What a wrapped key is for; enters the wrapping AAD so a key moved to another slot fails.
@@ -236,6 +238,168 @@ impl Kek {
     }
 }
 
+/// Something that wraps and unwraps keys under a KEK it never reveals: the file KEK
+/// ([`Kek`]), or an HSM that keeps the KEK inside. The key store keeps only its output.
+pub trait KekProvider: Send + Sync + std::fmt::Debug {
+    /// Public fingerprint (16 hex digits), written into every wrapped record.
+    fn fingerprint(&self) -> String;
+    /// Wraps `key` for the slot `(purpose, scope, key_id)`.
+    fn wrap(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        key: &Secret32,
+    ) -> Result<Vec<u8>, KekError>;
+    /// Unwraps a record made by [`KekProvider::wrap`] for the same slot.
+    fn unwrap_key(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        record: &[u8],
+    ) -> Result<Secret32, KekError>;
+}
+
+impl KekProvider for Kek {
+    fn fingerprint(&self) -> String {
+        Kek::fingerprint(self)
+    }
+    fn wrap(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        key: &Secret32,
+    ) -> Result<Vec<u8>, KekError> {
+        Kek::wrap(self, purpose, scope, key_id, key)
+    }
+    fn unwrap_key(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        record: &[u8],
+    ) -> Result<Secret32, KekError> {
+        Kek::unwrap_key(self, purpose, scope, key_id, record)
+    }
+}
+
+/// The KEK fingerprint (hex) a wrapped record names, if it is a wrapped record at all.
+pub fn record_fingerprint(record: &[u8]) -> Option<String> {
+    if record.len() != WRAPPED_LEN || record.first() != Some(&WRAP_VERSION) {
+        return None;
+    }
+    Some(
+        record
+            .get(1..9)?
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    )
+}
+
+/// Where an instance's KEK lives and how it is replaced (`kukaku keys rotate-kek`): the
+/// store stages a next KEK, rewraps every key under it, and only then promotes it, so a
+/// crash at any point leaves one KEK that opens every wrapped key (docs/keys.md).
+pub trait KekSource: Send + Sync + std::fmt::Debug {
+    /// The current KEK.
+    fn load(&self) -> Result<Box<dyn KekProvider>, KekError>;
+    /// Creates a next KEK, durable before it is returned. Refuses while one is staged.
+    fn stage_next(&self) -> Result<Box<dyn KekProvider>, KekError>;
+    /// The staged next KEK, if a rotation was interrupted.
+    fn staged(&self) -> Result<Option<Box<dyn KekProvider>>, KekError>;
+    /// Makes the staged KEK the current one and destroys the old one.
+    fn promote(&self) -> Result<(), KekError>;
+    /// Destroys the staged KEK (the rotation never reached the key store).
+    fn discard(&self) -> Result<(), KekError>;
+}
+
+/// The file provider: `kek.key` (mode 0600), with the next KEK staged as `kek.key.next`.
+#[derive(Debug, Clone)]
+pub struct KekFile {
+    path: PathBuf,
+}
+
+impl KekFile {
+    pub fn new(path: &Path) -> Self {
+        KekFile {
+            path: path.to_owned(),
+        }
+    }
+
+    fn next_path(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".next");
+        PathBuf::from(name)
+    }
+
+    fn sync_dir(&self) -> Result<(), KekError> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
+    }
+}
+
+/// Overwrites a key file with zeros (synced) and removes it. On copy-on-write or journaling
+/// file systems old blocks may survive; docs/keys.md says what that means.
+fn shred(path: &Path) -> Result<(), KekError> {
+    let len = fs::metadata(path).map_err(io_err(path))?.len();
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(&vec![0u8; usize::try_from(len).unwrap_or(0)])
+        .and_then(|()| f.sync_all())
+        .map_err(io_err(path))?;
+    fs::remove_file(path).map_err(io_err(path))
+}
+
+impl KekSource for KekFile {
+    fn load(&self) -> Result<Box<dyn KekProvider>, KekError> {
+        Ok(Box::new(Kek::load_file(&self.path)?))
+    }
+
+    fn stage_next(&self) -> Result<Box<dyn KekProvider>, KekError> {
+        let next = self.next_path();
+        let kek = Kek::create_file(&next).map_err(|e| match e {
+            KekError::Exists(p) => KekError::AlreadyStaged(p),
+            e => e,
+        })?;
+        self.sync_dir()?;
+        Ok(Box::new(kek))
+    }
+
+    fn staged(&self) -> Result<Option<Box<dyn KekProvider>>, KekError> {
+        let next = self.next_path();
+        match Kek::load_file(&next) {
+            Ok(k) => Ok(Some(Box::new(k))),
+            Err(KekError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn promote(&self) -> Result<(), KekError> {
+        let next = self.next_path();
+        if self.path.exists() {
+            shred(&self.path)?;
+        }
+        fs::rename(&next, &self.path).map_err(io_err(&next))?;
+        self.sync_dir()
+    }
+
+    fn discard(&self) -> Result<(), KekError> {
+        shred(&self.next_path())?;
+        self.sync_dir()
+    }
+}
+
 /// Wrapping scope name of a partition's keys.
 pub fn partition_scope(p: &PartitionId) -> &str {
     p.as_str()
@@ -269,6 +433,44 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, KekError::WrongKek { .. }), "{err}");
         assert!(err.to_string().contains("wrong KEK"));
+    }
+
+    #[test]
+    fn file_source_stages_promotes_and_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek.key");
+        let old = Kek::create_file(&path).unwrap();
+        let src = KekFile::new(&path);
+        assert!(src.staged().unwrap().is_none());
+        let next = src.stage_next().unwrap();
+        assert_ne!(next.fingerprint(), old.fingerprint());
+        assert!(matches!(src.stage_next(), Err(KekError::AlreadyStaged(_))));
+        assert_eq!(
+            src.staged().unwrap().unwrap().fingerprint(),
+            next.fingerprint()
+        );
+        let w = next
+            .wrap(
+                WrapPurpose::Dek,
+                "131011",
+                1,
+                &Secret32::generate().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(record_fingerprint(&w), Some(next.fingerprint()));
+        assert_eq!(record_fingerprint(&w[1..]), None);
+        src.promote().unwrap();
+        assert_eq!(src.load().unwrap().fingerprint(), next.fingerprint());
+        assert!(src.staged().unwrap().is_none());
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A staged KEK that never reached the key store is destroyed, the current one kept.
+        let third = src.stage_next().unwrap();
+        src.discard().unwrap();
+        assert!(src.staged().unwrap().is_none());
+        assert_eq!(src.load().unwrap().fingerprint(), next.fingerprint());
+        assert_ne!(third.fingerprint(), next.fingerprint());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod signer;
 
 pub use aead::{Dek, OpenError, SealError};
 pub use index::IndexKey;
-pub use kek::{Kek, KekError, WrapPurpose};
+pub use kek::{Kek, KekError, KekFile, KekProvider, KekSource, WrapPurpose};
 pub use scope::{AdminScope, PartitionScope, PrefecturePair, PrefectureScope};
 pub use secret::Secret32;
 pub use signer::{CheckpointSigner, Cosigner};

@@ -24,7 +24,7 @@
 //! let s = kukaku::crypto::PrefectureScope { prefecture: "13".to_owned() };
 //! ```
 
-use super::Kek;
+use super::KekProvider;
 use crate::ledger::PartitionId;
 
 /// The local administrator: proved by holding the KEK.
@@ -35,7 +35,7 @@ pub struct AdminScope {
 
 impl AdminScope {
     /// Holding the loaded KEK is the credential of the local admin CLI.
-    pub fn from_kek(_kek: &Kek) -> Self {
+    pub fn from_kek(_kek: &dyn KekProvider) -> Self {
         AdminScope { _private: () }
     }
 
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn prefecture_scopes_stay_in_their_prefecture() {
-        let kek = Kek::generate().unwrap();
+        let kek = crate::crypto::Kek::generate().unwrap();
         let admin = AdminScope::from_kek(&kek);
         assert!(admin.prefecture("48").is_none() && admin.prefecture("1").is_none());
         let tokyo = admin.prefecture("13").unwrap();

@@ -172,6 +172,7 @@ pub fn extract(
         .map_err(|e| ExtractError::Registry(e.to_string()))?
         .into_iter()
         .filter(|i| i.status == PartitionStatus::Active && scope.contains(&i.partition))
+        .filter(|i| !store.is_shredded(&i.partition))
         .map(|i| i.partition)
         .collect();
     let mut report = ExtractReport {

@@ -287,6 +287,7 @@ pub fn confirm(
         .map_err(|e| DecisionError::Registry(e.to_string()))?
         .into_iter()
         .filter(|i| i.status == PartitionStatus::Active && scope.contains(&i.partition))
+        .filter(|i| !store.is_shredded(&i.partition))
         .map(|i| i.partition)
         .collect();
     for b in &partitions {

@@ -1,13 +1,16 @@
 //! The key store (a small RocksDB apart from the data) and the in-memory DEK cache.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::DB;
 
-use super::records::{dek_key, index_key_slot, matching_key_slot};
+use super::records::{
+    SIGNING_KEY, WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of,
+};
 use super::sync_write;
-use crate::crypto::{Dek, IndexKey, Kek, KekError, Secret32, WrapPurpose};
+use crate::crypto::kek::record_fingerprint;
+use crate::crypto::{Dek, IndexKey, KekError, KekProvider, Secret32, WrapPurpose};
 use crate::ledger::PartitionId;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,21 +26,39 @@ pub enum KeyError {
     Db(#[from] rocksdb::Error),
     #[error("key cache lock poisoned")]
     Poisoned,
+    #[error("partition {0}: its keys were destroyed (crypto-shredded)")]
+    Shredded(String),
+    #[error("key store record {0} is not a kukaku key slot; refusing to rewrap around it")]
+    UnknownSlot(String),
+}
+
+/// What one rewrap moved to the new KEK: key-store records per partition, and instance keys
+/// (signing, witness, prefecture matching keys).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Rewrapped {
+    pub(crate) partitions: BTreeMap<PartitionId, u64>,
+    pub(crate) instance: u64,
 }
 
 pub(crate) struct Keyring {
     store: DB,
-    kek: Kek,
+    /// The KEK new wraps use first; during a rotation also the next one, so a record under
+    /// either unwraps (chosen by the fingerprint the record names).
+    keks: RwLock<Vec<Arc<dyn KekProvider>>>,
+    /// Held while wrapping a new key and writing it, and for a whole rewrap: no key is
+    /// written under a KEK that a rewrap has already passed.
+    wrap_lock: Mutex<()>,
     cache: Mutex<HashMap<(PartitionId, u32), Arc<Dek>>>,
     index_keys: Mutex<HashMap<PartitionId, Arc<IndexKey>>>,
     matching_keys: Mutex<HashMap<String, Arc<IndexKey>>>,
 }
 
 impl Keyring {
-    pub(crate) fn new(store: DB, kek: Kek) -> Self {
+    pub(crate) fn new(store: DB, kek: Arc<dyn KekProvider>) -> Self {
         Keyring {
             store,
-            kek,
+            keks: RwLock::new(vec![kek]),
+            wrap_lock: Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             index_keys: Mutex::new(HashMap::new()),
             matching_keys: Mutex::new(HashMap::new()),
@@ -53,9 +74,7 @@ impl Keyring {
         key_id: u32,
     ) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
         let secret = Secret32::generate().map_err(KekError::from)?;
-        let wrapped = self
-            .kek
-            .wrap(WrapPurpose::Dek, partition.as_str(), key_id, &secret)?;
+        let wrapped = self.wrap(WrapPurpose::Dek, partition.as_str(), key_id, &secret)?;
         let dek = Arc::new(Dek::new(&secret));
         if let Ok(mut c) = self.cache.lock() {
             c.insert((partition.clone(), key_id), dek);
@@ -63,16 +82,40 @@ impl Keyring {
         Ok((dek_key(partition, key_id), wrapped))
     }
 
-    /// Writes staged key-store records in one synced batch.
-    pub(crate) fn commit(&self, records: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), KeyError> {
-        if records.is_empty() {
+    /// Writes staged key-store records and removals in one synced batch. Removed DEKs leave
+    /// the cache too.
+    pub(crate) fn commit(
+        &self,
+        records: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+    ) -> Result<(), KeyError> {
+        if records.is_empty() && deletes.is_empty() {
             return Ok(());
         }
         let mut batch = rocksdb::WriteBatch::default();
         for (k, v) in records {
             batch.put(k, v);
         }
+        for k in &deletes {
+            batch.delete(k);
+        }
         self.store.write_opt(batch, &sync_write())?;
+        for k in deletes {
+            match slot_of(&k) {
+                Some((WrapPurpose::Dek, scope, key_id)) => {
+                    if let (Ok(p), Ok(mut c)) = (PartitionId::parse(&scope), self.cache.lock()) {
+                        c.remove(&(p, key_id));
+                    }
+                }
+                Some((WrapPurpose::IndexKey, scope, _)) => {
+                    if let (Ok(p), Ok(mut c)) = (PartitionId::parse(&scope), self.index_keys.lock())
+                    {
+                        c.remove(&p);
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -118,15 +161,17 @@ impl Keyring {
         purpose: WrapPurpose,
         scope: &str,
     ) -> Result<Secret32, KeyError> {
-        match self.store.get(slot)? {
-            Some(wrapped) => Ok(self.kek.unwrap_key(purpose, scope, 1, &wrapped)?),
-            None => {
-                let secret = Secret32::generate().map_err(KekError::from)?;
-                let wrapped = self.kek.wrap(purpose, scope, 1, &secret)?;
-                self.store.put_opt(slot, wrapped, &sync_write())?;
-                Ok(secret)
-            }
+        if let Some(wrapped) = self.store.get(slot)? {
+            return self.unwrap(purpose, scope, 1, &wrapped);
         }
+        let _guard = self.wrap_lock.lock().map_err(|_| KeyError::Poisoned)?;
+        if let Some(wrapped) = self.store.get(slot)? {
+            return self.unwrap(purpose, scope, 1, &wrapped);
+        }
+        let secret = Secret32::generate().map_err(KekError::from)?;
+        let wrapped = self.wrap(purpose, scope, 1, &secret)?;
+        self.store.put_opt(slot, wrapped, &sync_write())?;
+        Ok(secret)
     }
 
     /// The DEK for `(partition, key_id)`, unwrapped from the key store on first use.
@@ -142,13 +187,164 @@ impl Keyring {
                     partition: partition.to_string(),
                     key_id,
                 })?;
-        let secret = self
-            .kek
-            .unwrap_key(WrapPurpose::Dek, partition.as_str(), key_id, &wrapped)?;
+        let secret = self.unwrap(WrapPurpose::Dek, partition.as_str(), key_id, &wrapped)?;
         let dek = Arc::new(Dek::new(&secret));
         if let Ok(mut c) = self.cache.lock() {
             c.insert(key, Arc::clone(&dek));
         }
         Ok(dek)
+    }
+
+    fn current_kek(&self) -> Result<Arc<dyn KekProvider>, KeyError> {
+        self.keks
+            .read()
+            .map_err(|_| KeyError::Poisoned)?
+            .first()
+            .cloned()
+            .ok_or(KeyError::Poisoned)
+    }
+
+    /// Fingerprint of the KEK new keys are wrapped under.
+    pub(crate) fn kek_fingerprint(&self) -> Result<String, KeyError> {
+        Ok(self.current_kek()?.fingerprint())
+    }
+
+    /// Wraps under the current KEK.
+    pub(crate) fn wrap(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        key: &Secret32,
+    ) -> Result<Vec<u8>, KeyError> {
+        Ok(self.current_kek()?.wrap(purpose, scope, key_id, key)?)
+    }
+
+    /// Unwraps under whichever loaded KEK the record names.
+    pub(crate) fn unwrap(
+        &self,
+        purpose: WrapPurpose,
+        scope: &str,
+        key_id: u32,
+        record: &[u8],
+    ) -> Result<Secret32, KeyError> {
+        let fp = record_fingerprint(record).ok_or(KekError::BadRecord)?;
+        let kek = {
+            let keks = self.keks.read().map_err(|_| KeyError::Poisoned)?;
+            match keks.iter().find(|k| k.fingerprint() == fp) {
+                Some(k) => Arc::clone(k),
+                None => {
+                    return Err(KekError::WrongKek {
+                        expected: fp,
+                        loaded: keks.first().map(|k| k.fingerprint()).unwrap_or_default(),
+                    }
+                    .into());
+                }
+            }
+        };
+        Ok(kek.unwrap_key(purpose, scope, key_id, record)?)
+    }
+
+    /// A stored instance key (signing or witness seed), if present.
+    pub(crate) fn instance_key(
+        &self,
+        slot: &[u8],
+        purpose: WrapPurpose,
+    ) -> Result<Option<Secret32>, KeyError> {
+        let Some(wrapped) = self.store.get(slot)? else {
+            return Ok(None);
+        };
+        let key_id = slot_of(slot).map_or(1, |s| s.2);
+        self.unwrap(purpose, "instance", key_id, &wrapped).map(Some)
+    }
+
+    /// The instance's witness seed, created (durable before use) on first need.
+    pub(crate) fn witness_seed(&self) -> Result<Secret32, KeyError> {
+        self.load_or_create(WITNESS_KEY, WrapPurpose::WitnessKey, "instance")
+    }
+
+    /// The KEK fingerprint the key store's records are under (that of the signing key: a
+    /// rewrap moves every record in one batch).
+    pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
+        Ok(self
+            .store
+            .get(SIGNING_KEY)?
+            .and_then(|r| record_fingerprint(&r)))
+    }
+
+    /// Rewraps every key-store record under `next` in one synced batch, then makes `next`
+    /// the only KEK. Readers never miss: while the batch lands, both KEKs unwrap.
+    pub(crate) fn rewrap_all(&self, next: Arc<dyn KekProvider>) -> Result<Rewrapped, KeyError> {
+        let _guard = self.wrap_lock.lock().map_err(|_| KeyError::Poisoned)?;
+        self.keks
+            .write()
+            .map_err(|_| KeyError::Poisoned)?
+            .push(Arc::clone(&next));
+        let result = self.rewrap_locked(&next);
+        // Failed before the batch: `next` (pushed last) goes. After it, `next` is the only KEK.
+        if result.is_err()
+            && let Ok(mut keks) = self.keks.write()
+            && keks.len() > 1
+        {
+            keks.pop();
+        }
+        result
+    }
+
+    fn rewrap_locked(&self, next: &Arc<dyn KekProvider>) -> Result<Rewrapped, KeyError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut done = Rewrapped::default();
+        for item in self.store.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            let (purpose, scope, key_id) = slot_of(&k)
+                .ok_or_else(|| KeyError::UnknownSlot(String::from_utf8_lossy(&k).into_owned()))?;
+            let secret = self.unwrap(purpose, &scope, key_id, &v)?;
+            batch.put(&k, next.wrap(purpose, &scope, key_id, &secret)?);
+            match PartitionId::parse(&scope) {
+                Ok(p) if matches!(purpose, WrapPurpose::Dek | WrapPurpose::IndexKey) => {
+                    *done.partitions.entry(p).or_default() += 1;
+                }
+                _ => done.instance += 1,
+            }
+        }
+        self.store.write_opt(batch, &sync_write())?;
+        *self.keks.write().map_err(|_| KeyError::Poisoned)? = vec![Arc::clone(next)];
+        self.compact()?;
+        Ok(done)
+    }
+
+    /// Key-store records per partition (DEKs and the index key) and instance records now.
+    pub(crate) fn census(&self) -> Result<Rewrapped, KeyError> {
+        let mut out = Rewrapped::default();
+        for item in self.store.iterator(rocksdb::IteratorMode::Start) {
+            let (k, _) = item?;
+            match slot_of(&k) {
+                Some((WrapPurpose::Dek | WrapPurpose::IndexKey, scope, _)) => {
+                    match PartitionId::parse(&scope) {
+                        Ok(p) => *out.partitions.entry(p).or_default() += 1,
+                        Err(_) => out.instance += 1,
+                    }
+                }
+                Some(_) => out.instance += 1,
+                None => {
+                    return Err(KeyError::UnknownSlot(
+                        String::from_utf8_lossy(&k).into_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes and compacts the key store, so deleted and overwritten records leave its
+    /// memtable, WAL and SST files (not the file system's free blocks: docs/keys.md).
+    pub(crate) fn compact(&self) -> Result<(), KeyError> {
+        self.store.flush()?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        self.store
+            .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &opts);
+        self.store.flush_wal(true)?;
+        Ok(())
     }
 }

@@ -2,9 +2,17 @@
 //! with its scope, status, how many encryptions it made and how many stored entries still
 //! use it. Metadata only; no key material is read.
 
-use super::Store;
+use std::sync::Arc;
+
+use super::keyring::KeyError;
 use super::read::ReadError;
-use super::records::{KeyMeta, KeyStatus, SYS_CF, decode, key_meta_prefix};
+use super::records::{
+    KeyMeta, KeyStatus, ReencryptCursor, SYS_CF, decode, key_meta_key, key_meta_prefix,
+    reencrypt_key,
+};
+use super::writer::{DestroyScope, KeyOp, KeyOutcome, ReencryptStep};
+use super::{AppendError, KeyActor, Store};
+use crate::crypto::{KekError, KekProvider};
 use crate::ledger::payload::KeyClass;
 use crate::ledger::{EnvelopeRef, PartitionId};
 
@@ -26,6 +34,68 @@ pub struct KeyInfo {
     pub entries: u64,
 }
 
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyAdminError {
+    #[error("this store was opened with a fixed KEK; open it from its KEK file to rotate the KEK")]
+    NoKekSource,
+    #[error("another key operation is running; try again when it has finished")]
+    Busy,
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("KEK: {0}")]
+    Kek(#[from] KekError),
+    #[error("key store: {0}")]
+    Key(#[from] KeyError),
+    #[error(
+        "partition {partition} key {key_id} still seals {entries} entries; run `kukaku keys reencrypt --partition {partition}` first"
+    )]
+    InUse {
+        partition: String,
+        key_id: u32,
+        entries: u64,
+    },
+    #[error("partition {partition} has no key {key_id}")]
+    UnknownKey { partition: String, key_id: u32 },
+    #[error("confirmation does not match: type the partition id {0} to destroy its keys")]
+    Unconfirmed(String),
+    #[error("the writer answered a key operation with another one's result")]
+    Mismatch,
+}
+
+/// What `rotate-kek` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekRotation {
+    pub old_fingerprint: String,
+    pub new_fingerprint: String,
+    /// Partitions that got a `rewrap` event.
+    pub partitions: usize,
+    /// Key-store records rewrapped (partition keys and instance keys).
+    pub keys: u64,
+}
+
+/// What `destroy` made unreadable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyReport {
+    /// `(key_id, entries it had sealed)` per destroyed DEK version.
+    pub keys: Vec<(u32, u64)>,
+    /// The KEK rotation that followed (older key-store copies no longer open), if the store
+    /// has a KEK source.
+    pub kek: Option<KekRotation>,
+}
+
+/// How `keys status` and refusals name a key status.
+pub(crate) fn status_name(s: KeyStatus) -> &'static str {
+    match s {
+        KeyStatus::Current => "current",
+        KeyStatus::Previous => "previous",
+        KeyStatus::Retired => "retired",
+        KeyStatus::Destroyed => "destroyed",
+    }
+}
+
 impl Store {
     /// Operator rotation (`kukaku keys rotate-dek`): a new current DEK version for every key
     /// scope of `p`, in one group-committed batch with a key event per version naming `who`.
@@ -36,6 +106,229 @@ impl Store {
         who: super::KeyActor,
     ) -> Result<Vec<u32>, super::AppendError> {
         self.writer.rotate(p.clone(), who)
+    }
+
+    fn key_admin(&self) -> Result<std::sync::MutexGuard<'_, ()>, KeyAdminError> {
+        self.inner.key_admin.try_lock().map_err(|e| match e {
+            std::sync::TryLockError::WouldBlock => KeyAdminError::Busy,
+            std::sync::TryLockError::Poisoned(_) => KeyAdminError::Busy,
+        })
+    }
+
+    /// `kukaku keys rotate-kek`: stages a new KEK, rewraps every key of the key store under
+    /// it in one synced batch, records a `rewrap` event in every partition with the instance
+    /// record's new fingerprint, then promotes the new KEK and destroys the old one. A crash
+    /// at any point is finished or undone at the next open. Appends and reads go on.
+    pub fn rotate_kek(&self, who: KeyActor) -> Result<KekRotation, KeyAdminError> {
+        let _guard = self.key_admin()?;
+        self.rotate_kek_locked(who)
+    }
+
+    fn rotate_kek_locked(&self, who: KeyActor) -> Result<KekRotation, KeyAdminError> {
+        let source = self
+            .inner
+            .kek_source
+            .as_deref()
+            .ok_or(KeyAdminError::NoKekSource)?;
+        let old_fingerprint = self.inner.keyring.kek_fingerprint()?;
+        let next: Arc<dyn KekProvider> = Arc::from(source.stage_next()?);
+        let new_fingerprint = next.fingerprint();
+        let outcome = self.writer.key_op(KeyOp::RotateKek {
+            next: Some(next),
+            who,
+        });
+        match outcome {
+            Ok(KeyOutcome::Rewrapped(r)) => {
+                source.promote()?;
+                Ok(KekRotation {
+                    old_fingerprint,
+                    new_fingerprint,
+                    partitions: r.partitions.len(),
+                    keys: r.partitions.values().sum::<u64>() + r.instance,
+                })
+            }
+            Ok(_) => Err(KeyAdminError::Mismatch),
+            Err(e) => {
+                // Undo only if the key store never moved; otherwise the next open finishes.
+                if self.inner.keyring.stored_fingerprint()? != Some(new_fingerprint) {
+                    source.discard()?;
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// At open, after a crash between the key-store rewrap and the promotion of the new KEK:
+    /// writes the missing `rewrap` events (if the data batch was lost too) and promotes.
+    pub(super) fn finish_kek_rotation(&self, events_needed: bool) -> Result<(), KeyAdminError> {
+        let source = self
+            .inner
+            .kek_source
+            .as_deref()
+            .ok_or(KeyAdminError::NoKekSource)?;
+        if events_needed {
+            let who = KeyActor::system("KEK rotation finished at open after an interruption");
+            self.writer.key_op(KeyOp::RotateKek { next: None, who })?;
+        }
+        source.promote()?;
+        tracing::warn!("finished an interrupted KEK rotation");
+        Ok(())
+    }
+
+    /// Test hook: a KEK rotation that stops, as a crash would, after `steps` of its four
+    /// durable steps: 1 the next KEK is staged; 2 the key store is rewrapped (one batch);
+    /// 3 the `rewrap` events and instance record are written (one batch); 4 promoted.
+    /// `rotate_kek` runs 2 and 3 in one writer step, one write after the other.
+    #[doc(hidden)]
+    pub fn rotate_kek_interrupted(&self, who: KeyActor, steps: u8) -> Result<(), KeyAdminError> {
+        let _guard = self.key_admin()?;
+        let source = self
+            .inner
+            .kek_source
+            .as_deref()
+            .ok_or(KeyAdminError::NoKekSource)?;
+        let next: Arc<dyn KekProvider> = Arc::from(source.stage_next()?);
+        if steps >= 2 {
+            self.inner.keyring.rewrap_all(next)?;
+        }
+        if steps >= 3 {
+            self.writer.key_op(KeyOp::RotateKek { next: None, who })?;
+        }
+        if steps >= 4 {
+            source.promote()?;
+        }
+        Ok(())
+    }
+
+    /// Where an unfinished re-encryption job of `p` stands, if one was started.
+    pub fn reencrypt_status(&self, p: &PartitionId) -> Result<Option<ReencryptStep>, ReadError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ReadError::UnknownPartition("sys".into()))?;
+        let Some(raw) = self.inner.db.get_cf(&sys, reencrypt_key(p))? else {
+            return Ok(None);
+        };
+        let cur = decode::<ReencryptCursor>(&raw).ok_or_else(|| ReadError::Corrupt {
+            partition: p.to_string(),
+            seq: 0,
+            step: "re-encryption cursor unreadable".into(),
+        })?;
+        Ok(Some(ReencryptStep {
+            next_seq: cur.next_seq,
+            end: cur.end,
+            moved: cur.moved,
+            done: false,
+        }))
+    }
+
+    /// `kukaku keys reencrypt`: moves `p`'s entries sealed under previous DEK versions to
+    /// the current version of their scope, `chunk` entries per writer step (appends run
+    /// between steps). Resumes a job a crash or a stop interrupted. `step(progress)` is
+    /// called after each step; returning `false` stops (the job stays resumable).
+    pub fn reencrypt(
+        &self,
+        p: &PartitionId,
+        who: KeyActor,
+        chunk: u64,
+        step: &mut dyn FnMut(&ReencryptStep) -> bool,
+    ) -> Result<ReencryptStep, KeyAdminError> {
+        let _guard = self.key_admin()?;
+        loop {
+            let outcome = self.writer.key_op(KeyOp::Reencrypt {
+                partition: p.clone(),
+                max_entries: chunk,
+                who: who.clone(),
+            })?;
+            let KeyOutcome::Reencrypt(s) = outcome else {
+                return Err(KeyAdminError::Mismatch);
+            };
+            if !step(&s) || s.done {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// `kukaku keys retire`: removes a previous DEK version's wrapped key once no entry is
+    /// sealed under it (refused, with the count, while any is).
+    pub fn retire(&self, p: &PartitionId, key_id: u32, who: KeyActor) -> Result<(), KeyAdminError> {
+        let _guard = self.key_admin()?;
+        let info = self
+            .key_status(p)?
+            .into_iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or_else(|| KeyAdminError::UnknownKey {
+                partition: p.to_string(),
+                key_id,
+            })?;
+        if info.status != "previous" {
+            return Err(AppendError::KeyState {
+                partition: p.to_string(),
+                key_id,
+                reason: format!("is {}; only a previous version can be retired", info.status),
+            }
+            .into());
+        }
+        if info.entries > 0 {
+            return Err(KeyAdminError::InUse {
+                partition: p.to_string(),
+                key_id,
+                entries: info.entries,
+            });
+        }
+        match self.writer.key_op(KeyOp::Retire {
+            partition: p.clone(),
+            key_id,
+            who,
+        })? {
+            KeyOutcome::Retired => Ok(()),
+            _ => Err(KeyAdminError::Mismatch),
+        }
+    }
+
+    /// `kukaku keys destroy`: crypto-shreds `scope`'s keys of `p` (every key, or one past
+    /// fiscal year's `dated` keys). `confirm` must be the partition id. The key store is
+    /// compacted and, with a KEK source, the KEK rotated, so neither the key store's files
+    /// nor an older copy of them opens the destroyed keys again. Proofs stay valid.
+    pub fn destroy(
+        &self,
+        p: &PartitionId,
+        scope: DestroyScope,
+        confirm: &str,
+        who: KeyActor,
+    ) -> Result<DestroyReport, KeyAdminError> {
+        if confirm != p.as_str() {
+            return Err(KeyAdminError::Unconfirmed(p.to_string()));
+        }
+        let _guard = self.key_admin()?;
+        let KeyOutcome::Destroyed(keys) = self.writer.key_op(KeyOp::Destroy {
+            partition: p.clone(),
+            scope,
+            who: who.clone(),
+        })?
+        else {
+            return Err(KeyAdminError::Mismatch);
+        };
+        self.inner.keyring.compact()?;
+        let kek = match self.inner.kek_source {
+            Some(_) => Some(self.rotate_kek_locked(KeyActor {
+                actor: who.actor,
+                reason: format!("after destroying keys of partition {p}: {}", who.reason),
+            })?),
+            None => {
+                tracing::warn!("fixed KEK: not rotated after destroy");
+                None
+            }
+        };
+        Ok(DestroyReport { keys, kek })
+    }
+
+    /// Status of one DEK version, from its metadata.
+    pub(crate) fn key_meta_status(&self, p: &PartitionId, key_id: u32) -> Option<KeyStatus> {
+        let sys = self.inner.db.cf_handle(SYS_CF)?;
+        let raw = self.inner.db.get_cf(&sys, key_meta_key(p, key_id)).ok()??;
+        decode::<KeyMeta>(&raw).map(|m| m.status)
     }
 
     /// Every DEK version of `p`, by key id, with the entries that use it (one pass over the
@@ -65,10 +358,7 @@ impl Store {
                 class: KeyClass::from_code(meta.class).map_or("unknown", KeyClass::name),
                 epoch: meta.epoch,
                 version: meta.version,
-                status: match meta.status {
-                    KeyStatus::Current => "current",
-                    KeyStatus::Previous => "previous",
-                },
+                status: status_name(meta.status),
                 created_ms: meta.created_ms,
                 encryptions: meta.encryptions,
                 entries: 0,

@@ -22,20 +22,27 @@ use rocksdb::{
 
 pub use credentials::{AuthError, CredentialStoreError};
 pub use keyring::KeyError;
-pub use keys::KeyInfo;
+pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
 pub use witness::{CosignError, CosignatureAccepted};
-pub use writer::{AppendError, AppendOptions, AppendReceipt, Claim, IndexKind, KeyActor, NewEntry};
+pub use writer::{
+    AppendError, AppendOptions, AppendReceipt, Claim, DestroyScope, IndexKind, KeyActor, NewEntry,
+    ReencryptStep,
+};
 
-use crate::crypto::{CheckpointSigner, Cosigner, Kek, KekError, Secret32, WrapPurpose};
+use crate::crypto::kek::record_fingerprint;
+use crate::crypto::{
+    CheckpointSigner, Cosigner, Kek, KekError, KekFile, KekProvider, KekSource, Secret32,
+    WrapPurpose,
+};
 use crate::ledger::note::VerifierKey;
 use crate::ledger::{Checkpoint, PartitionId};
 use keyring::Keyring;
 use records::{
-    INSTANCE_KEY, InstanceRecord, PartitionRecord, REGISTRY_PREFIX, SIGNING_KEY, SYS_CF,
-    WITNESS_KEY, decode, encode, partition_cf, registry_key,
+    INSTANCE_KEY, InstanceRecord, PartitionRecord, REGISTRY_PREFIX, SIGNING_KEY, SYS_CF, decode,
+    encode, partition_cf, registry_key,
 };
 
 /// Version of the on-disk layout written by this code.
@@ -50,6 +57,8 @@ pub struct Paths {
     pub key_store: PathBuf,
     /// KEK file, mode 0600.
     pub kek: PathBuf,
+    /// The admin socket of a running `kukaku serve` (mode 0600).
+    pub admin_socket: PathBuf,
 }
 
 impl Paths {
@@ -59,6 +68,7 @@ impl Paths {
             data: home.join("data"),
             key_store: home.join("keystore"),
             kek: home.join("kek.key"),
+            admin_socket: home.join("admin.sock"),
         }
     }
 }
@@ -79,6 +89,10 @@ pub struct StoreOptions {
     pub dek_rotate_after: u64,
     /// Depth of the writer's queue.
     pub queue_depth: usize,
+    /// Added to the wall clock the writer stamps entries with. Tests use it to make entries
+    /// of an earlier fiscal year; always 0 in the binary.
+    #[doc(hidden)]
+    pub clock_offset_ms: i64,
 }
 
 impl Default for StoreOptions {
@@ -92,6 +106,7 @@ impl Default for StoreOptions {
             max_batch_bytes: 16 << 20,
             dek_rotate_after: 1 << 30,
             queue_depth: 8192,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -185,6 +200,15 @@ pub(crate) struct Inner {
     pub(crate) poisoned: AtomicBool,
     /// Partitions whose stored state failed a check at open, with the reason.
     pub(crate) quarantined: Mutex<BTreeMap<PartitionId, String>>,
+    /// Where the KEK comes from; `None` for a store opened with a fixed KEK.
+    pub(crate) kek_source: Option<Box<dyn KekSource>>,
+    /// One key-management operation at a time (they span several writer steps).
+    pub(crate) key_admin: Mutex<()>,
+}
+
+enum KekChoice {
+    Fixed(Arc<dyn KekProvider>),
+    Source(Box<dyn KekSource>),
 }
 
 /// An open kukaku instance.
@@ -266,17 +290,28 @@ fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
 
 /// The instance's witness key from the key store; an instance made before witnessing gets
 /// one now (durable before first use).
-fn load_or_create_cosigner(keys: &DB, kek: &Kek, origin: &str) -> Result<Cosigner, OpenError> {
-    let seed = match keys.get(WITNESS_KEY)? {
-        Some(wrapped) => kek.unwrap_key(WrapPurpose::WitnessKey, "instance", 1, &wrapped)?,
-        None => {
-            let seed = Secret32::generate().map_err(KekError::from)?;
-            let wrapped = kek.wrap(WrapPurpose::WitnessKey, "instance", 1, &seed)?;
-            keys.put_opt(WITNESS_KEY, wrapped, &sync_write())?;
-            seed
-        }
-    };
+fn load_cosigner(keyring: &Keyring, origin: &str) -> Result<Cosigner, OpenError> {
+    let seed = keyring
+        .witness_seed()
+        .map_err(|e| OpenError::Signing(e.to_string()))?;
     Cosigner::from_seed(origin, &seed).map_err(|e| OpenError::Signing(e.to_string()))
+}
+
+/// Which KEK opens the key store, finishing or undoing a rotation a crash interrupted: a
+/// staged KEK the key store is already under wins (its rotation committed); a staged KEK the
+/// key store is not under is destroyed (its rotation never reached the key store).
+fn choose_kek(
+    source: &dyn KekSource,
+    stored: Option<&str>,
+) -> Result<(Arc<dyn KekProvider>, bool), OpenError> {
+    if let Some(next) = source.staged()? {
+        if Some(next.fingerprint().as_str()) == stored {
+            return Ok((Arc::from(next), true));
+        }
+        tracing::warn!("an interrupted KEK rotation never reached the key store; undoing it");
+        source.discard()?;
+    }
+    Ok((Arc::from(source.load()?), false))
 }
 
 impl Store {
@@ -314,7 +349,6 @@ impl Store {
         let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
-        load_or_create_cosigner(&keys, &kek, origin)?;
         drop(keys);
 
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
@@ -341,20 +375,42 @@ impl Store {
         db.put_cf_opt(&sys, INSTANCE_KEY, bytes, &sync_write())?;
         drop(sys);
         drop(db);
-        Self::open_with(paths, kek, options)
+        drop(kek);
+        Self::open(paths, options)
     }
 
-    /// Opens an instance with the KEK from `paths.kek`.
+    /// Opens an instance with the KEK file at `paths.kek` (which `keys rotate-kek` replaces).
     pub fn open(paths: &Paths, options: StoreOptions) -> Result<Store, OpenError> {
         if !paths.data.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.data.clone()));
         }
-        let kek = Kek::load_file(&paths.kek)?;
-        Self::open_with(paths, kek, options)
+        Self::open_with_source(paths, Box::new(KekFile::new(&paths.kek)), options)
     }
 
-    /// Opens an instance with an already loaded KEK.
-    pub fn open_with(paths: &Paths, kek: Kek, options: StoreOptions) -> Result<Store, OpenError> {
+    /// Opens an instance with an already loaded KEK. Such a store cannot rotate its KEK.
+    pub fn open_with(
+        paths: &Paths,
+        kek: impl KekProvider + 'static,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        Self::open_inner(paths, KekChoice::Fixed(Arc::new(kek)), options)
+    }
+
+    /// Opens an instance whose KEK comes from `source`, finishing or undoing a KEK rotation
+    /// a crash interrupted.
+    pub fn open_with_source(
+        paths: &Paths,
+        source: Box<dyn KekSource>,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        Self::open_inner(paths, KekChoice::Source(source), options)
+    }
+
+    fn open_inner(
+        paths: &Paths,
+        choice: KekChoice,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
         if !paths.data.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.data.clone()));
         }
@@ -409,17 +465,27 @@ impl Store {
         if record.format != FORMAT_VERSION {
             return Err(OpenError::Format(record.format));
         }
-        if record.kek_fingerprint != kek.fingerprint() {
+        let keys = DB::open(&key_store_options(), &paths.key_store)?;
+        let stored = keys.get(SIGNING_KEY)?.and_then(|r| record_fingerprint(&r));
+        let (kek, source, finish_rotation) = match choice {
+            KekChoice::Fixed(k) => (k, None, false),
+            KekChoice::Source(src) => {
+                let (k, finish) = choose_kek(src.as_ref(), stored.as_deref())?;
+                (k, Some(src), finish)
+            }
+        };
+        if !finish_rotation && record.kek_fingerprint != kek.fingerprint() {
             return Err(OpenError::WrongKek {
                 expected: record.kek_fingerprint,
                 loaded: kek.fingerprint(),
             });
         }
-        let keys = DB::open(&key_store_options(), &paths.key_store)?;
-        let wrapped = keys
-            .get(SIGNING_KEY)?
+        let events_needed = record.kek_fingerprint != kek.fingerprint();
+        let keyring = Keyring::new(keys, kek);
+        let seed = keyring
+            .instance_key(SIGNING_KEY, WrapPurpose::SigningKey)
+            .map_err(|e| OpenError::Signing(e.to_string()))?
             .ok_or_else(|| OpenError::Signing("missing from the key store".into()))?;
-        let seed = kek.unwrap_key(WrapPurpose::SigningKey, "instance", 1, &wrapped)?;
         let signer = CheckpointSigner::from_seed(&record.origin, &seed)
             .map_err(|e| OpenError::Signing(e.to_string()))?;
         if signer.public_key() != record.signing_public_key {
@@ -427,12 +493,14 @@ impl Store {
                 "key store signing key does not match the instance record".into(),
             ));
         }
-        let cosigner = load_or_create_cosigner(&keys, &kek, &record.origin)?;
+        let cosigner = load_cosigner(&keyring, &record.origin)?;
         let inner = Arc::new(Inner {
             db,
             cosigner,
             cosign_lock: Mutex::new(()),
-            keyring: Keyring::new(keys, kek),
+            keyring,
+            kek_source: source,
+            key_admin: Mutex::new(()),
             signer,
             options,
             cf_options: cfo,
@@ -446,7 +514,13 @@ impl Store {
             .collect();
         inner.check_partitions_at_open(partitions);
         let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
-        Ok(Store { inner, writer })
+        let store = Store { inner, writer };
+        if finish_rotation {
+            store
+                .finish_kek_rotation(events_needed)
+                .map_err(|e| OpenError::Registry(format!("finishing a KEK rotation: {e}")))?;
+        }
+        Ok(store)
     }
 
     pub fn origin(&self) -> &str {
@@ -474,7 +548,38 @@ impl Store {
         &self,
         partition: &PartitionId,
     ) -> Result<Arc<crate::crypto::IndexKey>, keyring::KeyError> {
+        let shredded = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .and_then(|sys| {
+                self.inner
+                    .db
+                    .get_cf(&sys, records::shred_key(partition))
+                    .ok()
+            })
+            .flatten()
+            .is_some();
+        if shredded {
+            return Err(keyring::KeyError::Shredded(partition.to_string()));
+        }
         self.inner.keyring.index_key(partition)
+    }
+
+    /// Whether every key of the partition was destroyed (`kukaku keys destroy`): its log
+    /// stays and verifies, its bodies are unreadable, and flows leave it out.
+    pub fn is_shredded(&self, partition: &PartitionId) -> bool {
+        self.inner
+            .db
+            .cf_handle(SYS_CF)
+            .and_then(|sys| {
+                self.inner
+                    .db
+                    .get_cf(&sys, records::shred_key(partition))
+                    .ok()
+            })
+            .flatten()
+            .is_some()
     }
 
     /// The matching key of a prefecture (flow 4): its tokens join partitions of that

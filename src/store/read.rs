@@ -5,6 +5,7 @@ use std::io::Write;
 use rocksdb::{Direction, IteratorMode};
 use zeroize::Zeroizing;
 
+use super::records::KeyStatus;
 use super::records::{
     REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
     decode, entry_key, index_prefix, node_key, partition_cf, transmission_key,
@@ -49,6 +50,14 @@ pub enum ReadError {
         key_id: u32,
         reason: String,
     },
+    #[error(
+        "partition {partition} seq {seq}: key {key_id} was destroyed (crypto-shredded); the entry stays in the log, its body is unreadable by design"
+    )]
+    KeyDestroyed {
+        partition: String,
+        seq: u64,
+        key_id: u32,
+    },
     #[error("storage: {0}")]
     Storage(#[from] rocksdb::Error),
     #[error("I/O: {0}")]
@@ -91,6 +100,8 @@ pub struct VerifyReport {
     pub checkpoints: u64,
     pub root: Hash,
     pub bodies_opened: u64,
+    /// Sealed entries whose key was destroyed on purpose (their bodies are not checked).
+    pub bodies_shredded: u64,
 }
 
 struct DbNodes<'a> {
@@ -278,16 +289,22 @@ impl Store {
                 nonce,
                 ciphertext_and_tag,
             } => {
-                let dek = self
-                    .inner
-                    .keyring
-                    .dek(p, env.key_id)
-                    .map_err(|e| ReadError::Key {
-                        partition: p.to_string(),
-                        seq,
-                        key_id: env.key_id,
-                        reason: e.to_string(),
-                    })?;
+                let dek = self.inner.keyring.dek(p, env.key_id).map_err(|e| {
+                    if self.key_meta_status(p, env.key_id) == Some(KeyStatus::Destroyed) {
+                        ReadError::KeyDestroyed {
+                            partition: p.to_string(),
+                            seq,
+                            key_id: env.key_id,
+                        }
+                    } else {
+                        ReadError::Key {
+                            partition: p.to_string(),
+                            seq,
+                            key_id: env.key_id,
+                            reason: e.to_string(),
+                        }
+                    }
+                })?;
                 let plain = dek
                     .open(&leaf_hash, &nonce, &ciphertext_and_tag)
                     .map_err(|e| corrupt(p, seq, e))?;
@@ -595,6 +612,7 @@ impl Store {
         let mut v = ChainVerifier::new(p.clone());
         let mut checked = 0u64;
         let mut opened = 0u64;
+        let mut shredded = 0u64;
         let db = &self.inner.db;
         for item in db.prefix_iterator_cf(&cf, b"E") {
             let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
@@ -621,9 +639,11 @@ impl Store {
                 }
             }
             if options.with_keys && env.key_id != 0 {
-                self.open_envelope(p, seq, &raw)
-                    .map_err(|_| fail(seq, Step::Body))?;
-                opened += 1;
+                match self.open_envelope(p, seq, &raw) {
+                    Ok(_) => opened += 1,
+                    Err(ReadError::KeyDestroyed { .. }) => shredded += 1,
+                    Err(_) => return Err(fail(seq, Step::Body)),
+                }
             }
             while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
                 let size = checkpoints.next().unwrap_or_default();
@@ -676,6 +696,7 @@ impl Store {
             checkpoints: checked,
             root: v.root(),
             bodies_opened: opened,
+            bodies_shredded: shredded,
         })
     }
 

@@ -199,6 +199,10 @@ pub enum KeyStatus {
     Current,
     /// Superseded: still decrypts, no new writes.
     Previous,
+    /// Removed after no entry used it (`kukaku keys retire`).
+    Retired,
+    /// Crypto-shredded: its entries are unreadable for good (`kukaku keys destroy`).
+    Destroyed,
 }
 
 /// Metadata of one DEK (partition-local `key_id`): scope, version, counters.
@@ -212,6 +216,43 @@ pub struct KeyMeta {
     pub created_ms: u64,
     /// Encryptions made (nonces drawn) with this key; reserved before sealing.
     pub encryptions: u64,
+}
+
+/// `Q ‖ partition` → [`ReencryptCursor`]: a re-encryption job in progress, written in the
+/// batch of the entries it moved (so a crash resumes exactly where it stopped).
+pub fn reencrypt_key(p: &PartitionId) -> Vec<u8> {
+    let mut k = b"Q".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ReencryptCursor {
+    /// Next seq to look at.
+    pub next_seq: u64,
+    /// The job covers seqs below this (the size when it started).
+    pub end: u64,
+    /// Entries moved so far.
+    pub moved: u64,
+    pub started_ms: u64,
+    /// `moved` at the last progress key event.
+    pub reported: u64,
+}
+
+/// `Z ‖ partition` → [`ShredRecord`]: every key of the partition was destroyed. Sealed
+/// writes are refused from then on; open entries (key events, access records) still append.
+pub fn shred_key(p: &PartitionId) -> Vec<u8> {
+    let mut k = b"Z".to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct ShredRecord {
+    pub destroyed_ms: u64,
+    /// DEK versions destroyed, and entries they had sealed.
+    pub keys: u32,
+    pub entries: u64,
 }
 
 pub const CREDENTIAL_PREFIX: &[u8] = b"T";
@@ -267,6 +308,43 @@ pub fn index_key_slot(p: &PartitionId) -> Vec<u8> {
     k
 }
 
+/// What a key-store record is: wrapping purpose, scope and key id (the wrapping AAD).
+pub fn slot_of(key: &[u8]) -> Option<(crate::crypto::WrapPurpose, String, u32)> {
+    use crate::crypto::WrapPurpose as W;
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(str::to_owned);
+    let (&tag, rest) = key.split_first()?;
+    match tag {
+        b'S' => Some((
+            W::SigningKey,
+            "instance".into(),
+            u32::from_be_bytes(rest.try_into().ok()?),
+        )),
+        b'G' => Some((
+            W::WitnessKey,
+            "instance".into(),
+            u32::from_be_bytes(rest.try_into().ok()?),
+        )),
+        b'Y' => Some((W::MatchingKey, format!("prefecture:{}", text(rest)?), 1)),
+        b'X' => Some((
+            W::IndexKey,
+            PartitionId::parse(&text(rest)?).ok()?.to_string(),
+            1,
+        )),
+        b'D' => {
+            let (id, tail) = rest.split_at_checked(rest.len().checked_sub(5)?)?;
+            let (&zero, key_id) = tail.split_first()?;
+            (zero == 0).then_some(())?;
+            let p = PartitionId::parse(&text(id)?).ok()?;
+            Some((
+                W::Dek,
+                p.to_string(),
+                u32::from_be_bytes(key_id.try_into().ok()?),
+            ))
+        }
+        _ => None,
+    }
+}
+
 pub fn dek_key(p: &PartitionId, key_id: u32) -> Vec<u8> {
     let mut k = b"D".to_vec();
     k.extend_from_slice(p.as_str().as_bytes());
@@ -304,6 +382,38 @@ mod tests {
         let mut longer = b.clone();
         longer.push(0);
         assert_eq!(decode::<KeyMeta>(&longer), None);
+    }
+
+    #[test]
+    fn key_store_slots_name_their_wrapping_aad() {
+        use crate::crypto::WrapPurpose as W;
+        let p = PartitionId::parse("131011").unwrap();
+        assert_eq!(slot_of(&dek_key(&p, 7)), Some((W::Dek, "131011".into(), 7)));
+        assert_eq!(
+            slot_of(&index_key_slot(&p)),
+            Some((W::IndexKey, "131011".into(), 1))
+        );
+        assert_eq!(
+            slot_of(&matching_key_slot("13")),
+            Some((W::MatchingKey, "prefecture:13".into(), 1))
+        );
+        assert_eq!(
+            slot_of(SIGNING_KEY),
+            Some((W::SigningKey, "instance".into(), 1))
+        );
+        assert_eq!(
+            slot_of(WITNESS_KEY),
+            Some((W::WitnessKey, "instance".into(), 1))
+        );
+        for bad in [
+            &b""[..],
+            b"Z1",
+            b"S\x00",
+            b"D131011\x01\x00\x00\x00\x01",
+            b"Xabc",
+        ] {
+            assert_eq!(slot_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

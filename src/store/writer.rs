@@ -14,11 +14,17 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
+mod keyops;
+
+pub use keyops::{DestroyScope, ReencryptStep};
+pub(crate) use keyops::{KeyOp, KeyOutcome};
+
 use super::keyring::KeyError;
 use super::records::{
     KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY, STATE_KEY, SYS_CF,
     StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key, index_key,
-    key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, transmission_key,
+    key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
+    transmission_key,
 };
 use super::{Inner, now_ms, sync_write};
 use crate::crypto::{Dek, RngError, random};
@@ -246,6 +252,28 @@ pub enum AppendError {
     AlreadyStored { first_seq: u64, count: u64 },
     #[error("transmission id already used with different content")]
     Conflict,
+    #[error("partition {0}: its keys were destroyed (crypto-shredded); it takes no sealed entries")]
+    Shredded(String),
+    #[error(
+        "partition {partition}: the {class} keys of fiscal year {epoch} were destroyed; nothing more is sealed in that period"
+    )]
+    ScopeDestroyed {
+        partition: String,
+        class: &'static str,
+        epoch: u16,
+    },
+    #[error("partition {partition} key {key_id}: {reason}")]
+    KeyState {
+        partition: String,
+        key_id: u32,
+        reason: String,
+    },
+    #[error("partition {partition} seq {seq}: {reason}")]
+    Corrupt {
+        partition: String,
+        seq: u64,
+        reason: String,
+    },
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AppendError>>;
@@ -267,6 +295,11 @@ enum Command {
         who: KeyActor,
         reply: Reply<Vec<u32>>,
     },
+    /// A key-management step, run alone in its own batch (docs/keys.md).
+    Keys {
+        op: Box<KeyOp>,
+        reply: Reply<KeyOutcome>,
+    },
 }
 
 /// Who changes keys and why, for the key events (never key material).
@@ -278,7 +311,7 @@ pub struct KeyActor {
 }
 
 impl KeyActor {
-    fn system(reason: &str) -> Self {
+    pub(crate) fn system(reason: &str) -> Self {
         KeyActor {
             actor: "system".into(),
             reason: reason.into(),
@@ -290,7 +323,7 @@ impl Command {
     fn bytes(&self) -> usize {
         match self {
             Command::Append { entries, .. } => entries.iter().map(|e| e.payload.len() + 64).sum(),
-            Command::Activate { .. } | Command::Rotate { .. } => 64,
+            Command::Activate { .. } | Command::Rotate { .. } | Command::Keys { .. } => 64,
         }
     }
 }
@@ -401,6 +434,16 @@ impl WriterHandle {
         Self::wait(rx)
     }
 
+    /// Runs one key-management step alone in its own group commit.
+    pub(crate) fn key_op(&self, op: KeyOp) -> Result<KeyOutcome, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Keys {
+            op: Box::new(op),
+            reply,
+        })?;
+        Self::wait(rx)
+    }
+
     fn wait<T>(rx: oneshot::Receiver<Result<T, AppendError>>) -> Result<T, AppendError> {
         rx.blocking_recv().map_err(|_| AppendError::WriterGone)?
     }
@@ -424,8 +467,13 @@ impl WriterHandle {
 enum Target {
     /// The key store: written (synced) before the data batch that uses the key.
     KeyStore,
+    /// A key-store record removed (retire, destroy), in the same key-store batch.
+    KeyStoreDelete,
     Sys,
+    SysDelete,
     Partition(PartitionId),
+    /// Deletes the partition's keys in `[key, value)`.
+    PartitionDeleteRange(PartitionId),
 }
 
 type Ops = Vec<(Target, Vec<u8>, Vec<u8>)>;
@@ -441,6 +489,8 @@ struct PState {
     dirty_keys: BTreeSet<u32>,
     /// Size at the start of the current batch.
     committed_size: u64,
+    /// Every key destroyed (`Z` record): sealed writes are refused.
+    shredded: bool,
 }
 
 impl PState {
@@ -489,14 +539,35 @@ impl Writer {
         }
     }
 
+    /// The writer's clock: wall clock plus the (test-only) offset.
+    fn now(&self) -> u64 {
+        now_ms().saturating_add_signed(self.inner.options.clock_offset_ms)
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
+        let mut carried = None;
+        loop {
+            let first = match carried.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            if let Command::Keys { op, reply } = first {
+                self.process_key_op(*op, reply);
+                continue;
+            }
             let mut bytes = first.bytes();
             let mut cmds = vec![first];
             while cmds.len() < self.inner.options.max_batch_commands
                 && bytes < self.inner.options.max_batch_bytes
             {
                 match rx.try_recv() {
+                    Ok(c @ Command::Keys { .. }) => {
+                        carried = Some(c);
+                        break;
+                    }
                     Ok(c) => {
                         bytes += c.bytes();
                         cmds.push(c);
@@ -552,7 +623,9 @@ impl Writer {
             let meta: KeyMeta = decode(&v).ok_or_else(|| AppendError::BadState(p.to_string()))?;
             keys.insert(u32::from_be_bytes(id), meta);
         }
+        let shredded = db.get_cf(&sys, shred_key(p)).map_err(storage)?.is_some();
         let state = PState {
+            shredded,
             active: record.status == PartitionStatus::Active,
             chain,
             last_tx,
@@ -644,6 +717,18 @@ impl Writer {
             KeyClass::Resident => 0,
             KeyClass::Dated => crate::ledger::fiscal_year_jst(tx_time),
         };
+        if st.shredded {
+            return Err(AppendError::Shredded(p.to_string()));
+        }
+        if st.keys.values().any(|m| {
+            m.class == class.code() && m.epoch == epoch && m.status == KeyStatus::Destroyed
+        }) {
+            return Err(AppendError::ScopeDestroyed {
+                partition: p.to_string(),
+                class: class.name(),
+                epoch,
+            });
+        }
         let current = st
             .keys
             .iter()
@@ -716,11 +801,7 @@ impl Writer {
             actor: who.actor.clone(),
             reason: who.reason.clone(),
         };
-        let payload = event
-            .encode()
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let entry = NewEntry::internal(Kind::KEY_EVENT, payload)?;
-        self.apply(p, st, &entry, now, ops)?;
+        self.key_event(p, st, &event, now, ops)?;
         Ok(key_id)
     }
 
@@ -909,11 +990,14 @@ impl Writer {
                     Command::Rotate { reply, .. } => {
                         let _ = reply.send(Err(AppendError::Poisoned));
                     }
+                    Command::Keys { reply, .. } => {
+                        let _ = reply.send(Err(AppendError::Poisoned));
+                    }
                 }
             }
             return;
         }
-        let now = now_ms();
+        let now = self.now();
         let mut ops: Ops = Vec::new();
         let mut staged: HashMap<PartitionId, PState> = HashMap::new();
         let mut pending: Vec<Pending> = Vec::new();
@@ -1004,6 +1088,10 @@ impl Writer {
                         }
                     }
                 }
+                Command::Keys { op, reply } => {
+                    // `run` never groups these; answered alone if one gets here.
+                    self.process_key_op(*op, reply);
+                }
                 Command::Activate { partition, reply } => {
                     if let Some(s) = staged.get(&partition) {
                         self.states.insert(partition.clone(), s.clone());
@@ -1021,6 +1109,67 @@ impl Writer {
                 }
             }
         }
+        let result = self.finish(staged, ops);
+        match result {
+            Ok(checkpoints) => {
+                for pend in pending {
+                    match pend {
+                        Pending::Append(reply, p, done, access_record_seq) => {
+                            let receipt = match checkpoints.get(&p) {
+                                Some((size, root, note)) => Ok(AppendReceipt {
+                                    first_seq: done.first().map_or(0, |d| d.0),
+                                    entries: done,
+                                    size: *size,
+                                    root: *root,
+                                    checkpoint: note.clone(),
+                                    partition: p,
+                                    access_record_seq,
+                                }),
+                                None => Err(AppendError::BadState(p.to_string())),
+                            };
+                            let _ = reply.send(receipt);
+                        }
+                        Pending::Activate(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Pending::Rotate(reply, ids) => {
+                            let _ = reply.send(Ok(ids));
+                        }
+                        Pending::Refused(reply, e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                for pend in pending {
+                    match pend {
+                        Pending::Append(reply, ..) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Activate(reply) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Rotate(reply, _) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                        Pending::Refused(reply, _) => {
+                            let _ = reply.send(Err(AppendError::Poisoned));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finishes each touched partition (key metadata, signed checkpoint, state record) and
+    /// writes the batch. On success the staged states become the writer's; on failure the
+    /// store is poisoned and `Poisoned` returned.
+    fn finish(
+        &mut self,
+        mut staged: HashMap<PartitionId, PState>,
+        mut ops: Ops,
+    ) -> Result<HashMap<PartitionId, (u64, Hash, String)>, AppendError> {
         // Finish each touched partition: key metadata, signed checkpoint, state record.
         let mut checkpoints: HashMap<PartitionId, (u64, Hash, String)> = HashMap::new();
         for (p, st) in staged.iter_mut() {
@@ -1057,62 +1206,19 @@ impl Writer {
             }
             checkpoints.insert(p.clone(), (size, root, note));
         }
-        let result = self.write(ops);
-        match result {
+        match self.write(ops) {
             Ok(()) => {
                 for (p, mut st) in staged {
                     st.committed_size = st.size();
                     self.states.insert(p, st);
                 }
-                for pend in pending {
-                    match pend {
-                        Pending::Append(reply, p, done, access_record_seq) => {
-                            let receipt = match checkpoints.get(&p) {
-                                Some((size, root, note)) => Ok(AppendReceipt {
-                                    first_seq: done.first().map_or(0, |d| d.0),
-                                    entries: done,
-                                    size: *size,
-                                    root: *root,
-                                    checkpoint: note.clone(),
-                                    partition: p,
-                                    access_record_seq,
-                                }),
-                                None => Err(AppendError::BadState(p.to_string())),
-                            };
-                            let _ = reply.send(receipt);
-                        }
-                        Pending::Activate(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Pending::Rotate(reply, ids) => {
-                            let _ = reply.send(Ok(ids));
-                        }
-                        Pending::Refused(reply, e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
+                Ok(checkpoints)
             }
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::SeqCst);
                 self.states.clear();
                 tracing::error!(error = %e, "write failed; store poisoned");
-                for pend in pending {
-                    match pend {
-                        Pending::Append(reply, ..) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Activate(reply) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Rotate(reply, _) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Refused(reply, _) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                    }
-                }
+                Err(AppendError::Poisoned)
             }
         }
     }
@@ -1128,26 +1234,33 @@ impl Writer {
             .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
         let mut handles = HashMap::new();
         let mut key_records = Vec::new();
+        let mut key_deletes = Vec::new();
         for (target, key, value) in ops {
             match target {
                 Target::KeyStore => key_records.push((key, value)),
+                Target::KeyStoreDelete => key_deletes.push(key),
                 Target::Sys => batch.put_cf(&sys, key, value),
-                Target::Partition(p) => {
-                    if !handles.contains_key(&p) {
+                Target::SysDelete => batch.delete_cf(&sys, key),
+                Target::Partition(ref p) | Target::PartitionDeleteRange(ref p) => {
+                    if !handles.contains_key(p) {
                         let h = db
-                            .cf_handle(&partition_cf(&p))
+                            .cf_handle(&partition_cf(p))
                             .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
                         handles.insert(p.clone(), h);
                     }
-                    if let Some(h) = handles.get(&p) {
+                    let h = handles.get(p).ok_or(AppendError::WriterGone)?;
+                    if matches!(target, Target::Partition(_)) {
                         batch.put_cf(h, key, value);
+                    } else {
+                        batch.delete_range_cf(h, key, value);
                     }
                 }
             }
         }
         // Key material first: a crash between the two writes leaves an unused wrapped key,
-        // never ciphertext whose key is missing.
-        self.inner.keyring.commit(key_records)?;
+        // never ciphertext whose key is missing. Deleted keys go in the same key-store
+        // batch: their ciphertext stays, unreadable, which is what destroying them means.
+        self.inner.keyring.commit(key_records, key_deletes)?;
         db.write_opt(batch, &sync_write())
             .map_err(|e| AppendError::Storage(e.to_string()))
     }

@@ -1,0 +1,404 @@
+//! Key management commands and the local admin socket (docs/keys.md).
+//!
+//! [`execute`] runs one [`KeyRequest`] against an open store. `kukaku keys …` calls it
+//! directly when no server runs; while `kukaku serve` runs (it holds the store), the command
+//! goes through the server's admin socket instead: a Unix domain socket, mode 0600, answering
+//! only the user that owns it, never reachable over TCP. The protocol is one JSON request
+//! line in, then JSON [`Reply`] lines out (progress, output, and `done` or `error`).
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::PartitionId;
+use crate::store::{
+    DestroyScope, KeyActor, KeyAdminError, PartitionStatus, ProvisionError, ReadError, Store,
+};
+
+/// Longest request line the socket reads.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// One key-management command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeyRequest {
+    /// DEK versions of the partitions (all active ones when empty).
+    Status {
+        partitions: Vec<String>,
+    },
+    RotateDek {
+        partitions: Vec<String>,
+        reason: String,
+    },
+    RotateKek {
+        reason: String,
+    },
+    /// Moves old entries to current keys, at most `rate` entries per second, `chunk`
+    /// entries per writer step.
+    Reencrypt {
+        partitions: Vec<String>,
+        reason: String,
+        rate: u64,
+        chunk: u64,
+    },
+    Retire {
+        partition: String,
+        key_id: u32,
+        reason: String,
+    },
+    /// `confirm` must repeat the partition id.
+    Destroy {
+        partition: String,
+        fiscal_year: Option<u16>,
+        confirm: String,
+        reason: String,
+    },
+}
+
+/// One line of an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Progress { label: String, pos: u64, len: u64 },
+    Line(String),
+    Done,
+    Error(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    #[error(transparent)]
+    Key(#[from] KeyAdminError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Registry(#[from] ProvisionError),
+    #[error("partition {0:?}: {1}")]
+    BadPartition(String, String),
+    #[error("partition {0} is not an active partition of this instance")]
+    NotActive(String),
+    #[error("stopped before the end; run the same command again to resume")]
+    Stopped,
+    #[error("admin socket {path}: {error}")]
+    Socket {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("admin socket: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Remote(String),
+}
+
+fn partitions(store: &Store, asked: &[String]) -> Result<Vec<PartitionId>, AdminError> {
+    let active: Vec<PartitionId> = store
+        .partitions()?
+        .into_iter()
+        .filter(|p| p.status == PartitionStatus::Active)
+        .map(|p| p.partition)
+        .collect();
+    if asked.is_empty() {
+        return Ok(active);
+    }
+    asked
+        .iter()
+        .map(|s| {
+            let p = PartitionId::parse(s)
+                .map_err(|e| AdminError::BadPartition(s.clone(), e.to_string()))?;
+            if active.contains(&p) {
+                Ok(p)
+            } else {
+                Err(AdminError::NotActive(p.to_string()))
+            }
+        })
+        .collect()
+}
+
+fn one(store: &Store, s: &str) -> Result<PartitionId, AdminError> {
+    partitions(store, &[s.to_owned()])?
+        .pop()
+        .ok_or_else(|| AdminError::NotActive(s.to_owned()))
+}
+
+/// Runs `req` on `store` as `actor`, sending progress and output to `out`. `out` returns
+/// `false` once nobody listens; a long job then stops where it is (resumable).
+pub fn execute(
+    store: &Store,
+    req: &KeyRequest,
+    actor: &str,
+    out: &mut dyn FnMut(Reply) -> bool,
+) -> Result<(), AdminError> {
+    let who = |reason: &str| KeyActor {
+        actor: actor.to_owned(),
+        reason: reason.to_owned(),
+    };
+    match req {
+        KeyRequest::Status { partitions: asked } => {
+            out(Reply::Line(
+                "partition\tkey_id\tclass\tepoch\tversion\tstatus\tencryptions\tentries\tcreated"
+                    .into(),
+            ));
+            for p in partitions(store, asked)? {
+                for k in store.key_status(&p)? {
+                    out(Reply::Line(format!(
+                        "{p}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        k.key_id,
+                        k.class,
+                        k.epoch,
+                        k.version,
+                        k.status,
+                        k.encryptions,
+                        k.entries,
+                        crate::ledger::format_utc_ms(k.created_ms)
+                    )));
+                }
+                if let Some(job) = store.reencrypt_status(&p)? {
+                    out(Reply::Line(format!(
+                        "{p}\tre-encryption stopped at seq {} of {} ({} moved); run `kukaku keys reencrypt` to resume",
+                        job.next_seq, job.end, job.moved
+                    )));
+                }
+            }
+        }
+        KeyRequest::RotateDek {
+            partitions: asked,
+            reason,
+        } => {
+            let ids = partitions(store, asked)?;
+            let len = ids.len() as u64;
+            let mut rotated = 0usize;
+            for (i, p) in ids.iter().enumerate() {
+                rotated += store
+                    .rotate_deks(p, who(reason))
+                    .map_err(KeyAdminError::from)?
+                    .len();
+                out(Reply::Progress {
+                    label: "rotating".into(),
+                    pos: i as u64 + 1,
+                    len,
+                });
+            }
+            out(Reply::Line(format!(
+                "rotated {rotated} key scope(s) in {len} partition(s); see `kukaku keys status`"
+            )));
+        }
+        KeyRequest::RotateKek { reason } => {
+            let r = store.rotate_kek(who(reason))?;
+            out(Reply::Line(format!(
+                "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK file is destroyed",
+                r.keys, r.new_fingerprint, r.old_fingerprint, r.partitions
+            )));
+        }
+        KeyRequest::Reencrypt {
+            partitions: asked,
+            reason,
+            rate,
+            chunk,
+        } => {
+            for p in partitions(store, asked)? {
+                let started = Instant::now();
+                let mut first_moved = None;
+                let mut listening = true;
+                let label = format!("re-encrypting {p}");
+                let step = store.reencrypt(&p, who(reason), (*chunk).max(1), &mut |s| {
+                    let base = *first_moved.get_or_insert(s.moved);
+                    listening = out(Reply::Progress {
+                        label: label.clone(),
+                        pos: s.next_seq,
+                        len: s.end,
+                    });
+                    // Throttle: at most `rate` entries moved per second, so serving goes on.
+                    if *rate > 0 {
+                        let due = Duration::from_secs_f64((s.moved - base) as f64 / *rate as f64);
+                        if let Some(wait) = due.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                    }
+                    listening
+                })?;
+                if !step.done {
+                    return Err(AdminError::Stopped);
+                }
+                out(Reply::Line(format!(
+                    "{p}: {} entries moved to current keys (seqs 0..{})",
+                    step.moved, step.end
+                )));
+            }
+        }
+        KeyRequest::Retire {
+            partition,
+            key_id,
+            reason,
+        } => {
+            let p = one(store, partition)?;
+            store.retire(&p, *key_id, who(reason))?;
+            out(Reply::Line(format!(
+                "{p}: key {key_id} retired (its wrapped key is removed)"
+            )));
+        }
+        KeyRequest::Destroy {
+            partition,
+            fiscal_year,
+            confirm,
+            reason,
+        } => {
+            let p = one(store, partition)?;
+            let scope = fiscal_year.map_or(DestroyScope::Partition, DestroyScope::FiscalYear);
+            let report = store.destroy(&p, scope, confirm, who(reason))?;
+            for (key_id, entries) in &report.keys {
+                out(Reply::Line(format!(
+                    "{p}: key {key_id} destroyed; {entries} entries are unreadable from now on"
+                )));
+            }
+            if matches!(scope, DestroyScope::Partition) {
+                out(Reply::Line(format!(
+                    "{p}: blind-index key and derived index entries destroyed; sealed writes are refused"
+                )));
+            }
+            match report.kek {
+                Some(k) => out(Reply::Line(format!(
+                    "KEK rotated {} -> {}: older copies of the key store no longer open",
+                    k.old_fingerprint, k.new_fingerprint
+                ))),
+                None => out(Reply::Line(
+                    "warning: fixed KEK, not rotated; an older key-store copy still opens the destroyed keys".into(),
+                )),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Sends `req` to a running server's admin socket and passes its replies to `out`.
+pub fn call(socket: &Path, req: &KeyRequest, out: &mut dyn FnMut(Reply)) -> Result<(), AdminError> {
+    let io = |error| AdminError::Socket {
+        path: socket.to_owned(),
+        error,
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| AdminError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(io)?;
+        let reply: Reply =
+            serde_json::from_str(&line).map_err(|e| AdminError::Protocol(e.to_string()))?;
+        match reply {
+            Reply::Done => return Ok(()),
+            Reply::Error(e) => return Err(AdminError::Remote(e)),
+            other => out(other),
+        }
+    }
+    Err(AdminError::Protocol(
+        "the server closed the connection before answering".into(),
+    ))
+}
+
+/// Whether a server answers on `socket`.
+pub fn server_listening(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
+/// The admin socket of a running server; removed when dropped.
+#[derive(Debug)]
+pub struct AdminSocket {
+    path: PathBuf,
+    listener: tokio::net::UnixListener,
+    owner: u32,
+}
+
+impl AdminSocket {
+    /// Binds `path` (mode 0600). A stale socket file nobody answers on is replaced.
+    pub fn bind(path: &Path) -> Result<Self, AdminError> {
+        let io = |error| AdminError::Socket {
+            path: path.to_owned(),
+            error,
+        };
+        if path.exists() {
+            if server_listening(path) {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server answers on it",
+                )));
+            }
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        let listener = tokio::net::UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let owner = std::fs::metadata(path).map_err(io)?.uid();
+        Ok(AdminSocket {
+            path: path.to_owned(),
+            listener,
+            owner,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Answers requests until the task is dropped: one connection at a time per request,
+    /// from the socket's owner only. Key operations run on blocking threads.
+    pub async fn run(self, store: Arc<Store>) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                continue;
+            };
+            let uid = stream.peer_cred().map(|c| c.uid()).ok();
+            if uid != Some(self.owner) {
+                tracing::warn!(?uid, "admin socket: refused a connection from another user");
+                continue;
+            }
+            tokio::spawn(answer(stream, Arc::clone(&store)));
+        }
+    }
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn answer(stream: tokio::net::UnixStream, store: Arc<Store>) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let parsed = match reader.read_line(&mut line).await {
+        Ok(_) => serde_json::from_str::<KeyRequest>(&line).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Reply>(64);
+    match parsed {
+        Ok(req) => {
+            tracing::info!(op = ?std::mem::discriminant(&req), "admin socket request");
+            tokio::task::spawn_blocking(move || {
+                let mut out = |r: Reply| tx.blocking_send(r).is_ok();
+                let last = match execute(&store, &req, "admin-cli", &mut out) {
+                    Ok(()) => Reply::Done,
+                    Err(e) => Reply::Error(e.to_string()),
+                };
+                let _ = tx.blocking_send(last);
+            });
+        }
+        Err(e) => {
+            let _ = tx.send(Reply::Error(format!("bad request: {e}"))).await;
+        }
+    }
+    while let Some(reply) = rx.recv().await {
+        let Ok(mut bytes) = serde_json::to_vec(&reply) else {
+            break;
+        };
+        bytes.push(b'\n');
+        if write.write_all(&bytes).await.is_err() {
+            // The client left (Ctrl-C): dropping `rx` makes the job stop at its next step.
+            break;
+        }
+    }
+}

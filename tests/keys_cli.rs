@@ -1,0 +1,190 @@
+//! `kukaku keys …` as a security reviewer runs it: on a stopped instance (a re-encryption
+//! killed with SIGKILL resumes), and on a running `kukaku serve` through its admin socket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pid, small};
+use kukaku::ledger::Kind;
+use kukaku::store::{NewEntry, Paths, Store};
+
+fn kukaku(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kukaku"));
+    c.arg("--home").arg(home);
+    c
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    kukaku(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// An instance with two partitions and 400 sealed entries in each.
+fn instance(home: &Path) {
+    let paths = Paths::under(home);
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let ids = [pid("131011"), pid("380014")];
+    store.request_partitions(&ids).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    for p in &ids {
+        for b in 0..4 {
+            let entries = (0..100)
+                .map(|i| {
+                    let body = format!("snapshot {b}/{i}").into_bytes();
+                    NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, body).unwrap()
+                })
+                .collect();
+            store.append(p, entries).unwrap();
+        }
+    }
+}
+
+#[test]
+fn killed_reencryption_resumes_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    instance(&home);
+    let o = run(&home, &["keys", "rotate-dek", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Slow on purpose (100 entries/s), then SIGKILL in the middle.
+    let mut child = kukaku(&home)
+        .args(["keys", "reencrypt", "--partition", "131011"])
+        .args(["--rate", "100", "--chunk", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = run(&home, &["keys", "status", "--partition", "131011"]);
+    assert!(
+        text(&o).contains("re-encryption stopped at seq"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&home, &["keys", "reencrypt", "--all", "--rate", "0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("131011: 400 entries moved"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&home, &["keys", "status"]);
+    for line in text(&o).lines().filter(|l| l.contains("\tprevious\t")) {
+        assert!(line.contains("\tprevious\t400\t0\t"), "{line}");
+    }
+    let o = run(
+        &home,
+        &["keys", "retire", "--partition", "131011", "--key-id", "2"],
+    );
+    assert_eq!(o.status.code(), Some(2), "the current key: {}", text(&o));
+    let o = run(
+        &home,
+        &["keys", "retire", "--partition", "131011", "--key-id", "1"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&home, &["verify", "--with-keys"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn key_commands_reach_a_running_server_through_its_admin_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    instance(&home);
+    let socket = home.join("admin.sock");
+    let mut server = kukaku(&home)
+        .args(["serve", "--role", "hub", "--plain-http-loopback"])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !kukaku::admin::server_listening(&socket) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no admin socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    // The store is held by the server; the commands go through it.
+    let o = run(&home, &["keys", "status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running server"),
+        "{}",
+        text(&o)
+    );
+    for args in [
+        &["keys", "rotate-dek", "--all"][..],
+        &["keys", "reencrypt", "--all", "--rate", "0"],
+        &["keys", "rotate-kek", "--reason", "test"],
+    ] {
+        let o = run(&home, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    // Destroy wants the partition id typed again.
+    let destroy = [
+        "keys",
+        "destroy",
+        "--partition",
+        "380014",
+        "--reason",
+        "保存期間満了",
+    ];
+    let o = run(&home, &destroy);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("--confirm"), "{}", text(&o));
+    let o = run(&home, &[&destroy[..], &["--confirm", "131011"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("confirmation does not match"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&home, &[&destroy[..], &["--confirm", "380014"]].concat());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("400 entries are unreadable"),
+        "{}",
+        text(&o)
+    );
+    // Errors from the server come back as errors.
+    let o = run(
+        &home,
+        &["keys", "retire", "--partition", "131011", "--key-id", "99"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no key 99"), "{}", text(&o));
+    // A clean stop removes the socket; the store then opens directly again.
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+    assert!(!socket.exists());
+    let o = run(&home, &["verify", "--with-keys"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shredded 400"), "{}", text(&o));
+}
