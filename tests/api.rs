@@ -1361,3 +1361,32 @@ async fn continuity_extract_route_covers_the_credentials_prefecture_only() {
     let (s, _) = post(f.token("muni_a"), "{}").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+/// After `kukaku keys destroy`, the partition's bodies answer 410 `key_destroyed` (headers
+/// and proofs stay), sealed writes 409, and the other partition is untouched.
+#[tokio::test]
+async fn shredded_entries_answer_410_and_proofs_stay() {
+    let f = fixture().await;
+    let store = Arc::clone(&f.store);
+    let b = f.b.clone();
+    tokio::task::spawn_blocking(move || {
+        let who = kukaku::store::KeyActor {
+            actor: "admin-cli".into(),
+            reason: "retention".into(),
+        };
+        store
+            .destroy(&b, kukaku::store::DestroyScope::Partition, b.as_str(), who)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    let app = f.router(ServerRole::Hub);
+    let (s, e) = call(&app, "GET", "/v1/entries/2", Some(f.token("muni_b"))).await;
+    assert_eq!(s, StatusCode::GONE, "{e}");
+    assert_eq!(error_code(&e), "key_destroyed");
+    assert!(!e.to_string().contains(B_MARK));
+    let (s, _) = call(&app, "GET", "/v1/entries/2", Some(f.token("muni_a"))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, cp) = call(&app, "GET", "/v1/checkpoint", Some(f.token("muni_b"))).await;
+    assert_eq!(s, StatusCode::OK, "{cp}");
+}

@@ -127,6 +127,13 @@ impl From<ReadError> for ApiError {
                 "proofs are given only against checkpointed tree sizes",
             ),
             ReadError::BadRequest(m) => ApiError::bad_request("bad_proof_request", m),
+            ReadError::KeyDestroyed { seq, .. } => ApiError::new(
+                StatusCode::GONE,
+                "key_destroyed",
+                format!(
+                    "entry {seq}: its key was destroyed (crypto-shredded); the entry stays in the log and its proofs verify, its body is unreadable"
+                ),
+            ),
             other => ApiError::internal(other),
         }
     }
@@ -135,6 +142,11 @@ impl From<ReadError> for ApiError {
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         match e {
+            AppendError::Shredded(_) | AppendError::ScopeDestroyed { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "keys_destroyed",
+                "this partition's keys (or this period's) were destroyed; it takes no sealed entries",
+            ),
             AppendError::Poisoned | AppendError::WriterGone => {
                 let mut err = ApiError::unavailable("the store is not accepting writes");
                 err.cause = Some(e.to_string());
