@@ -37,6 +37,11 @@ pub enum KeyRequest {
     RotateKek {
         reason: String,
     },
+    /// Starts a signing-key transition (both keys sign), or ends it with `finish`.
+    RotateSigningKey {
+        finish: bool,
+        reason: String,
+    },
     /// Moves old entries to current keys, at most `rate` entries per second, `chunk`
     /// entries per writer step.
     Reencrypt {
@@ -192,6 +197,34 @@ pub fn execute(
             out(Reply::Line(format!(
                 "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK file is destroyed",
                 r.keys, r.new_fingerprint, r.old_fingerprint, r.partitions
+            )));
+        }
+        KeyRequest::RotateSigningKey {
+            finish: false,
+            reason,
+        } => {
+            let v = store.rotate_signing_key(who(reason))?;
+            let key = store
+                .signing_keys()
+                .into_iter()
+                .find(|k| k.version == v)
+                .map(|k| k.key.to_text())
+                .unwrap_or_default();
+            out(Reply::Line(format!(
+                "signing key v{v} added: every checkpoint now carries the old and the new signature"
+            )));
+            out(Reply::Line(format!("new key: {key}")));
+            out(Reply::Line(
+                "pin it everywhere (auditors' trust files: `kukaku public-keys`; intermediates: --upstream-vkey), then run `kukaku keys rotate-signing-key --finish`".into(),
+            ));
+        }
+        KeyRequest::RotateSigningKey {
+            finish: true,
+            reason,
+        } => {
+            let v = store.finish_signing_rotation(who(reason))?;
+            out(Reply::Line(format!(
+                "signing key v{v} retired (its seed is removed); checkpoints carry the new key's signature only"
             )));
         }
         KeyRequest::Reencrypt {

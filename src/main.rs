@@ -204,9 +204,10 @@ struct UpstreamArgs {
     #[arg(long)]
     upstream: Option<String>,
     /// Any of the hub's partition verifier keys (`kukaku partitions show` on the hub): pins
-    /// the hub origin and checkpoint key.
+    /// the hub origin and checkpoint key. Give it twice while the hub rotates its signing
+    /// key (`kukaku keys rotate-signing-key`): either key's signature is then accepted.
     #[arg(long, requires = "upstream")]
-    upstream_vkey: Option<String>,
+    upstream_vkey: Vec<String>,
     /// File holding the replicator credential's token (never on the command line).
     #[arg(long, requires = "upstream")]
     upstream_token_file: Option<PathBuf>,
@@ -312,6 +313,15 @@ enum KeysCommand {
     /// destroyed. A `rewrap` key event goes to every partition.
     RotateKek {
         #[arg(long, default_value = "operator KEK rotation")]
+        reason: String,
+    },
+    /// Start a checkpoint-signing key transition: a new key, and every checkpoint signed by
+    /// both until `--finish` retires the old one. Pin the new key in between.
+    RotateSigningKey {
+        /// End the transition: the older key stops signing.
+        #[arg(long)]
+        finish: bool,
+        #[arg(long, default_value = "signing-key rotation")]
         reason: String,
     },
     /// Move entries sealed under previous DEK versions to the current version of their
@@ -1011,12 +1021,12 @@ struct ReplicatorConfig {
 }
 
 fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
-    let vkey = a
-        .upstream_vkey
-        .as_deref()
-        .context("--upstream needs --upstream-vkey (pins the hub's checkpoint key)")?;
-    let upstream = kukaku::flows::replicate::Upstream::from_partition_vkey(vkey)
-        .context("--upstream-vkey is not a hub partition verifier key")?;
+    if a.upstream_vkey.is_empty() {
+        anyhow::bail!("--upstream needs --upstream-vkey (pins the hub's checkpoint key)");
+    }
+    let vkeys: Vec<&str> = a.upstream_vkey.iter().map(String::as_str).collect();
+    let upstream = kukaku::flows::replicate::Upstream::from_partition_vkeys(&vkeys)
+        .context("--upstream-vkey is not a hub partition verifier key (all of one origin)")?;
     let token_file = a
         .upstream_token_file
         .as_deref()
@@ -1532,7 +1542,19 @@ fn run(cli: Cli) -> Result<bool> {
                 println!("{}", log_key.to_text());
             } else {
                 println!("# kukaku-audit trust file lines of {}", store.origin());
-                println!("log {}", log_key.to_text());
+                let keys = store.signing_keys();
+                for (i, k) in keys.iter().enumerate() {
+                    println!(
+                        "{}  # signing key v{}{}",
+                        k.trust_line(i == 0),
+                        k.version,
+                        if k.retired_ms.is_some() {
+                            ", retired"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 println!(
                     "# this instance as a witness (pin on the hub with serve --witness-vkey):"
                 );
@@ -1633,6 +1655,9 @@ fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
             reason,
         },
         KeysCommand::RotateKek { reason } => KeyRequest::RotateKek { reason },
+        KeysCommand::RotateSigningKey { finish, reason } => {
+            KeyRequest::RotateSigningKey { finish, reason }
+        }
         KeysCommand::Reencrypt {
             partition,
             rate,

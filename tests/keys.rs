@@ -492,3 +492,68 @@ fn destroy_of_a_fiscal_year_shreds_only_that_year() {
     );
     verify_all(&store, std::slice::from_ref(&p));
 }
+
+fn signatures(note: &str) -> usize {
+    kukaku::ledger::note::SignedNote::parse(note)
+        .unwrap()
+        .signatures
+        .len()
+}
+
+/// A signing-key transition: checkpoints carry both signatures until `finish`, then the new
+/// one only; every checkpoint still verifies (old ones with the retired key), across a
+/// reopen and a later KEK rotation.
+#[test]
+fn signing_key_rotation_dual_signs_then_switches() {
+    use kukaku::ledger::Checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, ids) = setup(dir.path(), small());
+    let p = &ids[0];
+    put(&store, p, Kind::HOUSEHOLD_SNAPSHOT, "before");
+    let old = store.verifier_key(p).unwrap();
+    assert_eq!(store.rotate_signing_key(who("annual")).unwrap(), 2);
+    let new = store.verifier_key(p).unwrap();
+    assert_ne!(old.to_text(), new.to_text());
+    for q in &ids {
+        let note = store.checkpoint(q).unwrap().unwrap();
+        assert_eq!(
+            signatures(&note),
+            2,
+            "the event's checkpoint is dual-signed"
+        );
+    }
+    put(&store, p, Kind::HOUSEHOLD_SNAPSHOT, "during");
+    let during = store.checkpoint(p).unwrap().unwrap();
+    Checkpoint::verify_note(&during, &old).unwrap();
+    Checkpoint::verify_note(&during, &new).unwrap();
+    let err = store.rotate_signing_key(who("twice")).unwrap_err();
+    assert!(err.to_string().contains("finish it first"), "{err}");
+    assert_eq!(store.finish_signing_rotation(who("pinned")).unwrap(), 1);
+    put(&store, p, Kind::HOUSEHOLD_SNAPSHOT, "after");
+    let after = store.checkpoint(p).unwrap().unwrap();
+    assert_eq!(signatures(&after), 1);
+    Checkpoint::verify_note(&after, &new).unwrap();
+    assert!(Checkpoint::verify_note(&after, &old).is_err());
+    assert!(store.finish_signing_rotation(who("again")).is_err());
+    let events = named(&store, p, "signing_key");
+    assert_eq!(events.len(), 2);
+    assert!(
+        events[0].reason.contains("transition started"),
+        "{events:?}"
+    );
+    assert!(events[1].reason.contains("v1 retired"), "{events:?}");
+    verify_all(&store, &ids);
+    let keys = store.signing_keys();
+    assert_eq!(keys.len(), 2);
+    assert!(keys[0].retired_ms.is_some() && keys[1].retired_ms.is_none());
+    drop(store);
+    let store = Store::open(&paths, small()).unwrap();
+    verify_all(&store, &ids);
+    assert_eq!(store.verifier_key(p).unwrap().to_text(), new.to_text());
+    store.rotate_kek(who("after the signing rotation")).unwrap();
+    drop(store);
+    let store = Store::open(&paths, small()).unwrap();
+    put(&store, p, Kind::HOUSEHOLD_SNAPSHOT, "later");
+    Checkpoint::verify_note(&store.checkpoint(p).unwrap().unwrap(), &new).unwrap();
+    verify_all(&store, &ids);
+}

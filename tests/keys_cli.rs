@@ -140,6 +140,8 @@ fn key_commands_reach_a_running_server_through_its_admin_socket() {
         &["keys", "rotate-dek", "--all"][..],
         &["keys", "reencrypt", "--all", "--rate", "0"],
         &["keys", "rotate-kek", "--reason", "test"],
+        &["keys", "rotate-signing-key"],
+        &["keys", "rotate-signing-key", "--finish"],
     ] {
         let o = run(&home, args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -187,4 +189,17 @@ fn key_commands_reach_a_running_server_through_its_admin_socket() {
     let o = run(&home, &["verify", "--with-keys"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("shredded 400"), "{}", text(&o));
+    // The trust lines for auditors cover both signing keys, each in its window.
+    let o = run(&home, &["public-keys"]);
+    let lines: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("log "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].contains(" until=") && lines[0].contains("retired"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains(" from="), "{lines:?}");
 }

@@ -11,20 +11,29 @@ use crate::ledger::note::{
 };
 use crate::ledger::{Hash, PartitionId};
 
-/// Signs one checkpoint per partition under the key name `<origin>/<partition>`.
+/// Signs one checkpoint per partition under the key name `<origin>/<partition>`. During a
+/// signing-key rotation it holds two keys and every note carries both signatures (C2SP
+/// signed notes allow several; verifiers use the one they pin and ignore the others).
 ///
 /// ring's key pair is not zeroized on drop; one signer lives for the whole process.
 pub struct CheckpointSigner {
     origin: String,
-    pair: Ed25519KeyPair,
-    public: [u8; 32],
+    /// Oldest first; the last one is the newest (what `verifier_key` names).
+    keys: Vec<(Ed25519KeyPair, [u8; 32])>,
 }
 
 impl fmt::Debug for CheckpointSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CheckpointSigner")
             .field("origin", &self.origin)
-            .field("public", &Hash::from_bytes(self.public))
+            .field(
+                "public",
+                &self
+                    .keys
+                    .iter()
+                    .map(|(_, p)| Hash::from_bytes(*p))
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -36,6 +45,8 @@ pub enum SignerError {
     Seed,
     #[error("origin: {0}")]
     Origin(NoteError),
+    #[error("a signer needs one or two keys")]
+    KeyCount,
 }
 
 /// An instance origin: a key-name prefix such as `hub.kokuho-13.example`.
@@ -53,17 +64,38 @@ pub fn validate_origin(origin: &str) -> Result<(), NoteError> {
     Ok(())
 }
 
+/// The Ed25519 public key of a seed.
+pub fn public_key_of(seed: &Secret32) -> Result<[u8; 32], SignerError> {
+    let pair = Ed25519KeyPair::from_seed_unchecked(seed.expose()).map_err(|_| SignerError::Seed)?;
+    let mut public = [0u8; 32];
+    public.copy_from_slice(pair.public_key().as_ref());
+    Ok(public)
+}
+
 impl CheckpointSigner {
     pub fn from_seed(origin: &str, seed: &Secret32) -> Result<Self, SignerError> {
+        Self::from_seeds(origin, &[seed])
+    }
+
+    /// A signer with one key, or two during a rotation (oldest first).
+    pub fn from_seeds(origin: &str, seeds: &[&Secret32]) -> Result<Self, SignerError> {
         validate_origin(origin).map_err(SignerError::Origin)?;
-        let pair =
-            Ed25519KeyPair::from_seed_unchecked(seed.expose()).map_err(|_| SignerError::Seed)?;
-        let mut public = [0u8; 32];
-        public.copy_from_slice(pair.public_key().as_ref());
+        if seeds.is_empty() || seeds.len() > 2 {
+            return Err(SignerError::KeyCount);
+        }
+        let keys = seeds
+            .iter()
+            .map(|seed| {
+                let pair = Ed25519KeyPair::from_seed_unchecked(seed.expose())
+                    .map_err(|_| SignerError::Seed)?;
+                let mut public = [0u8; 32];
+                public.copy_from_slice(pair.public_key().as_ref());
+                Ok((pair, public))
+            })
+            .collect::<Result<Vec<_>, SignerError>>()?;
         Ok(CheckpointSigner {
             origin: origin.to_owned(),
-            pair,
-            public,
+            keys,
         })
     }
 
@@ -71,8 +103,14 @@ impl CheckpointSigner {
         &self.origin
     }
 
+    /// The newest key's public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.public
+        self.keys.last().map_or([0; 32], |k| k.1)
+    }
+
+    /// Every key that signs now, oldest first.
+    pub fn public_keys(&self) -> Vec<[u8; 32]> {
+        self.keys.iter().map(|k| k.1).collect()
     }
 
     /// Key name and checkpoint origin of a partition.
@@ -80,21 +118,24 @@ impl CheckpointSigner {
         format!("{}/{}", self.origin, partition)
     }
 
-    /// The C2SP verifier key auditors pin for `partition`.
+    /// The C2SP verifier key auditors pin for `partition` (the newest key).
     pub fn verifier_key(&self, partition: &PartitionId) -> Result<VerifierKey, NoteError> {
-        VerifierKey::new(&self.key_name(partition), self.public)
+        VerifierKey::new(&self.key_name(partition), self.public_key())
     }
 
-    /// Signs any note text under `name` (used for checkpoints and, later, cosignatures).
+    /// Signs any note text under `name` with every key.
     pub fn sign_text(&self, name: &str, text: &str) -> SignedNote {
-        let sig = self.pair.sign(text.as_bytes());
         SignedNote {
             text: text.to_owned(),
-            signatures: vec![Signature {
-                name: name.to_owned(),
-                key_id: key_id(name, &self.public),
-                signature: sig.as_ref().to_vec(),
-            }],
+            signatures: self
+                .keys
+                .iter()
+                .map(|(pair, public)| Signature {
+                    name: name.to_owned(),
+                    key_id: key_id(name, public),
+                    signature: pair.sign(text.as_bytes()).as_ref().to_vec(),
+                })
+                .collect(),
         }
     }
 
@@ -214,6 +255,29 @@ mod tests {
         assert_eq!((cp.size, cp.origin.as_str()), (5, "hub.example/131011"));
         assert!(Checkpoint::verify_note(&note, &signer.verifier_key(&q).unwrap()).is_err());
         assert!(format!("{signer:?}").contains("hub.example"));
+    }
+
+    /// During a rotation a note carries both signatures; a verifier pinning either key
+    /// accepts it, and one pinning neither does not.
+    #[test]
+    fn two_keys_sign_every_note_during_a_rotation() {
+        let (old, new) = (Secret32::generate().unwrap(), Secret32::generate().unwrap());
+        let both = CheckpointSigner::from_seeds("hub.example", &[&old, &new]).unwrap();
+        let p = PartitionId::parse("131011").unwrap();
+        let note = both.sign_checkpoint(&p, 3, Hash::from_bytes([1; 32]));
+        assert_eq!(SignedNote::parse(&note).unwrap().signatures.len(), 2);
+        for seed in [&old, &new] {
+            let one = CheckpointSigner::from_seed("hub.example", seed).unwrap();
+            Checkpoint::verify_note(&note, &one.verifier_key(&p).unwrap()).unwrap();
+        }
+        assert_eq!(both.public_key(), public_key_of(&new).unwrap());
+        let stranger =
+            CheckpointSigner::from_seed("hub.example", &Secret32::generate().unwrap()).unwrap();
+        assert!(Checkpoint::verify_note(&note, &stranger.verifier_key(&p).unwrap()).is_err());
+        assert!(matches!(
+            CheckpointSigner::from_seeds("hub.example", &[]),
+            Err(SignerError::KeyCount)
+        ));
     }
 
     proptest::proptest! {

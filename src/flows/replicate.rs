@@ -28,27 +28,51 @@ use crate::ledger::payload::ForwardingReceipt;
 use crate::ledger::{Checkpoint, Class, Header, Kind, PartitionId, VerifierKey};
 use crate::store::{AppendOptions, NewEntry, ReplicaState, Store};
 
-/// The hub as the intermediate pins it: origin and checkpoint public key.
+/// The hub as the intermediate pins it: origin and checkpoint public keys (two while the
+/// hub rotates its signing key: either one's signature is accepted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub origin: String,
-    pub public_key: [u8; 32],
+    pub public_keys: Vec<[u8; 32]>,
 }
 
 impl Upstream {
     /// From any of the hub's partition verifier keys (`<origin>/<partition>+id+key`).
     pub fn from_partition_vkey(vkey: &str) -> Option<Upstream> {
-        let key = VerifierKey::parse(vkey).ok()?;
-        let (origin, _) = key.name().rsplit_once('/')?;
+        Self::from_partition_vkeys(&[vkey])
+    }
+
+    /// From one or more of the hub's partition verifier keys, all of one origin.
+    pub fn from_partition_vkeys(vkeys: &[&str]) -> Option<Upstream> {
+        let mut origin = None;
+        let mut public_keys = Vec::new();
+        for vkey in vkeys {
+            let key = VerifierKey::parse(vkey).ok()?;
+            let (o, _) = key.name().rsplit_once('/')?;
+            if origin.get_or_insert_with(|| o.to_owned()) != o {
+                return None;
+            }
+            public_keys.push(*key.public_key());
+        }
         Some(Upstream {
-            origin: origin.to_owned(),
-            public_key: *key.public_key(),
+            origin: origin?,
+            public_keys,
         })
     }
 
-    fn key(&self, p: &PartitionId) -> Result<VerifierKey, Refusal> {
-        VerifierKey::new(&format!("{}/{}", self.origin, p), self.public_key)
-            .map_err(|_| Refusal("pinned hub key is unusable".into()))
+    /// The pinned key of `p` that `note` claims a signature by (else the first, which then
+    /// fails to verify).
+    fn key(&self, p: &PartitionId, note: &str) -> Result<VerifierKey, Refusal> {
+        let name = format!("{}/{}", self.origin, p);
+        let keys: Vec<VerifierKey> = self
+            .public_keys
+            .iter()
+            .filter_map(|k| VerifierKey::new(&name, *k).ok())
+            .collect();
+        crate::ledger::note::key_for(note, &keys)
+            .or(keys.first())
+            .cloned()
+            .ok_or_else(|| Refusal("pinned hub key is unusable".into()))
     }
 }
 
@@ -119,7 +143,7 @@ pub fn verify_page(
 ) -> Result<Option<Accepted>, Refusal> {
     let page: FeedResponse =
         serde_json::from_slice(raw).map_err(|_| refuse("feed answer is not a feed page"))?;
-    let key = upstream.key(p)?;
+    let key = upstream.key(p, &page.checkpoint)?;
     let from = state.map_or(0, |s| s.hub_size);
     if page.partition != p.as_str() {
         return Err(refuse("page is for another partition"));
@@ -368,5 +392,40 @@ pub async fn run<S: FeedSource>(
             interval
         };
         tokio::time::sleep(backoff).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{CheckpointSigner, Secret32};
+    use crate::ledger::Hash;
+
+    /// While the hub rotates its signing key, an intermediate pinning both keys accepts
+    /// notes by either; pinning only the old one refuses notes signed by the new one alone.
+    #[test]
+    fn pinned_keys_pick_the_one_a_note_is_signed_by() {
+        let (old, new) = (Secret32::generate().unwrap(), Secret32::generate().unwrap());
+        let p = PartitionId::parse("131011").unwrap();
+        let signer =
+            |seeds: &[&Secret32]| CheckpointSigner::from_seeds("hub.example", seeds).unwrap();
+        let vkey = |s: &Secret32| signer(&[s]).verifier_key(&p).unwrap().to_text();
+        let both = Upstream::from_partition_vkeys(&[&vkey(&old), &vkey(&new)]).unwrap();
+        let only_old = Upstream::from_partition_vkey(&vkey(&old)).unwrap();
+        let root = Hash::from_bytes([7; 32]);
+        let dual = signer(&[&old, &new]).sign_checkpoint(&p, 2, root);
+        let newer = signer(&[&new]).sign_checkpoint(&p, 3, root);
+        for (up, note, ok) in [
+            (&both, &dual, true),
+            (&both, &newer, true),
+            (&only_old, &dual, true),
+            (&only_old, &newer, false),
+        ] {
+            let key = up.key(&p, note).unwrap();
+            assert_eq!(Checkpoint::verify_note(note, &key).is_ok(), ok);
+        }
+        let other = CheckpointSigner::from_seed("other.example", &old).unwrap();
+        let elsewhere = other.verifier_key(&p).unwrap().to_text();
+        assert!(Upstream::from_partition_vkeys(&[&vkey(&old), &elsewhere]).is_none());
     }
 }

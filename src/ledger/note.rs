@@ -278,6 +278,18 @@ impl SignedNote {
     }
 }
 
+/// The first of `keys` that `note` has a signature line by (same name and key id), if any:
+/// which pinned key to verify a note with when several are pinned (a signing-key rotation).
+pub fn key_for<'a>(note: &str, keys: &'a [VerifierKey]) -> Option<&'a VerifierKey> {
+    let parsed = SignedNote::parse(note).ok()?;
+    keys.iter().find(|k| {
+        parsed
+            .signatures
+            .iter()
+            .any(|s| s.name == k.name && s.key_id == k.id)
+    })
+}
+
 impl SignedNote {
     /// Verifies a `cosignature/v1` by the cosigner `key` and returns its timestamp. As with
     /// [`SignedNote::verify`], lines by other keys are ignored and a line that claims `key`
@@ -418,6 +430,19 @@ mod tests {
             assert_eq!(n.to_text(), note);
             n.verify(&key).unwrap();
         }
+    }
+
+    /// With several pinned keys, the one a note has a line by is chosen; a note by none of
+    /// them, or no note at all, picks none.
+    #[test]
+    fn key_for_picks_the_pinned_key_a_note_names() {
+        let peter = VerifierKey::parse(PETER_VKEY).unwrap();
+        let spec = VerifierKey::parse(SPEC_VKEY).unwrap();
+        let keys = [spec.clone(), peter.clone()];
+        assert_eq!(key_for(PETER_NOTE, &keys), Some(&peter));
+        assert_eq!(key_for(SPEC_NOTE, &keys), Some(&spec));
+        assert_eq!(key_for(PETER_NOTE, &keys[..1]), None);
+        assert_eq!(key_for("not a note", &keys), None);
     }
 
     #[test]

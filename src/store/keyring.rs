@@ -5,9 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::DB;
 
-use super::records::{
-    SIGNING_KEY, WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of,
-};
+use super::records::{WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of};
 use super::sync_write;
 use crate::crypto::kek::record_fingerprint;
 use crate::crypto::{Dek, IndexKey, KekError, KekProvider, Secret32, WrapPurpose};
@@ -38,6 +36,17 @@ pub enum KeyError {
 pub(crate) struct Rewrapped {
     pub(crate) partitions: BTreeMap<PartitionId, u64>,
     pub(crate) instance: u64,
+}
+
+/// The KEK fingerprint named by the first wrapped record of a key store.
+pub(crate) fn stored_fingerprint(store: &DB) -> Result<Option<String>, KeyError> {
+    for item in store.iterator(rocksdb::IteratorMode::Start) {
+        let (_, v) = item?;
+        if let Some(fp) = record_fingerprint(&v) {
+            return Ok(Some(fp));
+        }
+    }
+    Ok(None)
 }
 
 pub(crate) struct Keyring {
@@ -263,13 +272,18 @@ impl Keyring {
         self.load_or_create(WITNESS_KEY, WrapPurpose::WitnessKey, "instance")
     }
 
-    /// The KEK fingerprint the key store's records are under (that of the signing key: a
-    /// rewrap moves every record in one batch).
+    /// The KEK fingerprint the key store's records are under (a rewrap moves every record
+    /// in one batch, so the first one tells).
     pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
-        Ok(self
-            .store
-            .get(SIGNING_KEY)?
-            .and_then(|r| record_fingerprint(&r)))
+        stored_fingerprint(&self.store)
+    }
+
+    /// Removes one key-store record (synced), e.g. a retired signing seed.
+    pub(crate) fn delete(&self, slot: &[u8]) -> Result<(), KeyError> {
+        if self.store.get(slot)?.is_some() {
+            self.store.delete_opt(slot, &sync_write())?;
+        }
+        Ok(())
     }
 
     /// Rewraps every key-store record under `next` in one synced batch, then makes `next`

@@ -86,6 +86,37 @@ pub struct DestroyReport {
     pub kek: Option<KekRotation>,
 }
 
+/// A checkpoint-signing key the instance has had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyInfo {
+    pub version: u32,
+    /// Under the instance origin, as auditors pin it (`log` line).
+    pub key: crate::ledger::VerifierKey,
+    pub added_ms: u64,
+    /// When it stopped signing; `None` while it signs.
+    pub retired_ms: Option<u64>,
+}
+
+impl SigningKeyInfo {
+    /// The kukaku-audit trust-file line pinning this key (docs/audit.md §2), with its
+    /// window by entry time: from when it was added (unless it is the first key) until it
+    /// retired, in whole seconds, widened outward (both keys signed in between).
+    pub fn trust_line(&self, first: bool) -> String {
+        let second = |ms: u64| {
+            let t = crate::ledger::format_utc_ms(ms - ms % 1000);
+            format!("{}Z", t.split('.').next().unwrap_or(&t))
+        };
+        let mut line = format!("log {}", self.key.to_text());
+        if !first {
+            line.push_str(&format!(" from={}", second(self.added_ms)));
+        }
+        if let Some(r) = self.retired_ms {
+            line.push_str(&format!(" until={}", second(r.div_ceil(1000) * 1000)));
+        }
+        line
+    }
+}
+
 /// How `keys status` and refusals name a key status.
 pub(crate) fn status_name(s: KeyStatus) -> &'static str {
     match s {
@@ -198,6 +229,59 @@ impl Store {
             source.promote()?;
         }
         Ok(())
+    }
+
+    /// Every checkpoint-signing key, oldest first; two sign during a transition.
+    pub fn signing_keys(&self) -> Vec<SigningKeyInfo> {
+        let keys = self
+            .inner
+            .signing_keys
+            .read()
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        keys.into_iter()
+            .filter_map(|k| {
+                Some(SigningKeyInfo {
+                    version: k.version,
+                    key: crate::ledger::VerifierKey::new(&self.inner.origin, k.public).ok()?,
+                    added_ms: k.added_ms,
+                    retired_ms: (k.retired_ms != 0).then_some(k.retired_ms),
+                })
+            })
+            .collect()
+    }
+
+    /// `kukaku keys rotate-signing-key`: a new checkpoint-signing key. From now on every
+    /// checkpoint carries the old and the new key's signatures (a `signing_key` event in
+    /// every partition says so), until [`Store::finish_signing_rotation`]. Returns the new
+    /// version. Refused while a transition runs.
+    pub fn rotate_signing_key(&self, who: KeyActor) -> Result<u32, KeyAdminError> {
+        let _guard = self.key_admin()?;
+        match self
+            .writer
+            .key_op(KeyOp::SigningKey { finish: false, who })?
+        {
+            KeyOutcome::Signing(v) => Ok(v),
+            _ => Err(KeyAdminError::Mismatch),
+        }
+    }
+
+    /// `kukaku keys rotate-signing-key --finish`: the older key stops signing; its seed is
+    /// removed from the key store (its public key stays listed: it verifies the checkpoints
+    /// it signed). Returns the retired version.
+    pub fn finish_signing_rotation(&self, who: KeyActor) -> Result<u32, KeyAdminError> {
+        let _guard = self.key_admin()?;
+        let KeyOutcome::Signing(old) = self
+            .writer
+            .key_op(KeyOp::SigningKey { finish: true, who })?
+        else {
+            return Err(KeyAdminError::Mismatch);
+        };
+        self.inner
+            .keyring
+            .delete(&super::records::signing_key_slot(old))?;
+        self.inner.keyring.compact()?;
+        Ok(old)
     }
 
     /// Where an unfinished re-encryption job of `p` stands, if one was started.

@@ -22,7 +22,7 @@ use rocksdb::{
 
 pub use credentials::{AuthError, CredentialStoreError};
 pub use keyring::KeyError;
-pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo};
+pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
@@ -32,7 +32,6 @@ pub use writer::{
     ReencryptStep,
 };
 
-use crate::crypto::kek::record_fingerprint;
 use crate::crypto::{
     CheckpointSigner, Cosigner, Kek, KekError, KekFile, KekProvider, KekSource, Secret32,
     WrapPurpose,
@@ -190,7 +189,12 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) struct Inner {
     pub(crate) db: DB,
     pub(crate) keyring: Keyring,
-    pub(crate) signer: CheckpointSigner,
+    pub(crate) origin: String,
+    /// Signs checkpoints: one key, or two during a signing-key rotation. Swapped by the
+    /// writer only (keyops).
+    pub(crate) signer: std::sync::RwLock<Arc<CheckpointSigner>>,
+    /// Every signing key the instance has had (retired ones still verify old checkpoints).
+    pub(crate) signing_keys: std::sync::RwLock<Vec<records::SigningKeyRecord>>,
     /// The witness key (cosigns another instance's checkpoints).
     pub(crate) cosigner: Cosigner,
     /// Serializes read-merge-write of cosigned checkpoints.
@@ -204,6 +208,36 @@ pub(crate) struct Inner {
     pub(crate) kek_source: Option<Box<dyn KekSource>>,
     /// One key-management operation at a time (they span several writer steps).
     pub(crate) key_admin: Mutex<()>,
+}
+
+impl Inner {
+    /// The current checkpoint signer.
+    pub(crate) fn signer(&self) -> Arc<CheckpointSigner> {
+        match self.signer.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The verifier key of `p` that `note` claims a signature by: any signing key the
+    /// instance has had (retired keys signed older checkpoints). The newest key if the note
+    /// names none of them (its verification then fails, as it should).
+    pub(crate) fn key_for_note(&self, p: &PartitionId, note: &str) -> Option<VerifierKey> {
+        let name = format!("{}/{p}", self.origin);
+        let known: Vec<VerifierKey> = self
+            .signing_keys
+            .read()
+            .map(|k| {
+                k.iter()
+                    .rev()
+                    .filter_map(|k| VerifierKey::new(&name, k.public).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        crate::ledger::note::key_for(note, &known)
+            .cloned()
+            .or_else(|| self.signer().verifier_key(p).ok())
+    }
 }
 
 enum KekChoice {
@@ -220,7 +254,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("origin", &self.inner.signer.origin())
+            .field("origin", &self.inner.origin)
             .finish_non_exhaustive()
     }
 }
@@ -263,7 +297,7 @@ pub(crate) fn sync_write() -> WriteOptions {
     w
 }
 
-fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
+pub(crate) fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
     let sys = db
         .cf_handle(SYS_CF)
         .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
@@ -295,6 +329,58 @@ fn load_cosigner(keyring: &Keyring, origin: &str) -> Result<Cosigner, OpenError>
         .witness_seed()
         .map_err(|e| OpenError::Signing(e.to_string()))?;
     Cosigner::from_seed(origin, &seed).map_err(|e| OpenError::Signing(e.to_string()))
+}
+
+/// The signing keys the instance has had: the `J` record, or version 1 alone.
+fn read_signing_keys(
+    db: &DB,
+    record: &InstanceRecord,
+) -> Result<Vec<records::SigningKeyRecord>, OpenError> {
+    let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
+    match db.get_cf(&sys, records::SIGNING_KEYS)? {
+        Some(raw) => decode::<records::SigningKeys>(&raw)
+            .map(|k| k.keys)
+            .ok_or_else(|| OpenError::Signing("signing key list unreadable".into())),
+        None => Ok(vec![records::SigningKeyRecord {
+            version: 1,
+            public: record.signing_public_key,
+            added_ms: record.created_ms,
+            retired_ms: 0,
+        }]),
+    }
+}
+
+/// The signer of the keys that sign now (each checked against its recorded public key);
+/// seeds of retired keys a crash left in the key store are removed.
+fn load_signer(
+    keyring: &Keyring,
+    origin: &str,
+    keys: &[records::SigningKeyRecord],
+) -> Result<CheckpointSigner, OpenError> {
+    let signing_err = |e: String| OpenError::Signing(e);
+    let mut seeds = Vec::new();
+    for k in keys {
+        let slot = records::signing_key_slot(k.version);
+        if k.retired_ms != 0 {
+            keyring
+                .delete(&slot)
+                .map_err(|e| signing_err(e.to_string()))?;
+            continue;
+        }
+        let seed = keyring
+            .instance_key(&slot, WrapPurpose::SigningKey)
+            .map_err(|e| signing_err(e.to_string()))?
+            .ok_or_else(|| signing_err(format!("key v{} missing from the key store", k.version)))?;
+        if crate::crypto::signer::public_key_of(&seed).ok() != Some(k.public) {
+            return Err(signing_err(format!(
+                "key store signing key v{} does not match the instance record",
+                k.version
+            )));
+        }
+        seeds.push(seed);
+    }
+    let refs: Vec<&Secret32> = seeds.iter().collect();
+    CheckpointSigner::from_seeds(origin, &refs).map_err(|e| signing_err(e.to_string()))
 }
 
 /// Which KEK opens the key store, finishing or undoing a rotation a crash interrupted: a
@@ -466,7 +552,8 @@ impl Store {
             return Err(OpenError::Format(record.format));
         }
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
-        let stored = keys.get(SIGNING_KEY)?.and_then(|r| record_fingerprint(&r));
+        let stored =
+            keyring::stored_fingerprint(&keys).map_err(|e| OpenError::Signing(e.to_string()))?;
         let (kek, source, finish_rotation) = match choice {
             KekChoice::Fixed(k) => (k, None, false),
             KekChoice::Source(src) => {
@@ -482,17 +569,8 @@ impl Store {
         }
         let events_needed = record.kek_fingerprint != kek.fingerprint();
         let keyring = Keyring::new(keys, kek);
-        let seed = keyring
-            .instance_key(SIGNING_KEY, WrapPurpose::SigningKey)
-            .map_err(|e| OpenError::Signing(e.to_string()))?
-            .ok_or_else(|| OpenError::Signing("missing from the key store".into()))?;
-        let signer = CheckpointSigner::from_seed(&record.origin, &seed)
-            .map_err(|e| OpenError::Signing(e.to_string()))?;
-        if signer.public_key() != record.signing_public_key {
-            return Err(OpenError::Signing(
-                "key store signing key does not match the instance record".into(),
-            ));
-        }
+        let signing_keys = read_signing_keys(&db, &record)?;
+        let signer = load_signer(&keyring, &record.origin, &signing_keys)?;
         let cosigner = load_cosigner(&keyring, &record.origin)?;
         let inner = Arc::new(Inner {
             db,
@@ -501,7 +579,9 @@ impl Store {
             keyring,
             kek_source: source,
             key_admin: Mutex::new(()),
-            signer,
+            origin: record.origin.clone(),
+            signer: std::sync::RwLock::new(Arc::new(signer)),
+            signing_keys: std::sync::RwLock::new(signing_keys),
             options,
             cf_options: cfo,
             poisoned: AtomicBool::new(false),
@@ -524,18 +604,18 @@ impl Store {
     }
 
     pub fn origin(&self) -> &str {
-        self.inner.signer.origin()
+        &self.inner.origin
     }
 
     /// The instance's checkpoint key under the instance origin: auditors pin it once
     /// (`log` line of a kukaku-audit trust file) for every partition's `<origin>/<partition>`.
     pub fn log_key(&self) -> Option<VerifierKey> {
-        VerifierKey::new(self.inner.signer.origin(), self.inner.signer.public_key()).ok()
+        VerifierKey::new(&self.inner.origin, self.inner.signer().public_key()).ok()
     }
 
     /// The C2SP verifier key auditors pin for a partition.
     pub fn verifier_key(&self, partition: &PartitionId) -> Option<VerifierKey> {
-        self.inner.signer.verifier_key(partition).ok()
+        self.inner.signer().verifier_key(partition).ok()
     }
 
     /// Writes failed since open: the store refuses writes until reopened.
@@ -746,7 +826,8 @@ impl Store {
             return Ok(None);
         };
         let key = self
-            .verifier_key(partition)
+            .inner
+            .key_for_note(partition, &note)
             .ok_or_else(|| ReadError::UnknownPartition(partition.to_string()))?;
         Checkpoint::verify_note(&note, &key)
             .map(Some)

@@ -221,7 +221,7 @@ impl Inner {
             .latest_checkpoint(p)
             .map_err(|e| e.to_string())?
             .ok_or("no checkpoint")?;
-        let key = self.signer.verifier_key(p).map_err(|e| e.to_string())?;
+        let key = self.key_for_note(p, &note).ok_or("no verifier key")?;
         let cp =
             Checkpoint::verify_note(&note, &key).map_err(|e| format!("last checkpoint: {e}"))?;
         if cp.size != state.size || cp.root != range.root() {
@@ -660,6 +660,10 @@ impl Store {
                         },
                     ));
                 }
+                let key = self
+                    .inner
+                    .key_for_note(p, &note)
+                    .unwrap_or_else(|| key.clone());
                 v.check_checkpoint(&note, &key)?;
                 checked += 1;
             }

@@ -255,6 +255,25 @@ pub struct ShredRecord {
     pub entries: u64,
 }
 
+/// `J` → [`SigningKeys`]: every checkpoint-signing key the instance has had. Absent until
+/// the first rotation (then version 1 is the instance record's `signing_public_key`).
+pub const SIGNING_KEYS: &[u8] = b"J";
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SigningKeyRecord {
+    pub version: u32,
+    pub public: [u8; 32],
+    pub added_ms: u64,
+    /// 0 while it signs; else when it stopped (its seed is then removed).
+    pub retired_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SigningKeys {
+    /// By version, oldest first.
+    pub keys: Vec<SigningKeyRecord>,
+}
+
 pub const CREDENTIAL_PREFIX: &[u8] = b"T";
 
 pub fn credential_key(id: &[u8; 8]) -> Vec<u8> {
@@ -291,6 +310,14 @@ pub struct CredentialRecord {
 // ---- key store ----
 
 pub const SIGNING_KEY: &[u8] = b"S\x00\x00\x00\x01";
+
+/// `S ‖ version:u32` → wrapped checkpoint-signing seed of that version (version 1 is
+/// [`SIGNING_KEY`]).
+pub fn signing_key_slot(version: u32) -> Vec<u8> {
+    let mut k = b"S".to_vec();
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
 /// Key-store key of the wrapped witness (cosigner) seed.
 pub const WITNESS_KEY: &[u8] = b"G\x00\x00\x00\x01";
 

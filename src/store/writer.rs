@@ -898,7 +898,7 @@ impl Writer {
         let mut st = self.load(p)?;
         if st.size() == 0 {
             let genesis = Genesis {
-                origin: self.inner.signer.origin().to_owned(),
+                origin: self.inner.origin.clone(),
             }
             .encode()
             .map_err(|e| AppendError::Storage(e.to_string()))?;
@@ -1172,6 +1172,7 @@ impl Writer {
     ) -> Result<HashMap<PartitionId, (u64, Hash, String)>, AppendError> {
         // Finish each touched partition: key metadata, signed checkpoint, state record.
         let mut checkpoints: HashMap<PartitionId, (u64, Hash, String)> = HashMap::new();
+        let signer = self.inner.signer();
         for (p, st) in staged.iter_mut() {
             for id in std::mem::take(&mut st.dirty_keys) {
                 if let Some(meta) = st.keys.get(&id) {
@@ -1185,7 +1186,7 @@ impl Writer {
             }
             let size = st.size();
             let root = st.range.root();
-            let note = self.inner.signer.sign_checkpoint(p, size, root);
+            let note = signer.sign_checkpoint(p, size, root);
             let target = Target::Partition(p.clone());
             if size != st.committed_size {
                 ops.push((

@@ -827,3 +827,52 @@ fn key_lifecycle_steps_are_key_events_and_proofs_hold() {
     assert!(text.contains("DESTROYED key"), "{text}");
     assert!(text.contains("retention ended"), "{text}");
 }
+
+/// A signing-key rotation: with both keys pinned in the windows `kukaku public-keys` prints,
+/// the whole log verifies; either key alone does not cover it.
+#[test]
+fn a_signing_key_rotation_verifies_with_windowed_trust() {
+    use kukaku::store::KeyActor;
+    let f = fixture(2);
+    let who = |r: &str| KeyActor {
+        actor: "admin-cli".into(),
+        reason: r.into(),
+    };
+    f.store.rotate_signing_key(who("annual")).unwrap();
+    append(&f, 1);
+    // Entry times are in milliseconds, windows in seconds: step past the second boundary.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    f.store.finish_signing_rotation(who("pinned")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    append(&f, 1);
+    let keys = f.store.signing_keys();
+    let lines: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| k.trust_line(i == 0))
+        .collect();
+    assert!(
+        lines[0].contains(" until=") && lines[1].contains(" from="),
+        "{lines:?}"
+    );
+    let b = bundle(&f.store, &f.ids);
+    let both = Trust::parse(&format!("{}\n{}\n", lines[0], lines[1])).unwrap();
+    let (report, _) = run(&b, &both, &State::default()).unwrap();
+    for r in &report.partitions {
+        assert_eq!(r.signed_by.len(), 2, "{r:?}");
+        let signing = r
+            .key_events
+            .iter()
+            .filter(|e| e.event == "signing_key")
+            .count();
+        assert_eq!(signing, 2, "{r:?}");
+    }
+    for only in [&keys[0], &keys[1]] {
+        let one = Trust::parse(&format!("log {}\n", only.key.to_text())).unwrap();
+        assert!(
+            run(&b, &one, &State::default()).is_err(),
+            "v{}",
+            only.version
+        );
+    }
+}
