@@ -1,6 +1,6 @@
 //! Key management commands and the local admin socket (docs/keys.md).
 //!
-//! [`execute`] runs one [`KeyRequest`] against an open store. `kukaku keys …` calls it
+//! [`execute`] runs one [`AdminRequest`] against an open store. `kukaku keys …` calls it
 //! directly when no server runs; while `kukaku serve` runs (it holds the store), the command
 //! goes through the server's admin socket instead: a Unix domain socket, mode 0600, answering
 //! only the user that owns it, never reachable over TCP. The protocol is one JSON request
@@ -22,10 +22,10 @@ use crate::store::{
 /// Longest request line the socket reads.
 const MAX_REQUEST: u64 = 64 * 1024;
 
-/// One key-management command.
+/// One admin command: key management, or an audit export (the server holds the store).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum KeyRequest {
+pub enum AdminRequest {
     /// DEK versions of the partitions (all active ones when empty).
     Status {
         partitions: Vec<String>,
@@ -54,6 +54,19 @@ pub enum KeyRequest {
         partition: String,
         key_id: u32,
         reason: String,
+    },
+    /// The instance's public keys as kukaku-audit trust-file lines (only the witness vkey,
+    /// or only the newest log vkey, if asked).
+    PublicKeys {
+        witness: bool,
+        log: bool,
+    },
+    /// Writes an audit bundle (docs/audit.md) of the partitions (all active ones when
+    /// empty) from `from_size` to the new file `out` (an absolute path).
+    ExportAudit {
+        partitions: Vec<String>,
+        from_size: u64,
+        out: PathBuf,
     },
     /// `confirm` must repeat the partition id.
     Destroy {
@@ -98,6 +111,17 @@ pub enum AdminError {
     Protocol(String),
     #[error("{0}")]
     Remote(String),
+    #[error("--from-size {from} is beyond partition {partition}'s size {size}")]
+    FromSize {
+        from: u64,
+        partition: String,
+        size: u64,
+    },
+    #[error("{path}: {error}")]
+    File {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 fn partitions(store: &Store, asked: &[String]) -> Result<Vec<PartitionId>, AdminError> {
@@ -134,7 +158,7 @@ fn one(store: &Store, s: &str) -> Result<PartitionId, AdminError> {
 /// `false` once nobody listens; a long job then stops where it is (resumable).
 pub fn execute(
     store: &Store,
-    req: &KeyRequest,
+    req: &AdminRequest,
     actor: &str,
     out: &mut dyn FnMut(Reply) -> bool,
 ) -> Result<(), AdminError> {
@@ -143,7 +167,7 @@ pub fn execute(
         reason: reason.to_owned(),
     };
     match req {
-        KeyRequest::Status { partitions: asked } => {
+        AdminRequest::Status { partitions: asked } => {
             out(Reply::Line(
                 "partition\tkey_id\tclass\tepoch\tversion\tstatus\tencryptions\tentries\tcreated"
                     .into(),
@@ -170,7 +194,7 @@ pub fn execute(
                 }
             }
         }
-        KeyRequest::RotateDek {
+        AdminRequest::RotateDek {
             partitions: asked,
             reason,
         } => {
@@ -192,14 +216,14 @@ pub fn execute(
                 "rotated {rotated} key scope(s) in {len} partition(s); see `kukaku keys status`"
             )));
         }
-        KeyRequest::RotateKek { reason } => {
+        AdminRequest::RotateKek { reason } => {
             let r = store.rotate_kek(who(reason))?;
             out(Reply::Line(format!(
                 "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK file is destroyed",
                 r.keys, r.new_fingerprint, r.old_fingerprint, r.partitions
             )));
         }
-        KeyRequest::RotateSigningKey {
+        AdminRequest::RotateSigningKey {
             finish: false,
             reason,
         } => {
@@ -218,7 +242,7 @@ pub fn execute(
                 "pin it everywhere (auditors' trust files: `kukaku public-keys`; intermediates: --upstream-vkey), then run `kukaku keys rotate-signing-key --finish`".into(),
             ));
         }
-        KeyRequest::RotateSigningKey {
+        AdminRequest::RotateSigningKey {
             finish: true,
             reason,
         } => {
@@ -227,7 +251,7 @@ pub fn execute(
                 "signing key v{v} retired (its seed is removed); checkpoints carry the new key's signature only"
             )));
         }
-        KeyRequest::Reencrypt {
+        AdminRequest::Reencrypt {
             partitions: asked,
             reason,
             rate,
@@ -263,7 +287,43 @@ pub fn execute(
                 )));
             }
         }
-        KeyRequest::Retire {
+        AdminRequest::PublicKeys { witness, log } => {
+            let witness_key = store.cosigner_key().to_text();
+            if *witness {
+                out(Reply::Line(witness_key));
+            } else if *log {
+                let key = store.log_key().map(|k| k.to_text()).unwrap_or_default();
+                out(Reply::Line(key));
+            } else {
+                out(Reply::Line(format!(
+                    "# kukaku-audit trust file lines of {}",
+                    store.origin()
+                )));
+                for (i, k) in store.signing_keys().iter().enumerate() {
+                    let retired = if k.retired_ms.is_some() {
+                        ", retired"
+                    } else {
+                        ""
+                    };
+                    out(Reply::Line(format!(
+                        "{}  # signing key v{}{retired}",
+                        k.trust_line(i == 0),
+                        k.version
+                    )));
+                }
+                out(Reply::Line(
+                    "# this instance as a witness (pin on the hub with serve --witness-vkey):"
+                        .into(),
+                ));
+                out(Reply::Line(format!("# witness {witness_key}")));
+            }
+        }
+        AdminRequest::ExportAudit {
+            partitions: asked,
+            from_size,
+            out: path,
+        } => export_audit(store, asked, *from_size, path, out)?,
+        AdminRequest::Retire {
             partition,
             key_id,
             reason,
@@ -274,7 +334,7 @@ pub fn execute(
                 "{p}: key {key_id} retired (its wrapped key is removed)"
             )));
         }
-        KeyRequest::Destroy {
+        AdminRequest::Destroy {
             partition,
             fiscal_year,
             confirm,
@@ -307,8 +367,67 @@ pub fn execute(
     Ok(())
 }
 
+fn export_audit(
+    store: &Store,
+    asked: &[String],
+    from: u64,
+    path: &Path,
+    out: &mut dyn FnMut(Reply) -> bool,
+) -> Result<(), AdminError> {
+    let ids = partitions(store, asked)?;
+    let mut total = 0;
+    for p in &ids {
+        let size = store.size(p)?;
+        if from > size {
+            return Err(AdminError::FromSize {
+                from,
+                partition: p.to_string(),
+                size,
+            });
+        }
+        total += size - from;
+    }
+    let file_err = |error| AdminError::File {
+        path: path.to_owned(),
+        error,
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(file_err)?;
+    let written = store
+        .export_audit_from(&ids, from, std::io::BufWriter::new(file), &mut |done| {
+            if done % 1024 == 0 || done == total {
+                out(Reply::Progress {
+                    label: "exporting".into(),
+                    pos: done,
+                    len: total,
+                });
+            }
+        })
+        .map_err(AdminError::from)
+        .and_then(|w| w.into_inner().map_err(|e| file_err(e.into_error())))
+        .and_then(|f| f.sync_all().map_err(file_err));
+    if let Err(e) = written {
+        // Leave no partial bundle behind.
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    out(Reply::Line(format!(
+        "wrote {} ({} partitions, {total} entries)",
+        path.display(),
+        ids.len()
+    )));
+    Ok(())
+}
+
 /// Sends `req` to a running server's admin socket and passes its replies to `out`.
-pub fn call(socket: &Path, req: &KeyRequest, out: &mut dyn FnMut(Reply)) -> Result<(), AdminError> {
+pub fn call(
+    socket: &Path,
+    req: &AdminRequest,
+    out: &mut dyn FnMut(Reply),
+) -> Result<(), AdminError> {
     let io = |error| AdminError::Socket {
         path: socket.to_owned(),
         error,
@@ -404,7 +523,7 @@ async fn answer(stream: tokio::net::UnixStream, store: Arc<Store>) {
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
     let parsed = match reader.read_line(&mut line).await {
-        Ok(_) => serde_json::from_str::<KeyRequest>(&line).map_err(|e| e.to_string()),
+        Ok(_) => serde_json::from_str::<AdminRequest>(&line).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Reply>(64);

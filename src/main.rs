@@ -957,62 +957,6 @@ fn partitions_show(store: &Store, p: &PartitionId) -> Result<()> {
     Ok(())
 }
 
-fn export_audit(
-    store: &Store,
-    partitions: &[String],
-    from: u64,
-    out: &std::path::Path,
-) -> Result<()> {
-    let ids: Vec<PartitionId> = if partitions.is_empty() {
-        store
-            .partitions()?
-            .into_iter()
-            .filter(|p| p.status == PartitionStatus::Active)
-            .map(|p| p.partition)
-            .collect()
-    } else {
-        partitions
-            .iter()
-            .map(|s| partition(s))
-            .collect::<Result<_>>()?
-    };
-    let mut total = 0;
-    for p in &ids {
-        let size = store.size(p)?;
-        if from > size {
-            anyhow::bail!("--from-size {from} is beyond partition {p}'s size {size}");
-        }
-        total += size - from;
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .with_context(|| format!("creating {}", out.display()))?;
-    let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template("exporting {bar:40} {pos}/{len} entries")?,
-    );
-    let written = store.export_audit_from(&ids, from, std::io::BufWriter::new(file), &mut |d| {
-        bar.set_position(d)
-    });
-    let file = match written {
-        Ok(f) => f,
-        Err(e) => {
-            // Leave no partial bundle behind.
-            let _ = std::fs::remove_file(out);
-            return Err(e.into());
-        }
-    };
-    file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    bar.finish_and_clear();
-    println!(
-        "wrote {} ({} partitions, {total} entries)",
-        out.display(),
-        ids.len()
-    );
-    Ok(())
-}
-
 /// What the intermediate's replicator needs.
 struct ReplicatorConfig {
     client: kukaku::api::client::HubClient,
@@ -1530,37 +1474,10 @@ fn run(cli: Cli) -> Result<bool> {
                 replicator,
             )?;
         }
-        Command::PublicKeys { witness, log } => {
-            let store = open(&paths)?;
-            let log_key = store
-                .log_key()
-                .context("instance origin is not a key name")?;
-            let witness_key = store.cosigner_key();
-            if witness {
-                println!("{}", witness_key.to_text());
-            } else if log {
-                println!("{}", log_key.to_text());
-            } else {
-                println!("# kukaku-audit trust file lines of {}", store.origin());
-                let keys = store.signing_keys();
-                for (i, k) in keys.iter().enumerate() {
-                    println!(
-                        "{}  # signing key v{}{}",
-                        k.trust_line(i == 0),
-                        k.version,
-                        if k.retired_ms.is_some() {
-                            ", retired"
-                        } else {
-                            ""
-                        }
-                    );
-                }
-                println!(
-                    "# this instance as a witness (pin on the hub with serve --witness-vkey):"
-                );
-                println!("# witness {}", witness_key.to_text());
-            }
-        }
+        Command::PublicKeys { witness, log } => admin_command(
+            &paths,
+            kukaku::admin::AdminRequest::PublicKeys { witness, log },
+        )?,
         Command::Credentials(c) => credentials(&open(&paths)?, c)?,
         Command::RebuildIndex { partition: only } => rebuild_index(&paths, only.as_deref())?,
         Command::ExportHistory {
@@ -1630,7 +1547,18 @@ fn run(cli: Cli) -> Result<bool> {
             partitions,
             from_size,
             out,
-        } => export_audit(&open(&paths)?, &partitions, from_size, &out)?,
+        } => {
+            // The server (if one runs) writes the file: give it an absolute path.
+            let out = std::path::absolute(&out)?;
+            admin_command(
+                &paths,
+                kukaku::admin::AdminRequest::ExportAudit {
+                    partitions,
+                    from_size,
+                    out,
+                },
+            )?
+        }
         Command::Keys(command) => keys(&paths, command)?,
         Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
             continuity_extract(&paths, &prefecture, rules.as_deref())?
@@ -1642,21 +1570,21 @@ fn run(cli: Cli) -> Result<bool> {
 
 /// `kukaku keys …`: through the running server's admin socket, or on the store directly.
 fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
-    use kukaku::admin::{self, KeyRequest, Reply};
+    use kukaku::admin::AdminRequest;
     let some = |p: Option<String>| p.into_iter().collect::<Vec<_>>();
     let request = match command {
-        KeysCommand::Status { partition } => KeyRequest::Status {
+        KeysCommand::Status { partition } => AdminRequest::Status {
             partitions: some(partition),
         },
         KeysCommand::RotateDek {
             partition, reason, ..
-        } => KeyRequest::RotateDek {
+        } => AdminRequest::RotateDek {
             partitions: some(partition),
             reason,
         },
-        KeysCommand::RotateKek { reason } => KeyRequest::RotateKek { reason },
+        KeysCommand::RotateKek { reason } => AdminRequest::RotateKek { reason },
         KeysCommand::RotateSigningKey { finish, reason } => {
-            KeyRequest::RotateSigningKey { finish, reason }
+            AdminRequest::RotateSigningKey { finish, reason }
         }
         KeysCommand::Reencrypt {
             partition,
@@ -1664,7 +1592,7 @@ fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
             chunk,
             reason,
             ..
-        } => KeyRequest::Reencrypt {
+        } => AdminRequest::Reencrypt {
             partitions: some(partition),
             reason,
             rate,
@@ -1674,7 +1602,7 @@ fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
             partition,
             key_id,
             reason,
-        } => KeyRequest::Retire {
+        } => AdminRequest::Retire {
             partition,
             key_id,
             reason,
@@ -1702,7 +1630,7 @@ fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
                     "destroy needs --confirm <partition id> when not run on a terminal"
                 ),
             };
-            KeyRequest::Destroy {
+            AdminRequest::Destroy {
                 partition,
                 fiscal_year,
                 confirm,
@@ -1710,6 +1638,12 @@ fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
             }
         }
     };
+    admin_command(paths, request)
+}
+
+/// Runs an admin request through the running server's admin socket, or on the store.
+fn admin_command(paths: &Paths, request: kukaku::admin::AdminRequest) -> Result<()> {
+    use kukaku::admin::{self, Reply};
     let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
         "{msg} {wide_bar} {pos}/{len} (ETA {eta})",
     )?);

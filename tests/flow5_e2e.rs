@@ -545,3 +545,106 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The hub rotates its checkpoint key while the intermediate replicates: dual-signed pages
+/// pass with the old pin, the new key's pages need the new pin (refused with the old one
+/// alone), and cosignatures keep reaching the hub throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_continues_across_a_hub_signing_key_rotation() {
+    let a = pid("131011");
+    let (hub_dir, int_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (_, hub) = open_store(
+        hub_dir.path(),
+        "hub.kokuho-13.example",
+        std::slice::from_ref(&a),
+    );
+    let (_, inter) = open_store(
+        int_dir.path(),
+        "intermediate.example",
+        std::slice::from_ref(&a),
+    );
+    let (hub, inter) = (Arc::new(hub), Arc::new(inter));
+    let who = Importer {
+        actor: "admin-cli".into(),
+        role: "admin".into(),
+        route: "test".into(),
+        request_id: "-".into(),
+    };
+    let load = |tid: &'static str, seed: u64| {
+        let (hub, a, who) = (Arc::clone(&hub), a.clone(), who.clone());
+        tokio::task::spawn_blocking(move || {
+            let f = sample::transmission(a.as_str(), tid, 3, seed);
+            let (s, k) = (
+                sample::encode(&f.setai, Encoding::Utf8),
+                sample::encode(&f.kojin, Encoding::Utf8),
+            );
+            import(&hub, &a, tid, Encoding::Utf8, &s, &k, &who).unwrap();
+        })
+    };
+    let actor = |r: &str| kukaku::store::KeyActor {
+        actor: "admin-cli".into(),
+        reason: r.into(),
+    };
+    load("A-1", 1).await.unwrap();
+    let server = start_hub(Arc::clone(&hub), vec![inter.cosigner_key()]).await;
+    let (token, _) = hub
+        .issue_credential(
+            Role::Replicator,
+            Reach::Partitions([a.clone()].into()),
+            "intermediate",
+            kukaku::store::now_unix_ms() + 3_600_000,
+        )
+        .unwrap();
+    let client = HubClient::new(
+        &format!("http://{}", server.addr),
+        token.to_text(),
+        None,
+        None,
+    )
+    .unwrap();
+    let old_vkey = hub.verifier_key(&a).unwrap().to_text();
+    let old_pin = Upstream::from_partition_vkey(&old_vkey).unwrap();
+    sync_partition(&inter, &client, &old_pin, &a, 100)
+        .await
+        .unwrap();
+
+    let h = Arc::clone(&hub);
+    tokio::task::spawn_blocking(move || h.rotate_signing_key(actor("annual")).unwrap())
+        .await
+        .unwrap();
+    load("A-2", 2).await.unwrap();
+    let r = sync_partition(&inter, &client, &old_pin, &a, 100)
+        .await
+        .unwrap();
+    assert!(r.pages > 0, "dual-signed pages pass with the old pin");
+    let new_vkey = hub.verifier_key(&a).unwrap().to_text();
+    let both = Upstream::from_partition_vkeys(&[&old_vkey, &new_vkey]).unwrap();
+
+    let h = Arc::clone(&hub);
+    tokio::task::spawn_blocking(move || h.finish_signing_rotation(actor("pinned")).unwrap())
+        .await
+        .unwrap();
+    load("A-3", 3).await.unwrap();
+    let before = inter.size(&a).unwrap();
+    assert!(
+        sync_partition(&inter, &client, &old_pin, &a, 100)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        inter.size(&a).unwrap(),
+        before,
+        "a refused page stored nothing"
+    );
+    sync_partition(&inter, &client, &both, &a, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        inter.replica_state(&a).unwrap().unwrap().hub_size,
+        hub.size(&a).unwrap()
+    );
+    let cosigned = hub.latest_cosigned_size(&a).unwrap().unwrap();
+    assert!(cosigned > 0, "the witness's cosignatures reached the hub");
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
+}

@@ -510,6 +510,7 @@ fn signing_key_rotation_dual_signs_then_switches() {
     let (paths, store, ids) = setup(dir.path(), small());
     let p = &ids[0];
     put(&store, p, Kind::HOUSEHOLD_SNAPSHOT, "before");
+    let size_before = store.size(p).unwrap();
     let old = store.verifier_key(p).unwrap();
     assert_eq!(store.rotate_signing_key(who("annual")).unwrap(), 2);
     let new = store.verifier_key(p).unwrap();
@@ -543,6 +544,8 @@ fn signing_key_rotation_dual_signs_then_switches() {
     );
     assert!(events[1].reason.contains("v1 retired"), "{events:?}");
     verify_all(&store, &ids);
+    // Proofs across the transition (the replicator's feed asks for these).
+    store.prove_consistency(p, size_before, None).unwrap();
     let keys = store.signing_keys();
     assert_eq!(keys.len(), 2);
     assert!(keys[0].retired_ms.is_some() && keys[1].retired_ms.is_none());

@@ -172,6 +172,29 @@ fn key_commands_reach_a_running_server_through_its_admin_socket() {
         "{}",
         text(&o)
     );
+    // The audit export runs in the server too (the auditor then checks every key event).
+    let bundle = dir.path().join("audit.bundle");
+    let o = run(
+        &home,
+        &["export", "--audit", "--out", bundle.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running server"),
+        "{}",
+        text(&o)
+    );
+    let bytes = std::fs::read(&bundle).unwrap();
+    assert!(bytes.starts_with(kukaku::ledger::bundle::MAGIC));
+    let o = run(
+        &home,
+        &["export", "--audit", "--out", bundle.to_str().unwrap()],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an existing file is not overwritten"
+    );
     // Errors from the server come back as errors.
     let o = run(
         &home,

@@ -432,11 +432,16 @@ impl Store {
     ) -> Result<ConsistencyProofJson, ReadError> {
         let (to, note) = self.proof_size(p, to)?;
         let old = self.inner.checkpoint_at(p, from)?;
-        let key = self
-            .verifier_key(p)
-            .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
-        let old_cp = Checkpoint::verify_note(&old, &key).map_err(|e| corrupt(p, from, e))?;
-        let new_cp = Checkpoint::verify_note(&note, &key).map_err(|e| corrupt(p, to, e))?;
+        // Each note with the instance key it names: a signing-key rotation may lie between.
+        let key_of = |n: &str| {
+            self.inner
+                .key_for_note(p, n)
+                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))
+        };
+        let old_cp =
+            Checkpoint::verify_note(&old, &key_of(&old)?).map_err(|e| corrupt(p, from, e))?;
+        let new_cp =
+            Checkpoint::verify_note(&note, &key_of(&note)?).map_err(|e| corrupt(p, to, e))?;
         let mut src = DbNodes {
             db: &self.inner.db,
             cf: self.inner.cf(p)?,

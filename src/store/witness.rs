@@ -79,7 +79,8 @@ impl Store {
     ) -> Result<CosignatureAccepted, CosignError> {
         let partition = p.to_string();
         let key = self
-            .verifier_key(p)
+            .inner
+            .key_for_note(p, note)
             .ok_or_else(|| ReadError::UnknownPartition(partition.clone()))?;
         let cp = Checkpoint::verify_note(note, &key).map_err(|why| CosignError::NotOurs {
             partition: partition.clone(),
