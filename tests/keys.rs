@@ -117,8 +117,17 @@ fn rotation_and_reencryption_under_load_lose_nothing() {
         })
         .collect();
     let old_kek = kek_fingerprint(&paths);
+    verify_all(&store, &ids);
     let stop = AtomicBool::new(false);
+    // Stops the workers however this thread leaves the scope (a failed assert included).
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
     let during = std::thread::scope(|s| {
+        let _stop = StopOnDrop(&stop);
         let mut workers = Vec::new();
         for t in 0..4 {
             let (store, ids, stop, admin) = (&store, &ids, &stop, &admin);
@@ -154,6 +163,15 @@ fn rotation_and_reencryption_under_load_lose_nothing() {
             let done = store
                 .reencrypt(p, who("move to current keys"), 64, &mut |_| {
                     steps += 1;
+                    if steps == 2 {
+                        // During the job: an audit bundle verifies, and so does the log.
+                        let bundle = store.export_audit(&ids, Vec::new(), &mut |_| {}).unwrap();
+                        kukaku::ledger::bundle::verify(&bundle[..], &|q| store.verifier_key(q))
+                            .unwrap();
+                        store
+                            .verify_partition(p, VerifyOptions { with_keys: true })
+                            .unwrap();
+                    }
                     true
                 })
                 .unwrap();

@@ -4,6 +4,39 @@
 //! `Serialize`). AES-256-GCM comes from `aes-gcm` with its `zeroize` feature; SHA-256, Ed25519
 //! and randomness from `ring`. ring does not wipe its Ed25519 key objects: the signer is
 //! long-lived, one per instance (residual risk noted in docs/ARCHITECTURE.md).
+//!
+//! No secret type has `Display` (these do not compile):
+//!
+//! ```compile_fail
+//! let s = kukaku::crypto::Secret32::generate().unwrap();
+//! let _ = format!("{s}");
+//! ```
+//! ```compile_fail
+//! let k = kukaku::crypto::Kek::generate().unwrap();
+//! let _ = format!("{k}");
+//! ```
+//! ```compile_fail
+//! let d = kukaku::crypto::Dek::new(&kukaku::crypto::Secret32::generate().unwrap());
+//! let _ = format!("{d}");
+//! ```
+//! ```compile_fail
+//! let i = kukaku::crypto::IndexKey::new(&kukaku::crypto::Secret32::generate().unwrap());
+//! let _ = format!("{i}");
+//! ```
+//! ```compile_fail
+//! let s = kukaku::crypto::Secret32::generate().unwrap();
+//! let _ = s.clone();
+//! ```
+//!
+//! while their `Debug` compiles and is redacted:
+//!
+//! ```
+//! use kukaku::crypto::{Dek, IndexKey, Kek, Secret32};
+//! let s = Secret32::from_slice(&[0xab; 32]).unwrap();
+//! let k = Kek::generate().unwrap();
+//! let all = format!("{s:?} {:?} {:?} {k:?}", Dek::new(&s), IndexKey::new(&s));
+//! assert!(!all.to_lowercase().contains("abab") && !all.contains("q6ur"), "{all}");
+//! ```
 
 pub mod aead;
 pub mod credential;

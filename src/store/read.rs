@@ -609,21 +609,35 @@ impl Store {
             .verifier_key(p)
             .ok_or_else(|| fail(0, Step::Other("no verifier key".into())))?;
         let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
-        let mut checkpoints = self
-            .checkpoint_sizes(p)
-            .map_err(|e| other(0, e))?
-            .into_iter()
-            .peekable();
+        let db = &self.inner.db;
+        // One snapshot for every read: a server appending meanwhile does not disturb it.
+        let snapshot = db.snapshot();
+        let at = || {
+            let mut o = rocksdb::ReadOptions::default();
+            o.set_snapshot(&snapshot);
+            o
+        };
+        let prefixed = |prefix: &'static [u8]| {
+            db.iterator_cf_opt(&cf, at(), IteratorMode::From(prefix, Direction::Forward))
+                .take_while(move |item| {
+                    item.as_ref()
+                        .map_or(true, |(k, _)| k.first() == prefix.first())
+                })
+        };
+        let mut sizes = Vec::new();
+        for item in prefixed(b"C") {
+            let (k, _) = item.map_err(|e| other(0, e.into()))?;
+            if let Some(size) = k.get(1..).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                sizes.push(u64::from_be_bytes(size));
+            }
+        }
+        let mut checkpoints = sizes.into_iter().peekable();
         let mut v = ChainVerifier::new(p.clone());
         let mut checked = 0u64;
         let mut opened = 0u64;
         let mut shredded = 0u64;
-        let db = &self.inner.db;
-        for item in db.prefix_iterator_cf(&cf, b"E") {
+        for item in prefixed(b"E") {
             let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
-            if k.first() != Some(&b'E') {
-                break;
-            }
             let seq = v.size();
             if k.as_ref() != entry_key(seq) {
                 return Err(fail(
@@ -637,7 +651,7 @@ impl Store {
             let (env, nodes) = v.push(&raw)?;
             for n in nodes {
                 let stored = db
-                    .get_pinned_cf(&cf, node_key(n.level, n.index))
+                    .get_pinned_cf_opt(&cf, node_key(n.level, n.index), &at())
                     .map_err(|e| other(seq, e.into()))?;
                 if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
                     return Err(fail(seq, Step::TreeNode { level: n.level }));
@@ -652,10 +666,11 @@ impl Store {
             }
             while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
                 let size = checkpoints.next().unwrap_or_default();
-                let note = self
-                    .inner
-                    .checkpoint_at(p, size)
-                    .map_err(|e| other(size, e))?;
+                let note = db
+                    .get_cf_opt(&cf, checkpoint_key(size), &at())
+                    .map_err(|e| other(size, e.into()))?
+                    .and_then(|raw| String::from_utf8(raw).ok())
+                    .ok_or_else(|| fail(size, Step::Other("checkpoint unreadable".into())))?;
                 if size < v.size() {
                     return Err(fail(
                         size,
@@ -682,7 +697,18 @@ impl Store {
                 },
             ));
         }
-        let state = self.inner.state(p).map_err(|e| other(v.size(), e))?;
+        let state = match db
+            .get_cf_opt(&cf, STATE_KEY, &at())
+            .map_err(|e| other(v.size(), e.into()))?
+        {
+            None => None,
+            Some(raw) => Some(decode::<StateRecord>(&raw).ok_or_else(|| {
+                fail(
+                    v.size(),
+                    Step::Other("partition state record is unreadable".into()),
+                )
+            })?),
+        };
         if let Some(st) = state {
             if st.size != v.size() {
                 return Err(fail(
@@ -764,7 +790,11 @@ impl Store {
                 .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
             w.partition(p, &key)?;
             let cf = self.inner.cf(p)?;
-            let mut checkpoints = self.checkpoint_sizes(p)?.into_iter().peekable();
+            let sizes = self.checkpoint_sizes(p)?;
+            // The bundle ends at the last checkpoint read here: entries a server appends
+            // meanwhile (with their later checkpoints) are left to the next export.
+            let end = sizes.last().copied().unwrap_or(0);
+            let mut checkpoints = sizes.into_iter().peekable();
             if from > 0 {
                 let anchor = self.best_checkpoint_at(p, from)?;
                 let chain = match self.envelopes(p, from, from + 1)?.first() {
@@ -789,7 +819,7 @@ impl Store {
             let mode = IteratorMode::From(&start, Direction::Forward);
             for item in self.inner.db.iterator_cf(&cf, mode) {
                 let (k, raw) = item?;
-                if k.first() != Some(&b'E') {
+                if k.first() != Some(&b'E') || size >= end {
                     break;
                 }
                 w.envelope(&raw)?;
