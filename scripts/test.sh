@@ -31,6 +31,11 @@ fi
 
 cargo test --workspace
 
+# The benchmarks, reduced (issue 9): every bench target runs a few iterations in the test
+# profile so none can rot. No timing is asserted; the real runs are `cargo bench`
+# (docs/benchmarks.md).
+KUKAKU_BENCH_SMOKE=1 KUKAKU_BENCH_PARTITIONS=20 cargo test --workspace --benches
+
 # The terminal in a real browser (issue 6): headless Chromium driven by playwright-core, CJK
 # fonts for the screenshots and the PDF, pdftotext to read the PDF back.
 bash scripts/browser-setup.sh

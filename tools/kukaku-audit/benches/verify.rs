@@ -14,10 +14,16 @@ use kukaku_audit::audit::Options;
 use kukaku_audit::{State, Trust, verify_bundle};
 
 fn main() {
+    // `KUKAKU_BENCH_SMOKE=1` (CI): a small bundle, so the benchmark cannot rot.
+    let default = if std::env::var_os("KUKAKU_BENCH_SMOKE").is_some() {
+        2_000
+    } else {
+        200_000
+    };
     let n: u64 = std::env::var("KUKAKU_BENCH_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+        .unwrap_or(default);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::init(
         &Paths::under(dir.path()),

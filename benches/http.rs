@@ -1,0 +1,204 @@
+//! Concurrent appends over HTTP on loopback (issue 9, item 2): C clients, one municipality
+//! (partition and credential) each, every client sending `POST /v1/transmissions` of one
+//! household (one snapshot entry, its index entries, the transmission claim and the access
+//! record: one group-committed append) back to back. Reports requests/s, p50 and p99.
+//!
+//! One-shot system run, bounded: a fixed number of requests per client, at most a time
+//! budget; the server binds 127.0.0.1 only. Run: `cargo bench --bench http`.
+//! `KUKAKU_BENCH_SMOKE=1`: a few requests per client (CI). `KUKAKU_BENCH_CLIENTS=64,256`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kukaku::api::server::{self, Transport};
+use kukaku::api::{self, AppState, Limits, ServerRole};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::domain::InsurerNumber;
+use kukaku::flows::sample;
+use kukaku::ledger::PartitionId;
+use kukaku::store::{Paths, Store, StoreOptions};
+
+/// `n` distinct valid 保険者番号 (prefectures 01–47).
+fn ids(n: usize) -> Vec<PartitionId> {
+    (1..=47u32)
+        .flat_map(|pref| (1..=999u32).map(move |k| (pref, k)))
+        .filter_map(|(pref, k)| {
+            (0..10).find_map(|c| InsurerNumber::parse(&format!("{pref:02}{k:03}{c}")).ok())
+        })
+        .map(|i| i.partition_id())
+        .take(n)
+        .collect()
+}
+
+struct Run {
+    requests: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    failed: usize,
+}
+
+fn run(clients: usize, per_client: usize, budget: Duration) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(dir.path());
+    let ids = ids(clients);
+    {
+        let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
+        store.request_partitions(&ids).unwrap();
+    }
+    let store = Store::open(&paths, StoreOptions::default()).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    let later = kukaku::store::now_unix_ms() + 86_400_000;
+    // Bodies are made before the clock starts: the clients share the 2 cores with the server.
+    let work: Vec<(String, Vec<String>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(c, p)| {
+            let (token, _) = store
+                .issue_credential(
+                    Role::Municipality,
+                    Reach::Partition(p.clone()),
+                    "bench",
+                    later,
+                )
+                .unwrap();
+            let bodies = (0..per_client)
+                .map(|i| {
+                    let tid = format!("{p}-2026-{i:04}");
+                    let f = sample::transmission(p.as_str(), &tid, 1, (c * 100_000 + i) as u64);
+                    serde_json::json!({
+                        "transmission_id": tid,
+                        "encoding": "utf-8",
+                        "setai_file": B64.encode(f.setai.as_bytes()),
+                        "kojin_file": B64.encode(f.kojin.as_bytes()),
+                    })
+                    .to_string()
+                })
+                .collect();
+            (format!("Bearer {}", &*token.to_text()), bodies)
+        })
+        .collect();
+    let store = Arc::new(store);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async {
+        let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_concurrent: clients.max(256),
+            ..Limits::default()
+        };
+        let app = api::router(AppState::new(Arc::clone(&store), ServerRole::Hub), limits);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(server::serve(
+            listener,
+            app,
+            Transport::PlainLoopback,
+            limits,
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(clients)
+            .build_http();
+        let uri: hyper::Uri = format!("http://{addr}/v1/transmissions").parse().unwrap();
+        let start = Instant::now();
+        let tasks: Vec<_> = work
+            .into_iter()
+            .map(|(auth, bodies)| {
+                let (client, uri) = (client.clone(), uri.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::with_capacity(bodies.len());
+                    let mut failed = 0;
+                    for body in bodies {
+                        if start.elapsed() > budget {
+                            break;
+                        }
+                        let req = hyper::Request::post(uri.clone())
+                            .header("authorization", &auth)
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body)))
+                            .unwrap();
+                        let t = Instant::now();
+                        match client.request(req).await {
+                            Ok(resp) => {
+                                let ok = resp.status().is_success();
+                                let _ = resp.into_body().collect().await;
+                                if ok {
+                                    latencies.push(t.elapsed());
+                                } else {
+                                    failed += 1;
+                                }
+                            }
+                            Err(_) => failed += 1,
+                        }
+                    }
+                    (latencies, failed)
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        let mut failed = 0;
+        for t in tasks {
+            let (l, f) = t.await.unwrap();
+            latencies.extend(l);
+            failed += f;
+        }
+        let elapsed = start.elapsed();
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        Run {
+            requests: latencies.len(),
+            elapsed,
+            p50: at(0.50),
+            p99: at(0.99),
+            failed,
+        }
+    });
+    drop(rt);
+    result
+}
+
+fn main() {
+    let smoke = std::env::var_os("KUKAKU_BENCH_SMOKE").is_some();
+    let clients: Vec<usize> = std::env::var("KUKAKU_BENCH_CLIENTS")
+        .unwrap_or_else(|_| if smoke { "8".into() } else { "64,256".into() })
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let budget = Duration::from_secs(if smoke { 10 } else { 20 });
+    println!("| clients | requests | requests/s | p50 | p99 | failed |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for c in clients {
+        let per_client = if smoke { 3 } else { 20_000 / c };
+        let r = run(c, per_client, budget);
+        println!(
+            "| {c} | {} | {:.0} | {:.1} ms | {:.1} ms | {} |",
+            r.requests,
+            r.requests as f64 / r.elapsed.as_secs_f64(),
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.failed
+        );
+    }
+}
