@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every benchmark of docs/benchmarks.md in one run: the machine, then each bench's table
+# (ratios are taken against baselines measured in the same run). Release profile; the first
+# run compiles RocksDB in release once (~15 min on 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+echo "## machine"
+echo "- cores: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
+echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "- flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(sha_ni|aes|avx2|avx512f|pclmulqdq)$' | tr '\n' ' ')"
+echo "- disk: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $1", "$2" total, "$4" free"}')"
+echo "- date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+for b in append http reads scale provision; do
+  echo
+  echo "## $b"
+  cargo bench --quiet --bench "$b" 2>/dev/null
+done
+echo
+echo "## audit verify"
+cargo bench --quiet -p kukaku-audit --bench verify 2>/dev/null
