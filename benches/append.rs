@@ -6,7 +6,9 @@
 //! time on a fresh database in a temporary directory on the same disk.
 //! Run: `cargo bench --bench append` (prints the markdown table of docs/benchmarks.md).
 //! `KUKAKU_BENCH_SMOKE=1` runs every cell briefly (CI: the benchmark cannot rot; no timing is
-//! asserted). `KUKAKU_BENCH_SECONDS` sets the time per cell (default 3).
+//! asserted). `KUKAKU_BENCH_SECONDS` sets the time per cell (default 3). For profiling,
+//! `KUKAKU_BENCH_CELL=256x1000` runs one cell and `KUKAKU_BENCH_SIDE=kukaku` (or `raw`) one
+//! side of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::{Duration, Instant};
@@ -31,6 +33,12 @@ fn per_cell() -> Duration {
 
 /// Records per second of raw synced `WriteBatch`es of `batch` records of `size` bytes.
 fn raw(size: usize, batch: usize, budget: Duration) -> f64 {
+    raw_puts(size, 0, batch, budget)
+}
+
+/// As [`raw`], with `nodes` extra 32-byte puts per record (what kukaku writes besides the
+/// envelope: the tree nodes the record completes).
+fn raw_puts(size: usize, nodes: usize, batch: usize, budget: Duration) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = rocksdb::Options::default();
     opts.create_if_missing(true);
@@ -46,6 +54,12 @@ fn raw(size: usize, batch: usize, budget: Duration) -> f64 {
             let mut key = [b'E'; 9];
             key[1..].copy_from_slice(&seq.to_be_bytes());
             b.put(key, &value);
+            for level in 0..nodes {
+                let mut node = [b'N'; 10];
+                node[1] = level as u8;
+                node[2..].copy_from_slice(&seq.to_be_bytes());
+                b.put(node, [0x33_u8; 32]);
+            }
             seq += 1;
         }
         db.write_opt(b, &w).unwrap();
@@ -54,8 +68,8 @@ fn raw(size: usize, batch: usize, budget: Duration) -> f64 {
 }
 
 /// Entries per second through `Store::append`, `batch` sealed entries of `size` bytes per
-/// call, one caller (so every call is its own group commit).
-fn kukaku(size: usize, batch: usize, budget: Duration) -> f64 {
+/// call, one caller (so every call is its own group commit), and the stored envelope size.
+fn kukaku(size: usize, batch: usize, budget: Duration) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
     let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
@@ -72,20 +86,51 @@ fn kukaku(size: usize, batch: usize, budget: Duration) -> f64 {
         store.append(&p, entries).unwrap();
         n += batch as u64;
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let last = store.size(&p).unwrap() - 1;
+    let envelope = store.envelopes(&p, last, last + 1).unwrap()[0].len();
+    (rate, envelope)
 }
 
 fn main() {
     let budget = per_cell();
-    println!("| record | batch | raw RocksDB (records/s) | kukaku (entries/s) | ratio |");
-    println!("|---:|---:|---:|---:|---:|");
+    let cell = std::env::var("KUKAKU_BENCH_CELL").ok();
+    let side = std::env::var("KUKAKU_BENCH_SIDE").ok();
+    let runs = |name: &str| side.as_deref().is_none_or(|s| s == name);
+    println!(
+        "| record | batch | raw RocksDB (records/s) | kukaku (entries/s) | ratio | raw, kukaku's puts (/s) | ratio to that |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for size in SIZES {
         for batch in BATCHES {
-            let r = raw(size, batch, budget);
-            let k = kukaku(size, batch, budget);
+            if cell
+                .as_deref()
+                .is_some_and(|c| c != format!("{size}x{batch}"))
+            {
+                continue;
+            }
+            let r = if runs("raw") {
+                raw(size, batch, budget)
+            } else {
+                0.0
+            };
+            let (k, envelope) = if runs("kukaku") {
+                kukaku(size, batch, budget)
+            } else {
+                (0.0, size)
+            };
+            // The same bytes raw: the envelope and two tree nodes per entry (a leaf and, on
+            // average, one inner node).
+            let same = if runs("raw") {
+                raw_puts(envelope, 2, batch, budget)
+            } else {
+                0.0
+            };
+            let ratio = |a: f64, b: f64| a / b.max(f64::MIN_POSITIVE);
             println!(
-                "| {size} B | {batch} | {r:.0} | {k:.0} | {:.2}× |",
-                k / r.max(f64::MIN_POSITIVE)
+                "| {size} B | {batch} | {r:.0} | {k:.0} | {:.2}× | {same:.0} ({envelope} B + 2 nodes) | {:.2}× |",
+                ratio(k, r),
+                ratio(k, same)
             );
         }
     }

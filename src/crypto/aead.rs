@@ -6,7 +6,7 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
-use super::{RngError, Secret32, random};
+use super::{RngError, Secret32, random_nonce};
 use crate::ledger::Hash;
 use crate::ledger::envelope::{NONCE_LEN, SALT_LEN};
 
@@ -49,7 +49,7 @@ impl Dek {
         salt: &[u8; SALT_LEN],
         payload: &[u8],
     ) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
-        let nonce = random::<NONCE_LEN>()?;
+        let nonce = random_nonce::<NONCE_LEN>()?;
         let mut msg = Zeroizing::new(Vec::with_capacity(SALT_LEN + payload.len()));
         msg.extend_from_slice(salt);
         msg.extend_from_slice(payload);

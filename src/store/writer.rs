@@ -27,7 +27,7 @@ use super::records::{
     transmission_key,
 };
 use super::{Inner, now_ms, sync_write};
-use crate::crypto::{Dek, RngError, random};
+use crate::crypto::{Dek, RngError, random_nonce};
 use crate::ledger::envelope::SALT_LEN;
 use crate::ledger::hash::{Hash, chain_next, commitment};
 use crate::ledger::header::{Class, Header, Kind, PartitionId};
@@ -133,7 +133,7 @@ impl NewEntry {
             return Err(AppendError::TooLarge(payload.len()));
         }
         let payload = Zeroizing::new(payload);
-        let salt = random::<SALT_LEN>()?;
+        let salt = random_nonce::<SALT_LEN>()?;
         let commitment = commitment(&salt, &payload);
         Ok(NewEntry {
             kind,
@@ -184,7 +184,7 @@ impl NewEntry {
 
     /// Entries made by the writer itself (genesis, key events).
     fn internal(kind: Kind, payload: Vec<u8>) -> Result<Self, AppendError> {
-        let salt = random::<SALT_LEN>()?;
+        let salt = random_nonce::<SALT_LEN>()?;
         let commitment = commitment(&salt, &payload);
         Ok(NewEntry {
             kind,
