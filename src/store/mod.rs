@@ -94,6 +94,39 @@ pub struct StoreOptions {
     /// of an earlier fiscal year; always 0 in the binary.
     #[doc(hidden)]
     pub clock_offset_ms: i64,
+    /// Injected storage faults (tests of poisoning); `None` in the binary.
+    #[doc(hidden)]
+    pub faults: Option<Arc<FaultPlan>>,
+}
+
+/// Storage faults to inject below the writer (tests): the n-th synced write of the key store
+/// or of the data batch fails as a failed `fsync` or a full disk would.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    /// Data batches that still succeed before one fails (`u64::MAX`: never).
+    pub data_writes_left: std::sync::atomic::AtomicU64,
+    /// Key-store batches that still succeed before one fails (`u64::MAX`: never).
+    pub key_writes_left: std::sync::atomic::AtomicU64,
+}
+
+impl FaultPlan {
+    /// Fails the data batch after `data` good ones and the key-store batch after `keys`.
+    pub fn new(data: u64, keys: u64) -> Arc<Self> {
+        Arc::new(FaultPlan {
+            data_writes_left: data.into(),
+            key_writes_left: keys.into(),
+        })
+    }
+
+    /// Whether this write is the one to fail (counts it down otherwise).
+    pub(crate) fn fails(counter: &std::sync::atomic::AtomicU64) -> bool {
+        let before = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
+            0 | u64::MAX => None,
+            n => Some(n - 1),
+        });
+        before == Err(0)
+    }
 }
 
 impl Default for StoreOptions {
@@ -109,6 +142,7 @@ impl Default for StoreOptions {
             dek_rotate_after: 1 << 30,
             queue_depth: 8192,
             clock_offset_ms: 0,
+            faults: None,
         }
     }
 }

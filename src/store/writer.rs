@@ -1261,7 +1261,19 @@ impl Writer {
         // Key material first: a crash between the two writes leaves an unused wrapped key,
         // never ciphertext whose key is missing. Deleted keys go in the same key-store
         // batch: their ciphertext stays, unreadable, which is what destroying them means.
+        let faults = self.inner.options.faults.as_deref();
+        let injected = |what: &str| {
+            AppendError::Storage(format!("{what}: No space left on device (injected fault)"))
+        };
+        if !(key_records.is_empty() && key_deletes.is_empty())
+            && faults.is_some_and(|f| super::FaultPlan::fails(&f.key_writes_left))
+        {
+            return Err(injected("key store write"));
+        }
         self.inner.keyring.commit(key_records, key_deletes)?;
+        if faults.is_some_and(|f| super::FaultPlan::fails(&f.data_writes_left)) {
+            return Err(injected("data write"));
+        }
         db.write_opt(batch, &sync_write())
             .map_err(|e| AppendError::Storage(e.to_string()))
     }
