@@ -1390,3 +1390,41 @@ async fn shredded_entries_answer_410_and_proofs_stay() {
     let (s, cp) = call(&app, "GET", "/v1/checkpoint", Some(f.token("muni_b"))).await;
     assert_eq!(s, StatusCode::OK, "{cp}");
 }
+
+/// Token guessing: after 10 wrong secrets for one credential id within a minute, every
+/// attempt with that id gets 429 (even the right token) and says when to retry; other
+/// credentials are not affected; nothing of the guesses is echoed.
+#[tokio::test]
+async fn guessing_a_token_is_rate_limited_per_credential_id() {
+    let f = fixture().await;
+    let app = f.router(ServerRole::Hub);
+    let good = f.token("muni_a").to_owned();
+    let (prefix, secret) = good.rsplit_once('_').unwrap();
+    let wrong = format!("{prefix}_{}", "A".repeat(secret.len()));
+    for _ in 0..kukaku::api::guesses::PER_ID {
+        let (s, e) = call(&app, "GET", "/v1/checkpoint", Some(&wrong)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
+    }
+    let (s, e) = call(&app, "GET", "/v1/checkpoint", Some(&wrong)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
+    assert_eq!(error_code(&e), "too_many_failed_attempts");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry after"),
+        "{e}"
+    );
+    assert!(
+        !e.to_string().contains(&wrong[4..]),
+        "the guess is not echoed"
+    );
+    let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(&good)).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the id is locked for the window"
+    );
+    let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(f.token("muni_b"))).await;
+    assert_eq!(s, StatusCode::OK, "other credentials are not affected");
+}

@@ -21,7 +21,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 use crate::crypto::PartitionScope;
-use crate::crypto::credential::{CredentialId, Reach, Role, Token, Verified};
+use crate::crypto::credential::{CredentialId, Reach, Refused, Role, Token, Verified};
 use crate::ledger::PartitionId;
 use crate::store::AuthError;
 
@@ -59,6 +59,12 @@ pub(crate) async fn verify_token(
     peer: Option<[u8; 32]>,
 ) -> Result<Verified, ApiError> {
     let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
+    let id = token.id();
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.guesses.blocked(id, now) {
+        tracing::warn!(credential = %id, "credential refused: too many failed attempts");
+        return Err(ApiError::too_many_failures(wait));
+    }
     let store = Arc::clone(&state.store);
     let result = tokio::task::spawn_blocking(move || store.authenticate(&token, peer.as_ref()))
         .await
@@ -66,7 +72,13 @@ pub(crate) async fn verify_token(
     match result {
         Ok(v) => Ok(v),
         Err(AuthError::Refused(why)) => {
-            tracing::info!(reason = %why, "credential refused");
+            let known = !matches!(why, Refused::Unknown);
+            if !known && let Some(wait) = state.guesses.unknown_blocked(now) {
+                tracing::warn!("unknown credential ids: too many failed attempts");
+                return Err(ApiError::too_many_failures(wait));
+            }
+            let failures = state.guesses.failed(id, known, now);
+            tracing::warn!(credential = %id, reason = %why, failures, "credential refused");
             Err(ApiError::unauthorized())
         }
         Err(AuthError::Store(e)) => Err(ApiError::internal(e)),

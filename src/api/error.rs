@@ -101,6 +101,15 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// Token guessing: this credential id (or unknown ids as a whole) failed too often.
+    pub fn too_many_failures(retry_after_s: u64) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failed_attempts",
+            format!("too many failed authentications; retry after {retry_after_s} s"),
+        )
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod continuity;
 pub mod error;
 pub mod extract;
+pub mod guesses;
 pub mod pages;
 pub mod request_id;
 pub mod routes;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub sessions: pages::Sessions,
     /// Mark session cookies `Secure` (the listener is TLS).
     pub secure_cookies: bool,
+    /// Failed-authentication counts (token guessing gets 429).
+    pub guesses: guesses::Guesses,
 }
 
 impl AppState {
@@ -68,6 +71,7 @@ impl AppState {
             continuity_rules: crate::domain::continuity::Rules::default(),
             sessions: pages::Sessions::default(),
             secure_cookies: false,
+            guesses: guesses::Guesses::default(),
         }
     }
 
