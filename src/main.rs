@@ -454,10 +454,27 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     use kukaku::flows::sample;
     use kukaku::flows::transmission::Encoding;
 
-    let dir = tempfile::tempdir()?;
-    println!("demo instances in {}", dir.path().display());
-    let hub_paths = Paths::under(&dir.path().join("hub"));
-    let int_paths = Paths::under(&dir.path().join("intermediate"));
+    // A temporary directory, removed at the end; `KUKAKU_DEMO_DIR` keeps the instances in a
+    // given empty directory instead (the protected-identifier scan test reads them).
+    let kept = std::env::var_os("KUKAKU_DEMO_DIR").map(std::path::PathBuf::from);
+    let temp = match &kept {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            if std::fs::read_dir(d)?.next().is_some() {
+                anyhow::bail!("KUKAKU_DEMO_DIR {} is not empty", d.display());
+            }
+            None
+        }
+        None => Some(tempfile::tempdir()?),
+    };
+    let dir_path = match (&temp, &kept) {
+        (Some(t), _) => t.path().to_owned(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => anyhow::bail!("no demo directory"),
+    };
+    println!("demo instances in {}", dir_path.display());
+    let hub_paths = Paths::under(&dir_path.join("hub"));
+    let int_paths = Paths::under(&dir_path.join("intermediate"));
     let hub = Store::init(&hub_paths, "hub.kokuho-13.example", StoreOptions::default())?;
     let inter = Store::init(&int_paths, "intermediate.example", StoreOptions::default())?;
     let ids = DEMO_MUNICIPALITIES
@@ -602,7 +619,7 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         Arc::clone(&inter),
         &ids,
         &int_paths,
-        dir.path(),
+        &dir_path,
         listen,
         no_serve,
     ))?;

@@ -1,0 +1,101 @@
+//! The protected-identifier scan (issue 10, item 6): run the whole demo (`kukaku demo
+//! --no-serve`: flow 5 imports including a refused file, replication, the 資格履歴ファイル
+//! export, flow 4 imports and extraction, the audit bundle) with logging on, then look for
+//! any 個人番号 — any 12-digit run with a valid check digit — in every line it printed or
+//! logged and in the raw bytes of every file of both instances. The expected count is 0.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kukaku::domain::KojinNo;
+
+/// Every 12-digit run (not part of a longer run of digits) that is a valid 個人番号.
+fn kojin_nos(bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i - start == 12 {
+            let text = std::str::from_utf8(&bytes[start..i]).unwrap();
+            if KojinNo::parse(text).is_ok() {
+                out.push(text.to_owned());
+            }
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_demo_leaves_no_kojin_no_in_output_logs_or_data() {
+    assert_eq!(
+        kojin_nos(b"x 123456789018 y"),
+        vec!["123456789018"],
+        "the scanner finds one"
+    );
+    assert!(
+        kojin_nos(b"1234567890181").is_empty(),
+        "not inside a longer number"
+    );
+    // It finds every 個人番号 of the sample files the demo imports (in their plaintext).
+    let f = kukaku::flows::sample::transmission("131011", "131011-2024-0001", 5, 7);
+    let seen = kojin_nos(f.kojin.as_bytes());
+    assert!(!f.kojin_nos.is_empty());
+    assert!(
+        f.kojin_nos.iter().all(|k| seen.contains(k)),
+        "the scanner misses sample numbers"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_kukaku"))
+        .args(["demo", "--no-serve", "--listen", "127.0.0.1:0"])
+        .env("KUKAKU_DEMO_DIR", &demo)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut found = Vec::new();
+    for (what, bytes) in [("stdout", &out.stdout), ("stderr (logs)", &out.stderr)] {
+        found.extend(kojin_nos(bytes).into_iter().map(|k| (what.to_owned(), k)));
+    }
+    let mut files = Vec::new();
+    walk(&demo, &mut files);
+    assert!(files.len() > 20, "the demo wrote its instances: {files:?}");
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        found.extend(
+            kojin_nos(&bytes)
+                .into_iter()
+                .map(|k| (f.display().to_string(), k)),
+        );
+    }
+    // Print where, never what.
+    let places: Vec<&String> = found.iter().map(|(w, _)| w).collect();
+    assert!(
+        found.is_empty(),
+        "{} 個人番号 found in: {places:?}",
+        found.len()
+    );
+}
