@@ -49,6 +49,23 @@ pub(crate) fn stored_fingerprint(store: &DB) -> Result<Option<String>, KeyError>
     Ok(None)
 }
 
+impl Rewrapped {
+    /// Counts one key-store record: a partition's (DEK, index key) or the instance's.
+    fn count(&mut self, purpose: WrapPurpose, scope: &str) {
+        match PartitionId::parse(scope) {
+            Ok(p) if matches!(purpose, WrapPurpose::Dek | WrapPurpose::IndexKey) => {
+                *self.partitions.entry(p).or_default() += 1;
+            }
+            _ => self.instance += 1,
+        }
+    }
+}
+
+/// A key-store record's slot; a record kukaku does not know stops a rewrap or census.
+fn known_slot(key: &[u8]) -> Result<(WrapPurpose, String, u32), KeyError> {
+    slot_of(key).ok_or_else(|| KeyError::UnknownSlot(String::from_utf8_lossy(key).into_owned()))
+}
+
 pub(crate) struct Keyring {
     store: DB,
     /// The KEK new wraps use first; during a rotation also the next one, so a record under
@@ -310,16 +327,10 @@ impl Keyring {
         let mut done = Rewrapped::default();
         for item in self.store.iterator(rocksdb::IteratorMode::Start) {
             let (k, v) = item?;
-            let (purpose, scope, key_id) = slot_of(&k)
-                .ok_or_else(|| KeyError::UnknownSlot(String::from_utf8_lossy(&k).into_owned()))?;
+            let (purpose, scope, key_id) = known_slot(&k)?;
             let secret = self.unwrap(purpose, &scope, key_id, &v)?;
             batch.put(&k, next.wrap(purpose, &scope, key_id, &secret)?);
-            match PartitionId::parse(&scope) {
-                Ok(p) if matches!(purpose, WrapPurpose::Dek | WrapPurpose::IndexKey) => {
-                    *done.partitions.entry(p).or_default() += 1;
-                }
-                _ => done.instance += 1,
-            }
+            done.count(purpose, &scope);
         }
         self.store.write_opt(batch, &sync_write())?;
         *self.keks.write().map_err(|_| KeyError::Poisoned)? = vec![Arc::clone(next)];
@@ -332,20 +343,8 @@ impl Keyring {
         let mut out = Rewrapped::default();
         for item in self.store.iterator(rocksdb::IteratorMode::Start) {
             let (k, _) = item?;
-            match slot_of(&k) {
-                Some((WrapPurpose::Dek | WrapPurpose::IndexKey, scope, _)) => {
-                    match PartitionId::parse(&scope) {
-                        Ok(p) => *out.partitions.entry(p).or_default() += 1,
-                        Err(_) => out.instance += 1,
-                    }
-                }
-                Some(_) => out.instance += 1,
-                None => {
-                    return Err(KeyError::UnknownSlot(
-                        String::from_utf8_lossy(&k).into_owned(),
-                    ));
-                }
-            }
+            let (purpose, scope, _) = known_slot(&k)?;
+            out.count(purpose, &scope);
         }
         Ok(out)
     }

@@ -140,10 +140,11 @@ impl Store {
     }
 
     fn key_admin(&self) -> Result<std::sync::MutexGuard<'_, ()>, KeyAdminError> {
-        self.inner.key_admin.try_lock().map_err(|e| match e {
-            std::sync::TryLockError::WouldBlock => KeyAdminError::Busy,
-            std::sync::TryLockError::Poisoned(_) => KeyAdminError::Busy,
-        })
+        // Held (or poisoned by a panic in another key operation): refuse, never wait.
+        self.inner
+            .key_admin
+            .try_lock()
+            .map_err(|_| KeyAdminError::Busy)
     }
 
     /// `kukaku keys rotate-kek`: stages a new KEK, rewraps every key of the key store under

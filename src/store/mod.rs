@@ -668,19 +668,7 @@ impl Store {
         &self,
         partition: &PartitionId,
     ) -> Result<Arc<crate::crypto::IndexKey>, keyring::KeyError> {
-        let shredded = self
-            .inner
-            .db
-            .cf_handle(SYS_CF)
-            .and_then(|sys| {
-                self.inner
-                    .db
-                    .get_cf(&sys, records::shred_key(partition))
-                    .ok()
-            })
-            .flatten()
-            .is_some();
-        if shredded {
+        if self.is_shredded(partition) {
             return Err(keyring::KeyError::Shredded(partition.to_string()));
         }
         self.inner.keyring.index_key(partition)

@@ -605,9 +605,6 @@ impl Store {
             step,
         };
         let other = |seq: u64, e: ReadError| fail(seq, Step::Other(e.to_string()));
-        let key = self
-            .verifier_key(p)
-            .ok_or_else(|| fail(0, Step::Other("no verifier key".into())))?;
         let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
         let db = &self.inner.db;
         // One snapshot for every read: a server appending meanwhile does not disturb it.
@@ -680,10 +677,11 @@ impl Store {
                         },
                     ));
                 }
+                // The instance key the note names (a signing-key rotation may lie between).
                 let key = self
                     .inner
                     .key_for_note(p, &note)
-                    .unwrap_or_else(|| key.clone());
+                    .ok_or_else(|| fail(size, Step::Other("no verifier key".into())))?;
                 v.check_checkpoint(&note, &key)?;
                 checked += 1;
             }

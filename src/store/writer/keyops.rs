@@ -162,12 +162,7 @@ impl Writer {
     }
 
     fn instance_record(&self) -> Result<InstanceRecord, AppendError> {
-        let db = &self.inner.db;
-        let sys = db
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
-        db.get_cf(&sys, INSTANCE_KEY)
-            .map_err(|e| AppendError::Storage(e.to_string()))?
+        self.sys_get(INSTANCE_KEY)?
             .and_then(|raw| decode(&raw))
             .ok_or_else(|| AppendError::BadState("instance".into()))
     }
