@@ -11,11 +11,12 @@
 //! side of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use kukaku::domain::InsurerNumber;
 use kukaku::ledger::Kind;
-use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
+use kukaku::store::NewEntry;
 
 const SIZES: [usize; 2] = [256, 1024];
 const BATCHES: [usize; 4] = [1, 10, 100, 1000];
@@ -71,11 +72,7 @@ fn raw_puts(size: usize, nodes: usize, batch: usize, budget: Duration) -> f64 {
 /// call, one caller (so every call is its own group commit), and the stored envelope size.
 fn kukaku(size: usize, batch: usize, budget: Duration) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
-    let p = InsurerNumber::parse("131011").unwrap().partition_id();
-    store.request_partitions(std::slice::from_ref(&p)).unwrap();
-    store.provision(&mut |_, _| {}).unwrap();
+    let (_, store, p) = common::one_partition(dir.path());
     let payload = vec![0x5a_u8; size];
     let (start, mut n) = (Instant::now(), 0u64);
     while start.elapsed() < budget {

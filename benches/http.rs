@@ -8,6 +8,8 @@
 //! `KUKAKU_BENCH_SMOKE=1`: a few requests per client (CI). `KUKAKU_BENCH_CLIENTS=64,256`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,22 +22,8 @@ use hyper_util::rt::TokioExecutor;
 use kukaku::api::server::{self, Transport};
 use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
-use kukaku::domain::InsurerNumber;
 use kukaku::flows::sample;
-use kukaku::ledger::PartitionId;
 use kukaku::store::{Paths, Store, StoreOptions};
-
-/// `n` distinct valid 保険者番号 (prefectures 01–47).
-fn ids(n: usize) -> Vec<PartitionId> {
-    (1..=47u32)
-        .flat_map(|pref| (1..=999u32).map(move |k| (pref, k)))
-        .filter_map(|(pref, k)| {
-            (0..10).find_map(|c| InsurerNumber::parse(&format!("{pref:02}{k:03}{c}")).ok())
-        })
-        .map(|i| i.partition_id())
-        .take(n)
-        .collect()
-}
 
 struct Run {
     requests: usize,
@@ -48,7 +36,7 @@ struct Run {
 fn run(clients: usize, per_client: usize, budget: Duration) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
-    let ids = ids(clients);
+    let ids = common::ids(clients);
     {
         let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
         store.request_partitions(&ids).unwrap();

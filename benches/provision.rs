@@ -7,23 +7,11 @@
 //! sizes). Results go to docs/benchmarks.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use kukaku::domain::InsurerNumber;
-use kukaku::ledger::PartitionId;
 use kukaku::store::{Paths, Store, StoreOptions};
-
-/// `n` distinct valid 保険者番号 (6-digit, prefectures 01–47).
-fn ids(n: usize) -> Vec<PartitionId> {
-    (1..=47u32)
-        .flat_map(|pref| (1..=999u32).map(move |k| (pref, k)))
-        .filter_map(|(pref, k)| {
-            (0..10).find_map(|c| InsurerNumber::parse(&format!("{pref:02}{k:03}{c}")).ok())
-        })
-        .map(|i| i.partition_id())
-        .take(n)
-        .collect()
-}
 
 struct Point {
     create: Duration,
@@ -34,7 +22,7 @@ struct Point {
 fn run(n: usize, bulk: bool) -> Point {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
-    let ids = ids(n);
+    let ids = common::ids(n);
     let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
     let t = Instant::now();
     store.request_partitions(&ids).unwrap();

@@ -7,14 +7,14 @@
 //! 64-byte payloads keep 10^7 entries at a few GB). `KUKAKU_BENCH_SMOKE=1`: 2,000 entries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use kukaku::crypto::{AdminScope, Kek};
-use kukaku::domain::InsurerNumber;
+use kukaku::ledger::Checkpoint;
 use kukaku::ledger::hash::Hash;
 use kukaku::ledger::merkle::verify_inclusion;
-use kukaku::ledger::{Checkpoint, Kind};
-use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
 
 const READS: usize = 20_000;
 
@@ -37,23 +37,10 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in sizes {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::under(dir.path());
-        let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
-        let p = InsurerNumber::parse("131011").unwrap().partition_id();
-        store.request_partitions(std::slice::from_ref(&p)).unwrap();
-        store.provision(&mut |_, _| {}).unwrap();
+        let (paths, store, p) = common::one_partition(dir.path());
         let t = Instant::now();
-        let mut done = store.size(&p).unwrap();
-        while done < n {
-            let batch = (n - done).min(1000);
-            let entries = (0..batch)
-                .map(|i| {
-                    NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 20_000, None, vec![i as u8; 64])
-                        .unwrap()
-                })
-                .collect();
-            done = store.append(&p, entries).unwrap().size;
-        }
+        // Genesis and the first key event are already there.
+        common::fill(&store, &p, n.saturating_sub(store.size(&p).unwrap()), 64);
         let fill = t.elapsed();
         let kek = Kek::load_file(&paths.kek).unwrap();
         let scope = AdminScope::from_kek(&kek).partition(&p);

@@ -8,22 +8,12 @@
 //! `KUKAKU_BENCH_SMOKE=1`: 20 partitions, 2,000 entries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod common;
+
 use std::time::Instant;
 
-use kukaku::domain::InsurerNumber;
-use kukaku::ledger::{Kind, PartitionId};
+use kukaku::ledger::Kind;
 use kukaku::store::{KeyActor, NewEntry, Paths, Store, StoreOptions};
-
-fn ids(n: usize) -> Vec<PartitionId> {
-    (1..=47u32)
-        .flat_map(|pref| (1..=999u32).map(move |k| (pref, k)))
-        .filter_map(|(pref, k)| {
-            (0..10).find_map(|c| InsurerNumber::parse(&format!("{pref:02}{k:03}{c}")).ok())
-        })
-        .map(|i| i.partition_id())
-        .take(n)
-        .collect()
-}
 
 /// Resident and peak set size of this process, MiB (`/proc/self/status`).
 fn rss() -> (f64, f64) {
@@ -61,7 +51,7 @@ fn main() {
     let reencrypt_n = env("KUKAKU_BENCH_REENCRYPT", 200_000, 2_000) as u64;
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
-    let ids = ids(n);
+    let ids = common::ids(n);
     {
         let store = Store::init(&paths, "bench.example", StoreOptions::default()).unwrap();
         store.request_partitions(&ids).unwrap();
@@ -105,15 +95,7 @@ fn main() {
     let r = store.rotate_kek(who("bench")).unwrap();
     let rewrap = t.elapsed();
     let big = &ids[0];
-    let mut done = 0;
-    while done < reencrypt_n {
-        let batch = (reencrypt_n - done).min(1000);
-        let entries = (0..batch)
-            .map(|_| NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 20_000, None, vec![2; 256]).unwrap())
-            .collect();
-        store.append(big, entries).unwrap();
-        done += batch;
-    }
+    common::fill(&store, big, reencrypt_n, 256);
     store.rotate_deks(big, who("bench")).unwrap();
     let t = Instant::now();
     let step = store
