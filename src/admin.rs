@@ -397,14 +397,13 @@ fn export_audit(
         .open(path)
         .map_err(file_err)?;
     let written = store
+        // The store reports every 1,024 entries and at the end.
         .export_audit_from(&ids, from, std::io::BufWriter::new(file), &mut |done| {
-            if done % 1024 == 0 || done == total {
-                out(Reply::Progress {
-                    label: "exporting".into(),
-                    pos: done,
-                    len: total,
-                });
-            }
+            out(Reply::Progress {
+                label: "exporting".into(),
+                pos: done,
+                len: total,
+            });
         })
         .map_err(AdminError::from)
         .and_then(|w| w.into_inner().map_err(|e| file_err(e.into_error())))
