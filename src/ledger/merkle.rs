@@ -247,7 +247,8 @@ pub enum ProofError {
 /// Number of hashes in an inclusion proof for `index` in `size` (index < size).
 fn inclusion_len(index: u64, size: u64) -> usize {
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    // `inner` is 64 when the sizes reach 2^63: nothing is left above it.
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 
@@ -337,7 +338,10 @@ pub fn verify_consistency(
     let shift = from.trailing_zeros();
     let inner = 64 - ((from - 1) ^ (to - 1)).leading_zeros();
     let inner = inner.saturating_sub(shift);
-    let border = ((from - 1) >> (inner + shift)).count_ones();
+    let border = (from - 1)
+        .checked_shr(inner + shift)
+        .unwrap_or(0)
+        .count_ones();
     let seed = u32::from(!from.is_power_of_two());
     let want = (seed + inner + border) as usize;
     if proof.len() != want {
@@ -422,6 +426,35 @@ mod tests {
         (0..n)
             .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
             .collect()
+    }
+
+    /// Found by fuzzing: at sizes of 2^63 and more the expected-length arithmetic shifted a
+    /// u64 by 64 (a panic in debug builds). Such proofs are now refused by length.
+    #[test]
+    fn proofs_for_sizes_above_2_pow_63_are_refused_without_panicking() {
+        let h = Hash::ZERO;
+        let big = 1u64 << 63;
+        for (index, size) in [
+            (big, u64::MAX),
+            (big - 1, u64::MAX),
+            (0, u64::MAX),
+            (big, big + 1),
+        ] {
+            let want = inclusion_len(index, size);
+            assert!(want <= 64, "{index} in {size}: {want}");
+            assert!(verify_inclusion(index, size, &h, &[h; 3], &h).is_err());
+        }
+        for (from, to) in [
+            (big, u64::MAX),
+            (big + 1, u64::MAX),
+            (1, u64::MAX),
+            (3, big + 5),
+        ] {
+            assert!(matches!(
+                verify_consistency(from, to, &[h; 2], &h, &h),
+                Err(ProofError::WrongLength { .. })
+            ));
+        }
     }
 
     #[test]
