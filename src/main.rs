@@ -72,6 +72,9 @@ enum Command {
         /// Requests handled at once; more get 503.
         #[arg(long, default_value_t = 256)]
         max_concurrent: usize,
+        /// Open connections at once; more are closed when accepted.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
         /// Hub: a witness's cosigner key (`kukaku public-keys --witness` on the intermediate) whose
         /// cosignatures of this hub's checkpoints are verified and kept. Repeatable.
         #[arg(long = "witness-vkey")]
@@ -1436,6 +1439,7 @@ fn run(cli: Cli) -> Result<bool> {
             plain_http_loopback,
             max_body_bytes,
             max_concurrent,
+            max_connections,
             witness_vkeys,
             continuity_rules,
             upstream,
@@ -1465,6 +1469,7 @@ fn run(cli: Cli) -> Result<bool> {
             let limits = Limits {
                 max_body_bytes,
                 max_concurrent,
+                max_connections,
                 ..Limits::default()
             };
             let role = match role {

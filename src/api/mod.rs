@@ -107,6 +107,9 @@ pub struct Limits {
     pub max_concurrent: usize,
     /// Largest body of `POST /v1/transmissions` (two files, base64 in JSON).
     pub max_transmission_bytes: usize,
+    /// Open connections at once; a connection past it is closed as soon as it is accepted,
+    /// so a flood of idle or slow connections cannot use up file descriptors or memory.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -117,6 +120,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             max_concurrent: 256,
             max_transmission_bytes: 96 << 20,
+            max_connections: 1024,
         }
     }
 }
@@ -126,8 +130,23 @@ async fn shape_errors(
     req: axum::extract::Request,
     next: middleware::Next,
 ) -> axum::response::Response {
+    let mut res = shaped(next.run(req).await);
+    // The body was not read to its end (too large, or too slow). hyper stops reading it and
+    // closes the connection; say so, so that a client does not send its next request on it.
+    if matches!(
+        res.status(),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        res.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    res
+}
+
+fn shaped(res: axum::response::Response) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let res = next.run(req).await;
     let is_json = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)

@@ -182,6 +182,9 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Largest request line plus headers a connection buffers (hyper's read buffer).
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+
 /// Binds `addr`, refusing plain HTTP on anything but loopback.
 pub async fn bind(addr: SocketAddr, transport: &Transport) -> Result<TcpListener, ServeError> {
     if matches!(transport, Transport::PlainLoopback) && !addr.ip().is_loopback() {
@@ -206,6 +209,8 @@ pub async fn serve(
         Transport::PlainLoopback => None,
     };
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let mut refused = 0u64;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -218,14 +223,26 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Closed at once: the client sees a reset, not a hang. Logged once per 1,000.
+            refused += 1;
+            if refused % 1000 == 1 {
+                tracing::warn!(%peer, refused, max = limits.max_connections, "connection limit reached; closing new connections");
+            }
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
+                .header_read_timeout(limits.header_timeout)
+                // Request line and headers past 64 KiB get 431 (hyper's default is ~400 KiB).
+                .max_header_size(MAX_HEADER_BYTES);
             let result = match acceptor {
                 Some(acceptor) => {
                     let tls =
