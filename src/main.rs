@@ -225,6 +225,10 @@ struct UpstreamArgs {
     /// Seconds between replication rounds.
     #[arg(long, default_value_t = 5)]
     replicate_every: u64,
+    /// Longest wait, in seconds, between rounds after failures (the wait doubles per failed
+    /// round from --replicate-every up to this).
+    #[arg(long, default_value_t = 300)]
+    replicate_max_backoff: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -982,6 +986,7 @@ struct ReplicatorConfig {
     client: kukaku::api::client::HubClient,
     upstream: kukaku::flows::replicate::Upstream,
     every: std::time::Duration,
+    max_backoff: std::time::Duration,
 }
 
 fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
@@ -1011,6 +1016,9 @@ fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
         client,
         upstream,
         every: std::time::Duration::from_secs(a.replicate_every.max(1)),
+        max_backoff: std::time::Duration::from_secs(
+            a.replicate_max_backoff.max(a.replicate_every.max(1)),
+        ),
     })
 }
 
@@ -1063,7 +1071,7 @@ fn serve(
                     &r.client,
                     &r.upstream,
                     r.every,
-                    std::time::Duration::from_secs(300),
+                    r.max_backoff,
                 )
                 .await
             })

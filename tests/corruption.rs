@@ -138,3 +138,145 @@ fn a_damaged_partition_head_quarantines_the_partition_at_open() {
     let e = NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, b"x".to_vec()).unwrap();
     assert!(store.append(&pid("131011"), vec![e]).is_err());
 }
+
+/// Copies a whole instance home as it is on disk: with the store open and idle, this is the
+/// image a crash would leave (memtables unflushed, the batches only in the WAL).
+fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            crash_image(&entry.path(), &target);
+        } else if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The live WAL of an image (the newest `*.log` in data/).
+fn live_wal(paths: &Paths) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(&paths.data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().expect("a WAL")
+}
+
+/// An open store with 20 acknowledged batches, the anchor written (one interval passed).
+fn anchored_instance(dir: &std::path::Path) -> (Store, Paths, u64) {
+    let paths = Paths::under(dir);
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let p = pid("131011");
+    store.request_partitions(std::slice::from_ref(&p)).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    for b in 0..20 {
+        let e = NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, vec![b; 200]).unwrap();
+        store.append(&p, vec![e]).unwrap();
+    }
+    let size = store.size(&p).unwrap();
+    let anchored = || {
+        kukaku::store::anchor::load(&paths.anchor)
+            .unwrap()
+            .and_then(|m| m.get(&p).copied())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while anchored() != Some(size) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the anchor was not written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (store, paths, size)
+}
+
+/// WAL truncation: the last acknowledged batches cut off the live WAL. RocksDB recovers the
+/// shorter log without a word (a torn tail is what a crash leaves of an unacknowledged
+/// batch); the anchor sees that acknowledged entries are gone, and the open is refused
+/// naming the partition and both sizes. Nothing is appended or repaired: with the anchor moved away
+/// (the documented way to accept an older state) the same image opens shorter.
+#[test]
+fn a_truncated_wal_is_refused_at_open_naming_partition_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _paths, size) = anchored_instance(&dir.path().join("live"));
+    let image = dir.path().join("image");
+    crash_image(&dir.path().join("live"), &image);
+    drop(store);
+    let img = Paths::under(&image);
+    let wal = live_wal(&img);
+    let len = std::fs::metadata(&wal).unwrap().len();
+    // Cut the last ~5 batches (each ~700 bytes of WAL), mid-record.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 3000)
+        .unwrap();
+    match Store::open(&img, small()) {
+        Err(kukaku::store::OpenError::RolledBack {
+            partition,
+            anchored,
+            found,
+            ..
+        }) => {
+            assert_eq!(partition, "131011");
+            assert_eq!(anchored, size);
+            assert!(found < size, "{found} < {size}");
+        }
+        Err(e) => panic!("another error: {e}"),
+        Ok(s) => panic!(
+            "opened with {} of {size} entries",
+            s.size(&pid("131011")).unwrap()
+        ),
+    }
+    // Refused again: the first refusal appended and repaired nothing (RocksDB did move the
+    // recovered WAL into a table file; the log it holds is the same).
+    let message = Store::open(&img, small()).unwrap_err().to_string();
+    assert!(
+        message.contains("131011") && message.contains(&size.to_string()),
+        "{message}"
+    );
+    std::fs::rename(&img.anchor, image.join("acked.anchor.moved")).unwrap();
+    let store = Store::open(&img, small()).unwrap();
+    assert!(store.size(&pid("131011")).unwrap() < size);
+    store
+        .verify_partition(&pid("131011"), VerifyOptions { with_keys: true })
+        .unwrap();
+}
+
+/// A damaged record in the middle of the live WAL fails the open with a damaged-data error,
+/// instead of ending the log silently at the damage as point-in-time recovery would.
+#[test]
+fn a_damaged_wal_record_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _paths, _size) = anchored_instance(&dir.path().join("live"));
+    let image = dir.path().join("image");
+    crash_image(&dir.path().join("live"), &image);
+    drop(store);
+    let img = Paths::under(&image);
+    let wal = live_wal(&img);
+    let mut bytes = std::fs::read(&wal).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&wal, &bytes).unwrap();
+    // Without the anchor too: the WAL check stands on its own.
+    std::fs::remove_file(&img.anchor).unwrap();
+    let message = match Store::open(&img, small()) {
+        Err(e) => e.to_string(),
+        Ok(s) => panic!(
+            "opened with {} entries despite a damaged WAL",
+            s.size(&pid("131011")).unwrap()
+        ),
+    };
+    assert!(
+        message.contains("is damaged") && message.contains("Corruption"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&img.data.display().to_string()),
+        "{message}"
+    );
+}

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +18,6 @@ use kukaku::crypto::credential::{Reach, Role};
 use kukaku::flows::import::{Importer, import};
 use kukaku::flows::sample;
 use kukaku::flows::transmission::Encoding;
-use kukaku::ledger::payload::ForwardingReceipt;
-use kukaku::ledger::{Envelope, Kind};
 use kukaku::store::{Paths, Store, VerifyOptions};
 
 fn kukaku(home: &std::path::Path) -> Command {
@@ -176,62 +173,10 @@ async fn killed_replicator_resumes_without_gaps_or_duplicates() {
 
     tokio::task::block_in_place(|| {
         let inter = Store::open(&Paths::under(&home), small()).unwrap();
-        let state = inter
-            .replica_state(&p)
-            .unwrap()
-            .expect("nothing replicated");
         assert_eq!(
-            state.hub_size,
-            hub.size(&p).unwrap(),
-            "intermediate is behind"
+            common::assert_replicated_exactly_once(&hub, &inter, &p),
+            3000
         );
-
-        // Exactly once, by commitment.
-        let headers = |s: &Store| -> Vec<(Kind, [u8; 32], Vec<u8>)> {
-            s.envelopes(&p, 0, s.size(&p).unwrap())
-                .unwrap()
-                .iter()
-                .map(|raw| {
-                    let e = Envelope::decode(raw).unwrap();
-                    let payload = match &e.body {
-                        kukaku::ledger::Body::Open { payload, .. } => payload.clone(),
-                        _ => Vec::new(),
-                    };
-                    (e.header.kind, *e.header.commitment.as_bytes(), payload)
-                })
-                .collect()
-        };
-        let hub_entries = headers(&hub);
-        let int_entries = headers(&inter);
-        let mut copies: BTreeMap<[u8; 32], usize> = BTreeMap::new();
-        for (k, c, _) in &int_entries {
-            if *k == Kind::HOUSEHOLD_SNAPSHOT {
-                *copies.entry(*c).or_default() += 1;
-            }
-        }
-        let snapshots: Vec<_> = hub_entries
-            .iter()
-            .filter(|(k, ..)| *k == Kind::HOUSEHOLD_SNAPSHOT)
-            .collect();
-        assert_eq!(snapshots.len(), 3000);
-        assert_eq!(copies.len(), snapshots.len(), "missing copies");
-        for (_, c, _) in snapshots {
-            assert_eq!(
-                copies.get(c),
-                Some(&1),
-                "a snapshot is missing or duplicated"
-            );
-        }
-        // Receipts tile the hub's log: no gap, no overlap.
-        let mut next = 0;
-        for (k, _, payload) in &int_entries {
-            if *k == Kind::FORWARDING_RECEIPT {
-                let r = ForwardingReceipt::decode(payload).unwrap();
-                assert_eq!(r.hub_from, next, "gap or overlap");
-                next = r.hub_to;
-            }
-        }
-        assert_eq!(next, state.hub_size);
         // The witness cosignature of the last accepted checkpoint reached the hub.
         let cosigned = hub
             .latest_cosigned_size(&p)

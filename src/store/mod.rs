@@ -1,6 +1,7 @@
 //! RocksDB storage: one column family per partition, a system CF, a separate key store, and
 //! the single writer with group commit. The only module that names `rocksdb`.
 
+pub mod anchor;
 mod credentials;
 mod keyring;
 mod keys;
@@ -58,6 +59,9 @@ pub struct Paths {
     pub kek: PathBuf,
     /// The admin socket of a running `kukaku serve` (mode 0600).
     pub admin_socket: PathBuf,
+    /// Acknowledged sizes outside RocksDB (`store::anchor`): a log found shorter at open is
+    /// refused. Back it up together with `data/`.
+    pub anchor: PathBuf,
 }
 
 impl Paths {
@@ -68,6 +72,7 @@ impl Paths {
             key_store: home.join("keystore"),
             kek: home.join("kek.key"),
             admin_socket: home.join("admin.sock"),
+            anchor: home.join("acked.anchor"),
         }
     }
 }
@@ -172,6 +177,25 @@ pub enum OpenError {
     Registry(String),
     #[error("could not start the writer thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Anchor(#[from] anchor::AnchorError),
+    #[error(
+        "the data directory {path} is damaged ({detail}); nothing was repaired. Restore it \
+         from a backup (with its acked.anchor)"
+    )]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "partition {partition}: the log ends at size {found}, but {anchored} entries were \
+         acknowledged (anchor {anchor}): acknowledged batches are missing (a truncated or \
+         replaced WAL, or an older copy of data/). Nothing was appended or repaired. Restore the matching \
+         data/, or, to accept the older state on purpose, move the anchor file away"
+    )]
+    RolledBack {
+        partition: String,
+        anchored: u64,
+        found: u64,
+        anchor: PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +249,8 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) struct Inner {
     pub(crate) db: DB,
+    /// Durable sizes for the rollback check at the next open (`anchor`).
+    pub(crate) anchor: Arc<anchor::Anchor>,
     pub(crate) keyring: Keyring,
     pub(crate) origin: String,
     /// Signs checkpoints: one key, or two during a signing-key rotation. Swapped by the
@@ -286,6 +312,8 @@ enum KekChoice {
 pub struct Store {
     inner: Arc<Inner>,
     writer: writer::WriterHandle,
+    /// Dropped after the writer has stopped: it writes the last durable sizes.
+    _anchor: anchor::AnchorHandle,
 }
 
 impl std::fmt::Debug for Store {
@@ -320,6 +348,12 @@ fn db_options(o: &StoreOptions, cache: &Cache, wbm: &WriteBufferManager) -> (Opt
     db.set_max_total_wal_size(o.max_total_wal_bytes);
     db.set_skip_stats_update_on_db_open(true);
     db.set_max_open_files(4096);
+    // A torn last WAL record is what a crash leaves of a batch that was never acknowledged:
+    // dropped. Damage anywhere before it fails the open instead of silently ending the log
+    // there (the default, point-in-time recovery, would drop every later batch).
+    db.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+    // Closed WALs must be present and whole (their synced sizes are kept in the MANIFEST).
+    db.set_track_and_verify_wals_in_manifest(true);
     (db, cf)
 }
 
@@ -561,6 +595,11 @@ impl Store {
         let in_use = |e: rocksdb::Error| {
             if e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock file") {
                 OpenError::InUse(paths.data.clone())
+            } else if e.kind() == rocksdb::ErrorKind::Corruption {
+                OpenError::Damaged {
+                    path: paths.data.clone(),
+                    detail: e.to_string(),
+                }
             } else {
                 OpenError::Db(e)
             }
@@ -612,8 +651,10 @@ impl Store {
         let signing_keys = read_signing_keys(&db, &record)?;
         let signer = load_signer(&keyring, &record.origin, &signing_keys)?;
         let cosigner = load_cosigner(&keyring, &record.origin)?;
+        let anchored = anchor::load(&paths.anchor)?.unwrap_or_default();
         let inner = Arc::new(Inner {
             db,
+            anchor: anchor::Anchor::new(paths.anchor.clone(), anchored.clone()),
             cosigner,
             cosign_lock: Mutex::new(()),
             keyring,
@@ -633,8 +674,30 @@ impl Store {
             .filter_map(|id| PartitionId::parse(id).ok())
             .collect();
         inner.check_partitions_at_open(partitions);
+        // Nothing acknowledged may be missing (store::anchor). A quarantined partition is
+        // refused on its own; its size is not read here.
+        for (p, want) in &anchored {
+            let found = match inner.size(p) {
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            if found < *want {
+                return Err(OpenError::RolledBack {
+                    partition: p.to_string(),
+                    anchored: *want,
+                    found,
+                    anchor: paths.anchor.clone(),
+                });
+            }
+        }
+        let anchor_thread =
+            anchor::AnchorHandle::start(Arc::clone(&inner.anchor)).map_err(OpenError::Thread)?;
         let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
-        let store = Store { inner, writer };
+        let store = Store {
+            inner,
+            writer,
+            _anchor: anchor_thread,
+        };
         if finish_rotation {
             store
                 .finish_kek_rotation(events_needed)

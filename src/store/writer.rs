@@ -1211,6 +1211,7 @@ impl Writer {
             Ok(()) => {
                 for (p, mut st) in staged {
                     st.committed_size = st.size();
+                    self.inner.anchor.note(&p, st.committed_size);
                     self.states.insert(p, st);
                 }
                 Ok(checkpoints)
