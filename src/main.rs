@@ -11,6 +11,7 @@ use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::crypto::credential::{CredentialId, Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
+use kukaku::flows::sample::DEMO_MUNICIPALITIES;
 use kukaku::ledger::{PartitionId, format_utc_ms};
 use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions, VerifyOptions};
 
@@ -450,11 +451,6 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
 }
 
 /// Municipalities of the demo hub (東京都: prefecture 13), with households per transmission.
-const DEMO_MUNICIPALITIES: [(&str, &str, usize); 3] = [
-    ("131011", "千代田区", 12),
-    ("131029", "中央区", 9),
-    ("131037", "港区", 7),
-];
 
 fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     use kukaku::flows::import::{ImportError, Importer, import};
@@ -499,9 +495,9 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         route: "kukaku demo".into(),
         request_id: "-".into(),
     };
-    for (i, ((code, name, households), p)) in DEMO_MUNICIPALITIES.iter().zip(&ids).enumerate() {
-        let tid = format!("{code}-2024-0001");
-        let files = sample::transmission(code, &tid, *households, 1000 + i as u64);
+    for (i, ((code, name, _), p)) in DEMO_MUNICIPALITIES.iter().zip(&ids).enumerate() {
+        let files = sample::demo_transmission(i).context("demo municipality")?;
+        let tid = files.transmission_id.clone();
         let enc = if i == 2 {
             Encoding::Cp932
         } else {
@@ -525,7 +521,7 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
         );
     }
     // A bad file: refused whole, every problem listed, no value shown.
-    let bad = sample::transmission("131011", "131011-2024-0002", 3, 77);
+    let bad = sample::demo_refused();
     let first = bad.kojin_nos.first().context("sample has persons")?;
     let wrong_check = format!(
         "{}{}",
@@ -563,7 +559,7 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
 
     println!("\n== flow 4: a household moves 千代田区 → 中央区; 千代田区 sends its 高額該当情報");
     let (a, b) = (partition("131011")?, partition("131029")?);
-    let moved = sample::same_prefecture_move(a.as_str(), b.as_str(), 7);
+    let moved = sample::demo_move();
     for (p, f) in [(&a, &moved.a), (&b, &moved.b)] {
         let out = import(
             &hub,

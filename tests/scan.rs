@@ -1,8 +1,10 @@
 //! The protected-identifier scan (issue 10, item 6): run the whole demo (`kukaku demo
 //! --no-serve`: flow 5 imports including a refused file, replication, the 資格履歴ファイル
 //! export, flow 4 imports and extraction, the audit bundle) with logging on, then look for
-//! any 個人番号 — any 12-digit run with a valid check digit — in every line it printed or
-//! logged and in the raw bytes of every file of both instances. The expected count is 0.
+//! any 個人番号 — any 12-digit run with a valid check digit — and for every 番号 of the
+//! demo's input files (10 digits, matched exactly; the samples leave 記号 empty) in every
+//! line it printed or logged and in the raw bytes of every file of both instances. The
+//! expected count is 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,15 @@ fn kojin_nos(bytes: &[u8]) -> Vec<String> {
     out
 }
 
+/// Every run of exactly `len` digits in `bytes` that is in `wanted`.
+fn exact_runs<'a>(bytes: &[u8], len: usize, wanted: &'a [String]) -> Vec<&'a String> {
+    bytes
+        .split(|b| !b.is_ascii_digit())
+        .filter(|run| run.len() == len)
+        .filter_map(|run| wanted.iter().find(|w| w.as_bytes() == run))
+        .collect()
+}
+
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -45,7 +56,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
-fn the_demo_leaves_no_kojin_no_in_output_logs_or_data() {
+fn the_demo_leaves_no_protected_identifier_in_output_logs_or_data() {
     assert_eq!(
         kojin_nos(b"x 123456789018 y"),
         vec!["123456789018"],
@@ -63,6 +74,22 @@ fn the_demo_leaves_no_kojin_no_in_output_logs_or_data() {
         f.kojin_nos.iter().all(|k| seen.contains(k)),
         "the scanner misses sample numbers"
     );
+    // Every 番号 of the demo's inputs (the generator's are all 10 digits).
+    use kukaku::flows::sample;
+    let mut bangos: Vec<String> = (0..sample::DEMO_MUNICIPALITIES.len())
+        .flat_map(|i| sample::demo_transmission(i).unwrap().bangos)
+        .chain(sample::demo_refused().bangos)
+        .chain(sample::demo_move().a.bangos)
+        .chain(sample::demo_move().b.bangos)
+        .collect();
+    bangos.sort();
+    bangos.dedup();
+    assert!(bangos.len() > 20 && bangos.iter().all(|b| b.len() == 10));
+    let demo_files = sample::demo_transmission(0).unwrap();
+    assert!(
+        !exact_runs(demo_files.kojin.as_bytes(), 10, &bangos).is_empty(),
+        "the scanner finds the 番号 of the inputs"
+    );
     let dir = tempfile::tempdir().unwrap();
     let demo = dir.path().join("demo");
     let out = Command::new(env!("CARGO_BIN_EXE_kukaku"))
@@ -79,6 +106,11 @@ fn the_demo_leaves_no_kojin_no_in_output_logs_or_data() {
     let mut found = Vec::new();
     for (what, bytes) in [("stdout", &out.stdout), ("stderr (logs)", &out.stderr)] {
         found.extend(kojin_nos(bytes).into_iter().map(|k| (what.to_owned(), k)));
+        found.extend(
+            exact_runs(bytes, 10, &bangos)
+                .into_iter()
+                .map(|b| (format!("{what} (番号)"), b.clone())),
+        );
     }
     let mut files = Vec::new();
     walk(&demo, &mut files);
@@ -90,12 +122,17 @@ fn the_demo_leaves_no_kojin_no_in_output_logs_or_data() {
                 .into_iter()
                 .map(|k| (f.display().to_string(), k)),
         );
+        found.extend(
+            exact_runs(&bytes, 10, &bangos)
+                .into_iter()
+                .map(|b| (format!("{} (番号)", f.display()), b.clone())),
+        );
     }
     // Print where, never what.
     let places: Vec<&String> = found.iter().map(|(w, _)| w).collect();
     assert!(
         found.is_empty(),
-        "{} 個人番号 found in: {places:?}",
+        "{} protected identifiers found in: {places:?}",
         found.len()
     );
 }

@@ -69,6 +69,30 @@ fn pick<T: Copy + Default>(items: &[T], rng: &mut Rng) -> T {
         .unwrap_or_default()
 }
 
+/// The municipalities of `kukaku demo`: (保険者番号, name, households).
+pub const DEMO_MUNICIPALITIES: [(&str, &str, usize); 3] = [
+    ("131011", "千代田区", 12),
+    ("131029", "中央区", 9),
+    ("131037", "港区", 7),
+];
+
+/// The transmission `kukaku demo` imports for `DEMO_MUNICIPALITIES[i]`.
+pub fn demo_transmission(i: usize) -> Option<SampleFiles> {
+    let (code, _, households) = DEMO_MUNICIPALITIES.get(i)?;
+    let tid = format!("{code}-2024-0001");
+    Some(transmission(code, &tid, *households, 1000 + i as u64))
+}
+
+/// The transmission `kukaku demo` shows being refused (it breaks two values of it first).
+pub fn demo_refused() -> SampleFiles {
+    transmission("131011", "131011-2024-0002", 3, 77)
+}
+
+/// The flow-4 move of `kukaku demo`: 千代田区 → 中央区.
+pub fn demo_move() -> MoveFiles {
+    same_prefecture_move("131011", "131029", 7)
+}
+
 /// The two files of a transmission, as text.
 #[derive(Clone)]
 pub struct SampleFiles {
@@ -264,6 +288,7 @@ pub fn same_prefecture_move(a: &str, b: &str, seed: u64) -> MoveFiles {
         let mut setai = csv_line(&SETAI_HEADER.map(str::to_owned));
         let mut kojin = csv_line(&KOJIN_HEADER.map(str::to_owned));
         let mut nos = Vec::new();
+        let mut cards = Vec::new();
         for (setai_no, ido, people) in households {
             let jiyu = if people.iter().any(|p| !p.8.is_empty()) {
                 "04"
@@ -286,15 +311,20 @@ pub fn same_prefecture_move(a: &str, b: &str, seed: u64) -> MoveFiles {
                 people.len().to_string(),
             ]));
             for (i, p) in people.iter().enumerate() {
-                let card = 5000 + nos.len();
+                // 10 digits, like the generator's: a scan can then look for them exactly.
+                let card = format!(
+                    "{:010}",
+                    2_000_000_000 + seed % 1_000_000 * 1000 + nos.len() as u64
+                );
                 nos.push(p.0.to_owned());
+                cards.push(card.clone());
                 kojin.push_str(&csv_line(&[
                     "kojin-v1".to_owned(),
                     tid.to_owned(),
                     (*setai_no).to_owned(),
                     p.0.to_owned(),
                     String::new(),
-                    card.to_string(),
+                    card,
                     format!("{i:02}"),
                     p.1.to_owned(),
                     p.2.to_owned(),
@@ -319,7 +349,7 @@ pub fn same_prefecture_move(a: &str, b: &str, seed: u64) -> MoveFiles {
             setai,
             kojin,
             kojin_nos: nos,
-            bangos: Vec::new(),
+            bangos: cards,
         }
     };
     let a_files = files(
