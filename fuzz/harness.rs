@@ -393,7 +393,6 @@ pub struct Route {
 }
 
 pub struct ApiFixture {
-    _dirs: [tempfile::TempDir; 2],
     /// The hub instance (a small transmission imported into 131011).
     pub store: Arc<kukaku::store::Store>,
     pub partition: PartitionId,
@@ -432,23 +431,42 @@ fn fail(what: &str, e: &dyn std::fmt::Display) -> ! {
     panic!("{what}: {e}")
 }
 
-/// A store with partition 131011 provisioned.
-fn instance(origin: &str) -> (tempfile::TempDir, Arc<kukaku::store::Store>) {
+/// This process's fixture folder, `kukaku-fuzz-<pid>` in the temporary directory. The
+/// fixture is a static, which is never dropped, so folders of finished processes are removed
+/// here instead.
+fn fixture_root() -> std::path::PathBuf {
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let finished = name
+            .strip_prefix("kukaku-fuzz-")
+            .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists());
+        if finished {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let root = tmp.join(format!("kukaku-fuzz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    root
+}
+
+/// A store with partition 131011 provisioned, under `root/origin`.
+fn instance(root: &std::path::Path, origin: &str) -> Arc<kukaku::store::Store> {
     use kukaku::store::{Paths, Store, StoreOptions};
-    let dir = tempfile::tempdir().unwrap_or_else(|e| fail("tempdir", &e));
+    let dir = root.join(origin);
     let options = StoreOptions {
         write_buffer_bytes: 1 << 20,
         ..StoreOptions::default()
     };
-    let store = Store::init(&Paths::under(dir.path()), origin, options)
-        .unwrap_or_else(|e| fail("init", &e));
+    let store =
+        Store::init(&Paths::under(&dir), origin, options).unwrap_or_else(|e| fail("init", &e));
     store
         .request_partitions(&[fuzz_partition()])
         .unwrap_or_else(|e| fail("request", &e));
     store
         .provision(&mut |_, _| {})
         .unwrap_or_else(|e| fail("provision", &e));
-    (dir, Arc::new(store))
+    Arc::new(store)
 }
 
 /// A hub instance with partition 131011 (a small sample transmission imported) and an
@@ -459,8 +477,9 @@ pub fn api_fixture() -> &'static ApiFixture {
     FIXTURE.get_or_init(|| {
         use kukaku::api::{AppState, Limits, ServerRole, routes};
         use kukaku::crypto::credential::{Reach, Role};
-        let (hub_dir, hub) = instance("hub.fuzz");
-        let (int_dir, int) = instance("intermediate.fuzz");
+        let root = fixture_root();
+        let hub = instance(&root, "hub.fuzz");
+        let int = instance(&root, "intermediate.fuzz");
         let p = fuzz_partition();
         let files = kukaku::flows::sample::transmission("131011", "FUZZ-0", 2, 5);
         let who = kukaku::flows::import::Importer {
@@ -518,7 +537,6 @@ pub fn api_fixture() -> &'static ApiFixture {
             kukaku::api::router(AppState::new(Arc::clone(store), role), Limits::default())
         };
         ApiFixture {
-            _dirs: [hub_dir, int_dir],
             hub: router(&hub, ServerRole::Hub),
             intermediate: router(&int, ServerRole::Intermediate),
             store: hub,

@@ -450,8 +450,6 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
     Ok(ok)
 }
 
-/// Municipalities of the demo hub (東京都: prefecture 13), with households per transmission.
-
 fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     use kukaku::flows::import::{ImportError, Importer, import};
     use kukaku::flows::sample;

@@ -674,11 +674,12 @@ impl Store {
             .filter_map(|id| PartitionId::parse(id).ok())
             .collect();
         inner.check_partitions_at_open(partitions);
-        // Nothing acknowledged may be missing (store::anchor). A quarantined partition is
-        // refused on its own; its size is not read here.
+        // Nothing acknowledged may be missing (store::anchor): a whole missing family
+        // counts as size 0. A quarantined partition is refused on its own.
         for (p, want) in &anchored {
             let found = match inner.size(p) {
                 Ok(n) => n,
+                Err(ReadError::UnknownPartition(_)) => 0,
                 Err(_) => continue,
             };
             if found < *want {
