@@ -280,3 +280,28 @@ fn a_damaged_wal_record_fails_the_open() {
         "{message}"
     );
 }
+
+/// A partition's whole column family gone (dropped through the raw RocksDB API): its
+/// anchored entries are missing, so the open is refused with size 0 found.
+#[test]
+fn a_dropped_partition_family_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, paths, size) = anchored_instance(dir.path());
+    drop(store);
+    {
+        let opts = rocksdb::Options::default();
+        let names = rocksdb::DB::list_cf(&opts, &paths.data).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap();
+        db.drop_cf("p/131011").unwrap();
+    }
+    match Store::open(&paths, small()) {
+        Err(kukaku::store::OpenError::RolledBack {
+            partition,
+            anchored,
+            found,
+            ..
+        }) => assert_eq!((partition.as_str(), anchored, found), ("131011", size, 0)),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("opened without the partition's family"),
+    }
+}
