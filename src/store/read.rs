@@ -140,8 +140,17 @@ impl Inner {
     }
 
     pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {
+        self.state_with(p, &rocksdb::ReadOptions::default())
+    }
+
+    /// [`Inner::state`] with read options (a snapshot).
+    pub(crate) fn state_with(
+        &self,
+        p: &PartitionId,
+        opts: &rocksdb::ReadOptions,
+    ) -> Result<Option<StateRecord>, ReadError> {
         let cf = self.cf(p)?;
-        match self.db.get_cf(&cf, STATE_KEY)? {
+        match self.db.get_cf_opt(&cf, STATE_KEY, opts)? {
             None => Ok(None),
             Some(raw) => decode(&raw)
                 .map(Some)
@@ -576,9 +585,19 @@ impl Store {
 
     /// Checkpoint sizes stored for a partition, ascending.
     pub fn checkpoint_sizes(&self, p: &PartitionId) -> Result<Vec<u64>, ReadError> {
+        self.checkpoint_sizes_with(p, rocksdb::ReadOptions::default())
+    }
+
+    /// [`Store::checkpoint_sizes`] with read options (a snapshot).
+    fn checkpoint_sizes_with(
+        &self,
+        p: &PartitionId,
+        opts: rocksdb::ReadOptions,
+    ) -> Result<Vec<u64>, ReadError> {
         let cf = self.inner.cf(p)?;
         let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, b"C") {
+        let from = IteratorMode::From(b"C", Direction::Forward);
+        for item in self.inner.db.iterator_cf_opt(&cf, opts, from) {
             let (k, _) = item?;
             let Some(size) = k
                 .strip_prefix(b"C")
@@ -614,26 +633,22 @@ impl Store {
             o.set_snapshot(&snapshot);
             o
         };
-        let prefixed = |prefix: &'static [u8]| {
-            db.iterator_cf_opt(&cf, at(), IteratorMode::From(prefix, Direction::Forward))
-                .take_while(move |item| {
-                    item.as_ref()
-                        .map_or(true, |(k, _)| k.first() == prefix.first())
-                })
-        };
-        let mut sizes = Vec::new();
-        for item in prefixed(b"C") {
-            let (k, _) = item.map_err(|e| other(0, e.into()))?;
-            if let Some(size) = k.get(1..).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                sizes.push(u64::from_be_bytes(size));
-            }
-        }
-        let mut checkpoints = sizes.into_iter().peekable();
+        let mut checkpoints = self
+            .checkpoint_sizes_with(p, at())
+            .map_err(|e| other(0, e))?
+            .into_iter()
+            .peekable();
         let mut v = ChainVerifier::new(p.clone());
         let mut checked = 0u64;
         let mut opened = 0u64;
         let mut shredded = 0u64;
-        for item in prefixed(b"E") {
+        let entries = db
+            .iterator_cf_opt(&cf, at(), IteratorMode::From(b"E", Direction::Forward))
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.first() == Some(&b'E'))
+            });
+        for item in entries {
             let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
             let seq = v.size();
             if k.as_ref() != entry_key(seq) {
@@ -695,18 +710,10 @@ impl Store {
                 },
             ));
         }
-        let state = match db
-            .get_cf_opt(&cf, STATE_KEY, &at())
-            .map_err(|e| other(v.size(), e.into()))?
-        {
-            None => None,
-            Some(raw) => Some(decode::<StateRecord>(&raw).ok_or_else(|| {
-                fail(
-                    v.size(),
-                    Step::Other("partition state record is unreadable".into()),
-                )
-            })?),
-        };
+        let state = self
+            .inner
+            .state_with(p, &at())
+            .map_err(|e| other(v.size(), e))?;
         if let Some(st) = state {
             if st.size != v.size() {
                 return Err(fail(
