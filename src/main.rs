@@ -457,21 +457,19 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
 
     // A temporary directory, removed at the end; `KUKAKU_DEMO_DIR` keeps the instances in a
     // given empty directory instead (the protected-identifier scan test reads them).
-    let kept = std::env::var_os("KUKAKU_DEMO_DIR").map(std::path::PathBuf::from);
-    let temp = match &kept {
+    let (_temp, dir_path) = match std::env::var_os("KUKAKU_DEMO_DIR").map(PathBuf::from) {
         Some(d) => {
-            std::fs::create_dir_all(d)?;
-            if std::fs::read_dir(d)?.next().is_some() {
+            std::fs::create_dir_all(&d)?;
+            if std::fs::read_dir(&d)?.next().is_some() {
                 anyhow::bail!("KUKAKU_DEMO_DIR {} is not empty", d.display());
             }
-            None
+            (None, d)
         }
-        None => Some(tempfile::tempdir()?),
-    };
-    let dir_path = match (&temp, &kept) {
-        (Some(t), _) => t.path().to_owned(),
-        (None, Some(d)) => d.clone(),
-        (None, None) => anyhow::bail!("no demo directory"),
+        None => {
+            let t = tempfile::tempdir()?;
+            let path = t.path().to_owned();
+            (Some(t), path)
+        }
     };
     println!("demo instances in {}", dir_path.display());
     let hub_paths = Paths::under(&dir_path.join("hub"));

@@ -32,6 +32,11 @@ struct State {
     unknown: Option<(Instant, u32)>,
 }
 
+/// Whole seconds (rounded up) until the window that started at `start` ends.
+fn retry_after(start: Instant, now: Instant) -> u64 {
+    WINDOW.saturating_sub(now.duration_since(start)).as_secs() + 1
+}
+
 /// Counts in the current window, restarting it when it has passed.
 fn bump(slot: &mut (Instant, u32), now: Instant) -> u32 {
     if now.duration_since(slot.0) >= WINDOW {
@@ -50,21 +55,15 @@ impl Guesses {
     /// Seconds to wait if attempts with `id` (or with unknown ids) are refused now.
     pub fn blocked(&self, id: CredentialId, now: Instant) -> Option<u64> {
         let state = self.state.lock().ok()?;
-        let wait = |start: Instant| WINDOW.saturating_sub(now.duration_since(start)).as_secs() + 1;
-        if let Some(slot) = state.per_id.get(&id)
-            && current(Some(slot), now) >= PER_ID
-        {
-            return Some(wait(slot.0));
-        }
-        None
+        let slot = state.per_id.get(&id)?;
+        (current(Some(slot), now) >= PER_ID).then(|| retry_after(slot.0, now))
     }
 
     /// Whether the shared budget of unknown ids is spent.
     pub fn unknown_blocked(&self, now: Instant) -> Option<u64> {
         let state = self.state.lock().ok()?;
         let slot = state.unknown.as_ref()?;
-        (current(Some(slot), now) >= UNKNOWN)
-            .then(|| WINDOW.saturating_sub(now.duration_since(slot.0)).as_secs() + 1)
+        (current(Some(slot), now) >= UNKNOWN).then(|| retry_after(slot.0, now))
     }
 
     /// Records a failure for `id` (`known`: the id exists); returns the count in the window.

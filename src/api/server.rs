@@ -182,7 +182,7 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Largest request line plus headers a connection buffers (hyper's read buffer).
+/// Largest request line plus headers (hyper's `max_header_size`); larger requests get 431.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
 
 /// Binds `addr`, refusing plain HTTP on anything but loopback.
