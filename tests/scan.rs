@@ -12,7 +12,10 @@ use std::process::Command;
 
 use kukaku::domain::KojinNo;
 
-/// Every 12-digit run (not part of a longer run of digits) that is a valid 個人番号.
+/// Every 12-digit run (not part of a longer run of digits, nor the digits of a `0x`
+/// hexadecimal literal) that is a valid 個人番号. RocksDB's LOG files print pointers such as
+/// `0x559144487690`: random per run, all digits often enough, and a valid check digit one
+/// time in ten, which made this test fail now and then.
 fn kojin_nos(bytes: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -25,7 +28,8 @@ fn kojin_nos(bytes: &[u8]) -> Vec<String> {
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             i += 1;
         }
-        if i - start == 12 {
+        let hex = start >= 2 && matches!(&bytes[start - 2..start], b"0x" | b"0X");
+        if i - start == 12 && !hex {
             let text = std::str::from_utf8(&bytes[start..i]).unwrap();
             if KojinNo::parse(text).is_ok() {
                 out.push(text.to_owned());
@@ -66,8 +70,13 @@ fn the_demo_leaves_no_protected_identifier_in_output_logs_or_data() {
         kojin_nos(b"1234567890181").is_empty(),
         "not inside a longer number"
     );
+    assert!(
+        kojin_nos(b"ptr 0x123456789018").is_empty(),
+        "not a hexadecimal literal"
+    );
+    assert_eq!(kojin_nos(b"x123456789018,"), vec!["123456789018"]);
     // It finds every 個人番号 of the sample files the demo imports (in their plaintext).
-    let f = kukaku::flows::sample::transmission("131011", "131011-2024-0001", 5, 7);
+    let f = kukaku::flows::sample::demo_transmission(0).unwrap();
     let seen = kojin_nos(f.kojin.as_bytes());
     assert!(!f.kojin_nos.is_empty());
     assert!(
@@ -85,9 +94,8 @@ fn the_demo_leaves_no_protected_identifier_in_output_logs_or_data() {
     bangos.sort();
     bangos.dedup();
     assert!(bangos.len() > 20 && bangos.iter().all(|b| b.len() == 10));
-    let demo_files = sample::demo_transmission(0).unwrap();
     assert!(
-        !exact_runs(demo_files.kojin.as_bytes(), 10, &bangos).is_empty(),
+        !exact_runs(f.kojin.as_bytes(), 10, &bangos).is_empty(),
         "the scanner finds the 番号 of the inputs"
     );
     let dir = tempfile::tempdir().unwrap();
