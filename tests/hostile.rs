@@ -154,6 +154,12 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
+/// The process (server and clients) grew by less than 64 MiB since `before`.
+fn assert_rss_bounded(before: u64) {
+    let grew = rss_bytes().saturating_sub(before);
+    assert!(grew < 64 << 20, "RSS grew by {grew} bytes under the flood");
+}
+
 /// Whether the server closed `s` within `within` (EOF or reset, after any bytes it sent).
 async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 4096];
@@ -283,8 +289,7 @@ async fn a_connection_flood_past_the_limit_is_refused_and_the_server_recovers() 
     assert_eq!(statuses(&out), [200]);
     drop(held);
     still_serving(addr).await;
-    let grew = rss_bytes().saturating_sub(before);
-    assert!(grew < 64 << 20, "RSS grew by {grew} bytes under the flood");
+    assert_rss_bounded(before);
     srv.stop().await;
 }
 
@@ -393,8 +398,7 @@ async fn a_request_flood_gets_answers_and_memory_stays_bounded() {
         String::from_utf8_lossy(&answer[..answer.len().min(300)])
     );
     still_serving(addr).await;
-    let grew = rss_bytes().saturating_sub(before);
-    assert!(grew < 64 << 20, "RSS grew by {grew} bytes under the flood");
+    assert_rss_bounded(before);
     srv.stop().await;
 }
 
