@@ -255,6 +255,104 @@ pub(crate) struct Row {
     pub(crate) fields: Vec<String>,
 }
 
+thread_local! {
+    /// This thread's CSV parser, reused file after file: building `csv_core`'s DFA costs
+    /// about as much as parsing a one-household file, and `csv::Reader` builds one per file
+    /// (it was the largest single cost of an HTTP import, docs/benchmarks.md section 2). Not
+    /// cloned from one shared parser: `csv_core::Reader::clone` copies its transition table
+    /// without its byte classes (csv-core 0.1.13), and the clone misparses. RFC 4180 with the
+    /// defaults of `csv::ReaderBuilder`: comma, double quote, doubled quotes, CR, LF or CRLF,
+    /// a UTF-8 BOM skipped.
+    static PARSER: std::cell::RefCell<csv_core::Reader> =
+        std::cell::RefCell::new(csv_core::Reader::new());
+}
+
+/// Runs `f` with this thread's parser, reset to its start (a fresh one if it is in use).
+fn with_parser<T>(f: impl FnOnce(&mut csv_core::Reader) -> T) -> T {
+    PARSER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut parser) => {
+            parser.reset();
+            f(&mut parser)
+        }
+        Err(_) => f(&mut csv_core::Reader::new()),
+    })
+}
+
+/// The records of an in-memory CSV file, in order.
+struct Records<'a, 'p> {
+    input: &'a [u8],
+    pos: usize,
+    parser: &'p mut csv_core::Reader,
+    /// The current record's unescaped fields, back to back; wiped when dropped or replaced.
+    data: zeroize::Zeroizing<Vec<u8>>,
+    ends: Vec<usize>,
+}
+
+impl<'a, 'p> Records<'a, 'p> {
+    /// Reads `input` with `parser`, which must be fresh or reset.
+    fn new(input: &'a [u8], parser: &'p mut csv_core::Reader) -> Self {
+        Records {
+            input,
+            pos: 0,
+            parser,
+            data: zeroize::Zeroizing::new(vec![0; input.len().clamp(1, 4096)]),
+            ends: vec![0; 64],
+        }
+    }
+
+    /// Bytes of the input read so far (the start of the next record).
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// The next record's fields, `None` at the end, `Err` if a field is not UTF-8 (which a
+    /// `&str` input cannot produce: delimiters and quotes are ASCII).
+    fn next_record(&mut self) -> Option<Result<Vec<&str>, ()>> {
+        let (mut nout, mut nend) = (0, 0);
+        loop {
+            let (result, nin, o, e) = self.parser.read_record(
+                self.input.get(self.pos..).unwrap_or_default(),
+                self.data.get_mut(nout..).unwrap_or_default(),
+                self.ends.get_mut(nend..).unwrap_or_default(),
+            );
+            self.pos += nin;
+            nout += o;
+            nend += e;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    // Grown into a new buffer, so the old one is wiped, not left behind by
+                    // a reallocation.
+                    let mut bigger = zeroize::Zeroizing::new(vec![0; self.data.len() * 2]);
+                    bigger
+                        .get_mut(..self.data.len())
+                        .unwrap_or_default()
+                        .copy_from_slice(&self.data);
+                    self.data = bigger;
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    self.ends.resize(self.ends.len() * 2, 0);
+                }
+                csv_core::ReadRecordResult::Record => break,
+                csv_core::ReadRecordResult::End => return None,
+            }
+        }
+        let Ok(text) = std::str::from_utf8(self.data.get(..nout).unwrap_or_default()) else {
+            return Some(Err(()));
+        };
+        let mut fields = Vec::with_capacity(nend);
+        let mut start = 0;
+        for &end in self.ends.get(..nend).unwrap_or_default() {
+            match text.get(start..end) {
+                Some(f) => fields.push(f),
+                None => return Some(Err(())),
+            }
+            start = end;
+        }
+        Some(Ok(fields))
+    }
+}
+
 pub(crate) fn rows(
     text: &str,
     header: &[&str],
@@ -270,79 +368,75 @@ pub(crate) fn rows(
         });
         return Vec::new();
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    // Line (1-based) of a record from the reader's byte position before it. After a CRLF
-    // record the reader stops on the LF, so a newline at the position itself counts.
+    // Line (1-based) of a record from the parser's byte position before it. After a CRLF
+    // record the parser stops on the LF, so a newline at the position itself counts.
     let newlines: Vec<usize> = text
         .bytes()
         .enumerate()
         .filter(|(_, b)| *b == b'\n')
         .map(|(i, _)| i)
         .collect();
-    let line_at =
-        |byte: u64| -> u64 { newlines.partition_point(|&n| (n as u64) <= byte) as u64 + 1 };
-    let mut out = Vec::new();
-    let mut first = true;
-    let mut record = csv::StringRecord::new();
-    loop {
-        let start = reader.position().byte();
-        match reader.read_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map_or(line_at(start), |p| line_at(p.byte()));
+    let line_at = |byte: usize| -> u64 { newlines.partition_point(|&n| n <= byte) as u64 + 1 };
+    with_parser(|core| {
+        let mut out = Vec::new();
+        let mut first = true;
+        let mut parser = Records::new(text.as_bytes(), core);
+        loop {
+            let start = parser.position();
+            let record = match parser.next_record() {
+                Some(Ok(record)) => record,
+                None => break,
+                Some(Err(())) => {
+                    problems.push(Problem {
+                        file,
+                        line: line_at(start),
+                        field: None,
+                        reason: "csv_syntax",
+                    });
+                    break;
+                }
+            };
+            let line = line_at(start);
+            if first {
+                first = false;
+                if record.iter().copied().ne(header.iter().copied()) {
+                    problems.push(Problem {
+                        file,
+                        line,
+                        field: None,
+                        reason: "header",
+                    });
+                    return Vec::new();
+                }
+                continue;
+            }
+            if record.len() == 1 && record.first().is_some_and(|f| f.is_empty()) {
+                continue; // blank line
+            }
+            if record.len() != header.len() {
                 problems.push(Problem {
                     file,
                     line,
                     field: None,
-                    reason: "csv_syntax",
+                    reason: "column_count",
                 });
-                break;
+                continue;
             }
+            out.push(Row {
+                line,
+                fields: record.iter().map(|f| (*f).to_owned()).collect(),
+            });
         }
-        let line = line_at(start);
-        if first {
-            first = false;
-            if record.iter().ne(header.iter().copied()) {
-                problems.push(Problem {
-                    file,
-                    line,
-                    field: None,
-                    reason: "header",
-                });
-                return Vec::new();
-            }
-            continue;
-        }
-        if record.len() == 1 && record.get(0).is_some_and(str::is_empty) {
-            continue; // blank line
-        }
-        if record.len() != header.len() {
+        if out.is_empty() && problems.iter().all(|p| p.file != file) {
             problems.push(Problem {
                 file,
-                line,
+                line: 0,
                 field: None,
-                reason: "column_count",
+                reason: "no_rows",
             });
-            continue;
         }
-        out.push(Row {
-            line,
-            fields: record.iter().map(str::to_owned).collect(),
-        });
-    }
-    if out.is_empty() && problems.iter().all(|p| p.file != file) {
-        problems.push(Problem {
-            file,
-            line: 0,
-            field: None,
-            reason: "no_rows",
-        });
-    }
-    out
+        out
+    })
 }
 
 /// Field access and problem reporting for one row.
@@ -976,4 +1070,79 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
         transmission_id: ctx.transmission_id.to_owned(),
         households,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every record with its start position, as `Records` reads them.
+    fn ours(text: &str) -> Vec<(usize, Vec<String>)> {
+        with_parser(|core| {
+            let mut r = Records::new(text.as_bytes(), core);
+            let mut out = Vec::new();
+            loop {
+                let at = r.position();
+                match r.next_record() {
+                    Some(Ok(f)) => out.push((at, f.iter().map(|s| (*s).to_owned()).collect())),
+                    Some(Err(())) => panic!("a &str input gave a non-UTF-8 field"),
+                    None => return out,
+                }
+            }
+        })
+    }
+
+    /// The same, as `csv::Reader` with the settings `rows` used before it had its own
+    /// parser: no header row, records of any length.
+    fn csv_crate(text: &str) -> Vec<(usize, Vec<String>)> {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes());
+        let mut out = Vec::new();
+        let mut rec = csv::StringRecord::new();
+        loop {
+            let at = r.position().byte() as usize;
+            if !r.read_record(&mut rec).unwrap() {
+                return out;
+            }
+            out.push((at, rec.iter().map(str::to_owned).collect()));
+        }
+    }
+
+    #[test]
+    fn records_grow_past_their_first_buffers() {
+        // A 10,000-byte quoted field with commas, doubled quotes and a newline, and a
+        // record of 300 fields: both buffers must grow.
+        let long = format!("\"{}\"\"x,\ny\"", "あ".repeat(3000));
+        let wide = vec!["f"; 300].join(",");
+        let text = format!("\u{feff}a,b\r\n{long},2\r\n{wide}\n\nlast");
+        let got = ours(&text);
+        assert_eq!(got, csv_crate(&text));
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].1, ["a", "b"]);
+        assert_eq!(got[1].1[0], format!("{}\"x,\ny", "あ".repeat(3000)));
+        assert_eq!(got[2].1.len(), 300);
+        assert_eq!(got[3].1, ["last"]);
+    }
+
+    proptest! {
+        /// The shared parser reads exactly what `csv::Reader` reads, at the same positions,
+        /// whatever the text: quotes, CR/LF mixes, a BOM, empty lines, multi-byte text.
+        #[test]
+        fn records_match_the_csv_crate(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    Just(","), Just("\""), Just("\"\""), Just("\r\n"), Just("\n"), Just("\r"),
+                    Just("\u{feff}"), Just("abc"), Just("世帯"), Just(" "), Just("0123456789"),
+                ],
+                0..60,
+            ),
+        ) {
+            let text: String = parts.concat();
+            prop_assert_eq!(ours(&text), csv_crate(&text));
+        }
+    }
 }
