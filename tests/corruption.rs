@@ -165,6 +165,20 @@ fn live_wal(paths: &Paths) -> std::path::PathBuf {
     logs.pop().expect("a WAL")
 }
 
+/// The WAL and table files of data/, each with the SHA-256 of its bytes.
+fn data_files(paths: &Paths) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(&paths.data)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| name.ends_with(".log") || name.ends_with(".sst"))
+        .map(|(name, path)| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, &std::fs::read(path).unwrap());
+            (name, hex::encode(digest.as_ref()))
+        })
+        .collect()
+}
+
 /// An open store with 20 acknowledged batches, the anchor written (one interval passed).
 fn anchored_instance(dir: &std::path::Path) -> (Store, Paths, u64) {
     let paths = Paths::under(dir);
@@ -215,6 +229,7 @@ fn a_truncated_wal_is_refused_at_open_naming_partition_and_sizes() {
         .unwrap()
         .set_len(len - 3000)
         .unwrap();
+    let before = data_files(&img);
     match Store::open(&img, small()) {
         Err(kukaku::store::OpenError::RolledBack {
             partition,
@@ -232,8 +247,20 @@ fn a_truncated_wal_is_refused_at_open_naming_partition_and_sizes() {
             s.size(&pid("131011")).unwrap()
         ),
     }
-    // Refused again: the first refusal appended and repaired nothing (RocksDB did move the
-    // recovered WAL into a table file; the log it holds is the same).
+    // The refusal left the data as it was: no table file written from the WAL, the WAL's
+    // bytes untouched (the store opens with RocksDB's avoid_flush_during_recovery); the
+    // open only added a new, empty WAL. So it is refused again.
+    let after = data_files(&img);
+    for (name, digest) in &before {
+        assert_eq!(after.get(name), Some(digest), "{name} changed or is gone");
+    }
+    assert!(
+        after
+            .keys()
+            .all(|n| before.contains_key(n) || n.ends_with(".log")),
+        "a table file was written: {:?}",
+        after.keys().collect::<Vec<_>>()
+    );
     let message = Store::open(&img, small()).unwrap_err().to_string();
     assert!(
         message.contains("131011") && message.contains(&size.to_string()),

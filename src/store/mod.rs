@@ -324,24 +324,40 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn db_options(o: &StoreOptions, cache: &Cache, wbm: &WriteBufferManager) -> (Options, Options) {
+/// Database options the `rocksdb` crate has no setter for, in RocksDB's options-string
+/// syntax. At open, the memtables rebuilt from the WAL stay memtables instead of being
+/// flushed to one small table file per column family (with 3,500 partitions that flush was
+/// most of the open time, docs/benchmarks.md section 5), and the WAL they came from stays
+/// until a later flush: a refused open (`RolledBack`, `Damaged`) leaves it as it was.
+const DB_OPTIONS_TEXT: &str = "avoid_flush_during_recovery=true";
+
+fn db_options(
+    o: &StoreOptions,
+    cache: &Cache,
+    wbm: &WriteBufferManager,
+) -> Result<(Options, Options), rocksdb::Error> {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_bloom_filter(10.0, false);
 
+    let family = |opts: &mut Options| {
+        opts.set_block_based_table_factory(&table);
+        opts.set_write_buffer_size(o.write_buffer_bytes);
+        // Memtable memory grows in blocks of this size, so a large write buffer costs an
+        // idle partition nothing; the write buffer manager caps the total
+        // (docs/benchmarks.md).
+        opts.set_arena_block_size(o.arena_block_bytes);
+        opts.set_max_write_buffer_number(2);
+        // Ciphertext does not compress.
+        opts.set_compression_type(DBCompressionType::None);
+    };
     let mut cf = Options::default();
-    cf.set_block_based_table_factory(&table);
-    cf.set_write_buffer_size(o.write_buffer_bytes);
-    // Memtable memory grows in blocks of this size, so a large write buffer costs an idle
-    // partition nothing; the write buffer manager caps the total (docs/benchmarks.md).
-    cf.set_arena_block_size(o.arena_block_bytes);
-    cf.set_max_write_buffer_number(2);
-    // Ciphertext does not compress.
-    cf.set_compression_type(DBCompressionType::None);
+    family(&mut cf);
 
-    let mut db = cf.clone();
+    let mut db = Options::default().get_options_from_string(DB_OPTIONS_TEXT)?;
+    family(&mut db);
     db.create_if_missing(true);
     db.create_missing_column_families(true);
     db.set_write_buffer_manager(wbm);
@@ -354,7 +370,7 @@ fn db_options(o: &StoreOptions, cache: &Cache, wbm: &WriteBufferManager) -> (Opt
     db.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
     // Closed WALs must be present and whole (their synced sizes are kept in the MANIFEST).
     db.set_track_and_verify_wals_in_manifest(true);
-    (db, cf)
+    Ok((db, cf))
 }
 
 fn key_store_options() -> Options {
@@ -517,7 +533,7 @@ impl Store {
             false,
             cache.clone(),
         );
-        let (dbo, cfo) = db_options(&options, &cache, &wbm);
+        let (dbo, cfo) = db_options(&options, &cache, &wbm)?;
         let db = DB::open_cf_descriptors(
             &dbo,
             &paths.data,
@@ -583,7 +599,7 @@ impl Store {
             false,
             cache.clone(),
         );
-        let (dbo, cfo) = db_options(&options, &cache, &wbm);
+        let (dbo, cfo) = db_options(&options, &cache, &wbm)?;
         let mut names = DB::list_cf(&dbo, &paths.data)?;
         let open = |names: &[String]| {
             let descriptors = names
