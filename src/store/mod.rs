@@ -331,6 +331,15 @@ impl std::fmt::Debug for Store {
 /// until a later flush: a refused open (`RolledBack`, `Damaged`) leaves it as it was.
 const DB_OPTIONS_TEXT: &str = "avoid_flush_during_recovery=true";
 
+/// Column-family options without a setter, likewise. Keys of one kind in one partition are
+/// written in ascending order (`E`, `C`, `N` per level, docs/format.md §7), so the memtable
+/// keeps an insert hint per 2-byte key prefix and appends after the last key of that prefix
+/// instead of searching the skip list from the top (the search was the writer thread's
+/// largest cost, docs/benchmarks.md). The writer is the only writer, so memtable inserts are
+/// never concurrent, which the hint needs.
+const FAMILY_OPTIONS_TEXT: &str =
+    "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2";
+
 fn db_options(
     o: &StoreOptions,
     cache: &Cache,
@@ -353,10 +362,11 @@ fn db_options(
         // Ciphertext does not compress.
         opts.set_compression_type(DBCompressionType::None);
     };
-    let mut cf = Options::default();
+    let mut cf = Options::default().get_options_from_string(FAMILY_OPTIONS_TEXT)?;
     family(&mut cf);
 
-    let mut db = Options::default().get_options_from_string(DB_OPTIONS_TEXT)?;
+    let mut db = Options::default()
+        .get_options_from_string(format!("{DB_OPTIONS_TEXT};{FAMILY_OPTIONS_TEXT}"))?;
     family(&mut db);
     db.create_if_missing(true);
     db.create_missing_column_families(true);
