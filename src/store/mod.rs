@@ -374,9 +374,9 @@ fn db_options(
     db.set_max_total_wal_size(o.max_total_wal_bytes);
     db.set_skip_stats_update_on_db_open(true);
     db.set_max_open_files(4096);
-    // At open RocksDB loads each family's table files with this many threads, started and
-    // joined per family: 16 (the default) meant ~50,000 short-lived threads for 3,500
-    // partitions, each family having a file or two (docs/benchmarks.md section 5).
+    // At open RocksDB loads each family's table files with this many threads, the extra
+    // ones started and joined per family: the default 16 meant up to 52,500 short-lived
+    // threads for 3,500 partitions with a file or two each (docs/benchmarks.md).
     db.set_max_file_opening_threads(1);
     // A torn last WAL record is what a crash leaves of a batch that was never acknowledged:
     // dropped. Damage anywhere before it fails the open instead of silently ending the log
