@@ -952,6 +952,56 @@ async fn transmissions_and_lookups() {
     assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_base64"));
 }
 
+/// The check the API runs on its own thread (memory only) answers exactly as the full
+/// check, for a good token, a wrong secret, an unknown id and a revoked credential; a
+/// credential just issued is in memory (the memtable), so it never needs the blocking pool.
+#[tokio::test]
+async fn the_in_memory_credential_check_answers_as_the_full_one() {
+    use kukaku::crypto::credential::Token;
+    let f = fixture().await;
+    let answer = |r: Result<kukaku::crypto::credential::Verified, kukaku::store::AuthError>| {
+        r.map(|v| (v.id(), v.role())).map_err(|e| e.to_string())
+    };
+    let good = f.token("muni_a").to_owned();
+    let mut wrong = good.clone();
+    let last = if wrong.ends_with('A') { "B" } else { "A" };
+    wrong.replace_range(wrong.len() - 1.., last);
+    let unknown = format!("kk1_00000000000000ff_{}", &good[good.len() - 43..]);
+    let mut cases = vec![good.clone(), wrong, unknown];
+    let (revoked, _) = f
+        .store
+        .issue_credential(
+            Role::Municipality,
+            Reach::Partition(f.a.clone()),
+            "to revoke",
+            kukaku::store::now_unix_ms() + 60_000,
+        )
+        .unwrap();
+    let revoked = revoked.to_text().to_string();
+    f.store
+        .revoke_credential(Token::parse(&revoked).unwrap().id())
+        .unwrap();
+    cases.push(revoked);
+    for (i, text) in cases.iter().enumerate() {
+        let token = Token::parse(text).unwrap();
+        let fast = f
+            .store
+            .authenticate_in_memory(&token, None)
+            .unwrap_or_else(|| panic!("case {i}: a fresh credential needed a disk read"));
+        assert_eq!(
+            answer(fast),
+            answer(f.store.authenticate(&token, None)),
+            "case {i}"
+        );
+    }
+    assert!(
+        f.store
+            .authenticate_in_memory(&Token::parse(&good).unwrap(), None)
+            .unwrap()
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn revoked_and_expired_credentials_are_refused_at_once() {
     let f = fixture().await;

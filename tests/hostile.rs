@@ -19,6 +19,11 @@ use kukaku::store::{Paths, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One test at a time in this test binary (each takes it first): the memory bounds read
+/// the whole process's RSS, which another test's flood running beside it would count (it
+/// did, once: 67 MiB).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Server {
     _dir: tempfile::TempDir,
     addr: SocketAddr,
@@ -154,7 +159,7 @@ fn rss_bytes() -> u64 {
     kb * 1024
 }
 
-/// The process (server and clients) grew by less than 64 MiB since `before`.
+/// The process (this test's server and clients) grew by less than 64 MiB since `before`.
 fn assert_rss_bounded(before: u64) {
     let grew = rss_bytes().saturating_sub(before);
     assert!(grew < 64 << 20, "RSS grew by {grew} bytes under the flood");
@@ -176,6 +181,7 @@ async fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_cut_while_others_are_served() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let srv = start(Limits {
         header_timeout: Duration::from_millis(300),
         ..Limits::default()
@@ -252,6 +258,7 @@ async fn slow_and_idle_connections_are_cut_while_others_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_past_the_limit_is_refused_and_the_server_recovers() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let srv = start(Limits {
         max_connections: 32,
         header_timeout: Duration::from_secs(30),
@@ -295,6 +302,7 @@ async fn a_connection_flood_past_the_limit_is_refused_and_the_server_recovers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_flood_gets_answers_and_memory_stays_bounded() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let srv = start(Limits {
         max_body_bytes: 1 << 20,
         max_concurrent: 8,
@@ -404,6 +412,7 @@ async fn a_request_flood_gets_answers_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_smuggling_requests_get_4xx_and_nothing_is_reflected() {
+    let _one_at_a_time = ONE_AT_A_TIME.lock().await;
     let srv = start(Limits::default()).await;
     let (addr, token) = (srv.addr, srv.token.clone());
     let auth = format!("authorization: Bearer {token}\r\n");

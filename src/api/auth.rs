@@ -65,10 +65,17 @@ pub(crate) async fn verify_token(
         tracing::warn!(credential = %id, "credential refused: too many failed attempts");
         return Err(ApiError::too_many_failures(wait));
     }
-    let store = Arc::clone(&state.store);
-    let result = tokio::task::spawn_blocking(move || store.authenticate(&token, peer.as_ref()))
-        .await
-        .map_err(ApiError::internal)?;
+    // A credential in memory (nearly always: credentials are few and read on every
+    // request) is checked here; one that needs a disk read goes to the blocking pool.
+    let result = match state.store.authenticate_in_memory(&token, peer.as_ref()) {
+        Some(result) => result,
+        None => {
+            let store = Arc::clone(&state.store);
+            tokio::task::spawn_blocking(move || store.authenticate(&token, peer.as_ref()))
+                .await
+                .map_err(ApiError::internal)?
+        }
+    };
     match result {
         Ok(v) => Ok(v),
         Err(AuthError::Refused(why)) => {

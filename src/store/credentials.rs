@@ -166,15 +166,23 @@ impl Store {
 
     /// One credential by id.
     pub fn credential(&self, id: CredentialId) -> Result<Option<Stored>, CredentialStoreError> {
+        self.credential_with(id, &rocksdb::ReadOptions::default())
+    }
+
+    fn credential_with(
+        &self,
+        id: CredentialId,
+        opts: &rocksdb::ReadOptions,
+    ) -> Result<Option<Stored>, CredentialStoreError> {
         let sys = self
             .inner
             .db
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
-        let Some(raw) = self
-            .inner
-            .db
-            .get_pinned_cf(&sys, credential_key(id.as_bytes()))?
+        let Some(raw) =
+            self.inner
+                .db
+                .get_pinned_cf_opt(&sys, credential_key(id.as_bytes()), opts)?
         else {
             return Ok(None);
         };
@@ -230,5 +238,27 @@ impl Store {
     ) -> Result<Verified, AuthError> {
         let stored = self.credential(token.id())?.ok_or(Refused::Unknown)?;
         Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
+    }
+
+    /// [`Store::authenticate`] from memory only (memtable and block cache, never a disk
+    /// read): `None` when the answer needs a read from disk. So an async caller can check a
+    /// token on its own thread and go to the blocking pool only then; the answer, when there
+    /// is one, is the same.
+    pub fn authenticate_in_memory(
+        &self,
+        token: &Token,
+        peer_cert: Option<&[u8; 32]>,
+    ) -> Option<Result<Verified, AuthError>> {
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        let stored = match self.credential_with(token.id(), &opts) {
+            Err(CredentialStoreError::Db(e)) if e.kind() == rocksdb::ErrorKind::Incomplete => {
+                return None;
+            }
+            Err(e) => return Some(Err(e.into())),
+            Ok(None) => return Some(Err(Refused::Unknown.into())),
+            Ok(Some(stored)) => stored,
+        };
+        Some(credential::verify(&stored, token, now_ms(), peer_cert).map_err(AuthError::from))
     }
 }
