@@ -382,21 +382,20 @@ pub(crate) fn rows(
         let mut first = true;
         let mut parser = Records::new(text.as_bytes(), core);
         loop {
-            let start = parser.position();
+            let line = line_at(parser.position());
             let record = match parser.next_record() {
                 Some(Ok(record)) => record,
                 None => break,
                 Some(Err(())) => {
                     problems.push(Problem {
                         file,
-                        line: line_at(start),
+                        line,
                         field: None,
                         reason: "csv_syntax",
                     });
                     break;
                 }
             };
-            let line = line_at(start);
             if first {
                 first = false;
                 if record.iter().copied().ne(header.iter().copied()) {

@@ -236,8 +236,7 @@ impl Store {
         token: &Token,
         peer_cert: Option<&[u8; 32]>,
     ) -> Result<Verified, AuthError> {
-        let stored = self.credential(token.id())?.ok_or(Refused::Unknown)?;
-        Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
+        self.authenticate_with(token, peer_cert, &rocksdb::ReadOptions::default())
     }
 
     /// [`Store::authenticate`] from memory only (memtable and block cache, never a disk
@@ -251,14 +250,25 @@ impl Store {
     ) -> Option<Result<Verified, AuthError>> {
         let mut opts = rocksdb::ReadOptions::default();
         opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        let stored = match self.credential_with(token.id(), &opts) {
-            Err(CredentialStoreError::Db(e)) if e.kind() == rocksdb::ErrorKind::Incomplete => {
-                return None;
+        match self.authenticate_with(token, peer_cert, &opts) {
+            Err(AuthError::Store(CredentialStoreError::Db(e)))
+                if e.kind() == rocksdb::ErrorKind::Incomplete =>
+            {
+                None
             }
-            Err(e) => return Some(Err(e.into())),
-            Ok(None) => return Some(Err(Refused::Unknown.into())),
-            Ok(Some(stored)) => stored,
-        };
-        Some(credential::verify(&stored, token, now_ms(), peer_cert).map_err(AuthError::from))
+            answer => Some(answer),
+        }
+    }
+
+    fn authenticate_with(
+        &self,
+        token: &Token,
+        peer_cert: Option<&[u8; 32]>,
+        opts: &rocksdb::ReadOptions,
+    ) -> Result<Verified, AuthError> {
+        let stored = self
+            .credential_with(token.id(), opts)?
+            .ok_or(Refused::Unknown)?;
+        Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
     }
 }

@@ -326,17 +326,19 @@ impl std::fmt::Debug for Store {
 
 /// Database options the `rocksdb` crate has no setter for, in RocksDB's options-string
 /// syntax. At open, the memtables rebuilt from the WAL stay memtables instead of being
-/// flushed to one small table file per column family (with 3,500 partitions that flush was
-/// most of the open time, docs/benchmarks.md section 5), and the WAL they came from stays
-/// until a later flush: a refused open (`RolledBack`, `Damaged`) leaves it as it was.
+/// flushed to one small table file per column family, and the WAL they came from stays
+/// until a later flush: a refused open (`RolledBack`) leaves the WAL as it was. Only while
+/// the replayed memtables fit the write-buffer budget: past it (3,500 partitions of one
+/// arena block each) recovery still flushes (docs/benchmarks.md).
 const DB_OPTIONS_TEXT: &str = "avoid_flush_during_recovery=true";
 
 /// Column-family options without a setter, likewise. Keys of one kind in one partition are
 /// written in ascending order (`E`, `C`, `N` per level, docs/format.md §7), so the memtable
 /// keeps an insert hint per 2-byte key prefix and appends after the last key of that prefix
 /// instead of searching the skip list from the top (the search was the writer thread's
-/// largest cost, docs/benchmarks.md). The writer is the only writer, so memtable inserts are
-/// never concurrent, which the hint needs.
+/// largest cost, docs/benchmarks.md). RocksDB uses the hint for a write group of one batch,
+/// which is nearly every group: the rare group that another thread's write (a credential,
+/// a witness cosignature) joins is inserted concurrently, without the hint, as before.
 const FAMILY_OPTIONS_TEXT: &str =
     "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.2";
 
