@@ -94,16 +94,49 @@ fn a_flipped_sealed_body_byte_fails_the_read_and_verify_with_keys() {
         .unwrap();
 }
 
+/// The `N` keys of the partition, as (level, index), with the store closed.
+fn stored_nodes(paths: &Paths) -> Vec<(u8, u64)> {
+    let opts = rocksdb::Options::default();
+    let names = rocksdb::DB::list_cf(&opts, &paths.data).unwrap();
+    let db = rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap();
+    let cf = db.cf_handle("p/131011").unwrap();
+    db.prefix_iterator_cf(&cf, b"N")
+        .map(|kv| kv.unwrap().0)
+        .take_while(|k| k[0] == b'N')
+        .map(|k| (k[1], u64::from_be_bytes(k[2..].try_into().unwrap())))
+        .collect()
+}
+
+#[test]
+fn only_subtrees_of_four_leaves_and_up_are_stored_as_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = fixture(dir.path());
+    let store = Store::open(&paths, small()).unwrap();
+    let size = store.size(&pid("131011")).unwrap();
+    drop(store);
+    // Every complete subtree of 2^level leaves inside the log, from level 2 up, and nothing
+    // below it: a leaf or a two-leaf node is recomputed from the envelopes.
+    let want: Vec<(u8, u64)> = (2..64u8)
+        .flat_map(|level| (0..size >> level).map(move |i| (level, i)))
+        .collect();
+    assert!(size >= 8 && !want.is_empty(), "size {size}");
+    let mut got = stored_nodes(&paths);
+    got.sort();
+    let mut want = want;
+    want.sort();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn a_flipped_tree_node_and_a_rewritten_checkpoint_are_found() {
     let dir = tempfile::tempdir().unwrap();
     let paths = fixture(dir.path());
-    // The level-0 node of leaf 3: `N ‖ level ‖ index`.
-    let mut node = vec![b'N', 0];
-    node.extend_from_slice(&3u64.to_be_bytes());
+    // The lowest stored node, over leaves 0..4 (made by leaf 3): `N ‖ level ‖ index`.
+    let mut node = vec![b'N', kukaku::store::records::LOWEST_STORED_LEVEL];
+    node.extend_from_slice(&0u64.to_be_bytes());
     tamper(&paths, &node, |v| v[0] ^= 0xff);
     let e = verify(&paths).unwrap_err();
-    assert_eq!((e.seq, &e.step), (3, &Step::TreeNode { level: 0 }), "{e}");
+    assert_eq!((e.seq, &e.step), (3, &Step::TreeNode { level: 2 }), "{e}");
 
     let dir = tempfile::tempdir().unwrap();
     let paths = fixture(dir.path());

@@ -7,8 +7,9 @@ use zeroize::Zeroizing;
 
 use super::records::KeyStatus;
 use super::records::{
-    REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
-    decode, entry_key, index_prefix, node_key, partition_cf, transmission_key,
+    LOWEST_STORED_LEVEL, REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord,
+    TransmissionRecord, checkpoint_key, decode, entry_key, index_prefix, node_key, partition_cf,
+    transmission_key,
 };
 use super::writer::IndexKind;
 use super::{Inner, Store};
@@ -109,9 +110,34 @@ struct DbNodes<'a> {
     cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
 }
 
+impl DbNodes<'_> {
+    /// The leaf hash of entry `seq`, over its stored header.
+    fn leaf(&self, seq: u64) -> Result<Hash, String> {
+        let raw = self
+            .db
+            .get_pinned_cf(&self.cf, entry_key(seq))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("entry {seq} missing"))?;
+        let (_, len) = Header::decode_prefix(&raw).map_err(|e| format!("entry {seq}: {e}"))?;
+        Ok(crate::ledger::hash::leaf_hash(
+            raw.get(..len).unwrap_or_default(),
+        ))
+    }
+}
+
 impl NodeSource for DbNodes<'_> {
     type Error = String;
     fn node(&mut self, level: u8, index: u64) -> Result<Hash, String> {
+        if level < LOWEST_STORED_LEVEL {
+            // Not stored: at most two leaves, from their envelopes.
+            let first = index
+                .checked_mul(1 << level)
+                .ok_or_else(|| format!("tree node ({level}, {index}) out of range"))?;
+            let leaves = (first..first.saturating_add(1 << level))
+                .map(|seq| self.leaf(seq))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(crate::ledger::merkle::root_of(&leaves));
+        }
         let raw = self
             .db
             .get_pinned_cf(&self.cf, node_key(level, index))
@@ -661,7 +687,7 @@ impl Store {
                 ));
             }
             let (env, nodes) = v.push(&raw)?;
-            for n in nodes {
+            for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
                 let stored = db
                     .get_pinned_cf_opt(&cf, node_key(n.level, n.index), &at())
                     .map_err(|e| other(seq, e.into()))?;

@@ -21,9 +21,9 @@ pub(crate) use keyops::{KeyOp, KeyOutcome};
 
 use super::keyring::KeyError;
 use super::records::{
-    KeyMeta, KeyStatus, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY, STATE_KEY, SYS_CF,
-    StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key, index_key,
-    key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
+    KeyMeta, KeyStatus, LOWEST_STORED_LEVEL, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY,
+    STATE_KEY, SYS_CF, StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key,
+    index_key, key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
     transmission_key,
 };
 use super::{Inner, now_ms, sync_write};
@@ -663,8 +663,8 @@ impl Writer {
             prev_chain: st.chain,
             commitment: e.commitment,
         };
-        let leaf = header.leaf_hash();
         let mut env = header.encode();
+        let leaf = crate::ledger::hash::leaf_hash(&env);
         match sealing {
             None => {
                 env.extend_from_slice(&0u32.to_be_bytes());
@@ -689,7 +689,8 @@ impl Writer {
             .range
             .append(leaf)
             .map_err(|e| AppendError::BadState(e.to_string()))?;
-        for n in nodes {
+        // Levels below LOWEST_STORED_LEVEL are recomputed from the envelopes by readers.
+        for n in nodes.into_iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
             ops.push((
                 target.clone(),
                 node_key(n.level, n.index).to_vec(),
