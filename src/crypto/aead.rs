@@ -2,13 +2,13 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::{RngError, Secret32, random_nonce};
 use crate::ledger::Hash;
-use crate::ledger::envelope::{NONCE_LEN, SALT_LEN};
+use crate::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};
 
 /// A DEK with its expanded AES key schedule (zeroized on drop by aes-gcm's `zeroize` feature).
 pub struct Dek {
@@ -42,28 +42,38 @@ impl Dek {
         }
     }
 
-    /// Encrypts `salt ‖ payload` under a fresh random nonce, bound to `leaf`.
-    pub fn seal(
+    /// Encrypts `salt ‖ payload` under a fresh random nonce, bound to `leaf`, and appends
+    /// `nonce ‖ ciphertext ‖ tag` to `out` (the envelope's body, docs/format.md §3), in place:
+    /// no second buffer holds the plaintext. On failure `out` is as it was.
+    pub fn seal_into(
         &self,
         leaf: &Hash,
         salt: &[u8; SALT_LEN],
         payload: &[u8],
-    ) -> Result<([u8; NONCE_LEN], Vec<u8>), SealError> {
+        out: &mut Vec<u8>,
+    ) -> Result<(), SealError> {
         let nonce = random_nonce::<NONCE_LEN>()?;
-        let mut msg = Zeroizing::new(Vec::with_capacity(SALT_LEN + payload.len()));
-        msg.extend_from_slice(salt);
-        msg.extend_from_slice(payload);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &msg,
-                    aad: leaf.as_bytes(),
-                },
-            )
-            .map_err(|_| SealError::Encrypt)?;
-        Ok((nonce, ct))
+        let start = out.len();
+        out.reserve(NONCE_LEN + SALT_LEN + payload.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(salt);
+        out.extend_from_slice(payload);
+        let body = out.get_mut(start + NONCE_LEN..).unwrap_or_default();
+        match self.cipher.encrypt_in_place_detached(
+            Nonce::from_slice(&nonce),
+            leaf.as_bytes(),
+            body,
+        ) {
+            Ok(tag) => {
+                out.extend_from_slice(&tag);
+                Ok(())
+            }
+            Err(_) => {
+                out.get_mut(start..).unwrap_or_default().zeroize();
+                out.truncate(start);
+                Err(SealError::Encrypt)
+            }
+        }
     }
 
     /// Decrypts to `salt ‖ payload`.
@@ -94,7 +104,14 @@ mod tests {
     fn ciphertext_is_bound_to_its_leaf_and_key() {
         let dek = Dek::new(&Secret32::generate().unwrap());
         let leaf = Hash::from_bytes([1; 32]);
-        let (nonce, ct) = dek.seal(&leaf, &[2; 32], b"payload").unwrap();
+        let mut body = b"before".to_vec();
+        dek.seal_into(&leaf, &[2; 32], b"payload", &mut body)
+            .unwrap();
+        assert_eq!(body.len(), 6 + NONCE_LEN + 32 + 7 + TAG_LEN);
+        assert_eq!(&body[..6], b"before");
+        let (nonce, ct) = body[6..].split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().unwrap();
+        let ct = ct.to_vec();
         let plain = dek.open(&leaf, &nonce, &ct).unwrap();
         assert_eq!(&plain[32..], b"payload");
         assert_eq!(

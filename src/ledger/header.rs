@@ -12,9 +12,10 @@ pub const MAX_PARTITION_LEN: usize = 32;
 /// A partition id as the ledger sees it: 1–32 ASCII digits.
 ///
 /// The ledger only checks the shape; `domain::InsurerNumber` checks the 保険者番号 check digit
-/// and produces the canonical form (6 digits for 市町村国保, otherwise 8).
+/// and produces the canonical form (6 digits for 市町村国保, otherwise 8). Shared, not copied:
+/// the writer names a partition in every key it stages, so a clone must not allocate.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PartitionId(String);
+pub struct PartitionId(std::sync::Arc<str>);
 
 impl PartitionId {
     /// Accepts 1–32 ASCII digits.
@@ -25,7 +26,7 @@ impl PartitionId {
         if !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(PartitionIdError::NotDigits);
         }
-        Ok(PartitionId(text.to_owned()))
+        Ok(PartitionId(std::sync::Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -238,8 +239,14 @@ impl<'a> Reader<'a> {
 impl Header {
     /// The canonical encoding (docs/format.md §2).
     pub fn encode(&self) -> Vec<u8> {
-        let p = self.partition.as_str().as_bytes();
         let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let p = self.partition.as_str().as_bytes();
         out.push(HEADER_VERSION);
         // PartitionId guarantees 1..=32 bytes, so the length fits in a u8.
         out.push(p.len() as u8);
@@ -260,7 +267,6 @@ impl Header {
         }
         out.extend_from_slice(self.prev_chain.as_bytes());
         out.extend_from_slice(self.commitment.as_bytes());
-        out
     }
 
     pub fn encoded_len(&self) -> usize {

@@ -28,7 +28,7 @@ use super::records::{
 };
 use super::{Inner, now_ms, sync_write};
 use crate::crypto::{Dek, RngError, random_nonce};
-use crate::ledger::envelope::SALT_LEN;
+use crate::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};
 use crate::ledger::hash::{Hash, chain_next, commitment};
 use crate::ledger::header::{Class, Header, Kind, PartitionId};
 use crate::ledger::merkle::CompactRange;
@@ -663,7 +663,11 @@ impl Writer {
             prev_chain: st.chain,
             commitment: e.commitment,
         };
-        let mut env = header.encode();
+        // One buffer, sized once: header, key id, then the body (sealed in place).
+        let mut env = Vec::with_capacity(
+            header.encoded_len() + 4 + NONCE_LEN + SALT_LEN + e.payload.len() + TAG_LEN,
+        );
+        header.encode_into(&mut env);
         let leaf = crate::ledger::hash::leaf_hash(&env);
         match sealing {
             None => {
@@ -672,12 +676,9 @@ impl Writer {
                 env.extend_from_slice(&e.payload);
             }
             Some((key_id, dek)) => {
-                let (nonce, ct) = dek
-                    .seal(&leaf, &e.salt, &e.payload)
-                    .map_err(|_| AppendError::Seal)?;
                 env.extend_from_slice(&key_id.to_be_bytes());
-                env.extend_from_slice(&nonce);
-                env.extend_from_slice(&ct);
+                dek.seal_into(&leaf, &e.salt, &e.payload, &mut env)
+                    .map_err(|_| AppendError::Seal)?;
             }
         }
         let target = Target::Partition(p.clone());

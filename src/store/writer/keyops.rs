@@ -297,13 +297,10 @@ impl Writer {
                 .map_err(|_| corrupt(seq, "sealed body shorter than its salt"))?;
             let (key_id, dek) =
                 self.reserve_key(p, &mut st, env.header.kind, env.header.tx_time, now, ops)?;
-            let (nonce, ct) = dek
-                .seal(&leaf, &salt, payload)
-                .map_err(|_| AppendError::Seal)?;
             let mut out = env.header_bytes.to_vec();
             out.extend_from_slice(&key_id.to_be_bytes());
-            out.extend_from_slice(&nonce);
-            out.extend_from_slice(&ct);
+            dek.seal_into(&leaf, &salt, payload, &mut out)
+                .map_err(|_| AppendError::Seal)?;
             rewritten.push((seq, out));
         }
         let target = Target::Partition(p.clone());
