@@ -36,11 +36,16 @@ fn fixture(dir: &std::path::Path) -> Paths {
     paths
 }
 
-/// Applies `f` to the value of `key` in the partition's column family, with the store closed.
-fn tamper(paths: &Paths, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
+/// The data DB opened through the raw RocksDB API, every family, with the store closed.
+fn raw_db(paths: &Paths) -> rocksdb::DB {
     let opts = rocksdb::Options::default();
     let names = rocksdb::DB::list_cf(&opts, &paths.data).unwrap();
-    let db = rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap();
+    rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap()
+}
+
+/// Applies `f` to the value of `key` in the partition's column family, with the store closed.
+fn tamper(paths: &Paths, key: &[u8], f: impl FnOnce(&mut Vec<u8>)) {
+    let db = raw_db(paths);
     let cf = db.cf_handle("p/131011").unwrap();
     let mut value = db.get_cf(&cf, key).unwrap().expect("key present");
     f(&mut value);
@@ -96,9 +101,7 @@ fn a_flipped_sealed_body_byte_fails_the_read_and_verify_with_keys() {
 
 /// The `N` keys of the partition, as (level, index), with the store closed.
 fn stored_nodes(paths: &Paths) -> Vec<(u8, u64)> {
-    let opts = rocksdb::Options::default();
-    let names = rocksdb::DB::list_cf(&opts, &paths.data).unwrap();
-    let db = rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap();
+    let db = raw_db(paths);
     let cf = db.cf_handle("p/131011").unwrap();
     db.prefix_iterator_cf(&cf, b"N")
         .map(|kv| kv.unwrap().0)
@@ -116,13 +119,12 @@ fn only_subtrees_of_four_leaves_and_up_are_stored_as_nodes() {
     drop(store);
     // Every complete subtree of 2^level leaves inside the log, from level 2 up, and nothing
     // below it: a leaf or a two-leaf node is recomputed from the envelopes.
-    let want: Vec<(u8, u64)> = (2..64u8)
+    let mut want: Vec<(u8, u64)> = (2..64u8)
         .flat_map(|level| (0..size >> level).map(move |i| (level, i)))
         .collect();
     assert!(size >= 8 && !want.is_empty(), "size {size}");
     let mut got = stored_nodes(&paths);
     got.sort();
-    let mut want = want;
     want.sort();
     assert_eq!(got, want);
 }
@@ -349,10 +351,7 @@ fn a_dropped_partition_family_is_refused_at_open() {
     let (store, paths, size) = anchored_instance(dir.path());
     drop(store);
     {
-        let opts = rocksdb::Options::default();
-        let names = rocksdb::DB::list_cf(&opts, &paths.data).unwrap();
-        let db = rocksdb::DB::open_cf(&opts, &paths.data, &names).unwrap();
-        db.drop_cf("p/131011").unwrap();
+        raw_db(&paths).drop_cf("p/131011").unwrap();
     }
     match Store::open(&paths, small()) {
         Err(kukaku::store::OpenError::RolledBack {
