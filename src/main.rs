@@ -15,6 +15,11 @@ use kukaku::flows::sample::DEMO_MUNICIPALITIES;
 use kukaku::ledger::{PartitionId, format_utc_ms};
 use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions, VerifyOptions};
 
+/// jemalloc for the whole process, RocksDB's C++ included (the dependency is unprefixed):
+/// glibc malloc cost a fifth of the CPU of an HTTP import (docs/benchmarks.md, session 18).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kukaku",

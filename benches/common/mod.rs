@@ -8,6 +8,10 @@ use kukaku::domain::InsurerNumber;
 use kukaku::ledger::{Kind, PartitionId};
 use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
 
+/// The allocator of the `kukaku` binary (src/main.rs), so a bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `n` distinct valid 保険者番号 (6-digit, prefectures 01–47).
 pub fn ids(n: usize) -> Vec<PartitionId> {
     (1..=47u32)
