@@ -1713,7 +1713,30 @@ fn chain(e: &anyhow::Error) -> String {
     text
 }
 
+/// RocksDB's C++ is compiled with SSE4.2 and PCLMUL on x86_64 (`.cargo/config.toml`, for the
+/// hardware CRC32C): refuse to start on a CPU without them rather than die on an illegal
+/// instruction later.
+fn cpu_supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sse4.2")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
 fn main() -> ExitCode {
+    if !cpu_supported() {
+        eprintln!(
+            "error: this CPU lacks SSE4.2 or PCLMULQDQ, which this build of RocksDB uses \
+             (x86-64 CPUs since 2010 have both); rebuild without CXXFLAGS_x86_64_unknown_linux_gnu \
+             in .cargo/config.toml"
+        );
+        return ExitCode::from(2);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
