@@ -11,11 +11,27 @@ echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//
 echo "- flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(sha_ni|aes|avx2|avx512f|pclmulqdq)$' | tr '\n' ' ')"
 echo "- disk: $(df -h "${TMPDIR:-/tmp}" | awk 'NR==2 {print $1", "$2" total, "$4" free"}')"
 echo "- date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# Everything is compiled before the first measurement, so no bench shares its minutes with
+# the compiler.
+cargo bench --quiet --workspace --no-run 2>/dev/null
+# On a shared virtual machine the hypervisor takes some of the CPU ("steal" in /proc/stat);
+# each bench reports how much, since it moves every absolute figure.
+cpu() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
+stolen() {
+  read -r t1 s1 < <(cpu)
+  echo
+  awk -v t="$((t1 - t0))" -v s="$((s1 - s0))" \
+    'BEGIN { printf "CPU stolen by the hypervisor during this bench: %.1f %%\n", t > 0 ? 100 * s / t : 0 }'
+}
 for b in append http reads scale provision; do
   echo
   echo "## $b"
+  read -r t0 s0 < <(cpu)
   cargo bench --quiet --bench "$b" 2>/dev/null
+  stolen
 done
 echo
 echo "## audit verify"
+read -r t0 s0 < <(cpu)
 cargo bench --quiet -p kukaku-audit --bench verify 2>/dev/null
+stolen
