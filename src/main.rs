@@ -1713,16 +1713,16 @@ fn chain(e: &anyhow::Error) -> String {
     text
 }
 
-/// RocksDB's C++ is compiled with SSE4.2 and PCLMUL on x86_64 (`.cargo/config.toml`, for the
-/// hardware CRC32C): refuse to start on a CPU without them rather than die on an illegal
-/// instruction later.
+/// RocksDB's C++ is compiled with SSE4.2 and PCLMUL for x86_64-unknown-linux-gnu
+/// (`.cargo/config.toml`, for the hardware CRC32C): refuse to start on a CPU without them
+/// rather than die on an illegal instruction later. Other targets get no such flags.
 fn cpu_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     {
         std::arch::is_x86_feature_detected!("sse4.2")
             && std::arch::is_x86_feature_detected!("pclmulqdq")
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu")))]
     {
         true
     }
