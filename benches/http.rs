@@ -74,10 +74,11 @@ fn run(clients: usize, per_client: usize, budget: Duration) -> Run {
         })
         .collect();
     let store = Arc::new(store);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // The server's runtime, as `kukaku serve` builds it: request threads below the writer. The
+    // clients' tasks run on it too. `KUKAKU_BENCH_REQUEST_NICE=0`: all at one level.
+    let nice = std::env::var("KUKAKU_BENCH_REQUEST_NICE")
+        .map_or(server::DEFAULT_REQUEST_NICE, |v| v.parse().unwrap());
+    let rt = server::runtime(nice).unwrap();
     let result = rt.block_on(async {
         let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
             .await

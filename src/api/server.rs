@@ -298,3 +298,93 @@ pub async fn serve(
     }
     Ok(())
 }
+
+/// Default of [`runtime`]'s `request_nice` (and of `kukaku serve --request-nice`).
+pub const DEFAULT_REQUEST_NICE: u8 = 5;
+
+/// The tokio runtime a server runs on. Its worker and blocking-pool threads (HTTP, JSON,
+/// validation, reads: everything a request does before and after its append) run
+/// `request_nice` nice levels below the thread that builds it, and so below the store's
+/// writer thread, which `Store::open` started from that thread earlier. The writer is the one
+/// serial stage of every append; at equal priority it waited on the run queue for 21–33 % of
+/// an HTTP run while its requests' own threads held both cores (docs/benchmarks.md, session
+/// 21). A higher nice value is always allowed, so this needs no privilege. 0 leaves every
+/// thread at the builder's level; the level is capped at 19, the lowest priority.
+pub fn runtime(request_nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if request_nice > 0 {
+        // Absolute, not relative: a blocking thread is started by a worker and inherits its
+        // level already.
+        let level = (nice::current()? + i32::from(request_nice)).min(19);
+        builder.on_thread_start(move || {
+            if let Err(e) = nice::set_current(level) {
+                tracing::warn!(level, error = %e, "could not lower a request thread's priority");
+            }
+        });
+    }
+    builder.build()
+}
+
+/// The calling thread's nice level (Linux keeps one per thread).
+pub mod nice {
+    /// The calling thread's nice level.
+    #[cfg(target_os = "linux")]
+    pub fn current() -> std::io::Result<i32> {
+        Ok(rustix::process::getpriority_process(Some(
+            rustix::thread::gettid(),
+        ))?)
+    }
+
+    /// Sets the calling thread's nice level.
+    #[cfg(target_os = "linux")]
+    pub fn set_current(level: i32) -> std::io::Result<()> {
+        Ok(rustix::process::setpriority_process(
+            Some(rustix::thread::gettid()),
+            level,
+        )?)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn current() -> std::io::Result<i32> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn set_current(_level: i32) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::{nice, runtime};
+
+    #[test]
+    fn request_threads_run_below_the_builder() {
+        let base = nice::current().unwrap();
+        let expected = (base + 5).min(19);
+        let rt = runtime(5).unwrap();
+        let (worker, blocking) = rt.block_on(async {
+            let worker = tokio::spawn(async { nice::current().unwrap() })
+                .await
+                .unwrap();
+            let blocking = tokio::task::spawn_blocking(|| nice::current().unwrap())
+                .await
+                .unwrap();
+            (worker, blocking)
+        });
+        assert_eq!((worker, blocking), (expected, expected));
+        // The builder (and a writer thread it starts) keeps its level.
+        assert_eq!(nice::current().unwrap(), base);
+        drop(rt);
+        let rt = runtime(0).unwrap();
+        let worker = rt.block_on(async {
+            tokio::spawn(async { nice::current().unwrap() })
+                .await
+                .unwrap()
+        });
+        assert_eq!(worker, base);
+    }
+}
