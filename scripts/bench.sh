@@ -21,7 +21,7 @@ stolen() {
   read -r t1 s1 < <(cpu)
   echo
   awk -v t="$((t1 - t0))" -v s="$((s1 - s0))" \
-    'BEGIN { printf "CPU stolen by the hypervisor during this bench: %.1f %%\n", t > 0 ? 100 * s / t : 0 }'
+    'BEGIN { printf "CPU stolen by the hypervisor during this bench: %.1f %%\n", (t > 0 ? 100 * s / t : 0) }'
 }
 for b in append http reads scale provision; do
   echo
