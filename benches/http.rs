@@ -6,6 +6,8 @@
 //! One-shot system run, bounded: a fixed number of requests per client, at most a time
 //! budget; the server binds 127.0.0.1 only. Run: `cargo bench --bench http`.
 //! `KUKAKU_BENCH_SMOKE=1`: a few requests per client (CI). `KUKAKU_BENCH_CLIENTS=64,256`.
+//! `KUKAKU_BENCH_REQUEST_NICE=N`: the server runtime's request threads N nice levels below
+//! the writer (default as `kukaku serve`, 5; 0: one level for all).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
