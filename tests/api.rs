@@ -1480,3 +1480,53 @@ async fn guessing_a_token_is_rate_limited_per_credential_id() {
     let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(f.token("muni_b"))).await;
     assert_eq!(s, StatusCode::OK, "other credentials are not affected");
 }
+
+/// POSTs `n` bytes of JSON whitespace as a body of unknown length (chunked on the wire), so
+/// there is no `content-length` to refuse early.
+async fn post_unsized(app: &Router, path: &str, token: &str, n: usize) -> (StatusCode, Value) {
+    use http_body_util::BodyExt as _;
+    let full = http_body_util::Full::new(axum::body::Bytes::from(vec![b' '; n]));
+    let body = Body::new(full.map_frame(|f| f));
+    assert_eq!(axum::body::HttpBody::size_hint(&body).exact(), None);
+    let req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// A chunked body is cut at its own route's limit: a lookup at `max_body_bytes`, not at the
+/// much larger upload limit (it once was: a 1 MiB server buffered 96 MiB of a lookup).
+#[tokio::test]
+async fn an_unsized_body_is_cut_at_its_own_routes_limit() {
+    let f = fixture().await;
+    let app = f.router_with(
+        ServerRole::Hub,
+        Limits {
+            max_body_bytes: 64,
+            max_transmission_bytes: 4096,
+            ..Limits::default()
+        },
+    );
+    let token = f.token("muni_a");
+    let too_large = (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let (s, v) = post_unsized(&app, "/v1/lookups", token, 65).await;
+    assert_eq!((s, error_code(&v)), too_large);
+    let (s, v) = post_unsized(&app, "/v1/lookups", token, 64).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    for path in [routes::TRANSMISSIONS_PATH, routes::KOGAKU_PATH] {
+        // Under the upload limit: read whole, then refused for what it says.
+        let (s, v) = post_unsized(&app, path, token, 4096).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        let (s, v) = post_unsized(&app, path, token, 4097).await;
+        assert_eq!((s, error_code(&v)), too_large, "{path}");
+    }
+}

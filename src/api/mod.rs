@@ -112,6 +112,18 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Limits {
+    /// The body limit of a route: `max_transmission_bytes` for the two file uploads,
+    /// `max_body_bytes` for every other path (including paths no route matches).
+    pub fn body_limit(&self, path: &str) -> usize {
+        if path == routes::TRANSMISSIONS_PATH || path == routes::KOGAKU_PATH {
+            self.max_transmission_bytes
+        } else {
+            self.max_body_bytes
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -182,12 +194,7 @@ async fn refuse_large_bodies(
     next: middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let path = req.uri().path();
-    let max = if path == routes::TRANSMISSIONS_PATH || path == routes::KOGAKU_PATH {
-        limits.max_transmission_bytes
-    } else {
-        limits.max_body_bytes
-    };
+    let max = limits.body_limit(req.uri().path());
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -231,7 +238,13 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         }
     }
     for (path, handler) in paths {
-        app = app.route(path, handler.fallback(routes::method_not_allowed));
+        // A body without a declared length is cut at its own route's limit when an
+        // extractor reads it (this layer is inside the router-wide one, so it wins).
+        let limit = DefaultBodyLimit::max(limits.body_limit(path));
+        app = app.route(
+            path,
+            handler.fallback(routes::method_not_allowed).layer(limit),
+        );
     }
     if role == ServerRole::Hub {
         app = app.merge(pages::router());
@@ -250,9 +263,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
                     limits.request_timeout,
                 ))
                 .layer(middleware::from_fn_with_state(limits, refuse_large_bodies))
-                .layer(DefaultBodyLimit::max(
-                    limits.max_body_bytes.max(limits.max_transmission_bytes),
-                )),
+                .layer(DefaultBodyLimit::max(limits.max_body_bytes)),
         )
         .with_state(Arc::new(state))
 }
