@@ -13,6 +13,10 @@ use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
 use kukaku_audit::audit::Options;
 use kukaku_audit::{State, Trust, verify_bundle};
 
+/// The allocator of the `kukaku-audit` binary (src/main.rs), so the bench measures what it runs.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     // `KUKAKU_BENCH_SMOKE=1` (CI): a small bundle, so the benchmark cannot rot.
     let default = if std::env::var_os("KUKAKU_BENCH_SMOKE").is_some() {

@@ -1,8 +1,11 @@
 //! Verification of an audit bundle against the trust roots, in a two-stage pipeline: one
-//! thread reads and frames the bundle, hashes it for the trailer, decodes every envelope
-//! strictly and computes its leaf hash (the work that needs no order); the calling thread
-//! checks order, chain, tree, checkpoints and cosignatures. Memory stays constant per
-//! partition (a compact range, not the tree) and bounded in flight.
+//! thread reads and frames the bundle and hashes it for the trailer; the calling thread
+//! checks order, chain, tree, checkpoints and cosignatures. Decoding each envelope strictly
+//! and computing its leaf hash (the work that needs no order) goes to whichever thread has
+//! time: the reader does it for a batch only when the verifier is behind (the channel is
+//! full, so the reader would otherwise wait), and the verifier does it for every batch
+//! handed over undecoded. Memory stays constant per partition (a compact range, not the
+//! tree) and bounded in flight.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -436,13 +439,15 @@ pub fn verify_records(
     records: Vec<Record>,
     opts: &Options<'_>,
 ) -> Result<(Report, State), AuditError> {
-    let items: Vec<Item> = records.into_iter().map(Item::from).collect();
+    let items: Vec<Item> = records.into_iter().map(Item::Record).collect();
     consume(std::iter::once(Ok(items)), opts)
 }
 
-/// Stage 1: reads and frames the records, hashes the bundle for its trailer, decodes every
-/// envelope strictly and computes its leaf hash. A matching trailer closes the channel; any
-/// error is sent after the records before it.
+/// Stage 1: reads and frames the records and hashes the bundle for its trailer. A batch is
+/// handed over undecoded if the verifier has room for it; if not, the reader, which would
+/// wait anyway, decodes and leaf-hashes it first ([`decode`]), so the two threads balance
+/// whatever the machine. A matching trailer closes the channel; any error is sent after
+/// the records before it.
 fn read<R: Read>(input: R, out: &mpsc::SyncSender<Result<Vec<Item>, BundleError>>) {
     let mut reader = match BundleReader::new(input) {
         Ok(r) => r,
@@ -455,11 +460,13 @@ fn read<R: Read>(input: R, out: &mpsc::SyncSender<Result<Vec<Item>, BundleError>
     loop {
         match reader.next_record() {
             Ok(Some(r)) => {
-                batch.push(Item::from(r));
+                batch.push(Item::Record(r));
                 if batch.len() == BATCH
-                    && out
-                        .send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH))))
-                        .is_err()
+                    && hand_over(
+                        out,
+                        std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                    )
+                    .is_err()
                 {
                     // The verifier stopped; its answer is what counts.
                     return;
@@ -478,9 +485,24 @@ fn read<R: Read>(input: R, out: &mpsc::SyncSender<Result<Vec<Item>, BundleError>
     }
 }
 
-/// An envelope as the reading thread hands it over: decoded strictly and leaf-hashed there
-/// (the hashing that needs no order), so the verifying thread does only the sequential
-/// checks. Sealed bodies are dropped on the reading side: nothing here can use them.
+/// Sends a batch, decoding it first only if the channel is full. Errs if the verifier
+/// stopped.
+fn hand_over(
+    out: &mpsc::SyncSender<Result<Vec<Item>, BundleError>>,
+    batch: Vec<Item>,
+) -> Result<(), ()> {
+    match out.try_send(Ok(batch)) {
+        Ok(()) => Ok(()),
+        Err(mpsc::TrySendError::Full(Ok(batch))) => out
+            .send(Ok(batch.into_iter().map(decode).collect()))
+            .map_err(|_| ()),
+        Err(_) => Err(()),
+    }
+}
+
+/// An envelope decoded strictly and leaf-hashed (the hashing that needs no order), by
+/// whichever thread had time ([`decode`]). Sealed bodies are dropped once decoded: nothing
+/// here can use them.
 enum Entry {
     Decoded {
         header: kukaku::ledger::Header,
@@ -496,29 +518,29 @@ enum Item {
     Entry(Entry),
 }
 
-impl From<Record> for Item {
-    fn from(r: Record) -> Item {
-        let Record::Envelope(bytes) = r else {
-            return Item::Record(r);
-        };
-        Item::Entry(match EnvelopeRef::decode(&bytes) {
-            Ok(env) => {
-                let leaf = env.leaf_hash();
-                let key_event = match env.body {
-                    BodyRef::Open { payload, .. } if env.header.kind == Kind::KEY_EVENT => {
-                        Some(payload.to_vec())
-                    }
-                    _ => None,
-                };
-                Entry::Decoded {
-                    header: env.header,
-                    leaf,
-                    key_event,
+/// Decodes an envelope record strictly and computes its leaf hash; other items pass
+/// through.
+fn decode(item: Item) -> Item {
+    let Item::Record(Record::Envelope(bytes)) = item else {
+        return item;
+    };
+    Item::Entry(match EnvelopeRef::decode(&bytes) {
+        Ok(env) => {
+            let leaf = env.leaf_hash();
+            let key_event = match env.body {
+                BodyRef::Open { payload, .. } if env.header.kind == Kind::KEY_EVENT => {
+                    Some(payload.to_vec())
                 }
+                _ => None,
+            };
+            Entry::Decoded {
+                header: env.header,
+                leaf,
+                key_event,
             }
-            Err(e) => Entry::Bad(e),
-        })
-    }
+        }
+        Err(e) => Entry::Bad(e),
+    })
 }
 
 /// The verifying stage: batches of items in log order (from the reading thread, or one batch
@@ -534,7 +556,7 @@ fn consume(
     let mut seen = std::collections::BTreeSet::new();
     for batch in batches {
         for item in batch? {
-            let record = match item {
+            let record = match decode(item) {
                 Item::Entry(entry) => {
                     section
                         .as_mut()
@@ -607,9 +629,9 @@ fn consume(
                         partition,
                     });
                 }
-                // Envelopes arrive as `Item::Entry`.
+                // `decode` made every envelope an `Item::Entry`.
                 Record::Envelope(_) => {
-                    return Err(AuditError::Malformed("envelope not decoded by the reader"));
+                    return Err(AuditError::Malformed("envelope left undecoded"));
                 }
                 Record::Checkpoint(note) => {
                     let s = section.as_mut().ok_or(AuditError::Malformed(

@@ -232,6 +232,48 @@ fn every_single_byte_change_is_rejected() {
     assert!(checked > 500, "only {checked} bytes checked");
 }
 
+/// A bundle of many batches: the reading thread runs ahead of the verifier, so some batches
+/// are decoded by the reader (the channel was full) and others by the verifier. Either way
+/// the report counts every entry, and a change deep in the bundle, re-framed, is caught and
+/// located at its seq.
+#[test]
+fn a_long_bundle_verifies_whichever_thread_decodes() {
+    let f = fixture(0);
+    let p = &f.ids[0];
+    for b in 0..12u32 {
+        let entries = (0..1000u32)
+            .map(|i| {
+                NewEntry::new(
+                    Kind::HOUSEHOLD_SNAPSHOT,
+                    20_000,
+                    None,
+                    vec![(b + i) as u8; 64],
+                )
+                .unwrap()
+            })
+            .collect();
+        f.store.append(p, entries).unwrap();
+    }
+    let b = bundle(&f.store, std::slice::from_ref(p));
+    let trust = trust_of(&f.store);
+    let none = State::default();
+    let (report, _) = run(&b, &trust, &none).unwrap();
+    assert_eq!(report.partitions[0].entries, f.store.size(p).unwrap());
+    assert_eq!(report.partitions[0].kinds["household_snapshot"], 12_000);
+
+    let mut recs = parts(&b);
+    let envs: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].0 == 0x02).collect();
+    let deep = envs[envs.len() - 100];
+    let seq = Envelope::decode(&recs[deep].1).unwrap().header.seq;
+    // Byte 20 of the header lies in its seq/tx_time fields: hashed, so the chain breaks.
+    recs[deep].1[20] ^= 0x01;
+    let e = must_fail(&reframe(&recs), &trust, &none, "deep edit");
+    assert!(
+        matches!(&e, AuditError::Failed { seq: s, .. } if *s == seq || *s == seq + 1),
+        "{e}"
+    );
+}
+
 #[test]
 fn removed_duplicated_reordered_and_truncated_entries_are_rejected() {
     let f = fixture(2);
