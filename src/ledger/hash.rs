@@ -58,7 +58,14 @@ impl Hash {
 
 impl PartialEq for Hash {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        // The bytes' differences are OR-ed without a branch and one barrier decides: subtle's
+        // slice comparison puts a barrier on each of the 32 bytes, ~2 % of an audit's CPU.
+        let diff = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff.ct_eq(&0).into()
     }
 }
 
@@ -81,7 +88,13 @@ pub fn leaf_hash(leaf: &[u8]) -> Hash {
 
 /// RFC 9162 interior node: `SHA-256(0x01 ‖ left ‖ right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    Hash::digest(&[&[0x01], &left.0, &right.0])
+    let mut buf = [0x01u8; 1 + 2 * HASH_LEN];
+    let (_, values) = buf.split_at_mut(1);
+    let (l, r) = values.split_at_mut(HASH_LEN);
+    l.copy_from_slice(&left.0);
+    r.copy_from_slice(&right.0);
+    // One update over a stack buffer costs less than three (ring buffers each part).
+    Hash::digest(&[&buf])
 }
 
 /// Root of the empty tree: `SHA-256("")`.
@@ -91,7 +104,11 @@ pub fn empty_root() -> Hash {
 
 /// Chain step: `chain_n = SHA-256(chain_{n-1} ‖ leaf_n)`, `chain_{-1}` = zeros.
 pub fn chain_next(prev: &Hash, leaf: &Hash) -> Hash {
-    Hash::digest(&[&prev.0, &leaf.0])
+    let mut buf = [0u8; 2 * HASH_LEN];
+    let (p, l) = buf.split_at_mut(HASH_LEN);
+    p.copy_from_slice(&prev.0);
+    l.copy_from_slice(&leaf.0);
+    Hash::digest(&[&buf])
 }
 
 /// Salted commitment to a payload: `SHA-256(salt ‖ payload)`.
@@ -118,5 +135,48 @@ mod tests {
         assert!(Hash::from_base64("not base64!").is_none());
         let h = leaf_hash(b"");
         assert_eq!(Hash::from_base64(&h.to_base64()), Some(h));
+    }
+
+    /// Known answers (Python's hashlib): the empty leaf, the node over two of them, the
+    /// chain value of seq 0 over it.
+    #[test]
+    fn node_and_chain_known_answers() {
+        let leaf = leaf_hash(b"");
+        assert_eq!(
+            leaf.to_base64(),
+            "bjQLnP+zepicpUTmu3gKLHiQHT+zNzh2hRGjBhevoB0="
+        );
+        assert_eq!(
+            node_hash(&leaf, &leaf).to_base64(),
+            "/kPWavpKmlxPnJ2on0/7UmNcjzQuf/tzHWjjbFmCByo="
+        );
+        assert_eq!(
+            chain_next(&Hash::ZERO, &leaf).to_base64(),
+            "ZP2ytGMZDfRdyXYgbOgRHYyDaA3euGd4t/mYLWgi3mo="
+        );
+        // Order matters in both.
+        let other = leaf_hash(b"x");
+        assert_ne!(node_hash(&leaf, &other), node_hash(&other, &leaf));
+        assert_ne!(chain_next(&leaf, &other), chain_next(&other, &leaf));
+        assert_eq!(
+            node_hash(&leaf, &other),
+            Hash::digest(&[&[0x01], leaf.as_bytes(), other.as_bytes()])
+        );
+    }
+
+    /// Equality sees a difference in any bit of any byte.
+    #[test]
+    fn equality_sees_every_bit() {
+        let a = leaf_hash(b"a");
+        assert_eq!(a, a);
+        for byte in 0..HASH_LEN {
+            for bit in 0..8 {
+                let mut b = *a.as_bytes();
+                if let Some(x) = b.get_mut(byte) {
+                    *x ^= 1 << bit;
+                }
+                assert_ne!(a, Hash::from_bytes(b), "byte {byte} bit {bit}");
+            }
+        }
     }
 }
