@@ -265,7 +265,8 @@ fn a_long_bundle_verifies_whichever_thread_decodes() {
     let envs: Vec<usize> = (0..recs.len()).filter(|&i| recs[i].0 == 0x02).collect();
     let deep = envs[envs.len() - 100];
     let seq = Envelope::decode(&recs[deep].1).unwrap().header.seq;
-    // Byte 20 of the header lies in its seq/tx_time fields: hashed, so the chain breaks.
+    // Byte 20 of the header lies in its tx_time (docs/format.md §2: bytes 16..24 for a
+    // 6-digit partition): hashed, so the leaf and the chain break.
     recs[deep].1[20] ^= 0x01;
     let e = must_fail(&reframe(&recs), &trust, &none, "deep edit");
     assert!(
