@@ -20,9 +20,22 @@ pub enum PayloadError {
     Trailing(usize),
     #[error("{0} is too long")]
     TooLong(&'static str),
+    #[error("{field} contains a control character (character {at}); open payloads hold none")]
+    Control { field: &'static str, at: usize },
+}
+
+/// Refuses a control character in a text field of an open payload. The decoders refuse
+/// them (a report must not be able to hide lines), so an encoder that wrote one would make
+/// an entry no auditor can read: every text is checked here, before anything is written.
+pub fn check_text(field: &'static str, s: &str) -> Result<(), PayloadError> {
+    match s.chars().position(char::is_control) {
+        Some(at) => Err(PayloadError::Control { field, at: at + 1 }),
+        None => Ok(()),
+    }
 }
 
 fn put_str8(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
+    check_text("short text", s)?;
     let len = u8::try_from(s.len()).map_err(|_| PayloadError::TooLong("short text"))?;
     out.push(len);
     out.extend_from_slice(s.as_bytes());
@@ -30,6 +43,12 @@ fn put_str8(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
 }
 
 fn put_str16(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
+    check_text("text", s)?;
+    put_bytes16(out, s)
+}
+
+/// A u16-length text whose decoder takes any UTF-8 (a signed note, whose lines end in LF).
+fn put_bytes16(out: &mut Vec<u8>, s: &str) -> Result<(), PayloadError> {
     let len = u16::try_from(s.len()).map_err(|_| PayloadError::TooLong("text"))?;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(s.as_bytes());
@@ -203,6 +222,8 @@ impl KeyEvent {
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
+        check_text("actor", &self.actor)?;
+        check_text("reason", &self.reason)?;
         if !self.actor.is_ascii() {
             return Err(PayloadError::Text("actor"));
         }
@@ -365,6 +386,7 @@ impl AccessRecord {
 }
 
 fn put_ascii8(out: &mut Vec<u8>, field: &'static str, text: &str) -> Result<(), PayloadError> {
+    check_text(field, text)?;
     if !text.is_ascii() {
         return Err(PayloadError::Text(field));
     }
@@ -497,7 +519,8 @@ impl ForwardingReceipt {
         put_ascii8(&mut out, "hub_origin", &self.hub_origin)?;
         out.extend_from_slice(&self.hub_from.to_be_bytes());
         out.extend_from_slice(&self.hub_to.to_be_bytes());
-        put_str16(&mut out, &self.hub_checkpoint)?;
+        // A signed note: its lines end in LF, and the decoder takes any UTF-8 here.
+        put_bytes16(&mut out, &self.hub_checkpoint)?;
         let n =
             u32::try_from(self.hub_seqs.len()).map_err(|_| PayloadError::TooLong("hub_seqs"))?;
         out.extend_from_slice(&n.to_be_bytes());
@@ -577,6 +600,43 @@ mod tests {
         let mut bad = b.clone();
         bad[2] = 99;
         assert!(KeyEvent::decode(&bad).is_err());
+    }
+
+    /// Issue 26 item 4: a reason with a control character was encoded and then refused by
+    /// the decoder, so the auditor could not report the event. Every open text is now
+    /// checked at encode time; the known answers cover each control class.
+    #[test]
+    fn control_characters_are_refused_at_encode_time() {
+        let event = |reason: &str, actor: &str| KeyEvent {
+            event: KeyEventKind::Destroy,
+            key_id: 1,
+            class: KeyClass::Resident,
+            epoch: 0,
+            version: 1,
+            count: 0,
+            actor: actor.into(),
+            reason: reason.into(),
+        };
+        for (reason, actor, at) in [
+            (
+                "court order\nsecond line",
+                "admin-cli",
+                Some(("reason", 12)),
+            ),
+            ("\u{1b}[2Jhidden", "admin-cli", Some(("reason", 1))),
+            ("tab\there", "admin-cli", Some(("reason", 4))),
+            ("del\u{7f}", "admin-cli", Some(("reason", 4))),
+            ("c1\u{85}", "admin-cli", Some(("reason", 3))),
+            ("ok", "admin\r", Some(("actor", 6))),
+            ("令和8年 条例第3号による消去", "admin-cli", None),
+        ] {
+            let got = event(reason, actor).encode();
+            match at {
+                Some((field, at)) => assert_eq!(got, Err(PayloadError::Control { field, at })),
+                None => assert_eq!(KeyEvent::decode(&got.unwrap()), Ok(event(reason, actor))),
+            }
+        }
+        assert!(check_text("x", "plain").is_ok());
     }
 
     #[test]

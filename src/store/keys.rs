@@ -63,6 +63,15 @@ pub enum KeyAdminError {
     Unconfirmed(String),
     #[error("the writer answered a key operation with another one's result")]
     Mismatch,
+    /// Flushing or compacting after a destroy failed: the keys are destroyed, but old
+    /// index and transmission records may remain in files until the next compaction.
+    #[error(transparent)]
+    Registry(#[from] super::ProvisionError),
+    #[error("keys destroyed, but purging their derived records from the files failed")]
+    Purge(#[source] rocksdb::Error),
+    /// The actor or reason cannot be carried by a key event; nothing was written.
+    #[error("refused before anything was written: {0}")]
+    Text(crate::ledger::payload::PayloadError),
 }
 
 /// What `rotate-kek` did.
@@ -136,6 +145,7 @@ impl Store {
         p: &PartitionId,
         who: super::KeyActor,
     ) -> Result<Vec<u32>, super::AppendError> {
+        who.validate().map_err(super::AppendError::KeyText)?;
         self.writer.rotate(p.clone(), who)
     }
 
@@ -152,6 +162,7 @@ impl Store {
     /// record's new fingerprint, then promotes the new KEK and destroys the old one. A crash
     /// at any point is finished or undone at the next open. Appends and reads go on.
     pub fn rotate_kek(&self, who: KeyActor) -> Result<KekRotation, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         self.rotate_kek_locked(who)
     }
@@ -213,6 +224,7 @@ impl Store {
     /// `rotate_kek` runs 2 and 3 in one writer step, one write after the other.
     #[doc(hidden)]
     pub fn rotate_kek_interrupted(&self, who: KeyActor, steps: u8) -> Result<(), KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         let source = self
             .inner
@@ -257,6 +269,7 @@ impl Store {
     /// every partition says so), until [`Store::finish_signing_rotation`]. Returns the new
     /// version. Refused while a transition runs.
     pub fn rotate_signing_key(&self, who: KeyActor) -> Result<u32, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         match self
             .writer
@@ -271,6 +284,7 @@ impl Store {
     /// removed from the key store (its public key stays listed: it verifies the checkpoints
     /// it signed). Returns the retired version.
     pub fn finish_signing_rotation(&self, who: KeyActor) -> Result<u32, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         let KeyOutcome::Signing(old) = self
             .writer
@@ -319,6 +333,7 @@ impl Store {
         chunk: u64,
         step: &mut dyn FnMut(&ReencryptStep) -> bool,
     ) -> Result<ReencryptStep, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         loop {
             let outcome = self.writer.key_op(KeyOp::Reencrypt {
@@ -338,6 +353,7 @@ impl Store {
     /// `kukaku keys retire`: removes a previous DEK version's wrapped key once no entry is
     /// sealed under it (refused, with the count, while any is).
     pub fn retire(&self, p: &PartitionId, key_id: u32, who: KeyActor) -> Result<(), KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
         let info = self
             .key_status(p)?
@@ -383,6 +399,7 @@ impl Store {
         confirm: &str,
         who: KeyActor,
     ) -> Result<DestroyReport, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
         if confirm != p.as_str() {
             return Err(KeyAdminError::Unconfirmed(p.to_string()));
         }

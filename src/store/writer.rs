@@ -248,6 +248,9 @@ pub enum AppendError {
     Storage(String),
     #[error("index key must be 1–255 bytes")]
     BadIndexKey,
+    /// A key event's actor or reason was refused before anything was written.
+    #[error("refused before anything was written: {0}")]
+    KeyText(crate::ledger::payload::PayloadError),
     #[error("transmission already stored with the same content (seq {first_seq}, {count} entries)")]
     AlreadyStored { first_seq: u64, count: u64 },
     #[error("transmission id already used with different content")]
@@ -302,6 +305,10 @@ enum Command {
     },
 }
 
+/// Longest reason a key operation accepts, in bytes: the writer adds context (sizes, the
+/// KEK fingerprint) and the whole must fit a key event's 65,535-byte text.
+pub const MAX_REASON: usize = 4096;
+
 /// Who changes keys and why, for the key events (never key material).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyActor {
@@ -311,6 +318,25 @@ pub struct KeyActor {
 }
 
 impl KeyActor {
+    /// Refuses an actor or reason that a key event could not carry (a control character,
+    /// a non-ASCII or over-long actor, a reason over 4,096 bytes). Every key operation
+    /// checks this before it writes anything.
+    pub fn validate(&self) -> Result<(), crate::ledger::payload::PayloadError> {
+        use crate::ledger::payload::{PayloadError, check_text};
+        check_text("actor", &self.actor)?;
+        check_text("reason", &self.reason)?;
+        if !self.actor.is_ascii() {
+            return Err(PayloadError::Text("actor"));
+        }
+        if self.actor.len() > 255 {
+            return Err(PayloadError::TooLong("actor"));
+        }
+        if self.reason.len() > MAX_REASON {
+            return Err(PayloadError::TooLong("reason"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn system(reason: &str) -> Self {
         KeyActor {
             actor: "system".into(),
