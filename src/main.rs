@@ -189,6 +189,12 @@ enum Command {
         /// checkpoint verified before).
         #[arg(long, default_value_t = 0)]
         from_size: u64,
+        /// With --from-size: also prove, per partition, that the tree at --from-size extends
+        /// the tree at this earlier size (an RFC 9162 consistency proof in the bundle). Give
+        /// the size the auditor's state file holds: kukaku-audit refuses a bundle that starts
+        /// past its saved size without one.
+        #[arg(long, requires = "from_size")]
+        prove_from: Option<u64>,
         /// Output file; refuses to overwrite.
         #[arg(long)]
         out: PathBuf,
@@ -1577,6 +1583,7 @@ fn run(cli: Cli) -> Result<bool> {
             audit: _,
             partitions,
             from_size,
+            prove_from,
             out,
         } => {
             // The server (if one runs) writes the file: give it an absolute path.
@@ -1586,6 +1593,7 @@ fn run(cli: Cli) -> Result<bool> {
                 kukaku::admin::AdminRequest::ExportAudit {
                     partitions,
                     from_size,
+                    prove_from,
                     out,
                 },
             )?

@@ -9,7 +9,7 @@ use ring::digest;
 
 use super::hash::Hash;
 use super::header::PartitionId;
-use super::merkle::CompactRange;
+use super::merkle::{CompactRange, verify_consistency};
 use super::note::{NoteError, VerifierKey};
 use super::verify::{ChainVerifier, Step, VerifyError};
 
@@ -22,6 +22,7 @@ const TAG_PARTITION: u8 = 0x01;
 const TAG_ENVELOPE: u8 = 0x02;
 const TAG_CHECKPOINT: u8 = 0x03;
 const TAG_START: u8 = 0x04;
+const TAG_CONSISTENCY: u8 = 0x05;
 const TAG_TRAILER: u8 = 0xFF;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,22 @@ impl<W: Write> BundleWriter<W> {
         self.record(TAG_START, &data)
     }
 
+    /// Proves that the tree at the start of the section extends an earlier one: the RFC 9162
+    /// consistency proof from size `from` (root `root`) to the section's first checkpoint.
+    /// Written right after that checkpoint, so that an auditor whose state file holds
+    /// `from` can continue from the start without the entries in between.
+    pub fn consistency(&mut self, from: u64, root: &Hash, proof: &[Hash]) -> io::Result<()> {
+        let count = u8::try_from(proof.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "proof too long"))?;
+        let mut data = from.to_be_bytes().to_vec();
+        data.extend_from_slice(root.as_bytes());
+        data.push(count);
+        for h in proof {
+            data.extend_from_slice(h.as_bytes());
+        }
+        self.record(TAG_CONSISTENCY, &data)
+    }
+
     pub fn envelope(&mut self, envelope: &[u8]) -> io::Result<()> {
         self.record(TAG_ENVELOPE, envelope)
     }
@@ -137,6 +154,40 @@ struct Section {
     report: PartitionReport,
     /// False between a start record and the checkpoint that anchors it.
     anchored: bool,
+    /// The section carried a consistency record.
+    proved: bool,
+}
+
+/// Checks a consistency record (docs/format.md §10) against the section it stands in: it must
+/// follow the checkpoint that anchors a start record at `start` (`checkpoints` verified so
+/// far, no entry yet), come at most once (`already`), start below `start`, and prove that the
+/// tree of size `from` with root `root` is a prefix of the anchored tree.
+pub fn check_consistency(
+    verifier: &ChainVerifier,
+    start: u64,
+    checkpoints: u64,
+    already: bool,
+    record: (u64, &Hash, &[Hash]),
+) -> Result<(), VerifyError> {
+    let (from, root, proof) = record;
+    let fail = |step| VerifyError {
+        partition: verifier.partition().to_string(),
+        seq: verifier.size(),
+        step,
+    };
+    if start == 0 || checkpoints != 1 || verifier.size() != start || already {
+        return Err(fail(Step::Other(
+            "a consistency record must follow the checkpoint that anchors a start record, once"
+                .into(),
+        )));
+    }
+    if from >= start {
+        return Err(fail(Step::Other(format!(
+            "consistency proof from size {from} does not start below the bundle's start {start}"
+        ))));
+    }
+    verify_consistency(from, start, proof, root, &verifier.root())
+        .map_err(|error| fail(Step::Consistency { from, error }))
 }
 
 fn close(section: Option<Section>, out: &mut Vec<PartitionReport>) -> Result<(), BundleError> {
@@ -178,6 +229,22 @@ pub enum Record {
         chain: Hash,
         frontier: CompactRange,
     },
+    /// A consistency proof from the tree of size `from` with root `root` to the checkpoint
+    /// that anchors the section's start record (right after that checkpoint, at most once).
+    Consistency {
+        from: u64,
+        root: Hash,
+        proof: Vec<Hash>,
+    },
+}
+
+/// Reads `count:u8 ‖ count × hash[32]`, which must fill `data` exactly.
+fn hash_list(data: &[u8]) -> Option<Vec<Hash>> {
+    let (&count, rest) = data.split_first()?;
+    if rest.len() != usize::from(count) * 32 {
+        return None;
+    }
+    rest.chunks_exact(32).map(Hash::from_slice).collect()
 }
 
 /// Reads a bundle record by record and checks its framing: the magic line, record tags and
@@ -281,15 +348,7 @@ impl<R: Read> BundleReader<R> {
                 let from = u64::from_be_bytes(from.try_into().map_err(|_| bad())?);
                 let (chain, rest) = rest.split_at_checked(32).ok_or_else(bad)?;
                 let chain = Hash::from_slice(chain).ok_or_else(bad)?;
-                let (&count, rest) = rest.split_first().ok_or_else(bad)?;
-                if rest.len() != usize::from(count) * 32 {
-                    return Err(bad());
-                }
-                let hashes = rest
-                    .chunks_exact(32)
-                    .map(Hash::from_slice)
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(bad)?;
+                let hashes = hash_list(rest).ok_or_else(bad)?;
                 let frontier = CompactRange::from_parts(from, hashes)
                     .map_err(|_| self.bad("start record's frontier does not fit its size"))?;
                 Record::Start {
@@ -297,6 +356,15 @@ impl<R: Read> BundleReader<R> {
                     chain,
                     frontier,
                 }
+            }
+            TAG_CONSISTENCY => {
+                let bad = || self.bad("malformed consistency record");
+                let (from, rest) = data.split_at_checked(8).ok_or_else(bad)?;
+                let from = u64::from_be_bytes(from.try_into().map_err(|_| bad())?);
+                let (root, rest) = rest.split_at_checked(32).ok_or_else(bad)?;
+                let root = Hash::from_slice(root).ok_or_else(bad)?;
+                let proof = hash_list(rest).ok_or_else(bad)?;
+                Record::Consistency { from, root, proof }
             }
             TAG_CHECKPOINT => Record::Checkpoint(
                 String::from_utf8(data).map_err(|_| self.bad("checkpoint is not UTF-8"))?,
@@ -347,6 +415,7 @@ pub fn verify<R: Read>(
                     verifier: ChainVerifier::new(id),
                     key,
                     anchored: true,
+                    proved: false,
                 });
             }
             Record::Envelope(data) => {
@@ -391,6 +460,20 @@ pub fn verify<R: Read>(
                 s.verifier = ChainVerifier::resume(s.verifier.partition().clone(), frontier, chain);
                 s.anchored = false;
                 s.report.first_seq = from;
+            }
+            Record::Consistency { from, root, proof } => {
+                let s = section.as_mut().ok_or(BundleError::Record {
+                    at,
+                    reason: "consistency record before a partition record",
+                })?;
+                check_consistency(
+                    &s.verifier,
+                    s.report.first_seq,
+                    s.report.checkpoints,
+                    s.proved,
+                    (from, &root, &proof),
+                )?;
+                s.proved = true;
             }
         }
     }

@@ -1,6 +1,8 @@
 //! JSON of inclusion and consistency proofs. Field names are those of the transparency-dev/merkle
 //! test vectors, so one parser reads both; kukaku adds `checkpoint` (the signed note at the
-//! proof's tree size).
+//! proof's tree size) and `newestEntry` (the hashed header of the checkpoint's last entry with
+//! its inclusion proof: it dates the checkpoint, so key validity windows apply to proofs as
+//! to bundles).
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +25,51 @@ pub enum ProofJsonError {
     SizeMismatch { checkpoint: u64, proof: u64 },
     #[error("proof: {0}")]
     Proof(#[from] ProofError),
+    #[error("newestEntry: {0}")]
+    NewestEntry(&'static str),
+}
+
+/// The last entry of a proof's tree (seq `size − 1`): its hashed header (base64) and the
+/// inclusion proof of that leaf. Once the checkpoint is verified, it proves the `tx_time`
+/// of the newest entry the checkpoint covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewestEntry {
+    pub header: String,
+    pub proof: Vec<String>,
+}
+
+impl NewestEntry {
+    /// The newest entry's `tx_time`, after checking that the header is partition `p`'s entry
+    /// `size − 1` and that its leaf is in the tree of `size` with `root`.
+    pub fn tx_time(
+        &self,
+        p: &super::PartitionId,
+        size: u64,
+        root: &Hash,
+    ) -> Result<u64, ProofJsonError> {
+        use base64::Engine as _;
+        let bad = ProofJsonError::NewestEntry;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.header)
+            .map_err(|_| bad("header is not base64"))?;
+        let header =
+            super::Header::decode(&bytes).map_err(|_| bad("header does not decode strictly"))?;
+        if &header.partition != p {
+            return Err(bad("header belongs to another partition"));
+        }
+        if size == 0 || header.seq != size - 1 {
+            return Err(bad("header is not the tree's last entry"));
+        }
+        let proof: Vec<Hash> = self
+            .proof
+            .iter()
+            .map(|h| Hash::from_base64(h).ok_or(bad("proof holds a hash that is not base64")))
+            .collect::<Result<_, _>>()?;
+        let leaf = super::hash::leaf_hash(&bytes);
+        verify_inclusion(header.seq, size, &leaf, &proof, root)?;
+        Ok(header.tx_time)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +86,13 @@ pub struct InclusionProofJson {
     pub root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// The checkpoint's last entry, which dates it (kukaku only).
+    #[serde(
+        default,
+        rename = "newestEntry",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub newest_entry: Option<NewestEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
     #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]
@@ -57,6 +111,13 @@ pub struct ConsistencyProofJson {
     pub root2: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// The checkpoint's last entry, which dates it (kukaku only).
+    #[serde(
+        default,
+        rename = "newestEntry",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub newest_entry: Option<NewestEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
     #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]

@@ -37,6 +37,11 @@ pub enum Step {
     StateMismatch,
     #[error("sealed body does not decrypt or does not match its commitment")]
     Body,
+    #[error("consistency proof from size {from}: {error}")]
+    Consistency {
+        from: u64,
+        error: super::merkle::ProofError,
+    },
     #[error("{0}")]
     Other(String),
 }

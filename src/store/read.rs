@@ -18,9 +18,13 @@ use crate::ledger::bundle::BundleWriter;
 use crate::ledger::envelope::{Body, Envelope, SALT_LEN};
 use crate::ledger::hash::{Hash, commitment};
 use crate::ledger::header::{Header, PartitionId};
-use crate::ledger::merkle::{NodeSource, ProofRequestError, consistency_proof, inclusion_proof};
+use crate::ledger::merkle::{
+    NodeSource, ProofRequestError, consistency_proof, inclusion_proof, range_root,
+};
 use crate::ledger::note::Checkpoint;
-use crate::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson, encode_hashes};
+use crate::ledger::proof_json::{
+    ConsistencyProofJson, InclusionProofJson, NewestEntry, encode_hashes,
+};
 use crate::ledger::verify::{ChainVerifier, Step, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -453,9 +457,34 @@ impl Store {
             proof: Some(encode_hashes(&proof)),
             root: None,
             checkpoint: Some(note),
+            newest_entry: self.newest_entry(p, size)?,
             desc: None,
             want_err: None,
         })
+    }
+
+    /// The hashed header of entry `size − 1` and its inclusion proof in the tree of `size`
+    /// (`None` for the empty tree): what dates a proof's checkpoint for key windows.
+    fn newest_entry(&self, p: &PartitionId, size: u64) -> Result<Option<NewestEntry>, ReadError> {
+        use base64::Engine as _;
+        let Some(last) = size.checked_sub(1) else {
+            return Ok(None);
+        };
+        let raw = self.envelope_bytes(p, last)?;
+        let (_, len) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, last, e))?;
+        let header = raw.get(..len).ok_or_else(|| corrupt(p, last, "header"))?;
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        let proof = inclusion_proof(&mut src, last, size).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, last, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })?;
+        Ok(Some(NewestEntry {
+            header: base64::engine::general_purpose::STANDARD.encode(header),
+            proof: encode_hashes(&proof),
+        }))
     }
 
     /// Consistency proof between two checkpointed sizes (`to` = latest if `None`).
@@ -492,6 +521,7 @@ impl Store {
             root1: Some(old_cp.root.to_base64()),
             root2: Some(new_cp.root.to_base64()),
             checkpoint: Some(note),
+            newest_entry: self.newest_entry(p, to)?,
             desc: None,
             want_err: None,
         })
@@ -773,7 +803,32 @@ impl Store {
         out: W,
         progress: &mut dyn FnMut(u64),
     ) -> Result<W, ReadError> {
-        self.export_audit_from(partitions, 0, out, progress)
+        self.export_audit_from(partitions, 0, None, out, progress)
+    }
+
+    /// The root of `p` at `size` and the consistency proof from there to `to`, from the
+    /// stored subtree hashes (for a bundle's consistency record).
+    fn consistency_at(
+        &self,
+        p: &PartitionId,
+        size: u64,
+        to: u64,
+    ) -> Result<(Hash, Vec<Hash>), ReadError> {
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        if size == 0 || size >= to {
+            return Err(ReadError::BadRequest(format!(
+                "--prove-from {size} must lie between 0 and the start {to} (exclusive)"
+            )));
+        }
+        let root = range_root(&mut src, 0, size).map_err(|e| corrupt(p, size, e))?;
+        let proof = consistency_proof(&mut src, size, to).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, to, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })?;
+        Ok((root, proof))
     }
 
     /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
@@ -805,14 +860,22 @@ impl Store {
 
     /// Writes an audit bundle of the given partitions from tree size `from` (0: genesis;
     /// else a checkpointed size: the section then starts with the tree edge there and that
-    /// checkpoint, docs/format.md §10).
+    /// checkpoint, docs/format.md §10). With `prove_from` (`0 < prove_from < from`) each
+    /// section also carries the consistency proof from that size to `from`, so that an
+    /// auditor whose state holds `prove_from` can continue here.
     pub fn export_audit_from<W: Write>(
         &self,
         partitions: &[PartitionId],
         from: u64,
+        prove_from: Option<u64>,
         out: W,
         progress: &mut dyn FnMut(u64),
     ) -> Result<W, ReadError> {
+        if prove_from.is_some() && from == 0 {
+            return Err(ReadError::BadRequest(
+                "--prove-from needs --from-size: a bundle from genesis proves everything".into(),
+            ));
+        }
         let mut w = BundleWriter::new(out)?;
         let mut done = 0u64;
         for p in partitions {
@@ -843,6 +906,10 @@ impl Store {
                 };
                 w.start(from, &chain, &self.frontier_at(p, from)?)?;
                 w.checkpoint(&anchor)?;
+                if let Some(m) = prove_from {
+                    let (root, proof) = self.consistency_at(p, m, from)?;
+                    w.consistency(m, &root, &proof)?;
+                }
                 while checkpoints.next_if(|s| *s <= from).is_some() {}
             }
             let mut size = from;

@@ -17,7 +17,7 @@ use kukaku::ledger::bundle::{BundleError, BundleReader, Record};
 use kukaku::ledger::note::NoteError;
 use kukaku::ledger::payload::{KeyEvent, KeyEventKind};
 use kukaku::ledger::{
-    BodyRef, ChainVerifier, EnvelopeRef, Kind, PartitionId, SignedNote, Step, VerifyError,
+    BodyRef, ChainVerifier, EnvelopeRef, Hash, Kind, PartitionId, SignedNote, Step, VerifyError,
 };
 
 use crate::state::{LogState, State};
@@ -188,6 +188,10 @@ pub struct PartitionReport {
     pub key_events: Vec<KeyEventInfo>,
     /// The size the previous run verified, found again with the same root.
     pub append_only_since: Option<u64>,
+    /// How `append_only_since` was proven: `entries` (the bundle's entries rebuilt the tree
+    /// at that size) or `consistency_proof` (the bundle starts later and carries a
+    /// consistency proof from that size, docs/format.md §10).
+    pub append_only_by: Option<&'static str>,
     /// First seq in the bundle: 0 from genesis, else the size of the anchoring checkpoint.
     pub first_seq: u64,
 }
@@ -208,6 +212,8 @@ struct Section {
     previous: Option<LogState>,
     last_note: Option<String>,
     report: PartitionReport,
+    /// The size a consistency record proved the start from.
+    proven_from: Option<u64>,
 }
 
 impl Section {
@@ -228,11 +234,66 @@ impl Section {
                 ));
             }
             self.report.append_only_since = Some(prev.size);
+            self.report.append_only_by = Some("entries");
         }
         Ok(())
     }
 
-    fn envelope(&mut self, entry: Entry, warnings: &mut Vec<String>) -> Result<(), AuditError> {
+    /// A consistency record (right after the anchoring checkpoint): the tree there extends
+    /// the tree of size `from` with root `root`. When `from` is the previous run's size, the
+    /// root must be the one verified then, and append-only since then is proven.
+    fn consistency(&mut self, from: u64, root: &Hash, proof: &[Hash]) -> Result<(), AuditError> {
+        kukaku::ledger::bundle::check_consistency(
+            &self.verifier,
+            self.report.first_seq,
+            self.report.checkpoints,
+            self.proven_from.is_some(),
+            (from, root, proof),
+        )?;
+        self.proven_from = Some(from);
+        if let Some(prev) = &self.previous
+            && prev.size == from
+        {
+            if root.to_base64() != prev.root {
+                return Err(failed(
+                    &self.partition,
+                    from,
+                    format!(
+                        "the consistency proof starts from a root at size {from} other than the \
+                         one verified before: the log was rewritten"
+                    ),
+                ));
+            }
+            self.report.append_only_since = Some(from);
+            self.report.append_only_by = Some("consistency_proof");
+        }
+        Ok(())
+    }
+
+    /// The state may only advance along a proven path: a bundle that starts past the size
+    /// the previous run verified must prove, with a consistency record from that size, that
+    /// its start extends what was verified.
+    fn check_gap(&self) -> Result<(), AuditError> {
+        let Some(prev) = &self.previous else {
+            return Ok(());
+        };
+        let start = self.report.first_seq;
+        if prev.size == 0 || prev.size >= start || self.report.append_only_since.is_some() {
+            return Ok(());
+        }
+        Err(failed(
+            &self.partition,
+            start,
+            format!(
+                "the bundle starts at size {start}, past size {} verified by the previous run, \
+                 and carries no consistency proof from {}; the log between them is unproven \
+                 (export with --from-size {start} --prove-from {}, or from --from-size {})",
+                prev.size, prev.size, prev.size, prev.size
+            ),
+        ))
+    }
+
+    fn envelope(&mut self, entry: Entry) -> Result<(), AuditError> {
         if !self.anchored {
             return Err(AuditError::Malformed(
                 "a start record must be followed by the checkpoint at its size",
@@ -262,11 +323,15 @@ impl Section {
                     actor: e.actor,
                     reason: e.reason,
                 }),
-                Err(e) => warnings.push(format!(
-                    "partition {} seq {}: key event payload not understood ({e}); \
-                     its hash and commitment verified",
-                    self.partition, h.seq
-                )),
+                // A key event the report cannot show would hide a purge or a rotation: the
+                // audit fails rather than vouch for a log whose key history it cannot read.
+                Err(e) => {
+                    return Err(failed(
+                        &self.partition,
+                        h.seq,
+                        format!("key event payload does not decode ({e}); it cannot be reported"),
+                    ));
+                }
             }
         }
         self.check_previous()
@@ -315,11 +380,14 @@ impl Section {
         }
         let parsed =
             SignedNote::parse(note).map_err(|e| failed(&self.partition, size, e.to_string()))?;
-        let mut count = 0;
+        // Distinct witnesses: a witness pinned twice (or under two keys) counts once.
+        let mut cosigners: Vec<&str> = Vec::new();
         for w in &opts.trust.witnesses {
             match parsed.verify_cosignature(w) {
                 Ok(time) => {
-                    count += 1;
+                    if !cosigners.contains(&w.name()) {
+                        cosigners.push(w.name());
+                    }
                     match self
                         .report
                         .witnesses
@@ -347,7 +415,7 @@ impl Section {
                 }
             }
         }
-        if count >= opts.quorum.max(1) {
+        if cosigners.len() >= opts.quorum.max(1) {
             self.report.witnessed_size = Some(size);
         }
         self.report.checkpoints += 1;
@@ -366,6 +434,7 @@ impl Section {
     ) -> Result<(PartitionReport, LogState), AuditError> {
         let size = self.verifier.size();
         self.report.entries = size;
+        self.check_gap()?;
         let (Some(last), Some(note)) = (&self.report.last_checkpoint, self.last_note.take()) else {
             return Err(failed(
                 &self.partition,
@@ -561,7 +630,7 @@ fn consume(
                     section
                         .as_mut()
                         .ok_or(AuditError::Malformed("envelope before a partition record"))?
-                        .envelope(entry, &mut warnings)?;
+                        .envelope(entry)?;
                     continue;
                 }
                 Item::Record(r) => r,
@@ -620,12 +689,14 @@ fn consume(
                             witnessed_size: None,
                             key_events: Vec::new(),
                             append_only_since: None,
+                            append_only_by: None,
                             first_seq: 0,
                         },
                         verifier: ChainVerifier::new(partition.clone()),
                         keys,
                         last_note: None,
                         anchored: true,
+                        proven_from: None,
                         partition,
                     });
                 }
@@ -654,16 +725,14 @@ fn consume(
                     s.verifier = ChainVerifier::resume(s.partition.clone(), frontier, chain);
                     s.anchored = false;
                     s.report.first_seq = from;
-                    if let Some(prev) = &s.previous
-                        && prev.size < from
-                    {
-                        warnings.push(format!(
-                            "partition {}: the bundle starts at size {from}, after size {} of the \
-                             previous run; append-only between them is not shown by this bundle \
-                             (verify a consistency proof from {})",
-                            s.partition, prev.size, prev.size
-                        ));
-                    }
+                }
+                Record::Consistency { from, root, proof } => {
+                    section
+                        .as_mut()
+                        .ok_or(AuditError::Malformed(
+                            "consistency record before a partition record",
+                        ))?
+                        .consistency(from, &root, &proof)?;
                 }
             }
         }

@@ -1,16 +1,19 @@
 //! Verification of one proof JSON (docs/format.md §9) as `kukaku prove` and the auditor
-//! routes return it: the embedded checkpoint under a pinned key, then the proof. A
+//! routes return it: the embedded checkpoint under a pinned key whose window covers the
+//! newest entry's time (`newestEntry`), then the proof. A
 //! consistency proof from the state file's size advances the state (append-only since the
 //! last run, without downloading the log).
 
 use serde::Serialize;
 
-use kukaku::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson, ProofJsonError};
+use kukaku::ledger::proof_json::{
+    ConsistencyProofJson, InclusionProofJson, NewestEntry, ProofJsonError,
+};
 use kukaku::ledger::{Checkpoint, Hash, PartitionId, SignedNote, VerifierKey};
 
 use crate::audit::AuditError;
 use crate::state::{LogState, State};
-use crate::trust::Trust;
+use crate::trust::{LogKey, Trust};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "proof", rename_all = "lowercase")]
@@ -43,9 +46,17 @@ fn fail(log: &str, seq: u64, step: impl Into<String>) -> AuditError {
     }
 }
 
-/// The log a checkpoint note claims (`<origin>/<partition>`), its pinned keys and the root
-/// the note states (trusted only once a key has verified the note).
-fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>, Hash), AuditError> {
+/// What a proof's checkpoint names: the log (`<origin>/<partition>`), the partition, the
+/// pinned keys of that log with their windows, and the root the note states (trusted only
+/// once a key has verified the note).
+struct Pinned {
+    log: String,
+    partition: PartitionId,
+    keys: Vec<(LogKey, VerifierKey)>,
+    root: Hash,
+}
+
+fn pinned(trust: &Trust, note: &str) -> Result<Pinned, AuditError> {
     let parsed = SignedNote::parse(note)
         .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
     let cp = Checkpoint::parse_body(&parsed.text)
@@ -54,34 +65,63 @@ fn pinned(trust: &Trust, note: &str) -> Result<(String, Vec<VerifierKey>, Hash),
         .origin
         .rsplit_once('/')
         .ok_or_else(|| AuditError::Usage("checkpoint origin names no partition".into()))?;
-    let p = PartitionId::parse(p)
+    let partition = PartitionId::parse(p)
         .map_err(|_| AuditError::Usage("checkpoint origin names no partition".into()))?;
-    let keys: Vec<_> = trust.log_keys(origin, &p).map(|(_, k)| k).collect();
+    let keys: Vec<_> = trust
+        .log_keys(origin, &partition)
+        .map(|(l, k)| (l.clone(), k))
+        .collect();
     if keys.is_empty() {
         return Err(AuditError::NotTrusted(cp.origin));
     }
-    Ok((cp.origin, keys, cp.root))
+    Ok(Pinned {
+        log: cp.origin,
+        partition,
+        keys,
+        root: cp.root,
+    })
 }
 
-/// Tries each pinned key; a key without a signature line on the note is skipped.
+/// Accepts the proof under a pinned key that verifies it and whose validity window covers
+/// the newest entry's `tx_time`, as `verify` does for a bundle's checkpoints. The time comes
+/// from the proof's `newestEntry` (its header proven in the tree); a proof without one can
+/// use only keys without a window, since nothing dates its checkpoint.
 fn with_keys(
-    log: &str,
+    pin: &Pinned,
     size: u64,
-    keys: &[VerifierKey],
+    newest: Option<&NewestEntry>,
     mut check: impl FnMut(&VerifierKey) -> Result<(), ProofJsonError>,
 ) -> Result<(), AuditError> {
     use kukaku::ledger::note::NoteError;
-    for k in keys {
+    let tx = newest
+        .map(|e| e.tx_time(&pin.partition, size, &pin.root))
+        .transpose()
+        .map_err(|e| fail(&pin.log, size, e.to_string()))?;
+    let mut outside = false;
+    for (window, k) in &pin.keys {
         match check(k) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                let open = window.from.is_none() && window.until.is_none();
+                if open || tx.is_some_and(|t| window.covers(t)) {
+                    return Ok(());
+                }
+                outside = true;
+            }
             Err(ProofJsonError::Checkpoint(NoteError::NoTrustedSignature)) => {}
-            Err(e) => return Err(fail(log, size, e.to_string())),
+            Err(e) => return Err(fail(&pin.log, size, e.to_string())),
         }
     }
     Err(fail(
-        log,
+        &pin.log,
         size,
-        "checkpoint has no signature by a pinned key",
+        match (outside, tx) {
+            (true, Some(_)) => "checkpoint signed by a pinned key outside its validity window",
+            (true, None) => {
+                "checkpoint signed by a pinned key with a validity window, and the proof has no \
+                 newestEntry to date it"
+            }
+            (false, _) => "checkpoint has no signature by a pinned key",
+        },
     ))
 }
 
@@ -114,8 +154,11 @@ pub fn verify_proof(
             .checkpoint
             .as_deref()
             .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let (log, keys, root) = pinned(trust, note)?;
-        with_keys(&log, proof.tree_size, &keys, |k| proof.verify_with_key(k))?;
+        let pin = pinned(trust, note)?;
+        with_keys(&pin, proof.tree_size, proof.newest_entry.as_ref(), |k| {
+            proof.verify_with_key(k)
+        })?;
+        let (log, root) = (pin.log, pin.root);
         let matches_state = match state.logs.get(&log) {
             Some(s) if s.size == proof.tree_size => {
                 if s.root != root.to_base64() {
@@ -146,7 +189,8 @@ pub fn verify_proof(
             .checkpoint
             .as_deref()
             .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let (log, keys, root) = pinned(trust, note)?;
+        let pin = pinned(trust, note)?;
+        let (log, root) = (pin.log.clone(), pin.root);
         let (old, from) = match state.logs.get(&log) {
             Some(s) => {
                 if s.size != proof.size1 {
@@ -168,7 +212,9 @@ pub fn verify_proof(
                 (old, "proof")
             }
         };
-        with_keys(&log, proof.size2, &keys, |k| proof.verify_with_key(k, &old))?;
+        with_keys(&pin, proof.size2, proof.newest_entry.as_ref(), |k| {
+            proof.verify_with_key(k, &old)
+        })?;
         let entry = LogState {
             size: proof.size2,
             root: root.to_base64(),

@@ -36,11 +36,22 @@ pub fn bundle_text(r: &Report, source: &str) -> String {
         if p.witnesses.is_empty() {
             let _ = writeln!(out, "  witness      none");
         }
-        match p.append_only_since {
-            Some(s) => {
-                let _ = writeln!(out, "  append-only  since size {s} (previous run)");
+        match (p.append_only_since, p.append_only_by) {
+            (Some(s), Some("consistency_proof")) => {
+                let _ = writeln!(
+                    out,
+                    "  append-only  since size {s} (previous run), proven by the bundle's \
+                     consistency proof from size {s} to its start at size {}",
+                    p.first_seq
+                );
             }
-            None => {
+            (Some(s), _) => {
+                let _ = writeln!(
+                    out,
+                    "  append-only  since size {s} (previous run), proven by the bundle's entries"
+                );
+            }
+            (None, _) => {
                 let _ = writeln!(out, "  append-only  first run for this log");
             }
         }

@@ -430,6 +430,22 @@ fn key_windows_and_witness_cosignatures() {
     assert!(e.to_string().contains("cosigned by 2"), "{e}");
     // Without the witness pinned, the cosignature is ignored and a warning-free report stays.
     run(&b, &trust_of(&f.store), &none).unwrap();
+    // Issue 26: a witness pinned twice counted twice, so one witness met --quorum 2.
+    let twice = Trust::parse(&format!(
+        "log {key}\nwitness {w}\nwitness {w}\n",
+        w = witness.cosigner_key().to_text()
+    ))
+    .unwrap();
+    let e = verify_bundle(
+        &b[..],
+        &Options {
+            trust: &twice,
+            previous: &none,
+            quorum: 2,
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("cosigned by 2"), "{e}");
 }
 
 #[test]
@@ -657,7 +673,7 @@ fn bundles_from_a_checkpoint_continue_the_previous_run() {
     append(&f, 2);
     let from = f
         .store
-        .export_audit_from(ids, size1, Vec::new(), &mut |_| {})
+        .export_audit_from(ids, size1, None, Vec::new(), &mut |_| {})
         .unwrap();
     assert!(from.len() < bundle(&f.store, ids).len());
     let (report, state2) = run(&from, &trust, &state1).unwrap();
@@ -694,7 +710,7 @@ fn bundles_from_a_checkpoint_continue_the_previous_run() {
     // Only checkpointed sizes can start a bundle.
     assert!(
         f.store
-            .export_audit_from(ids, size1 + 1, Vec::new(), &mut |_| {})
+            .export_audit_from(ids, size1 + 1, None, Vec::new(), &mut |_| {})
             .is_err()
     );
 }
@@ -917,5 +933,334 @@ fn a_signing_key_rotation_verifies_with_windowed_trust() {
             "v{}",
             only.version
         );
+    }
+}
+
+/// Issue 26 item 1: a hub that forked its history after the auditor's last run hands over a
+/// bundle that starts (`--from-size`) past the size in the auditor's state. Before the fix
+/// the auditor warned, exited 0 and adopted the fork's root. Now the gap must be proven by a
+/// consistency record from the saved size, and the state file stays byte-for-byte unchanged
+/// when it is not.
+#[test]
+fn a_bundle_past_the_saved_size_needs_a_consistency_proof() {
+    let f = fixture(1);
+    let trust = trust_of(&f.store);
+    let p = f.ids[..1].to_vec();
+    // The fork shares the history up to here, then diverges before the auditor's next run.
+    let Fixture { store, paths, .. } = f;
+    drop(store);
+    let fork_dir = tempfile::tempdir().unwrap();
+    let fork_paths = Paths::under(fork_dir.path());
+    copy_dir(&paths.data, &fork_paths.data);
+    copy_dir(&paths.key_store, &fork_paths.key_store);
+    std::fs::copy(&paths.kek, &fork_paths.kek).unwrap();
+    let honest = Store::open(&paths, options()).unwrap();
+    let fork = Store::open(&fork_paths, options()).unwrap();
+    let grow = |s: &Store, what: &str, n: usize| {
+        for i in 0..n {
+            let e = NewEntry::new(
+                Kind::HOUSEHOLD_SNAPSHOT,
+                1,
+                None,
+                format!("{what} {i}").into(),
+            )
+            .unwrap();
+            s.append(&p[0], vec![e]).unwrap();
+        }
+    };
+    grow(&honest, "honest", 2);
+    let (_, saved) = run(&bundle(&honest, &p), &trust, &State::default()).unwrap();
+    let saved_size = saved.logs.values().next().unwrap().size;
+    grow(&fork, "forked", 4);
+    grow(&honest, "honest later", 2);
+    let fork_start = *fork.checkpoint_sizes(&p[0]).unwrap().last().unwrap();
+    let honest_start = *honest.checkpoint_sizes(&p[0]).unwrap().last().unwrap();
+    assert!(fork_start > saved_size && honest_start > saved_size);
+    let from = |s: &Store, start: u64, prove: Option<u64>| {
+        s.export_audit_from(&p, start, prove, Vec::new(), &mut |_| {})
+            .unwrap()
+    };
+
+    // The fork without a proof: refused, naming partition, saved size and start.
+    let forked = from(&fork, fork_start, None);
+    let e = must_fail(&forked, &trust, &saved, "fork past the saved size");
+    let text = e.to_string();
+    assert!(text.contains("partition 131011"), "{text}");
+    assert!(
+        text.contains(&format!("starts at size {fork_start}"))
+            && text.contains(&format!("past size {saved_size}")),
+        "{text}"
+    );
+    // The fork with a proof from the saved size: the proof's old root is the fork's.
+    let forked = from(&fork, fork_start, Some(saved_size));
+    let e = must_fail(&forked, &trust, &saved, "fork with its own proof");
+    assert!(e.to_string().contains("rewritten"), "{e}");
+    // A fork's proof re-labelled with the saved root does not verify.
+    let mut recs = parts(&forked);
+    let c = recs.iter().position(|(t, _)| *t == 0x05).unwrap();
+    let saved_root = Hash::from_base64(&saved.logs.values().next().unwrap().root).unwrap();
+    recs[c].1[8..40].copy_from_slice(saved_root.as_bytes());
+    must_fail(&reframe(&recs), &trust, &saved, "fork with the saved root");
+
+    // The honest continuation: without a proof it is just as unproven; with one it verifies
+    // and advances the state; from the saved size itself it verifies by its entries.
+    must_fail(
+        &from(&honest, honest_start, None),
+        &trust,
+        &saved,
+        "honest without proof",
+    );
+    let proven = from(&honest, honest_start, Some(saved_size));
+    let (report, next) = run(&proven, &trust, &saved).unwrap();
+    let r = &report.partitions[0];
+    assert_eq!(r.append_only_since, Some(saved_size));
+    assert_eq!(r.append_only_by, Some("consistency_proof"));
+    assert_eq!(
+        next.logs.values().next().unwrap().size,
+        honest.size(&p[0]).unwrap()
+    );
+    let text = kukaku_audit::report::bundle_text(&report, "b");
+    assert!(
+        text.contains(&format!(
+            "proven by the bundle's consistency proof from size {saved_size}"
+        )),
+        "{text}"
+    );
+    let (report, _) = run(&from(&honest, saved_size, None), &trust, &saved).unwrap();
+    assert_eq!(report.partitions[0].append_only_by, Some("entries"));
+    // The plain library verifier checks the proof too (against the root it carries).
+    let key = honest.verifier_key(&p[0]).unwrap();
+    kukaku::ledger::bundle::verify(&proven[..], &|_| Some(key.clone())).unwrap();
+    // Every byte of the consistency record matters; it may appear once, after the anchor.
+    let recs = parts(&proven);
+    let c = recs.iter().position(|(t, _)| *t == 0x05).unwrap();
+    for i in 0..recs[c].1.len() {
+        let mut edited = recs.clone();
+        edited[c].1[i] ^= 0x01;
+        must_fail(&reframe(&edited), &trust, &saved, &format!("byte {i}"));
+    }
+    let mut twice = recs.clone();
+    twice.insert(c, recs[c].clone());
+    must_fail(&reframe(&twice), &trust, &saved, "two consistency records");
+    let mut early = recs.clone();
+    let moved = early.remove(c);
+    early.insert(c - 1, moved);
+    must_fail(&reframe(&early), &trust, &saved, "before the anchor");
+    // A proof needs a start to prove to.
+    assert!(
+        honest
+            .export_audit_from(&p, 0, Some(saved_size), Vec::new(), &mut |_| {})
+            .is_err()
+    );
+
+    // Through the binary: exit 1, and the state file is byte-for-byte unchanged.
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.json");
+    saved.save(&state_path).unwrap();
+    let before = std::fs::read(&state_path).unwrap();
+    let trust_path = dir.path().join("trust.txt");
+    std::fs::write(
+        &trust_path,
+        format!("log {}\n", honest.log_key().unwrap().to_text()),
+    )
+    .unwrap();
+    let verify = |bytes: &[u8], name: &str| {
+        let b = dir.path().join(name);
+        std::fs::write(&b, bytes).unwrap();
+        audit_bin()
+            .args(["verify", b.to_str().unwrap()])
+            .args(["--trust", trust_path.to_str().unwrap()])
+            .args(["--state", state_path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = verify(&from(&fork, fork_start, None), "fork.bin");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("FAILED") && err.contains("no consistency proof"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&state_path).unwrap(), before);
+    let out = verify(&proven, "proven.bin");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(std::fs::read(&state_path).unwrap(), before);
+}
+
+/// Issue 26 item 4: a key event the auditor cannot decode used to be a warning (exit 0), so a
+/// purge with a control character in its reason vanished from the report. A hand-made log
+/// (genesis, then a `destroy` key event whose reason holds a newline, correctly chained,
+/// tree-hashed and signed) now fails verification with exit 1; the same log with a clean
+/// reason verifies and reports the purge.
+#[test]
+fn an_undecodable_key_event_fails_the_audit() {
+    use kukaku::crypto::{CheckpointSigner, Secret32};
+    use kukaku::ledger::hash::{chain_next, commitment};
+    use kukaku::ledger::payload::{Genesis, KeyClass, KeyEvent, KeyEventKind};
+    use kukaku::ledger::{Body, ChainVerifier, Header};
+
+    let partition = pid("131011");
+    let seed = Secret32::from_slice(&[7u8; 32]).unwrap();
+    let signer = CheckpointSigner::from_seed("hub.handmade.example", &seed).unwrap();
+    let trust = Trust::parse(&format!(
+        "log {}\n",
+        signer.verifier_key(&partition).unwrap().to_text()
+    ))
+    .unwrap();
+    let log = |reason_byte: Option<u8>| {
+        let genesis = Genesis {
+            origin: "hub.handmade.example".into(),
+        }
+        .encode()
+        .unwrap();
+        let mut purge = KeyEvent {
+            event: KeyEventKind::Destroy,
+            key_id: 1,
+            class: KeyClass::Resident,
+            epoch: 0,
+            version: 1,
+            count: 0,
+            actor: "admin-cli".into(),
+            reason: "court order".into(),
+        }
+        .encode()
+        .unwrap();
+        if let Some(b) = reason_byte {
+            // "court order" ends the payload: its space becomes the byte.
+            let at = purge.len() - "order".len() - 1;
+            purge[at] = b;
+        }
+        let mut v = ChainVerifier::new(partition.clone());
+        let mut out = kukaku::ledger::bundle::BundleWriter::new(Vec::new()).unwrap();
+        out.partition(&partition, &signer.verifier_key(&partition).unwrap())
+            .unwrap();
+        let mut prev = Hash::ZERO;
+        for (seq, (kind, payload)) in [(Kind::GENESIS, genesis), (Kind::KEY_EVENT, purge)]
+            .into_iter()
+            .enumerate()
+        {
+            let salt = [seq as u8; 32];
+            let header = Header {
+                partition: partition.clone(),
+                seq: seq as u64,
+                tx_time: 1_780_000_000_000 + seq as u64,
+                valid_from: 20_000,
+                kind,
+                ref_seq: None,
+                prev_chain: prev,
+                commitment: commitment(&salt, &payload),
+            };
+            let env = Envelope {
+                header_len: header.encoded_len(),
+                header,
+                key_id: 0,
+                body: Body::Open { salt, payload },
+            };
+            let bytes = env.encode();
+            prev = chain_next(&prev, &env.leaf_hash());
+            v.push(&bytes).unwrap();
+            out.envelope(&bytes).unwrap();
+        }
+        out.checkpoint(&signer.sign_checkpoint(&partition, 2, v.root()))
+            .unwrap();
+        out.finish().unwrap()
+    };
+    let (report, _) = run(&log(None), &trust, &State::default()).unwrap();
+    assert_eq!(report.partitions[0].key_events.len(), 1);
+    assert!(kukaku_audit::audit::is_purge(
+        &report.partitions[0].key_events[0]
+    ));
+    for b in [b'\n', 0x1b, 0x7f] {
+        let e = must_fail(&log(Some(b)), &trust, &State::default(), "control byte");
+        assert!(
+            e.to_string().contains("seq 1") && e.to_string().contains("key event"),
+            "{e}"
+        );
+    }
+    // And through the binary: exit 1, FAILED on stderr.
+    let dir = tempfile::tempdir().unwrap();
+    let b = dir.path().join("handmade.bin");
+    std::fs::write(&b, log(Some(b'\n'))).unwrap();
+    let t = dir.path().join("trust.txt");
+    std::fs::write(
+        &t,
+        format!(
+            "log {}\n",
+            signer.verifier_key(&partition).unwrap().to_text()
+        ),
+    )
+    .unwrap();
+    let out = audit_bin()
+        .args([
+            "verify",
+            b.to_str().unwrap(),
+            "--trust",
+            t.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FAILED"));
+}
+
+/// Issue 26 item 6: `kukaku-audit proof` accepted any pinned key of the log, whatever its
+/// validity window (a proof carried no time). Proofs now carry `newestEntry`: the header of
+/// the checkpoint's last entry with its inclusion proof, which dates the checkpoint; a
+/// windowed key must cover it, as in `verify`. Without `newestEntry` only keys without a
+/// window are usable.
+#[test]
+fn proofs_apply_key_validity_windows() {
+    let f = fixture(2);
+    let p = &f.ids[0];
+    let key = f.store.log_key().unwrap().to_text();
+    let sizes = f.store.checkpoint_sizes(p).unwrap();
+    let size = *sizes.last().unwrap();
+    let inclusion = f.store.prove_inclusion(p, 1, Some(size)).unwrap();
+    let consistency = f.store.prove_consistency(p, sizes[1], Some(size)).unwrap();
+    assert!(inclusion.newest_entry.is_some() && consistency.newest_entry.is_some());
+    let none = State::default();
+    let trust = |line: &str| Trust::parse(&format!("log {key}{line}\n")).unwrap();
+    let within = trust(" from=2020-01-01 until=2999-01-01");
+    let expired = trust(" until=2020-01-01");
+    let future = trust(" from=2999-01-01");
+    let open = trust("");
+    for proof in [
+        serde_json::to_string(&inclusion).unwrap(),
+        serde_json::to_string(&consistency).unwrap(),
+    ] {
+        verify_proof(&proof, &within, &none).unwrap();
+        verify_proof(&proof, &open, &none).unwrap();
+        for t in [&expired, &future] {
+            let e = verify_proof(&proof, t, &none).unwrap_err();
+            assert_eq!(e.exit_code(), 1, "{e}");
+            assert!(e.to_string().contains("validity window"), "{e}");
+        }
+        // Without newestEntry: a windowed key cannot be used; an open one can.
+        let mut v: serde_json::Value = serde_json::from_str(&proof).unwrap();
+        let newest = v.as_object_mut().unwrap().remove("newestEntry").unwrap();
+        let bare = v.to_string();
+        let e = verify_proof(&bare, &within, &none).unwrap_err();
+        assert!(e.to_string().contains("newestEntry"), "{e}");
+        verify_proof(&bare, &open, &none).unwrap();
+        // A newest entry that is not the tree's last, or not in it, fails.
+        let mut other = v.clone();
+        let mut wrong = newest.clone();
+        wrong["proof"] = serde_json::json!([]);
+        other["newestEntry"] = wrong;
+        assert_eq!(
+            verify_proof(&other.to_string(), &open, &none)
+                .unwrap_err()
+                .exit_code(),
+            1
+        );
+        let mut shifted = v.clone();
+        let earlier = f.store.prove_inclusion(p, 0, Some(sizes[1])).unwrap();
+        shifted["newestEntry"] = serde_json::to_value(earlier.newest_entry).unwrap();
+        assert!(verify_proof(&shifted.to_string(), &within, &none).is_err());
     }
 }

@@ -62,10 +62,13 @@ pub enum AdminRequest {
         log: bool,
     },
     /// Writes an audit bundle (docs/audit.md) of the partitions (all active ones when
-    /// empty) from `from_size` to the new file `out` (an absolute path).
+    /// empty) from `from_size` to the new file `out` (an absolute path); with `prove_from`,
+    /// each section carries the consistency proof from that size to `from_size`.
     ExportAudit {
         partitions: Vec<String>,
         from_size: u64,
+        #[serde(default)]
+        prove_from: Option<u64>,
         out: PathBuf,
     },
     /// `confirm` must repeat the partition id.
@@ -111,6 +114,10 @@ pub enum AdminError {
     Protocol(String),
     #[error("{0}")]
     Remote(String),
+    #[error(
+        "--prove-from {prove_from} must be above 0 and below --from-size {from} (the auditor's saved size, before the bundle's start)"
+    )]
+    ProveFrom { prove_from: u64, from: u64 },
     #[error("--from-size {from} is beyond partition {partition}'s size {size}")]
     FromSize {
         from: u64,
@@ -321,8 +328,9 @@ pub fn execute(
         AdminRequest::ExportAudit {
             partitions: asked,
             from_size,
+            prove_from,
             out: path,
-        } => export_audit(store, asked, *from_size, path, out)?,
+        } => export_audit(store, asked, (*from_size, *prove_from), path, out)?,
         AdminRequest::Retire {
             partition,
             key_id,
@@ -370,11 +378,19 @@ pub fn execute(
 fn export_audit(
     store: &Store,
     asked: &[String],
-    from: u64,
+    (from, prove_from): (u64, Option<u64>),
     path: &Path,
     out: &mut dyn FnMut(Reply) -> bool,
 ) -> Result<(), AdminError> {
     let ids = partitions(store, asked)?;
+    if let Some(m) = prove_from
+        && (m == 0 || m >= from)
+    {
+        return Err(AdminError::ProveFrom {
+            prove_from: m,
+            from,
+        });
+    }
     let mut total = 0;
     for p in &ids {
         let size = store.size(p)?;
@@ -398,13 +414,19 @@ fn export_audit(
         .map_err(file_err)?;
     let written = store
         // The store reports every 1,024 entries and at the end.
-        .export_audit_from(&ids, from, std::io::BufWriter::new(file), &mut |done| {
-            out(Reply::Progress {
-                label: "exporting".into(),
-                pos: done,
-                len: total,
-            });
-        })
+        .export_audit_from(
+            &ids,
+            from,
+            prove_from,
+            std::io::BufWriter::new(file),
+            &mut |done| {
+                out(Reply::Progress {
+                    label: "exporting".into(),
+                    pos: done,
+                    len: total,
+                });
+            },
+        )
         .map_err(AdminError::from)
         .and_then(|w| w.into_inner().map_err(|e| file_err(e.into_error())))
         .and_then(|f| f.sync_all().map_err(file_err));
