@@ -1153,6 +1153,18 @@ async fn real_tls_listener() {
         )
         .unwrap();
     let rep_token = rep_token.to_text().to_string();
+    // A clerk's municipality credential bound to the same certificate (terminal over mTLS).
+    let (clerk_token, _) = f
+        .store
+        .issue_bound_credential(
+            Role::Municipality,
+            Reach::Partition(f.a.clone()),
+            "clerk with mTLS",
+            kukaku::store::now_unix_ms() + 60_000,
+            Some(bound),
+        )
+        .unwrap();
+    let clerk_token = clerk_token.to_text().to_string();
     let config = server::load_tls(&cert, &key, Some(&ca_file)).unwrap();
     let transport = Transport::Tls(config);
     let listener = server::bind("127.0.0.1:0".parse().unwrap(), &transport)
@@ -1226,6 +1238,37 @@ async fn real_tls_listener() {
     assert!(text.starts_with("HTTP/1.1 401"), "{text}");
     let text = get(Arc::clone(&with_cert), feed, rep_token.clone()).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Issue 26 item 6: the terminal's login checked a bound credential without the
+    // connection's certificate, so a clerk bound to one could never log in. Now: refused
+    // without the certificate, logged in with it.
+    let login = |config: Arc<rustls::ClientConfig>| {
+        let body = format!("token={clerk_token}");
+        async move {
+            let connector = tokio_rustls::TlsConnector::from(config);
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(
+                format!(
+                    "POST /terminal/login HTTP/1.1\r\nhost: localhost\r\n\
+                     content-type: application/x-www-form-urlencoded\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut response = Vec::new();
+            tls.read_to_end(&mut response).await.unwrap();
+            String::from_utf8_lossy(&response).into_owned()
+        }
+    };
+    let text = login(Arc::clone(&anonymous)).await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text:.300}");
+    let text = login(Arc::clone(&with_cert)).await;
+    assert!(text.starts_with("HTTP/1.1 303"), "{text:.300}");
+    assert!(text.contains("kukaku_session="), "{text:.300}");
 
     // Plain TCP to the TLS port gets no HTTP answer.
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -1247,13 +1290,15 @@ async fn real_tls_listener() {
     let _ = f.b;
 }
 
-/// Graceful shutdown on a real (plain, loopback) listener: requests in flight when shutdown
-/// starts still finish, and every read that was answered has its access record durable.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_drains_in_flight_requests() {
+/// A plain loopback listener serving `app`: its address, the stop signal and the task.
+async fn plain_listener(
+    app: Router,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), kukaku::api::server::ServeError>>,
+) {
     use kukaku::api::server::{self, Transport};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let f = fixture().await;
     let listener = server::bind("127.0.0.1:0".parse().unwrap(), &Transport::PlainLoopback)
         .await
         .unwrap();
@@ -1261,7 +1306,7 @@ async fn shutdown_drains_in_flight_requests() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server::serve(
         listener,
-        f.router(ServerRole::Hub),
+        app,
         Transport::PlainLoopback,
         Limits::default(),
         async {
@@ -1269,6 +1314,16 @@ async fn shutdown_drains_in_flight_requests() {
         },
         std::time::Duration::from_secs(10),
     ));
+    (addr, stop, task)
+}
+
+/// Graceful shutdown on a real (plain, loopback) listener: requests in flight when shutdown
+/// starts still finish, and every read that was answered has its access record durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let (addr, stop, task) = plain_listener(f.router(ServerRole::Hub)).await;
     let before = f.store.size(&f.a).unwrap();
     let token = f.token("muni_a").to_owned();
     let mut clients = Vec::new();
@@ -1447,17 +1502,38 @@ async fn shredded_entries_answer_410_and_proofs_stay() {
 /// attempt with that id gets 429 (even the right token) and says when to retry; other
 /// credentials are not affected; nothing of the guesses is echoed.
 #[tokio::test]
-async fn guessing_a_token_is_rate_limited_per_credential_id() {
+async fn guessing_a_token_is_rate_limited_per_source_not_per_id() {
+    use kukaku::api::auth::PeerAddr;
     let f = fixture().await;
     let app = f.router(ServerRole::Hub);
     let good = f.token("muni_a").to_owned();
     let (prefix, secret) = good.rsplit_once('_').unwrap();
     let wrong = format!("{prefix}_{}", "A".repeat(secret.len()));
-    for _ in 0..kukaku::api::guesses::PER_ID {
-        let (s, e) = call(&app, "GET", "/v1/checkpoint", Some(&wrong)).await;
+    let from = |ip: &str, token: &str| {
+        let mut req = Request::builder()
+            .uri("/v1/checkpoint")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(PeerAddr(ip.parse().unwrap()));
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            )
+        }
+    };
+    for _ in 0..kukaku::api::guesses::PER_SOURCE {
+        let (s, e) = from("192.0.2.66", &wrong).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{e}");
     }
-    let (s, e) = call(&app, "GET", "/v1/checkpoint", Some(&wrong)).await;
+    let (s, e) = from("192.0.2.66", &wrong).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
     assert_eq!(error_code(&e), "too_many_failed_attempts");
     assert!(
@@ -1471,14 +1547,63 @@ async fn guessing_a_token_is_rate_limited_per_credential_id() {
         !e.to_string().contains(&wrong[4..]),
         "the guess is not echoed"
     );
-    let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(&good)).await;
+    // The guessing source is refused whatever it sends (no oracle) ...
+    let (s, _) = from("192.0.2.66", &good).await;
     assert_eq!(
         s,
         StatusCode::TOO_MANY_REQUESTS,
-        "the id is locked for the window"
+        "the source is locked for the window"
     );
-    let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(f.token("muni_b"))).await;
+    // ... but the credential it aimed at works from anywhere else.
+    let (s, _) = from("198.51.100.9", &good).await;
+    assert_eq!(s, StatusCode::OK, "the target credential is not locked out");
+    let (s, _) = call(&app, "GET", "/v1/checkpoint", Some(&good)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = from("198.51.100.9", f.token("muni_b")).await;
     assert_eq!(s, StatusCode::OK, "other credentials are not affected");
+}
+
+/// Issue 26 item 2, through a real listener: before the fix, ten wrong secrets under a
+/// credential's id (ids are printed in clear in open entries) made the server answer 429 to
+/// that credential's correct token for a minute. Twelve wrong secrets from 127.0.0.2, then the
+/// correct token from 127.0.0.1: 200. The guessing address itself gets 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_from_one_source_do_not_lock_out_the_credential() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = fixture().await;
+    let (addr, stop, task) = plain_listener(f.router(ServerRole::Hub)).await;
+    let good = f.token("muni_a").to_owned();
+    let (prefix, secret) = good.rsplit_once('_').unwrap();
+    let wrong = format!("{prefix}_{}", "A".repeat(secret.len()));
+    let get = |local: [u8; 4], token: String| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(std::net::SocketAddr::from((local, 0))).unwrap();
+        let mut tcp = socket.connect(addr).await.unwrap();
+        tcp.write_all(
+            format!(
+                "GET /v1/checkpoint HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let answer = get([127, 0, 0, 2], wrong.clone()).await;
+        statuses.push(answer.get(9..12).unwrap_or("").to_owned());
+    }
+    assert_eq!(statuses[..10], vec!["401"; 10][..], "{statuses:?}");
+    assert_eq!(statuses[10..], vec!["429"; 2][..], "{statuses:?}");
+    let answer = get([127, 0, 0, 1], good.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:.200}");
+    let answer = get([127, 0, 0, 2], good).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer:.200}");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }
 
 /// POSTs `n` bytes of JSON whitespace as a body of unknown length (chunked on the wire), so
@@ -1528,5 +1653,49 @@ async fn an_unsized_body_is_cut_at_its_own_routes_limit() {
         assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
         let (s, v) = post_unsized(&app, path, token, 4097).await;
         assert_eq!((s, error_code(&v)), too_large, "{path}");
+    }
+}
+
+/// Issue 26 item 6: API answers with personal data (entries, lookups, transmissions,
+/// continuity results, history exports) carried no `Cache-Control: no-store` and no
+/// `nosniff`, unlike the terminal pages; TLS answers no HSTS. Every answer has them now.
+#[tokio::test]
+async fn every_answer_is_uncached_and_unsniffed_and_hsts_over_tls() {
+    let f = fixture().await;
+    let token = f.token("muni_a").to_owned();
+    for (tls, app) in [
+        (false, f.router(ServerRole::Hub)),
+        (
+            true,
+            api::router(
+                AppState::new(Arc::clone(&f.store), ServerRole::Hub).with_secure_cookies(true),
+                Limits::default(),
+            ),
+        ),
+    ] {
+        for (uri, auth) in [
+            ("/v1/entries/2", Some(token.as_str())),
+            ("/v1/checkpoint", Some(token.as_str())),
+            ("/v1/entries/2", None),
+            ("/no/such/route", None),
+        ] {
+            let mut req = Request::builder().uri(uri);
+            if let Some(t) = auth {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let res = app
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let h = res.headers();
+            assert_eq!(h["cache-control"], "no-store", "{uri}");
+            assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
+            assert_eq!(
+                h.get("strict-transport-security").is_some(),
+                tls,
+                "{uri} tls={tls}"
+            );
+        }
     }
 }

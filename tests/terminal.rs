@@ -82,34 +82,8 @@ async fn send(
     cookie: Option<&str>,
     form: Option<String>,
 ) -> Page {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(c) = cookie {
-        req = req.header(header::COOKIE, c);
-    }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f)
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = res.status();
-    let get = |h| {
-        res.headers()
-            .get(h)
-            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
-    };
-    let (location, cookie) = (get(header::LOCATION), get(header::SET_COOKIE));
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
-        .await
-        .unwrap();
-    Page {
-        status,
-        location,
-        cookie,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    send_from(app, method, uri, &headers, None, form).await
 }
 
 fn form(fields: &[(&str, &str)]) -> String {
@@ -399,4 +373,174 @@ async fn login_decide_and_see_the_result() {
         Some("/terminal/login"),
         "a revoked credential kept its session"
     );
+}
+
+/// A request to the terminal with extra headers and, optionally, the peer address the
+/// listener would set.
+async fn send_from(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    peer: Option<&str>,
+    body: Option<String>,
+) -> Page {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    let mut req = req.body(Body::from(body.unwrap_or_default())).unwrap();
+    if let Some(ip) = peer {
+        req.extensions_mut()
+            .insert(kukaku::api::auth::PeerAddr(ip.parse().unwrap()));
+    }
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let cookie = res
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    Page {
+        status,
+        location,
+        cookie,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Issue 26 item 6 (login CSRF): a login form posted from another site was accepted, so a
+/// page elsewhere could log a clerk's browser into the attacker's session. A browser's
+/// `Origin` / `Sec-Fetch-Site` from another site is now refused; same-origin posts and
+/// clients that send neither (curl) log in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_posted_from_another_site_is_refused() {
+    let h = tokio::task::block_in_place(hub);
+    let body = || Some(form(&[("token", &h.token_a)]));
+    for (headers, want) in [
+        (
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "https://evil.example"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8081"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("host", "127.0.0.1:8080"), ("origin", "null")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("host", "127.0.0.1:8080"), ("sec-fetch-site", "cross-site")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![("host", "127.0.0.1:8080"), ("sec-fetch-site", "same-site")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            vec![
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+            StatusCode::SEE_OTHER,
+        ),
+        (vec![("host", "127.0.0.1:8080")], StatusCode::SEE_OTHER),
+    ] {
+        let p = send_from(&h.app, "POST", "/terminal/login", &headers, None, body()).await;
+        assert_eq!(p.status, want, "{headers:?}: {}", p.body);
+        assert_eq!(
+            p.cookie.is_some(),
+            want == StatusCode::SEE_OTHER,
+            "{headers:?}"
+        );
+    }
+}
+
+/// Issue 26 item 6 (session cap): sessions were capped globally and the oldest dropped, so
+/// one municipality logging in often could end everyone else's sessions. The cap is per
+/// credential now: A's many logins end A's oldest sessions only; B stays logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_credential_cannot_end_another_credentials_sessions() {
+    let h = tokio::task::block_in_place(hub);
+    let b_session = login(&h.app, &h.token_b).await;
+    let first_a = login(&h.app, &h.token_a).await;
+    for _ in 0..kukaku::api::pages::SESSIONS_PER_CREDENTIAL + 5 {
+        login(&h.app, &h.token_a).await;
+    }
+    let p = send(
+        &h.app,
+        "GET",
+        "/terminal/candidates",
+        Some(&b_session),
+        None,
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "B's session survives A's logins");
+    let p = send(&h.app, "GET", "/terminal/candidates", Some(&first_a), None).await;
+    assert_eq!(
+        p.location.as_deref(),
+        Some("/terminal/login"),
+        "A's own oldest session ended"
+    );
+}
+
+/// Issue 26 item 2: a 429 (too many failures from this source) ended the terminal's session
+/// as if the credential had been revoked. Now the 429 is shown and the session stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_failures_from_a_source_keep_the_session() {
+    let h = tokio::task::block_in_place(hub);
+    let session = login(&h.app, &h.token_a).await;
+    let (prefix, secret) = h.token_a.rsplit_once('_').unwrap();
+    let wrong = format!("{prefix}_{}", "A".repeat(secret.len()));
+    let bearer = format!("Bearer {wrong}");
+    for _ in 0..kukaku::api::guesses::PER_SOURCE {
+        let p = send_from(
+            &h.app,
+            "GET",
+            "/v1/checkpoint",
+            &[("authorization", &bearer)],
+            Some("192.0.2.5"),
+            None,
+        )
+        .await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED);
+    }
+    let cookie = [("cookie", session.as_str())];
+    let p = send_from(
+        &h.app,
+        "GET",
+        "/terminal/candidates",
+        &cookie,
+        Some("192.0.2.5"),
+        None,
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    let p = send_from(
+        &h.app,
+        "GET",
+        "/terminal/candidates",
+        &cookie,
+        Some("198.51.100.7"),
+        None,
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "the session was kept");
 }

@@ -20,8 +20,9 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
+use super::guesses::Source;
 use crate::crypto::PartitionScope;
-use crate::crypto::credential::{CredentialId, Reach, Refused, Role, Token, Verified};
+use crate::crypto::credential::{CredentialId, Reach, Role, Token, Verified};
 use crate::ledger::PartitionId;
 use crate::store::AuthError;
 
@@ -29,6 +30,34 @@ use crate::store::AuthError;
 /// on every request; absent on plain connections and in `oneshot` tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerCertificate(pub [u8; 32]);
+
+/// The peer address of the connection, set by the listener on every request; absent in
+/// `oneshot` tests (those count as one in-process source).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::IpAddr);
+
+/// Who sent a request, as the failed-authentication limits count it.
+pub(crate) fn source_of(parts: &Parts) -> Source {
+    Source::of(parts.extensions.get::<PeerAddr>().map(|p| p.0))
+}
+
+/// The connection a request came on, for handlers that check a token from a form (the
+/// terminal's login): its [`Source`] and the client certificate it presented (mTLS).
+pub struct Connection {
+    pub source: Source,
+    pub peer_cert: Option<[u8; 32]>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Connection {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Connection {
+            source: source_of(parts),
+            peer_cert: parts.extensions.get::<PeerCertificate>().map(|p| p.0),
+        })
+    }
+}
 
 /// Who is calling, for access records.
 #[derive(Debug, Clone)]
@@ -48,23 +77,29 @@ async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, 
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(ApiError::unauthorized)?;
     let peer = parts.extensions.get::<PeerCertificate>().map(|p| p.0);
-    verify_token(state, text, peer).await
+    verify_token(state, text, peer, source_of(parts)).await
 }
 
 /// Checks a token's text against the store (constant-time secret compare, revocation,
-/// expiry, bound client certificate): 401 when refused.
+/// expiry, bound client certificate): 401 when refused, 429 while `source` has failed too
+/// often (whatever credential it names: limits never follow the target's id).
 pub(crate) async fn verify_token(
     state: &Arc<AppState>,
     text: &str,
     peer: Option<[u8; 32]>,
+    source: Source,
 ) -> Result<Verified, ApiError> {
-    let token = Token::parse(text.trim()).map_err(|_| ApiError::unauthorized())?;
-    let id = token.id();
     let now = std::time::Instant::now();
-    if let Some(wait) = state.guesses.blocked(id, now) {
-        tracing::warn!(credential = %id, "credential refused: too many failed attempts");
+    if let Some(wait) = state.guesses.blocked(source, now) {
+        tracing::warn!(%source, "authentication refused: too many failed attempts from this source");
         return Err(ApiError::too_many_failures(wait));
     }
+    let Ok(token) = Token::parse(text.trim()) else {
+        let failures = state.guesses.failed(source, now);
+        tracing::warn!(%source, failures, "malformed token refused");
+        return Err(ApiError::unauthorized());
+    };
+    let id = token.id();
     // A credential in memory (nearly always: credentials are few and read on every
     // request) is checked here; one that needs a disk read goes to the blocking pool.
     let result = match state.store.authenticate_in_memory(&token, peer.as_ref()) {
@@ -79,13 +114,8 @@ pub(crate) async fn verify_token(
     match result {
         Ok(v) => Ok(v),
         Err(AuthError::Refused(why)) => {
-            let known = !matches!(why, Refused::Unknown);
-            if !known && let Some(wait) = state.guesses.unknown_blocked(now) {
-                tracing::warn!("unknown credential ids: too many failed attempts");
-                return Err(ApiError::too_many_failures(wait));
-            }
-            let failures = state.guesses.failed(id, known, now);
-            tracing::warn!(credential = %id, reason = %why, failures, "credential refused");
+            let failures = state.guesses.failed(source, now);
+            tracing::warn!(credential = %id, %source, reason = %why, failures, "credential refused");
             Err(ApiError::unauthorized())
         }
         Err(AuthError::Store(e)) => Err(ApiError::internal(e)),

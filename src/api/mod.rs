@@ -223,9 +223,35 @@ async fn overloaded_or_timeout(err: tower::BoxError) -> ApiError {
     }
 }
 
+/// Headers on every response: nothing is cached (entries, lookups, transmissions,
+/// continuity results and history exports carry personal data; the rest costs nothing to
+/// leave uncached), no content sniffing, and over TLS HSTS for a year.
+async fn security_headers(
+    axum::extract::State(tls): axum::extract::State<bool>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if tls {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    res
+}
+
 /// The router of a server role, with every limit applied.
 pub fn router(state: AppState, limits: Limits) -> Router {
     let role = state.role;
+    let tls = state.secure_cookies;
     let mut app: Router<Arc<AppState>> = Router::new();
     let mut paths: Vec<(&str, axum::routing::MethodRouter<Arc<AppState>>)> = Vec::new();
     for (spec, handler) in routes::table() {
@@ -253,6 +279,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route_layer(middleware::from_fn(request_id::record_route))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn_with_state(tls, security_headers))
                 .layer(middleware::from_fn(request_id::layer))
                 .layer(middleware::from_fn(shape_errors))
                 .layer(HandleErrorLayer::new(overloaded_or_timeout))

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::AppState;
-use super::auth::{Municipality, verify_token};
+use super::auth::{Connection, Municipality, source_of, verify_token};
 use super::continuity::{DecisionRequest, append_decision, matches, read_candidates};
 use super::error::ApiError;
 use crate::flows::decision::CandidateState;
@@ -31,13 +31,19 @@ use crate::flows::decision::CandidateState;
 pub const COOKIE: &str = "kukaku_session";
 /// Sessions end after this long without a request.
 const IDLE_MS: u64 = 30 * 60 * 1000;
-/// Most sessions held at once; the oldest are dropped beyond.
+/// Most sessions held at once (memory bound); past it a new login is refused (503), never
+/// another credential's session dropped.
 const MAX_SESSIONS: usize = 10_000;
+/// Most sessions of one credential; its own oldest is dropped beyond, so one tenant can
+/// never end another's sessions.
+pub const SESSIONS_PER_CREDENTIAL: usize = 32;
 
 struct Session {
     /// The municipality credential the user logged in with; checked again on every request,
     /// so a revoked or expired credential ends the session at once.
     token: Zeroizing<String>,
+    /// Whose session it is, for the per-credential cap.
+    credential: crate::crypto::credential::CredentialId,
     csrf: String,
     last_ms: u64,
 }
@@ -114,7 +120,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
             .extensions
             .get::<super::auth::PeerCertificate>()
             .map(|p| p.0);
-        let muni = match verify_token(state, &token, peer).await {
+        let muni = match verify_token(state, &token, peer, source_of(parts)).await {
             Ok(v) => Municipality::from_verified(&v),
             Err(e) => Err(e),
         };
@@ -124,6 +130,9 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
                 csrf,
                 session: id,
             }),
+            // Too many failures from this source: answered, but the session stays (it is
+            // not the credential that failed).
+            Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => Err(api_error(e)),
             Err(_) => {
                 if let Ok(mut map) = state.sessions.0.lock() {
                     map.remove(&id);
@@ -251,6 +260,13 @@ fn api_error(e: ApiError) -> Response {
         )
     } else if status == StatusCode::NOT_FOUND {
         page_error(status, "該当する候補世帯はありません。")
+    } else if status == StatusCode::TOO_MANY_REQUESTS {
+        page_error(
+            status,
+            "この端末からの認証の失敗が多すぎます。1分ほど待ってからもう一度お試しください。",
+        )
+    } else if status == StatusCode::FORBIDDEN {
+        page_error(status, "この操作は許可されていません。")
     } else {
         page_error(status, "入力内容を確認してください。")
     }
@@ -312,7 +328,36 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
+/// Login CSRF: a browser names the page a form came from (`Sec-Fetch-Site`, `Origin`); a
+/// login posted from another site is refused. Clients that send neither (curl) are not
+/// browsers and cannot be made to post by another site.
+fn cross_site(headers: &HeaderMap) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if fetch_site.is_some_and(|v| v != b"same-origin" && v != b"none") {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    origin_host.is_none() || origin_host != host
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    conn: Connection,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if cross_site(&headers) {
+        return page_error(
+            StatusCode::FORBIDDEN,
+            "別のサイトから送られたログインは受け付けません。ログイン画面から操作してください。",
+        );
+    }
     let refused = || {
         let mut res = page(layout(
             "ログイン",
@@ -329,34 +374,47 @@ async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> 
     };
     let raw = Zeroizing::new(f.token);
     let text = raw.trim().to_owned();
-    let municipality = match verify_token(&state, &text, None).await {
-        Ok(v) => Municipality::from_verified(&v).is_ok(),
-        Err(_) => false,
+    let credential = match verify_token(&state, &text, conn.peer_cert, conn.source).await {
+        Ok(v) if Municipality::from_verified(&v).is_ok() => v.id(),
+        Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => return api_error(e),
+        Ok(_) | Err(_) => return refused(),
     };
-    if !municipality {
-        return refused();
-    }
     let (Ok(id), Ok(csrf)) = (random_id(), random_id()) else {
         return api_error(ApiError::internal("no randomness"));
     };
-    if let Ok(mut map) = state.sessions.0.lock() {
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_ms)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(
-            id.clone(),
-            Session {
-                token: Zeroizing::new(text),
-                csrf,
-                last_ms: crate::store::now_unix_ms(),
-            },
-        );
+    let now = crate::store::now_unix_ms();
+    let Ok(mut map) = state.sessions.0.lock() else {
+        return api_error(ApiError::internal("session lock poisoned"));
+    };
+    // Ended sessions go first; then a credential over its cap loses its own oldest
+    // session, never another credential's.
+    map.retain(|_, s| now.saturating_sub(s.last_ms) < IDLE_MS);
+    let mine: Vec<(String, u64)> = map
+        .iter()
+        .filter(|(_, s)| s.credential == credential)
+        .map(|(k, s)| (k.clone(), s.last_ms))
+        .collect();
+    if mine.len() >= SESSIONS_PER_CREDENTIAL
+        && let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t)
+    {
+        map.remove(oldest);
     }
+    if map.len() >= MAX_SESSIONS {
+        drop(map);
+        return api_error(ApiError::unavailable(
+            "the terminal holds as many sessions as it can; try again later",
+        ));
+    }
+    map.insert(
+        id.clone(),
+        Session {
+            token: Zeroizing::new(text),
+            credential,
+            csrf,
+            last_ms: now,
+        },
+    );
+    drop(map);
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/terminal; HttpOnly; SameSite=Strict{secure}");
     let mut res = Redirect::to("/terminal/candidates").into_response();

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::Limits;
-use super::auth::PeerCertificate;
+use super::auth::{PeerAddr, PeerCertificate};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -268,6 +268,7 @@ pub async fn serve(
                     let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
                         app,
                         move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(PeerAddr(peer.ip()));
                             if let Some(p) = peer_cert {
                                 req.extensions_mut().insert(p);
                             }
@@ -279,7 +280,13 @@ pub async fn serve(
                         .await
                 }
                 None => {
-                    let svc = TowerToHyperService::new(app);
+                    let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
+                        app,
+                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(PeerAddr(peer.ip()));
+                            req
+                        },
+                    ));
                     watcher
                         .watch(http.serve_connection(TokioIo::new(tcp), svc))
                         .await
