@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use kukaku::api::{self, AppState, Limits, ServerRole, server};
-use kukaku::crypto::credential::{CredentialId, Reach, Role};
+use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
 use kukaku::flows::sample::DEMO_MUNICIPALITIES;
@@ -1132,89 +1132,38 @@ async fn shutdown_signal() {
     }
 }
 
-fn credentials(store: &Store, command: CredentialsCommand) -> Result<()> {
-    match command {
+/// `credentials …` as an admin request: through the running server's admin socket (so a
+/// revocation acts on its next request), or on the store directly when none runs.
+fn credentials(paths: &Paths, command: CredentialsCommand) -> Result<()> {
+    use kukaku::admin::AdminRequest;
+    let request = match command {
         CredentialsCommand::Issue {
             role,
-            partition: one,
+            partition,
             prefecture,
             partitions,
             all,
             label,
             expires_in_days,
             client_cert,
-        } => {
-            let bound = client_cert
+        } => AdminRequest::IssueCredential {
+            role,
+            partition,
+            prefecture,
+            partitions,
+            all,
+            label,
+            expires_in_days,
+            client_cert_sha256: client_cert
                 .as_deref()
                 .map(server::certificate_sha256)
-                .transpose()?;
-            let role = Role::from_name(&role).with_context(|| {
-                format!(
-                    "unknown role {role:?}; one of: {}",
-                    Role::ALL.map(|r| r.name()).join(", ")
-                )
-            })?;
-            let reach = if let Some(p) = one {
-                Reach::Partition(partition(&p)?)
-            } else if let Some(code) = prefecture {
-                Reach::Prefecture(code)
-            } else if all {
-                Reach::All
-            } else {
-                Reach::Partitions(
-                    partitions
-                        .iter()
-                        .map(|s| partition(s))
-                        .collect::<Result<_>>()?,
-                )
-            };
-            let expires = kukaku::store::now_unix_ms() + u64::from(expires_in_days) * 86_400_000;
-            let (token, stored) =
-                store.issue_bound_credential(role, reach, &label, expires, bound)?;
-            if bound.is_some() {
-                println!("bound to the client certificate in the given file");
-            }
-            println!(
-                "credential {} ({role}) expires {}",
-                stored.id,
-                format_utc_ms(expires)
-            );
-            println!("token (shown once, store it now):");
-            println!("{}", &*token.to_text());
-        }
-        CredentialsCommand::List => {
-            println!("id\trole\treach\tlabel\texpires\trevoked");
-            let now = kukaku::store::now_unix_ms();
-            for c in store.credentials()? {
-                let reach = match &c.reach {
-                    Reach::Partition(p) => p.to_string(),
-                    Reach::Prefecture(code) => format!("prefecture {code}"),
-                    Reach::Partitions(set) => format!("{} partitions", set.len()),
-                    Reach::All => "all".into(),
-                };
-                let expires = if c.expires_ms <= now {
-                    format!("EXPIRED {}", format_utc_ms(c.expires_ms))
-                } else {
-                    format_utc_ms(c.expires_ms)
-                };
-                let revoked = if c.revoked_ms == 0 {
-                    "-".into()
-                } else {
-                    format_utc_ms(c.revoked_ms)
-                };
-                println!(
-                    "{}\t{}\t{reach}\t{}\t{expires}\t{revoked}",
-                    c.id, c.role, c.label
-                );
-            }
-        }
-        CredentialsCommand::Revoke { id } => {
-            let id = CredentialId::parse(&id).context("credential id must be 16 hex digits")?;
-            let c = store.revoke_credential(id)?;
-            println!("revoked {} ({}, {})", c.id, c.role, c.label);
-        }
-    }
-    Ok(())
+                .transpose()?
+                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+        },
+        CredentialsCommand::List => AdminRequest::ListCredentials,
+        CredentialsCommand::Revoke { id } => AdminRequest::RevokeCredential { id },
+    };
+    admin_command(paths, request)
 }
 
 fn load_rules(path: Option<&std::path::Path>) -> Result<kukaku::domain::continuity::Rules> {
@@ -1515,7 +1464,7 @@ fn run(cli: Cli) -> Result<bool> {
             &paths,
             kukaku::admin::AdminRequest::PublicKeys { witness, log },
         )?,
-        Command::Credentials(c) => credentials(&open(&paths)?, c)?,
+        Command::Credentials(c) => credentials(&paths, c)?,
         Command::RebuildIndex { partition: only } => rebuild_index(&paths, only.as_deref())?,
         Command::ExportHistory {
             partitions,

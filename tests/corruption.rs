@@ -364,3 +364,94 @@ fn a_dropped_partition_family_is_refused_at_open() {
         Ok(_) => panic!("opened without the partition's family"),
     }
 }
+
+/// Issue 26 item 6: a credential record written into a copy of `data/` (here: another
+/// instance's record, a changed label, and a record without a MAC) was accepted, so anyone
+/// who could write `data/` could mint a credential. Records now carry a MAC under a key
+/// wrapped by the KEK; a planted or changed one is refused at authentication and listing.
+#[test]
+fn planted_or_changed_credential_records_are_refused() {
+    use kukaku::crypto::credential::{Reach, Role, Token};
+    let make = |origin: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let store = Store::init(&paths, origin, small()).unwrap();
+        store.request_partitions(&[pid("131011")]).unwrap();
+        store.provision(&mut |_, _| {}).unwrap();
+        (dir, paths, store)
+    };
+    let (_da, pa, a) = make("hub.a.example");
+    let (_db, pb, b) = make("hub.b.example");
+    let far = kukaku::store::now_unix_ms() + 86_400_000;
+    let (token, stored) = a
+        .issue_credential(Role::Auditor, Reach::All, "planted", far)
+        .unwrap();
+    let (own, _) = b
+        .issue_credential(Role::Auditor, Reach::All, "own", far)
+        .unwrap();
+    assert!(a.authenticate(&token, None).is_ok());
+    drop((a, b));
+    let key = [&b"T"[..], stored.id.as_bytes()].concat();
+    let record = {
+        let db = raw_db(&pa);
+        let sys = db.cf_handle("sys").unwrap();
+        db.get_cf(&sys, &key).unwrap().unwrap()
+    };
+    let put_b = |value: &[u8]| {
+        let db = raw_db(&pb);
+        let sys = db.cf_handle("sys").unwrap();
+        db.put_cf(&sys, &key, value).unwrap();
+    };
+    let refused = |token: &Token| {
+        let b = Store::open(&pb, small()).unwrap();
+        let answer = b.authenticate(token, None);
+        let listed = b.credentials();
+        (answer, listed)
+    };
+    // Another instance's record, copied whole (its MAC is under the other key).
+    put_b(&record);
+    let (answer, listed) = refused(&token);
+    assert!(
+        matches!(
+            answer,
+            Err(kukaku::store::AuthError::Refused(
+                kukaku::crypto::credential::Refused::Unknown
+            ))
+        ),
+        "{answer:?}"
+    );
+    assert!(listed.is_err());
+    // The same record without its MAC (as written before MACs): refused too.
+    put_b(&record[..record.len() - 32]);
+    assert!(refused(&token).0.is_err());
+    // B's own credential, one byte of its label changed.
+    let own_key = [&b"T"[..], own.id().as_bytes()].concat();
+    {
+        let db = raw_db(&pb);
+        let sys = db.cf_handle("sys").unwrap();
+        db.delete_cf(&sys, &key).unwrap();
+        let mut v = db.get_cf(&sys, &own_key).unwrap().unwrap();
+        let at = v.windows(3).position(|w| w == b"own").unwrap();
+        v[at] = b'0';
+        db.put_cf(&sys, &own_key, v).unwrap();
+    }
+    assert!(refused(&own).0.is_err());
+    // An instance from before credential MACs (no `U` marker, records without MACs): the
+    // first open seals its records once, and they authenticate.
+    let (_dc, pc, c) = make("hub.c.example");
+    let (old, old_stored) = c
+        .issue_credential(Role::Auditor, Reach::All, "old", far)
+        .unwrap();
+    drop(c);
+    {
+        let db = raw_db(&pc);
+        let sys = db.cf_handle("sys").unwrap();
+        let k = [&b"T"[..], old_stored.id.as_bytes()].concat();
+        let v = db.get_cf(&sys, &k).unwrap().unwrap();
+        db.put_cf(&sys, &k, &v[..v.len() - 32]).unwrap();
+        db.delete_cf(&sys, b"U").unwrap();
+    }
+    let c = Store::open(&pc, small()).unwrap();
+    assert!(c.authenticate(&old, None).is_ok());
+    assert_eq!(c.credentials().unwrap().len(), 1);
+}

@@ -55,6 +55,35 @@ fn instance(home: &Path) {
     }
 }
 
+/// `kukaku serve` on loopback, once its admin socket answers: the child and its HTTP address.
+fn serve(home: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead as _, BufReader};
+    let mut server = kukaku(home)
+        .args(["serve", "--role", "hub", "--plain-http-loopback"])
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let started = Instant::now();
+    while !kukaku::admin::server_listening(&home.join("admin.sock")) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no admin socket"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, addr)
+}
+
 #[test]
 fn killed_reencryption_resumes_from_the_cli() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,21 +139,7 @@ fn key_commands_reach_a_running_server_through_its_admin_socket() {
     let home = dir.path().join("home");
     instance(&home);
     let socket = home.join("admin.sock");
-    let mut server = kukaku(&home)
-        .args(["serve", "--role", "hub", "--plain-http-loopback"])
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !kukaku::admin::server_listening(&socket) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no admin socket"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (mut server, _) = serve(&home);
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
@@ -225,4 +240,120 @@ fn key_commands_reach_a_running_server_through_its_admin_socket() {
         "{lines:?}"
     );
     assert!(lines[1].contains(" from="), "{lines:?}");
+}
+
+/// Issue 26 item 5: `credentials revoke` refused while `kukaku serve` held the store, so a
+/// leaked token could only be answered by stopping the hub. Now `credentials issue|list|
+/// revoke` go through the admin socket: a token issued while serving works at once, and
+/// after `revoke` its next request gets 401.
+#[test]
+fn credentials_are_issued_and_revoked_through_a_running_server() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    instance(&home);
+    let (mut server, addr) = serve(&home);
+    let get = |token: &str| {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            tcp,
+            "GET /v1/checkpoint HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).unwrap();
+        out.get(9..12).unwrap_or("").to_owned()
+    };
+    let o = run(
+        &home,
+        &[
+            "credentials",
+            "issue",
+            "--role",
+            "municipality",
+            "--partition",
+            "131011",
+            "--label",
+            "leaked terminal",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running server"),
+        "{}",
+        text(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let token = out
+        .lines()
+        .find(|l| l.starts_with("kk1_"))
+        .unwrap()
+        .to_owned();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("credential "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&token), "200");
+    let o = run(&home, &["credentials", "list"]);
+    assert!(o.status.success() && text(&o).contains(&id), "{}", text(&o));
+    assert!(!text(&o).contains(&token[4..]), "list never shows a token");
+    let o = run(&home, &["credentials", "revoke", &id]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("through the running server"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        get(&token),
+        "401",
+        "the next request after revoke is refused"
+    );
+    let o = run(&home, &["credentials", "revoke", &id]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
+}
+
+/// Issue 26 item 4: a reason with a control character is refused before anything is
+/// written, from the CLI as from the library.
+#[test]
+fn a_reason_with_a_control_character_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    instance(&home);
+    let before = run(&home, &["keys", "status"]);
+    let size = |home: &Path| {
+        let store = Store::open(&Paths::under(home), small()).unwrap();
+        store.size(&pid("131011")).unwrap()
+    };
+    let size_before = size(&home);
+    let kek_before = std::fs::read(home.join("kek.key")).ok();
+    for args in [
+        &["keys", "rotate-dek", "--all", "--reason", "line\nbreak"][..],
+        &["keys", "rotate-kek", "--reason", "esc\u{1b}[2J"],
+        &[
+            "keys",
+            "destroy",
+            "--partition",
+            "131011",
+            "--confirm",
+            "131011",
+            "--reason",
+            "purge\rhidden",
+        ],
+    ] {
+        let o = run(&home, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("control character"), "{}", text(&o));
+    }
+    assert_eq!(size(&home), size_before, "no entry was written");
+    assert_eq!(std::fs::read(home.join("kek.key")).ok(), kek_before);
+    let after = run(&home, &["keys", "status"]);
+    assert_eq!(after.stdout, before.stdout, "no key changed");
 }

@@ -60,6 +60,8 @@ pub enum WrapPurpose {
     MatchingKey,
     SigningKey,
     WitnessKey,
+    /// The HMAC key that authenticates credential records (issue 26).
+    CredentialMac,
 }
 
 impl WrapPurpose {
@@ -70,6 +72,7 @@ impl WrapPurpose {
             WrapPurpose::MatchingKey => b"matching",
             WrapPurpose::SigningKey => b"signing",
             WrapPurpose::WitnessKey => b"witness",
+            WrapPurpose::CredentialMac => b"credential-mac",
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use super::records::{
-    CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord, SYS_CF, credential_key,
-    decode, encode,
+    CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord, SYS_CF,
+    credential_key, decode, encode,
 };
 use super::{Store, now_ms, read_registry, sync_write};
 use crate::crypto::credential::{
@@ -33,7 +33,15 @@ pub enum CredentialStoreError {
     Corrupt(String),
     #[error("storage: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error("credential MAC key")]
+    Key(#[source] super::KeyError),
+    /// The record's MAC does not verify: planted in a copy of `data/`, or damaged.
+    #[error("credential record {0} fails its MAC (planted or damaged); refused")]
+    Unauthenticated(CredentialId),
 }
+
+/// Length of a credential record's MAC.
+const MAC_LEN: usize = 32;
 
 /// Why a request's credential was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +98,82 @@ fn from_record(id: CredentialId, r: CredentialRecord) -> Option<Stored> {
 }
 
 impl Store {
+    /// `HMAC(credential key, "credential-v1:" ‖ id ‖ record)`.
+    fn credential_mac(
+        &self,
+        id: CredentialId,
+        record: &[u8],
+    ) -> Result<[u8; MAC_LEN], CredentialStoreError> {
+        let key = self
+            .inner
+            .keyring
+            .credential_key()
+            .map_err(CredentialStoreError::Key)?;
+        Ok(key.token_parts("credential-v1", &[id.as_bytes(), record]))
+    }
+
+    /// A stored value: its MAC checked (constant time), then decoded.
+    fn open_credential(
+        &self,
+        id: CredentialId,
+        raw: &[u8],
+    ) -> Result<Stored, CredentialStoreError> {
+        let at = raw
+            .len()
+            .checked_sub(MAC_LEN)
+            .ok_or(CredentialStoreError::Unauthenticated(id))?;
+        let (record, tag) = raw.split_at(at);
+        let want = self.credential_mac(id, record)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&want[..], tag)) {
+            return Err(CredentialStoreError::Unauthenticated(id));
+        }
+        decode::<CredentialRecord>(record)
+            .and_then(|r| from_record(id, r))
+            .ok_or_else(|| CredentialStoreError::Corrupt(id.to_string()))
+    }
+
+    /// At open: records written before credential MACs get theirs, once; afterwards a
+    /// record without a valid MAC is refused wherever it is read.
+    pub(crate) fn seal_legacy_credentials(&self) -> Result<usize, CredentialStoreError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
+        if self
+            .inner
+            .db
+            .get_pinned_cf(&sys, CREDENTIAL_MACS)?
+            .is_some()
+        {
+            return Ok(0);
+        }
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut sealed = 0;
+        for (id, mut value) in self.raw_credentials()? {
+            if decode::<CredentialRecord>(&value).is_none() {
+                return Err(CredentialStoreError::Corrupt(id.to_string()));
+            }
+            let mac = self.credential_mac(id, &value)?;
+            value.extend_from_slice(&mac);
+            batch.put_cf(&sys, credential_key(id.as_bytes()), value);
+            sealed += 1;
+        }
+        batch.put_cf(&sys, CREDENTIAL_MACS, []);
+        self.inner.db.write_opt(batch, &sync_write())?;
+        Ok(sealed)
+    }
+
     fn put_credential(&self, s: &Stored) -> Result<(), CredentialStoreError> {
         let sys = self
             .inner
             .db
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
-        let bytes =
+        let mut bytes =
             encode(&to_record(s)).map_err(|e| CredentialStoreError::Corrupt(e.to_string()))?;
+        let mac = self.credential_mac(s.id, &bytes)?;
+        bytes.extend_from_slice(&mac);
         self.inner
             .db
             .put_cf_opt(&sys, credential_key(s.id.as_bytes()), bytes, &sync_write())?;
@@ -186,14 +262,19 @@ impl Store {
         else {
             return Ok(None);
         };
-        decode::<CredentialRecord>(&raw)
-            .and_then(|r| from_record(id, r))
-            .map(Some)
-            .ok_or_else(|| CredentialStoreError::Corrupt(id.to_string()))
+        self.open_credential(id, &raw).map(Some)
     }
 
     /// Every credential, revoked and expired ones included, in id order.
     pub fn credentials(&self) -> Result<Vec<Stored>, CredentialStoreError> {
+        self.raw_credentials()?
+            .into_iter()
+            .map(|(id, raw)| self.open_credential(id, &raw))
+            .collect()
+    }
+
+    /// Every credential record as stored, in id order.
+    fn raw_credentials(&self) -> Result<Vec<(CredentialId, Vec<u8>)>, CredentialStoreError> {
         let sys = self
             .inner
             .db
@@ -208,10 +289,7 @@ impl Store {
             let id = <[u8; 8]>::try_from(id)
                 .map(CredentialId::from_bytes)
                 .map_err(|_| CredentialStoreError::Corrupt("credential key".into()))?;
-            let stored = decode::<CredentialRecord>(&v)
-                .and_then(|r| from_record(id, r))
-                .ok_or_else(|| CredentialStoreError::Corrupt(id.to_string()))?;
-            out.push(stored);
+            out.push((id, v.to_vec()));
         }
         Ok(out)
     }
@@ -266,9 +344,15 @@ impl Store {
         peer_cert: Option<&[u8; 32]>,
         opts: &rocksdb::ReadOptions,
     ) -> Result<Verified, AuthError> {
-        let stored = self
-            .credential_with(token.id(), opts)?
-            .ok_or(Refused::Unknown)?;
+        let stored = match self.credential_with(token.id(), opts) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Err(Refused::Unknown.into()),
+            Err(CredentialStoreError::Unauthenticated(id)) => {
+                tracing::error!(credential = %id, "credential record fails its MAC (planted or damaged); refused");
+                return Err(Refused::Unknown.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
     }
 }

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use rocksdb::DB;
 
-use super::records::{WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of};
+use super::records::{
+    CREDENTIAL_MAC_KEY, WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of,
+};
 use super::sync_write;
 use crate::crypto::kek::record_fingerprint;
 use crate::crypto::{Dek, IndexKey, KekError, KekProvider, Secret32, WrapPurpose};
@@ -77,6 +79,7 @@ pub(crate) struct Keyring {
     cache: Mutex<HashMap<(PartitionId, u32), Arc<Dek>>>,
     index_keys: Mutex<HashMap<PartitionId, Arc<IndexKey>>>,
     matching_keys: Mutex<HashMap<String, Arc<IndexKey>>>,
+    credential_key: Mutex<Option<Arc<IndexKey>>>,
 }
 
 impl Keyring {
@@ -88,6 +91,7 @@ impl Keyring {
             cache: Mutex::new(HashMap::new()),
             index_keys: Mutex::new(HashMap::new()),
             matching_keys: Mutex::new(HashMap::new()),
+            credential_key: Mutex::new(None),
         }
     }
 
@@ -178,6 +182,19 @@ impl Keyring {
         let key = Arc::new(IndexKey::new(&secret));
         keys.insert(prefecture.to_owned(), Arc::clone(&key));
         Ok(key)
+    }
+
+    /// The HMAC key of credential records, created on first use.
+    pub(crate) fn credential_key(&self) -> Result<Arc<IndexKey>, KeyError> {
+        let mut key = self.credential_key.lock().map_err(|_| KeyError::Poisoned)?;
+        if let Some(k) = key.as_ref() {
+            return Ok(Arc::clone(k));
+        }
+        let secret =
+            self.load_or_create(CREDENTIAL_MAC_KEY, WrapPurpose::CredentialMac, "instance")?;
+        let k = Arc::new(IndexKey::new(&secret));
+        *key = Some(Arc::clone(&k));
+        Ok(k)
     }
 
     /// An HMAC key from its key-store slot, created (durable before use) on first need.

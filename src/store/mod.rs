@@ -5,6 +5,7 @@ pub mod anchor;
 mod credentials;
 mod keyring;
 mod keys;
+pub mod private;
 mod read;
 pub mod records;
 mod witness;
@@ -179,6 +180,10 @@ pub enum OpenError {
     Thread(std::io::Error),
     #[error(transparent)]
     Anchor(#[from] anchor::AnchorError),
+    #[error(transparent)]
+    Private(#[from] private::PrivateError),
+    #[error("credential records")]
+    Credentials(#[source] credentials::CredentialStoreError),
     #[error(
         "the data directory {path} is damaged ({detail}); nothing was repaired. Restore it \
          from a backup (with its acked.anchor)"
@@ -735,6 +740,15 @@ impl Store {
             store
                 .finish_kek_rotation(events_needed)
                 .map_err(|e| OpenError::Registry(format!("finishing a KEK rotation: {e}")))?;
+        }
+        let sealed = store
+            .seal_legacy_credentials()
+            .map_err(OpenError::Credentials)?;
+        if sealed > 0 {
+            tracing::warn!(
+                credentials = sealed,
+                "credential records from before credential MACs were sealed with one"
+            );
         }
         Ok(store)
     }

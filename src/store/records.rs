@@ -280,7 +280,15 @@ pub struct SigningKeys {
     pub keys: Vec<SigningKeyRecord>,
 }
 
+/// `T ‖ id` → bincode [`CredentialRecord`] ‖ MAC (32 bytes, HMAC-SHA256 under the credential
+/// MAC key over `"credential-v1:" ‖ id ‖ record`): a record planted in a copy of `data/`
+/// without the KEK-wrapped key is refused.
 pub const CREDENTIAL_PREFIX: &[u8] = b"T";
+
+/// `U` → empty: every credential record carries its MAC (set by the first open of a version
+/// with MACs, after it added them to older records; from then on a record without one is
+/// refused).
+pub const CREDENTIAL_MACS: &[u8] = b"U";
 
 pub fn credential_key(id: &[u8; 8]) -> Vec<u8> {
     let mut k = CREDENTIAL_PREFIX.to_vec();
@@ -324,6 +332,9 @@ pub fn signing_key_slot(version: u32) -> Vec<u8> {
     k.extend_from_slice(&version.to_be_bytes());
     k
 }
+/// Key-store key of the wrapped credential MAC key (version 1).
+pub const CREDENTIAL_MAC_KEY: &[u8] = b"C\x00\x00\x00\x01";
+
 /// Key-store key of the wrapped witness (cosigner) seed.
 pub const WITNESS_KEY: &[u8] = b"G\x00\x00\x00\x01";
 
@@ -358,6 +369,11 @@ pub fn slot_of(key: &[u8]) -> Option<(crate::crypto::WrapPurpose, String, u32)> 
             u32::from_be_bytes(rest.try_into().ok()?),
         )),
         b'Y' => Some((W::MatchingKey, format!("prefecture:{}", text(rest)?), 1)),
+        b'C' => Some((
+            W::CredentialMac,
+            "instance".into(),
+            u32::from_be_bytes(rest.try_into().ok()?),
+        )),
         b'X' => Some((
             W::IndexKey,
             PartitionId::parse(&text(rest)?).ok()?.to_string(),
@@ -433,6 +449,10 @@ mod tests {
         assert_eq!(
             slot_of(SIGNING_KEY),
             Some((W::SigningKey, "instance".into(), 1))
+        );
+        assert_eq!(
+            slot_of(CREDENTIAL_MAC_KEY),
+            Some((W::CredentialMac, "instance".into(), 1))
         );
         assert_eq!(
             slot_of(WITNESS_KEY),
