@@ -544,3 +544,187 @@ async fn the_api_keeps_each_municipality_to_its_own_candidates() {
         "A got B's rows: {csv}"
     );
 }
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+fn found(files: &[(std::path::PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<std::path::PathBuf> {
+    files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
+/// Issue 26 item 3: after `keys destroy --partition A`, A's transmission records still
+/// listed its 世帯番号 in clear (and `GET /v1/transmissions/{id}` returned them), its deleted
+/// index keys stayed in the WAL and table files, and its people's matching tokens were
+/// HMACs under the prefecture's key, which destroy does not touch. Now: a raw byte scan of
+/// every file of the instance finds no 世帯番号 and no index key of A, and a matching
+/// lookup for one of A's 個人番号 finds nothing (the slot needs A's destroyed index key).
+#[test]
+fn a_destroyed_partition_leaves_no_household_number_index_key_or_matching_token() {
+    use kukaku::store::{DestroyScope, KeyActor};
+    let (a, b) = (pid("131011"), pid("131029"));
+    let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+    const SETAI: &str = "SHRED7Q3Z9X1K4";
+    load(
+        &store,
+        &a,
+        "A-1",
+        SETAI,
+        ("2024-03-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-03-31",
+        )],
+    );
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-04-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-04-01", "")],
+    );
+    kogaku(&store, &a, "KA", &[(SETAI, "2024-01")]);
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    let tokyo = admin.prefecture("13").unwrap();
+    let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!(made.candidates.len(), 1, "{made:?}");
+    let matching = store
+        .matching_key("13")
+        .unwrap()
+        .token("kojin", HEAD.as_bytes());
+    let slot = store.index_key(&a).unwrap().matching_slot(&matching);
+    assert_eq!(
+        store
+            .index_seqs(&a, kukaku::store::IndexKind::Matching, &slot)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store.transmission(&a, "A-1").unwrap().is_some());
+    drop(store);
+    // A's derived index keys, read raw: the 24 bytes after prefix and the first bytes of the
+    // token (RocksDB shares key prefixes between neighbours in a table block; the rest of a
+    // key is stored whole, uncompressed).
+    let index_keys: Vec<Vec<u8>> = {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &paths.data).unwrap();
+        let db = rocksdb::DB::open_cf_for_read_only(
+            &rocksdb::Options::default(),
+            &paths.data,
+            &cfs,
+            false,
+        )
+        .unwrap();
+        let cf = db
+            .cf_handle(&kukaku::store::records::partition_cf(&a))
+            .unwrap();
+        db.iterator_cf(&cf, rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .filter(|k| matches!(k.first(), Some(b'I' | b'K' | b'T' | b'V' | b'X')))
+            .filter(|k| k.len() >= 33)
+            .map(|k| k[k.len() - 24..].to_vec())
+            .collect()
+    };
+    assert!(
+        index_keys.len() >= 2,
+        "the person's blind-index and matching keys: {}",
+        index_keys.len()
+    );
+    // Put everything into table files first, as a long-running instance would have it (not
+    // only in the WAL and memtables).
+    {
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &paths.data).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &paths.data, &cfs).unwrap();
+        for name in &cfs {
+            db.flush_cf(&db.cf_handle(name).unwrap()).unwrap();
+        }
+    }
+    let mut before = Vec::new();
+    files_under(dir.path(), &mut before);
+    let tables_before = before
+        .iter()
+        .filter(|(p, bytes)| {
+            p.extension().is_some_and(|e| e == "sst")
+                && bytes.windows(SETAI.len()).any(|w| w == SETAI.as_bytes())
+        })
+        .count();
+    assert!(
+        tables_before > 0,
+        "the 世帯番号 is in a table file before the destroy"
+    );
+    assert!(
+        !found(&before, SETAI.as_bytes()).is_empty(),
+        "the scan sees the 世帯番号 before"
+    );
+    assert!(index_keys.iter().all(|k| !found(&before, k).is_empty()));
+
+    let store = Store::open(&paths, common::small()).unwrap();
+    store
+        .destroy(
+            &a,
+            DestroyScope::Partition,
+            a.as_str(),
+            KeyActor {
+                actor: "admin-cli".into(),
+                reason: "保存期間満了".into(),
+            },
+        )
+        .unwrap();
+    assert!(store.transmission(&a, "A-1").unwrap().is_none());
+    // The prefecture key still makes the same token, but A's slot cannot be made any more,
+    // and no slot of A holds anything.
+    assert_eq!(
+        store
+            .matching_key("13")
+            .unwrap()
+            .token("kojin", HEAD.as_bytes()),
+        matching
+    );
+    assert!(store.index_key(&a).is_err());
+    assert!(
+        store
+            .index_seqs(&a, kukaku::store::IndexKind::Matching, &slot)
+            .unwrap()
+            .is_empty()
+    );
+    drop(store);
+    // RocksDB's MANIFEST still names the smallest and largest key of the table files the
+    // purge compacted away (an `X` slot here); the next open writes a new MANIFEST and
+    // deletes the old one (docs/keys.md: restart after a destroy).
+    drop(Store::open(&paths, common::small()).unwrap());
+    let mut after = Vec::new();
+    files_under(dir.path(), &mut after);
+    assert_eq!(
+        found(&after, SETAI.as_bytes()),
+        Vec::<std::path::PathBuf>::new()
+    );
+    for k in &index_keys {
+        assert_eq!(
+            found(&after, k),
+            Vec::<std::path::PathBuf>::new(),
+            "{k:02x?}"
+        );
+    }
+    // B and its candidate are untouched.
+    let store = Store::open(&paths, common::small()).unwrap();
+    assert!(store.transmission(&b, "B-1").unwrap().is_some());
+    store
+        .verify_partition(&b, kukaku::store::VerifyOptions { with_keys: true })
+        .unwrap();
+}

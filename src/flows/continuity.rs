@@ -191,9 +191,10 @@ pub fn extract(
             let Some(person) = mover(&hb) else {
                 continue;
             };
-            let t = token(&person.kojin_no);
+            let t = matching.token("kojin", person.kojin_no.as_bytes());
             for a in partitions.iter().filter(|a| *a != b) {
-                let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &t)?.last() else {
+                let slot = store.index_key(a)?.matching_slot(&t);
+                let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &slot)?.last() else {
                     continue;
                 };
                 let claim = format!("candidate:{b_seq}:{a}:{a_seq}");

@@ -204,10 +204,10 @@ pub(crate) fn person_tokens(
             key.token("kojin", person.kojin_no.as_bytes()).to_vec(),
         ));
         if let Some(m) = &matching {
-            out.push((
-                IndexKind::Matching,
-                m.token("kojin", person.kojin_no.as_bytes()).to_vec(),
-            ));
+            // Filed under this partition's own key (IndexKey::matching_slot): a destroyed
+            // partition's slots cannot be recomputed from the prefecture key.
+            let t = m.token("kojin", person.kojin_no.as_bytes());
+            out.push((IndexKind::Matching, key.matching_slot(&t).to_vec()));
         }
     }
     Ok(out)

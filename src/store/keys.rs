@@ -413,6 +413,9 @@ impl Store {
             return Err(KeyAdminError::Mismatch);
         };
         self.inner.keyring.compact()?;
+        if scope == DestroyScope::Partition {
+            self.purge_files(p)?;
+        }
         let kek = match self.inner.kek_source {
             Some(_) => Some(self.rotate_kek_locked(KeyActor {
                 actor: who.actor,
@@ -424,6 +427,36 @@ impl Store {
             }
         };
         Ok(DestroyReport { keys, kek })
+    }
+
+    /// After a partition's destroy, removes what its deleted index and transmission records
+    /// left in the files: every column family's memtable is flushed (so no live WAL holds
+    /// the old keys and RocksDB deletes the old WAL files), then the partition's family and
+    /// the system family are compacted to the bottom level (tombstones drop the keys they
+    /// cover; the old table files are deleted). What remains is listed in docs/keys.md.
+    fn purge_files(&self, p: &PartitionId) -> Result<(), KeyAdminError> {
+        let db = &self.inner.db;
+        let mut names = vec![SYS_CF.to_owned()];
+        names.extend(
+            self.partitions()?
+                .into_iter()
+                .map(|i| super::records::partition_cf(&i.partition)),
+        );
+        let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
+        let mut flush = rocksdb::FlushOptions::default();
+        flush.set_wait(true);
+        db.flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &flush)
+            .map_err(KeyAdminError::Purge)?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_exclusive_manual_compaction(true);
+        for name in [super::records::partition_cf(p), SYS_CF.to_owned()] {
+            if let Some(cf) = db.cf_handle(&name) {
+                db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            }
+        }
+        db.flush_wal(true).map_err(KeyAdminError::Purge)?;
+        Ok(())
     }
 
     /// Status of one DEK version, from its metadata.

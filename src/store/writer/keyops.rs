@@ -457,9 +457,17 @@ impl Writer {
         }
         if scope == DestroyScope::Partition {
             // The blind-index key and what it derived: person, household, 高額 and
-            // matching tokens would still link people to this partition.
+            // matching tokens would still link people to this partition, and the
+            // transmission records name its households.
             ops.push((Target::KeyStoreDelete, index_key_slot(p), Vec::new()));
-            for (from, to) in [(b"I", b"J"), (b"K", b"L"), (b"V", b"W"), (b"X", b"Y")] {
+            // `T`: transmission and claim records, which list 世帯番号 in clear.
+            for (from, to) in [
+                (b"I", b"J"),
+                (b"K", b"L"),
+                (b"T", b"U"),
+                (b"V", b"W"),
+                (b"X", b"Y"),
+            ] {
                 ops.push((
                     Target::PartitionDeleteRange(p.clone()),
                     from.to_vec(),
