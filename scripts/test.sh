@@ -29,6 +29,9 @@ if [ -n "$outside" ]; then
   exit 1
 fi
 
+# Dependencies (issue 26): known advisories (offline RustSec copy), licenses, bans, sources.
+bash scripts/deny.sh
+
 cargo test --workspace
 
 # The benchmarks, reduced (issue 9): every bench target runs a few iterations in the test

@@ -1007,12 +1007,7 @@ fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<ReplicatorConfig> {
         .upstream_token_file
         .as_deref()
         .context("--upstream needs --upstream-token-file")?;
-    let token = zeroize::Zeroizing::new(
-        std::fs::read_to_string(token_file)
-            .with_context(|| format!("reading {}", token_file.display()))?
-            .trim()
-            .to_owned(),
-    );
+    let token = kukaku::api::client::read_token_file(token_file)?;
     let identity = a
         .upstream_client_cert
         .as_deref()
@@ -1696,6 +1691,11 @@ fn main() -> ExitCode {
              (x86-64 CPUs since 2010 have both); rebuild without CXXFLAGS_x86_64_unknown_linux_gnu \
              in .cargo/config.toml"
         );
+        return ExitCode::from(2);
+    }
+    // Before any key is loaded: no core file, no ptrace by other processes of this user.
+    if let Err(e) = kukaku::store::private::harden_process() {
+        eprintln!("error: could not disable core dumps and ptrace attachment: {e}");
         return ExitCode::from(2);
     }
     tracing_subscriber::fmt()

@@ -210,3 +210,61 @@ fn a_user_session() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("kukaku init"), "{}", stderr(&o));
 }
+
+/// Issue 26 item 6: under a umask of 022 the home, `data/`, `keystore/` and RocksDB's files
+/// were created readable by group and others. Now every directory of the instance is 0700
+/// and every file 0600 whatever the umask, and open refuses a home others can enter.
+#[test]
+fn an_instance_is_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let bin = env!("CARGO_BIN_EXE_kukaku");
+    let h = home.to_str().unwrap();
+    for cmd in [
+        format!("umask 000; mkdir -p {h}; {bin} --home {h} init --origin hub.test --dev-cert"),
+        format!("umask 000; {bin} --home {h} partitions create 131011 380014"),
+        format!("umask 000; {bin} --home {h} credentials issue --role auditor --all --label a"),
+    ] {
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+    }
+    fn walk(p: &std::path::Path, out: &mut Vec<(std::path::PathBuf, u32, bool)>) {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        out.push((p.to_owned(), m.permissions().mode() & 0o777, m.is_dir()));
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                walk(&e.unwrap().path(), out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(&home, &mut all);
+    assert!(all.len() > 10, "{all:?}");
+    for (path, mode, is_dir) in &all {
+        if *is_dir {
+            assert_eq!(*mode, 0o700, "{}", path.display());
+        } else {
+            assert_eq!(*mode, 0o600, "{}", path.display());
+        }
+        assert_eq!(mode & 0o077, 0, "{}", path.display());
+    }
+    // A home others can enter is refused, naming it and the fix; nothing else changes.
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = kukaku(&home, &["partitions", "list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("mode 0755") && stderr(&o).contains("chmod 700"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(home.join("data"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    assert_eq!(
+        kukaku(&home, &["partitions", "list"]).status.code(),
+        Some(2)
+    );
+    std::fs::set_permissions(home.join("data"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let o = kukaku(&home, &["partitions", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -104,6 +104,11 @@ async fn killed_replicator_resumes_without_gaps_or_duplicates() {
         .unwrap();
     let token_file = int_dir.path().join("token");
     std::fs::write(&token_file, token.to_text().as_bytes()).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let vkey = hub.verifier_key(&p).unwrap().to_text();
     let start = || {
         kukaku(&home)

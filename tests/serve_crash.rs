@@ -336,6 +336,11 @@ async fn killed_server_loses_no_acknowledged_write_and_the_replicator_resumes() 
     );
     let token_file = dir.path().join("replicator.token");
     std::fs::write(&token_file, &replicator).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let vkey = {
         let hub = Store::open(&Paths::under(&hub_home), small()).unwrap();
         hub.verifier_key(&a).unwrap().to_text()

@@ -45,6 +45,51 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {
         })
 }
 
+/// Refuses an upstream the token would cross a network in clear to: `https://` anywhere,
+/// `http://` only to a loopback host.
+pub fn check_upstream(base: &str) -> Result<(), ServeError> {
+    if base.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = base.strip_prefix("http://") else {
+        return Err(ServeError::UpstreamScheme(base.to_owned()));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // A userinfo part would let "http://127.0.0.1@evil/" name another host.
+    if authority.contains('@') {
+        return Err(ServeError::PlainUpstream(base.to_owned()));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(ServeError::PlainUpstream(base.to_owned()))
+    }
+}
+
+/// Reads the replicator's token file, refusing one group or others can read (as the KEK
+/// file and the TLS key are refused).
+pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, ServeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let io = |error| ServeError::File {
+        path: path.to_owned(),
+        error,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(ServeError::KeyPermissions(path.to_owned(), mode & 0o777));
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
 impl HubClient {
     /// `base`: `https://hub:8443` (or `http://127.0.0.1:…` on loopback). `ca`: PEM roots that
     /// sign the hub's certificate. `identity`: client certificate chain and key for mTLS.
@@ -54,6 +99,7 @@ impl HubClient {
         ca: Option<&Path>,
         identity: Option<(&Path, &Path)>,
     ) -> Result<Self, ServeError> {
+        check_upstream(base)?;
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = ca {
             for c in certs(ca)? {
@@ -141,5 +187,49 @@ impl FeedSource for HubClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         self.send(req).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known answers: which upstreams a token may be sent to.
+    #[test]
+    fn plain_upstreams_only_on_loopback() {
+        for (url, ok) in [
+            ("https://hub.example:8443", true),
+            ("https://192.0.2.1/", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://127.3.4.5", true),
+            ("http://localhost:8080/", true),
+            ("http://[::1]:8080", true),
+            ("http://hub.example:8080", false),
+            ("http://192.0.2.1:8080", false),
+            ("http://[2001:db8::1]:80", false),
+            ("http://127.0.0.1@evil.example/", false),
+            ("http://127.0.0.1.evil.example/", false),
+            ("ftp://127.0.0.1/", false),
+            ("127.0.0.1:8080", false),
+        ] {
+            assert_eq!(check_upstream(url).is_ok(), ok, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir()?;
+        let f = dir.path().join("token");
+        std::fs::write(&f, "kk1_x_y\n")?;
+        for (mode, ok) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode))?;
+            let got = read_token_file(&f);
+            assert_eq!(got.is_ok(), ok, "{mode:o}");
+            if let Ok(t) = got {
+                assert_eq!(t.as_str(), "kk1_x_y");
+            }
+        }
+        Ok(())
     }
 }

@@ -43,6 +43,12 @@ pub enum ServeError {
     Tls(#[from] rustls::Error),
     #[error("plain HTTP is allowed only on a loopback address, not {0}")]
     NotLoopback(SocketAddr),
+    #[error(
+        "upstream {0}: plain http:// is allowed only to a loopback address (127.0.0.0/8, [::1], localhost); use https://"
+    )]
+    PlainUpstream(String),
+    #[error("upstream {0}: not an http:// or https:// URL")]
+    UpstreamScheme(String),
     #[error("certificate generation: {0}")]
     CertGen(#[from] rcgen::Error),
     #[error("listener: {0}")]
@@ -62,7 +68,10 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), ServeError> {
         error,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::store::private::create_dir(dir).map_err(|e| match e {
+            crate::store::private::PrivateError::Io { error, .. } => err(error),
+            other => err(std::io::Error::other(other.to_string())),
+        })?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -81,7 +90,8 @@ pub fn write_dev_cert(cert: &Path, key: &Path) -> Result<(), ServeError> {
     let pair = rcgen::generate_simple_self_signed(names)?;
     let key_pem = zeroize::Zeroizing::new(pair.signing_key.serialize_pem());
     write_file(key, key_pem.as_bytes(), 0o600)?;
-    write_file(cert, pair.cert.pem().as_bytes(), 0o644)
+    // Public, but owner-only like every file of an instance's home.
+    write_file(cert, pair.cert.pem().as_bytes(), 0o600)
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ServeError> {

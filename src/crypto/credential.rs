@@ -372,7 +372,7 @@ impl Verified {
             Reach::Partitions(set) => set.contains(partition),
             Reach::All => true,
             Reach::Prefecture(code) => crate::domain::InsurerNumber::parse(partition.as_str())
-                .is_ok_and(|n| n.prefecture() == code),
+                .is_ok_and(|n| n.is_municipal_in(code)),
         }
     }
 }
@@ -518,6 +518,7 @@ mod tests {
         let v = verify(&s, &t, 0, None).unwrap();
         assert!(v.reaches(&pid("131011")));
         assert!(!v.reaches(&pid("380014")));
+        assert!(!v.reaches(&pid("33130014")), "a 国保組合 of the prefecture");
         assert!(v.municipality_scope().is_none());
     }
 }

@@ -72,10 +72,10 @@ impl PrefectureScope {
         &self.prefecture
     }
 
-    /// Whether `partition` is a 保険者番号 of this prefecture.
+    /// Whether `partition` is a 市町村国保 of this prefecture (国保組合 are not in flow 4).
     pub fn contains(&self, partition: &PartitionId) -> bool {
         crate::domain::InsurerNumber::parse(partition.as_str())
-            .is_ok_and(|n| n.prefecture() == self.prefecture)
+            .is_ok_and(|n| n.is_municipal_in(&self.prefecture))
     }
 
     /// One partition of the prefecture.
@@ -154,5 +154,9 @@ mod tests {
         );
         assert!(tokyo.pair(&a, &osaka).is_none());
         assert!(tokyo.pair(&a, &a).is_none());
+        // A 国保組合 of Tokyo is not a municipality of the prefecture (issue 26).
+        let kumiai = PartitionId::parse("33130014").unwrap();
+        assert!(tokyo.partition(&kumiai).is_none());
+        assert!(tokyo.pair(&a, &kumiai).is_none());
     }
 }

@@ -74,6 +74,13 @@ impl InsurerNumber {
         self.0.as_str().get(range).unwrap_or_default()
     }
 
+    /// A 市町村国保 of prefecture `code`: what a continuity operator (the prefecture's
+    /// 国保連合会, flow 4) may reach. 国保組合 and other insurers of the prefecture are not
+    /// part of flow 4 (DOMAIN.md §4) and stay out of its reach.
+    pub fn is_municipal_in(&self, code: &str) -> bool {
+        self.is_municipal() && self.prefecture() == code
+    }
+
     pub fn partition_id(&self) -> PartitionId {
         self.0.clone()
     }
@@ -115,6 +122,24 @@ mod tests {
                 ),
                 Err(e) => assert_eq!(got, Err(e), "{input}"),
             }
+        }
+    }
+
+    /// Known answers: the continuity operator's reach (issue 26: it covered 国保組合 too).
+    #[test]
+    fn municipal_in_a_prefecture() {
+        for (number, code, want) in [
+            ("131011", "13", true),
+            ("131011", "38", false),
+            ("33130014", "13", false), // a 国保組合 of Tokyo (法別 33)
+            ("33120015", "12", false),
+            ("380014", "38", true),
+        ] {
+            assert_eq!(
+                InsurerNumber::parse(number).unwrap().is_municipal_in(code),
+                want,
+                "{number} in {code}"
+            );
         }
     }
 

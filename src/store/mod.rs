@@ -511,6 +511,43 @@ fn choose_kek(
     Ok((Arc::from(source.load()?), false))
 }
 
+/// The home directory when the instance uses the default layout ([`Paths::under`]).
+fn home_of(paths: &Paths) -> Option<&Path> {
+    paths
+        .data
+        .parent()
+        .filter(|h| paths.key_store.parent() == Some(*h) && paths.anchor.parent() == Some(*h))
+}
+
+/// Owner-only files (`private`): the process umask, the data directory, the key store and,
+/// in the default layout, the home that holds them; older files are tightened to 0600.
+fn check_private(paths: &Paths) -> Result<(), OpenError> {
+    private::restrict_umask();
+    for dir in home_of(paths)
+        .into_iter()
+        .chain([paths.data.as_path(), paths.key_store.as_path()])
+    {
+        private::check_dir(dir)?;
+    }
+    for dir in [&paths.data, &paths.key_store] {
+        let n = private::tighten_files(dir)?;
+        if n > 0 {
+            tracing::warn!(dir = %dir.display(), files = n, "files readable by group or others were made owner-only (0600)");
+        }
+    }
+    if paths.anchor.exists() {
+        std::fs::set_permissions(
+            &paths.anchor,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|error| private::PrivateError::Io {
+            path: paths.anchor.clone(),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
     /// the data directory with its system CF. Returns the open store.
@@ -523,15 +560,17 @@ impl Store {
         if paths.key_store.join("CURRENT").exists() {
             return Err(OpenError::AlreadyInitialized(paths.key_store.clone()));
         }
+        private::restrict_umask();
         for dir in [&paths.data, &paths.key_store] {
-            if let Some(parent) = dir.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    OpenError::Kek(KekError::Io {
-                        path: parent.to_owned(),
-                        error: e,
-                    })
+            private::create_dir(dir)?;
+        }
+        // A new instance's home (default layout) is owner-only too, even if it existed.
+        if let Some(home) = home_of(paths) {
+            std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|error| private::PrivateError::Io {
+                    path: home.to_owned(),
+                    error,
                 })?;
-            }
         }
         let kek = match Kek::load_file(&paths.kek) {
             Ok(k) => k,
@@ -614,6 +653,7 @@ impl Store {
         if !paths.key_store.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.key_store.clone()));
         }
+        check_private(paths)?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
             options.write_buffer_manager_bytes,
