@@ -4,8 +4,8 @@
 #
 # - cargo-deny is installed into $HOME/.cache/kukaku-tools when missing (cargo install
 #   --locked; about 15 minutes on 2 cores, once).
-# - The snapshot in ../shared/advisory-db (a plain copy, not a git repository; set
-#   KUKAKU_ADVISORY_DB for another) becomes a git checkout at
+# - The snapshot in ../shared/advisory-db (or the nearest shared/advisory-db above the
+#   clone; a plain copy, not a git repository; set KUKAKU_ADVISORY_DB for another) becomes a git checkout at
 #   .advisory-dbs/advisory-db-3157b0e258782691, the directory cargo-deny derives from the
 #   database's URL, committed with the snapshot's date so that its age is reported honestly.
 # - cargo-deny then runs with --offline: it fetches nothing.
@@ -18,9 +18,19 @@ if ! command -v cargo-deny >/dev/null; then
   cargo install --locked --root "$tools" --target-dir "$tools/target" cargo-deny \
     || { echo "error: could not install cargo-deny; install it (cargo install --locked cargo-deny) and retry" >&2; exit 2; }
 fi
-src="${KUKAKU_ADVISORY_DB:-../shared/advisory-db}"
-if [ ! -d "$src/crates" ]; then
-  echo "error: no RustSec advisory database at $src (set KUKAKU_ADVISORY_DB to a copy)" >&2
+# The snapshot: KUKAKU_ADVISORY_DB, else the nearest shared/advisory-db above the clone
+# (../shared/advisory-db for a clone beside it).
+src="${KUKAKU_ADVISORY_DB:-}"
+if [ -z "$src" ]; then
+  d="$(cd .. && pwd)"
+  while :; do
+    if [ -d "$d/shared/advisory-db/crates" ]; then src="$d/shared/advisory-db"; break; fi
+    [ "$d" = / ] && break
+    d="$(dirname "$d")"
+  done
+fi
+if [ -z "$src" ] || [ ! -d "$src/crates" ]; then
+  echo "error: no RustSec advisory database found (looked for shared/advisory-db above $(pwd)); set KUKAKU_ADVISORY_DB to a copy" >&2
   exit 2
 fi
 command -v git >/dev/null || { echo "error: git is needed to prepare the advisory database" >&2; exit 2; }
