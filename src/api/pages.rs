@@ -34,6 +34,8 @@ const IDLE_MS: u64 = 30 * 60 * 1000;
 /// Most sessions held at once (memory bound); past it a new login is refused (503), never
 /// another credential's session dropped.
 const MAX_SESSIONS: usize = 10_000;
+/// Numbers logins in order (ties of `last_ms` within one millisecond).
+static SESSION_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Most sessions of one credential; its own oldest is dropped beyond, so one tenant can
 /// never end another's sessions.
 pub const SESSIONS_PER_CREDENTIAL: usize = 32;
@@ -44,6 +46,8 @@ struct Session {
     token: Zeroizing<String>,
     /// Whose session it is, for the per-credential cap.
     credential: crate::crypto::credential::CredentialId,
+    /// Login order, to end the oldest of equally idle sessions first.
+    serial: u64,
     csrf: String,
     last_ms: u64,
 }
@@ -389,10 +393,10 @@ async fn login(
     // Ended sessions go first; then a credential over its cap loses its own oldest
     // session, never another credential's.
     map.retain(|_, s| now.saturating_sub(s.last_ms) < IDLE_MS);
-    let mine: Vec<(String, u64)> = map
+    let mine: Vec<(String, (u64, u64))> = map
         .iter()
         .filter(|(_, s)| s.credential == credential)
-        .map(|(k, s)| (k.clone(), s.last_ms))
+        .map(|(k, s)| (k.clone(), (s.last_ms, s.serial)))
         .collect();
     if mine.len() >= SESSIONS_PER_CREDENTIAL
         && let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t)
@@ -410,6 +414,7 @@ async fn login(
         Session {
             token: Zeroizing::new(text),
             credential,
+            serial: SESSION_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             csrf,
             last_ms: now,
         },
