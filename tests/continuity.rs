@@ -728,3 +728,84 @@ fn a_destroyed_partition_leaves_no_household_number_index_key_or_matching_token(
         .verify_partition(&b, kukaku::store::VerifyOptions { with_keys: true })
         .unwrap();
 }
+
+/// Issue 27 item 1: the claim key was `candidate:{b_seq}:{a}:{a_seq}`, so every later 異動
+/// of the household in B and every 訂正 in A proposed the same move again, and deciding it
+/// again added a second 連携ファイル row. A move now has one identity; a later snapshot of
+/// it becomes a new version of the same candidate (superseding the last, naming what
+/// changed), the decision stays attached, and confirmation makes one row.
+#[test]
+fn later_snapshots_of_a_move_are_versions_of_one_candidate() {
+    use common::flow4::load_correction;
+    use kukaku::flows::decision::{candidates, confirm, decide, hikitsugi_csv};
+    let (_dir, paths, store, a, b) = tokyo_move();
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    let tokyo = admin.prefecture("13").unwrap();
+    let b_scope = tokyo.partition(&b).unwrap();
+    let first = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!(first.candidates.len(), 1, "{first:?}");
+    let v1 = first.candidates[0].seq.unwrap();
+    decide(&store, &b_scope, v1, "continue", None, "clerk", &who()).unwrap();
+
+    // B: a birth in the household (世帯構成変更); A: a 訂正 of the head's name.
+    load(
+        &store,
+        &b,
+        "B-2",
+        "B100",
+        ("2024-12-10", "05"),
+        &[
+            (HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", ""),
+            (CHILD, "山田 花子", "03", "2024-12-05", "2024-12-05", ""),
+        ],
+    );
+    load_correction(
+        &store,
+        &a,
+        "A-2",
+        "A-1",
+        "A100",
+        "2024-10-31",
+        &[(
+            HEAD,
+            "山田 太朗",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    let second = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!(second.candidates.len(), 1, "one new version: {second:?}");
+    let states = candidates(&store, &b_scope).unwrap();
+    assert_eq!(states.len(), 1, "one move, one candidate");
+    let s = &states[0];
+    assert_eq!(s.seq, v1);
+    assert_eq!(s.versions.len(), 2);
+    assert_eq!(s.candidate.supersedes, Some(v1));
+    assert_eq!(s.candidate.members_after.len(), 2);
+    assert_eq!(s.candidate.members_before[0].shimei, "山田 太朗");
+    for field in ["members_after", "members_before", "case"] {
+        assert!(
+            s.candidate.changes.iter().any(|c| c == field),
+            "{:?}",
+            s.candidate.changes
+        );
+    }
+    assert!(s.decision.is_some(), "the decision stays with the move");
+    assert!(!s.suggestion_changed_since_decision());
+
+    // One confirmation, one 連携ファイル row; reruns add nothing.
+    let done = confirm(&store, &tokyo, &who(), "2025-01-10T09:00:00+09:00").unwrap();
+    assert_eq!(done.confirmed.len(), 1, "{done:?}");
+    let again = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert!(again.candidates.is_empty(), "{again:?}");
+    let again = confirm(&store, &tokyo, &who(), "2025-01-11T09:00:00+09:00").unwrap();
+    assert!(
+        again.confirmed.is_empty() && again.already_confirmed == 1,
+        "{again:?}"
+    );
+    let csv = hikitsugi_csv(&candidates(&store, &b_scope).unwrap());
+    assert_eq!(csv.lines().count(), 2, "header and one row:\n{csv}");
+}

@@ -276,6 +276,29 @@ fn api_error(e: ApiError) -> Response {
     }
 }
 
+/// The changed fields of a version, in the clerk's words, each once.
+fn changes_text(fields: &[String]) -> String {
+    let mut labels: Vec<&str> = fields.iter().map(|f| change_label(f)).collect();
+    labels.dedup();
+    labels.join("、")
+}
+
+/// A changed candidate field, as the clerk reads it.
+fn change_label(field: &str) -> &'static str {
+    match field {
+        "members_before" => "異動前の世帯員",
+        "members_after" => "異動後の世帯員",
+        "case" | "case_label" => "参酌基準",
+        "suggestion" => "提案",
+        "period" | "period_days" => "適用期間",
+        "old_tekiyo_end" => "旧住所地の適用終了",
+        "old_setai_no" => "旧世帯番号",
+        "new_setai_no" => "新世帯番号",
+        "ido_date" => "異動年月日",
+        _ => "その他",
+    }
+}
+
 fn suggestion_label(code: &str) -> &'static str {
     match code {
         "continue" => "継続",
@@ -594,8 +617,25 @@ async fn candidate_page(
                 tr { th { "異動年月日（適用開始）" } td { (k.ido_date) } }
                 tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().unwrap_or("—")) } }
                 tr { th { "適用期間" } td { (period_label(&k.period, k.period_days)) } }
-                tr { th { "参酌基準" } td { (k.case_label) } }
+                tr { th { "参酌基準" } td {
+                    @if k.cases.is_empty() {
+                        (k.case_label)
+                    } @else {
+                        ul.cases { @for c in &k.cases {
+                            li { (c.label) " — " span class={ "tag " (c.suggestion) } { (suggestion_label(&c.suggestion)) } }
+                        } }
+                    }
+                } }
                 tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
+                tr { th { "版" } td {
+                    (c.versions.len())
+                    @if !k.changes.is_empty() {
+                        " （最新版での変更: " (changes_text(&k.changes)) "）"
+                    }
+                } }
+            }
+            @if c.suggestion_changed_since_decision() {
+                p.error role="alert" { "確定指示の後に届いた異動・訂正で提案が変わりました。内容を確認し、必要なら確定指示を登録し直してください。" }
             }
             (members_table("異動前の世帯員", &k.members_before))
             (members_table("異動後の世帯員", &k.members_after))
@@ -615,8 +655,9 @@ async fn candidate_page(
                 input type="hidden" name="csrf" value=(t.csrf);
                 fieldset {
                     legend { "確定指示" }
-                    label { input type="radio" name="decision" value="continue" required checked[k.suggestion == "continue"]; " 継続する" }
-                    label { input type="radio" name="decision" value="not_continue" checked[k.suggestion == "not_continue"]; " 継続しない" }
+                    // No choice is pre-selected: the clerk decides, the suggestion only informs.
+                    label { input type="radio" name="decision" value="continue" required; " 継続する" }
+                    label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
                     label for="reason" { "理由（任意）" }
                     textarea id="reason" name="reason" rows="2" cols="60" maxlength="1000" {}
                     label for="operator" { "操作者" }

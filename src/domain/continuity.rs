@@ -17,21 +17,27 @@ pub enum Case {
     MembersRemoved,
     /// 5: 世帯分離 / 世帯合併: B's head was A's head, members both added and removed.
     SplitOrMerge,
-    /// Anything else, e.g. the old head joined another household.
+    /// The old head is not in B and a member of A heads it: the head died (a move completed
+    /// within one household, continuing) or the member split off (not continuing for this
+    /// pair). The tokens cannot tell which: a person decides by default.
+    HeadLeft,
+    /// B's head was not in A: A's mover joined another household (the 参酌基準's breaking
+    /// case).
     Other,
 }
 
 impl Case {
-    pub const ALL: [Case; 6] = [
+    pub const ALL: [Case; 7] = [
         Case::SameHousehold,
         Case::HeadChanged,
         Case::MembersAdded,
         Case::MembersRemoved,
         Case::SplitOrMerge,
+        Case::HeadLeft,
         Case::Other,
     ];
 
-    /// Stable code: `1`…`5`, `other`.
+    /// Stable code: `1`…`5`, `head_left`, `other`.
     pub fn code(self) -> &'static str {
         match self {
             Case::SameHousehold => "1",
@@ -39,6 +45,7 @@ impl Case {
             Case::MembersAdded => "3",
             Case::MembersRemoved => "4",
             Case::SplitOrMerge => "5",
+            Case::HeadLeft => "head_left",
             Case::Other => "other",
         }
     }
@@ -50,7 +57,8 @@ impl Case {
             Case::MembersAdded => "世帯員の増加",
             Case::MembersRemoved => "世帯員の減少",
             Case::SplitOrMerge => "世帯分離・世帯合併",
-            Case::Other => "その他",
+            Case::HeadLeft => "旧世帯主が異動後の世帯にいない（死亡または世帯分離）",
+            Case::Other => "その他（他の世帯への加入など）",
         }
     }
 }
@@ -91,19 +99,40 @@ pub struct Members<K: Ord> {
     pub all: BTreeSet<K>,
 }
 
-/// The case of a move from `old` (A) to `new` (B).
-pub fn classify<K: Ord>(old: &Members<K>, new: &Members<K>) -> Case {
-    let same_head = old.head == new.head;
-    let added = new.all.difference(&old.all).next().is_some();
-    let removed = old.all.difference(&new.all).next().is_some();
-    match (same_head, added, removed) {
-        (true, false, false) => Case::SameHousehold,
-        (false, false, false) => Case::HeadChanged,
-        (true, true, false) => Case::MembersAdded,
-        (true, false, true) => Case::MembersRemoved,
-        (true, true, true) => Case::SplitOrMerge,
-        (false, _, _) => Case::Other,
+/// Every 参酌基準 case a move from `old` (A) to `new` (B) shows (DOMAIN.md §4.3, §4.5): the
+/// cases combine, since a whole household's move may at once change its head within the
+/// household, gain a newborn and lose a member who died. Never empty.
+pub fn detect<K: Ord>(old: &Members<K>, new: &Members<K>) -> Vec<Case> {
+    if !old.all.contains(&new.head) {
+        return vec![Case::Other];
     }
+    let added = new.all.difference(&old.all).next().is_some();
+    let removed = old.all.difference(&new.all).any(|k| *k != old.head);
+    let mut cases = Vec::new();
+    if new.head != old.head {
+        cases.push(if new.all.contains(&old.head) {
+            Case::HeadChanged
+        } else {
+            Case::HeadLeft
+        });
+    } else if added && removed {
+        return vec![Case::SplitOrMerge];
+    }
+    if added {
+        cases.push(Case::MembersAdded);
+    }
+    if removed {
+        cases.push(Case::MembersRemoved);
+    }
+    if cases.is_empty() {
+        cases.push(Case::SameHousehold);
+    }
+    cases
+}
+
+/// The first detected case (the one a single-case view shows).
+pub fn classify<K: Ord>(old: &Members<K>, new: &Members<K>) -> Case {
+    detect(old, new).first().copied().unwrap_or(Case::Other)
 }
 
 /// Why a rules file was refused.
@@ -118,11 +147,12 @@ pub struct RulesError {
 /// differ, e.g. 新潟県 warns that a head change may reset the count).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
-    suggestions: [Suggestion; 6],
+    suggestions: [Suggestion; 7],
 }
 
 impl Default for Rules {
-    /// The 参酌基準 defaults: cases 1–5 continue, anything else does not.
+    /// The 参酌基準 defaults: cases 1–5 continue, a departed head goes to a person, anything
+    /// else does not continue.
     fn default() -> Self {
         Rules {
             suggestions: [
@@ -131,6 +161,7 @@ impl Default for Rules {
                 Suggestion::Continue,
                 Suggestion::Continue,
                 Suggestion::Continue,
+                Suggestion::Manual,
                 Suggestion::NotContinue,
             ],
         }
@@ -154,15 +185,15 @@ impl Rules {
             }
             let bad = |reason| RulesError { line, reason };
             let rest = content.strip_prefix("case").ok_or(bad(
-                "expected `case <1-5|other> = <continue|not_continue|manual>`",
+                "expected `case <1-5|head_left|other> = <continue|not_continue|manual>`",
             ))?;
             let (code, value) = rest.split_once('=').ok_or(bad(
-                "expected `case <1-5|other> = <continue|not_continue|manual>`",
+                "expected `case <1-5|head_left|other> = <continue|not_continue|manual>`",
             ))?;
             let case = Case::ALL
                 .iter()
                 .position(|c| c.code() == code.trim())
-                .ok_or(bad("unknown case (1-5 or other)"))?;
+                .ok_or(bad("unknown case (1-5, head_left or other)"))?;
             let s = Suggestion::parse(value.trim())
                 .ok_or(bad("unknown suggestion (continue, not_continue or manual)"))?;
             if let Some(slot) = rules.suggestions.get_mut(case) {
@@ -173,7 +204,7 @@ impl Rules {
     }
 
     pub fn suggestion(&self, case: Case) -> Suggestion {
-        let i = Case::ALL.iter().position(|c| *c == case).unwrap_or(5);
+        let i = Case::ALL.iter().position(|c| *c == case).unwrap_or(6);
         self.suggestions
             .get(i)
             .copied()
@@ -207,6 +238,23 @@ pub fn suggest(rules: &Rules, case: Case, period: Period) -> Suggestion {
     match period {
         Period::Contiguous => rules.suggestion(case),
         Period::Gap(_) | Period::Overlap(_) => Suggestion::Manual,
+    }
+}
+
+/// The suggestion for a move showing `cases`: each case's configured suggestion combined
+/// (any `not_continue` wins, then `manual`, else `continue`), and `manual` when the periods
+/// do not join.
+pub fn combine(rules: &Rules, cases: &[Case], period: Period) -> Suggestion {
+    if !matches!(period, Period::Contiguous) {
+        return Suggestion::Manual;
+    }
+    let each: Vec<Suggestion> = cases.iter().map(|c| rules.suggestion(*c)).collect();
+    if each.is_empty() || each.contains(&Suggestion::NotContinue) {
+        Suggestion::NotContinue
+    } else if each.contains(&Suggestion::Manual) {
+        Suggestion::Manual
+    } else {
+        Suggestion::Continue
     }
 }
 
@@ -262,18 +310,113 @@ mod tests {
                 Case::Other,
                 Suggestion::NotContinue,
             ),
+            // Was `other` / not continue until issue 27: the same tokens also describe a
+            // household whose head died, which continues; a person decides.
             (
-                "a member split off as head",
+                "a member split off as head, or the head died",
                 h(3, &[3]),
-                Case::Other,
-                Suggestion::NotContinue,
+                Case::HeadLeft,
+                Suggestion::Manual,
             ),
         ] {
             let got = classify(&a, &b);
             assert_eq!(got, case, "{name}");
             let rules = Rules::default();
-            assert_eq!(suggest(&rules, got, Period::Contiguous), s, "{name}");
+            assert_eq!(
+                combine(&rules, &detect(&a, &b), Period::Contiguous),
+                s,
+                "{name}"
+            );
         }
+    }
+
+    /// Issue 27 item 4: the cases combine. Sources: the 参酌基準 table of DOMAIN.md §4.3
+    /// (https://www.city.tondabayashi.lg.jp/soshiki/25/20835.html), and §4.5 (松山市: "一の世帯で
+    /// 完結する住所異動" continues even with several changes at once; only what the standard
+    /// names as breaking does not). A = head 1 with members 2, 3.
+    #[test]
+    fn cases_combine_and_the_strictest_suggestion_wins() {
+        use Case::*;
+        use Suggestion::*;
+        let a = h(1, &[1, 2, 3]);
+        for (name, b, cases, want) in [
+            (
+                "§4.3 case 1",
+                h(1, &[1, 2, 3]),
+                vec![SameHousehold],
+                Continue,
+            ),
+            (
+                "§4.5 head change + newborn",
+                h(2, &[1, 2, 3, 4]),
+                vec![HeadChanged, MembersAdded],
+                Continue,
+            ),
+            (
+                "§4.5 head change + a member died",
+                h(2, &[1, 2]),
+                vec![HeadChanged, MembersRemoved],
+                Continue,
+            ),
+            (
+                "§4.5 newborn alone",
+                h(1, &[1, 2, 3, 4]),
+                vec![MembersAdded],
+                Continue,
+            ),
+            (
+                "§4.3 case 5 with the old head",
+                h(1, &[1, 4]),
+                vec![SplitOrMerge],
+                Continue,
+            ),
+            (
+                "head gone: died, or a member split off as head",
+                h(3, &[3]),
+                vec![HeadLeft, MembersRemoved],
+                Manual,
+            ),
+            (
+                "head gone + newborn",
+                h(2, &[2, 3, 9]),
+                vec![HeadLeft, MembersAdded],
+                Manual,
+            ),
+            (
+                "§4.3 breaking: joined another household",
+                h(5, &[5, 1]),
+                vec![Other],
+                NotContinue,
+            ),
+            (
+                "must fail to continue: B's head from outside A",
+                h(7, &[7, 1, 2, 3]),
+                vec![Other],
+                NotContinue,
+            ),
+        ] {
+            assert_eq!(detect(&a, &b), cases, "{name}");
+            assert_eq!(
+                combine(&Rules::default(), &cases, Period::Contiguous),
+                want,
+                "{name}"
+            );
+        }
+        // A prefecture that sends head changes to a person makes the combination manual; a
+        // gap makes anything manual.
+        let niigata = Rules::parse("case 2 = manual").unwrap();
+        assert_eq!(
+            combine(&niigata, &[HeadChanged, MembersAdded], Period::Contiguous),
+            Manual
+        );
+        assert_eq!(
+            combine(&Rules::default(), &[SameHousehold], Period::Gap(3)),
+            Manual
+        );
+        assert_eq!(
+            combine(&Rules::default(), &[], Period::Contiguous),
+            NotContinue
+        );
     }
 
     #[test]

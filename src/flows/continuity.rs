@@ -8,12 +8,14 @@
 //! carries B's access record. A rerun over the same data adds no candidate (claim per
 //! (B snapshot, A snapshot)). Partitions outside the prefecture are never opened.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::{PartitionScope, PrefectureScope};
-use crate::domain::continuity::{Members, Period, Rules, Suggestion, classify, period, suggest};
+use crate::crypto::{IndexKey, PartitionScope, PrefectureScope};
+use crate::domain::continuity::{
+    Case, Members, Period, Rules, Suggestion, combine, detect, period,
+};
 use crate::domain::text::parse_date;
 use crate::flows::import::{Importer, append_record};
 use crate::flows::transmission::{Household, Person};
@@ -36,6 +38,14 @@ pub struct MemberView {
     pub head: bool,
 }
 
+/// One detected 参酌基準 case of a move, with the suggestion the prefecture configured for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseView {
+    pub code: String,
+    pub label: String,
+    pub suggestion: String,
+}
+
 /// The sealed payload of a continuity candidate (kind 0x0030), appended to B.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
@@ -55,14 +65,50 @@ pub struct Candidate {
     pub period_days: i32,
     pub members_before: Vec<MemberView>,
     pub members_after: Vec<MemberView>,
-    /// 参酌基準 case code (`1`–`5`, `other`) and label.
+    /// The first detected 参酌基準 case (code `1`–`5`, `head_left`, `other`) and its label.
     pub case: String,
     pub case_label: String,
+    /// Every detected case with its configured suggestion (issue 27: cases combine; the
+    /// suggestion is the strictest of them). Empty on candidates made before.
+    #[serde(default)]
+    pub cases: Vec<CaseView>,
     /// `continue`, `not_continue` or `manual`: a suggestion, never a decision.
     pub suggestion: String,
     /// The snapshots it was based on: A's seq (in A) and B's seq (in B, also `ref_seq`).
     pub old_seq: u64,
     pub new_seq: u64,
+    /// The move's identity (docs/decisions.md): hex of `HMAC(B's index key, "move:" ‖ A ‖
+    /// the mover's matching token ‖ B's 適用開始日)`, the same for every version of one move.
+    /// Empty on candidates made before versions.
+    #[serde(default)]
+    pub move_id: String,
+    /// The version of the same move this one replaces (its seq in B), if any.
+    #[serde(default)]
+    pub supersedes: Option<u64>,
+    /// The fields that differ from the replaced version (e.g. `members_after`,
+    /// `suggestion`; sorted), so the clerk sees what a later 異動 or 訂正 changed.
+    #[serde(default)]
+    pub changes: Vec<String>,
+}
+
+/// Fields that only say where a version came from; they are not compared between versions.
+const PROVENANCE: [&str; 5] = ["old_seq", "new_seq", "move_id", "supersedes", "changes"];
+
+impl Candidate {
+    /// The fields whose values differ from `earlier` (provenance fields aside), in field
+    /// name order: empty when a later snapshot of the move changed nothing B decides on.
+    pub fn changes_from(&self, earlier: &Candidate) -> Vec<String> {
+        let (Ok(serde_json::Value::Object(now)), Ok(serde_json::Value::Object(then))) =
+            (serde_json::to_value(self), serde_json::to_value(earlier))
+        else {
+            return vec!["candidate".to_owned()];
+        };
+        now.iter()
+            .filter(|(k, _)| !PROVENANCE.contains(&k.as_str()))
+            .filter(|(k, v)| then.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +230,8 @@ pub fn extract(
         let Some(b_scope) = scope.partition(b) else {
             continue;
         };
+        let b_key = store.index_key(b)?;
+        let mut moves = known_moves(store, &b_scope, who)?;
         let mut read: Vec<u64> = Vec::new();
         for (_, b_seq) in store.index_latest(b, IndexKind::Household)? {
             let hb = decode(store, &b_scope, b_seq)?;
@@ -197,52 +245,56 @@ pub fn extract(
                 let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &slot)?.last() else {
                     continue;
                 };
-                let claim = format!("candidate:{b_seq}:{a}:{a_seq}");
-                if store.transmission(b, &claim)?.is_some() {
+                // A candidate of the old form (one per snapshot pair) stands for its move.
+                if store
+                    .transmission(b, &format!("candidate:{b_seq}:{a}:{a_seq}"))?
+                    .is_some()
+                {
                     report.already_extracted += 1;
                     continue;
                 }
                 let Some(pair) = scope.pair(a, b) else {
                     continue;
                 };
+                let id = move_id(&b_key, a, &t, person.tekiyo_start.as_deref().unwrap_or(""));
+                let previous = moves.get(&id);
+                // The same two snapshots as the move's latest version: nothing to read.
+                if previous.is_some_and(|(_, c)| c.old_seq == a_seq && c.new_seq == b_seq) {
+                    report.already_extracted += 1;
+                    continue;
+                }
                 // The read of A is recorded in A before anything derived from it is stored.
                 let ha = decode(store, pair.from_scope(), a_seq)?;
                 record(store, a, &access(who, "continuity_extract", a_seq, 1))?;
-                let candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
-                let payload = zeroize::Zeroizing::new(
-                    serde_json::to_vec(&candidate)
-                        .map_err(|e| ExtractError::Encode(e.to_string()))?,
-                );
-                let valid_from =
-                    parse_date(&candidate.ido_date).unwrap_or_else(crate::store::today_days);
-                let entry = NewEntry::new(
-                    Kind::CONTINUITY_CANDIDATE,
-                    valid_from,
-                    Some(b_seq),
-                    payload.to_vec(),
-                )?;
-                let opts = AppendOptions {
-                    claim: Some(Claim {
-                        id: claim,
-                        digest: [0; 32],
-                        households: vec![hb.setai_no.clone()],
-                    }),
-                    access: Some(access(who, "continuity_candidate", b_seq, 1)),
-                    replica_state: None,
+                let mut candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
+                candidate.move_id = id;
+                let claim = match previous {
+                    None => format!("move:{}", candidate.move_id),
+                    Some((seq, earlier)) => {
+                        let changes = candidate.changes_from(earlier);
+                        if changes.is_empty() {
+                            report.already_extracted += 1;
+                            continue;
+                        }
+                        candidate.supersedes = Some(*seq);
+                        candidate.changes = changes;
+                        format!("move:{}:{}", candidate.move_id, version_tag(&candidate))
+                    }
                 };
-                match store.append_with(b, vec![entry], opts) {
-                    Ok(r) => report.candidates.push(Made {
-                        partition: b.to_string(),
-                        seq: r.entries.first().map(|(s, _)| *s),
-                        old_hokensha_no: candidate.old_hokensha_no,
-                        case: candidate.case,
-                        period: candidate.period,
-                        suggestion: candidate.suggestion,
-                    }),
-                    // A concurrent run made it first.
-                    Err(AppendError::AlreadyStored { .. }) => report.already_extracted += 1,
-                    Err(e) => return Err(e.into()),
-                }
+                let Some(seq) = append_candidate(store, b, &hb, b_seq, &candidate, claim, who)?
+                else {
+                    report.already_extracted += 1;
+                    continue;
+                };
+                report.candidates.push(Made {
+                    partition: b.to_string(),
+                    seq: Some(seq),
+                    old_hokensha_no: candidate.old_hokensha_no.clone(),
+                    case: candidate.case.clone(),
+                    period: candidate.period.clone(),
+                    suggestion: candidate.suggestion.clone(),
+                });
+                moves.insert(candidate.move_id.clone(), (seq, candidate));
             }
         }
         report.households_read += read.len() as u64;
@@ -256,6 +308,99 @@ pub fn extract(
         }
     }
     Ok(report)
+}
+
+/// The moves B already has candidates for: move id → (seq, latest version). Reading them
+/// is recorded in B.
+fn known_moves(
+    store: &Store,
+    b: &PartitionScope,
+    who: &Importer,
+) -> Result<HashMap<String, (u64, Candidate)>, ExtractError> {
+    let states = crate::flows::decision::candidates(store, b).map_err(|e| match e {
+        crate::flows::decision::DecisionError::Read(r) => ExtractError::Read(r),
+        other => ExtractError::Encode(other.to_string()),
+    })?;
+    if let (Some(first), Some(last)) = (states.first(), states.last()) {
+        let rec = who.access(
+            "continuity_candidates_scan",
+            vec![Kind::CONTINUITY_CANDIDATE.code()],
+            first.seq,
+            last.latest_seq() - first.seq + 1,
+        );
+        record(store, b.partition(), &rec)?;
+    }
+    Ok(states
+        .into_iter()
+        .filter(|s| !s.candidate.move_id.is_empty())
+        .map(|s| (s.candidate.move_id.clone(), (s.latest_seq(), s.candidate)))
+        .collect())
+}
+
+/// A move's identity: the same for every snapshot of one household's move from A into B,
+/// whatever later 異動 or 訂正 change (docs/decisions.md).
+fn move_id(b_key: &IndexKey, a: &PartitionId, matching: &[u8; 32], start: &str) -> String {
+    let mac = b_key.token_parts(
+        "move",
+        &[
+            &[a.as_str().len() as u8],
+            a.as_str().as_bytes(),
+            matching,
+            start.as_bytes(),
+        ],
+    );
+    mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A version's claim suffix: its content, so a rerun over the same data adds nothing.
+fn version_tag(c: &Candidate) -> String {
+    let json = serde_json::to_vec(c).unwrap_or_default();
+    let h = crate::ledger::Hash::digest(&[&json]);
+    h.as_bytes()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Appends a candidate version to B under its claim; `None` when the claim already exists
+/// (a concurrent or earlier run made it).
+fn append_candidate(
+    store: &Store,
+    b: &PartitionId,
+    hb: &Household,
+    b_seq: u64,
+    candidate: &Candidate,
+    claim: String,
+    who: &Importer,
+) -> Result<Option<u64>, ExtractError> {
+    if store.transmission(b, &claim)?.is_some() {
+        return Ok(None);
+    }
+    let payload = zeroize::Zeroizing::new(
+        serde_json::to_vec(candidate).map_err(|e| ExtractError::Encode(e.to_string()))?,
+    );
+    let valid_from = parse_date(&candidate.ido_date).unwrap_or_else(crate::store::today_days);
+    let entry = NewEntry::new(
+        Kind::CONTINUITY_CANDIDATE,
+        valid_from,
+        Some(b_seq),
+        payload.to_vec(),
+    )?;
+    let opts = AppendOptions {
+        claim: Some(Claim {
+            id: claim,
+            digest: [0; 32],
+            households: vec![hb.setai_no.clone()],
+        }),
+        access: Some(access(who, "continuity_candidate", b_seq, 1)),
+        replica_state: None,
+    };
+    match store.append_with(b, vec![entry], opts) {
+        Ok(r) => Ok(r.entries.first().map(|(s, _)| *s)),
+        Err(AppendError::AlreadyStored { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -277,7 +422,8 @@ fn build(
             .map(|p| token(&p.kojin_no))
             .collect::<BTreeSet<_>>(),
     };
-    let case = classify(&members(ha), &members(hb));
+    let cases = detect(&members(ha), &members(hb));
+    let case = cases.first().copied().unwrap_or(Case::Other);
     let moved = token(&person.kojin_no);
     let old_end = ha
         .persons
@@ -294,7 +440,7 @@ fn build(
                     Period::Gap(d) => ("gap", d),
                     Period::Overlap(d) => ("overlap", d),
                 };
-                (name, days, suggest(rules, case, p))
+                (name, days, combine(rules, &cases, p))
             }
             _ => ("old_not_ended", 0, Suggestion::Manual),
         };
@@ -311,8 +457,19 @@ fn build(
         members_after: view(hb),
         case: case.code().to_owned(),
         case_label: case.label().to_owned(),
+        cases: cases
+            .iter()
+            .map(|c| CaseView {
+                code: c.code().to_owned(),
+                label: c.label().to_owned(),
+                suggestion: rules.suggestion(*c).code().to_owned(),
+            })
+            .collect(),
         suggestion: suggestion.code().to_owned(),
         old_seq: a_seq,
         new_seq: b_seq,
+        move_id: String::new(),
+        supersedes: None,
+        changes: Vec::new(),
     }
 }

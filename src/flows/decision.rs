@@ -63,11 +63,15 @@ pub struct CarryOver {
     pub confirmed_at: String,
 }
 
-/// A candidate with what followed it.
+/// A move's candidate with what followed it. A move has one state whatever the number of
+/// its versions: `seq` is its first version (the move's handle in the API and on the
+/// terminal), `candidate` its latest, and decisions on any version belong to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CandidateState {
     pub seq: u64,
     pub candidate: Candidate,
+    /// The seq of every version, oldest first (one entry for a move seen once).
+    pub versions: Vec<u64>,
     /// The latest decision (a correction replaces an earlier one), with its seq.
     pub decision: Option<(u64, Decision)>,
     /// The confirmation and carry-over of that latest decision.
@@ -75,6 +79,21 @@ pub struct CandidateState {
     pub carry_over: Option<(u64, CarryOver)>,
     /// Every decision, oldest first (the history of corrections).
     pub decisions: Vec<(u64, Decision)>,
+}
+
+impl CandidateState {
+    /// The seq of the latest version.
+    pub fn latest_seq(&self) -> u64 {
+        self.versions.last().copied().unwrap_or(self.seq)
+    }
+
+    /// Whether a later version changed the suggestion after the latest decision was made:
+    /// the clerk should look again.
+    pub fn suggestion_changed_since_decision(&self) -> bool {
+        self.decision.as_ref().is_some_and(|(d, _)| {
+            self.latest_seq() > *d && self.candidate.changes.iter().any(|c| c == "suggestion")
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +143,8 @@ pub fn candidates(
     let mut states: BTreeMap<u64, CandidateState> = BTreeMap::new();
     // decision seq → candidate seq, for the entries that refer to a decision.
     let mut decided: BTreeMap<u64, u64> = BTreeMap::new();
+    // version seq → the move's first version (its state's key).
+    let mut version_of: BTreeMap<u64, u64> = BTreeMap::new();
     let bad = |seq| DecisionError::Payload {
         partition: p.to_string(),
         seq,
@@ -139,24 +160,41 @@ pub fn candidates(
         let e = store.read_entry(scope, seq)?;
         match kind {
             k if k == Kind::CONTINUITY_CANDIDATE => {
-                let candidate = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                states.insert(
-                    seq,
-                    CandidateState {
-                        seq,
-                        candidate,
-                        decision: None,
-                        confirmation: None,
-                        carry_over: None,
-                        decisions: Vec::new(),
-                    },
-                );
+                let candidate: Candidate =
+                    serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
+                let first = candidate
+                    .supersedes
+                    .and_then(|earlier| version_of.get(&earlier).copied());
+                match first.and_then(|f| states.get_mut(&f).map(|s| (f, s))) {
+                    // A later version of a known move: the move's state follows it.
+                    Some((f, s)) => {
+                        s.candidate = candidate;
+                        s.versions.push(seq);
+                        version_of.insert(seq, f);
+                    }
+                    None => {
+                        version_of.insert(seq, seq);
+                        states.insert(
+                            seq,
+                            CandidateState {
+                                seq,
+                                candidate,
+                                versions: vec![seq],
+                                decision: None,
+                                confirmation: None,
+                                carry_over: None,
+                                decisions: Vec::new(),
+                            },
+                        );
+                    }
+                }
             }
             k if k == Kind::CONTINUITY_DECISION => {
                 let d: Decision = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                if let Some(s) = states.get_mut(&d.candidate_seq) {
+                let first = version_of.get(&d.candidate_seq).copied();
+                if let Some(s) = first.and_then(|f| states.get_mut(&f)) {
                     // A newer decision corrects the earlier one; what confirmed that is void.
-                    decided.insert(seq, d.candidate_seq);
+                    decided.insert(seq, s.seq);
                     s.decision = Some((seq, d.clone()));
                     s.confirmation = None;
                     s.carry_over = None;

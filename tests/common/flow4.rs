@@ -112,6 +112,30 @@ pub fn load(
     .unwrap();
 }
 
+/// A 訂正 (異動事由 90) of transmission `of`: the household as it should have been sent.
+pub fn load_correction(
+    store: &Store,
+    p: &PartitionId,
+    tid: &str,
+    of: &str,
+    setai_no: &str,
+    ido_date: &str,
+    people: &[P<'_>],
+) {
+    let (s, k) = files(p.as_str(), tid, setai_no, (ido_date, "90"), people);
+    let s = s.replacen(",90,,", &format!(",90,{of},"), 1);
+    import(
+        store,
+        p,
+        tid,
+        Encoding::Utf8,
+        s.as_bytes(),
+        k.as_bytes(),
+        &who(),
+    )
+    .unwrap();
+}
+
 /// A fresh instance under `origin` with `ids` provisioned.
 pub fn instance(
     origin: &str,
