@@ -392,8 +392,10 @@ fn decide_confirm_and_carry_over() {
     let csv = hikitsugi_csv(&list);
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 2, "{csv}");
+    // hikitsugi-v2: row id (B and the row's seq), row kind 1 (新規), then the v1 columns.
+    let (carry_seq, _) = list[0].carry_over.as_ref().unwrap();
     assert!(rows[1].starts_with(&format!(
-        "hikitsugi-v1,131029:{}",
+        "hikitsugi-v2,131029:{carry_seq},1,131029:{}",
         list[0].decision.as_ref().unwrap().0
     )));
     assert!(rows[1].contains(",2024-06;2024-09,2,"), "{csv}");
@@ -808,4 +810,227 @@ fn later_snapshots_of_a_move_are_versions_of_one_candidate() {
     );
     let csv = hikitsugi_csv(&candidates(&store, &b_scope).unwrap());
     assert_eq!(csv.lines().count(), 2, "header and one row:\n{csv}");
+}
+
+/// Issue 27 item 5: carry-over follows the household. A 支給 decided after the confirmation
+/// (months before the move keep arriving for about three months) reached B only if someone
+/// noticed; a reversed decision left B holding the months; an A→B→C chain lost A's months.
+/// Now a later run adds a 追加 row, a reversal writes a 取消 row, and C receives what B held
+/// plus B's own months; the 連携ファイル (hikitsugi-v2) lists every row once.
+#[test]
+fn late_shikyu_reversals_and_chains_reach_the_new_municipality() {
+    use kukaku::flows::decision::{candidates, confirm, decide, hikitsugi_csv};
+    let (_dir, paths, store, a, b) = tokyo_move();
+    let c = pid("131037");
+    store.request_partitions(std::slice::from_ref(&c)).unwrap();
+    drop(store);
+    let store = Store::open(&paths, common::small()).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let admin = AdminScope::from_kek(&kek);
+    let tokyo = admin.prefecture("13").unwrap();
+    let b_scope = tokyo.partition(&b).unwrap();
+    let now = "2025-01-10T09:00:00+09:00";
+    let held = |scope| -> Vec<Vec<String>> {
+        candidates(&store, scope)
+            .unwrap()
+            .iter()
+            .map(|s| s.held().into_iter().collect())
+            .collect()
+    };
+    let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let v1 = made.candidates[0].seq.unwrap();
+    decide(&store, &b_scope, v1, "continue", None, "clerk", &who()).unwrap();
+    let r = confirm(&store, &tokyo, &who(), now).unwrap();
+    assert_eq!(r.confirmed.len(), 1);
+    assert_eq!(held(&b_scope), vec![vec!["2024-06", "2024-09"]]);
+
+    // A late 支給 for 2024-10 (before the move): a 追加 row, once.
+    kogaku(&store, &a, "KA-late", &[("A100", "2024-10")]);
+    let r = confirm(&store, &tokyo, &who(), now).unwrap();
+    assert_eq!(r.added.len(), 1, "{r:?}");
+    assert_eq!(r.added[0].1, vec!["2024-10"]);
+    assert!(
+        confirm(&store, &tokyo, &who(), now)
+            .unwrap()
+            .added
+            .is_empty()
+    );
+    assert_eq!(held(&b_scope), vec![vec!["2024-06", "2024-09", "2024-10"]]);
+    // Out of the window: a 支給 for 2023-10 (異動月 − 13) is not carried.
+    kogaku(&store, &a, "KA-old", &[("A100", "2023-10")]);
+    assert!(
+        confirm(&store, &tokyo, &who(), now)
+            .unwrap()
+            .added
+            .is_empty()
+    );
+
+    // A→B→C: B's household moves on to 港区 (C) on 2025-03-01 with a 支給 of its own.
+    kogaku(&store, &b, "KB", &[("B100", "2024-12")]);
+    load(
+        &store,
+        &b,
+        "B-2",
+        "B100",
+        ("2025-02-28", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2024-11-01",
+            "2025-02-28",
+        )],
+    );
+    load(
+        &store,
+        &c,
+        "C-1",
+        "C100",
+        ("2025-03-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2025-03-01", "")],
+    );
+    extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let c_scope = tokyo.partition(&c).unwrap();
+    let from_b = candidates(&store, &c_scope)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.candidate.old_hokensha_no == b.as_str())
+        .expect("a candidate from B in C");
+    decide(
+        &store,
+        &c_scope,
+        from_b.seq,
+        "continue",
+        None,
+        "clerk",
+        &who(),
+    )
+    .unwrap();
+    confirm(&store, &tokyo, &who(), "2025-03-10T09:00:00+09:00").unwrap();
+    let c_state = candidates(&store, &c_scope)
+        .unwrap()
+        .into_iter()
+        .find(|s| s.seq == from_b.seq)
+        .unwrap();
+    let got: Vec<String> = c_state.held().into_iter().collect();
+    assert_eq!(got, vec!["2024-06", "2024-09", "2024-10", "2024-12"]);
+
+    // B corrects its decision to 継続しない: a 取消 row withdraws what B held.
+    decide(
+        &store,
+        &b_scope,
+        v1,
+        "not_continue",
+        Some("訂正"),
+        "clerk",
+        &who(),
+    )
+    .unwrap();
+    let r = confirm(&store, &tokyo, &who(), now).unwrap();
+    assert_eq!(r.cancelled.len(), 1, "{r:?}");
+    assert_eq!(held(&b_scope), vec![Vec::<String>::new()]);
+    assert!(
+        confirm(&store, &tokyo, &who(), now)
+            .unwrap()
+            .cancelled
+            .is_empty()
+    );
+
+    // The 連携ファイル: 新規, 追加 and 取消 rows, each once, with stable row ids.
+    let csv = hikitsugi_csv(&candidates(&store, &b_scope).unwrap());
+    let kinds: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["1", "2", "3"], "{csv}");
+    assert_eq!(csv, hikitsugi_csv(&candidates(&store, &b_scope).unwrap()));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A 高額該当 (household 支給) of A's household for the month `2023-10` + n.
+    Shikyu(u8),
+    /// B decides the move: continue or not.
+    Decide(bool),
+    /// The 国保連合会 runs the confirmation.
+    Confirm,
+}
+
+fn month(n: u8) -> String {
+    let m = 2023 * 12 + 9 + u32::from(n);
+    format!("{:04}-{:02}", m / 12, m % 12 + 1)
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Issue 27 item 5: for any sequence of late 支給, decisions and corrections, and runs,
+    /// the months B has been told (新規 + 追加 − 取消) equal what the rule engine computes
+    /// from the whole history (DOMAIN.md §5: A's counting months in 異動月 − 11 … 異動月, for
+    /// a move whose latest decision is "continue"; none otherwise).
+    #[test]
+    fn what_b_was_told_equals_what_the_rules_compute(
+        steps in proptest::collection::vec(
+            proptest::prop_oneof![
+                (0u8..17).prop_map(Step::Shikyu),
+                proptest::bool::ANY.prop_map(Step::Decide),
+                proptest::strategy::Just(Step::Confirm),
+            ],
+            1..8,
+        )
+    ) {
+        use kukaku::domain::tasukai::{CareMonth, KogakuMonth, Move, Shikyu, carried_months};
+        use kukaku::flows::decision::{candidates, confirm, decide};
+        let (_dir, paths, store, a, b) = tokyo_move();
+        let kek = Kek::load_file(&paths.kek).unwrap();
+        let admin = AdminScope::from_kek(&kek);
+        let tokyo = admin.prefecture("13").unwrap();
+        let b_scope = tokyo.partition(&b).unwrap();
+        let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        let seq = made.candidates[0].seq.unwrap();
+        let now = "2025-01-10T09:00:00+09:00";
+        let mut shikyu: Vec<String> = vec!["2024-06".into(), "2024-09".into()];
+        let mut latest: Option<bool> = None;
+        for (i, step) in steps.iter().cloned().enumerate() {
+            match step {
+                Step::Shikyu(n) => {
+                    kogaku(&store, &a, &format!("K{i}"), &[("A100", &month(n))]);
+                    shikyu.push(month(n));
+                }
+                Step::Decide(yes) => {
+                    let d = if yes { "continue" } else { "not_continue" };
+                    decide(&store, &b_scope, seq, d, None, "clerk", &who()).unwrap();
+                    latest = Some(yes);
+                }
+                Step::Confirm => {
+                    confirm(&store, &tokyo, &who(), now).unwrap();
+                }
+            }
+        }
+        confirm(&store, &tokyo, &who(), now).unwrap();
+        let told: Vec<String> = candidates(&store, &b_scope).unwrap()[0]
+            .held()
+            .into_iter()
+            .collect();
+        let months: Vec<KogakuMonth> = shikyu
+            .iter()
+            .map(|m| KogakuMonth {
+                month: CareMonth::parse(m).unwrap(),
+                shikyu: Shikyu::Household,
+                low_income: false,
+            })
+            .collect();
+        let how = if latest == Some(true) { Move::Continuing } else { Move::NotContinuing };
+        let want: Vec<String> =
+            carried_months(&months, CareMonth::parse("2024-11").unwrap(), how)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        proptest::prop_assert_eq!(told, want, "{:?}", steps);
+    }
 }

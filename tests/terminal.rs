@@ -285,7 +285,8 @@ async fn login_decide_and_see_the_result() {
     );
     let csv = send(app, "GET", "/terminal/carryover.csv", Some(&cookie_b), None).await;
     assert!(
-        csv.body.starts_with("layout,decision_id") && csv.body.contains(",2024-06;2024-09,2,"),
+        csv.body.starts_with("layout,row_id,row_kind,decision_id")
+            && csv.body.contains(",2024-06;2024-09,2,"),
         "{}",
         csv.body
     );

@@ -722,8 +722,9 @@ fn results_table(rows: &[&CandidateState]) -> Markup {
                     td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
                     td { @if let Some((_, d)) = &c.decision { (decision_label(&d.decision)) } }
                     td { @if let Some((_, k)) = &c.confirmation { (k.confirmed_at) } @else { "未確定" } }
-                    td { @if let Some((_, o)) = &c.carry_over { (o.months.join(", ")) } }
-                    td { @if let Some((_, o)) = &c.carry_over { (o.count) } }
+                    // What B holds now: 新規 and 追加 rows less 取消 (late 支給 included).
+                    td { @if !c.rows.is_empty() { (c.held().into_iter().collect::<Vec<_>>().join(", ")) } }
+                    td { @if !c.rows.is_empty() { (c.held().len()) } }
                 }
             } }
         }

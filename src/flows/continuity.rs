@@ -266,6 +266,11 @@ pub fn extract(
                 // The read of A is recorded in A before anything derived from it is stored.
                 let ha = decode(store, pair.from_scope(), a_seq)?;
                 record(store, a, &access(who, "continuity_extract", a_seq, 1))?;
+                // A household the person joined only after B's start (the next move of an
+                // A→B→C chain, seen from B) is not where they came from.
+                if !came_before(&ha, person, &t, &token) {
+                    continue;
+                }
                 let mut candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
                 candidate.move_id = id;
                 let claim = match previous {
@@ -335,6 +340,26 @@ fn known_moves(
         .filter(|s| !s.candidate.move_id.is_empty())
         .map(|s| (s.candidate.move_id.clone(), (s.latest_seq(), s.candidate)))
         .collect())
+}
+
+/// Whether the person's 国保 in `old` started before their start in the new household:
+/// only such a household can be where a move came from.
+fn came_before(
+    old: &Household,
+    person: &Person,
+    matching: &[u8; 32],
+    token: &dyn Fn(&str) -> Vec<u8>,
+) -> bool {
+    let start = |p: &Person| p.tekiyo_start.as_deref().and_then(parse_date);
+    let there = old
+        .persons
+        .iter()
+        .find(|p| token(&p.kojin_no).as_slice() == matching.as_slice());
+    match (there.and_then(start), start(person)) {
+        (Some(a), Some(b)) => a < b,
+        // Without dates the match stands; the candidate shows what is missing.
+        _ => true,
+    }
 }
 
 /// A move's identity: the same for every snapshot of one household's move from A into B,

@@ -57,11 +57,32 @@ pub struct CarryOver {
     pub new_hokensha_no: String,
     pub new_setai_no: String,
     pub ido_date: String,
-    /// A's counting months from 2018-04 within 異動月 − 11 … 異動月, ascending.
+    /// The months this row hands over (`new`, `add`) or withdraws (`cancel`), ascending: A's
+    /// counting months from 2018-04 within 異動月 − 11 … 異動月 (DOMAIN.md §5, §9.5).
     pub months: Vec<String>,
+    /// The months B holds for the move after this row.
     pub count: u64,
     pub confirmed_at: String,
+    /// `new` (新規: a confirmed move's months), `add` (追加: months whose 支給 was decided
+    /// after an earlier row) or `cancel` (取消: the decision was corrected to 継続しない).
+    /// Rows written before row kinds are `new`.
+    #[serde(default = "row_new")]
+    pub row_kind: String,
 }
+
+fn row_new() -> String {
+    ROW_NEW.to_owned()
+}
+
+/// Row kinds of the 連携ファイル (hikitsugi-v2).
+pub const ROW_NEW: &str = "new";
+pub const ROW_ADD: &str = "add";
+pub const ROW_CANCEL: &str = "cancel";
+
+/// How long after a move's 異動月 the confirmation run still looks for late 支給 of the
+/// carried months (a 支給 is decided about three months after the care month, DOMAIN.md
+/// §4.5; a year leaves room for 再審査).
+pub const LATE_SHIKYU_MONTHS: i32 = 12;
 
 /// A move's candidate with what followed it. A move has one state whatever the number of
 /// its versions: `seq` is its first version (the move's handle in the API and on the
@@ -79,9 +100,28 @@ pub struct CandidateState {
     pub carry_over: Option<(u64, CarryOver)>,
     /// Every decision, oldest first (the history of corrections).
     pub decisions: Vec<(u64, Decision)>,
+    /// Every carry-over row of the move (新規, 追加, 取消), in log order, whatever decision
+    /// it followed: what B was told.
+    pub rows: Vec<(u64, CarryOver)>,
 }
 
 impl CandidateState {
+    /// The months B holds for the move: every `new` and `add` row's months, less those a
+    /// later `cancel` withdrew.
+    pub fn held(&self) -> std::collections::BTreeSet<String> {
+        let mut held = std::collections::BTreeSet::new();
+        for (_, r) in &self.rows {
+            if r.row_kind == ROW_CANCEL {
+                for m in &r.months {
+                    held.remove(m);
+                }
+            } else {
+                held.extend(r.months.iter().cloned());
+            }
+        }
+        held
+    }
+
     /// The seq of the latest version.
     pub fn latest_seq(&self) -> u64 {
         self.versions.last().copied().unwrap_or(self.seq)
@@ -184,6 +224,7 @@ pub fn candidates(
                                 confirmation: None,
                                 carry_over: None,
                                 decisions: Vec::new(),
+                                rows: Vec::new(),
                             },
                         );
                     }
@@ -207,23 +248,25 @@ pub fn candidates(
                 let Some(decision_seq) = e.header.ref_seq else {
                     return Err(bad(seq));
                 };
-                let Some(s) = decided
-                    .get(&decision_seq)
-                    .and_then(|c| states.get_mut(c))
-                    .filter(|s| s.decision.as_ref().is_some_and(|(d, _)| *d == decision_seq))
-                else {
+                let Some(s) = decided.get(&decision_seq).and_then(|c| states.get_mut(c)) else {
                     return Ok(());
                 };
+                let latest = s.decision.as_ref().is_some_and(|(d, _)| *d == decision_seq);
                 if kind == Kind::CONTINUITY_CONFIRMATION {
-                    s.confirmation = Some((
-                        seq,
-                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
-                    ));
+                    if latest {
+                        s.confirmation = Some((
+                            seq,
+                            serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
+                        ));
+                    }
                 } else {
-                    s.carry_over = Some((
-                        seq,
-                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
-                    ));
+                    let row: CarryOver =
+                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
+                    // The row a confirmation wrote is the decision's carry-over.
+                    if latest && s.carry_over.is_none() && row.row_kind != ROW_CANCEL {
+                        s.carry_over = Some((seq, row.clone()));
+                    }
+                    s.rows.push((seq, row));
                 }
             }
         }
@@ -300,16 +343,26 @@ pub struct ConfirmReport {
     pub prefecture: String,
     /// `<B>:<decision seq>` of each household confirmed now, with its carried count.
     pub confirmed: Vec<(String, u64)>,
+    /// `<B>:<decision seq>` of each confirmed household whose late 支給 months were added
+    /// now (追加), with the months added.
+    pub added: Vec<(String, Vec<String>)>,
+    /// `<B>:<decision seq>` of each household whose carried months were withdrawn now
+    /// (取消: its decision was corrected to 継続しない).
+    pub cancelled: Vec<String>,
     /// Decisions to continue confirmed by an earlier run.
     pub already_confirmed: u64,
     /// Candidates still without a decision.
     pub undecided: u64,
 }
 
-/// 4-③④: for every latest decision "continue" in the prefecture that has no confirmation
-/// yet, reads A's 高額該当 records of the old household (recorded in A as a 提供記録 to B),
-/// computes the carried months (DOMAIN.md §5) and appends the confirmation and carry-over to
-/// B. Idempotent: one confirmation per decision.
+/// 4-③④: for every move of the prefecture, brings what B was told in line with its latest
+/// decision: a decision "continue" without a confirmation gets the confirmation and a 新規
+/// row (or a 追加 row of what B does not hold yet, after a reversal and a new "continue");
+/// a confirmed one gets a 追加 row when 支給 months of A arrived since (within
+/// [`LATE_SHIKYU_MONTHS`] of the 異動月, counted to the date of `now`); a decision
+/// "not_continue" after months were handed
+/// over gets a 取消 row. A's months include those carried into A's household by an earlier
+/// move (A→B→C chains). Every hand-over is a 提供記録 in A; reruns add nothing.
 pub fn confirm(
     store: &Store,
     scope: &PrefectureScope,
@@ -333,7 +386,9 @@ pub fn confirm(
             continue;
         };
         let states = candidates(store, &b_scope)?;
-        if let (Some(first), Some(last)) = (states.first(), states.last()) {
+        if let (Some(first), Some(last)) =
+            (states.first(), states.iter().map(|s| s.latest_seq()).max())
+        {
             let rec = who.access(
                 "continuity_confirm_scan",
                 vec![
@@ -341,7 +396,7 @@ pub fn confirm(
                     Kind::CONTINUITY_DECISION.code(),
                 ],
                 first.seq,
-                last.seq - first.seq + 1,
+                last - first.seq + 1,
             );
             let payload = rec
                 .encode()
@@ -353,123 +408,281 @@ pub fn confirm(
                 report.undecided += 1;
                 continue;
             };
-            if d.decision != "continue" {
-                continue;
-            }
-            if s.confirmation.is_some() {
-                report.already_confirmed += 1;
-                continue;
-            }
-            let claim = format!("confirm:{decision_seq}");
-            if store.transmission(b, &claim)?.is_some() {
-                report.already_confirmed += 1;
-                continue;
-            }
             let Ok(a) = PartitionId::parse(&s.candidate.old_hokensha_no) else {
                 continue;
             };
             let Some(pair) = scope.pair(&a, b) else {
                 continue;
             };
-            // A's months of the old household: read in A, handed to B (提供記録 in A first).
-            let a_seqs =
-                store.index_seqs(&a, IndexKind::Kogaku, s.candidate.old_setai_no.as_bytes())?;
-            let mut months: Vec<KogakuMonth> = Vec::new();
-            for seq in &a_seqs {
-                let e = store.read_entry(pair.from_scope(), *seq)?;
-                let r: KogakuRecord =
-                    serde_json::from_slice(&e.payload).map_err(|_| DecisionError::Payload {
-                        partition: a.to_string(),
-                        seq: *seq,
-                    })?;
-                months.extend(r.months());
-            }
-            let ido = parse_date(&s.candidate.ido_date).map(CareMonth::of_days);
-            let carried =
-                ido.map_or_else(Vec::new, |m| carried_months(&months, m, Move::Continuing));
-            let decision_id = format!("{b}:{decision_seq}");
-            let provision = ProvisionRecord {
-                provider: format!("{}/{a}", store.origin()),
-                recipient: format!("{}/{b}", store.origin()),
-                items: vec!["高額該当回数".into(), "高額該当年月".into()],
-                nondisclosure: false,
-                purpose: "kogaku_carry_over".into(),
-                first_seq: a_seqs.first().copied().unwrap_or(0),
-                count: a_seqs.len() as u64,
-                checkpoint_size: store.size(&a)?,
-                request_id: who.request_id.clone(),
-            };
-            let payload = provision
-                .encode()
-                .map_err(|e| DecisionError::Encode(e.to_string()))?;
-            store.append(
-                &a,
-                vec![NewEntry::new(
-                    Kind::PROVISION_RECORD,
-                    crate::store::today_days(),
-                    None,
-                    payload,
-                )?],
-            )?;
-            let confirmation = Confirmation {
-                schema: CONFIRMATION_SCHEMA.to_owned(),
-                candidate_seq: s.seq,
+            let ctx = Row {
+                store,
+                pair: &pair,
+                state: s,
                 decision_seq: *decision_seq,
-                confirmed_at: now.to_owned(),
+                who,
+                now,
             };
-            let carry = CarryOver {
-                schema: CARRY_OVER_SCHEMA.to_owned(),
-                decision_id: decision_id.clone(),
-                old_hokensha_no: a.to_string(),
-                old_setai_no: s.candidate.old_setai_no.clone(),
-                new_hokensha_no: b.to_string(),
-                new_setai_no: s.candidate.new_setai_no.clone(),
-                ido_date: s.candidate.ido_date.clone(),
-                months: carried.iter().map(ToString::to_string).collect(),
-                count: carried.len() as u64,
-                confirmed_at: now.to_owned(),
-            };
-            let entries = vec![
-                NewEntry::new(
-                    Kind::CONTINUITY_CONFIRMATION,
-                    crate::store::today_days(),
-                    Some(*decision_seq),
-                    json(&confirmation)?.to_vec(),
-                )?,
-                NewEntry::new(
-                    Kind::CONTINUITY_CARRY_OVER,
-                    crate::store::today_days(),
-                    Some(*decision_seq),
-                    json(&carry)?.to_vec(),
-                )?,
-            ];
-            let opts = AppendOptions {
-                claim: Some(Claim {
-                    id: claim,
-                    digest: [0; 32],
-                    households: vec![s.candidate.new_setai_no.clone()],
-                }),
-                access: Some(who.access(
-                    "continuity_confirm",
-                    vec![Kind::CONTINUITY_DECISION.code()],
-                    *decision_seq,
-                    1,
-                )),
-                replica_state: None,
-            };
-            match store.append_with(b, entries, opts) {
-                Ok(_) => report.confirmed.push((decision_id, carry.count)),
-                Err(AppendError::AlreadyStored { .. }) => report.already_confirmed += 1,
-                Err(e) => return Err(e.into()),
+            if d.decision != "continue" {
+                if !s.held().is_empty() && ctx.cancel()? {
+                    report.cancelled.push(format!("{b}:{decision_seq}"));
+                }
+                continue;
+            }
+            if s.confirmation.is_some() {
+                report.already_confirmed += 1;
+                if let Some(added) = ctx.late()? {
+                    report.added.push((format!("{b}:{decision_seq}"), added));
+                }
+                continue;
+            }
+            match ctx.confirm()? {
+                Some(count) => report
+                    .confirmed
+                    .push((format!("{b}:{decision_seq}"), count)),
+                None => report.already_confirmed += 1,
             }
         }
     }
     Ok(report)
 }
 
-/// Column names of the 高額該当回数引継情報連携ファイル (DOMAIN.md §9.5).
-pub const HIKITSUGI_HEADER: [&str; 10] = [
+/// One move's carry-over step: B, A and the move's state under its latest decision.
+struct Row<'a> {
+    store: &'a Store,
+    pair: &'a crate::crypto::PrefecturePair,
+    state: &'a CandidateState,
+    decision_seq: u64,
+    who: &'a Importer,
+    now: &'a str,
+}
+
+impl Row<'_> {
+    fn b(&self) -> &PartitionId {
+        self.pair.to_scope().partition()
+    }
+
+    fn a(&self) -> &PartitionId {
+        self.pair.from_scope().partition()
+    }
+
+    /// The months to carry from A now (DOMAIN.md §5): A's 高額該当 months of the old
+    /// household, with the months an earlier move carried into it, in the window of the
+    /// 異動月. Also the seqs of A's records read, for the 提供記録.
+    fn carried(&self) -> Result<(Vec<String>, Vec<u64>), DecisionError> {
+        let c = &self.state.candidate;
+        let a = self.a();
+        let a_seqs = self
+            .store
+            .index_seqs(a, IndexKind::Kogaku, c.old_setai_no.as_bytes())?;
+        let mut months: Vec<KogakuMonth> = Vec::new();
+        for seq in &a_seqs {
+            let e = self.store.read_entry(self.pair.from_scope(), *seq)?;
+            let r: KogakuRecord =
+                serde_json::from_slice(&e.payload).map_err(|_| DecisionError::Payload {
+                    partition: a.to_string(),
+                    seq: *seq,
+                })?;
+            months.extend(r.months());
+        }
+        // A→B→C: what A's household holds from its own earlier move counts like A's own.
+        for earlier in candidates(self.store, self.pair.from_scope())? {
+            if earlier.candidate.new_setai_no == c.old_setai_no {
+                months.extend(earlier.held().iter().filter_map(|m| {
+                    Some(KogakuMonth {
+                        month: CareMonth::parse(m)?,
+                        shikyu: crate::domain::tasukai::Shikyu::Household,
+                        low_income: false,
+                    })
+                }));
+            }
+        }
+        // Every read of A's sealed records is recorded in A, handed over or not.
+        if let (Some(&first), Some(&last)) = (a_seqs.first(), a_seqs.last()) {
+            let rec = self.who.access(
+                "continuity_carry_read",
+                vec![Kind::KOGAKU_RECORD.code()],
+                first,
+                last - first + 1,
+            );
+            let payload = rec
+                .encode()
+                .map_err(|e| DecisionError::Encode(e.to_string()))?;
+            append_record(self.store, a, Kind::ACCESS_RECORD, payload)?;
+        }
+        let ido = parse_date(&c.ido_date).map(CareMonth::of_days);
+        let carried = ido.map_or_else(Vec::new, |m| carried_months(&months, m, Move::Continuing));
+        Ok((carried.iter().map(ToString::to_string).collect(), a_seqs))
+    }
+
+    /// The 提供記録 in A of a hand-over to B (written before B's row).
+    fn provided(&self, a_seqs: &[u64]) -> Result<(), DecisionError> {
+        let (a, b) = (self.a(), self.b());
+        let provision = ProvisionRecord {
+            provider: format!("{}/{a}", self.store.origin()),
+            recipient: format!("{}/{b}", self.store.origin()),
+            items: vec!["高額該当回数".into(), "高額該当年月".into()],
+            nondisclosure: false,
+            purpose: "kogaku_carry_over".into(),
+            first_seq: a_seqs.first().copied().unwrap_or(0),
+            count: a_seqs.len() as u64,
+            checkpoint_size: self.store.size(a)?,
+            request_id: self.who.request_id.clone(),
+        };
+        let payload = provision
+            .encode()
+            .map_err(|e| DecisionError::Encode(e.to_string()))?;
+        self.store.append(
+            a,
+            vec![NewEntry::new(
+                Kind::PROVISION_RECORD,
+                crate::store::today_days(),
+                None,
+                payload,
+            )?],
+        )?;
+        Ok(())
+    }
+
+    fn row(&self, kind: &str, months: Vec<String>, count: u64) -> CarryOver {
+        let c = &self.state.candidate;
+        CarryOver {
+            schema: CARRY_OVER_SCHEMA.to_owned(),
+            decision_id: format!("{}:{}", self.b(), self.decision_seq),
+            old_hokensha_no: self.a().to_string(),
+            old_setai_no: c.old_setai_no.clone(),
+            new_hokensha_no: self.b().to_string(),
+            new_setai_no: c.new_setai_no.clone(),
+            ido_date: c.ido_date.clone(),
+            months,
+            count,
+            confirmed_at: self.now.to_owned(),
+            row_kind: kind.to_owned(),
+        }
+    }
+
+    /// Appends `entries` to B under `claim`; `false` if the claim was already made.
+    fn append(&self, entries: Vec<NewEntry>, claim: String) -> Result<bool, DecisionError> {
+        if self.store.transmission(self.b(), &claim)?.is_some() {
+            return Ok(false);
+        }
+        let opts = AppendOptions {
+            claim: Some(Claim {
+                id: claim,
+                digest: [0; 32],
+                households: vec![self.state.candidate.new_setai_no.clone()],
+            }),
+            access: Some(self.who.access(
+                "continuity_confirm",
+                vec![Kind::CONTINUITY_DECISION.code()],
+                self.decision_seq,
+                1,
+            )),
+            replica_state: None,
+        };
+        match self.store.append_with(self.b(), entries, opts) {
+            Ok(_) => Ok(true),
+            Err(AppendError::AlreadyStored { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn carry_entry(&self, row: &CarryOver) -> Result<NewEntry, DecisionError> {
+        Ok(NewEntry::new(
+            Kind::CONTINUITY_CARRY_OVER,
+            crate::store::today_days(),
+            Some(self.decision_seq),
+            json(row)?.to_vec(),
+        )?)
+    }
+
+    /// The confirmation of a "continue" and its row: 新規, or 追加 of what B does not hold
+    /// after a reversal. Returns the count B holds, `None` if an earlier run confirmed it.
+    fn confirm(&self) -> Result<Option<u64>, DecisionError> {
+        let claim = format!("confirm:{}", self.decision_seq);
+        if self.store.transmission(self.b(), &claim)?.is_some() {
+            return Ok(None);
+        }
+        let (carried, a_seqs) = self.carried()?;
+        let held = self.state.held();
+        let kind = if held.is_empty() { ROW_NEW } else { ROW_ADD };
+        let months: Vec<String> = carried
+            .iter()
+            .filter(|m| !held.contains(*m))
+            .cloned()
+            .collect();
+        let count = (held.len() + months.len()) as u64;
+        self.provided(&a_seqs)?;
+        let confirmation = Confirmation {
+            schema: CONFIRMATION_SCHEMA.to_owned(),
+            candidate_seq: self.state.seq,
+            decision_seq: self.decision_seq,
+            confirmed_at: self.now.to_owned(),
+        };
+        let entries = vec![
+            NewEntry::new(
+                Kind::CONTINUITY_CONFIRMATION,
+                crate::store::today_days(),
+                Some(self.decision_seq),
+                json(&confirmation)?.to_vec(),
+            )?,
+            self.carry_entry(&self.row(kind, months, count))?,
+        ];
+        Ok(self.append(entries, claim)?.then_some(count))
+    }
+
+    /// A 追加 row of A's months that arrived after B was told (late 支給), while the move's
+    /// 異動月 is within [`LATE_SHIKYU_MONTHS`]. Returns the months added.
+    fn late(&self) -> Result<Option<Vec<String>>, DecisionError> {
+        let Some(ido) = parse_date(&self.state.candidate.ido_date) else {
+            return Ok(None);
+        };
+        // `now` dates the run (the confirmation time it writes); the store's clock otherwise.
+        let today = CareMonth::of_days(
+            self.now
+                .get(..10)
+                .and_then(parse_date)
+                .unwrap_or_else(crate::store::today_days),
+        );
+        let recent = CareMonth::of_days(ido)
+            .plus(LATE_SHIKYU_MONTHS)
+            .is_some_and(|end| today <= end);
+        if !recent {
+            return Ok(None);
+        }
+        let (carried, a_seqs) = self.carried()?;
+        let held = self.state.held();
+        let missing: Vec<String> = carried.into_iter().filter(|m| !held.contains(m)).collect();
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let claim = format!("carry-add:{}:{}", self.decision_seq, missing.join(";"));
+        if self.store.transmission(self.b(), &claim)?.is_some() {
+            return Ok(None);
+        }
+        self.provided(&a_seqs)?;
+        let count = (held.len() + missing.len()) as u64;
+        let row = self.row(ROW_ADD, missing.clone(), count);
+        Ok(self
+            .append(vec![self.carry_entry(&row)?], claim)?
+            .then_some(missing))
+    }
+
+    /// A 取消 row withdrawing every month B holds for the move (the latest decision is
+    /// "not_continue"). Returns whether it was written now.
+    fn cancel(&self) -> Result<bool, DecisionError> {
+        let months: Vec<String> = self.state.held().into_iter().collect();
+        let row = self.row(ROW_CANCEL, months, 0);
+        let claim = format!("carry-cancel:{}", self.decision_seq);
+        self.append(vec![self.carry_entry(&row)?], claim)
+    }
+}
+
+/// Column names of the 高額該当回数引継情報連携ファイル, layout hikitsugi-v2 (docs/format.md
+/// §5b): one row per carry-over row, 新規, 追加 or 取消.
+pub const HIKITSUGI_HEADER: [&str; 12] = [
     "layout",
+    "row_id",
+    "row_kind",
     "decision_id",
     "old_hokensha_no",
     "old_setai_no",
@@ -480,6 +693,15 @@ pub const HIKITSUGI_HEADER: [&str; 10] = [
     "count",
     "confirmed_at",
 ];
+
+/// The `row_kind` code of the file: 1 新規, 2 追加, 3 取消.
+fn row_kind_code(kind: &str) -> &'static str {
+    match kind {
+        ROW_ADD => "2",
+        ROW_CANCEL => "3",
+        _ => "1",
+    }
+}
 
 /// The 連携ファイル in the requested encoding (UTF-8, or CP932 via encoding_rs; every value
 /// of the layout is ASCII, so nothing is unmappable).
@@ -496,22 +718,24 @@ pub fn hikitsugi_file(
     }
 }
 
-/// The 連携ファイル (hikitsugi-v1, CRLF) of the carry-overs in `states`, in decision order.
+/// The 連携ファイル (hikitsugi-v2, CRLF) of every carry-over row in `states`, in log order.
+/// `row_id` (`<B>:<seq of the row>`) is unique and stable, so B's system imports each row
+/// once however often it downloads the file.
 pub fn hikitsugi_csv(states: &[CandidateState]) -> String {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
     let _ = w.write_record(HIKITSUGI_HEADER);
-    let mut rows: Vec<&CarryOver> = states
-        .iter()
-        .filter_map(|s| s.carry_over.as_ref().map(|(_, c)| c))
-        .collect();
-    rows.sort_by(|x, y| x.decision_id.cmp(&y.decision_id));
-    for c in rows {
+    let mut rows: Vec<&(u64, CarryOver)> = states.iter().flat_map(|s| &s.rows).collect();
+    rows.sort_by_key(|(seq, _)| *seq);
+    for (seq, c) in rows {
+        let row_id = format!("{}:{seq}", c.new_hokensha_no);
         let count = c.count.to_string();
         let months = c.months.join(";");
         let _ = w.write_record([
-            "hikitsugi-v1",
+            "hikitsugi-v2",
+            &row_id,
+            row_kind_code(&c.row_kind),
             &c.decision_id,
             &c.old_hokensha_no,
             &c.old_setai_no,
