@@ -1034,3 +1034,118 @@ proptest::proptest! {
         proptest::prop_assert_eq!(told, want, "{:?}", steps);
     }
 }
+
+/// Issue 27 item 7: the extraction applies the section of its own prefecture from a rules
+/// file that serves several, including the meaning of 適用終了.
+#[test]
+fn the_job_uses_its_prefectures_section_of_the_rules() {
+    use kukaku::flows::decision::candidates;
+    for (text, period, suggestion) in [
+        ("[27]\ntekiyo_end = leaving_day\n", "contiguous", "continue"),
+        ("[13]\ntekiyo_end = leaving_day\n", "gap", "manual"),
+        (
+            "case 1 = manual\n[27]\ncase 1 = continue\n",
+            "contiguous",
+            "manual",
+        ),
+    ] {
+        let (_dir, paths, store, _a, b) = tokyo_move();
+        let kek = Kek::load_file(&paths.kek).unwrap();
+        let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+        let rules = Rules::parse(text).unwrap();
+        extract(&store, &tokyo, &rules, &who()).unwrap();
+        let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
+        let c = &states[0].candidate;
+        assert_eq!(
+            (c.period.as_str(), c.suggestion.as_str()),
+            (period, suggestion),
+            "{text}"
+        );
+    }
+}
+
+/// Issue 27 item 3: B's system reset the mover's 資格取得日 to the move-in date, so no member
+/// looked like a mover and the move was never found. A household that came in by 県内転入
+/// (03) is now matched all the same, with the `shutoku_reset` anomaly; one that was
+/// acquired (01) is not a move. Two earlier households of the person make both candidates
+/// `ambiguous`.
+#[test]
+fn a_reset_acquisition_date_and_an_ambiguous_match_are_anomalies_not_silence() {
+    use kukaku::flows::decision::candidates;
+    let (a, b, d) = (pid("131011"), pid("131029"), pid("131037"));
+    for (jiyu, want) in [("03", Some(vec!["shutoku_reset"])), ("01", None)] {
+        let (_dir, paths, store) =
+            instance("hub.kokuho-13.example", &[a.clone(), b.clone(), d.clone()]);
+        load(
+            &store,
+            &a,
+            "A-1",
+            "A100",
+            ("2024-10-31", "04"),
+            &[(
+                HEAD,
+                "山田 太郎",
+                "01",
+                "2020-01-01",
+                "2020-01-01",
+                "2024-10-31",
+            )],
+        );
+        // B's system wrote the move-in date as 資格取得日.
+        load(
+            &store,
+            &b,
+            "B-1",
+            "B100",
+            ("2024-11-01", jiyu),
+            &[(HEAD, "山田 太郎", "01", "2024-11-01", "2024-11-01", "")],
+        );
+        let kek = Kek::load_file(&paths.kek).unwrap();
+        let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+        extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
+        let got = states.first().map(|s| s.candidate.anomalies.clone());
+        assert_eq!(
+            got.as_ref()
+                .map(|v| v.iter().map(String::as_str).collect::<Vec<_>>()),
+            want,
+            "異動事由 {jiyu}"
+        );
+        if jiyu == "03" {
+            // The person was also in 港区 (D) before: both candidates are ambiguous.
+            load(
+                &store,
+                &d,
+                "D-1",
+                "D100",
+                ("2024-03-31", "04"),
+                &[(
+                    HEAD,
+                    "山田 太郎",
+                    "01",
+                    "2020-01-01",
+                    "2020-01-01",
+                    "2024-03-31",
+                )],
+            );
+            load(
+                &store,
+                &b,
+                "B-2",
+                "B100",
+                ("2024-11-01", "03"),
+                &[(HEAD, "山田 太郎", "01", "2024-11-01", "2024-11-01", "")],
+            );
+            extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+            let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
+            assert_eq!(states.len(), 2, "one candidate per earlier household");
+            for s in &states {
+                assert!(
+                    s.candidate.anomalies.iter().any(|x| x == "ambiguous"),
+                    "{:?}",
+                    s.candidate.anomalies
+                );
+            }
+        }
+    }
+}

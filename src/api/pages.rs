@@ -276,6 +276,22 @@ fn api_error(e: ApiError) -> Response {
     }
 }
 
+/// An anomaly of a candidate (issue 27), in the clerk's words.
+fn anomaly_label(code: &str) -> &'static str {
+    match code {
+        "gap" => "空白期間があります（旧住所地の適用終了と当市町村の適用開始が連続していません）",
+        "overlap" => "重複期間があります（旧住所地の適用終了が当市町村の適用開始以後です）",
+        "old_not_ended" => "旧住所地の適用終了が記録されていません",
+        "shutoku_reset" => {
+            "資格取得年月日が転入日になっています（県内転入では旧住所地での取得日を引き継ぎます）"
+        }
+        "ambiguous" => {
+            "同じ方が県内の複数の世帯に属していました。どの世帯からの異動か確認してください"
+        }
+        _ => "確認が必要です",
+    }
+}
+
 /// The changed fields of a version, in the clerk's words, each once.
 fn changes_text(fields: &[String]) -> String {
     let mut labels: Vec<&str> = fields.iter().map(|f| change_label(f)).collect();
@@ -295,6 +311,7 @@ fn change_label(field: &str) -> &'static str {
         "old_setai_no" => "旧世帯番号",
         "new_setai_no" => "新世帯番号",
         "ido_date" => "異動年月日",
+        "anomalies" => "要確認事項",
         _ => "その他",
     }
 }
@@ -627,6 +644,11 @@ async fn candidate_page(
                     }
                 } }
                 tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
+                @if !k.anomalies.is_empty() {
+                    tr { th { "要確認" } td {
+                        ul { @for a in &k.anomalies { li.error { (anomaly_label(a)) } } }
+                    } }
+                }
                 tr { th { "版" } td {
                     (c.versions.len())
                     @if !k.changes.is_empty() {

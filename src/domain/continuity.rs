@@ -143,11 +143,27 @@ pub struct RulesError {
     pub reason: &'static str,
 }
 
-/// A prefecture's configuration: the suggestion for each case (DOMAIN.md §4.3: prefectures
-/// differ, e.g. 新潟県 warns that a head change may reset the count).
+/// What a file's 国保適用終了年月日 means (DOMAIN.md §8 and the layout: the last day applied,
+/// by design). A prefecture whose municipalities send the day of leaving instead sets
+/// `tekiyo_end = leaving_day`, so that every move does not look like a one-day overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndDate {
+    /// The last day the person was applied (the layout's default).
+    #[default]
+    LastDay,
+    /// The day the person left (the first day not applied).
+    LeavingDay,
+}
+
+/// The continuity configuration (DOMAIN.md §4.3: prefectures differ, e.g. 新潟県 warns that
+/// a head change may reset the count): the suggestion for each case and the meaning of
+/// 適用終了, as defaults and per prefecture (one file can serve a hub that runs several).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rules {
     suggestions: [Suggestion; 7],
+    end_date: EndDate,
+    /// `[NN]` sections: a prefecture's rules, starting from the defaults above them.
+    prefectures: std::collections::BTreeMap<String, Rules>,
 }
 
 impl Default for Rules {
@@ -164,19 +180,28 @@ impl Default for Rules {
                 Suggestion::Manual,
                 Suggestion::NotContinue,
             ],
+            end_date: EndDate::LastDay,
+            prefectures: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl Rules {
-    /// Parses `case <code> = <suggestion>` lines over the defaults; `#` starts a comment.
+    /// Parses a rules file over the defaults; `#` starts a comment. Lines are
+    /// `case <1-5|head_left|other> = <continue|not_continue|manual>` and
+    /// `tekiyo_end = <last_day|leaving_day>`; a `[NN]` line (a prefecture code, 01–47) starts
+    /// that prefecture's section, which begins from the defaults read so far.
     ///
     /// ```text
-    /// # 新潟県: a head change goes to a person
+    /// case other = manual
+    /// [15]            # 新潟県: a head change goes to a person
     /// case 2 = manual
+    /// [27]
+    /// tekiyo_end = leaving_day
     /// ```
     pub fn parse(text: &str) -> Result<Rules, RulesError> {
         let mut rules = Rules::default();
+        let mut section: Option<String> = None;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
@@ -184,23 +209,70 @@ impl Rules {
                 continue;
             }
             let bad = |reason| RulesError { line, reason };
-            let rest = content.strip_prefix("case").ok_or(bad(
-                "expected `case <1-5|head_left|other> = <continue|not_continue|manual>`",
-            ))?;
-            let (code, value) = rest.split_once('=').ok_or(bad(
-                "expected `case <1-5|head_left|other> = <continue|not_continue|manual>`",
-            ))?;
-            let case = Case::ALL
-                .iter()
-                .position(|c| c.code() == code.trim())
-                .ok_or(bad("unknown case (1-5, head_left or other)"))?;
-            let s = Suggestion::parse(value.trim())
-                .ok_or(bad("unknown suggestion (continue, not_continue or manual)"))?;
-            if let Some(slot) = rules.suggestions.get_mut(case) {
-                *slot = s;
+            if let Some(code) = content.strip_prefix('[').and_then(|c| c.strip_suffix(']')) {
+                let code = code.trim();
+                let valid = code.len() == 2
+                    && code.bytes().all(|b| b.is_ascii_digit())
+                    && (1..=47).contains(&code.parse::<u8>().unwrap_or(0));
+                if !valid {
+                    return Err(bad("a section is [NN], a prefecture code 01-47"));
+                }
+                if rules.prefectures.contains_key(code) {
+                    return Err(bad("this prefecture has a section already"));
+                }
+                let mut base = rules.clone();
+                base.prefectures.clear();
+                rules.prefectures.insert(code.to_owned(), base);
+                section = Some(code.to_owned());
+                continue;
             }
+            let target = match &section {
+                Some(code) => rules.prefectures.get_mut(code).ok_or(bad("section lost"))?,
+                None => &mut rules,
+            };
+            target.apply(content).map_err(bad)?;
         }
         Ok(rules)
+    }
+
+    /// One `case …` or `tekiyo_end …` line.
+    fn apply(&mut self, content: &str) -> Result<(), &'static str> {
+        const CASE: &str = "expected `case <1-5|head_left|other> = <continue|not_continue|manual>` or `tekiyo_end = <last_day|leaving_day>`";
+        let (key, value) = content.split_once('=').ok_or(CASE)?;
+        let (key, value) = (key.trim(), value.trim());
+        if key == "tekiyo_end" {
+            self.end_date = match value {
+                "last_day" => EndDate::LastDay,
+                "leaving_day" => EndDate::LeavingDay,
+                _ => return Err("unknown tekiyo_end (last_day or leaving_day)"),
+            };
+            return Ok(());
+        }
+        let code = key.strip_prefix("case").ok_or(CASE)?;
+        let case = Case::ALL
+            .iter()
+            .position(|c| c.code() == code.trim())
+            .ok_or("unknown case (1-5, head_left or other)")?;
+        let s = Suggestion::parse(value)
+            .ok_or("unknown suggestion (continue, not_continue or manual)")?;
+        if let Some(slot) = self.suggestions.get_mut(case) {
+            *slot = s;
+        }
+        Ok(())
+    }
+
+    /// The rules of prefecture `code`: its section, else the defaults.
+    pub fn for_prefecture(&self, code: &str) -> &Rules {
+        self.prefectures.get(code).unwrap_or(self)
+    }
+
+    /// The period between A's 適用終了 and B's 適用開始 under this prefecture's meaning of
+    /// 適用終了 (days since 1970-01-01).
+    pub fn period(&self, a_end: i32, b_start: i32) -> Period {
+        match self.end_date {
+            EndDate::LastDay => period(a_end, b_start),
+            EndDate::LeavingDay => period(a_end - 1, b_start),
+        }
     }
 
     pub fn suggestion(&self, case: Case) -> Suggestion {
@@ -437,6 +509,59 @@ mod tests {
             ("case 9 = continue", 1),
             ("\ncase 2 = yes", 2),
             ("rule 2 = manual", 1),
+        ] {
+            assert_eq!(Rules::parse(bad).unwrap_err().line, line, "{bad}");
+        }
+    }
+
+    /// Issue 27 item 7: one file, several prefectures; the meaning of 適用終了 per
+    /// prefecture (DOMAIN.md §8: by design the last day applied; a file sending the day of
+    /// leaving would make every move an overlap). Must-fail rows name the line.
+    #[test]
+    fn rules_per_prefecture_and_the_meaning_of_the_end_date() {
+        let text = "case other = manual\n[15]  # 新潟県\ncase 2 = manual\n[27]\ntekiyo_end = leaving_day\n";
+        let r = Rules::parse(text).unwrap();
+        assert_eq!(
+            r.for_prefecture("13").suggestion(Case::Other),
+            Suggestion::Manual
+        );
+        assert_eq!(
+            r.for_prefecture("13").suggestion(Case::HeadChanged),
+            Suggestion::Continue
+        );
+        assert_eq!(
+            r.for_prefecture("15").suggestion(Case::HeadChanged),
+            Suggestion::Manual
+        );
+        assert_eq!(
+            r.for_prefecture("15").suggestion(Case::Other),
+            Suggestion::Manual,
+            "from the defaults above"
+        );
+        assert_eq!(
+            r.for_prefecture("27").suggestion(Case::HeadChanged),
+            Suggestion::Continue
+        );
+        // 2024-10-31 = day 20027; B starts 2024-11-01 = 20028.
+        for (code, end, start, want) in [
+            ("13", 20027, 20028, Period::Contiguous),
+            ("13", 20028, 20028, Period::Overlap(1)),
+            ("27", 20028, 20028, Period::Contiguous),
+            ("27", 20027, 20028, Period::Gap(1)),
+            ("27", 20029, 20028, Period::Overlap(1)),
+        ] {
+            assert_eq!(
+                r.for_prefecture(code).period(end, start),
+                want,
+                "{code} {end} {start}"
+            );
+        }
+        for (bad, line) in [
+            ("[48]", 1),
+            ("[1]", 1),
+            ("[13]\n[13]", 2),
+            ("case 2 = manual\n[13]\ntekiyo_end = yesterday", 3),
+            ("[13]\ncase 9 = continue", 2),
         ] {
             assert_eq!(Rules::parse(bad).unwrap_err().line, line, "{bad}");
         }

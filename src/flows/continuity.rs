@@ -13,9 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{IndexKey, PartitionScope, PrefectureScope};
-use crate::domain::continuity::{
-    Case, Members, Period, Rules, Suggestion, combine, detect, period,
-};
+use crate::domain::continuity::{Case, Members, Period, Rules, Suggestion, combine, detect};
 use crate::domain::text::parse_date;
 use crate::flows::import::{Importer, append_record};
 use crate::flows::transmission::{Household, Person};
@@ -85,11 +83,20 @@ pub struct Candidate {
     /// The version of the same move this one replaces (its seq in B), if any.
     #[serde(default)]
     pub supersedes: Option<u64>,
+    /// What a person must look at (issue 27): `gap` / `overlap` (空白期間 / 重複期間),
+    /// `old_not_ended` (A recorded no 適用終了), `shutoku_reset` (the household came in by
+    /// 県内転入 but B's 資格取得日 is not before its start: reset by B's system),
+    /// `ambiguous` (more than one household of the prefecture held the person before).
+    #[serde(default)]
+    pub anomalies: Vec<String>,
     /// The fields that differ from the replaced version (e.g. `members_after`,
     /// `suggestion`; sorted), so the clerk sees what a later 異動 or 訂正 changed.
     #[serde(default)]
     pub changes: Vec<String>,
 }
+
+pub const ANOMALY_SHUTOKU_RESET: &str = "shutoku_reset";
+pub const ANOMALY_AMBIGUOUS: &str = "ambiguous";
 
 /// Fields that only say where a version came from; they are not compared between versions.
 const PROVENANCE: [&str; 5] = ["old_seq", "new_seq", "move_id", "supersedes", "changes"];
@@ -172,8 +179,11 @@ fn view(h: &Household) -> Vec<MemberView> {
 }
 
 /// The member who came from elsewhere in the prefecture: 資格 acquired before the
-/// application here. The head first, then the others in file order.
-fn mover(h: &Household) -> Option<&Person> {
+/// application here. The head first, then the others in file order. When no member shows
+/// that but the household came in by 県内転入 (異動事由 03), B's 資格取得日 was reset
+/// (DOMAIN.md §4.5: the 連合会 carries 取得日 over, a municipality's system may not): the
+/// insured head (else the first insured member) is taken, and `true` says so.
+fn mover(h: &Household) -> Option<(&Person, bool)> {
     let moved = |p: &&Person| {
         !p.giji_head
             && matches!(
@@ -182,7 +192,20 @@ fn mover(h: &Household) -> Option<&Person> {
             )
     };
     let head = h.persons.iter().filter(|p| p.zokugara == "01").find(moved);
-    head.or_else(|| h.persons.iter().find(moved))
+    if let Some(p) = head.or_else(|| h.persons.iter().find(moved)) {
+        return Some((p, false));
+    }
+    if h.ido_jiyu != "03" {
+        return None;
+    }
+    let insured = |p: &&Person| !p.giji_head && p.tekiyo_start.is_some();
+    let head = h
+        .persons
+        .iter()
+        .filter(|p| p.zokugara == "01")
+        .find(insured);
+    head.or_else(|| h.persons.iter().find(insured))
+        .map(|p| (p, true))
 }
 
 /// An access record of snapshot reads.
@@ -213,6 +236,8 @@ pub fn extract(
 ) -> Result<ExtractReport, ExtractError> {
     let matching = store.matching_key(scope.prefecture())?;
     let token = |kojin_no: &str| matching.token("kojin", kojin_no.as_bytes()).to_vec();
+    // One rules file may serve several prefectures: this job's section.
+    let rules = rules.for_prefecture(scope.prefecture());
     let partitions: Vec<PartitionId> = store
         .partitions()
         .map_err(|e| ExtractError::Registry(e.to_string()))?
@@ -226,6 +251,15 @@ pub fn extract(
         partitions: partitions.len() as u64,
         ..ExtractReport::default()
     };
+    let job = Job {
+        store,
+        scope,
+        rules,
+        who,
+        matching: &matching,
+        token: &token,
+        partitions: &partitions,
+    };
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
             continue;
@@ -236,52 +270,29 @@ pub fn extract(
         for (_, b_seq) in store.index_latest(b, IndexKind::Household)? {
             let hb = decode(store, &b_scope, b_seq)?;
             read.push(b_seq);
-            let Some(person) = mover(&hb) else {
+            let Some((person, reset)) = mover(&hb) else {
                 continue;
             };
-            let t = matching.token("kojin", person.kojin_no.as_bytes());
-            for a in partitions.iter().filter(|a| *a != b) {
-                let slot = store.index_key(a)?.matching_slot(&t);
-                let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &slot)?.last() else {
-                    continue;
-                };
-                // A candidate of the old form (one per snapshot pair) stands for its move.
-                if store
-                    .transmission(b, &format!("candidate:{b_seq}:{a}:{a_seq}"))?
-                    .is_some()
-                {
-                    report.already_extracted += 1;
-                    continue;
+            let found = job.predecessors(b, &b_key, &moves, (&hb, b_seq), person, &mut report)?;
+            // Two households of the prefecture that held the person before B: a person must
+            // say which one the move came from.
+            let ambiguous = found.len() > 1;
+            for (mut candidate, claim_previous) in found.into_iter().flatten() {
+                if reset {
+                    candidate.anomalies.push(ANOMALY_SHUTOKU_RESET.to_owned());
                 }
-                let Some(pair) = scope.pair(a, b) else {
-                    continue;
-                };
-                let id = move_id(&b_key, a, &t, person.tekiyo_start.as_deref().unwrap_or(""));
-                let previous = moves.get(&id);
-                // The same two snapshots as the move's latest version: nothing to read.
-                if previous.is_some_and(|(_, c)| c.old_seq == a_seq && c.new_seq == b_seq) {
-                    report.already_extracted += 1;
-                    continue;
+                if ambiguous {
+                    candidate.anomalies.push(ANOMALY_AMBIGUOUS.to_owned());
                 }
-                // The read of A is recorded in A before anything derived from it is stored.
-                let ha = decode(store, pair.from_scope(), a_seq)?;
-                record(store, a, &access(who, "continuity_extract", a_seq, 1))?;
-                // A household the person joined only after B's start (the next move of an
-                // A→B→C chain, seen from B) is not where they came from.
-                if !came_before(&ha, person, &t, &token) {
-                    continue;
-                }
-                let mut candidate = build(&ha, a, a_seq, &hb, b_seq, person, rules, &token);
-                candidate.move_id = id;
-                let claim = match previous {
+                let claim = match claim_previous {
                     None => format!("move:{}", candidate.move_id),
                     Some((seq, earlier)) => {
-                        let changes = candidate.changes_from(earlier);
+                        let changes = candidate.changes_from(&earlier);
                         if changes.is_empty() {
                             report.already_extracted += 1;
                             continue;
                         }
-                        candidate.supersedes = Some(*seq);
+                        candidate.supersedes = Some(seq);
                         candidate.changes = changes;
                         format!("move:{}:{}", candidate.move_id, version_tag(&candidate))
                     }
@@ -313,6 +324,79 @@ pub fn extract(
         }
     }
     Ok(report)
+}
+
+/// What one extraction run needs throughout.
+struct Job<'a> {
+    store: &'a Store,
+    scope: &'a PrefectureScope,
+    rules: &'a Rules,
+    who: &'a Importer,
+    matching: &'a IndexKey,
+    token: &'a dyn Fn(&str) -> Vec<u8>,
+    partitions: &'a [PartitionId],
+}
+
+/// A move found from A: its candidate as built now and the move's latest version, or `None`
+/// when the move's latest version was built from the same two snapshots (nothing read).
+type Found = Option<(Candidate, Option<(u64, Candidate)>)>;
+
+impl Job<'_> {
+    /// Every household of another partition that held `person` before B: one entry per A.
+    /// Reads of A are recorded in A first.
+    fn predecessors(
+        &self,
+        b: &PartitionId,
+        b_key: &IndexKey,
+        moves: &HashMap<String, (u64, Candidate)>,
+        (hb, b_seq): (&Household, u64),
+        person: &Person,
+        report: &mut ExtractReport,
+    ) -> Result<Vec<Found>, ExtractError> {
+        let store = self.store;
+        let t = self.matching.token("kojin", person.kojin_no.as_bytes());
+        let mut found = Vec::new();
+        for a in self.partitions.iter().filter(|a| *a != b) {
+            let slot = store.index_key(a)?.matching_slot(&t);
+            let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &slot)?.last() else {
+                continue;
+            };
+            // A candidate of the old form (one per snapshot pair) stands for its move.
+            if store
+                .transmission(b, &format!("candidate:{b_seq}:{a}:{a_seq}"))?
+                .is_some()
+            {
+                report.already_extracted += 1;
+                continue;
+            }
+            let Some(pair) = self.scope.pair(a, b) else {
+                continue;
+            };
+            let id = move_id(b_key, a, &t, person.tekiyo_start.as_deref().unwrap_or(""));
+            let previous = moves.get(&id).cloned();
+            // The same two snapshots as the move's latest version: nothing to read.
+            if previous
+                .as_ref()
+                .is_some_and(|(_, c)| c.old_seq == a_seq && c.new_seq == b_seq)
+            {
+                report.already_extracted += 1;
+                found.push(None);
+                continue;
+            }
+            // The read of A is recorded in A before anything derived from it is stored.
+            let ha = decode(store, pair.from_scope(), a_seq)?;
+            record(store, a, &access(self.who, "continuity_extract", a_seq, 1))?;
+            // A household the person joined only after B's start (the next move of an
+            // A→B→C chain, seen from B) is not where they came from.
+            if !came_before(&ha, person, &t, self.token) {
+                continue;
+            }
+            let mut candidate = build(&ha, a, a_seq, hb, b_seq, person, self.rules, self.token);
+            candidate.move_id = id;
+            found.push(Some((candidate, previous)));
+        }
+        Ok(found)
+    }
 }
 
 /// The moves B already has candidates for: move id → (seq, latest version). Reading them
@@ -459,7 +543,7 @@ fn build(
     let (period_name, days, suggestion) =
         match (old_end.as_deref().and_then(parse_date), parse_date(&start)) {
             (Some(end), Some(begin)) => {
-                let p = period(end, begin);
+                let p = rules.period(end, begin);
                 let (name, days) = match p {
                     Period::Contiguous => ("contiguous", 0),
                     Period::Gap(d) => ("gap", d),
@@ -495,6 +579,10 @@ fn build(
         new_seq: b_seq,
         move_id: String::new(),
         supersedes: None,
+        anomalies: match period_name {
+            "contiguous" => Vec::new(),
+            other => vec![other.to_owned()],
+        },
         changes: Vec::new(),
     }
 }
