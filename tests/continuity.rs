@@ -198,9 +198,11 @@ fn a_same_prefecture_move_becomes_one_candidate_in_b() {
             })
             .count()
     };
+    // Since issue 27 item 2 the rerun is incremental: nothing changed, so it reads no
+    // household at all (it used to rescan everything and find its two candidates again).
     let again = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
     assert!(again.candidates.is_empty(), "{again:?}");
-    assert_eq!(again.already_extracted, 2);
+    assert_eq!((again.households_read, again.already_extracted), (0, 0));
     assert_eq!(extract_reads(&store), 2);
     let candidates = kinds(&store, &b)
         .iter()
@@ -1148,4 +1150,57 @@ fn a_reset_acquisition_date_and_an_ambiguous_match_are_anomalies_not_silence() {
             }
         }
     }
+}
+
+/// Issue 27 item 2: every run decoded every household of the prefecture. A run now looks
+/// only at what changed since the last one (per-partition cursors), plus the households of
+/// the same people elsewhere, so a 転出 file that arrives after the 転入 still makes the move.
+#[test]
+fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
+    let (a, b) = (pid("131011"), pid("131029"));
+    let (_dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-11-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
+    );
+    let first = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!((first.households_read, first.candidates.len()), (1, 0));
+    // A's 転出 arrives a day later; B's household did not change.
+    load(
+        &store,
+        &a,
+        "A-1",
+        "A100",
+        ("2024-10-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    let second = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!(second.candidates.len(), 1, "{second:?}");
+    assert_eq!(second.candidates[0].partition, b.to_string());
+    assert_eq!(
+        second.households_read, 2,
+        "A's changed household and B's other end"
+    );
+    let third = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    assert_eq!((third.households_read, third.candidates.len()), (0, 0));
+    assert_eq!(
+        store
+            .job_cursor(kukaku::flows::continuity::EXTRACT_JOB, &b)
+            .unwrap(),
+        Some(store.size(&b).unwrap()),
+        "the third run read nothing and wrote nothing in B: its cursor is B's size"
+    );
 }

@@ -260,14 +260,21 @@ pub fn extract(
         token: &token,
         partitions: &partitions,
     };
+    // Incremental: only households that changed since the last run, and the households of
+    // the same people in the other partitions (the other end of a move), are looked at.
+    let (ends, mut visit) = job.changes()?;
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
             continue;
         };
         let b_key = store.index_key(b)?;
+        let households = visit.remove(b).unwrap_or_default();
+        if households.is_empty() {
+            continue;
+        }
         let mut moves = known_moves(store, &b_scope, who)?;
         let mut read: Vec<u64> = Vec::new();
-        for (_, b_seq) in store.index_latest(b, IndexKind::Household)? {
+        for b_seq in households.into_values() {
             let hb = decode(store, &b_scope, b_seq)?;
             read.push(b_seq);
             let Some((person, reset)) = mover(&hb) else {
@@ -323,6 +330,8 @@ pub fn extract(
             )?;
         }
     }
+    // Only a run that finished moves the cursors: a failed one is repeated whole.
+    store.set_job_cursors(EXTRACT_JOB, &ends)?;
     Ok(report)
 }
 
@@ -341,7 +350,80 @@ struct Job<'a> {
 /// when the move's latest version was built from the same two snapshots (nothing read).
 type Found = Option<(Candidate, Option<(u64, Candidate)>)>;
 
+/// The name of the extraction's cursors (`Store::job_cursor`).
+pub const EXTRACT_JOB: &str = "continuity_extract";
+
+/// Households to look at per partition: 世帯番号 → the seq of its newest snapshot.
+type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, u64>>;
+
 impl Job<'_> {
+    /// What changed since the last run: each partition's size now (the cursors to store at
+    /// the end), and per partition the households to look at: those with a snapshot since
+    /// its cursor, plus, for every person of such a household, their newest household in
+    /// each other partition (a 転出 that arrives after the 転入 makes B's unchanged
+    /// household the end of a move).
+    fn changes(&self) -> Result<(Vec<(PartitionId, u64)>, Visit), ExtractError> {
+        let store = self.store;
+        let mut ends = Vec::new();
+        let mut visit: Visit = HashMap::new();
+        let mut changed: Vec<(PartitionId, Vec<u64>)> = Vec::new();
+        // A first run looks at every household of every partition already.
+        let mut first_run = true;
+        for p in self.partitions {
+            let size = store.size(p)?;
+            let from = store.job_cursor(EXTRACT_JOB, p)?.unwrap_or(0);
+            first_run &= from == 0;
+            ends.push((p.clone(), size));
+            let now: Vec<(Vec<u8>, u64)> = store
+                .index_latest(p, IndexKind::Household)?
+                .into_iter()
+                .filter(|(_, seq)| *seq >= from && *seq < size)
+                .collect();
+            changed.push((p.clone(), now.iter().map(|(_, s)| *s).collect()));
+            visit.entry(p.clone()).or_default().extend(now);
+        }
+        for (x, seqs) in changed.iter().filter(|_| !first_run) {
+            let Some(x_scope) = self.scope.partition(x) else {
+                continue;
+            };
+            for seq in seqs {
+                let hx = decode(store, &x_scope, *seq)?;
+                record(store, x, &access(self.who, "continuity_scan", *seq, 1))?;
+                for person in hx.persons.iter().filter(|p| !p.giji_head) {
+                    self.elsewhere(x, person, &mut visit)?;
+                }
+            }
+        }
+        Ok((ends, visit))
+    }
+
+    /// Adds to `visit` the newest household holding `person` in each partition but `x`.
+    fn elsewhere(
+        &self,
+        x: &PartitionId,
+        person: &Person,
+        visit: &mut Visit,
+    ) -> Result<(), ExtractError> {
+        let store = self.store;
+        let t = self.matching.token("kojin", person.kojin_no.as_bytes());
+        for b in self.partitions.iter().filter(|b| *b != x) {
+            let slot = store.index_key(b)?.matching_slot(&t);
+            let Some(&seq) = store.index_seqs(b, IndexKind::Matching, &slot)?.last() else {
+                continue;
+            };
+            let Some(b_scope) = self.scope.partition(b) else {
+                continue;
+            };
+            let hb = decode(store, &b_scope, seq)?;
+            record(store, b, &access(self.who, "continuity_scan", seq, 1))?;
+            let key = hb.setai_no.as_bytes().to_vec();
+            if let Some(&latest) = store.index_seqs(b, IndexKind::Household, &key)?.last() {
+                visit.entry(b.clone()).or_default().insert(key, latest);
+            }
+        }
+        Ok(())
+    }
+
     /// Every household of another partition that held `person` before B: one entry per A.
     /// Reads of A are recorded in A first.
     fn predecessors(

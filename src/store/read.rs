@@ -160,6 +160,13 @@ fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError
 }
 
 impl Inner {
+    /// The system column family.
+    pub(super) fn sys(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
+        self.db
+            .cf_handle(super::records::SYS_CF)
+            .ok_or_else(|| ReadError::UnknownPartition("sys".into()))
+    }
+
     pub(super) fn cf(
         &self,
         p: &PartitionId,
@@ -549,6 +556,42 @@ impl Store {
                 ));
             }
             batch.put_cf(&cf, super::records::index_key(kind.prefix(), key, *seq), []);
+        }
+        self.inner.db.write_opt(batch, &super::sync_write())?;
+        Ok(())
+    }
+
+    /// How far job `job` has read partition `p`'s log (`None`: never).
+    pub fn job_cursor(&self, job: &str, p: &PartitionId) -> Result<Option<u64>, ReadError> {
+        let sys = self.inner.sys()?;
+        let Some(raw) = self
+            .inner
+            .db
+            .get_pinned_cf(&sys, super::records::job_cursor_key(job, p))?
+        else {
+            return Ok(None);
+        };
+        <[u8; 8]>::try_from(raw.as_ref())
+            .map(|b| Some(u64::from_be_bytes(b)))
+            .map_err(|_| corrupt(p, 0, "job cursor is not 8 bytes"))
+    }
+
+    /// Records that job `job` has read partition `p` up to `size` (entries below it), in one
+    /// synced batch for all the partitions of a run. A job cursor is bookkeeping beside the
+    /// log: it holds no entry, node, checkpoint or state.
+    pub fn set_job_cursors(
+        &self,
+        job: &str,
+        cursors: &[(PartitionId, u64)],
+    ) -> Result<(), ReadError> {
+        let sys = self.inner.sys()?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (p, size) in cursors {
+            batch.put_cf(
+                &sys,
+                super::records::job_cursor_key(job, p),
+                size.to_be_bytes(),
+            );
         }
         self.inner.db.write_opt(batch, &super::sync_write())?;
         Ok(())

@@ -285,6 +285,16 @@ pub struct SigningKeys {
 /// without the KEK-wrapped key is refused.
 pub const CREDENTIAL_PREFIX: &[u8] = b"T";
 
+/// `G ‖ job ‖ 0x00 ‖ partition` → size:u64 (big-endian): how far a job has read the
+/// partition's log (the continuity extraction reads only what came after).
+pub fn job_cursor_key(job: &str, p: &PartitionId) -> Vec<u8> {
+    let mut k = b"G".to_vec();
+    k.extend_from_slice(job.as_bytes());
+    k.push(0);
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
+
 /// `U` → empty: every credential record carries its MAC (set by the first open of a version
 /// with MACs, after it added them to older records; from then on a record without one is
 /// refused).
