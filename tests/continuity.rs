@@ -1204,3 +1204,192 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
         "the third run read nothing and wrote nothing in B: its cursor is B's size"
     );
 }
+
+/// Issue 27, end to end through the HTTP API (municipalities send files, the operator runs
+/// the job, B decides and downloads): a move, then a later 異動 in B and a 訂正 in A, is one
+/// candidate with two versions and one 新規 row; a late 支給 in A adds a 追加 row; B's
+/// correction to 継続しない adds a 取消 row; reruns add nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_late_shikyu_and_a_reversal_through_the_api() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use base64::Engine as _;
+    use common::flow4::files;
+    use kukaku::api::{self, AppState, Limits, ServerRole};
+    use kukaku::crypto::credential::{Reach, Role};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (_dir, _paths, store, a, b) = tokio::task::block_in_place(tokyo_move);
+    let store = Arc::new(store);
+    let day = kukaku::store::now_unix_ms() + 86_400_000;
+    let token = |role, reach, label| {
+        store
+            .issue_credential(role, reach, label, day)
+            .unwrap()
+            .0
+            .to_text()
+            .to_string()
+    };
+    let op = token(
+        Role::ContinuityOperator,
+        Reach::Prefecture("13".into()),
+        "op",
+    );
+    let muni_a = token(Role::Municipality, Reach::Partition(a.clone()), "a");
+    let muni_b = token(Role::Municipality, Reach::Partition(b.clone()), "b");
+    // The run's date is today's, two years after these moves: carry late 支給 for 5 years.
+    let rules = Rules::parse("late_shikyu_months = 60").unwrap();
+    let app = api::router(
+        AppState::new(Arc::clone(&store), ServerRole::Hub).with_continuity_rules(rules),
+        Limits::default(),
+    );
+    let call = |method: &str, uri: &str, token: &str, body: String| {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+                .await
+                .unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    let send = |token: String, tid: &str, (setai, kojin): (String, String)| {
+        let body = serde_json::json!({"transmission_id": tid, "encoding": "utf-8",
+            "setai_file": b64(&setai), "kojin_file": b64(&kojin)})
+        .to_string();
+        let call = &call;
+        async move {
+            let (s, body) = call("POST", "/v1/transmissions", &token, body).await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+        }
+    };
+    let run = |what: &'static str| {
+        let call = &call;
+        let op = op.clone();
+        async move {
+            let (s, body) = call("POST", &format!("/v1/continuity/{what}"), &op, "{}".into()).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let decide = |seq: u64, d: &'static str| {
+        let call = &call;
+        let muni_b = muni_b.clone();
+        async move {
+            let body = format!(r#"{{"decision":"{d}","reason":null,"operator":"窓口 1"}}"#);
+            let uri = format!("/v1/continuity/candidates/{seq}/decision");
+            let (s, body) = call("POST", &uri, &muni_b, body).await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+        }
+    };
+    let csv_kinds = || {
+        let call = &call;
+        let muni_b = muni_b.clone();
+        async move {
+            let (s, csv) = call(
+                "GET",
+                "/v1/continuity/carryover.csv",
+                &muni_b,
+                String::new(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK);
+            csv.lines()
+                .skip(1)
+                .map(|l| {
+                    let f: Vec<&str> = l.split(',').collect();
+                    (f[2].to_owned(), f[9].to_owned())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+
+    run("extract").await;
+    let (_, body) = call("GET", "/v1/continuity/candidates", &muni_b, String::new()).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let seq = v["candidates"][0]["seq"].as_u64().unwrap();
+    decide(seq, "continue").await;
+    // Later: a birth in B (世帯構成変更) and a 訂正 of the head's name in A.
+    send(
+        muni_b.clone(),
+        "B-2",
+        files(
+            b.as_str(),
+            "B-2",
+            "B100",
+            ("2024-12-10", "05"),
+            &[
+                (HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", ""),
+                (CHILD, "山田 花子", "03", "2024-12-05", "2024-12-05", ""),
+            ],
+        ),
+    )
+    .await;
+    let (setai, kojin) = files(
+        a.as_str(),
+        "A-2",
+        "A100",
+        ("2024-10-31", "90"),
+        &[(
+            HEAD,
+            "山田 太朗",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
+    send(
+        muni_a.clone(),
+        "A-2",
+        (setai.replacen(",90,,", ",90,A-1,", 1), kojin),
+    )
+    .await;
+    run("extract").await;
+    run("confirm").await;
+    let (_, body) = call("GET", "/v1/continuity/candidates", &muni_b, String::new()).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let list = v["candidates"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{body}");
+    assert_eq!(list[0]["versions"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(
+        csv_kinds().await,
+        vec![("1".into(), "2024-06;2024-09".into())]
+    );
+
+    // A late 支給 for 2024-10, sent by A: the next run adds it.
+    let kogaku = format!(
+        "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n\
+         kogaku-v1,KA-2,{a},A100,2024-10,1,0\r\n"
+    );
+    let body = serde_json::json!({"transmission_id": "KA-2", "encoding": "utf-8",
+        "kogaku_file": b64(&kogaku)})
+    .to_string();
+    let (s, body) = call("POST", "/v1/kogaku", &muni_a, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let report = run("confirm").await;
+    assert_eq!(report["added"].as_array().unwrap().len(), 1, "{report}");
+    // B corrects its decision: the next run withdraws the months.
+    decide(seq, "not_continue").await;
+    run("confirm").await;
+    run("extract").await;
+    run("confirm").await;
+    assert_eq!(
+        csv_kinds().await,
+        vec![
+            ("1".into(), "2024-06;2024-09".into()),
+            ("2".into(), "2024-10".into()),
+            ("3".into(), "2024-06;2024-09;2024-10".into()),
+        ]
+    );
+}

@@ -352,8 +352,9 @@ pub(crate) async fn confirm(
     let scope = who.scope()?;
     let who = importer(&who.actor, "POST /v1/continuity/confirm");
     let now = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
+    let rules = state.continuity_rules.clone();
     let report = blocking(&state, move |s| {
-        decision::confirm(s, &scope, &who, &now).map_err(decision_error)
+        decision::confirm_with(s, &scope, &rules, &who, &now).map_err(decision_error)
     })
     .await?;
     Ok(Json(report))

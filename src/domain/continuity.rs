@@ -162,6 +162,10 @@ pub enum EndDate {
 pub struct Rules {
     suggestions: [Suggestion; 7],
     end_date: EndDate,
+    /// How many months after a move's 異動月 the confirmation run looks for late 支給 of
+    /// the carried months (`late_shikyu_months = N`, 1–60; default 12: a 支給 is decided
+    /// about three months after the care month, DOMAIN.md §4.5, and 再審査 may follow).
+    late_shikyu_months: i32,
     /// `[NN]` sections: a prefecture's rules, starting from the defaults above them.
     prefectures: std::collections::BTreeMap<String, Rules>,
 }
@@ -181,6 +185,7 @@ impl Default for Rules {
                 Suggestion::NotContinue,
             ],
             end_date: EndDate::LastDay,
+            late_shikyu_months: 12,
             prefectures: std::collections::BTreeMap::new(),
         }
     }
@@ -240,6 +245,14 @@ impl Rules {
         const CASE: &str = "expected `case <1-5|head_left|other> = <continue|not_continue|manual>` or `tekiyo_end = <last_day|leaving_day>`";
         let (key, value) = content.split_once('=').ok_or(CASE)?;
         let (key, value) = (key.trim(), value.trim());
+        if key == "late_shikyu_months" {
+            self.late_shikyu_months = value
+                .parse::<i32>()
+                .ok()
+                .filter(|n| (1..=60).contains(n))
+                .ok_or("late_shikyu_months is a number of months, 1-60")?;
+            return Ok(());
+        }
         if key == "tekiyo_end" {
             self.end_date = match value {
                 "last_day" => EndDate::LastDay,
@@ -259,6 +272,11 @@ impl Rules {
             *slot = s;
         }
         Ok(())
+    }
+
+    /// Months after the 異動月 during which late 支給 are still carried (追加 rows).
+    pub fn late_shikyu_months(&self) -> i32 {
+        self.late_shikyu_months
     }
 
     /// The rules of prefecture `code`: its section, else the defaults.
@@ -519,7 +537,7 @@ mod tests {
     /// leaving would make every move an overlap). Must-fail rows name the line.
     #[test]
     fn rules_per_prefecture_and_the_meaning_of_the_end_date() {
-        let text = "case other = manual\n[15]  # 新潟県\ncase 2 = manual\n[27]\ntekiyo_end = leaving_day\n";
+        let text = "case other = manual\n[15]  # 新潟県\ncase 2 = manual\nlate_shikyu_months = 6\n[27]\ntekiyo_end = leaving_day\n";
         let r = Rules::parse(text).unwrap();
         assert_eq!(
             r.for_prefecture("13").suggestion(Case::Other),
@@ -562,6 +580,8 @@ mod tests {
             ("[13]\n[13]", 2),
             ("case 2 = manual\n[13]\ntekiyo_end = yesterday", 3),
             ("[13]\ncase 9 = continue", 2),
+            ("late_shikyu_months = 0", 1),
+            ("late_shikyu_months = 61", 1),
         ] {
             assert_eq!(Rules::parse(bad).unwrap_err().line, line, "{bad}");
         }

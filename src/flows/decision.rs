@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{PartitionScope, PrefectureScope};
+use crate::domain::continuity::Rules;
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Move, carried_months};
 use crate::domain::text::parse_date;
 use crate::flows::continuity::Candidate;
@@ -78,11 +79,6 @@ fn row_new() -> String {
 pub const ROW_NEW: &str = "new";
 pub const ROW_ADD: &str = "add";
 pub const ROW_CANCEL: &str = "cancel";
-
-/// How long after a move's 異動月 the confirmation run still looks for late 支給 of the
-/// carried months (a 支給 is decided about three months after the care month, DOMAIN.md
-/// §4.5; a year leaves room for 再審査).
-pub const LATE_SHIKYU_MONTHS: i32 = 12;
 
 /// A move's candidate with what followed it. A move has one state whatever the number of
 /// its versions: `seq` is its first version (the move's handle in the API and on the
@@ -359,7 +355,7 @@ pub struct ConfirmReport {
 /// decision: a decision "continue" without a confirmation gets the confirmation and a 新規
 /// row (or a 追加 row of what B does not hold yet, after a reversal and a new "continue");
 /// a confirmed one gets a 追加 row when 支給 months of A arrived since (within
-/// [`LATE_SHIKYU_MONTHS`] of the 異動月, counted to the date of `now`); a decision
+/// the prefecture's `late_shikyu_months` of the 異動月, counted to the date of `now`); a decision
 /// "not_continue" after months were handed
 /// over gets a 取消 row. A's months include those carried into A's household by an earlier
 /// move (A→B→C chains). Every hand-over is a 提供記録 in A; reruns add nothing.
@@ -369,6 +365,21 @@ pub fn confirm(
     who: &Importer,
     now: &str,
 ) -> Result<ConfirmReport, DecisionError> {
+    confirm_with(store, scope, &Rules::default(), who, now)
+}
+
+/// [`confirm`] under a rules file (the prefecture's section: how long late 支給 are
+/// carried).
+pub fn confirm_with(
+    store: &Store,
+    scope: &PrefectureScope,
+    rules: &Rules,
+    who: &Importer,
+    now: &str,
+) -> Result<ConfirmReport, DecisionError> {
+    let late_months = rules
+        .for_prefecture(scope.prefecture())
+        .late_shikyu_months();
     let mut report = ConfirmReport {
         prefecture: scope.prefecture().to_owned(),
         ..ConfirmReport::default()
@@ -421,6 +432,7 @@ pub fn confirm(
                 decision_seq: *decision_seq,
                 who,
                 now,
+                late_months,
             };
             if d.decision != "continue" {
                 if !s.held().is_empty() && ctx.cancel()? {
@@ -454,6 +466,7 @@ struct Row<'a> {
     decision_seq: u64,
     who: &'a Importer,
     now: &'a str,
+    late_months: i32,
 }
 
 impl Row<'_> {
@@ -631,7 +644,7 @@ impl Row<'_> {
     }
 
     /// A 追加 row of A's months that arrived after B was told (late 支給), while the move's
-    /// 異動月 is within [`LATE_SHIKYU_MONTHS`]. Returns the months added.
+    /// 異動月 is within the prefecture's `late_shikyu_months`. Returns the months added.
     fn late(&self) -> Result<Option<Vec<String>>, DecisionError> {
         let Some(ido) = parse_date(&self.state.candidate.ido_date) else {
             return Ok(None);
@@ -644,7 +657,7 @@ impl Row<'_> {
                 .unwrap_or_else(crate::store::today_days),
         );
         let recent = CareMonth::of_days(ido)
-            .plus(LATE_SHIKYU_MONTHS)
+            .plus(self.late_months)
             .is_some_and(|end| today <= end);
         if !recent {
             return Ok(None);
