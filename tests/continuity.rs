@@ -411,67 +411,93 @@ fn decide_confirm_and_carry_over() {
     assert!(provisions[0].recipient.ends_with("/131029"));
 }
 
+/// The hub's API over `store` for the API tests (oneshot, no socket).
+struct Api {
+    app: axum::Router,
+}
+
+impl Api {
+    fn new(store: &std::sync::Arc<Store>, rules: Rules) -> Api {
+        use kukaku::api::{self, AppState, Limits, ServerRole};
+        let state = AppState::new(std::sync::Arc::clone(store), ServerRole::Hub)
+            .with_continuity_rules(rules);
+        Api {
+            app: api::router(state, Limits::default()),
+        }
+    }
+
+    /// A bearer token of a new credential, valid for a day.
+    fn token(
+        store: &Store,
+        role: kukaku::crypto::credential::Role,
+        reach: kukaku::crypto::credential::Reach,
+    ) -> String {
+        let day = kukaku::store::now_unix_ms() + 86_400_000;
+        store
+            .issue_credential(role, reach, "test", day)
+            .unwrap()
+            .0
+            .to_text()
+            .to_string()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        uri: impl AsRef<str>,
+        token: &str,
+        body: Option<&str>,
+    ) -> (axum::http::StatusCode, String) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri.as_ref())
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body.map_or_else(axum::body::Body::empty, |b| {
+                axum::body::Body::from(b.to_owned())
+            }))
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+}
+
 /// The same flow through the HTTP API: the continuity operator extracts and confirms, B lists,
 /// decides, and downloads the 連携ファイル; A sees none of B's candidates and cannot decide
 /// one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_keeps_each_municipality_to_its_own_candidates() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use kukaku::api::{self, AppState, Limits, ServerRole};
+    use axum::http::StatusCode;
     use kukaku::crypto::credential::{Reach, Role};
     use std::sync::Arc;
-    use tower::ServiceExt;
 
     let (_dir, _paths, store, a, b) = tokio::task::block_in_place(tokyo_move);
     let store = Arc::new(store);
-    let day = kukaku::store::now_unix_ms() + 86_400_000;
-    let token = |role, reach, label| {
-        store
-            .issue_credential(role, reach, label, day)
-            .unwrap()
-            .0
-            .to_text()
-            .to_string()
-    };
-    let op = token(
+    let op = Api::token(
+        &store,
         Role::ContinuityOperator,
         Reach::Prefecture("13".into()),
-        "op",
     );
-    let muni_a = token(Role::Municipality, Reach::Partition(a.clone()), "a");
-    let muni_b = token(Role::Municipality, Reach::Partition(b.clone()), "b");
-    let app = api::router(
-        AppState::new(Arc::clone(&store), ServerRole::Hub),
-        Limits::default(),
-    );
-    let call = |method: &str, uri: String, token: &str, body: Option<&str>| {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
-                .await
-                .unwrap();
-            (status, String::from_utf8(bytes.to_vec()).unwrap())
-        }
-    };
-    let (s, body) = call("POST", "/v1/continuity/extract".into(), &op, Some("{}")).await;
+    let muni_a = Api::token(&store, Role::Municipality, Reach::Partition(a.clone()));
+    let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
+    let api = Api::new(&store, Rules::default());
+    let (s, body) = api
+        .call("POST", "/v1/continuity/extract", &op, Some("{}"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, body) = call(
-        "GET",
-        "/v1/continuity/candidates?state=undecided".into(),
-        &muni_b,
-        None,
-    )
-    .await;
+    let (s, body) = api
+        .call(
+            "GET",
+            "/v1/continuity/candidates?state=undecided",
+            &muni_b,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let seq = v["candidates"][0]["seq"].as_u64().unwrap();
@@ -481,67 +507,84 @@ async fn the_api_keeps_each_municipality_to_its_own_candidates() {
         "B sees too much before deciding"
     );
     // A: no candidates of its own, and B's seq names nothing in A.
-    let (s, body) = call("GET", "/v1/continuity/candidates".into(), &muni_a, None).await;
+    let (s, body) = api
+        .call("GET", "/v1/continuity/candidates", &muni_a, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(!body.contains("A100"), "A sees B's candidate: {body}");
     let decision = r#"{"decision":"continue","reason":null,"operator":"窓口 1"}"#;
-    let (s, _) = call(
-        "POST",
-        format!("/v1/continuity/candidates/{seq}/decision"),
-        &muni_a,
-        Some(decision),
-    )
-    .await;
+    let (s, _) = api
+        .call(
+            "POST",
+            format!("/v1/continuity/candidates/{seq}/decision"),
+            &muni_a,
+            Some(decision),
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, body) = call(
-        "POST",
-        format!("/v1/continuity/candidates/{seq}/decision"),
-        &muni_b,
-        Some(r#"{"decision":"maybe","operator":"x"}"#),
-    )
-    .await;
+    let (s, body) = api
+        .call(
+            "POST",
+            format!("/v1/continuity/candidates/{seq}/decision"),
+            &muni_b,
+            Some(r#"{"decision":"maybe","operator":"x"}"#),
+        )
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    let (s, body) = call(
-        "POST",
-        format!("/v1/continuity/candidates/{seq}/decision"),
-        &muni_b,
-        Some(decision),
-    )
-    .await;
+    let (s, body) = api
+        .call(
+            "POST",
+            format!("/v1/continuity/candidates/{seq}/decision"),
+            &muni_b,
+            Some(decision),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     // Only the continuity operator confirms.
-    let (s, _) = call("POST", "/v1/continuity/confirm".into(), &muni_b, Some("{}")).await;
+    let (s, _) = api
+        .call("POST", "/v1/continuity/confirm", &muni_b, Some("{}"))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, body) = call("POST", "/v1/continuity/confirm".into(), &op, Some("{}")).await;
+    let (s, body) = api
+        .call("POST", "/v1/continuity/confirm", &op, Some("{}"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, body) = call("GET", "/v1/continuity/results".into(), &muni_b, None).await;
+    let (s, body) = api
+        .call("GET", "/v1/continuity/results", &muni_b, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["candidates"][0]["carry_over"][1]["count"], 2, "{body}");
-    let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_b, None).await;
+    let (s, csv) = api
+        .call("GET", "/v1/continuity/carryover.csv", &muni_b, None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert!(csv.contains(",2024-06;2024-09,2,"), "{csv}");
-    let (s, sjis) = call(
-        "GET",
-        "/v1/continuity/carryover.csv?encoding=cp932".into(),
-        &muni_b,
-        None,
-    )
-    .await;
+    let (s, sjis) = api
+        .call(
+            "GET",
+            "/v1/continuity/carryover.csv?encoding=cp932",
+            &muni_b,
+            None,
+        )
+        .await;
     assert_eq!(
         (s, sjis.as_str()),
         (StatusCode::OK, csv.as_str()),
         "the layout is ASCII in both encodings"
     );
-    let (s, _) = call(
-        "GET",
-        "/v1/continuity/carryover.csv?encoding=latin1".into(),
-        &muni_b,
-        None,
-    )
-    .await;
+    let (s, _) = api
+        .call(
+            "GET",
+            "/v1/continuity/carryover.csv?encoding=latin1",
+            &muni_b,
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, csv) = call("GET", "/v1/continuity/carryover.csv".into(), &muni_a, None).await;
+    let (s, csv) = api
+        .call("GET", "/v1/continuity/carryover.csv", &muni_a, None)
+        .await;
     assert_eq!(
         (s, csv.lines().count()),
         (StatusCode::OK, 1),
@@ -1211,57 +1254,27 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
 /// correction to 継続しない adds a 取消 row; reruns add nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_late_shikyu_and_a_reversal_through_the_api() {
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
+    use axum::http::StatusCode;
     use base64::Engine as _;
     use common::flow4::files;
-    use kukaku::api::{self, AppState, Limits, ServerRole};
     use kukaku::crypto::credential::{Reach, Role};
     use std::sync::Arc;
-    use tower::ServiceExt;
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let (_dir, _paths, store, a, b) = tokio::task::block_in_place(tokyo_move);
     let store = Arc::new(store);
-    let day = kukaku::store::now_unix_ms() + 86_400_000;
-    let token = |role, reach, label| {
-        store
-            .issue_credential(role, reach, label, day)
-            .unwrap()
-            .0
-            .to_text()
-            .to_string()
-    };
-    let op = token(
+    let op = Api::token(
+        &store,
         Role::ContinuityOperator,
         Reach::Prefecture("13".into()),
-        "op",
     );
-    let muni_a = token(Role::Municipality, Reach::Partition(a.clone()), "a");
-    let muni_b = token(Role::Municipality, Reach::Partition(b.clone()), "b");
+    let muni_a = Api::token(&store, Role::Municipality, Reach::Partition(a.clone()));
+    let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
     // The run's date is today's, two years after these moves: carry late 支給 for 5 years.
-    let rules = Rules::parse("late_shikyu_months = 60").unwrap();
-    let app = api::router(
-        AppState::new(Arc::clone(&store), ServerRole::Hub).with_continuity_rules(rules),
-        Limits::default(),
-    );
-    let call = |method: &str, uri: &str, token: &str, body: String| {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        let app = app.clone();
-        async move {
-            let res = app.oneshot(req).await.unwrap();
-            let status = res.status();
-            let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
-                .await
-                .unwrap();
-            (status, String::from_utf8(bytes.to_vec()).unwrap())
-        }
+    let api = Api::new(&store, Rules::parse("late_shikyu_months = 60").unwrap());
+    let call = |method: &'static str, uri: String, token: String, body: String| {
+        let api = &api;
+        async move { api.call(method, uri, &token, Some(&body)).await }
     };
     let send = |token: String, tid: &str, (setai, kojin): (String, String)| {
         let body = serde_json::json!({"transmission_id": tid, "encoding": "utf-8",
@@ -1269,7 +1282,7 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         .to_string();
         let call = &call;
         async move {
-            let (s, body) = call("POST", "/v1/transmissions", &token, body).await;
+            let (s, body) = call("POST", "/v1/transmissions".into(), token, body).await;
             assert_eq!(s, StatusCode::CREATED, "{body}");
         }
     };
@@ -1277,7 +1290,7 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         let call = &call;
         let op = op.clone();
         async move {
-            let (s, body) = call("POST", &format!("/v1/continuity/{what}"), &op, "{}".into()).await;
+            let (s, body) = call("POST", format!("/v1/continuity/{what}"), op, "{}".into()).await;
             assert_eq!(s, StatusCode::OK, "{body}");
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         }
@@ -1288,7 +1301,7 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         async move {
             let body = format!(r#"{{"decision":"{d}","reason":null,"operator":"窓口 1"}}"#);
             let uri = format!("/v1/continuity/candidates/{seq}/decision");
-            let (s, body) = call("POST", &uri, &muni_b, body).await;
+            let (s, body) = call("POST", uri, muni_b, body).await;
             assert_eq!(s, StatusCode::CREATED, "{body}");
         }
     };
@@ -1298,8 +1311,8 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         async move {
             let (s, csv) = call(
                 "GET",
-                "/v1/continuity/carryover.csv",
-                &muni_b,
+                "/v1/continuity/carryover.csv".into(),
+                muni_b,
                 String::new(),
             )
             .await;
@@ -1314,10 +1327,23 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         }
     };
 
+    let listed = || {
+        let call = &call;
+        let muni_b = muni_b.clone();
+        async move {
+            let (_, body) = call(
+                "GET",
+                "/v1/continuity/candidates".into(),
+                muni_b,
+                String::new(),
+            )
+            .await;
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["candidates"].clone()
+        }
+    };
+
     run("extract").await;
-    let (_, body) = call("GET", "/v1/continuity/candidates", &muni_b, String::new()).await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let seq = v["candidates"][0]["seq"].as_u64().unwrap();
+    let seq = listed().await[0]["seq"].as_u64().unwrap();
     decide(seq, "continue").await;
     // Later: a birth in B (世帯構成変更) and a 訂正 of the head's name in A.
     send(
@@ -1357,11 +1383,9 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
     .await;
     run("extract").await;
     run("confirm").await;
-    let (_, body) = call("GET", "/v1/continuity/candidates", &muni_b, String::new()).await;
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let list = v["candidates"].as_array().unwrap();
-    assert_eq!(list.len(), 1, "{body}");
-    assert_eq!(list[0]["versions"].as_array().unwrap().len(), 2, "{body}");
+    let list = listed().await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["versions"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(
         csv_kinds().await,
         vec![("1".into(), "2024-06;2024-09".into())]
@@ -1375,7 +1399,7 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
     let body = serde_json::json!({"transmission_id": "KA-2", "encoding": "utf-8",
         "kogaku_file": b64(&kogaku)})
     .to_string();
-    let (s, body) = call("POST", "/v1/kogaku", &muni_a, body).await;
+    let (s, body) = call("POST", "/v1/kogaku".into(), muni_a.clone(), body).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     let report = run("confirm").await;
     assert_eq!(report["added"].as_array().unwrap().len(), 1, "{report}");

@@ -449,14 +449,7 @@ impl Store {
         let (size, note) = self.proof_size(p, size)?;
         let raw = self.envelope_bytes(p, seq)?;
         let (header, _) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, seq, e))?;
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        let proof = inclusion_proof(&mut src, seq, size).map_err(|e| match e {
-            ProofRequestError::Source(s) => corrupt(p, seq, s),
-            other => ReadError::BadRequest(other.to_string()),
-        })?;
+        let proof = self.inclusion_path(p, seq, size)?;
         Ok(InclusionProofJson {
             leaf_idx: seq,
             tree_size: size,
@@ -470,6 +463,18 @@ impl Store {
         })
     }
 
+    /// The RFC 9162 inclusion path of leaf `seq` in the tree of `size`, from stored nodes.
+    fn inclusion_path(&self, p: &PartitionId, seq: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        inclusion_proof(&mut src, seq, size).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, seq, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })
+    }
+
     /// The hashed header of entry `size − 1` and its inclusion proof in the tree of `size`
     /// (`None` for the empty tree): what dates a proof's checkpoint for key windows.
     fn newest_entry(&self, p: &PartitionId, size: u64) -> Result<Option<NewestEntry>, ReadError> {
@@ -480,14 +485,7 @@ impl Store {
         let raw = self.envelope_bytes(p, last)?;
         let (_, len) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, last, e))?;
         let header = raw.get(..len).ok_or_else(|| corrupt(p, last, "header"))?;
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        let proof = inclusion_proof(&mut src, last, size).map_err(|e| match e {
-            ProofRequestError::Source(s) => corrupt(p, last, s),
-            other => ReadError::BadRequest(other.to_string()),
-        })?;
+        let proof = self.inclusion_path(p, last, size)?;
         Ok(Some(NewestEntry {
             header: base64::engine::general_purpose::STANDARD.encode(header),
             proof: encode_hashes(&proof),

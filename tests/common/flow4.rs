@@ -100,13 +100,18 @@ pub fn load(
     people: &[P<'_>],
 ) {
     let (s, k) = files(p.as_str(), tid, setai_no, ido, people);
+    import_pair(store, p, tid, &s, &k);
+}
+
+/// Imports a 世帯ファイル and 個人ファイル pair (UTF-8) that must be accepted.
+fn import_pair(store: &Store, p: &PartitionId, tid: &str, setai: &str, kojin: &str) {
     import(
         store,
         p,
         tid,
         Encoding::Utf8,
-        s.as_bytes(),
-        k.as_bytes(),
+        setai.as_bytes(),
+        kojin.as_bytes(),
         &who(),
     )
     .unwrap();
@@ -124,16 +129,7 @@ pub fn load_correction(
 ) {
     let (s, k) = files(p.as_str(), tid, setai_no, (ido_date, "90"), people);
     let s = s.replacen(",90,,", &format!(",90,{of},"), 1);
-    import(
-        store,
-        p,
-        tid,
-        Encoding::Utf8,
-        s.as_bytes(),
-        k.as_bytes(),
-        &who(),
-    )
-    .unwrap();
+    import_pair(store, p, tid, &s, &k);
 }
 
 /// A fresh instance under `origin` with `ids` provisioned.
