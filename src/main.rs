@@ -138,7 +138,7 @@ enum Command {
         #[arg(long)]
         partition: Option<String>,
     },
-    /// Write the 資格履歴ファイル (rireki-v1) to standard output, as the local admin on the
+    /// Write the 資格履歴ファイル (rireki-v2) to standard output, as the local admin on the
     /// intermediate; appends a 提供記録 to each partition. The file holds 個人番号: pipe it to
     /// its destination, do not leave it on disk in clear. The manifest goes to --manifest.
     ExportHistory {

@@ -451,10 +451,34 @@ async fn flow5_hub_to_intermediate() {
         .map(|b| format!("{b:02x}"))
         .collect();
     assert_eq!(manifest["sha256"], sha);
-    let persons: usize = files.iter().map(|f| f.kojin_nos.len()).sum();
+    // rireki-v2 (issue 27 item 6): a 擬制世帯主 (giji_head 1, the last 個人ファイル column)
+    // has no 資格履歴 row.
+    let persons: usize = files
+        .iter()
+        .map(|f| {
+            f.kojin
+                .lines()
+                .skip(1)
+                .filter(|l| !l.trim_end().ends_with(",1"))
+                .count()
+        })
+        .sum();
+    let giji: usize = files.iter().map(|f| f.kojin_nos.len()).sum::<usize>() - persons;
+    assert!(giji > 0, "the samples have 擬制世帯主");
     assert_eq!(manifest["rows"], persons as u64);
     assert_eq!(text.lines().count(), persons + 1);
     assert!(text.starts_with("layout,hokensha_no,kojin_no,"));
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with(",source_seq,setai_no,setai_nushi")
+    );
+    assert!(text.lines().skip(1).all(|l| l.starts_with("rireki-v2,")));
+    assert!(
+        text.lines().skip(1).any(|l| l.ends_with(",1")),
+        "a 世帯主 is marked"
+    );
     let mut kojin_col: Vec<&str> = text
         .lines()
         .skip(1)

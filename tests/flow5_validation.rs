@@ -516,6 +516,24 @@ fn every_rule_broken_once_is_reported_and_nothing_is_stored() {
             |s_, _| s(s_, 3, "head_kubun", "1"),
             (FileKind::Setai, 3, Some("head_kubun"), "head_not_insured"),
         ),
+        // Issue 27 item 6 (DOMAIN.md §9.3 rule 4): a 普通 head whose own 資格 ended by
+        // the 異動年月日 is not insured any more.
+        (
+            "futsu head with closed shikaku",
+            |_, k_| {
+                k(k_, 2, "soshitsu_date", "2024-04-01");
+                k(k_, 2, "soshitsu_jiyu", "03");
+                k(k_, 2, "tekiyo_end", "2024-03-31");
+                k(k_, 2, "tekiyo_start", "2024-03-31");
+                k(k_, 2, "shutoku_date", "2024-03-31")
+            },
+            (
+                FileKind::Setai,
+                2,
+                Some("head_kubun"),
+                "head_shikaku_closed",
+            ),
+        ),
         (
             "giji head with shikaku",
             |_, k_| {

@@ -19,8 +19,9 @@ use crate::ledger::payload::{ForwardingReceipt, ProvisionRecord};
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{NewEntry, ReadError, Store};
 
-/// Column names of the 資格履歴ファイル (layout `rireki-v1`).
-pub const RIREKI_HEADER: [&str; 21] = [
+/// Column names of the 資格履歴ファイル (layout `rireki-v2`: v1's columns, then the
+/// household of the snapshot and whether the person heads it; docs/format.md §5c).
+pub const RIREKI_HEADER: [&str; 23] = [
     "layout",
     "hokensha_no",
     "kojin_no",
@@ -42,6 +43,8 @@ pub const RIREKI_HEADER: [&str; 21] = [
     "valid_from",
     "valid_to",
     "source_seq",
+    "setai_no",
+    "setai_nushi",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,9 @@ struct Appearance {
     valid_from: i32,
     source_seq: u64,
     person: Person,
+    /// The household of the snapshot and whether the person is its 世帯主.
+    setai_no: String,
+    head: bool,
 }
 
 /// The copies of a partition up to `size`, with the hub seq of each (from the receipts that
@@ -160,7 +166,8 @@ fn rows(
     let mut touched: BTreeSet<String> = BTreeSet::new();
     for (local, hub, h) in snaps {
         let valid_from = parse_date(&h.ido_date).unwrap_or(0);
-        for person in &h.persons {
+        // A 擬制世帯主 is not insured: no 資格履歴 of their own (DOMAIN.md §4.5).
+        for person in h.persons.iter().filter(|p| !p.giji_head) {
             if *local >= since {
                 touched.insert(person.kojin_no.clone());
             }
@@ -171,6 +178,8 @@ fn rows(
                     valid_from,
                     source_seq: *hub,
                     person: person.clone(),
+                    setai_no: h.setai_no.clone(),
+                    head: person.zokugara == "01",
                 });
         }
     }
@@ -195,7 +204,7 @@ fn rows(
             }
             let p = &a.person;
             out.push(Zeroizing::new(vec![
-                "rireki-v1".to_owned(),
+                "rireki-v2".to_owned(),
                 hokensha_no.to_owned(),
                 p.kojin_no.clone(),
                 opt(&p.kigo),
@@ -216,6 +225,8 @@ fn rows(
                 format_date(a.valid_from),
                 valid_to,
                 a.source_seq.to_string(),
+                a.setai_no.clone(),
+                if a.head { "1" } else { "0" }.to_owned(),
             ]));
         }
     }
@@ -305,7 +316,7 @@ pub fn export(
     Ok((
         bytes,
         Manifest {
-            layout: "rireki-v1",
+            layout: "rireki-v2",
             partitions: parts,
             rows: total_rows,
             sha256,

@@ -1009,6 +1009,18 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
                         problems.push(at(Some("head_kubun"), "head_not_insured"));
                         ok = false;
                     }
+                    // An insured head (普通) whose own 資格 has ended by the 異動年月日 is
+                    // no longer insured: the household needs another head or 擬制 (DOMAIN.md
+                    // §9.3 rule 4; issue 27 item 6).
+                    Some("1")
+                        if dates
+                            .soshitsu
+                            .zip(draft.ido_date)
+                            .is_some_and(|(lost, ido)| lost <= ido) =>
+                    {
+                        problems.push(at(Some("head_kubun"), "head_shikaku_closed"));
+                        ok = false;
+                    }
                     Some("2") if !head.giji_head => {
                         problems.push(at(Some("head_kubun"), "head_not_giji"));
                         ok = false;
