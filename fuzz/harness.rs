@@ -189,6 +189,7 @@ pub fn csv_import(data: &[u8]) {
             transmission_id: "FUZZ-1",
             encoding,
             correction_target: &target,
+            previous_members: &kukaku::flows::transmission::no_previous,
         };
         let first = transmission::validate(setai, kojin, &ctx);
         let second = transmission::validate(setai, kojin, &ctx);

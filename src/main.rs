@@ -1226,7 +1226,7 @@ fn import_files(
     encoding: &str,
     files: &ImportFiles,
 ) -> Result<bool> {
-    use kukaku::flows::import::{ImportError, Importer, import};
+    use kukaku::flows::import::{ImportError, Importer, import_checked};
     use kukaku::flows::transmission::Encoding;
     let encoding = Encoding::parse(encoding).context("--encoding must be utf-8 or cp932")?;
     let read = |path: &std::path::Path| {
@@ -1245,7 +1245,18 @@ fn import_files(
     let result = match files {
         ImportFiles::Transmission(setai, kojin) => {
             let (setai, kojin) = (read(setai)?, read(kojin)?);
-            import(&store, &p, transmission_id, encoding, &setai, &kojin, &who)
+            // The household rules read the partition's earlier snapshots: the admin's scope.
+            let kek = kukaku::crypto::Kek::load_file(&paths.kek)?;
+            let scope = kukaku::crypto::AdminScope::from_kek(&kek).partition(&p);
+            import_checked(
+                &store,
+                &scope,
+                transmission_id,
+                encoding,
+                &setai,
+                &kojin,
+                &who,
+            )
         }
         ImportFiles::Kogaku(file) => {
             let file = read(file)?;

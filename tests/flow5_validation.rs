@@ -866,7 +866,7 @@ fn idempotency_and_corrections() {
     assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     assert_eq!(
         store
-            .index_seqs(&p, IndexKind::Household, b"S007000")
+            .index_seqs(&p, IndexKind::Household, b"S0000000700000")
             .unwrap()
             .len(),
         1
@@ -923,4 +923,87 @@ fn idempotency_and_corrections() {
         store.index_seqs(&p, IndexKind::Person, &token).unwrap(),
     );
     assert_eq!(before, after);
+}
+
+/// Issue 27 item 6: every 異動 transmission carries the whole household (seed 5-①). A member
+/// of the household's previous snapshot who is neither sent again nor sent with a 喪失 was
+/// silently dropped; through `import_checked` (the API's and the CLI's import) it is an error
+/// on the household's line, and nothing is stored.
+#[test]
+fn a_member_missing_without_a_soshitsu_is_refused() {
+    use kukaku::crypto::{AdminScope, Kek};
+    use kukaku::flows::import::import_checked;
+    let (_dir, paths, store) = store();
+    let p = pid("131011");
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let scope = AdminScope::from_kek(&kek).partition(&p);
+    let send = |setai: &[Vec<String>], kojin: &[Vec<String>], tid: &str| {
+        import_checked(
+            &store,
+            &scope,
+            tid,
+            Encoding::Utf8,
+            to_csv(setai, true).as_bytes(),
+            to_csv(kojin, true).as_bytes(),
+            &who(),
+        )
+    };
+    let (setai, kojin) = base();
+    send(&setai, &kojin, TID).unwrap();
+    // Household A1 again (世帯構成変更), under a new transmission id.
+    let a1 = |tid: &str, member: Option<bool>| {
+        let (mut s_, mut k_) = base();
+        s_.remove(2); // A2
+        k_.truncate(3); // A2's rows go
+        for r in s_.iter_mut().chain(k_.iter_mut()).skip(1) {
+            r[1] = tid.to_owned();
+        }
+        k_[0][1] = "transmission_id".to_owned();
+        s(&mut s_, 2, "ido_jiyu", "05");
+        match member {
+            None => {
+                k_.remove(2);
+                s(&mut s_, 2, "person_rows", "1");
+            }
+            Some(lost) if lost => {
+                k(&mut k_, 3, "soshitsu_date", "2024-06-01");
+                k(&mut k_, 3, "soshitsu_jiyu", "03");
+                k(&mut k_, 3, "tekiyo_end", "2024-05-31");
+            }
+            Some(_) => {}
+        }
+        (s_, k_)
+    };
+    let size = store.size(&p).unwrap();
+    let (s1, k1) = a1("T-2", None);
+    match send(&s1, &k1, "T-2") {
+        Err(ImportError::Rejected(r)) => assert!(
+            r.problems
+                .iter()
+                .any(|pr| (pr.file, pr.line, pr.field, pr.reason)
+                    == (FileKind::Setai, 2, Some("person_rows"), "member_missing")),
+            "{:?}",
+            r.problems
+        ),
+        other => panic!("accepted: {other:?}"),
+    }
+    assert_eq!(store.size(&p).unwrap(), size, "nothing stored");
+    // Sent with a 喪失: accepted; afterwards the member may be left out.
+    let (s2, k2) = a1("T-3", Some(true));
+    send(&s2, &k2, "T-3").unwrap();
+    let (s3, k3) = a1("T-4", None);
+    send(&s3, &k3, "T-4").unwrap();
+    // The import's access record names the earlier snapshot it read.
+    let last = store.size(&p).unwrap() - 1;
+    let raw = store.envelopes(&p, last, last + 1).unwrap();
+    let env = kukaku::ledger::Envelope::decode(&raw[0]).unwrap();
+    let kukaku::ledger::Body::Open { payload, .. } = env.body else {
+        panic!("the access record is open")
+    };
+    let rec = kukaku::ledger::payload::AccessRecord::decode(&payload).unwrap();
+    assert_eq!(rec.purpose, "transmission_import");
+    assert_eq!(
+        rec.kinds,
+        vec![kukaku::ledger::Kind::HOUSEHOLD_SNAPSHOT.code()]
+    );
 }

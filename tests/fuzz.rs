@@ -201,6 +201,7 @@ fn seeds_are_accepted() {
                 transmission_id: "FUZZ-1",
                 encoding: enc,
                 correction_target: &never,
+                previous_members: &kukaku::flows::transmission::no_previous,
             };
             kukaku::flows::transmission::validate(&s[1..i], &s[i + 1..], &ctx).unwrap();
         } else {

@@ -610,7 +610,7 @@ async fn post_transmission(
     who: Municipality,
     ApiJson(req): ApiJson<TransmissionRequest>,
 ) -> Result<(StatusCode, Json<crate::flows::import::ImportOutcome>), ApiError> {
-    use crate::flows::import::{Importer, import};
+    use crate::flows::import::{Importer, import_checked};
     use crate::flows::transmission::Encoding;
     let encoding = Encoding::parse(&req.encoding).ok_or_else(|| {
         ApiError::bad_request("unknown_encoding", "encoding must be utf-8 or cp932")
@@ -637,10 +637,10 @@ async fn post_transmission(
         route: format!("POST {TRANSMISSIONS_PATH}"),
         request_id: request_id::current(),
     };
-    let p = who.scope.partition().clone();
+    let scope = who.scope;
     let id = req.transmission_id;
     let outcome = blocking(&state, move |s| {
-        import(s, &p, &id, encoding, &setai, &kojin, &importer).map_err(import_error)
+        import_checked(s, &scope, &id, encoding, &setai, &kojin, &importer).map_err(import_error)
     })
     .await?;
     Ok((created_or_replayed(&outcome), Json(outcome)))

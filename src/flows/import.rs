@@ -2,6 +2,7 @@
 //! atomic batch — a snapshot per household, the derived indexes, the transmission claim and
 //! the access record — or nothing.
 
+use crate::crypto::PartitionScope;
 use crate::flows::transmission::{self, Context, Encoding, Household, Rejected, Validated};
 use crate::ledger::payload::AccessRecord;
 use crate::ledger::{Kind, PartitionId};
@@ -213,7 +214,9 @@ pub(crate) fn person_tokens(
     Ok(out)
 }
 
-/// Validates and stores a transmission (blocking; call from the blocking pool).
+/// Validates and stores a transmission (blocking; call from the blocking pool), without the
+/// rules that need the partition's earlier snapshots: see [`import_checked`], which the API
+/// and the CLI use.
 pub fn import(
     store: &Store,
     partition: &PartitionId,
@@ -223,6 +226,86 @@ pub fn import(
     kojin: &[u8],
     who: &Importer,
 ) -> Result<ImportOutcome, ImportError> {
+    let files = Files {
+        transmission_id,
+        encoding,
+        setai,
+        kojin,
+    };
+    let none = std::cell::RefCell::new(Vec::new());
+    import_with(
+        store,
+        partition,
+        files,
+        &transmission::no_previous,
+        &none,
+        who,
+    )
+}
+
+/// [`import`] with the household rules that need the partition's earlier data (issue 27
+/// item 6): every member of a household's latest snapshot who had no 喪失 must be sent again.
+/// Reading those snapshots takes the partition's scope; the import's access record names
+/// them.
+pub fn import_checked(
+    store: &Store,
+    scope: &PartitionScope,
+    transmission_id: &str,
+    encoding: Encoding,
+    setai: &[u8],
+    kojin: &[u8],
+    who: &Importer,
+) -> Result<ImportOutcome, ImportError> {
+    let read = std::cell::RefCell::new(Vec::new());
+    let previous = |setai_no: &str| -> Option<Vec<zeroize::Zeroizing<String>>> {
+        let seq = *store
+            .index_seqs(scope.partition(), IndexKind::Household, setai_no.as_bytes())
+            .ok()?
+            .last()?;
+        let e = store.read_entry(scope, seq).ok()?;
+        let h: Household = serde_json::from_slice(&e.payload).ok()?;
+        read.borrow_mut().push(seq);
+        Some(
+            h.persons
+                .iter()
+                .filter(|p| p.soshitsu_date.is_none())
+                .map(|p| zeroize::Zeroizing::new(p.kojin_no.clone()))
+                .collect(),
+        )
+    };
+    let files = Files {
+        transmission_id,
+        encoding,
+        setai,
+        kojin,
+    };
+    import_with(store, scope.partition(), files, &previous, &read, who)
+}
+
+/// A transmission's two files as the caller declared them.
+struct Files<'a> {
+    transmission_id: &'a str,
+    encoding: Encoding,
+    setai: &'a [u8],
+    kojin: &'a [u8],
+}
+
+/// The import itself. `read` collects the seqs of earlier snapshots `previous_members` read,
+/// which the import's access record then names.
+fn import_with(
+    store: &Store,
+    partition: &PartitionId,
+    files: Files<'_>,
+    previous_members: &dyn Fn(&str) -> Option<Vec<zeroize::Zeroizing<String>>>,
+    read: &std::cell::RefCell<Vec<u64>>,
+    who: &Importer,
+) -> Result<ImportOutcome, ImportError> {
+    let Files {
+        transmission_id,
+        encoding,
+        setai,
+        kojin,
+    } = files;
     let known = |id: &str, setai_no: &str| -> bool {
         matches!(store.transmission(partition, id), Ok(Some(t)) if t.households.iter().any(|h| h == setai_no))
     };
@@ -231,6 +314,7 @@ pub fn import(
         transmission_id,
         encoding,
         correction_target: &known,
+        previous_members,
     };
     let digest = digest(store, partition, encoding, setai, kojin)?;
     // A retry of a stored transmission answers before validating again.
@@ -256,7 +340,19 @@ pub fn import(
         Claimed {
             transmission_id: &transmission_id,
             claim,
-            access: who.access("transmission_import", Vec::new(), 0, 0),
+            access: {
+                // The earlier snapshots read for the household rules, if any.
+                let seqs = read.borrow();
+                match (seqs.iter().min(), seqs.iter().max()) {
+                    (Some(&first), Some(&last)) => who.access(
+                        "transmission_import",
+                        vec![Kind::HOUSEHOLD_SNAPSHOT.code()],
+                        first,
+                        last - first + 1,
+                    ),
+                    _ => who.access("transmission_import", Vec::new(), 0, 0),
+                }
+            },
             entries,
         },
     )

@@ -143,7 +143,10 @@ pub fn transmission(
         );
         let giji = h % 5 == 4;
         let members = 1 + rng.below(4);
-        let setai_no = format!("S{:06}", seed % 1000 * 1000 + h as u64);
+        // Unique per (seed, household) for seeds below 10^8 and up to 100,000 households: a
+        // 世帯番号 names one household, and a later transmission of it must send its members
+        // again (issue 27 item 6), so two seeds must never share one.
+        let setai_no = format!("S{:013}", seed % 100_000_000 * 100_000 + h as u64);
         let mut persons = Vec::new();
         let head_no = {
             serial += 1;
@@ -491,6 +494,7 @@ mod tests {
                 transmission_id: &f.transmission_id,
                 encoding: Encoding::Utf8,
                 correction_target: &|_, _| false,
+                previous_members: &crate::flows::transmission::no_previous,
             };
             let r = validate(f.setai.as_bytes(), f.kojin.as_bytes(), &ctx);
             assert!(r.is_ok(), "{p}: {:?}", r.err());

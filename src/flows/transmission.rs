@@ -196,6 +196,15 @@ pub struct Context<'a> {
     /// Whether `(transmission id, 世帯番号)` names an accepted transmission of this partition
     /// holding that household: the target a 訂正 (異動事由 90) must name.
     pub correction_target: &'a dyn Fn(&str, &str) -> bool,
+    /// The 個人番号 of the members of a household's latest stored snapshot who had no 喪失
+    /// (`None`: no earlier snapshot, or not checked). Each must be sent again, with or
+    /// without a 喪失 (seed 5-①: every 異動 carries the whole household).
+    pub previous_members: &'a dyn Fn(&str) -> Option<Vec<zeroize::Zeroizing<String>>>,
+}
+
+/// A [`Context::previous_members`] that checks nothing.
+pub fn no_previous(_: &str) -> Option<Vec<zeroize::Zeroizing<String>>> {
+    None
 }
 
 /// Problems, all of them, with the exact total.
@@ -985,6 +994,20 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
             reason,
         };
         let mut ok = true;
+        // Every member of the previous snapshot is sent again (DOMAIN.md §4.5, issue 27
+        // item 6): one problem per member missing, on the household's line.
+        if let Some(before) = (ctx.previous_members)(&draft.household.setai_no) {
+            for kojin in &before {
+                let sent = draft
+                    .persons
+                    .iter()
+                    .any(|(_, k, _, _)| k.expose() == kojin.as_bytes());
+                if !sent {
+                    problems.push(at(Some("person_rows"), "member_missing"));
+                    ok = false;
+                }
+            }
+        }
         if draft.person_rows != Some(draft.persons.len() as u32) {
             problems.push(at(Some("person_rows"), "person_rows_mismatch"));
             ok = false;
