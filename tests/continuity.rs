@@ -961,6 +961,13 @@ fn late_shikyu_reversals_and_chains_reach_the_new_municipality() {
         .unwrap();
     let got: Vec<String> = c_state.held().into_iter().collect();
     assert_eq!(got, vec!["2024-06", "2024-09", "2024-10", "2024-12"]);
+    // Reading what B's household held (B's flow-4 entries) is recorded in B.
+    assert!(
+        kinds(&store, &b)
+            .iter()
+            .filter(|(k, _)| *k == Kind::ACCESS_RECORD)
+            .any(|(_, p)| AccessRecord::decode(p).unwrap().purpose == "continuity_chain_read")
+    );
 
     // B corrects its decision to 継続しない: a 取消 row withdraws what B held.
     decide(

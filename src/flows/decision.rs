@@ -498,7 +498,31 @@ impl Row<'_> {
             months.extend(r.months());
         }
         // A→B→C: what A's household holds from its own earlier move counts like A's own.
-        for earlier in candidates(self.store, self.pair.from_scope())? {
+        // Reading A's flow-4 entries for it is recorded in A too.
+        let earlier_moves = candidates(self.store, self.pair.from_scope())?;
+        if let (Some(first), Some(last)) = (
+            earlier_moves.iter().map(|s| s.seq).min(),
+            earlier_moves
+                .iter()
+                .flat_map(|s| s.rows.last().map(|(seq, _)| *seq))
+                .chain(earlier_moves.iter().map(CandidateState::latest_seq))
+                .max(),
+        ) {
+            let rec = self.who.access(
+                "continuity_chain_read",
+                vec![
+                    Kind::CONTINUITY_CANDIDATE.code(),
+                    Kind::CONTINUITY_CARRY_OVER.code(),
+                ],
+                first,
+                last - first + 1,
+            );
+            let payload = rec
+                .encode()
+                .map_err(|e| DecisionError::Encode(e.to_string()))?;
+            append_record(self.store, a, Kind::ACCESS_RECORD, payload)?;
+        }
+        for earlier in earlier_moves {
             if earlier.candidate.new_setai_no == c.old_setai_no {
                 months.extend(earlier.held().iter().filter_map(|m| {
                     Some(KogakuMonth {
