@@ -1424,3 +1424,72 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         ]
     );
 }
+
+/// Issue 27 item 3: the clerk (and through the extraction report, the operator) sees which
+/// candidates have something to look at: `?state=anomalies` lists the undecided ones with an
+/// anomaly; the report names each candidate's anomalies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
+    use axum::http::StatusCode;
+    use kukaku::crypto::credential::{Reach, Role};
+    let (a, b) = (pid("131011"), pid("131029"));
+    let (_dir, paths, store) = tokio::task::block_in_place(|| {
+        let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+        load(
+            &store,
+            &a,
+            "A-1",
+            "A100",
+            ("2024-10-31", "04"),
+            &[(
+                HEAD,
+                "山田 太郎",
+                "01",
+                "2020-01-01",
+                "2020-01-01",
+                "2024-10-31",
+            )],
+        );
+        // B starts four days late: a 空白期間.
+        load(
+            &store,
+            &b,
+            "B-1",
+            "B100",
+            ("2024-11-05", "03"),
+            &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-05", "")],
+        );
+        (dir, paths, store)
+    });
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+    let report =
+        tokio::task::block_in_place(|| extract(&store, &tokyo, &Rules::default(), &who()).unwrap());
+    assert_eq!(report.candidates[0].anomalies, vec!["gap"]);
+    let store = std::sync::Arc::new(store);
+    let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
+    let api = Api::new(&store, Rules::default());
+    let count = |state: &'static str| {
+        let api = &api;
+        let muni_b = muni_b.clone();
+        async move {
+            let (s, body) = api
+                .call(
+                    "GET",
+                    format!("/v1/continuity/candidates?state={state}"),
+                    &muni_b,
+                    None,
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            v["candidates"].as_array().unwrap().len()
+        }
+    };
+    assert_eq!(count("anomalies").await, 1);
+    assert_eq!(count("undecided").await, 1);
+    let (s, _) = api
+        .call("GET", "/v1/continuity/candidates?state=odd", &muni_b, None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}

@@ -100,7 +100,8 @@ pub(crate) async fn read_candidates(
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `undecided`, `decided` or `confirmed`.
+    /// `undecided`, `decided`, `confirmed`, or `anomalies` (undecided with an anomaly to
+    /// look at: a gap, an overlap, a reset 資格取得日, an ambiguous match).
     pub state: Option<String>,
     /// `continue`, `not_continue` or `manual`.
     pub suggestion: Option<String>,
@@ -119,7 +120,9 @@ pub(crate) fn matches(c: &CandidateState, state: Option<&str>, suggestion: Optio
         (Some(_), None) => "decided",
         (Some(_), Some(_)) => "confirmed",
     };
-    state.is_none_or(|w| w == s) && suggestion.is_none_or(|w| w == c.candidate.suggestion)
+    let anomalous = !c.candidate.anomalies.is_empty() && c.decision.is_none();
+    state.is_none_or(|w| w == s || (w == "anomalies" && anomalous))
+        && suggestion.is_none_or(|w| w == c.candidate.suggestion)
 }
 
 pub(crate) async fn list(
@@ -131,7 +134,7 @@ pub(crate) async fn list(
         (
             "state",
             &q.state,
-            &["undecided", "decided", "confirmed"][..],
+            &["undecided", "decided", "confirmed", "anomalies"][..],
         ),
         (
             "suggestion",

@@ -509,7 +509,7 @@ async fn candidates_page(
 ) -> Response {
     let filter = q
         .state
-        .filter(|s| ["undecided", "decided", "confirmed"].contains(&s.as_str()));
+        .filter(|s| ["undecided", "decided", "confirmed", "anomalies"].contains(&s.as_str()));
     let (all, _) = match read_candidates(
         &state,
         &t.muni,
@@ -539,6 +539,7 @@ async fn candidates_page(
                     option value="undecided" selected[filter.as_deref() == Some("undecided")] { "未確定" }
                     option value="decided" selected[filter.as_deref() == Some("decided")] { "確定指示済" }
                     option value="confirmed" selected[filter.as_deref() == Some("confirmed")] { "確定済" }
+                    option value="anomalies" selected[filter.as_deref() == Some("anomalies")] { "要確認（未確定）" }
                 }
                 " " button type="submit" { "絞り込み" }
             }
@@ -557,7 +558,10 @@ async fn candidates_page(
                             td { (c.candidate.old_setai_no) }
                             td { (c.candidate.ido_date) }
                             td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
-                            td.wrap { (c.candidate.case_label) }
+                            td.wrap {
+                                (c.candidate.case_label)
+                                @if !c.candidate.anomalies.is_empty() { " " span.tag.manual { "要確認" } }
+                            }
                             td { (period_label(&c.candidate.period, c.candidate.period_days)) }
                             td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
                             td { (state_label(c)) }

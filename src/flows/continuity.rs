@@ -145,6 +145,8 @@ pub struct Made {
     pub case: String,
     pub period: String,
     pub suggestion: String,
+    /// What a person must look at (the candidate's `anomalies`), for the operator's report.
+    pub anomalies: Vec<String>,
 }
 
 /// What a run did.
@@ -316,6 +318,7 @@ pub fn extract(
                     case: candidate.case.clone(),
                     period: candidate.period.clone(),
                     suggestion: candidate.suggestion.clone(),
+                    anomalies: candidate.anomalies.clone(),
                 });
                 moves.insert(candidate.move_id.clone(), (seq, candidate));
             }
