@@ -397,22 +397,14 @@ pub fn confirm_with(
             continue;
         };
         let states = candidates(store, &b_scope)?;
-        if let (Some(first), Some(last)) =
-            (states.first(), states.iter().map(|s| s.latest_seq()).max())
-        {
-            let rec = who.access(
-                "continuity_confirm_scan",
-                vec![
-                    Kind::CONTINUITY_CANDIDATE.code(),
-                    Kind::CONTINUITY_DECISION.code(),
-                ],
-                first.seq,
-                last - first.seq + 1,
-            );
-            let payload = rec
-                .encode()
-                .map_err(|e| DecisionError::Encode(e.to_string()))?;
-            append_record(store, b, Kind::ACCESS_RECORD, payload)?;
+        let first = states.first().map(|s| s.seq);
+        let last = states.iter().map(CandidateState::latest_seq).max();
+        if let Some(range) = first.zip(last) {
+            let kinds = vec![
+                Kind::CONTINUITY_CANDIDATE.code(),
+                Kind::CONTINUITY_DECISION.code(),
+            ];
+            record_access(store, b, who, "continuity_confirm_scan", kinds, range)?;
         }
         for s in &states {
             let Some((decision_seq, d)) = &s.decision else {
@@ -458,6 +450,23 @@ pub fn confirm_with(
     Ok(report)
 }
 
+/// Appends an access record to `p`: `who` read entries `first..=last` of `kinds`.
+fn record_access(
+    store: &Store,
+    p: &PartitionId,
+    who: &Importer,
+    purpose: &str,
+    kinds: Vec<u16>,
+    (first, last): (u64, u64),
+) -> Result<(), DecisionError> {
+    let rec = who.access(purpose, kinds, first, last - first + 1);
+    let payload = rec
+        .encode()
+        .map_err(|e| DecisionError::Encode(e.to_string()))?;
+    append_record(store, p, Kind::ACCESS_RECORD, payload)?;
+    Ok(())
+}
+
 /// One move's carry-over step: B, A and the move's state under its latest decision.
 struct Row<'a> {
     store: &'a Store,
@@ -483,10 +492,22 @@ impl Row<'_> {
     /// 異動月. Also the seqs of A's records read, for the 提供記録.
     fn carried(&self) -> Result<(Vec<String>, Vec<u64>), DecisionError> {
         let c = &self.state.candidate;
+        let (mut months, a_seqs) = self.kogaku_months()?;
+        months.extend(self.held_from_earlier_move()?);
+        let ido = parse_date(&c.ido_date).map(CareMonth::of_days);
+        let carried = ido.map_or_else(Vec::new, |m| carried_months(&months, m, Move::Continuing));
+        Ok((carried.iter().map(ToString::to_string).collect(), a_seqs))
+    }
+
+    /// A's 高額該当 months of the old household and the seqs of the records read (recorded
+    /// in A, handed over or not).
+    fn kogaku_months(&self) -> Result<(Vec<KogakuMonth>, Vec<u64>), DecisionError> {
         let a = self.a();
-        let a_seqs = self
-            .store
-            .index_seqs(a, IndexKind::Kogaku, c.old_setai_no.as_bytes())?;
+        let a_seqs = self.store.index_seqs(
+            a,
+            IndexKind::Kogaku,
+            self.state.candidate.old_setai_no.as_bytes(),
+        )?;
         let mut months: Vec<KogakuMonth> = Vec::new();
         for seq in &a_seqs {
             let e = self.store.read_entry(self.pair.from_scope(), *seq)?;
@@ -497,58 +518,59 @@ impl Row<'_> {
                 })?;
             months.extend(r.months());
         }
-        // A→B→C: what A's household holds from its own earlier move counts like A's own.
-        // Reading A's flow-4 entries for it is recorded in A too.
-        let earlier_moves = candidates(self.store, self.pair.from_scope())?;
-        if let (Some(first), Some(last)) = (
-            earlier_moves.iter().map(|s| s.seq).min(),
-            earlier_moves
-                .iter()
-                .flat_map(|s| s.rows.last().map(|(seq, _)| *seq))
-                .chain(earlier_moves.iter().map(CandidateState::latest_seq))
-                .max(),
-        ) {
-            let rec = self.who.access(
-                "continuity_chain_read",
-                vec![
-                    Kind::CONTINUITY_CANDIDATE.code(),
-                    Kind::CONTINUITY_CARRY_OVER.code(),
-                ],
-                first,
-                last - first + 1,
-            );
-            let payload = rec
-                .encode()
-                .map_err(|e| DecisionError::Encode(e.to_string()))?;
-            append_record(self.store, a, Kind::ACCESS_RECORD, payload)?;
-        }
-        for earlier in earlier_moves {
-            if earlier.candidate.new_setai_no == c.old_setai_no {
-                months.extend(earlier.held().iter().filter_map(|m| {
-                    Some(KogakuMonth {
-                        month: CareMonth::parse(m)?,
-                        shikyu: crate::domain::tasukai::Shikyu::Household,
-                        low_income: false,
-                    })
-                }));
-            }
-        }
-        // Every read of A's sealed records is recorded in A, handed over or not.
-        if let (Some(&first), Some(&last)) = (a_seqs.first(), a_seqs.last()) {
-            let rec = self.who.access(
+        let range = a_seqs.first().zip(a_seqs.last());
+        if let Some((&first, &last)) = range {
+            let kinds = vec![Kind::KOGAKU_RECORD.code()];
+            record_access(
+                self.store,
+                a,
+                self.who,
                 "continuity_carry_read",
-                vec![Kind::KOGAKU_RECORD.code()],
-                first,
-                last - first + 1,
-            );
-            let payload = rec
-                .encode()
-                .map_err(|e| DecisionError::Encode(e.to_string()))?;
-            append_record(self.store, a, Kind::ACCESS_RECORD, payload)?;
+                kinds,
+                (first, last),
+            )?;
         }
-        let ido = parse_date(&c.ido_date).map(CareMonth::of_days);
-        let carried = ido.map_or_else(Vec::new, |m| carried_months(&months, m, Move::Continuing));
-        Ok((carried.iter().map(ToString::to_string).collect(), a_seqs))
+        Ok((months, a_seqs))
+    }
+
+    /// A→B→C: what A's household holds from its own earlier move into A counts like A's own
+    /// months. Reading A's flow-4 entries for it is recorded in A.
+    fn held_from_earlier_move(&self) -> Result<Vec<KogakuMonth>, DecisionError> {
+        let a = self.a();
+        let earlier_moves = candidates(self.store, self.pair.from_scope())?;
+        let first = earlier_moves.iter().map(|s| s.seq).min();
+        let last = earlier_moves
+            .iter()
+            .flat_map(|s| s.rows.last().map(|(seq, _)| *seq))
+            .chain(earlier_moves.iter().map(CandidateState::latest_seq))
+            .max();
+        if let Some(range) = first.zip(last) {
+            let kinds = vec![
+                Kind::CONTINUITY_CANDIDATE.code(),
+                Kind::CONTINUITY_CARRY_OVER.code(),
+            ];
+            record_access(
+                self.store,
+                a,
+                self.who,
+                "continuity_chain_read",
+                kinds,
+                range,
+            )?;
+        }
+        let old_setai = &self.state.candidate.old_setai_no;
+        Ok(earlier_moves
+            .iter()
+            .filter(|s| &s.candidate.new_setai_no == old_setai)
+            .flat_map(|s| s.held())
+            .filter_map(|m| {
+                Some(KogakuMonth {
+                    month: CareMonth::parse(&m)?,
+                    shikyu: crate::domain::tasukai::Shikyu::Household,
+                    low_income: false,
+                })
+            })
+            .collect())
     }
 
     /// The 提供記録 in A of a hand-over to B (written before B's row).
