@@ -214,7 +214,9 @@ pub fn transmission(
             hokensha_no.to_owned(),
             setai_no,
             "2024-04-01".to_owned(),
-            "03".to_owned(),
+            // 取得: these households did not move within the prefecture (03 would make each
+            // a possible move for the continuity job's reset-date check).
+            "01".to_owned(),
             String::new(),
             head_no,
             if giji { "2" } else { "1" }.to_owned(),
