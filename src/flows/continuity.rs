@@ -275,10 +275,17 @@ pub fn extract(
             continue;
         }
         let mut moves = known_moves(store, &b_scope, who)?;
-        let mut read: Vec<u64> = Vec::new();
-        for b_seq in households.into_values() {
-            let hb = decode(store, &b_scope, b_seq)?;
-            read.push(b_seq);
+        // Households not read yet by this run are read (and recorded) now.
+        let mut decoded: Vec<u64> = Vec::new();
+        for (b_seq, known) in households.into_values() {
+            let hb = match known {
+                Some(h) => h,
+                None => {
+                    decoded.push(b_seq);
+                    decode(store, &b_scope, b_seq)?
+                }
+            };
+            report.households_read += 1;
             let Some((person, reset)) = mover(&hb) else {
                 continue;
             };
@@ -323,9 +330,9 @@ pub fn extract(
                 moves.insert(candidate.move_id.clone(), (seq, candidate));
             }
         }
-        report.households_read += read.len() as u64;
-        // B's households were read: one access record for the scan.
-        if let (Some(&first), Some(&last)) = (read.iter().min(), read.iter().max()) {
+        // B's households read here: one access record for the scan (those read while
+        // finding the other ends of moves were recorded then).
+        if let (Some(&first), Some(&last)) = (decoded.iter().min(), decoded.iter().max()) {
             record(
                 store,
                 b,
@@ -356,8 +363,10 @@ type Found = Option<(Candidate, Option<(u64, Candidate)>)>;
 /// The name of the extraction's cursors (`Store::job_cursor`).
 pub const EXTRACT_JOB: &str = "continuity_extract";
 
-/// Households to look at per partition: 世帯番号 → the seq of its newest snapshot.
-type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, u64>>;
+/// Households to look at per partition: 世帯番号 → the seq of its newest snapshot, and the
+/// snapshot itself when finding the other ends of moves already read it (read once, and
+/// recorded once).
+type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, (u64, Option<Household>)>>;
 
 impl Job<'_> {
     /// What changed since the last run: each partition's size now (the cursors to store at
@@ -383,7 +392,10 @@ impl Job<'_> {
                 .filter(|(_, seq)| *seq >= from && *seq < size)
                 .collect();
             changed.push((p.clone(), now.iter().map(|(_, s)| *s).collect()));
-            visit.entry(p.clone()).or_default().extend(now);
+            visit
+                .entry(p.clone())
+                .or_default()
+                .extend(now.into_iter().map(|(key, seq)| (key, (seq, None))));
         }
         for (x, seqs) in changed.iter().filter(|_| !first_run) {
             let Some(x_scope) = self.scope.partition(x) else {
@@ -395,6 +407,10 @@ impl Job<'_> {
                 for person in hx.persons.iter().filter(|p| !p.giji_head) {
                     self.elsewhere(x, person, &mut visit)?;
                 }
+                visit
+                    .entry(x.clone())
+                    .or_default()
+                    .insert(hx.setai_no.as_bytes().to_vec(), (*seq, Some(hx)));
             }
         }
         Ok((ends, visit))
@@ -410,8 +426,7 @@ impl Job<'_> {
         let store = self.store;
         let t = self.matching.token("kojin", person.kojin_no.as_bytes());
         for b in self.partitions.iter().filter(|b| *b != x) {
-            let slot = store.index_key(b)?.matching_slot(&t);
-            let Some(&seq) = store.index_seqs(b, IndexKind::Matching, &slot)?.last() else {
+            let Some(seq) = self.newest_holding(b, &t)? else {
                 continue;
             };
             let Some(b_scope) = self.scope.partition(b) else {
@@ -421,10 +436,26 @@ impl Job<'_> {
             record(store, b, &access(self.who, "continuity_scan", seq, 1))?;
             let key = hb.setai_no.as_bytes().to_vec();
             if let Some(&latest) = store.index_seqs(b, IndexKind::Household, &key)?.last() {
-                visit.entry(b.clone()).or_default().insert(key, latest);
+                // The snapshot read is the household's newest: keep it for the visit.
+                let read = (latest == seq).then_some(hb);
+                visit
+                    .entry(b.clone())
+                    .or_default()
+                    .insert(key, (latest, read));
             }
         }
         Ok(())
+    }
+
+    /// The newest snapshot of partition `p` that holds the person with prefecture matching
+    /// token `t` (found through `p`'s own matching slot).
+    fn newest_holding(&self, p: &PartitionId, t: &[u8; 32]) -> Result<Option<u64>, ExtractError> {
+        let slot = self.store.index_key(p)?.matching_slot(t);
+        Ok(self
+            .store
+            .index_seqs(p, IndexKind::Matching, &slot)?
+            .last()
+            .copied())
     }
 
     /// Every household of another partition that held `person` before B: one entry per A.
@@ -442,8 +473,7 @@ impl Job<'_> {
         let t = self.matching.token("kojin", person.kojin_no.as_bytes());
         let mut found = Vec::new();
         for a in self.partitions.iter().filter(|a| *a != b) {
-            let slot = store.index_key(a)?.matching_slot(&t);
-            let Some(&a_seq) = store.index_seqs(a, IndexKind::Matching, &slot)?.last() else {
+            let Some(a_seq) = self.newest_holding(a, &t)? else {
                 continue;
             };
             // A candidate of the old form (one per snapshot pair) stands for its move.

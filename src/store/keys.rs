@@ -63,10 +63,10 @@ pub enum KeyAdminError {
     Unconfirmed(String),
     #[error("the writer answered a key operation with another one's result")]
     Mismatch,
-    /// Flushing or compacting after a destroy failed: the keys are destroyed, but old
-    /// index and transmission records may remain in files until the next compaction.
     #[error(transparent)]
     Registry(#[from] super::ProvisionError),
+    /// Flushing or compacting after a destroy failed: the keys are destroyed, but old
+    /// index and transmission records may remain in files until the next compaction.
     #[error("keys destroyed, but purging their derived records from the files failed")]
     Purge(#[source] rocksdb::Error),
     /// The actor or reason cannot be carried by a key event; nothing was written.

@@ -536,14 +536,7 @@ fn check_private(paths: &Paths) -> Result<(), OpenError> {
         }
     }
     if paths.anchor.exists() {
-        std::fs::set_permissions(
-            &paths.anchor,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .map_err(|error| private::PrivateError::Io {
-            path: paths.anchor.clone(),
-            error,
-        })?;
+        private::set_mode(&paths.anchor, 0o600)?;
     }
     Ok(())
 }
@@ -566,11 +559,7 @@ impl Store {
         }
         // A new instance's home (default layout) is owner-only too, even if it existed.
         if let Some(home) = home_of(paths) {
-            std::fs::set_permissions(home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(|error| private::PrivateError::Io {
-                    path: home.to_owned(),
-                    error,
-                })?;
+            private::set_mode(home, 0o700)?;
         }
         let kek = match Kek::load_file(&paths.kek) {
             Ok(k) => k,

@@ -64,6 +64,11 @@ pub fn check_dir(dir: &Path) -> Result<(), PrivateError> {
     Ok(())
 }
 
+/// Sets `path`'s permission bits to `mode`.
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), PrivateError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))
+}
+
 /// Sets every file directly in `dir` that group or others could read to 0600 (files made
 /// before this version, or copied in). Returns how many were changed.
 pub fn tighten_files(dir: &Path) -> Result<usize, PrivateError> {
@@ -72,8 +77,7 @@ pub fn tighten_files(dir: &Path) -> Result<usize, PrivateError> {
         let path = entry.map_err(io(dir))?.path();
         let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
         if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(io(&path))?;
+            set_mode(&path, 0o600)?;
             changed += 1;
         }
     }
