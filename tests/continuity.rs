@@ -14,7 +14,7 @@ use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::Store;
 
-use common::flow4::{CHILD, HEAD, SPOUSE, instance, kogaku, load, tokyo_move, who};
+use common::flow4::{CHILD, HEAD, SPOUSE, instance, kogaku, load, tokyo_leaves, tokyo_move, who};
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
@@ -1128,21 +1128,7 @@ fn a_reset_acquisition_date_and_an_ambiguous_match_are_anomalies_not_silence() {
     for (jiyu, want) in [("03", Some(vec!["shutoku_reset"])), ("01", None)] {
         let (_dir, paths, store) =
             instance("hub.kokuho-13.example", &[a.clone(), b.clone(), d.clone()]);
-        load(
-            &store,
-            &a,
-            "A-1",
-            "A100",
-            ("2024-10-31", "04"),
-            &[(
-                HEAD,
-                "山田 太郎",
-                "01",
-                "2020-01-01",
-                "2020-01-01",
-                "2024-10-31",
-            )],
-        );
+        tokyo_leaves(&store, &a);
         // B's system wrote the move-in date as 資格取得日.
         load(
             &store,
@@ -1222,21 +1208,7 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
     let first = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
     assert_eq!((first.households_read, first.candidates.len()), (1, 0));
     // A's 転出 arrives a day later; B's household did not change.
-    load(
-        &store,
-        &a,
-        "A-1",
-        "A100",
-        ("2024-10-31", "04"),
-        &[(
-            HEAD,
-            "山田 太郎",
-            "01",
-            "2020-01-01",
-            "2020-01-01",
-            "2024-10-31",
-        )],
-    );
+    tokyo_leaves(&store, &a);
     let second = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
     assert_eq!(second.candidates.len(), 1, "{second:?}");
     assert_eq!(second.candidates[0].partition, b.to_string());
@@ -1435,21 +1407,7 @@ async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
     let (a, b) = (pid("131011"), pid("131029"));
     let (_dir, paths, store) = tokio::task::block_in_place(|| {
         let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
-        load(
-            &store,
-            &a,
-            "A-1",
-            "A100",
-            ("2024-10-31", "04"),
-            &[(
-                HEAD,
-                "山田 太郎",
-                "01",
-                "2020-01-01",
-                "2020-01-01",
-                "2024-10-31",
-            )],
-        );
+        tokyo_leaves(&store, &a);
         // B starts four days late: a 空白期間.
         load(
             &store,

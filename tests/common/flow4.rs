@@ -156,21 +156,7 @@ pub fn tokyo_move() -> (
 ) {
     let (a, b) = (super::pid("131011"), super::pid("131029"));
     let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
-    load(
-        &store,
-        &a,
-        "A-1",
-        "A100",
-        ("2024-10-31", "04"),
-        &[(
-            HEAD,
-            "山田 太郎",
-            "01",
-            "2020-01-01",
-            "2020-01-01",
-            "2024-10-31",
-        )],
-    );
+    tokyo_leaves(&store, &a);
     load(
         &store,
         &b,
@@ -186,6 +172,26 @@ pub fn tokyo_move() -> (
         &[("A100", "2024-06"), ("A100", "2024-09")],
     );
     (dir, paths, store, a, b)
+}
+
+/// 千代田区's (`a`) household A100: its head 山田 太郎 (in since 2020-01-01) moved out
+/// (04 転出) on 2024-10-31, the leaving half of [`tokyo_move`].
+pub fn tokyo_leaves(store: &Store, a: &PartitionId) {
+    load(
+        store,
+        a,
+        "A-1",
+        "A100",
+        ("2024-10-31", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2020-01-01",
+            "2024-10-31",
+        )],
+    );
 }
 
 /// Imports a 高額該当情報ファイル of household 支給 months `(世帯番号, YYYY-MM)` into `p`.
