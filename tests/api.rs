@@ -1212,17 +1212,13 @@ async fn real_tls_listener() {
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
-        tls.write_all(
-            format!(
+        exchange(
+            &mut tls,
+            &format!(
                 "GET {path} HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-            )
-            .as_bytes(),
+            ),
         )
         .await
-        .unwrap();
-        let mut response = Vec::new();
-        tls.read_to_end(&mut response).await.unwrap();
-        String::from_utf8_lossy(&response).into_owned()
     };
     let text = get(
         Arc::clone(&anonymous),
@@ -1248,20 +1244,16 @@ async fn real_tls_listener() {
             let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
             let mut tls = connector.connect(name, tcp).await.unwrap();
-            tls.write_all(
-                format!(
+            exchange(
+                &mut tls,
+                &format!(
                     "POST /terminal/login HTTP/1.1\r\nhost: localhost\r\n\
                      content-type: application/x-www-form-urlencoded\r\n\
                      content-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
-                )
-                .as_bytes(),
+                ),
             )
             .await
-            .unwrap();
-            let mut response = Vec::new();
-            tls.read_to_end(&mut response).await.unwrap();
-            String::from_utf8_lossy(&response).into_owned()
         }
     };
     let text = login(Arc::clone(&anonymous)).await;
@@ -1288,6 +1280,19 @@ async fn real_tls_listener() {
             .is_err()
     );
     let _ = f.b;
+}
+
+/// Writes one raw HTTP/1.1 request (which must say `connection: close`) and reads the whole
+/// response as text.
+async fn exchange<S>(stream: &mut S, request: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 /// A plain loopback listener serving `app`: its address, the stop signal and the task.
@@ -1569,7 +1574,6 @@ async fn guessing_a_token_is_rate_limited_per_source_not_per_id() {
 /// correct token from 127.0.0.1: 200. The guessing address itself gets 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_from_one_source_do_not_lock_out_the_credential() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let f = fixture().await;
     let (addr, stop, task) = plain_listener(f.router(ServerRole::Hub)).await;
     let good = f.token("muni_a").to_owned();
@@ -1579,17 +1583,13 @@ async fn wrong_secrets_from_one_source_do_not_lock_out_the_credential() {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(std::net::SocketAddr::from((local, 0))).unwrap();
         let mut tcp = socket.connect(addr).await.unwrap();
-        tcp.write_all(
-            format!(
+        exchange(
+            &mut tcp,
+            &format!(
                 "GET /v1/checkpoint HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-            )
-            .as_bytes(),
+            ),
         )
         .await
-        .unwrap();
-        let mut out = Vec::new();
-        tcp.read_to_end(&mut out).await.unwrap();
-        String::from_utf8_lossy(&out).into_owned()
     };
     let mut statuses = Vec::new();
     for _ in 0..12 {
