@@ -405,6 +405,10 @@ enum ContinuityCommand {
         /// lines); default: cases 1–5 continue.
         #[arg(long)]
         rules: Option<PathBuf>,
+        /// The run's date, YYYY-MM-DD (default: today in JST): new moves that start before
+        /// the window (`window_months`, default 12 months) are listed, not proposed.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        as_of: Option<String>,
     },
 }
 
@@ -601,14 +605,17 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     let tokyo = AdminScope::from_kek(&kek)
         .prefecture("13")
         .context("prefecture")?;
+    let as_of = kukaku::domain::text::parse_date(sample::AS_OF).context("sample date")?;
     let report = kukaku::flows::continuity::extract(
         &hub,
         &tokyo,
         &kukaku::domain::continuity::Rules::default(),
         &who,
+        as_of,
     )?;
     println!(
-        "  the continuity job read {} households of {} municipalities and found {} candidate(s):",
+        "  the continuity job as of {} read {} households of {} municipalities and found {} candidate(s):",
+        report.as_of,
         report.households_read,
         report.partitions,
         report.candidates.len()
@@ -1175,8 +1182,15 @@ fn continuity_extract(
     paths: &Paths,
     prefecture: &str,
     rules: Option<&std::path::Path>,
+    as_of: Option<&str>,
 ) -> Result<()> {
     let rules = load_rules(rules)?;
+    let as_of = match as_of {
+        None => kukaku::store::today_jst(),
+        Some(text) => {
+            kukaku::domain::text::parse_date(text).context("--as-of must be a date YYYY-MM-DD")?
+        }
+    };
     let store = open(paths)?;
     let kek = Kek::load_file(&paths.kek)?;
     let scope = AdminScope::from_kek(&kek)
@@ -1188,24 +1202,37 @@ fn continuity_extract(
         route: "kukaku continuity extract".into(),
         request_id: "-".into(),
     };
-    let r = kukaku::flows::continuity::extract(&store, &scope, &rules, &who)?;
+    let r = kukaku::flows::continuity::extract(&store, &scope, &rules, &who, as_of)?;
     println!(
-        "prefecture {}: {} partitions, {} households read, {} new candidate(s), {} already extracted",
+        "prefecture {} as of {}: {} partitions, {} households read, {} new candidate(s), {} already extracted, {} outside the window",
         r.prefecture,
+        r.as_of,
         r.partitions,
         r.households_read,
         r.candidates.len(),
-        r.already_extracted
+        r.already_extracted,
+        r.outside_window.len()
     );
     for c in &r.candidates {
         println!(
-            "  {} seq {}: from {}, case {}, period {}, suggestion {}",
+            "  {} seq {}: from {}, case {}, period {}, suggestion {}{}",
             c.partition,
             c.seq.map_or("-".to_owned(), |s| s.to_string()),
             c.old_hokensha_no,
             c.case,
             c.period,
-            c.suggestion
+            c.suggestion,
+            if c.anomalies.is_empty() {
+                String::new()
+            } else {
+                format!(", 要確認: {}", c.anomalies.join(" "))
+            }
+        );
+    }
+    for o in &r.outside_window {
+        println!(
+            "  {}: a move from {} starting {} is before the window (not proposed)",
+            o.partition, o.old_hokensha_no, o.ido_date
         );
     }
     Ok(())
@@ -1554,9 +1581,11 @@ fn run(cli: Cli) -> Result<bool> {
             )?
         }
         Command::Keys(command) => keys(&paths, command)?,
-        Command::Continuity(ContinuityCommand::Extract { prefecture, rules }) => {
-            continuity_extract(&paths, &prefecture, rules.as_deref())?
-        }
+        Command::Continuity(ContinuityCommand::Extract {
+            prefecture,
+            rules,
+            as_of,
+        }) => continuity_extract(&paths, &prefecture, rules.as_deref(), as_of.as_deref())?,
         Command::Demo { listen, no_serve } => return demo(listen, no_serve),
     }
     Ok(true)

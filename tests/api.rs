@@ -1470,6 +1470,13 @@ async fn continuity_extract_route_covers_the_credentials_prefecture_only() {
     );
     let (s, v) = post(f.token("continuity_13"), r#"{"prefecture":"38"}"#).await;
     assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_json"));
+    let (s, v) = post(f.token("continuity_13"), r#"{"as_of":"2025-02-29"}"#).await;
+    assert_eq!((s, error_code(&v)), (StatusCode::BAD_REQUEST, "bad_date"));
+    let (s, v) = post(f.token("continuity_13"), r#"{"as_of":"2025-03-31"}"#).await;
+    assert_eq!(
+        (s, v["as_of"].as_str()),
+        (StatusCode::OK, Some("2025-03-31"))
+    );
     let (s, _) = post(f.token("muni_a"), "{}").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }

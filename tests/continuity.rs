@@ -7,6 +7,10 @@
 mod common;
 
 use common::pid;
+
+/// The operator's extraction request over the fixtures' data (their moves start before
+/// today's window).
+const EXTRACT_BODY: &str = r#"{"as_of":"2025-03-31"}"#;
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::continuity::Rules;
 use kukaku::flows::continuity::{Candidate, extract};
@@ -14,7 +18,9 @@ use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::Store;
 
-use common::flow4::{CHILD, HEAD, SPOUSE, instance, kogaku, load, tokyo_leaves, tokyo_move, who};
+use common::flow4::{
+    CHILD, HEAD, SPOUSE, as_of, instance, kogaku, load, tokyo_leaves, tokyo_move, who,
+};
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
@@ -117,7 +123,7 @@ fn a_same_prefecture_move_becomes_one_candidate_in_b() {
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);
     let tokyo = admin.prefecture("13").unwrap();
-    let report = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let report = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!(report.partitions, 3, "Osaka must not be in Tokyo's run");
     assert_eq!(report.candidates.len(), 2, "{report:?}");
 
@@ -200,7 +206,7 @@ fn a_same_prefecture_move_becomes_one_candidate_in_b() {
     };
     // Since issue 27 item 2 the rerun is incremental: nothing changed, so it reads no
     // household at all (it used to rescan everything and find its two candidates again).
-    let again = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let again = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert!(again.candidates.is_empty(), "{again:?}");
     assert_eq!((again.households_read, again.already_extracted), (0, 0));
     assert_eq!(extract_reads(&store), 2);
@@ -213,7 +219,7 @@ fn a_same_prefecture_move_becomes_one_candidate_in_b() {
     // Osaka's job never reaches Tokyo.
     let osaka = admin.prefecture("27").unwrap();
     let a_size = store.size(&a).unwrap();
-    let r = extract(&store, &osaka, &Rules::default(), &who()).unwrap();
+    let r = extract(&store, &osaka, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!((r.partitions, r.candidates.len()), (1, 0));
     assert_eq!(store.size(&a).unwrap(), a_size);
 }
@@ -262,7 +268,7 @@ fn a_prefecture_configured_differently_changes_the_suggestion() {
     let kek = Kek::load_file(&paths.kek).unwrap();
     let niigata = AdminScope::from_kek(&kek).prefecture("15").unwrap();
     let rules = Rules::parse("case 2 = manual\n").unwrap();
-    let r = extract(&store, &niigata, &rules, &who()).unwrap();
+    let r = extract(&store, &niigata, &rules, &who(), as_of()).unwrap();
     assert_eq!(r.candidates.len(), 1);
     assert_eq!(
         (
@@ -318,7 +324,7 @@ fn decide_confirm_and_carry_over() {
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);
     let tokyo = admin.prefecture("13").unwrap();
-    extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     let scope_b = admin.partition(&b);
     let list = candidates(&store, &scope_b).unwrap();
     assert_eq!(list.len(), 2);
@@ -487,7 +493,7 @@ async fn the_api_keeps_each_municipality_to_its_own_candidates() {
     let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
     let api = Api::new(&store, Rules::default());
     let (s, body) = api
-        .call("POST", "/v1/continuity/extract", &op, Some("{}"))
+        .call("POST", "/v1/continuity/extract", &op, Some(EXTRACT_BODY))
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let (s, body) = api
@@ -650,7 +656,7 @@ fn a_destroyed_partition_leaves_no_household_number_index_key_or_matching_token(
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);
     let tokyo = admin.prefecture("13").unwrap();
-    let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let made = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!(made.candidates.len(), 1, "{made:?}");
     let matching = store
         .matching_key("13")
@@ -790,7 +796,7 @@ fn later_snapshots_of_a_move_are_versions_of_one_candidate() {
     let admin = AdminScope::from_kek(&kek);
     let tokyo = admin.prefecture("13").unwrap();
     let b_scope = tokyo.partition(&b).unwrap();
-    let first = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let first = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!(first.candidates.len(), 1, "{first:?}");
     let v1 = first.candidates[0].seq.unwrap();
     decide(&store, &b_scope, v1, "continue", None, "clerk", &who()).unwrap();
@@ -823,7 +829,7 @@ fn later_snapshots_of_a_move_are_versions_of_one_candidate() {
             "2024-10-31",
         )],
     );
-    let second = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let second = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!(second.candidates.len(), 1, "one new version: {second:?}");
     let states = candidates(&store, &b_scope).unwrap();
     assert_eq!(states.len(), 1, "one move, one candidate");
@@ -846,7 +852,7 @@ fn later_snapshots_of_a_move_are_versions_of_one_candidate() {
     // One confirmation, one 連携ファイル row; reruns add nothing.
     let done = confirm(&store, &tokyo, &who(), "2025-01-10T09:00:00+09:00").unwrap();
     assert_eq!(done.confirmed.len(), 1, "{done:?}");
-    let again = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let again = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert!(again.candidates.is_empty(), "{again:?}");
     let again = confirm(&store, &tokyo, &who(), "2025-01-11T09:00:00+09:00").unwrap();
     assert!(
@@ -883,7 +889,7 @@ fn late_shikyu_reversals_and_chains_reach_the_new_municipality() {
             .map(|s| s.held().into_iter().collect())
             .collect()
     };
-    let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let made = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     let v1 = made.candidates[0].seq.unwrap();
     decide(&store, &b_scope, v1, "continue", None, "clerk", &who()).unwrap();
     let r = confirm(&store, &tokyo, &who(), now).unwrap();
@@ -936,7 +942,7 @@ fn late_shikyu_reversals_and_chains_reach_the_new_municipality() {
         ("2025-03-01", "03"),
         &[(HEAD, "山田 太郎", "01", "2020-01-01", "2025-03-01", "")],
     );
-    extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     let c_scope = tokyo.partition(&c).unwrap();
     let from_b = candidates(&store, &c_scope)
         .unwrap()
@@ -1043,7 +1049,7 @@ proptest::proptest! {
         let admin = AdminScope::from_kek(&kek);
         let tokyo = admin.prefecture("13").unwrap();
         let b_scope = tokyo.partition(&b).unwrap();
-        let made = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        let made = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
         let seq = made.candidates[0].seq.unwrap();
         let now = "2025-01-10T09:00:00+09:00";
         let mut shikyu: Vec<String> = vec!["2024-06".into(), "2024-09".into()];
@@ -1105,7 +1111,7 @@ fn the_job_uses_its_prefectures_section_of_the_rules() {
         let kek = Kek::load_file(&paths.kek).unwrap();
         let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
         let rules = Rules::parse(text).unwrap();
-        extract(&store, &tokyo, &rules, &who()).unwrap();
+        extract(&store, &tokyo, &rules, &who(), as_of()).unwrap();
         let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
         let c = &states[0].candidate;
         assert_eq!(
@@ -1140,7 +1146,7 @@ fn a_reset_acquisition_date_and_an_ambiguous_match_are_anomalies_not_silence() {
         );
         let kek = Kek::load_file(&paths.kek).unwrap();
         let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
-        extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
         let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
         let got = states.first().map(|s| s.candidate.anomalies.clone());
         assert_eq!(
@@ -1174,7 +1180,7 @@ fn a_reset_acquisition_date_and_an_ambiguous_match_are_anomalies_not_silence() {
                 ("2024-11-01", "03"),
                 &[(HEAD, "山田 太郎", "01", "2024-11-01", "2024-11-01", "")],
             );
-            extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+            extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
             let states = candidates(&store, &tokyo.partition(&b).unwrap()).unwrap();
             assert_eq!(states.len(), 2, "one candidate per earlier household");
             for s in &states {
@@ -1205,18 +1211,18 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
         ("2024-11-01", "03"),
         &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
     );
-    let first = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let first = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!((first.households_read, first.candidates.len()), (1, 0));
     // A's 転出 arrives a day later; B's household did not change.
     tokyo_leaves(&store, &a);
-    let second = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let second = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!(second.candidates.len(), 1, "{second:?}");
     assert_eq!(second.candidates[0].partition, b.to_string());
     assert_eq!(
         second.households_read, 2,
         "A's changed household and B's other end"
     );
-    let third = extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    let third = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!((third.households_read, third.candidates.len()), (0, 0));
     assert_eq!(
         store
@@ -1224,6 +1230,89 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
             .unwrap(),
         Some(store.size(&b).unwrap()),
         "the third run read nothing and wrote nothing in B: its cursor is B's size"
+    );
+}
+
+/// Issue 27 item 2: a new move that starts before the window (12 care months ending with the
+/// run's month) is listed for the operator and not proposed; a move already proposed keeps
+/// getting versions after its start has left the window (its decision stays attached).
+#[test]
+fn moves_before_the_window_are_listed_not_proposed() {
+    use kukaku::domain::text::parse_date;
+    use kukaku::flows::decision::candidates;
+    let day = |s: &str| parse_date(s).unwrap();
+    // The move starts 2024-11-01; a run in 2025-10 still holds it, one in 2025-11 does not.
+    let (_dir, paths, store, a, b) = tokyo_move();
+    let kek = Kek::load_file(&paths.kek).unwrap();
+    let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
+    let b_scope = tokyo.partition(&b).unwrap();
+    let late = extract(&store, &tokyo, &Rules::default(), &who(), day("2025-11-01")).unwrap();
+    assert_eq!(late.as_of, "2025-11-01");
+    assert!(late.candidates.is_empty(), "{late:?}");
+    assert_eq!(late.outside_window.len(), 1, "{late:?}");
+    let o = &late.outside_window[0];
+    assert_eq!(
+        (
+            o.partition.as_str(),
+            o.old_hokensha_no.as_str(),
+            o.ido_date.as_str()
+        ),
+        ("131029", a.as_str(), "2024-11-01")
+    );
+    assert!(candidates(&store, &b_scope).unwrap().is_empty());
+    let (_dir2, paths2, store2, _, b2) = tokyo_move();
+    let kek2 = Kek::load_file(&paths2.kek).unwrap();
+    let tokyo2 = AdminScope::from_kek(&kek2).prefecture("13").unwrap();
+    let r = extract(
+        &store2,
+        &tokyo2,
+        &Rules::default(),
+        &who(),
+        day("2025-10-31"),
+    )
+    .unwrap();
+    assert_eq!(
+        (r.candidates.len(), r.outside_window.len()),
+        (1, 0),
+        "{r:?}"
+    );
+    // A later 異動 of the proposed move, seen by a run two years on: a version, not a listing.
+    load(
+        &store2,
+        &b2,
+        "B-2",
+        "B100",
+        ("2024-12-10", "05"),
+        &[
+            (HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", ""),
+            (CHILD, "山田 花子", "03", "2024-12-05", "2024-12-05", ""),
+        ],
+    );
+    let later = extract(
+        &store2,
+        &tokyo2,
+        &Rules::default(),
+        &who(),
+        day("2026-12-07"),
+    )
+    .unwrap();
+    assert_eq!(
+        (later.candidates.len(), later.outside_window.len()),
+        (1, 0),
+        "{later:?}"
+    );
+    let states = candidates(&store2, &tokyo2.partition(&b2).unwrap()).unwrap();
+    assert_eq!((states.len(), states[0].versions.len()), (1, 2));
+    // A window set per prefecture: four months ending 2025-03 start in 2024-12.
+    let (_dir3, paths3, store3, _, _) = tokyo_move();
+    let kek3 = Kek::load_file(&paths3.kek).unwrap();
+    let tokyo3 = AdminScope::from_kek(&kek3).prefecture("13").unwrap();
+    let rules = Rules::parse("[13]\nwindow_months = 4").unwrap();
+    let r = extract(&store3, &tokyo3, &rules, &who(), day("2025-03-31")).unwrap();
+    assert_eq!(
+        (r.candidates.len(), r.outside_window.len()),
+        (0, 1),
+        "{r:?}"
     );
 }
 
@@ -1269,7 +1358,11 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
         let call = &call;
         let op = op.clone();
         async move {
-            let (s, body) = call("POST", format!("/v1/continuity/{what}"), op, "{}".into()).await;
+            let body = match what {
+                "extract" => EXTRACT_BODY.to_owned(),
+                _ => "{}".to_owned(),
+            };
+            let (s, body) = call("POST", format!("/v1/continuity/{what}"), op, body).await;
             assert_eq!(s, StatusCode::OK, "{body}");
             serde_json::from_str::<serde_json::Value>(&body).unwrap()
         }
@@ -1421,8 +1514,9 @@ async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
     });
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
-    let report =
-        tokio::task::block_in_place(|| extract(&store, &tokyo, &Rules::default(), &who()).unwrap());
+    let report = tokio::task::block_in_place(|| {
+        extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap()
+    });
     assert_eq!(report.candidates[0].anomalies, vec!["gap"]);
     let store = std::sync::Arc::new(store);
     let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));

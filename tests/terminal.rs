@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::flow4::{HEAD, tokyo_move, who};
+use common::flow4::{HEAD, as_of, tokyo_move, who};
 use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
@@ -36,7 +36,7 @@ fn hub() -> Hub {
     let (dir, paths, store, a, b) = tokyo_move();
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
-    kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+    kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     let day = kukaku::store::now_unix_ms() + 86_400_000;
     let token = |p: &PartitionId| {
         store

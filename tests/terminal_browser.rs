@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::flow4::who;
+use common::flow4::{as_of, who};
 use common::{pid, small};
 use kukaku::api::server::{self, Transport};
 use kukaku::api::{self, AppState, Limits, ServerRole};
@@ -69,7 +69,8 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         .unwrap();
         let kek = Kek::load_file(&paths.kek).unwrap();
         let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
-        kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who()).unwrap();
+        kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who(), as_of())
+            .unwrap();
         let (t, _) = store
             .issue_credential(
                 Role::Municipality,

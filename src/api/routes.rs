@@ -965,17 +965,28 @@ async fn feed(
 
 // ---- continuity operator: flow 4 ----
 
-/// No options yet: the job covers the credential's prefecture with the hub's rules.
+/// The job covers the credential's prefecture with the hub's rules, as of today in JST
+/// unless `as_of` (`YYYY-MM-DD`) names the run's date (a rerun of a missed day, or data of
+/// another period such as the demo's).
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
-pub struct ExtractRequest {}
+pub struct ExtractRequest {
+    #[serde(default)]
+    pub as_of: Option<String>,
+}
 
 async fn continuity_extract(
     State(state): State<Arc<AppState>>,
     who: ContinuityOperator,
-    ApiJson(ExtractRequest {}): ApiJson<ExtractRequest>,
+    ApiJson(ExtractRequest { as_of }): ApiJson<ExtractRequest>,
 ) -> Result<Json<crate::flows::continuity::ExtractReport>, ApiError> {
     let scope = who.scope()?;
+    let as_of = match as_of {
+        None => crate::store::today_jst(),
+        Some(text) => crate::domain::text::parse_date(&text).ok_or_else(|| {
+            ApiError::bad_request("bad_date", "as_of: expected a date YYYY-MM-DD")
+        })?,
+    };
     let importer = crate::flows::import::Importer {
         actor: who.actor.credential.to_string(),
         role: who.actor.role.name().to_owned(),
@@ -984,11 +995,13 @@ async fn continuity_extract(
     };
     let rules = state.continuity_rules.clone();
     let report = blocking(&state, move |s| {
-        crate::flows::continuity::extract(s, &scope, &rules, &importer).map_err(|e| match e {
-            crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
-            crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
-            other => ApiError::internal(other),
-        })
+        crate::flows::continuity::extract(s, &scope, &rules, &importer, as_of).map_err(
+            |e| match e {
+                crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
+                crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
+                other => ApiError::internal(other),
+            },
+        )
     })
     .await?;
     Ok(Json(report))

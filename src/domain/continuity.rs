@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use crate::domain::tasukai::CareMonth;
+
 /// The 参酌基準 case of a move from household A (old) to household B (new).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Case {
@@ -166,6 +168,10 @@ pub struct Rules {
     /// the carried months (`late_shikyu_months = N`, 1–60; default 12: a 支給 is decided
     /// about three months after the care month, DOMAIN.md §4.5, and 再審査 may follow).
     late_shikyu_months: i32,
+    /// How many care months, ending with the run's month, a new move's B-side start may lie
+    /// in to become a candidate (`window_months = N`, 1–60; default 12, the window of
+    /// 多数回該当, DOMAIN.md §5). Older moves are listed for the operator, not proposed.
+    window_months: i32,
     /// `[NN]` sections: a prefecture's rules, starting from the defaults above them.
     prefectures: std::collections::BTreeMap<String, Rules>,
 }
@@ -186,6 +192,7 @@ impl Default for Rules {
             ],
             end_date: EndDate::LastDay,
             late_shikyu_months: 12,
+            window_months: 12,
             prefectures: std::collections::BTreeMap::new(),
         }
     }
@@ -193,9 +200,10 @@ impl Default for Rules {
 
 impl Rules {
     /// Parses a rules file over the defaults; `#` starts a comment. Lines are
-    /// `case <1-5|head_left|other> = <continue|not_continue|manual>` and
-    /// `tekiyo_end = <last_day|leaving_day>`; a `[NN]` line (a prefecture code, 01–47) starts
-    /// that prefecture's section, which begins from the defaults read so far.
+    /// `case <1-5|head_left|other> = <continue|not_continue|manual>`,
+    /// `tekiyo_end = <last_day|leaving_day>`, `late_shikyu_months = N` and
+    /// `window_months = N`; a `[NN]` line (a prefecture code, 01–47) starts that
+    /// prefecture's section, which begins from the defaults read so far.
     ///
     /// ```text
     /// case other = manual
@@ -242,15 +250,22 @@ impl Rules {
 
     /// One `case …` or `tekiyo_end …` line.
     fn apply(&mut self, content: &str) -> Result<(), &'static str> {
-        const CASE: &str = "expected `case <1-5|head_left|other> = <continue|not_continue|manual>` or `tekiyo_end = <last_day|leaving_day>`";
+        const CASE: &str = "expected `case <1-5|head_left|other> = <continue|not_continue|manual>` `tekiyo_end = <last_day|leaving_day>`, `late_shikyu_months = N` or `window_months = N`";
         let (key, value) = content.split_once('=').ok_or(CASE)?;
         let (key, value) = (key.trim(), value.trim());
-        if key == "late_shikyu_months" {
-            self.late_shikyu_months = value
+        let months = |reason| {
+            value
                 .parse::<i32>()
                 .ok()
                 .filter(|n| (1..=60).contains(n))
-                .ok_or("late_shikyu_months is a number of months, 1-60")?;
+                .ok_or(reason)
+        };
+        if key == "late_shikyu_months" {
+            self.late_shikyu_months = months("late_shikyu_months is a number of months, 1-60")?;
+            return Ok(());
+        }
+        if key == "window_months" {
+            self.window_months = months("window_months is a number of months, 1-60")?;
             return Ok(());
         }
         if key == "tekiyo_end" {
@@ -277,6 +292,15 @@ impl Rules {
     /// Months after the 異動月 during which late 支給 are still carried (追加 rows).
     pub fn late_shikyu_months(&self) -> i32 {
         self.late_shikyu_months
+    }
+
+    /// Whether a new move whose B-side 適用開始 is `start` is proposed by a run on `as_of`
+    /// (days since 1970-01-01): its month is one of the `window_months` care months ending
+    /// with the run's month, or later. With the default 12, a run in 2025-03 proposes moves
+    /// that start in 2024-04 or after.
+    pub fn in_window(&self, start: i32, as_of: i32) -> bool {
+        let first = CareMonth::of_days(as_of).plus(1 - self.window_months);
+        first.is_none_or(|first| CareMonth::of_days(start) >= first)
     }
 
     /// The rules of prefecture `code`: its section, else the defaults.
@@ -582,8 +606,39 @@ mod tests {
             ("[13]\ncase 9 = continue", 2),
             ("late_shikyu_months = 0", 1),
             ("late_shikyu_months = 61", 1),
+            ("window_months = 0", 1),
+            ("[13]\nwindow_months = 12 months", 2),
         ] {
             assert_eq!(Rules::parse(bad).unwrap_err().line, line, "{bad}");
+        }
+    }
+
+    /// Issue 27 item 2: only moves that start in the window become candidates. The window
+    /// is counted in care months like 多数回該当's 直近12か月 (DOMAIN.md §5), ending with the
+    /// run's month; a start after the run's date (a move entered ahead) is in.
+    #[test]
+    fn the_window_of_new_moves() {
+        let d = |s: &str| crate::domain::text::parse_date(s).unwrap();
+        let default = Rules::default();
+        let six = Rules::parse("[13]\nwindow_months = 6").unwrap();
+        let six = six.for_prefecture("13");
+        for (rules, start, as_of, want) in [
+            (&default, "2024-04-01", "2025-03-31", true),
+            (&default, "2024-04-01", "2025-03-01", true),
+            (&default, "2024-03-31", "2025-03-31", false),
+            (&default, "2024-03-31", "2025-03-01", false),
+            (&default, "2025-03-31", "2025-03-31", true),
+            (&default, "2025-06-01", "2025-03-31", true),
+            (&default, "2024-02-29", "2025-02-28", false),
+            (&default, "2024-03-01", "2025-02-28", true),
+            (six, "2024-10-01", "2025-03-31", true),
+            (six, "2024-09-30", "2025-03-31", false),
+        ] {
+            assert_eq!(
+                rules.in_window(d(start), d(as_of)),
+                want,
+                "{start} on {as_of}"
+            );
         }
     }
 

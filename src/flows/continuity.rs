@@ -5,8 +5,11 @@
 //! matching tokens (`X`, HMAC: never a stored 個人番号), checks 空白期間 / 重複期間, applies
 //! the 参酌基準 rules, and appends a candidate to B holding only what B needs to decide.
 //! Each read of A's data appends an access record to A (durable first); B's candidate batch
-//! carries B's access record. A rerun over the same data adds no candidate (claim per
-//! (B snapshot, A snapshot)). Partitions outside the prefecture are never opened.
+//! carries B's access record. A run looks only at households changed since the last one;
+//! a later snapshot of a move adds a version of its candidate, and a rerun over the same
+//! data adds nothing (one claim per move and per version's content). New moves that start
+//! before the prefecture's window are listed for the operator, not proposed. Partitions
+//! outside the prefecture are never opened.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -149,15 +152,29 @@ pub struct Made {
     pub anomalies: Vec<String>,
 }
 
+/// A move found that starts before the window (`window_months`): listed for the operator,
+/// not proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outside {
+    /// B, A, and B's 適用開始日 of the move.
+    pub partition: String,
+    pub old_hokensha_no: String,
+    pub ido_date: String,
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ExtractReport {
     pub prefecture: String,
+    /// The run's date (JST), which the window of new moves counts back from.
+    pub as_of: String,
     pub partitions: u64,
     pub households_read: u64,
     pub candidates: Vec<Made>,
     /// Candidates an earlier run already made (not added again).
     pub already_extracted: u64,
+    /// New moves that start before the window: not candidates (issue 27 item 2).
+    pub outside_window: Vec<Outside>,
 }
 
 fn decode(store: &Store, scope: &PartitionScope, seq: u64) -> Result<Household, ExtractError> {
@@ -229,12 +246,15 @@ fn record(store: &Store, p: &PartitionId, rec: &AccessRecord) -> Result<(), Extr
     Ok(())
 }
 
-/// Runs the extraction over every active partition of the prefecture.
+/// Runs the extraction over every active partition of the prefecture, as of day `as_of`
+/// (days since 1970-01-01, the run's date in JST; `crate::store::today_jst()` for a daily
+/// run): new moves that start before the prefecture's window are listed, not proposed.
 pub fn extract(
     store: &Store,
     scope: &PrefectureScope,
     rules: &Rules,
     who: &Importer,
+    as_of: i32,
 ) -> Result<ExtractReport, ExtractError> {
     let matching = store.matching_key(scope.prefecture())?;
     let token = |kojin_no: &str| matching.token("kojin", kojin_no.as_bytes()).to_vec();
@@ -250,6 +270,7 @@ pub fn extract(
         .collect();
     let mut report = ExtractReport {
         prefecture: scope.prefecture().to_owned(),
+        as_of: crate::domain::text::format_date(as_of),
         partitions: partitions.len() as u64,
         ..ExtractReport::default()
     };
@@ -301,6 +322,14 @@ pub fn extract(
                     candidate.anomalies.push(ANOMALY_AMBIGUOUS.to_owned());
                 }
                 let claim = match claim_previous {
+                    None if !job.in_window(&candidate, as_of) => {
+                        report.outside_window.push(Outside {
+                            partition: b.to_string(),
+                            old_hokensha_no: candidate.old_hokensha_no.clone(),
+                            ido_date: candidate.ido_date.clone(),
+                        });
+                        continue;
+                    }
                     None => format!("move:{}", candidate.move_id),
                     Some((seq, earlier)) => {
                         let changes = candidate.changes_from(&earlier);
@@ -369,6 +398,12 @@ pub const EXTRACT_JOB: &str = "continuity_extract";
 type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, (u64, Option<Household>)>>;
 
 impl Job<'_> {
+    /// Whether a new move is proposed on `as_of`: it starts in the window, or its start is
+    /// unknown (a person must look at it).
+    fn in_window(&self, candidate: &Candidate, as_of: i32) -> bool {
+        parse_date(&candidate.ido_date).is_none_or(|start| self.rules.in_window(start, as_of))
+    }
+
     /// What changed since the last run: each partition's size now (the cursors to store at
     /// the end), and per partition the households to look at: those with a snapshot since
     /// its cursor, plus, for every person of such a household, their newest household in

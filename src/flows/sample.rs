@@ -88,6 +88,11 @@ pub fn demo_refused() -> SampleFiles {
     transmission("131011", "131011-2024-0002", 3, 77)
 }
 
+/// The date the sample data describes: its moves start between 2024-04 and 2025-03, so a
+/// continuity run as of this date holds them in its 12-month window (a run as of today
+/// would list them as too old). `kukaku demo` and the tests extract as of it.
+pub const AS_OF: &str = "2025-03-31";
+
 /// The flow-4 move of `kukaku demo`: 千代田区 → 中央区.
 pub fn demo_move() -> MoveFiles {
     same_prefecture_move("131011", "131029", 7)

@@ -245,6 +245,12 @@ pub fn today_days() -> i32 {
     i32::try_from(now_ms() / 86_400_000).unwrap_or(0)
 }
 
+/// Today's date in Japan (JST, UTC+9, no daylight saving) as days since 1970-01-01: the
+/// date a municipality's clerk and the 連合会's jobs go by.
+pub fn today_jst() -> i32 {
+    i32::try_from((now_ms() + 9 * 3_600_000) / 86_400_000).unwrap_or(0)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

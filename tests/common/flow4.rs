@@ -24,6 +24,11 @@ pub fn who() -> Importer {
     }
 }
 
+/// The date the fixtures' moves are extracted as of (their moves start 2024-04..2025-03).
+pub fn as_of() -> i32 {
+    kukaku::domain::text::parse_date(kukaku::flows::sample::AS_OF).unwrap()
+}
+
 /// One person row: (個人番号, 氏名, 続柄, 取得, 適用開始, 適用終了).
 pub type P<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
 
