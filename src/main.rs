@@ -91,8 +91,8 @@ enum Command {
         /// cosignatures of this hub's checkpoints are verified and kept. Repeatable.
         #[arg(long = "witness-vkey")]
         witness_vkeys: Vec<String>,
-        /// Hub: the prefecture's 参酌基準 configuration for POST /v1/continuity/extract
-        /// (`case <1-5|other> = <continue|not_continue|manual>` lines).
+        /// Hub: the continuity rules file for POST /v1/continuity/extract and confirm (`case`,
+        /// `tekiyo_end`, `late_shikyu_months`, `window_months` lines; `[NN]` per prefecture).
         #[arg(long)]
         continuity_rules: Option<PathBuf>,
         #[command(flatten)]
@@ -401,8 +401,9 @@ enum ContinuityCommand {
         /// 都道府県 code, 01–47.
         #[arg(long)]
         prefecture: String,
-        /// The prefecture's 参酌基準 configuration (`case <1-5|other> = <continue|not_continue|manual>`
-        /// lines); default: cases 1–5 continue.
+        /// The continuity rules file (`case <1-5|head_left|other> = <continue|not_continue|manual>`,
+        /// `tekiyo_end`, `late_shikyu_months`, `window_months` lines; `[NN]` per prefecture);
+        /// default: cases 1–5 continue.
         #[arg(long)]
         rules: Option<PathBuf>,
         /// The run's date, YYYY-MM-DD (default: today in JST): new moves that start before
