@@ -1490,9 +1490,10 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
     );
 }
 
-/// Issue 27 item 3: the clerk (and through the extraction report, the operator) sees which
-/// candidates have something to look at: `?state=anomalies` lists the undecided ones with an
-/// anomaly; the report names each candidate's anomalies.
+/// Issue 27 item 3: the clerk and the operator see which moves have something to look at
+/// (`?state=anomalies`, the extraction report, `GET /v1/continuity/anomalies`), and the clerk
+/// resolves each with an acknowledgement apart from the decision; a later version that
+/// changes the period opens it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
     use axum::http::StatusCode;
@@ -1544,4 +1545,106 @@ async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
         .call("GET", "/v1/continuity/candidates?state=odd", &muni_b, None)
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // The operator's list: where and what, never who.
+    let op = Api::token(
+        &store,
+        Role::ContinuityOperator,
+        Reach::Prefecture("13".into()),
+    );
+    let operator_list = || {
+        let api = &api;
+        let op = op.clone();
+        async move {
+            let (s, body) = api.call("GET", "/v1/continuity/anomalies", &op, None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            assert!(!body.contains("山田") && !body.contains("B100"), "{body}");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let v = operator_list().await;
+    let row = &v["anomalies"][0];
+    assert_eq!(
+        (
+            row["partition"].as_str(),
+            row["open"].clone(),
+            row["decided"].as_bool()
+        ),
+        (Some("131029"), serde_json::json!(["gap"]), Some(false)),
+        "{v}"
+    );
+    let seq = row["seq"].as_u64().unwrap();
+
+    // Issue 27 item 3: a decision does not resolve the anomaly; an acknowledgement does.
+    let post = |uri: String, token: String, body: &'static str| {
+        let api = &api;
+        async move { api.call("POST", uri, &token, Some(body)).await }
+    };
+    let decision = r#"{"decision":"continue","reason":null,"operator":"窓口 1"}"#;
+    let (s, _) = post(
+        format!("/v1/continuity/candidates/{seq}/decision"),
+        muni_b.clone(),
+        decision,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(count("anomalies").await, 1, "decided, still to look at");
+    let ack_uri = format!("/v1/continuity/candidates/{seq}/acknowledgement");
+    let (s, body) = post(
+        ack_uri.clone(),
+        muni_b.clone(),
+        r#"{"note":" ","operator":"窓口 1"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("\"note\""), "{body}");
+    let muni_a = Api::token(&store, Role::Municipality, Reach::Partition(a.clone()));
+    let note = r#"{"note":"転入届の遅れ。空白期間は国保加入なし","operator":"窓口 1"}"#;
+    let (s, _) = post(ack_uri.clone(), muni_a, note).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "A cannot name B's move");
+    let (s, body) = post(ack_uri.clone(), muni_b.clone(), note).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(count("anomalies").await, 0);
+    let (s, body) = post(ack_uri.clone(), muni_b.clone(), note).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("nothing_to_acknowledge"), "{body}");
+    let v = operator_list().await;
+    assert_eq!(
+        (
+            v["anomalies"][0]["open"].clone(),
+            v["anomalies"][0]["decided"].as_bool()
+        ),
+        (serde_json::json!([]), Some(true)),
+        "{v}"
+    );
+
+    // A 訂正 in A moves the end: a longer gap, a version that changes the period, and the
+    // anomaly is open again.
+    tokio::task::block_in_place(|| {
+        common::flow4::load_correction(
+            &store,
+            &a,
+            "A-2",
+            "A-1",
+            "A100",
+            "2024-10-31",
+            &[(
+                HEAD,
+                "山田 太郎",
+                "01",
+                "2020-01-01",
+                "2020-01-01",
+                "2024-10-25",
+            )],
+        );
+        extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap()
+    });
+    assert_eq!(
+        count("anomalies").await,
+        1,
+        "a changed gap needs a new look"
+    );
+    let (s, body) = post(ack_uri, muni_b.clone(), note).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(count("anomalies").await, 0);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::flow4::{HEAD, as_of, tokyo_move, who};
+use common::flow4::{HEAD, as_of, instance, load, tokyo_leaves, tokyo_move, who};
 use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
@@ -33,7 +33,29 @@ struct Hub {
 
 /// 千代田区 (A) → 中央区 (B): one extracted candidate in B, A's 高額該当 months 2024-06/09.
 fn hub() -> Hub {
-    let (dir, paths, store, a, b) = tokyo_move();
+    hub_of(tokyo_move())
+}
+
+/// The same move, but B starts four days after A's end: a candidate with a 空白期間.
+fn gap_hub() -> Hub {
+    let (a, b) = (common::pid("131011"), common::pid("131029"));
+    let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
+    tokyo_leaves(&store, &a);
+    load(
+        &store,
+        &b,
+        "B-1",
+        "B100",
+        ("2024-11-05", "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-05", "")],
+    );
+    hub_of((dir, paths, store, a, b))
+}
+
+/// A hub router over an instance, after one extraction, with a terminal token for A and B.
+fn hub_of(
+    (dir, paths, store, a, b): (tempfile::TempDir, Paths, Store, PartitionId, PartitionId),
+) -> Hub {
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
     kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
@@ -544,4 +566,90 @@ async fn too_many_failures_from_a_source_keep_the_session() {
     )
     .await;
     assert_eq!(p.status, StatusCode::OK, "the session was kept");
+}
+
+/// Issue 27 item 3 at the terminal: a candidate with a 空白期間 shows it as 要確認 with a form
+/// to record what the clerk found, apart from the 確定指示 (CSRF checked); once recorded, it
+/// shows as 確認済 with its history and the list's 要確認 filter no longer holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anomaly_is_acknowledged_at_the_terminal() {
+    let h = tokio::task::block_in_place(gap_hub);
+    let app = &h.app;
+    let cookie = login(app, &h.token_b).await;
+    let list = send(
+        app,
+        "GET",
+        "/terminal/candidates?state=anomalies",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        list.body.contains("1 件") && list.body.contains("要確認"),
+        "{}",
+        list.body
+    );
+    let at = list.body.find("/terminal/candidates/").unwrap() + 21;
+    let seq: u64 = list.body[at..].split('"').next().unwrap().parse().unwrap();
+    let uri = format!("/terminal/candidates/{seq}");
+    let detail = send(app, "GET", &uri, Some(&cookie), None).await;
+    assert!(
+        detail.body.contains("要確認事項の確認") && detail.body.contains("空白期間"),
+        "{}",
+        detail.body
+    );
+    let size = h.store.size(&h.b).unwrap();
+    let fields = |csrf: &str| {
+        form(&[
+            ("csrf", csrf),
+            ("note", "転入届の遅れ。空白期間の国保加入なしを確認"),
+            ("operator", "窓口 2"),
+        ])
+    };
+    let ack = format!("{uri}/acknowledgement");
+    let p = send(app, "POST", &ack, Some(&cookie), Some(fields("forged"))).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.store.size(&h.b).unwrap(),
+        size,
+        "a forged form stored something"
+    );
+    let token = csrf(&detail.body);
+    let p = send(app, "POST", &ack, Some(&cookie), Some(fields(&token))).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let back = send(
+        app,
+        "GET",
+        p.location.as_deref().unwrap(),
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        back.body.contains("確認済にしました")
+            && back.body.contains("（確認済）")
+            && back.body.contains("転入届の遅れ")
+            && !back.body.contains("確認済にする"),
+        "{}",
+        back.body
+    );
+    assert!(
+        back.body.contains("確定指示を送信"),
+        "the decision is still to make"
+    );
+    let list = send(
+        app,
+        "GET",
+        "/terminal/candidates?state=anomalies",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(list.body.contains("0 件"), "{}", list.body);
+    assert!(
+        access_purposes(&h.store, &h.b)
+            .iter()
+            .any(|p| p == "continuity_anomaly_ack"),
+        "the acknowledgement's read is an access record"
+    );
 }

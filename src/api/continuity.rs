@@ -16,9 +16,8 @@ use super::error::{ApiError, Detail};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::routes::{Touched, blocking, record_access};
 use super::{AppState, request_id};
-use crate::flows::decision::{self, CandidateState, DecisionError};
+use crate::flows::decision::{self, CandidateState, DecisionError, FLOW4_KINDS};
 use crate::flows::import::Importer;
-use crate::ledger::Kind;
 
 fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
     Importer {
@@ -47,19 +46,18 @@ fn decision_error(e: DecisionError) -> ApiError {
         DecisionError::NoCandidate(_) => ApiError::not_found("candidate"),
         DecisionError::BadDecision => invalid("decision", "code"),
         DecisionError::NoOperator => invalid("operator", "missing"),
+        DecisionError::NoNote => invalid("note", "missing"),
+        DecisionError::NothingToAcknowledge(_) => ApiError::new(
+            StatusCode::CONFLICT,
+            "nothing_to_acknowledge",
+            "the candidate has no anomaly left to acknowledge",
+        ),
         DecisionError::TooLong(field) => invalid(field, "too_long"),
         DecisionError::Read(r) => ApiError::from(r),
         DecisionError::Append(a) => ApiError::from(a),
         other => ApiError::internal(other),
     }
 }
-
-const FLOW4_KINDS: [Kind; 4] = [
-    Kind::CONTINUITY_CANDIDATE,
-    Kind::CONTINUITY_DECISION,
-    Kind::CONTINUITY_CONFIRMATION,
-    Kind::CONTINUITY_CARRY_OVER,
-];
 
 /// Reads the caller's candidates and records the read (durable before the answer).
 pub(crate) async fn read_candidates(
@@ -100,8 +98,9 @@ pub(crate) async fn read_candidates(
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `undecided`, `decided`, `confirmed`, or `anomalies` (undecided with an anomaly to
-    /// look at: a gap, an overlap, a reset 資格取得日, an ambiguous match).
+    /// `undecided`, `decided`, `confirmed`, or `anomalies` (an anomaly no one has
+    /// acknowledged yet, decided or not: a gap, an overlap, a reset 資格取得日, an ambiguous
+    /// match).
     pub state: Option<String>,
     /// `continue`, `not_continue` or `manual`.
     pub suggestion: Option<String>,
@@ -120,7 +119,7 @@ pub(crate) fn matches(c: &CandidateState, state: Option<&str>, suggestion: Optio
         (Some(_), None) => "decided",
         (Some(_), Some(_)) => "confirmed",
     };
-    let anomalous = !c.candidate.anomalies.is_empty() && c.decision.is_none();
+    let anomalous = !c.open_anomalies().is_empty();
     state.is_none_or(|w| w == s || (w == "anomalies" && anomalous))
         && suggestion.is_none_or(|w| w == c.candidate.suggestion)
 }
@@ -257,6 +256,91 @@ pub(crate) async fn decide(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(DecisionResponse { decision_seq })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcknowledgeRequest {
+    /// What the person found or did about the anomalies (required, at most 1,000 characters).
+    pub note: String,
+    /// Who acknowledged at the terminal.
+    pub operator: String,
+}
+
+impl std::fmt::Debug for AcknowledgeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcknowledgeRequest").finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct AcknowledgeResponse {
+    pub acknowledgement_seq: u64,
+}
+
+/// Appends an acknowledgement of a move's open anomalies; shared by the API and the
+/// terminal pages.
+pub(crate) async fn append_acknowledgement(
+    state: &Arc<AppState>,
+    who: &Municipality,
+    seq: u64,
+    req: AcknowledgeRequest,
+    route: &str,
+) -> Result<u64, ApiError> {
+    let scope = who.scope.clone();
+    let who = importer(&who.actor, route);
+    blocking(state, move |s| {
+        decision::acknowledge(s, &scope, seq, &req.note, &req.operator, &who)
+            .map_err(decision_error)
+    })
+    .await
+}
+
+pub(crate) async fn acknowledge(
+    State(state): State<Arc<AppState>>,
+    who: Municipality,
+    ApiPath(seq): ApiPath<u64>,
+    ApiJson(req): ApiJson<AcknowledgeRequest>,
+) -> Result<(StatusCode, Json<AcknowledgeResponse>), ApiError> {
+    let acknowledgement_seq = append_acknowledgement(
+        &state,
+        &who,
+        seq,
+        req,
+        "POST /v1/continuity/candidates/{seq}/acknowledgement",
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AcknowledgeResponse {
+            acknowledgement_seq,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+pub struct AnomaliesResponse {
+    pub prefecture: String,
+    pub anomalies: Vec<decision::AnomalyRow>,
+}
+
+/// The operator's list of the prefecture's moves with anomalies and whether each is still
+/// open (each municipality's read is an access record there).
+pub(crate) async fn anomalies(
+    State(state): State<Arc<AppState>>,
+    who: ContinuityOperator,
+) -> Result<Json<AnomaliesResponse>, ApiError> {
+    let scope = who.scope()?;
+    let prefecture = scope.prefecture().to_owned();
+    let importer = importer(&who.actor, "GET /v1/continuity/anomalies");
+    let anomalies = blocking(&state, move |s| {
+        decision::prefecture_anomalies(s, &scope, &importer).map_err(decision_error)
+    })
+    .await?;
+    Ok(Json(AnomaliesResponse {
+        prefecture,
+        anomalies,
+    }))
 }
 
 pub(crate) async fn results(

@@ -23,7 +23,10 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::{Connection, Municipality, source_of, verify_token};
-use super::continuity::{DecisionRequest, append_decision, matches, read_candidates};
+use super::continuity::{
+    AcknowledgeRequest, DecisionRequest, append_acknowledgement, append_decision, matches,
+    read_candidates,
+};
 use super::error::ApiError;
 use crate::flows::decision::CandidateState;
 
@@ -539,7 +542,7 @@ async fn candidates_page(
                     option value="undecided" selected[filter.as_deref() == Some("undecided")] { "未確定" }
                     option value="decided" selected[filter.as_deref() == Some("decided")] { "確定指示済" }
                     option value="confirmed" selected[filter.as_deref() == Some("confirmed")] { "確定済" }
-                    option value="anomalies" selected[filter.as_deref() == Some("anomalies")] { "要確認（未確定）" }
+                    option value="anomalies" selected[filter.as_deref() == Some("anomalies")] { "要確認（未対応）" }
                 }
                 " " button type="submit" { "絞り込み" }
             }
@@ -560,7 +563,7 @@ async fn candidates_page(
                             td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
                             td.wrap {
                                 (c.candidate.case_label)
-                                @if !c.candidate.anomalies.is_empty() { " " span.tag.manual { "要確認" } }
+                                @if !c.open_anomalies().is_empty() { " " span.tag.manual { "要確認" } }
                             }
                             td { (period_label(&c.candidate.period, c.candidate.period_days)) }
                             td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
@@ -601,6 +604,7 @@ fn zokugara(code: &str) -> &'static str {
 #[derive(Deserialize)]
 struct Flash {
     done: Option<u64>,
+    acknowledged: Option<u64>,
 }
 
 async fn candidate_page(
@@ -625,6 +629,7 @@ async fn candidate_page(
     };
     let p = t.muni.scope.partition().to_string();
     let k = &c.candidate;
+    let open = c.open_anomalies();
     page(layout(
         "候補世帯",
         Some(&p),
@@ -632,6 +637,7 @@ async fn candidate_page(
         html! {
             h2 { "継続候補世帯 " (c.seq) }
             @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
+            @if flash.acknowledged.is_some() { p.flash role="status" { "要確認事項を確認済にしました。" } }
             table {
                 tr { th { "旧保険者番号・旧世帯番号" } td { (k.old_hokensha_no) " ・ " (k.old_setai_no) } }
                 tr { th { "新世帯番号" } td { (k.new_setai_no) } }
@@ -650,7 +656,10 @@ async fn candidate_page(
                 tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
                 @if !k.anomalies.is_empty() {
                     tr { th { "要確認" } td {
-                        ul { @for a in &k.anomalies { li.error { (anomaly_label(a)) } } }
+                        ul { @for a in &k.anomalies {
+                            @if open.contains(a) { li.error { (anomaly_label(a)) } }
+                            @else { li { (anomaly_label(a)) " （確認済）" } }
+                        } }
                     } }
                 }
                 tr { th { "版" } td {
@@ -672,6 +681,32 @@ async fn candidate_page(
                     tbody { @for (s, d) in &c.decisions { tr {
                         td { (s) } td { (decision_label(&d.decision)) } td.wrap { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
                     } } }
+                }
+            }
+            @if !c.acknowledgements.is_empty() {
+                h3 { "要確認事項の確認の履歴" }
+                table {
+                    thead { tr { th { "番号" } th { "確認した事項" } th { "確認内容" } th { "操作者" } } }
+                    tbody { @for (s, a) in &c.acknowledgements { tr {
+                        td { (s) }
+                        td { @for (i, x) in a.anomalies.iter().enumerate() { @if i > 0 { "、" } (anomaly_label(x)) } }
+                        td.wrap { (a.note) }
+                        td { (a.operator) }
+                    } } }
+                }
+            }
+            @if !open.is_empty() {
+                form method="post" action={ "/terminal/candidates/" (c.seq) "/acknowledgement" } class="noprint" {
+                    input type="hidden" name="csrf" value=(t.csrf);
+                    fieldset {
+                        legend { "要確認事項の確認" }
+                        p { "確定指示とは別に、上の要確認事項を確認した内容を記録します。" }
+                        label for="note" { "確認内容（必須）" }
+                        textarea id="note" name="note" rows="2" cols="60" maxlength="1000" required {}
+                        label for="ack-operator" { "操作者" }
+                        input id="ack-operator" name="operator" required maxlength="100";
+                        p { button type="submit" { "確認済にする" } }
+                    }
                 }
             }
             @if c.confirmation.is_some() {
@@ -727,6 +762,35 @@ async fn decide(
     .await
     {
         Ok(d) => Redirect::to(&format!("/terminal/candidates/{seq}?done={d}")).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct AcknowledgeForm {
+    csrf: String,
+    note: String,
+    operator: String,
+}
+
+async fn acknowledge(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+    Form(f): Form<AcknowledgeForm>,
+) -> Response {
+    if let Some(r) = t.csrf_refusal(&f.csrf) {
+        return r;
+    }
+    let req = AcknowledgeRequest {
+        note: f.note,
+        operator: f.operator,
+    };
+    let route = "POST /terminal/candidates/{seq}/acknowledgement";
+    match append_acknowledgement(&state, &t.muni, seq, req, route).await {
+        Ok(a) => {
+            Redirect::to(&format!("/terminal/candidates/{seq}?acknowledged={a}")).into_response()
+        }
         Err(e) => api_error(e),
     }
 }
@@ -858,6 +922,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/terminal/candidates", get(candidates_page))
         .route("/terminal/candidates/{seq}", get(candidate_page))
         .route("/terminal/candidates/{seq}/decision", post(decide))
+        .route(
+            "/terminal/candidates/{seq}/acknowledgement",
+            post(acknowledge),
+        )
         .route("/terminal/results", get(results_page))
         .route("/terminal/results/print", get(print_page))
         .route("/terminal/carryover.csv", get(carryover))

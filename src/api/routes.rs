@@ -156,6 +156,24 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
         ),
         (
             spec(
+                "POST",
+                "/v1/continuity/candidates/{seq}/acknowledgement",
+                Some(Role::Municipality),
+                HUB,
+            ),
+            post(super::continuity::acknowledge),
+        ),
+        (
+            spec(
+                "GET",
+                "/v1/continuity/anomalies",
+                Some(Role::ContinuityOperator),
+                HUB,
+            ),
+            get(super::continuity::anomalies),
+        ),
+        (
+            spec(
                 "GET",
                 "/v1/continuity/results",
                 Some(Role::Municipality),

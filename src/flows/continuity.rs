@@ -23,8 +23,7 @@ use crate::flows::transmission::{Household, Person};
 use crate::ledger::payload::AccessRecord;
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{
-    AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, PartitionStatus, ReadError,
-    Store,
+    AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, ReadError, Store,
 };
 
 /// Payload schema of a candidate.
@@ -99,6 +98,15 @@ pub struct Candidate {
 }
 
 pub const ANOMALY_SHUTOKU_RESET: &str = "shutoku_reset";
+/// The fields a person's acknowledgement of a version's anomalies rests on: a later version
+/// that changes one of them needs a new acknowledgement.
+pub const ANOMALY_FIELDS: [&str; 5] = [
+    "anomalies",
+    "period",
+    "period_days",
+    "old_tekiyo_end",
+    "ido_date",
+];
 pub const ANOMALY_AMBIGUOUS: &str = "ambiguous";
 
 /// Fields that only say where a version came from; they are not compared between versions.
@@ -261,13 +269,8 @@ pub fn extract(
     // One rules file may serve several prefectures: this job's section.
     let rules = rules.for_prefecture(scope.prefecture());
     let partitions: Vec<PartitionId> = store
-        .partitions()
-        .map_err(|e| ExtractError::Registry(e.to_string()))?
-        .into_iter()
-        .filter(|i| i.status == PartitionStatus::Active && scope.contains(&i.partition))
-        .filter(|i| !store.is_shredded(&i.partition))
-        .map(|i| i.partition)
-        .collect();
+        .prefecture_partitions(scope)
+        .map_err(|e| ExtractError::Registry(e.to_string()))?;
     let mut report = ExtractReport {
         prefecture: scope.prefecture().to_owned(),
         as_of: crate::domain::text::format_date(as_of),

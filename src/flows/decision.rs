@@ -18,13 +18,13 @@ use crate::flows::kogaku::KogakuRecord;
 use crate::ledger::payload::ProvisionRecord;
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{
-    AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, PartitionStatus, ReadError,
-    Store,
+    AppendError, AppendOptions, Claim, IndexKind, KeyError, NewEntry, ReadError, Store,
 };
 
 pub const DECISION_SCHEMA: &str = "continuity-decision-v1";
 pub const CONFIRMATION_SCHEMA: &str = "continuity-confirmation-v1";
 pub const CARRY_OVER_SCHEMA: &str = "kogaku-carry-over-v1";
+pub const ACK_SCHEMA: &str = "continuity-anomaly-ack-v1";
 
 /// B's 確定指示 (kind 0x0031, `ref_seq` = the candidate).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,22 @@ pub struct Decision {
     pub decision: String,
     pub reason: Option<String>,
     /// The operator at the terminal (a name or staff id, as the municipality enters it).
+    pub operator: String,
+}
+
+/// B's acknowledgement of a move's anomalies (kind 0x0034, `ref_seq` = the version whose
+/// anomalies it covers): a person looked at the gap, overlap, reset 資格取得日 or ambiguous
+/// match and wrote down what they found. Apart from the decision: it resolves the anomaly,
+/// not the move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    pub schema: String,
+    /// The version acknowledged (the latest when it was written).
+    pub candidate_seq: u64,
+    /// The anomalies of that version it covers.
+    pub anomalies: Vec<String>,
+    /// What the person found or did (required).
+    pub note: String,
     pub operator: String,
 }
 
@@ -99,6 +115,12 @@ pub struct CandidateState {
     /// Every carry-over row of the move (新規, 追加, 取消), in log order, whatever decision
     /// it followed: what B was told.
     pub rows: Vec<(u64, CarryOver)>,
+    /// Every acknowledgement of the move's anomalies, oldest first.
+    pub acknowledgements: Vec<(u64, Acknowledgement)>,
+    /// The version the current anomalies stand from: the latest one that changed one of
+    /// `ANOMALY_FIELDS` (or the first). Only an acknowledgement of it or a later version
+    /// covers them.
+    pub anomalies_since: u64,
 }
 
 impl CandidateState {
@@ -116,6 +138,23 @@ impl CandidateState {
             }
         }
         held
+    }
+
+    /// The latest version's anomalies that no acknowledgement covers: what a person must
+    /// still look at.
+    pub fn open_anomalies(&self) -> Vec<String> {
+        let covered: std::collections::BTreeSet<&String> = self
+            .acknowledgements
+            .iter()
+            .filter(|(_, a)| a.candidate_seq >= self.anomalies_since)
+            .flat_map(|(_, a)| a.anomalies.iter())
+            .collect();
+        self.candidate
+            .anomalies
+            .iter()
+            .filter(|a| !covered.contains(a))
+            .cloned()
+            .collect()
     }
 
     /// The seq of the latest version.
@@ -143,6 +182,10 @@ pub enum DecisionError {
     TooLong(&'static str),
     #[error("operator is required")]
     NoOperator,
+    #[error("a note is required")]
+    NoNote,
+    #[error("candidate {0} has no anomaly left to acknowledge")]
+    NothingToAcknowledge(u64),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error(transparent)]
@@ -163,6 +206,15 @@ fn json<T: Serialize>(v: &T) -> Result<zeroize::Zeroizing<Vec<u8>>, DecisionErro
         .map_err(|e| DecisionError::Encode(e.to_string()))
 }
 
+/// The kinds that make up a move's state in B.
+pub const FLOW4_KINDS: [Kind; 5] = [
+    Kind::CONTINUITY_CANDIDATE,
+    Kind::CONTINUITY_DECISION,
+    Kind::CONTINUITY_CONFIRMATION,
+    Kind::CONTINUITY_CARRY_OVER,
+    Kind::CONTINUITY_ANOMALY_ACK,
+];
+
 /// Every candidate of the scope's partition with its decisions, confirmation and carry-over,
 /// in seq order. Reads sealed entries: the caller records the access.
 pub fn candidates(
@@ -170,12 +222,7 @@ pub fn candidates(
     scope: &PartitionScope,
 ) -> Result<Vec<CandidateState>, DecisionError> {
     let p = scope.partition();
-    let flow4 = [
-        Kind::CONTINUITY_CANDIDATE,
-        Kind::CONTINUITY_DECISION,
-        Kind::CONTINUITY_CONFIRMATION,
-        Kind::CONTINUITY_CARRY_OVER,
-    ];
+    let flow4 = FLOW4_KINDS;
     let mut states: BTreeMap<u64, CandidateState> = BTreeMap::new();
     // decision seq → candidate seq, for the entries that refer to a decision.
     let mut decided: BTreeMap<u64, u64> = BTreeMap::new();
@@ -204,6 +251,13 @@ pub fn candidates(
                 match first.and_then(|f| states.get_mut(&f).map(|s| (f, s))) {
                     // A later version of a known move: the move's state follows it.
                     Some((f, s)) => {
+                        if candidate
+                            .changes
+                            .iter()
+                            .any(|c| crate::flows::continuity::ANOMALY_FIELDS.contains(&c.as_str()))
+                        {
+                            s.anomalies_since = seq;
+                        }
                         s.candidate = candidate;
                         s.versions.push(seq);
                         version_of.insert(seq, f);
@@ -221,6 +275,8 @@ pub fn candidates(
                                 carry_over: None,
                                 decisions: Vec::new(),
                                 rows: Vec::new(),
+                                acknowledgements: Vec::new(),
+                                anomalies_since: seq,
                             },
                         );
                     }
@@ -236,6 +292,14 @@ pub fn candidates(
                     s.confirmation = None;
                     s.carry_over = None;
                     s.decisions.push((seq, d));
+                }
+            }
+            k if k == Kind::CONTINUITY_ANOMALY_ACK => {
+                let a: Acknowledgement =
+                    serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
+                let first = version_of.get(&a.candidate_seq).copied();
+                if let Some(s) = first.and_then(|f| states.get_mut(&f)) {
+                    s.acknowledgements.push((seq, a));
                 }
             }
             _ => {
@@ -285,13 +349,7 @@ pub fn decide(
     if !matches!(decision, "continue" | "not_continue") {
         return Err(DecisionError::BadDecision);
     }
-    let operator = operator.trim();
-    if operator.is_empty() {
-        return Err(DecisionError::NoOperator);
-    }
-    if operator.chars().count() > 100 {
-        return Err(DecisionError::TooLong("operator"));
-    }
+    let operator = checked_operator(operator)?;
     if reason.is_some_and(|r| r.chars().count() > 1000) {
         return Err(DecisionError::TooLong("reason"));
     }
@@ -331,6 +389,131 @@ pub fn decide(
     };
     let r = store.append_with(p, vec![entry], opts)?;
     Ok(r.first_seq)
+}
+
+/// The person at the terminal, trimmed: required, at most 100 characters.
+fn checked_operator(operator: &str) -> Result<&str, DecisionError> {
+    let operator = operator.trim();
+    if operator.is_empty() {
+        return Err(DecisionError::NoOperator);
+    }
+    if operator.chars().count() > 100 {
+        return Err(DecisionError::TooLong("operator"));
+    }
+    Ok(operator)
+}
+
+/// Appends B's acknowledgement of the open anomalies of the move whose first version is
+/// `move_seq` (its handle in the API), naming the move's latest version. With the access
+/// record of the partition's flow-4 entries read to find them.
+pub fn acknowledge(
+    store: &Store,
+    scope: &PartitionScope,
+    move_seq: u64,
+    note: &str,
+    operator: &str,
+    who: &Importer,
+) -> Result<u64, DecisionError> {
+    let operator = checked_operator(operator)?;
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(DecisionError::NoNote);
+    }
+    if note.chars().count() > 1000 {
+        return Err(DecisionError::TooLong("note"));
+    }
+    let states = candidates(store, scope)?;
+    // Every move's entries were read to find this one's state: the access record says so.
+    let read_from = states.first().map_or(move_seq, |s| s.seq);
+    let read_to = states.iter().map(CandidateState::latest_seq).max();
+    let state = states
+        .into_iter()
+        .find(|s| s.seq == move_seq)
+        .ok_or(DecisionError::NoCandidate(move_seq))?;
+    let open = state.open_anomalies();
+    if open.is_empty() {
+        return Err(DecisionError::NothingToAcknowledge(move_seq));
+    }
+    let latest = state.latest_seq();
+    let ack = Acknowledgement {
+        schema: ACK_SCHEMA.to_owned(),
+        candidate_seq: latest,
+        anomalies: open,
+        note: note.to_owned(),
+        operator: operator.to_owned(),
+    };
+    let entry = NewEntry::new(
+        Kind::CONTINUITY_ANOMALY_ACK,
+        crate::store::today_days(),
+        Some(latest),
+        json(&ack)?.to_vec(),
+    )?;
+    let opts = AppendOptions {
+        access: Some(who.access(
+            "continuity_anomaly_ack",
+            FLOW4_KINDS.iter().map(|k| k.code()).collect(),
+            read_from,
+            read_to.unwrap_or(latest).saturating_sub(read_from) + 1,
+        )),
+        ..AppendOptions::default()
+    };
+    let r = store.append_with(scope.partition(), vec![entry], opts)?;
+    Ok(r.first_seq)
+}
+
+/// A move with anomalies, as the 連合会's operator sees it across the prefecture: where and
+/// what, never who (no names, no 世帯番号).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnomalyRow {
+    /// B and the move's handle (its first version's seq) in B.
+    pub partition: String,
+    pub seq: u64,
+    pub old_hokensha_no: String,
+    pub ido_date: String,
+    /// The latest version's anomalies, and those of them no acknowledgement covers yet.
+    pub anomalies: Vec<String>,
+    pub open: Vec<String>,
+    pub decided: bool,
+}
+
+/// Every move of the prefecture with anomalies, per B in registry order. Each B's read is
+/// an access record in B, durable before the list is returned.
+pub fn prefecture_anomalies(
+    store: &Store,
+    scope: &PrefectureScope,
+    who: &Importer,
+) -> Result<Vec<AnomalyRow>, DecisionError> {
+    let partitions = store
+        .prefecture_partitions(scope)
+        .map_err(|e| DecisionError::Registry(e.to_string()))?;
+    let mut rows = Vec::new();
+    for b in &partitions {
+        let Some(b_scope) = scope.partition(b) else {
+            continue;
+        };
+        let states = candidates(store, &b_scope)?;
+        let first = states.first().map(|s| s.seq);
+        let last = states.iter().map(CandidateState::latest_seq).max();
+        if let Some(range) = first.zip(last) {
+            let kinds = FLOW4_KINDS.iter().map(|k| k.code()).collect();
+            record_access(store, b, who, "continuity_anomalies", kinds, range)?;
+        }
+        rows.extend(
+            states
+                .into_iter()
+                .filter(|s| !s.candidate.anomalies.is_empty())
+                .map(|s| AnomalyRow {
+                    partition: b.to_string(),
+                    seq: s.seq,
+                    open: s.open_anomalies(),
+                    decided: s.decision.is_some(),
+                    old_hokensha_no: s.candidate.old_hokensha_no,
+                    ido_date: s.candidate.ido_date,
+                    anomalies: s.candidate.anomalies,
+                }),
+        );
+    }
+    Ok(rows)
 }
 
 /// What a confirmation run did.
@@ -385,13 +568,8 @@ pub fn confirm_with(
         ..ConfirmReport::default()
     };
     let partitions: Vec<PartitionId> = store
-        .partitions()
-        .map_err(|e| DecisionError::Registry(e.to_string()))?
-        .into_iter()
-        .filter(|i| i.status == PartitionStatus::Active && scope.contains(&i.partition))
-        .filter(|i| !store.is_shredded(&i.partition))
-        .map(|i| i.partition)
-        .collect();
+        .prefecture_partitions(scope)
+        .map_err(|e| DecisionError::Registry(e.to_string()))?;
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
             continue;

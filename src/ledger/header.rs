@@ -76,6 +76,7 @@ impl Kind {
     pub const CONTINUITY_DECISION: Kind = Kind(0x0031);
     pub const CONTINUITY_CONFIRMATION: Kind = Kind(0x0032);
     pub const CONTINUITY_CARRY_OVER: Kind = Kind(0x0033);
+    pub const CONTINUITY_ANOMALY_ACK: Kind = Kind(0x0034);
     pub const ACCESS_RECORD: Kind = Kind(0x0100);
     pub const PROVISION_RECORD: Kind = Kind(0x0101);
     pub const FORWARD_OUT: Kind = Kind(0x0102);
@@ -83,7 +84,7 @@ impl Kind {
     pub const KEY_EVENT: Kind = Kind(0x0200);
 
     /// Every kind this version knows, in code order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::GENESIS,
         Kind::HOUSEHOLD_SNAPSHOT,
         Kind::HOUSEHOLD_CORRECTION,
@@ -92,6 +93,7 @@ impl Kind {
         Kind::CONTINUITY_DECISION,
         Kind::CONTINUITY_CONFIRMATION,
         Kind::CONTINUITY_CARRY_OVER,
+        Kind::CONTINUITY_ANOMALY_ACK,
         Kind::ACCESS_RECORD,
         Kind::PROVISION_RECORD,
         Kind::FORWARD_OUT,
@@ -126,6 +128,7 @@ impl Kind {
             0x0031 => "continuity_decision",
             0x0032 => "continuity_confirmation",
             0x0033 => "continuity_carry_over",
+            0x0034 => "continuity_anomaly_ack",
             0x0100 => "access_record",
             0x0101 => "provision_record",
             0x0102 => "forward_out",
@@ -448,6 +451,7 @@ mod tests {
     fn kinds_have_fixed_classes() {
         assert_eq!(Kind::HOUSEHOLD_SNAPSHOT.class(), Class::Sealed);
         assert_eq!(Kind::CONTINUITY_CARRY_OVER.class(), Class::Sealed);
+        assert_eq!(Kind::CONTINUITY_ANOMALY_ACK.class(), Class::Sealed);
         assert_eq!(Kind::ACCESS_RECORD.class(), Class::Open);
         assert_eq!(Kind::KEY_EVENT.class(), Class::Open);
         assert_eq!(Kind::GENESIS.class(), Class::Open);

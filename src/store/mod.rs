@@ -891,6 +891,21 @@ impl Store {
         read_registry(&self.inner.db)
     }
 
+    /// The prefecture's active partitions whose keys are not destroyed, in registry order:
+    /// what a prefecture's flow-4 job covers.
+    pub fn prefecture_partitions(
+        &self,
+        scope: &crate::crypto::PrefectureScope,
+    ) -> Result<Vec<PartitionId>, ProvisionError> {
+        Ok(self
+            .partitions()?
+            .into_iter()
+            .filter(|i| i.status == PartitionStatus::Active && scope.contains(&i.partition))
+            .filter(|i| !self.is_shredded(&i.partition))
+            .map(|i| i.partition)
+            .collect())
+    }
+
     pub fn partition(&self, id: &PartitionId) -> Result<Option<PartitionInfo>, ProvisionError> {
         Ok(self.partitions()?.into_iter().find(|p| &p.partition == id))
     }

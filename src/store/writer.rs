@@ -531,7 +531,8 @@ fn key_class(kind: Kind) -> KeyClass {
         | Kind::CONTINUITY_CANDIDATE
         | Kind::CONTINUITY_DECISION
         | Kind::CONTINUITY_CONFIRMATION
-        | Kind::CONTINUITY_CARRY_OVER => KeyClass::Dated,
+        | Kind::CONTINUITY_CARRY_OVER
+        | Kind::CONTINUITY_ANOMALY_ACK => KeyClass::Dated,
         _ => KeyClass::Resident,
     }
 }
