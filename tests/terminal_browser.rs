@@ -1,7 +1,8 @@
 //! The terminal in headless Chromium on a real loopback listener, as a person uses it: log in
 //! with the keyboard, open the list, open a candidate, send a 確定指示, see it registered;
 //! after the hub confirms, the results show the carried months, and the printable
-//! 継続世帯確定リスト becomes a PDF that holds the household. Screenshots and the PDF are kept
+//! 継続世帯確定リスト becomes a PDF that holds the household; the 要確認 candidate's 空白期間 is
+//! acknowledged with a note. Screenshots and the PDF are kept
 //! under the target directory (`CARGO_TARGET_TMPDIR/terminal-browser`).
 //!
 //! Needs Chromium, CJK fonts, pdftotext and playwright-core: `scripts/test.sh` installs them
@@ -176,11 +177,20 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "a month outside the window was carried: {results}"
     );
     assert!(steps["printed"].contains("継続世帯確定リスト") && steps["printed"].contains("1 世帯"));
+    let acknowledged = &steps["acknowledged"];
+    assert!(
+        acknowledged.contains("確認済にしました")
+            && acknowledged.contains("（確認済）")
+            && acknowledged.contains("他の保険の加入なし"),
+        "{acknowledged}"
+    );
     for shot in [
         "1-candidates.png",
         "2-decision.png",
         "3-results.png",
         "4-print.png",
+        "5-anomaly.png",
+        "6-acknowledged.png",
     ] {
         let len = std::fs::metadata(out.join(shot)).unwrap().len();
         assert!(len > 5_000, "{shot} is empty ({len} bytes)");

@@ -1,7 +1,8 @@
 // Drives the municipality terminal in headless Chromium as a user would: log in, open the
 // candidate list, open the first candidate, send a 確定指示, see the result. Then, after the
 // caller confirms (it waits for a line on stdin), it opens the results, prints the
-// 継続世帯確定リスト to PDF and takes screenshots. Prints one JSON line per step.
+// 継続世帯確定リスト to PDF, acknowledges the 要確認 candidate's 空白期間 and takes
+// screenshots. Prints one JSON line per step.
 //
 // usage: node terminal.cjs BASE_URL TOKEN OUT_DIR   (playwright-core from NODE_PATH)
 const { chromium } = require('playwright-core');
@@ -47,6 +48,18 @@ try {
   await page.screenshot({ path: `${out}/4-print.png`, fullPage: true });
   await page.pdf({ path: `${out}/keizoku-list.pdf`, format: 'A4', landscape: true, printBackground: true, preferCSSPageSize: true });
   say('printed', { text: await page.textContent('main') });
+  // The 要確認 candidate (a 空白期間): record what was found, apart from the 確定指示.
+  await page.emulateMedia({ media: 'screen' });
+  await page.goto(`${base}/terminal/candidates?state=anomalies`);
+  await page.click('main table tbody tr:first-child a');
+  await page.waitForURL(/\/terminal\/candidates\/\d+$/);
+  await page.fill('#note', '転入届の遅れ。空白期間に他の保険の加入なしを確認');
+  await page.fill('#ack-operator', '窓口 2');
+  await page.screenshot({ path: `${out}/5-anomaly.png`, fullPage: true });
+  await page.click('button[type=submit]:has-text("確認済にする")');
+  await page.waitForURL(/acknowledged=\d+/);
+  await page.screenshot({ path: `${out}/6-acknowledged.png`, fullPage: true });
+  say('acknowledged', { text: await page.textContent('main') });
 } catch (e) {
   // Say where it stopped, for the test's failure message.
   const pages = browser.contexts().flatMap((c) => c.pages());
