@@ -471,6 +471,64 @@ impl Api {
             .unwrap();
         (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
+
+    /// A municipality sends a 世帯ファイル and 個人ファイル pair (flow 5), which must be accepted.
+    async fn send(&self, token: &str, tid: &str, (setai, kojin): (String, String)) {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let body = serde_json::json!({"transmission_id": tid, "encoding": "utf-8",
+            "setai_file": b64(&setai), "kojin_file": b64(&kojin)})
+        .to_string();
+        let (s, body) = self
+            .call("POST", "/v1/transmissions", token, Some(&body))
+            .await;
+        assert_eq!(s, axum::http::StatusCode::CREATED, "{body}");
+    }
+
+    /// The operator runs `extract` (as of the fixtures' date) or `confirm`: the report.
+    async fn run(&self, op: &str, what: &str) -> serde_json::Value {
+        let body = if what == "extract" {
+            EXTRACT_BODY
+        } else {
+            "{}"
+        };
+        let uri = format!("/v1/continuity/{what}");
+        let (s, body) = self.call("POST", uri, op, Some(body)).await;
+        assert_eq!(s, axum::http::StatusCode::OK, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A 確定指示 (`continue` or `not_continue`) on the caller's move `seq`.
+    async fn decide(&self, token: &str, seq: u64, decision: &str) {
+        let body = format!(r#"{{"decision":"{decision}","reason":null,"operator":"窓口 1"}}"#);
+        let uri = format!("/v1/continuity/candidates/{seq}/decision");
+        let (s, body) = self.call("POST", uri, token, Some(&body)).await;
+        assert_eq!(s, axum::http::StatusCode::CREATED, "{body}");
+    }
+
+    /// The caller's candidates (every move's state).
+    async fn listed(&self, token: &str) -> serde_json::Value {
+        let (s, body) = self
+            .call("GET", "/v1/continuity/candidates", token, None)
+            .await;
+        assert_eq!(s, axum::http::StatusCode::OK, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["candidates"].clone()
+    }
+
+    /// The caller's 連携ファイル rows as (row_kind code, months).
+    async fn carryover_rows(&self, token: &str) -> Vec<(String, String)> {
+        let (s, csv) = self
+            .call("GET", "/v1/continuity/carryover.csv", token, None)
+            .await;
+        assert_eq!(s, axum::http::StatusCode::OK);
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[2].to_owned(), f[9].to_owned())
+            })
+            .collect()
+    }
 }
 
 /// The same flow through the HTTP API: the continuity operator extracts and confirms, B lists,
@@ -1340,86 +1398,13 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
     let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
     // The run's date is today's, two years after these moves: carry late 支給 for 5 years.
     let api = Api::new(&store, Rules::parse("late_shikyu_months = 60").unwrap());
-    let call = |method: &'static str, uri: String, token: String, body: String| {
-        let api = &api;
-        async move { api.call(method, uri, &token, Some(&body)).await }
-    };
-    let send = |token: String, tid: &str, (setai, kojin): (String, String)| {
-        let body = serde_json::json!({"transmission_id": tid, "encoding": "utf-8",
-            "setai_file": b64(&setai), "kojin_file": b64(&kojin)})
-        .to_string();
-        let call = &call;
-        async move {
-            let (s, body) = call("POST", "/v1/transmissions".into(), token, body).await;
-            assert_eq!(s, StatusCode::CREATED, "{body}");
-        }
-    };
-    let run = |what: &'static str| {
-        let call = &call;
-        let op = op.clone();
-        async move {
-            let body = match what {
-                "extract" => EXTRACT_BODY.to_owned(),
-                _ => "{}".to_owned(),
-            };
-            let (s, body) = call("POST", format!("/v1/continuity/{what}"), op, body).await;
-            assert_eq!(s, StatusCode::OK, "{body}");
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        }
-    };
-    let decide = |seq: u64, d: &'static str| {
-        let call = &call;
-        let muni_b = muni_b.clone();
-        async move {
-            let body = format!(r#"{{"decision":"{d}","reason":null,"operator":"窓口 1"}}"#);
-            let uri = format!("/v1/continuity/candidates/{seq}/decision");
-            let (s, body) = call("POST", uri, muni_b, body).await;
-            assert_eq!(s, StatusCode::CREATED, "{body}");
-        }
-    };
-    let csv_kinds = || {
-        let call = &call;
-        let muni_b = muni_b.clone();
-        async move {
-            let (s, csv) = call(
-                "GET",
-                "/v1/continuity/carryover.csv".into(),
-                muni_b,
-                String::new(),
-            )
-            .await;
-            assert_eq!(s, StatusCode::OK);
-            csv.lines()
-                .skip(1)
-                .map(|l| {
-                    let f: Vec<&str> = l.split(',').collect();
-                    (f[2].to_owned(), f[9].to_owned())
-                })
-                .collect::<Vec<_>>()
-        }
-    };
 
-    let listed = || {
-        let call = &call;
-        let muni_b = muni_b.clone();
-        async move {
-            let (_, body) = call(
-                "GET",
-                "/v1/continuity/candidates".into(),
-                muni_b,
-                String::new(),
-            )
-            .await;
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()["candidates"].clone()
-        }
-    };
-
-    run("extract").await;
-    let seq = listed().await[0]["seq"].as_u64().unwrap();
-    decide(seq, "continue").await;
+    api.run(&op, "extract").await;
+    let seq = api.listed(&muni_b).await[0]["seq"].as_u64().unwrap();
+    api.decide(&muni_b, seq, "continue").await;
     // Later: a birth in B (世帯構成変更) and a 訂正 of the head's name in A.
-    send(
-        muni_b.clone(),
+    api.send(
+        &muni_b,
         "B-2",
         files(
             b.as_str(),
@@ -1447,19 +1432,19 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
             "2024-10-31",
         )],
     );
-    send(
-        muni_a.clone(),
+    api.send(
+        &muni_a,
         "A-2",
         (setai.replacen(",90,,", ",90,A-1,", 1), kojin),
     )
     .await;
-    run("extract").await;
-    run("confirm").await;
-    let list = listed().await;
+    api.run(&op, "extract").await;
+    api.run(&op, "confirm").await;
+    let list = api.listed(&muni_b).await;
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list[0]["versions"].as_array().unwrap().len(), 2, "{list}");
     assert_eq!(
-        csv_kinds().await,
+        api.carryover_rows(&muni_b).await,
         vec![("1".into(), "2024-06;2024-09".into())]
     );
 
@@ -1471,22 +1456,99 @@ async fn versions_late_shikyu_and_a_reversal_through_the_api() {
     let body = serde_json::json!({"transmission_id": "KA-2", "encoding": "utf-8",
         "kogaku_file": b64(&kogaku)})
     .to_string();
-    let (s, body) = call("POST", "/v1/kogaku".into(), muni_a.clone(), body).await;
+    let (s, body) = api.call("POST", "/v1/kogaku", &muni_a, Some(&body)).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
-    let report = run("confirm").await;
+    let report = api.run(&op, "confirm").await;
     assert_eq!(report["added"].as_array().unwrap().len(), 1, "{report}");
     // B corrects its decision: the next run withdraws the months.
-    decide(seq, "not_continue").await;
-    run("confirm").await;
-    run("extract").await;
-    run("confirm").await;
+    api.decide(&muni_b, seq, "not_continue").await;
+    api.run(&op, "confirm").await;
+    api.run(&op, "extract").await;
+    api.run(&op, "confirm").await;
     assert_eq!(
-        csv_kinds().await,
+        api.carryover_rows(&muni_b).await,
         vec![
             ("1".into(), "2024-06;2024-09".into()),
             ("2".into(), "2024-10".into()),
             ("3".into(), "2024-06;2024-09;2024-10".into()),
         ]
+    );
+}
+
+/// Issue 27, the rest end to end through the API: the household moves on from B to C, whose
+/// system reset the 資格取得日 to the day it came in. C's candidate from B is still made, with
+/// the `shutoku_reset` anomaly; once C decides and the operator confirms, C's 連携ファイル
+/// carries A's months as B held them (A→B→C).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_with_a_reset_date_through_the_api() {
+    use common::flow4::files;
+    use kukaku::crypto::credential::{Reach, Role};
+    use std::sync::Arc;
+
+    let c = pid("131037");
+    let (_dir, _paths, store, _a, b) = tokio::task::block_in_place(|| {
+        let (dir, paths, store, a, b) = tokyo_move();
+        store.request_partitions(std::slice::from_ref(&c)).unwrap();
+        drop(store);
+        let store = Store::open(&paths, common::small()).unwrap();
+        store.provision(&mut |_, _| {}).unwrap();
+        (dir, paths, store, a, b)
+    });
+    let store = Arc::new(store);
+    let op = Api::token(
+        &store,
+        Role::ContinuityOperator,
+        Reach::Prefecture("13".into()),
+    );
+    let muni_b = Api::token(&store, Role::Municipality, Reach::Partition(b.clone()));
+    let muni_c = Api::token(&store, Role::Municipality, Reach::Partition(c.clone()));
+    let api = Api::new(&store, Rules::default());
+    api.run(&op, "extract").await;
+    let seq = api.listed(&muni_b).await[0]["seq"].as_u64().unwrap();
+    api.decide(&muni_b, seq, "continue").await;
+    api.run(&op, "confirm").await;
+
+    // B's household leaves on 2025-02-28; C records it from 2025-03-01 with 取得 reset.
+    let leave = files(
+        b.as_str(),
+        "B-2",
+        "B100",
+        ("2025-02-28", "04"),
+        &[(
+            HEAD,
+            "山田 太郎",
+            "01",
+            "2020-01-01",
+            "2024-11-01",
+            "2025-02-28",
+        )],
+    );
+    api.send(&muni_b, "B-2", leave).await;
+    let arrive = files(
+        c.as_str(),
+        "C-1",
+        "C100",
+        ("2025-03-01", "03"),
+        &[(HEAD, "山田 太郎", "01", "2025-03-01", "2025-03-01", "")],
+    );
+    api.send(&muni_c, "C-1", arrive).await;
+    let report = api.run(&op, "extract").await;
+    let listed = api.listed(&muni_c).await;
+    let from_b = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["candidate"]["old_hokensha_no"] == b.as_str())
+        .unwrap_or_else(|| panic!("no candidate from B in C: {listed} {report}"));
+    let anomalies = from_b["candidate"]["anomalies"].to_string();
+    assert!(anomalies.contains("shutoku_reset"), "{anomalies}");
+    api.decide(&muni_c, from_b["seq"].as_u64().unwrap(), "continue")
+        .await;
+    api.run(&op, "confirm").await;
+    assert_eq!(
+        api.carryover_rows(&muni_c).await,
+        vec![("1".into(), "2024-06;2024-09".into())],
+        "C holds A's months as B held them"
     );
 }
 
