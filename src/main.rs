@@ -95,6 +95,10 @@ enum Command {
         /// `tekiyo_end`, `late_shikyu_months`, `window_months` lines; `[NN]` per prefecture).
         #[arg(long)]
         continuity_rules: Option<PathBuf>,
+        /// Hub: a terminal session ends after this many minutes without a request (and at
+        /// logout).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        session_idle_minutes: u64,
         #[command(flatten)]
         upstream: UpstreamArgs,
     },
@@ -840,13 +844,13 @@ async fn demo_online(
             &hub,
             Role::Municipality,
             Reach::Partition(partition("131011")?),
-            "千代田区 terminal",
+            "千代田区 窓口 佐藤 (clerk)",
         ),
         (
             &hub,
             Role::Municipality,
             Reach::Partition(partition("131029")?),
-            "中央区 terminal",
+            "中央区 窓口 山田 (clerk)",
         ),
         (&hub, Role::Auditor, Reach::All, "auditor (hub)"),
         (
@@ -860,6 +864,14 @@ async fn demo_online(
             Role::OpsSupport,
             Reach::Partitions(ids.iter().cloned().collect()),
             "ops-support (intermediate)",
+        ),
+        // A second clerk of 中央区: each person logs in with their own credential, and
+        // decisions record who made them.
+        (
+            &hub,
+            Role::Municipality,
+            Reach::Partition(partition("131029")?),
+            "中央区 窓口 鈴木 (clerk)",
         ),
     ] {
         let (token, _) = store.issue_credential(role, reach, label, expires)?;
@@ -916,7 +928,9 @@ async fn demo_online(
         println!("  {exe} --home {home} {cmd}");
     }
     println!("\nflow 4 at the 中央区 terminal (a browser):");
-    println!("  1. open {hub_base}/terminal/login and log in with the 中央区 terminal token above");
+    println!(
+        "  1. open {hub_base}/terminal/login and log in with a 中央区 clerk token above (each clerk has their own)"
+    );
     println!("  2. open a candidate in 継続候補世帯リスト and send a 確定指示");
     println!("  3. the hub confirms and carries over the 高額該当回数:");
     println!(
@@ -1038,9 +1052,10 @@ fn serve(
     listen: std::net::SocketAddr,
     transport: server::Transport,
     (limits, request_nice): (Limits, u8),
-    (witnesses, rules): (
+    (witnesses, rules, session_idle): (
         Vec<kukaku::ledger::VerifierKey>,
         kukaku::domain::continuity::Rules,
+        std::time::Duration,
     ),
     replicator: Option<ReplicatorConfig>,
 ) -> Result<()> {
@@ -1063,6 +1078,7 @@ fn serve(
             AppState::new(Arc::clone(&store), role)
                 .with_witnesses(witnesses)
                 .with_continuity_rules(rules)
+                .with_session_idle(session_idle)
                 .with_secure_cookies(matches!(transport, server::Transport::Tls(_))),
             limits,
         );
@@ -1440,6 +1456,7 @@ fn run(cli: Cli) -> Result<bool> {
             request_nice,
             witness_vkeys,
             continuity_rules,
+            session_idle_minutes,
             upstream,
         } => {
             let rules = load_rules(continuity_rules.as_deref())?;
@@ -1490,7 +1507,11 @@ fn run(cli: Cli) -> Result<bool> {
                 listen,
                 transport,
                 (limits, request_nice),
-                (witnesses, rules),
+                (
+                    witnesses,
+                    rules,
+                    std::time::Duration::from_secs(session_idle_minutes * 60),
+                ),
                 replicator,
             )?;
         }

@@ -52,28 +52,29 @@ fn gap_hub() -> Hub {
     hub_of((dir, paths, store, a, b))
 }
 
-/// A hub router over an instance, after one extraction, with a terminal token for A and B.
+/// The display names of the clerks `hub_of` issues credentials to.
+const A_CLERK: &str = "千代田区 窓口 佐藤";
+const B_CLERK: &str = "中央区 窓口 山田";
+
+/// A clerk's credential for partition `p`, labelled with their display name, valid a day.
+fn clerk(store: &Store, p: &PartitionId, name: &str) -> String {
+    let day = kukaku::store::now_unix_ms() + 86_400_000;
+    store
+        .issue_credential(Role::Municipality, Reach::Partition(p.clone()), name, day)
+        .unwrap()
+        .0
+        .to_text()
+        .to_string()
+}
+
+/// A hub router over an instance, after one extraction, with a clerk's token for A and B.
 fn hub_of(
     (dir, paths, store, a, b): (tempfile::TempDir, Paths, Store, PartitionId, PartitionId),
 ) -> Hub {
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
     kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
-    let day = kukaku::store::now_unix_ms() + 86_400_000;
-    let token = |p: &PartitionId| {
-        store
-            .issue_credential(
-                Role::Municipality,
-                Reach::Partition(p.clone()),
-                "terminal",
-                day,
-            )
-            .unwrap()
-            .0
-            .to_text()
-            .to_string()
-    };
-    let (token_a, token_b) = (token(&a), token(&b));
+    let (token_a, token_b) = (clerk(&store, &a, A_CLERK), clerk(&store, &b, B_CLERK));
     let store = Arc::new(store);
     let app = api::router(
         AppState::new(Arc::clone(&store), ServerRole::Hub),
@@ -237,11 +238,7 @@ async fn login_decide_and_see_the_result() {
 
     // A form without the session's CSRF token is refused and stores nothing.
     let size = h.store.size(&h.b).unwrap();
-    let bad = form(&[
-        ("csrf", "forged"),
-        ("decision", "continue"),
-        ("operator", "窓口 1"),
-    ]);
+    let bad = form(&[("csrf", "forged"), ("decision", "continue")]);
     let p = send(
         app,
         "POST",
@@ -253,11 +250,16 @@ async fn login_decide_and_see_the_result() {
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     assert_eq!(h.store.size(&h.b).unwrap(), size);
 
+    // No name to type: the decision records the logged-in clerk.
+    assert!(
+        !detail.body.contains("name=\"operator\""),
+        "a typed-name field"
+    );
+    assert!(detail.body.contains(B_CLERK), "the header names the clerk");
     let good = form(&[
         ("csrf", &token),
         ("decision", "continue"),
         ("reason", "世帯主同一"),
-        ("operator", "窓口 1"),
     ]);
     let p = send(
         app,
@@ -277,6 +279,7 @@ async fn login_decide_and_see_the_result() {
     )
     .await;
     assert!(back.body.contains("確定指示を登録しました") && back.body.contains("世帯主同一"));
+    assert!(back.body.contains(B_CLERK), "the history names the clerk");
 
     // The hub confirms; B sees the result, the printable list and the file.
     tokio::task::block_in_place(|| {
@@ -349,11 +352,7 @@ async fn login_decide_and_see_the_result() {
             .await
             .body,
     );
-    let try_b = form(&[
-        ("csrf", &a_csrf),
-        ("decision", "not_continue"),
-        ("operator", "x"),
-    ]);
+    let try_b = form(&[("csrf", &a_csrf), ("decision", "not_continue")]);
     let p = send(
         app,
         "POST",
@@ -603,7 +602,6 @@ async fn an_anomaly_is_acknowledged_at_the_terminal() {
         form(&[
             ("csrf", csrf),
             ("note", "転入届の遅れ。空白期間の国保加入なしを確認"),
-            ("operator", "窓口 2"),
         ])
     };
     let ack = format!("{uri}/acknowledgement");
@@ -652,4 +650,90 @@ async fn an_anomaly_is_acknowledged_at_the_terminal() {
             .any(|p| p == "continuity_anomaly_ack"),
         "the acknowledgement's read is an access record"
     );
+}
+
+/// Issue 28 item 1: each clerk of a municipality logs in with their own credential; a
+/// decision records the credential and its display name, never a typed one (a sent
+/// `operator` field is ignored), so a correction by a second clerk names both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_clerk_is_named_by_their_own_credential() {
+    let h = tokio::task::block_in_place(hub);
+    let app = &h.app;
+    let second = clerk(&h.store, &h.b, "中央区 窓口 鈴木");
+    let (first, other) = (login(app, &h.token_b).await, login(app, &second).await);
+    let list = send(app, "GET", "/terminal/candidates", Some(&first), None).await;
+    let at = list.body.find("/terminal/candidates/").unwrap() + 21;
+    let seq: u64 = list.body[at..].split('"').next().unwrap().parse().unwrap();
+    let uri = format!("/terminal/candidates/{seq}");
+    for (cookie, decision) in [(&first, "continue"), (&other, "not_continue")] {
+        let page = send(app, "GET", &uri, Some(cookie), None).await;
+        let body = form(&[
+            ("csrf", &csrf(&page.body)),
+            ("decision", decision),
+            ("operator", "なりすまし"),
+        ]);
+        let p = send(
+            app,
+            "POST",
+            &format!("{uri}/decision"),
+            Some(cookie),
+            Some(body),
+        )
+        .await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    }
+    let page = send(app, "GET", &uri, Some(&other), None).await;
+    assert!(
+        page.body.contains(B_CLERK) && page.body.contains("中央区 窓口 鈴木"),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains("なりすまし"),
+        "a typed name was recorded"
+    );
+    // The entries name the credentials.
+    let scope = {
+        let kek = Kek::load_file(&Paths::under(h._dir.path()).kek).unwrap();
+        AdminScope::from_kek(&kek).partition(&h.b)
+    };
+    let states = kukaku::flows::decision::candidates(&h.store, &scope).unwrap();
+    let ids: Vec<String> = [&h.token_b, &second]
+        .iter()
+        .map(|t| {
+            kukaku::crypto::credential::Token::parse(t)
+                .unwrap()
+                .id()
+                .to_string()
+        })
+        .collect();
+    let recorded: Vec<Option<String>> = states[0]
+        .decisions
+        .iter()
+        .map(|(_, d)| d.credential.clone())
+        .collect();
+    assert_eq!(recorded, ids.into_iter().map(Some).collect::<Vec<_>>());
+}
+
+/// Issue 28 item 1: a session ends after the configured time without a request
+/// (`serve --session-idle-minutes`); here the time is zero, so the next request is already
+/// past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends() {
+    let h = tokio::task::block_in_place(hub);
+    let app = api::router(
+        AppState::new(Arc::clone(&h.store), ServerRole::Hub)
+            .with_session_idle(std::time::Duration::ZERO),
+        Limits::default(),
+    );
+    let cookie = login(&app, &h.token_b).await;
+    let p = send(&app, "GET", "/terminal/candidates", Some(&cookie), None).await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/terminal/login"))
+    );
+    // The default keeps it.
+    let cookie = login(&h.app, &h.token_b).await;
+    let p = send(&h.app, "GET", "/terminal/candidates", Some(&cookie), None).await;
+    assert_eq!(p.status, StatusCode::OK);
 }

@@ -76,7 +76,7 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
             .issue_credential(
                 Role::Municipality,
                 Reach::Partition(b.clone()),
-                "中央区 terminal",
+                "中央区 窓口 山田",
                 kukaku::store::now_unix_ms() + 3_600_000,
             )
             .unwrap();
@@ -163,7 +163,8 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
     );
     assert!(steps["detail"].contains("異動前の世帯員") && steps["detail"].contains("M100"));
     assert!(
-        steps["decided"].contains("確定指示を登録しました"),
+        steps["decided"].contains("確定指示を登録しました")
+            && steps["decided"].contains("中央区 窓口 山田"),
         "{}",
         steps["decided"]
     );

@@ -64,6 +64,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Connection {
 pub struct Actor {
     pub credential: CredentialId,
     pub role: Role,
+    /// The credential's label: a clerk's display name (`credentials issue --label`).
+    pub name: String,
 }
 
 async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, ApiError> {
@@ -131,10 +133,23 @@ async fn with_role(parts: &Parts, state: &Arc<AppState>, role: Role) -> Result<V
     Ok(v)
 }
 
+impl Actor {
+    /// The name to record and show for this caller: the credential's label (a clerk's
+    /// display name), else its id.
+    pub fn display_name(&self) -> String {
+        if self.name.trim().is_empty() {
+            self.credential.to_string()
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
 fn actor(v: &Verified) -> Actor {
     Actor {
         credential: v.id(),
         role: v.role(),
+        name: v.label().to_owned(),
     }
 }
 

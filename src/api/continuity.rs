@@ -19,6 +19,12 @@ use super::{AppState, request_id};
 use crate::flows::decision::{self, CandidateState, DecisionError, FLOW4_KINDS};
 use crate::flows::import::Importer;
 
+/// Who acted: what the request names, else the credential's label (a clerk's display
+/// name), else the credential id.
+fn operator(actor: &super::auth::Actor, sent: Option<String>) -> String {
+    sent.unwrap_or_else(|| actor.display_name())
+}
+
 fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
     Importer {
         actor: actor.credential.to_string(),
@@ -199,8 +205,10 @@ pub struct DecisionRequest {
     /// `continue` or `not_continue`.
     pub decision: String,
     pub reason: Option<String>,
-    /// Who decided at the terminal.
-    pub operator: String,
+    /// Who decided, when the municipality's system relays its own user; default: the
+    /// credential's label (a clerk's display name).
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 impl std::fmt::Debug for DecisionRequest {
@@ -225,6 +233,7 @@ pub(crate) async fn append_decision(
     route: &str,
 ) -> Result<u64, ApiError> {
     let scope = who.scope.clone();
+    let name = operator(&who.actor, req.operator);
     let who = importer(&who.actor, route);
     blocking(state, move |s| {
         decision::decide(
@@ -233,7 +242,7 @@ pub(crate) async fn append_decision(
             seq,
             &req.decision,
             req.reason.as_deref(),
-            &req.operator,
+            &name,
             &who,
         )
         .map_err(decision_error)
@@ -263,8 +272,9 @@ pub(crate) async fn decide(
 pub struct AcknowledgeRequest {
     /// What the person found or did about the anomalies (required, at most 1,000 characters).
     pub note: String,
-    /// Who acknowledged at the terminal.
-    pub operator: String,
+    /// Who acknowledged, as for a decision; default: the credential's label.
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 impl std::fmt::Debug for AcknowledgeRequest {
@@ -288,10 +298,10 @@ pub(crate) async fn append_acknowledgement(
     route: &str,
 ) -> Result<u64, ApiError> {
     let scope = who.scope.clone();
+    let name = operator(&who.actor, req.operator);
     let who = importer(&who.actor, route);
     blocking(state, move |s| {
-        decision::acknowledge(s, &scope, seq, &req.note, &req.operator, &who)
-            .map_err(decision_error)
+        decision::acknowledge(s, &scope, seq, &req.note, &name, &who).map_err(decision_error)
     })
     .await
 }

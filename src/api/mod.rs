@@ -56,6 +56,9 @@ pub struct AppState {
     pub continuity_rules: crate::domain::continuity::Rules,
     /// Terminal sessions (hub pages).
     pub sessions: pages::Sessions,
+    /// A terminal session ends after this long without a request (`serve
+    /// --session-idle-minutes`, default 30).
+    pub session_idle: std::time::Duration,
     /// Mark session cookies `Secure` (the listener is TLS).
     pub secure_cookies: bool,
     /// Failed-authentication counts (token guessing gets 429).
@@ -70,6 +73,7 @@ impl AppState {
             witnesses: Vec::new(),
             continuity_rules: crate::domain::continuity::Rules::default(),
             sessions: pages::Sessions::default(),
+            session_idle: pages::DEFAULT_SESSION_IDLE,
             secure_cookies: false,
             guesses: guesses::Guesses::default(),
         }
@@ -78,6 +82,12 @@ impl AppState {
     /// Session cookies only over TLS (`serve` without `--plain-http-loopback`).
     pub fn with_secure_cookies(mut self, secure: bool) -> Self {
         self.secure_cookies = secure;
+        self
+    }
+
+    /// How long a terminal session lasts without a request (`serve --session-idle-minutes`).
+    pub fn with_session_idle(mut self, idle: std::time::Duration) -> Self {
+        self.session_idle = idle;
         self
     }
 

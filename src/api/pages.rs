@@ -32,8 +32,9 @@ use crate::flows::decision::CandidateState;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "kukaku_session";
-/// Sessions end after this long without a request.
-const IDLE_MS: u64 = 30 * 60 * 1000;
+/// Sessions end after this long without a request unless the server sets another
+/// (`AppState::session_idle`).
+pub const DEFAULT_SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 /// Most sessions held at once (memory bound); past it a new login is refused (503), never
 /// another credential's session dropped.
 const MAX_SESSIONS: usize = 10_000;
@@ -109,6 +110,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
             .ok_or_else(|| LoginRequired.into_response())?
             .to_owned();
         let now = crate::store::now_unix_ms();
+        let idle_ms = u64::try_from(state.session_idle.as_millis()).unwrap_or(u64::MAX);
         let (token, csrf) = {
             let mut map = state
                 .sessions
@@ -117,7 +119,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
                 .map_err(|_| ApiError::internal("session lock poisoned").into_response())?;
             let s = map
                 .get_mut(&id)
-                .filter(|s| now.saturating_sub(s.last_ms) < IDLE_MS)
+                .filter(|s| now.saturating_sub(s.last_ms) < idle_ms)
                 .ok_or_else(|| LoginRequired.into_response())?;
             s.last_ms = now;
             (s.token.clone(), s.csrf.clone())
@@ -195,7 +197,9 @@ fieldset { border: 1px solid #c5cad3; margin-top: 1rem; }
 }
 "#;
 
-fn layout(title: &str, partition: Option<&str>, csrf: Option<&str>, body: Markup) -> Markup {
+/// A page: the header names the municipality and the logged-in clerk when there is a
+/// session (`t`).
+fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="ja" {
@@ -208,19 +212,18 @@ fn layout(title: &str, partition: Option<&str>, csrf: Option<&str>, body: Markup
             body {
                 header {
                     h1 { "国保総合PC ・ 継続世帯" }
-                    @if let Some(p) = partition {
+                    @if let Some(t) = t {
                         nav {
                             a href="/terminal/candidates" { "継続候補世帯リスト" }
                             a href="/terminal/results" { "確定結果" }
                             a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
                             a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
                         }
-                        span { "保険者番号 " (p) }
-                        @if let Some(t) = csrf {
-                            form method="post" action="/terminal/logout" {
-                                input type="hidden" name="csrf" value=(t);
-                                button type="submit" { "ログアウト" }
-                            }
+                        span { "保険者番号 " (t.muni.scope.partition().as_str()) }
+                        span { "職員 " (t.muni.actor.display_name()) }
+                        form method="post" action="/terminal/logout" {
+                            input type="hidden" name="csrf" value=(t.csrf);
+                            button type="submit" { "ログアウト" }
                         }
                     }
                 }
@@ -248,7 +251,6 @@ fn page(markup: Markup) -> Response {
 fn page_error(status: StatusCode, message: &str) -> Response {
     let mut res = page(layout(
         "エラー",
-        None,
         None,
         html! { p.error role="alert" { (message) } p { a href="/terminal/candidates" { "戻る" } } },
     ));
@@ -357,7 +359,6 @@ async fn login_form() -> Response {
     page(layout(
         "ログイン",
         None,
-        None,
         html! {
             h2 { "ログイン" }
             p { "市町村のクレデンシャル（トークン）でログインします。" }
@@ -409,7 +410,6 @@ async fn login(
         let mut res = page(layout(
             "ログイン",
             None,
-            None,
             html! {
                 h2 { "ログイン" }
                 p.error role="alert" { "トークンが正しくないか、市町村のクレデンシャルではありません。" }
@@ -435,7 +435,8 @@ async fn login(
     };
     // Ended sessions go first; then a credential over its cap loses its own oldest
     // session, never another credential's.
-    map.retain(|_, s| now.saturating_sub(s.last_ms) < IDLE_MS);
+    let idle_ms = u64::try_from(state.session_idle.as_millis()).unwrap_or(u64::MAX);
+    map.retain(|_, s| now.saturating_sub(s.last_ms) < idle_ms);
     let mine: Vec<(String, (u64, u64))> = map
         .iter()
         .filter(|(_, s)| s.credential == credential)
@@ -528,11 +529,9 @@ async fn candidates_page(
         .iter()
         .filter(|c| matches(c, filter.as_deref(), None))
         .collect();
-    let p = t.muni.scope.partition().to_string();
     page(layout(
         "継続候補世帯リスト",
-        Some(&p),
-        Some(&t.csrf),
+        Some(&t),
         html! {
             h2 { "継続候補世帯リスト" }
             form method="get" action="/terminal/candidates" class="noprint" {
@@ -627,13 +626,11 @@ async fn candidate_page(
     let Some(c) = all.into_iter().find(|c| c.seq == seq) else {
         return page_error(StatusCode::NOT_FOUND, "該当する候補世帯はありません。");
     };
-    let p = t.muni.scope.partition().to_string();
     let k = &c.candidate;
     let open = c.open_anomalies();
     page(layout(
         "候補世帯",
-        Some(&p),
-        Some(&t.csrf),
+        Some(&t),
         html! {
             h2 { "継続候補世帯 " (c.seq) }
             @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
@@ -703,8 +700,7 @@ async fn candidate_page(
                         p { "確定指示とは別に、上の要確認事項を確認した内容を記録します。" }
                         label for="note" { "確認内容（必須）" }
                         textarea id="note" name="note" rows="2" cols="60" maxlength="1000" required {}
-                        label for="ack-operator" { "操作者" }
-                        input id="ack-operator" name="operator" required maxlength="100";
+                        p { "操作者: " (t.muni.actor.display_name()) }
                         p { button type="submit" { "確認済にする" } }
                     }
                 }
@@ -721,8 +717,7 @@ async fn candidate_page(
                     label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
                     label for="reason" { "理由（任意）" }
                     textarea id="reason" name="reason" rows="2" cols="60" maxlength="1000" {}
-                    label for="operator" { "操作者" }
-                    input id="operator" name="operator" required maxlength="100";
+                    p { "操作者: " (t.muni.actor.display_name()) " （ログインした職員として記録されます）" }
                     p { button type="submit" { "確定指示を送信" } }
                 }
             }
@@ -735,7 +730,6 @@ struct DecisionForm {
     csrf: String,
     decision: String,
     reason: Option<String>,
-    operator: String,
 }
 
 async fn decide(
@@ -750,7 +744,8 @@ async fn decide(
     let req = DecisionRequest {
         decision: f.decision,
         reason: f.reason,
-        operator: f.operator,
+        // The logged-in clerk, never a typed name.
+        operator: None,
     };
     match append_decision(
         &state,
@@ -770,7 +765,6 @@ async fn decide(
 struct AcknowledgeForm {
     csrf: String,
     note: String,
-    operator: String,
 }
 
 async fn acknowledge(
@@ -784,7 +778,7 @@ async fn acknowledge(
     }
     let req = AcknowledgeRequest {
         note: f.note,
-        operator: f.operator,
+        operator: None,
     };
     let route = "POST /terminal/candidates/{seq}/acknowledgement";
     match append_acknowledgement(&state, &t.muni, seq, req, route).await {
@@ -828,11 +822,9 @@ async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Respon
             Err(e) => return api_error(e),
         };
     let rows: Vec<&CandidateState> = all.iter().filter(|c| c.decision.is_some()).collect();
-    let p = t.muni.scope.partition().to_string();
     page(layout(
         "確定結果",
-        Some(&p),
-        Some(&t.csrf),
+        Some(&t),
         html! {
             h2 { "継続世帯確定結果・高額該当回数引継結果" }
             (results_table(&rows))
@@ -867,15 +859,16 @@ async fn print_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response
                     .is_some_and(|(_, d)| d.decision == "continue")
         })
         .collect();
-    let p = t.muni.scope.partition().to_string();
     let printed = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
     page(layout(
         "継続世帯確定リスト",
-        Some(&p),
-        Some(&t.csrf),
+        Some(&t),
         html! {
             h2 { "継続世帯確定リスト" }
-            p { "保険者番号 " (p) " ・ 作成日時 " (printed) " ・ " (rows.len()) " 世帯" }
+            p {
+                "保険者番号 " (t.muni.scope.partition().as_str()) " ・ 作成日時 " (printed)
+                " ・ 作成者 " (t.muni.actor.display_name()) " ・ " (rows.len()) " 世帯"
+            }
             (results_table(&rows))
             p.noprint { "ブラウザーの印刷機能で A4 に印刷できます。" }
         },

@@ -277,6 +277,7 @@ pub struct Verified {
     id: CredentialId,
     role: Role,
     reach: Reach,
+    label: String,
 }
 
 /// Checks `token` against `stored` (constant-time hash comparison), then revocation, expiry
@@ -311,6 +312,7 @@ pub fn verify(
         id: stored.id,
         role: stored.role,
         reach: stored.reach.clone(),
+        label: stored.label.clone(),
     })
 }
 
@@ -325,6 +327,12 @@ impl Verified {
 
     pub fn reach(&self) -> &Reach {
         &self.reach
+    }
+
+    /// The credential's label: for a clerk's credential, the person's display name, which
+    /// a decision, an acknowledgement and a page record beside the credential id.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// A municipality's scope: its one partition, from the credential and nowhere else.

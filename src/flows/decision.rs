@@ -34,8 +34,12 @@ pub struct Decision {
     /// `continue` or `not_continue`.
     pub decision: String,
     pub reason: Option<String>,
-    /// The operator at the terminal (a name or staff id, as the municipality enters it).
+    /// Who decided: the clerk's display name (their credential's label at the terminal),
+    /// or what the municipality's system sent as `operator`.
     pub operator: String,
+    /// The credential that decided (absent on decisions made before named clerks).
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// B's acknowledgement of a move's anomalies (kind 0x0034, `ref_seq` = the version whose
@@ -52,6 +56,9 @@ pub struct Acknowledgement {
     /// What the person found or did (required).
     pub note: String,
     pub operator: String,
+    /// The credential that acknowledged.
+    #[serde(default)]
+    pub credential: Option<String>,
 }
 
 /// The hub's 継続世帯確定結果 (kind 0x0032, `ref_seq` = the decision).
@@ -371,6 +378,7 @@ pub fn decide(
             .filter(|r| !r.is_empty())
             .map(str::to_owned),
         operator: operator.to_owned(),
+        credential: Some(who.actor.clone()),
     };
     let entry = NewEntry::new(
         Kind::CONTINUITY_DECISION,
@@ -441,6 +449,7 @@ pub fn acknowledge(
         anomalies: open,
         note: note.to_owned(),
         operator: operator.to_owned(),
+        credential: Some(who.actor.clone()),
     };
     let entry = NewEntry::new(
         Kind::CONTINUITY_ANOMALY_ACK,

@@ -30,7 +30,6 @@ try {
   say('detail', { text: await page.textContent('main') });
   await page.check('input[name=decision][value=continue]');
   await page.fill('#reason', '世帯主同一を確認');
-  await page.fill('#operator', '窓口 1');
   await page.screenshot({ path: `${out}/2-decision.png`, fullPage: true });
   await page.click('button[type=submit]:has-text("確定指示を送信")');
   await page.waitForURL(/done=\d+/);
@@ -54,7 +53,6 @@ try {
   await page.click('main table tbody tr:first-child a');
   await page.waitForURL(/\/terminal\/candidates\/\d+$/);
   await page.fill('#note', '転入届の遅れ。空白期間に他の保険の加入なしを確認');
-  await page.fill('#ack-operator', '窓口 2');
   await page.screenshot({ path: `${out}/5-anomaly.png`, fullPage: true });
   await page.click('button[type=submit]:has-text("確認済にする")');
   await page.waitForURL(/acknowledged=\d+/);
