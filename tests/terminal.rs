@@ -347,6 +347,11 @@ async fn login_decide_and_see_the_result() {
     )
     .await;
     assert_eq!(p.status, StatusCode::NOT_FOUND);
+    assert!(
+        p.body.contains("該当する候補世帯はありません"),
+        "a terminal error is a page, not the API's JSON: {}",
+        p.body
+    );
     let a_csrf = csrf(
         &send(app, "GET", "/terminal/candidates", Some(&cookie_a), None)
             .await
@@ -736,4 +741,227 @@ async fn an_idle_session_ends() {
     let cookie = login(&h.app, &h.token_b).await;
     let p = send(&h.app, "GET", "/terminal/candidates", Some(&cookie), None).await;
     assert_eq!(p.status, StatusCode::OK);
+}
+
+/// A multipart/form-data body of text fields and files (name, filename, content).
+fn multipart(fields: &[(&str, &str)], files: &[(&str, &str, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "kukaku-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, filename, content) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: text/csv\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Sends a multipart form to the terminal with the session cookie.
+async fn post_multipart(
+    app: &Router,
+    uri: &str,
+    cookie: &str,
+    (kind, body): (String, Vec<u8>),
+) -> Page {
+    let req = Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header("cookie", cookie)
+        .header(header::CONTENT_TYPE, kind)
+        .body(Body::from(body))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let location = res
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    Page {
+        status,
+        location,
+        cookie: None,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Issue 28 item 2: a clerk sends a transmission from the terminal. A file with errors is
+/// refused whole: the 処理結果 lists each problem by file, line, field and reason (never the
+/// value) with a CSV of them, nothing is stored, and 送信状況 shows the エラー. The fixed
+/// files are accepted (the id read from the files), listed as 受付済 with their seqs and
+/// checkpoint, and as 中間サーバー送付済 once the intermediate's cosignature of a covering
+/// checkpoint is kept. A forged form stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clerk_sends_a_transmission_and_sees_it_forwarded() {
+    let h = tokio::task::block_in_place(hub);
+    // The intermediate's witness key, trusted by this hub.
+    let witness_dir = tempfile::tempdir().unwrap();
+    let witness = tokio::task::block_in_place(|| {
+        Store::init(
+            &Paths::under(witness_dir.path()),
+            "intermediate.example",
+            common::small(),
+        )
+        .unwrap()
+    });
+    let app = api::router(
+        AppState::new(Arc::clone(&h.store), ServerRole::Hub)
+            .with_witnesses(vec![witness.cosigner_key()]),
+        Limits::default(),
+    );
+    let cookie = login(&app, &h.token_a).await;
+    let form_page = send(
+        &app,
+        "GET",
+        "/terminal/transmissions/new",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        form_page.body.contains("multipart/form-data") && form_page.body.contains("文字コード"),
+        "{}",
+        form_page.body
+    );
+    let token = csrf(&form_page.body);
+    let good = kukaku::flows::sample::transmission("131011", "131011-2024-0101", 3, 41);
+    let first = good.kojin_nos[0].clone();
+    let wrong_check = format!("{}{}", &first[..11], (first.as_bytes()[11] - b'0' + 1) % 10);
+    let broken = good.kojin.replacen(first.as_str(), &wrong_check, 1);
+    let files = |kojin: &str| -> Vec<(String, String, Vec<u8>)> {
+        vec![
+            (
+                "setai_file".into(),
+                "setai.csv".into(),
+                good.setai.as_bytes().to_vec(),
+            ),
+            (
+                "kojin_file".into(),
+                "kojin.csv".into(),
+                kojin.as_bytes().to_vec(),
+            ),
+        ]
+    };
+    let body = |csrf: &str, kojin: &str| {
+        let f = files(kojin);
+        let refs: Vec<(&str, &str, &[u8])> = f
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_slice()))
+            .collect();
+        multipart(&[("csrf", csrf), ("encoding", "utf-8")], &refs)
+    };
+    let size = h.store.size(&h.a).unwrap();
+    let p = post_multipart(
+        &app,
+        "/terminal/transmissions",
+        &cookie,
+        body("forged", &good.kojin),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.store.size(&h.a).unwrap(),
+        size,
+        "a forged form stored something"
+    );
+
+    let p = post_multipart(
+        &app,
+        "/terminal/transmissions",
+        &cookie,
+        body(&token, &broken),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", p.body);
+    assert!(
+        p.body.contains("処理結果")
+            && p.body.contains("個人ファイル")
+            && p.body.contains("kojin_no"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("check_digit"), "the reason: {}", p.body);
+    assert!(p.body.contains("data:text/csv"), "no CSV of the problems");
+    for value in [&wrong_check, &first] {
+        assert!(!p.body.contains(value.as_str()), "a value on the 処理結果");
+    }
+    assert_eq!(
+        h.store.size(&h.a).unwrap(),
+        size,
+        "a refused transmission stored something"
+    );
+    let list = send(&app, "GET", "/terminal/transmissions", Some(&cookie), None).await;
+    assert!(
+        list.body.contains("エラー") && list.body.contains("131011-2024-0101"),
+        "{}",
+        list.body
+    );
+
+    let p = post_multipart(
+        &app,
+        "/terminal/transmissions",
+        &cookie,
+        body(&token, &good.kojin),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(
+        p.location.as_deref(),
+        Some("/terminal/transmissions?accepted=131011-2024-0101")
+    );
+    let list = send(
+        &app,
+        "GET",
+        p.location.as_deref().unwrap(),
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        list.body.contains("受け付けました")
+            && list.body.contains("受付済")
+            && list.body.contains("サイズ "),
+        "{}",
+        list.body
+    );
+    assert!(!list.body.contains("中間サーバー送付済"), "{}", list.body);
+
+    // The intermediate verifies and cosigns the checkpoint that covers it.
+    tokio::task::block_in_place(|| {
+        let end = h
+            .store
+            .transmission(&h.a, "131011-2024-0101")
+            .unwrap()
+            .unwrap();
+        let end = end.first_seq + end.count;
+        let sizes = h.store.checkpoint_sizes(&h.a).unwrap();
+        let at = *sizes.iter().find(|s| **s >= end).unwrap();
+        let note = h.store.checkpoint_at(&h.a, at).unwrap();
+        let cosigned = witness.cosign(&note).unwrap();
+        h.store
+            .add_cosignature(&h.a, &cosigned, &[witness.cosigner_key()])
+            .unwrap();
+    });
+    let list = send(&app, "GET", "/terminal/transmissions", Some(&cookie), None).await;
+    assert!(list.body.contains("中間サーバー送付済"), "{}", list.body);
+    assert!(list.body.contains(" 秒"), "the lag: {}", list.body);
+    // B's clerk sees none of A's transmissions.
+    let b = login(&app, &h.token_b).await;
+    let list = send(&app, "GET", "/terminal/transmissions", Some(&b), None).await;
+    assert!(!list.body.contains("131011-2024-0101"), "{}", list.body);
 }

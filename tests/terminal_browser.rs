@@ -102,6 +102,17 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         std::time::Duration::from_secs(5),
     ));
 
+    // The files the person sends first with an error, then fixed.
+    let sent = kukaku::flows::sample::transmission("131029", "131029-2024-0201", 3, 51);
+    let first = sent.kojin_nos[0].clone();
+    let wrong = format!("{}{}", &first[..11], (first.as_bytes()[11] - b'0' + 1) % 10);
+    std::fs::write(out.join("setai.csv"), &sent.setai).unwrap();
+    std::fs::write(out.join("kojin.csv"), &sent.kojin).unwrap();
+    std::fs::write(
+        out.join("kojin-bad.csv"),
+        sent.kojin.replacen(first.as_str(), &wrong, 1),
+    )
+    .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/terminal.cjs");
     let mut child = Command::new("node")
         .arg(script)
@@ -148,6 +159,18 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
     serving.await.unwrap().unwrap();
 
     // What the person saw, page by page.
+    let refused = &steps["refused"];
+    assert!(
+        refused.contains("処理結果")
+            && refused.contains("check_digit")
+            && !refused.contains(&wrong),
+        "{refused}"
+    );
+    let accepted = &steps["accepted"];
+    assert!(
+        accepted.contains("131029-2024-0201") && accepted.contains("受付済"),
+        "{accepted}"
+    );
     let list = &steps["list"];
     assert!(
         list.contains("継続候補世帯リスト") && list.contains("2 件"),
@@ -186,6 +209,8 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "{acknowledged}"
     );
     for shot in [
+        "0a-refused.png",
+        "0b-transmissions.png",
         "1-candidates.png",
         "2-decision.png",
         "3-results.png",

@@ -11,6 +11,7 @@ pub mod pages;
 pub mod request_id;
 pub mod routes;
 pub mod server;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Failed-authentication counts (token guessing gets 429).
     pub guesses: guesses::Guesses,
+    /// The terminal's refused uploads, in memory (the 送信状況 page's エラー rows).
+    pub refusals: upload::Refusals,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             session_idle: pages::DEFAULT_SESSION_IDLE,
             secure_cookies: false,
             guesses: guesses::Guesses::default(),
+            refusals: upload::Refusals::default(),
         }
     }
 
@@ -126,7 +130,10 @@ impl Limits {
     /// The body limit of a route: `max_transmission_bytes` for the two file uploads,
     /// `max_body_bytes` for every other path (including paths no route matches).
     pub fn body_limit(&self, path: &str) -> usize {
-        if path == routes::TRANSMISSIONS_PATH || path == routes::KOGAKU_PATH {
+        if path == routes::TRANSMISSIONS_PATH
+            || path == routes::KOGAKU_PATH
+            || path == upload::UPLOAD_PATH
+        {
             self.max_transmission_bytes
         } else {
             self.max_body_bytes
@@ -169,11 +176,15 @@ async fn shape_errors(
 
 fn shaped(res: axum::response::Response) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let is_json = res
+    // A handler's own answer (JSON, or a terminal page in HTML) stays as it is; only what a
+    // layer made (plain text) gets the error shape.
+    let own = res
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json || !(res.status().is_client_error() || res.status().is_server_error()) {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
+    if own || !(res.status().is_client_error() || res.status().is_server_error()) {
         return res;
     }
     match res.status() {
@@ -283,7 +294,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         );
     }
     if role == ServerRole::Hub {
-        app = app.merge(pages::router());
+        app = app.merge(pages::router(limits));
     }
     app.fallback(routes::fallback)
         .route_layer(middleware::from_fn(request_id::record_route))

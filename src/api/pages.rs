@@ -154,7 +154,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
 
 impl Terminal {
     /// `None` when the form's CSRF token is the session's; else the page to answer.
-    fn csrf_refusal(&self, sent: &str) -> Option<Response> {
+    pub(super) fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         if bool::from(sent.as_bytes().ct_eq(self.csrf.as_bytes())) {
             None
         } else {
@@ -199,7 +199,7 @@ fieldset { border: 1px solid #c5cad3; margin-top: 1rem; }
 
 /// A page: the header names the municipality and the logged-in clerk when there is a
 /// session (`t`).
-fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="ja" {
@@ -214,6 +214,8 @@ fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
                     h1 { "国保総合PC ・ 継続世帯" }
                     @if let Some(t) = t {
                         nav {
+                            a href="/terminal/transmissions/new" { "異動ファイル送信" }
+                            a href="/terminal/transmissions" { "送信状況" }
                             a href="/terminal/candidates" { "継続候補世帯リスト" }
                             a href="/terminal/results" { "確定結果" }
                             a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
@@ -233,7 +235,21 @@ fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
     }
 }
 
-fn page(markup: Markup) -> Response {
+/// A time as the municipality reads it: JST (UTC+9, no daylight saving),
+/// `2024-11-01 09:30:00`.
+pub(super) fn jst(unix_ms: u64) -> String {
+    let ms = unix_ms + 9 * 3_600_000;
+    let (y, m, d) = crate::ledger::civil_from_days(i32::try_from(ms / 86_400_000).unwrap_or(0));
+    let t = ms % 86_400_000;
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        t / 3_600_000,
+        t / 60_000 % 60,
+        t / 1000 % 60
+    )
+}
+
+pub(super) fn page(markup: Markup) -> Response {
     let mut res = Html(markup.into_string()).into_response();
     let h = res.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -248,7 +264,7 @@ fn page(markup: Markup) -> Response {
     res
 }
 
-fn page_error(status: StatusCode, message: &str) -> Response {
+pub(super) fn page_error(status: StatusCode, message: &str) -> Response {
     let mut res = page(layout(
         "エラー",
         None,
@@ -258,7 +274,7 @@ fn page_error(status: StatusCode, message: &str) -> Response {
     res
 }
 
-fn api_error(e: ApiError) -> Response {
+pub(super) fn api_error(e: ApiError) -> Response {
     let status = e.status();
     if status.is_server_error() {
         // The cause is logged by the error's own response; the page says nothing of it.
@@ -907,7 +923,7 @@ async fn index() -> Redirect {
 }
 
 /// The terminal's routes (hub only), merged into the API router.
-pub fn router() -> Router<Arc<AppState>> {
+pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
     Router::new()
         .route("/terminal", get(index))
         .route("/terminal/login", get(login_form).post(login))
@@ -922,4 +938,5 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/terminal/results", get(results_page))
         .route("/terminal/results/print", get(print_page))
         .route("/terminal/carryover.csv", get(carryover))
+        .merge(super::upload::router(limits))
 }

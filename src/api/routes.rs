@@ -664,7 +664,7 @@ async fn post_transmission(
     Ok((created_or_replayed(&outcome), Json(outcome)))
 }
 
-fn import_error(e: crate::flows::import::ImportError) -> ApiError {
+pub(crate) fn import_error(e: crate::flows::import::ImportError) -> ApiError {
     use crate::flows::import::ImportError;
     match e {
         ImportError::Rejected(r) => rejected(r),

@@ -362,6 +362,22 @@ impl<'a, 'p> Records<'a, 'p> {
     }
 }
 
+/// The transmission id a 世帯ファイル declares (its first record's `transmission_id`), for an
+/// upload that takes the id from the files (the terminal). `None` when there is none to
+/// read; validation then says why.
+pub fn declared_id(setai: &[u8], enc: Encoding) -> Option<String> {
+    let mut problems = Vec::new();
+    let text = zeroize::Zeroizing::new(decode(setai, enc, FileKind::Setai, &mut problems));
+    let records = rows(&text, &SETAI_HEADER, FileKind::Setai, &mut problems);
+    let column = SETAI_HEADER.iter().position(|h| *h == "transmission_id")?;
+    records
+        .first()?
+        .fields
+        .get(column)
+        .filter(|id| !id.is_empty())
+        .cloned()
+}
+
 pub(crate) fn rows(
     text: &str,
     header: &[&str],

@@ -621,6 +621,32 @@ impl Store {
         }
     }
 
+    /// The flow-5 transmissions of a partition (ids without `:`; the other claims under `T`
+    /// are flow 4's), in id order.
+    pub fn transmissions(
+        &self,
+        p: &PartitionId,
+    ) -> Result<Vec<(String, TransmissionRecord)>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let mut out = Vec::new();
+        for item in self.inner.db.prefix_iterator_cf(&cf, b"T") {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(b"T".as_slice()) else {
+                break;
+            };
+            let Ok(id) = std::str::from_utf8(id) else {
+                return Err(corrupt(p, 0, "transmission id is not UTF-8"));
+            };
+            if id.contains(':') {
+                continue;
+            }
+            let record =
+                decode(&v).ok_or_else(|| corrupt(p, 0, "transmission record is unreadable"))?;
+            out.push((id.to_owned(), record));
+        }
+        Ok(out)
+    }
+
     /// Seqs filed under a derived index key, ascending.
     pub fn index_seqs(
         &self,

@@ -191,6 +191,41 @@ impl Store {
         }
     }
 
+    /// The smallest cosigned checkpoint of a partition whose size is at least `size` (the
+    /// first the witness verified that covers the entries below `size`), with its note.
+    pub fn cosigned_at_or_after(
+        &self,
+        p: &PartitionId,
+        size: u64,
+    ) -> Result<Option<(u64, String)>, ReadError> {
+        let cf = self.inner.cf(p)?;
+        let from = cosigned_key(size);
+        let it = self.inner.db.iterator_cf(
+            &cf,
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if k.first() != Some(&b'W') {
+                break;
+            }
+            let Some(at) = k
+                .get(1..)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            let note = String::from_utf8(v.to_vec()).map_err(|_| ReadError::Corrupt {
+                partition: p.to_string(),
+                seq: at,
+                step: "cosigned checkpoint is not UTF-8".into(),
+            })?;
+            return Ok(Some((at, note)));
+        }
+        Ok(None)
+    }
+
     /// The largest cosigned size of a partition (the witness has verified up to it).
     pub fn latest_cosigned_size(&self, p: &PartitionId) -> Result<Option<u64>, ReadError> {
         let cf = self.inner.cf(p)?;

@@ -1,5 +1,6 @@
-// Drives the municipality terminal in headless Chromium as a user would: log in, open the
-// candidate list, open the first candidate, send a 確定指示, see the result. Then, after the
+// Drives the municipality terminal in headless Chromium as a user would: log in, send a
+// transmission with an error and then the fixed one (files OUT_DIR/setai.csv, kojin-bad.csv,
+// kojin.csv), open the candidate list, open the first candidate, send a 確定指示, see the result. Then, after the
 // caller confirms (it waits for a line on stdin), it opens the results, prints the
 // 継続世帯確定リスト to PDF, acknowledges the 要確認 candidate's 空白期間 and takes
 // screenshots. Prints one JSON line per step.
@@ -23,6 +24,23 @@ try {
   await page.focus('#token');
   await page.keyboard.type(token);
   await Promise.all([page.waitForURL('**/terminal/candidates'), page.keyboard.press('Enter')]);
+  // Flow 5: send a pair with an error, read the 処理結果, send the fixed pair.
+  const upload = async (kojin) => {
+    await page.goto(`${base}/terminal/transmissions/new`);
+    await page.setInputFiles('#setai_file', `${out}/setai.csv`);
+    await page.setInputFiles('#kojin_file', `${out}/${kojin}`);
+    await page.selectOption('#encoding', 'utf-8');
+    await page.click('button[type=submit]:has-text("送信")');
+    await page.waitForLoadState();
+  };
+  await upload('kojin-bad.csv');
+  await page.screenshot({ path: `${out}/0a-refused.png`, fullPage: true });
+  say('refused', { text: await page.textContent('main') });
+  await upload('kojin.csv');
+  await page.waitForURL(/accepted=/);
+  await page.screenshot({ path: `${out}/0b-transmissions.png`, fullPage: true });
+  say('accepted', { text: await page.textContent('main') });
+  await page.goto(`${base}/terminal/candidates`);
   await page.screenshot({ path: `${out}/1-candidates.png`, fullPage: true });
   say('list', { text: await page.textContent('main') });
   await page.click('main table tbody tr:first-child a');
