@@ -965,3 +965,118 @@ async fn a_clerk_sends_a_transmission_and_sees_it_forwarded() {
     let list = send(&app, "GET", "/terminal/transmissions", Some(&b), None).await;
     assert!(!list.body.contains("131011-2024-0101"), "{}", list.body);
 }
+
+/// Issue 28 item 3: a bulk 確定指示. The list offers a checkbox per undecided move and no
+/// pre-selected choice; the review step shows what will be registered and warns where the
+/// choice differs from the suggestion or an anomaly is open; only the commit registers the
+/// decisions, all in one batch, each naming the clerk. A forged form registers nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_decision_is_reviewed_then_registered() {
+    let h = tokio::task::block_in_place(gap_hub);
+    let app = &h.app;
+    let cookie = login(app, &h.token_b).await;
+    let list = send(app, "GET", "/terminal/candidates", Some(&cookie), None).await;
+    assert!(list.body.contains("type=\"checkbox\""), "{}", list.body);
+    assert!(!list.body.contains("checked"), "a pre-selected choice");
+    let at = list.body.find("/terminal/candidates/").unwrap() + 21;
+    let seq: u64 = list.body[at..].split('"').next().unwrap().parse().unwrap();
+    let token = csrf(&list.body);
+    let seq_field = format!("seq_{seq}");
+    let fields = |csrf: &str, stage: &str| {
+        form(&[
+            ("csrf", csrf),
+            (seq_field.as_str(), "1"),
+            ("decision", "continue"),
+            ("reason", "一括"),
+            ("stage", stage),
+        ])
+    };
+    let size = h.store.size(&h.b).unwrap();
+    let p = send(
+        app,
+        "POST",
+        "/terminal/bulk-decision",
+        Some(&cookie),
+        Some(fields("forged", "commit")),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.store.size(&h.b).unwrap(), size);
+    let review = send(
+        app,
+        "POST",
+        "/terminal/bulk-decision",
+        Some(&cookie),
+        Some(fields(&token, "review")),
+    )
+    .await;
+    assert_eq!(review.status, StatusCode::OK, "{}", review.body);
+    assert!(
+        review.body.contains("1 件に「継続する」")
+            && review.body.contains("提案と異なる")
+            && review.body.contains("未確認の要確認事項"),
+        "{}",
+        review.body
+    );
+    let states = |h: &Hub| {
+        let kek = Kek::load_file(&Paths::under(h._dir.path()).kek).unwrap();
+        let scope = AdminScope::from_kek(&kek).partition(&h.b);
+        kukaku::flows::decision::candidates(&h.store, &scope).unwrap()
+    };
+    assert!(
+        tokio::task::block_in_place(|| states(&h))[0]
+            .decision
+            .is_none(),
+        "the review decided"
+    );
+    let p = send(
+        app,
+        "POST",
+        "/terminal/bulk-decision",
+        Some(&cookie),
+        Some(fields(&token, "commit")),
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("/terminal/candidates?bulk=1")),
+        "{}",
+        p.body
+    );
+    let s = tokio::task::block_in_place(|| states(&h));
+    let (_, d) = s[0].decision.clone().unwrap();
+    assert_eq!(
+        (d.decision.as_str(), d.operator.as_str()),
+        ("continue", B_CLERK)
+    );
+    let back = send(
+        app,
+        "GET",
+        "/terminal/candidates?bulk=1",
+        Some(&cookie),
+        None,
+    )
+    .await;
+    assert!(
+        back.body.contains("1 件の確定指示を登録しました"),
+        "{}",
+        back.body
+    );
+    // Nothing selected: refused, nothing stored.
+    let size = h.store.size(&h.b).unwrap();
+    let none = form(&[
+        ("csrf", &token),
+        ("decision", "continue"),
+        ("stage", "commit"),
+    ]);
+    let p = send(
+        app,
+        "POST",
+        "/terminal/bulk-decision",
+        Some(&cookie),
+        Some(none),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert_eq!(h.store.size(&h.b).unwrap(), size);
+}

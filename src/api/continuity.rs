@@ -25,7 +25,7 @@ fn operator(actor: &super::auth::Actor, sent: Option<String>) -> String {
     sent.unwrap_or_else(|| actor.display_name())
 }
 
-fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
+pub(crate) fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
     Importer {
         actor: actor.credential.to_string(),
         role: actor.role.name().to_owned(),
@@ -34,7 +34,7 @@ fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
     }
 }
 
-fn decision_error(e: DecisionError) -> ApiError {
+pub(crate) fn decision_error(e: DecisionError) -> ApiError {
     let invalid = |field: &str, reason: &str| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -53,6 +53,7 @@ fn decision_error(e: DecisionError) -> ApiError {
         DecisionError::BadDecision => invalid("decision", "code"),
         DecisionError::NoOperator => invalid("operator", "missing"),
         DecisionError::NoNote => invalid("note", "missing"),
+        DecisionError::NoneSelected => invalid("candidates", "missing"),
         DecisionError::NothingToAcknowledge(_) => ApiError::new(
             StatusCode::CONFLICT,
             "nothing_to_acknowledge",

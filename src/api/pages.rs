@@ -520,6 +520,8 @@ async fn logout(
 #[derive(Deserialize)]
 struct ListParams {
     state: Option<String>,
+    /// Decisions a bulk 確定指示 just registered.
+    bulk: Option<usize>,
 }
 
 async fn candidates_page(
@@ -561,15 +563,23 @@ async fn candidates_page(
                 }
                 " " button type="submit" { "絞り込み" }
             }
+            @if let Some(n) = q.bulk { p.flash role="status" { (n) " 件の確定指示を登録しました。" } }
             p { (shown.len()) " 件" }
+            form method="post" action=(BULK_PATH) class="bulk" {
+            input type="hidden" name="csrf" value=(t.csrf);
             table {
                 thead { tr {
-                    th { "候補番号" } th { "新世帯番号" } th { "旧保険者番号" } th { "旧世帯番号" }
+                    th { span.noprint { "選択" } } th { "候補番号" } th { "新世帯番号" } th { "旧保険者番号" } th { "旧世帯番号" }
                     th { "異動年月日" } th { "世帯主" } th { "参酌基準" } th { "適用期間" } th { "提案" } th { "状態" }
                 } }
                 tbody {
                     @for c in &shown {
                         tr {
+                            td.noprint {
+                                @if c.decision.is_none() {
+                                    input type="checkbox" name={ "seq_" (c.seq) } value="1" aria-label={ "候補 " (c.seq) " を選択" };
+                                }
+                            }
                             td { a href={ "/terminal/candidates/" (c.seq) } { (c.seq) } }
                             td { (c.candidate.new_setai_no) }
                             td { (c.candidate.old_hokensha_no) }
@@ -586,6 +596,128 @@ async fn candidates_page(
                         }
                     }
                 }
+            }
+            fieldset.noprint {
+                legend { "選択した候補に一括で確定指示" }
+                // No choice is pre-selected here either.
+                label { input type="radio" name="decision" value="continue" required; " 継続する" }
+                label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
+                label for="bulk-reason" { "理由（任意）" }
+                textarea id="bulk-reason" name="reason" rows="2" cols="60" maxlength="1000" {}
+                input type="hidden" name="stage" value="review";
+                p { button type="submit" { "確認へ進む" } }
+            }
+            }
+        },
+    ))
+}
+
+/// The bulk decision's path (not under `/terminal/candidates/`, whose paths name a move).
+const BULK_PATH: &str = "/terminal/bulk-decision";
+
+/// The bulk 確定指示: `seq_<N>` for each selected move, the decision, a reason, and the
+/// stage (`review` shows what will be registered, `commit` registers it).
+async fn bulk_decision(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    if let Some(r) = t.csrf_refusal(f.get("csrf").map_or("", String::as_str)) {
+        return r;
+    }
+    let mut seqs: Vec<u64> = f
+        .keys()
+        .filter_map(|k| k.strip_prefix("seq_")?.parse().ok())
+        .collect();
+    seqs.sort_unstable();
+    let decision = f.get("decision").map_or("", String::as_str);
+    if seqs.is_empty() {
+        return page_error(
+            StatusCode::BAD_REQUEST,
+            "確定指示する候補を選んでください。",
+        );
+    }
+    if !matches!(decision, "continue" | "not_continue") {
+        return page_error(
+            StatusCode::BAD_REQUEST,
+            "継続する・継続しないのどちらかを選んでください。",
+        );
+    }
+    let reason = f.get("reason").cloned().filter(|r| !r.trim().is_empty());
+    if f.get("stage").map(String::as_str) == Some("commit") {
+        let scope = t.muni.scope.clone();
+        let operator = t.muni.actor.display_name();
+        let who = super::continuity::importer(&t.muni.actor, "POST /terminal/bulk-decision");
+        let decision = decision.to_owned();
+        let done = super::routes::blocking(&state, move |s| {
+            crate::flows::decision::decide_all(
+                s,
+                &scope,
+                &seqs,
+                &decision,
+                reason.as_deref(),
+                &operator,
+                &who,
+            )
+            .map_err(super::continuity::decision_error)
+        })
+        .await;
+        return match done {
+            Ok(d) => {
+                Redirect::to(&format!("/terminal/candidates?bulk={}", d.len())).into_response()
+            }
+            Err(e) => api_error(e),
+        };
+    }
+    let (all, _) = match read_candidates(
+        &state,
+        &t.muni,
+        "POST /terminal/bulk-decision",
+        "terminal_bulk_review",
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => return api_error(e),
+    };
+    let chosen: Vec<&CandidateState> = all.iter().filter(|c| seqs.contains(&c.seq)).collect();
+    if chosen.len() != seqs.len() {
+        return page_error(StatusCode::NOT_FOUND, "該当する候補世帯はありません。");
+    }
+    let differ = chosen
+        .iter()
+        .filter(|c| c.candidate.suggestion != decision)
+        .count();
+    let anomalous = chosen
+        .iter()
+        .filter(|c| !c.open_anomalies().is_empty())
+        .count();
+    page(layout(
+        "一括確定指示の確認",
+        Some(&t),
+        html! {
+            h2 { "一括確定指示の確認" }
+            p { "次の " (chosen.len()) " 件に「" (decision_label(decision)) "」の確定指示を登録します。" }
+            @if differ > 0 { p.error role="alert" { (differ) " 件は提案と異なる指示です。" } }
+            @if anomalous > 0 { p.error role="alert" { (anomalous) " 件に未確認の要確認事項があります。" } }
+            table {
+                thead { tr { th { "候補番号" } th { "新世帯番号" } th { "旧保険者番号" } th { "世帯主" } th { "提案" } } }
+                tbody { @for c in &chosen { tr {
+                    td { (c.seq) }
+                    td { (c.candidate.new_setai_no) }
+                    td { (c.candidate.old_hokensha_no) }
+                    td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
+                    td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
+                } } }
+            }
+            form method="post" action=(BULK_PATH) {
+                input type="hidden" name="csrf" value=(t.csrf);
+                input type="hidden" name="decision" value=(decision);
+                input type="hidden" name="reason" value=(f.get("reason").map_or("", String::as_str));
+                input type="hidden" name="stage" value="commit";
+                @for c in &chosen { input type="hidden" name={ "seq_" (c.seq) } value="1"; }
+                p { "操作者: " (t.muni.actor.display_name()) }
+                p { button type="submit" { "確定指示を登録" } " " a href="/terminal/candidates" { "戻る" } }
             }
         },
     ))
@@ -931,6 +1063,7 @@ pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
         .route("/terminal/candidates", get(candidates_page))
         .route("/terminal/candidates/{seq}", get(candidate_page))
         .route("/terminal/candidates/{seq}/decision", post(decide))
+        .route(BULK_PATH, post(bulk_decision))
         .route(
             "/terminal/candidates/{seq}/acknowledgement",
             post(acknowledge),

@@ -191,6 +191,8 @@ pub enum DecisionError {
     NoOperator,
     #[error("a note is required")]
     NoNote,
+    #[error("no candidate was selected")]
+    NoneSelected,
     #[error("candidate {0} has no anomaly left to acknowledge")]
     NothingToAcknowledge(u64),
     #[error(transparent)]
@@ -353,6 +355,32 @@ pub fn decide(
     operator: &str,
     who: &Importer,
 ) -> Result<u64, DecisionError> {
+    let seqs = decide_all(
+        store,
+        scope,
+        &[candidate_seq],
+        decision,
+        reason,
+        operator,
+        who,
+    )?;
+    seqs.first()
+        .copied()
+        .ok_or(DecisionError::NoCandidate(candidate_seq))
+}
+
+/// The same 確定指示 on several of B's candidates at once (the terminal's bulk decision):
+/// one batch, so either every decision is stored or none; the decisions' seqs in the order
+/// given. Every seq must name a candidate.
+pub fn decide_all(
+    store: &Store,
+    scope: &PartitionScope,
+    candidate_seqs: &[u64],
+    decision: &str,
+    reason: Option<&str>,
+    operator: &str,
+    who: &Importer,
+) -> Result<Vec<u64>, DecisionError> {
     if !matches!(decision, "continue" | "not_continue") {
         return Err(DecisionError::BadDecision);
     }
@@ -360,43 +388,50 @@ pub fn decide(
     if reason.is_some_and(|r| r.chars().count() > 1000) {
         return Err(DecisionError::TooLong("reason"));
     }
-    let p = scope.partition();
-    let is_candidate = match store.read_entry(scope, candidate_seq) {
-        Ok(e) => e.header.kind == Kind::CONTINUITY_CANDIDATE,
-        Err(ReadError::NoSuchEntry { .. }) => false,
-        Err(e) => return Err(e.into()),
+    let (Some(&low), Some(&high)) = (candidate_seqs.iter().min(), candidate_seqs.iter().max())
+    else {
+        return Err(DecisionError::NoneSelected);
     };
-    if !is_candidate {
-        return Err(DecisionError::NoCandidate(candidate_seq));
+    let reason = reason
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned);
+    let mut entries = Vec::with_capacity(candidate_seqs.len());
+    for &candidate_seq in candidate_seqs {
+        let is_candidate = match store.read_entry(scope, candidate_seq) {
+            Ok(e) => e.header.kind == Kind::CONTINUITY_CANDIDATE,
+            Err(ReadError::NoSuchEntry { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !is_candidate {
+            return Err(DecisionError::NoCandidate(candidate_seq));
+        }
+        let d = Decision {
+            schema: DECISION_SCHEMA.to_owned(),
+            candidate_seq,
+            decision: decision.to_owned(),
+            reason: reason.clone(),
+            operator: operator.to_owned(),
+            credential: Some(who.actor.clone()),
+        };
+        entries.push(NewEntry::new(
+            Kind::CONTINUITY_DECISION,
+            crate::store::today_days(),
+            Some(candidate_seq),
+            json(&d)?.to_vec(),
+        )?);
     }
-    let d = Decision {
-        schema: DECISION_SCHEMA.to_owned(),
-        candidate_seq,
-        decision: decision.to_owned(),
-        reason: reason
-            .map(str::trim)
-            .filter(|r| !r.is_empty())
-            .map(str::to_owned),
-        operator: operator.to_owned(),
-        credential: Some(who.actor.clone()),
-    };
-    let entry = NewEntry::new(
-        Kind::CONTINUITY_DECISION,
-        crate::store::today_days(),
-        Some(candidate_seq),
-        json(&d)?.to_vec(),
-    )?;
     let opts = AppendOptions {
         access: Some(who.access(
             "continuity_decision",
             vec![Kind::CONTINUITY_CANDIDATE.code()],
-            candidate_seq,
-            1,
+            low,
+            high - low + 1,
         )),
         ..AppendOptions::default()
     };
-    let r = store.append_with(p, vec![entry], opts)?;
-    Ok(r.first_seq)
+    let r = store.append_with(scope.partition(), entries, opts)?;
+    Ok(r.entries.iter().map(|(seq, _)| *seq).collect())
 }
 
 /// The person at the terminal, trimmed: required, at most 100 characters.
