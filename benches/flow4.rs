@@ -107,6 +107,8 @@ fn main() {
     let rules = Rules::default();
     let mut steps = Vec::new();
     let mut step = |name: String, time: Duration, detail: String| {
+        // Progress on stderr as each step ends (the table follows at the end).
+        eprintln!("{name}: {:.2} s, {detail}", time.as_secs_f64());
         steps.push(Step {
             name,
             time,
@@ -266,7 +268,7 @@ fn main() {
     }
     println!(
         "\ndaily run / first run: {:.3} (time), {:.4} (households read)",
-        steps[3].time.as_secs_f64() / steps[2].time.as_secs_f64(),
+        steps[4].time.as_secs_f64() / steps[2].time.as_secs_f64(),
         second.households_read as f64 / first.households_read.max(1) as f64
     );
 }

@@ -298,7 +298,7 @@ pub fn extract(
         if households.is_empty() {
             continue;
         }
-        let mut moves = known_moves(store, &b_scope, who)?;
+        let mut moves = Known::new(store, &b_scope, who);
         // Households not read yet by this run are read (and recorded) now.
         let mut decoded: Vec<u64> = Vec::new();
         for (b_seq, known) in households.into_values() {
@@ -313,7 +313,8 @@ pub fn extract(
             let Some((person, reset)) = mover(&hb) else {
                 continue;
             };
-            let found = job.predecessors(b, &b_key, &moves, (&hb, b_seq), person, &mut report)?;
+            let found =
+                job.predecessors(b, &b_key, &mut moves, (&hb, b_seq), person, &mut report)?;
             // Two households of the prefecture that held the person before B: a person must
             // say which one the move came from.
             let ambiguous = found.len() > 1;
@@ -359,7 +360,7 @@ pub fn extract(
                     suggestion: candidate.suggestion.clone(),
                     anomalies: candidate.anomalies.clone(),
                 });
-                moves.insert(candidate.move_id.clone(), (seq, candidate));
+                moves.add(seq, candidate);
             }
         }
         // B's households read here: one access record for the scan (those read while
@@ -502,7 +503,7 @@ impl Job<'_> {
         &self,
         b: &PartitionId,
         b_key: &IndexKey,
-        moves: &HashMap<String, (u64, Candidate)>,
+        moves: &mut Known<'_>,
         (hb, b_seq): (&Household, u64),
         person: &Person,
         report: &mut ExtractReport,
@@ -526,7 +527,7 @@ impl Job<'_> {
                 continue;
             };
             let id = move_id(b_key, a, &t, person.tekiyo_start.as_deref().unwrap_or(""));
-            let previous = moves.get(&id).cloned();
+            let previous = moves.latest(&id)?;
             // The same two snapshots as the move's latest version: nothing to read.
             if previous
                 .as_ref()
@@ -552,31 +553,61 @@ impl Job<'_> {
     }
 }
 
-/// The moves B already has candidates for: move id → (seq, latest version). Reading them
-/// is recorded in B.
-fn known_moves(
-    store: &Store,
-    b: &PartitionScope,
-    who: &Importer,
-) -> Result<HashMap<String, (u64, Candidate)>, ExtractError> {
-    let states = crate::flows::decision::candidates(store, b).map_err(|e| match e {
-        crate::flows::decision::DecisionError::Read(r) => ExtractError::Read(r),
-        other => ExtractError::Encode(other.to_string()),
-    })?;
-    if let (Some(first), Some(last)) = (states.first(), states.last()) {
-        let rec = who.access(
-            "continuity_candidates_scan",
-            vec![Kind::CONTINUITY_CANDIDATE.code()],
-            first.seq,
-            last.latest_seq() - first.seq + 1,
-        );
-        record(store, b.partition(), &rec)?;
+/// The moves B already has candidates for, looked up one move at a time through their
+/// claims (`T move:<id>…`), so a daily run reads only the moves it meets: move id → the
+/// latest version's seq and candidate. Each candidate read is recorded in B.
+struct Known<'a> {
+    store: &'a Store,
+    b: &'a PartitionScope,
+    who: &'a Importer,
+    seen: HashMap<String, Option<(u64, Candidate)>>,
+}
+
+impl<'a> Known<'a> {
+    fn new(store: &'a Store, b: &'a PartitionScope, who: &'a Importer) -> Self {
+        Known {
+            store,
+            b,
+            who,
+            seen: HashMap::new(),
+        }
     }
-    Ok(states
-        .into_iter()
-        .filter(|s| !s.candidate.move_id.is_empty())
-        .map(|s| (s.candidate.move_id.clone(), (s.latest_seq(), s.candidate)))
-        .collect())
+
+    /// The move's latest version in B, if B has one.
+    fn latest(&mut self, move_id: &str) -> Result<Option<(u64, Candidate)>, ExtractError> {
+        if let Some(known) = self.seen.get(move_id) {
+            return Ok(known.clone());
+        }
+        let versions = self
+            .store
+            .claims(self.b.partition(), &format!("move:{move_id}"))?;
+        let found = match versions.iter().map(|(_, r)| r.first_seq).max() {
+            None => None,
+            Some(seq) => {
+                let e = self.store.read_entry(self.b, seq)?;
+                let rec = self.who.access(
+                    "continuity_candidate_read",
+                    vec![Kind::CONTINUITY_CANDIDATE.code()],
+                    seq,
+                    1,
+                );
+                record(self.store, self.b.partition(), &rec)?;
+                let c: Candidate =
+                    serde_json::from_slice(&e.payload).map_err(|_| ExtractError::Snapshot {
+                        partition: self.b.partition().to_string(),
+                        seq,
+                    })?;
+                Some((seq, c))
+            }
+        };
+        self.seen.insert(move_id.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// A version this run appended.
+    fn add(&mut self, seq: u64, c: Candidate) {
+        self.seen.insert(c.move_id.clone(), Some((seq, c)));
+    }
 }
 
 /// Whether the person's 国保 in `old` started before their start in the new household:

@@ -4,7 +4,7 @@
 //! confirmation and its carry-over refer to the decision they confirm. A's 高額該当 months
 //! reach B only here, after B decided "continue", and the hand-over is a 提供記録 in A.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -614,6 +614,7 @@ pub fn confirm_with(
     let partitions: Vec<PartitionId> = store
         .prefecture_partitions(scope)
         .map_err(|e| DecisionError::Registry(e.to_string()))?;
+    let chains = Chains::default();
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
             continue;
@@ -647,6 +648,7 @@ pub fn confirm_with(
                 who,
                 now,
                 late_months,
+                chains: &chains,
             };
             if d.decision != "continue" {
                 if !s.held().is_empty() && ctx.cancel()? {
@@ -668,8 +670,61 @@ pub fn confirm_with(
                 None => report.already_confirmed += 1,
             }
         }
+        // B's rows changed: a chain read of B later in the run (B as someone's A) reads
+        // it again.
+        chains.forget(b);
     }
     Ok(report)
+}
+
+/// The moves into each partition as one confirmation run read them for A→B→C chains: each
+/// partition's flow-4 entries are read (and the read recorded) once per run, not once per
+/// household, and read again after the run appends rows to that partition.
+#[derive(Default)]
+struct Chains(std::cell::RefCell<HashMap<PartitionId, std::rc::Rc<Vec<CandidateState>>>>);
+
+impl Chains {
+    fn forget(&self, p: &PartitionId) {
+        self.0.borrow_mut().remove(p);
+    }
+
+    /// The moves into `a`'s partition, read and recorded in it on first use.
+    fn of(
+        &self,
+        store: &Store,
+        a: &PartitionScope,
+        who: &Importer,
+    ) -> Result<std::rc::Rc<Vec<CandidateState>>, DecisionError> {
+        if let Some(known) = self.0.borrow().get(a.partition()) {
+            return Ok(std::rc::Rc::clone(known));
+        }
+        let moves = candidates(store, a)?;
+        let first = moves.iter().map(|s| s.seq).min();
+        let last = moves
+            .iter()
+            .flat_map(|s| s.rows.last().map(|(seq, _)| *seq))
+            .chain(moves.iter().map(CandidateState::latest_seq))
+            .max();
+        if let Some(range) = first.zip(last) {
+            let kinds = vec![
+                Kind::CONTINUITY_CANDIDATE.code(),
+                Kind::CONTINUITY_CARRY_OVER.code(),
+            ];
+            record_access(
+                store,
+                a.partition(),
+                who,
+                "continuity_chain_read",
+                kinds,
+                range,
+            )?;
+        }
+        let moves = std::rc::Rc::new(moves);
+        self.0
+            .borrow_mut()
+            .insert(a.partition().clone(), std::rc::Rc::clone(&moves));
+        Ok(moves)
+    }
 }
 
 /// Appends an access record to `p`: `who` read entries `first..=last` of `kinds`.
@@ -698,6 +753,7 @@ struct Row<'a> {
     who: &'a Importer,
     now: &'a str,
     late_months: i32,
+    chains: &'a Chains,
 }
 
 impl Row<'_> {
@@ -756,30 +812,11 @@ impl Row<'_> {
     }
 
     /// A→B→C: what A's household holds from its own earlier move into A counts like A's own
-    /// months. Reading A's flow-4 entries for it is recorded in A.
+    /// months. Reading A's flow-4 entries for it is recorded in A (once per run).
     fn held_from_earlier_move(&self) -> Result<Vec<KogakuMonth>, DecisionError> {
-        let a = self.a();
-        let earlier_moves = candidates(self.store, self.pair.from_scope())?;
-        let first = earlier_moves.iter().map(|s| s.seq).min();
-        let last = earlier_moves
-            .iter()
-            .flat_map(|s| s.rows.last().map(|(seq, _)| *seq))
-            .chain(earlier_moves.iter().map(CandidateState::latest_seq))
-            .max();
-        if let Some(range) = first.zip(last) {
-            let kinds = vec![
-                Kind::CONTINUITY_CANDIDATE.code(),
-                Kind::CONTINUITY_CARRY_OVER.code(),
-            ];
-            record_access(
-                self.store,
-                a,
-                self.who,
-                "continuity_chain_read",
-                kinds,
-                range,
-            )?;
-        }
+        let earlier_moves = self
+            .chains
+            .of(self.store, self.pair.from_scope(), self.who)?;
         let old_setai = &self.state.candidate.old_setai_no;
         Ok(earlier_moves
             .iter()

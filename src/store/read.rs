@@ -627,19 +627,33 @@ impl Store {
         &self,
         p: &PartitionId,
     ) -> Result<Vec<(String, TransmissionRecord)>, ReadError> {
+        let mut all = self.claims(p, "")?;
+        all.retain(|(id, _)| !id.contains(':'));
+        Ok(all)
+    }
+
+    /// The claims (transmission records, `T`) of a partition whose id starts with `prefix`,
+    /// in id order: e.g. every version of one flow-4 move (`move:<id>`).
+    pub fn claims(
+        &self,
+        p: &PartitionId,
+        prefix: &str,
+    ) -> Result<Vec<(String, TransmissionRecord)>, ReadError> {
         let cf = self.inner.cf(p)?;
+        let start = transmission_key(prefix);
         let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, b"T") {
+        for item in self
+            .inner
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item?;
-            let Some(id) = k.strip_prefix(b"T".as_slice()) else {
+            if !k.starts_with(&start) {
                 break;
-            };
-            let Ok(id) = std::str::from_utf8(id) else {
+            }
+            let Some(id) = k.get(1..).and_then(|id| std::str::from_utf8(id).ok()) else {
                 return Err(corrupt(p, 0, "transmission id is not UTF-8"));
             };
-            if id.contains(':') {
-                continue;
-            }
             let record =
                 decode(&v).ok_or_else(|| corrupt(p, 0, "transmission record is unreadable"))?;
             out.push((id.to_owned(), record));
