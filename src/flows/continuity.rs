@@ -254,6 +254,35 @@ fn record(store: &Store, p: &PartitionId, rec: &AccessRecord) -> Result<(), Extr
     Ok(())
 }
 
+/// Access records of reads made while finding what changed, appended per partition in one
+/// batch (one sync per partition, not one per household) before anything derived from the
+/// reads is stored.
+#[derive(Default)]
+struct Reads(HashMap<PartitionId, Vec<AccessRecord>>);
+
+impl Reads {
+    fn add(&mut self, p: &PartitionId, rec: AccessRecord) {
+        self.0.entry(p.clone()).or_default().push(rec);
+    }
+
+    fn flush(&mut self, store: &Store) -> Result<(), ExtractError> {
+        let day = crate::store::today_days();
+        for (p, recs) in self.0.drain() {
+            let entries = recs
+                .iter()
+                .map(|r| {
+                    let payload = r
+                        .encode()
+                        .map_err(|e| ExtractError::Encode(e.to_string()))?;
+                    Ok(NewEntry::new(Kind::ACCESS_RECORD, day, None, payload)?)
+                })
+                .collect::<Result<Vec<_>, ExtractError>>()?;
+            store.append(&p, entries)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the extraction over every active partition of the prefecture, as of day `as_of`
 /// (days since 1970-01-01, the run's date in JST; `crate::store::today_jst()` for a daily
 /// run): new moves that start before the prefecture's window are listed, not proposed.
@@ -436,15 +465,16 @@ impl Job<'_> {
                 .or_default()
                 .extend(now.into_iter().map(|(key, seq)| (key, (seq, None))));
         }
+        let mut reads = Reads::default();
         for (x, seqs) in changed.iter().filter(|_| !first_run) {
             let Some(x_scope) = self.scope.partition(x) else {
                 continue;
             };
             for seq in seqs {
                 let hx = decode(store, &x_scope, *seq)?;
-                record(store, x, &access(self.who, "continuity_scan", *seq, 1))?;
+                reads.add(x, access(self.who, "continuity_scan", *seq, 1));
                 for person in hx.persons.iter().filter(|p| !p.giji_head) {
-                    self.elsewhere(x, person, &mut visit)?;
+                    self.elsewhere(x, person, &mut visit, &mut reads)?;
                 }
                 visit
                     .entry(x.clone())
@@ -452,6 +482,8 @@ impl Job<'_> {
                     .insert(hx.setai_no.as_bytes().to_vec(), (*seq, Some(hx)));
             }
         }
+        // Durable before anything derived from these reads is stored.
+        reads.flush(store)?;
         Ok((ends, visit))
     }
 
@@ -461,6 +493,7 @@ impl Job<'_> {
         x: &PartitionId,
         person: &Person,
         visit: &mut Visit,
+        reads: &mut Reads,
     ) -> Result<(), ExtractError> {
         let store = self.store;
         let t = self.matching.token("kojin", person.kojin_no.as_bytes());
@@ -472,7 +505,7 @@ impl Job<'_> {
                 continue;
             };
             let hb = decode(store, &b_scope, seq)?;
-            record(store, b, &access(self.who, "continuity_scan", seq, 1))?;
+            reads.add(b, access(self.who, "continuity_scan", seq, 1));
             let key = hb.setai_no.as_bytes().to_vec();
             if let Some(&latest) = store.index_seqs(b, IndexKind::Household, &key)?.last() {
                 // The snapshot read is the household's newest: keep it for the visit.
