@@ -302,12 +302,44 @@ async fn login_decide_and_see_the_result() {
         "{}",
         results.body
     );
-    let print = send(app, "GET", "/terminal/results/print", Some(&cookie_b), None).await;
     assert!(
-        print.body.contains("継続世帯確定リスト")
-            && print.body.contains("@page")
-            && print.body.contains("B100")
+        results.body.contains("令和7年1月10日 10:00"),
+        "the confirmation time in JST and 和暦: {}",
+        results.body
     );
+    // Issue 28 item 4: the printed list is a municipal document.
+    let print = send(app, "GET", "/terminal/results/print", Some(&cookie_b), None).await;
+    for want in [
+        "継続世帯確定リスト",
+        "@page",
+        "1 / 1",
+        "B100",
+        "合計 1 世帯",
+        "引継月 計 2 か月",
+        "確認欄",
+        B_CLERK,
+        "令和7年1月10日 〜 令和7年1月10日",
+    ] {
+        assert!(print.body.contains(want), "{want}: {}", print.body);
+    }
+    let later = send(
+        app,
+        "GET",
+        "/terminal/results/print?from=2025-01-11&to=",
+        Some(&cookie_b),
+        None,
+    )
+    .await;
+    assert!(later.body.contains("合計 0 世帯"), "{}", later.body);
+    let bad = send(
+        app,
+        "GET",
+        "/terminal/results/print?from=2025-13-01",
+        Some(&cookie_b),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let csv = send(app, "GET", "/terminal/carryover.csv", Some(&cookie_b), None).await;
     assert!(
         csv.body.starts_with("layout,row_id,row_kind,decision_id")

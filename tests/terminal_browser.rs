@@ -238,9 +238,31 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "2024-06, 2024-09",
         "継続世帯確定リスト",
         "山田 太郎",
+        // Issue 28 item 4: totals, the clerk, the period and the 確認欄.
+        "合計 1 世帯",
+        "中央区 窓口 山田",
+        "令和7年1月10日",
+        "確認欄",
     ] {
         assert!(text.contains(want), "the PDF lacks {want}:\n{text}");
     }
+    // The page number, n / N (pdftotext may close up the spaces).
+    let compact: String = text.split_whitespace().collect();
+    assert!(compact.contains("1/1"), "no page number:\n{text}");
+    let info = Command::new("pdfinfo")
+        .arg(&pdf)
+        .output()
+        .expect("pdfinfo (poppler-utils) is needed");
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(
+        info.lines()
+            .any(|l| l.starts_with("Pages:") && l.trim_end().ends_with(" 1")),
+        "one page: {info}"
+    );
+    assert!(
+        info.contains("(A4)") && info.contains("841.92 x 594.96"),
+        "A4 landscape: {info}"
+    );
     assert!(
         !text.contains("N201"),
         "an unconfirmed household is on the list"

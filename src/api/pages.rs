@@ -190,11 +190,15 @@ label { display: block; margin-top: .8rem; font-weight: bold; }
 fieldset { border: 1px solid #c5cad3; margin-top: 1rem; }
 @media print {
   @page { size: A4 landscape; margin: 12mm; }
+  .sheet { break-after: page; } .sheet:last-of-type { break-after: auto; }
   header, nav, .noprint { display: none !important; }
   body { background: #fff; } main { border: 0; margin: 0; padding: 0; max-width: none; }
   table { font-size: 9pt; } th, td { white-space: nowrap; padding: .2rem .4rem; }
   tr { page-break-inside: avoid; } thead { display: table-header-group; }
 }
+table.stamps { width: auto; margin-left: auto; } table.stamps td { width: 5.5rem; height: 4.5rem; }
+p.pageno { text-align: center; font-size: 9pt; }
+tfoot td { font-weight: bold; background: #eef1f5; }
 "#;
 
 /// A page: the header names the municipality and the logged-in clerk when there is a
@@ -247,6 +251,51 @@ pub(super) fn jst(unix_ms: u64) -> String {
         t / 60_000 % 60,
         t / 1000 % 60
     )
+}
+
+/// A time in JST with its date in 和暦: `令和6年11月1日 09:30` (the ISO date in the title).
+pub(super) fn jst_wareki(unix_ms: u64) -> Markup {
+    let text = jst(unix_ms);
+    let (date, time) = text.split_once(' ').unwrap_or((&text, ""));
+    let wareki = crate::domain::wareki::wareki(date).unwrap_or_else(|| date.to_owned());
+    html! { span title=(text) { (wareki) " " (time.get(..5).unwrap_or(time)) } }
+}
+
+/// A date (`YYYY-MM-DD`) in 和暦 for a table cell, the ISO date in its title; text that is
+/// not a date as it is.
+pub(super) fn date_cell(iso: &str) -> Markup {
+    match crate::domain::wareki::wareki(iso) {
+        Some(w) => html! { span title=(iso) { (w) } },
+        None => html! { (iso) },
+    }
+}
+
+/// Milliseconds since 1970 of an RFC 3339 time as the flows write it (`…Z` or `…+09:00`).
+fn rfc3339_ms(text: &str) -> Option<u64> {
+    let day = i64::from(crate::domain::text::parse_date(text.get(..10)?)?);
+    let num = |r: std::ops::Range<usize>| text.get(r)?.parse::<i64>().ok();
+    let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let local = day * 86_400_000 + (h * 3600 + m * 60 + sec) * 1000;
+    let offset_ms = if text.ends_with('Z') {
+        0
+    } else {
+        let tz = text.get(text.len().checked_sub(6)?..)?;
+        let mins = tz.get(1..3)?.parse::<i64>().ok()? * 60 + tz.get(4..6)?.parse::<i64>().ok()?;
+        match tz.as_bytes().first()? {
+            b'+' => mins * 60_000,
+            b'-' => -mins * 60_000,
+            _ => return None,
+        }
+    };
+    u64::try_from(local - offset_ms).ok()
+}
+
+/// A time the flows wrote (RFC 3339) in JST with 和暦; the text as it is if it is not one.
+pub(super) fn time_cell(rfc3339: &str) -> Markup {
+    match rfc3339_ms(rfc3339) {
+        Some(ms) => jst_wareki(ms),
+        None => html! { (rfc3339) },
+    }
 }
 
 pub(super) fn page(markup: Markup) -> Response {
@@ -584,7 +633,7 @@ async fn candidates_page(
                             td { (c.candidate.new_setai_no) }
                             td { (c.candidate.old_hokensha_no) }
                             td { (c.candidate.old_setai_no) }
-                            td { (c.candidate.ido_date) }
+                            td { (date_cell(&c.candidate.ido_date)) }
                             td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
                             td.wrap {
                                 (c.candidate.case_label)
@@ -730,7 +779,7 @@ fn members_table(title: &str, members: &[crate::flows::continuity::MemberView]) 
             thead { tr { th { "氏名" } th { "生年月日" } th { "続柄" } } }
             tbody { @for m in members { tr {
                 td { (m.shimei) @if m.head { " （世帯主）" } }
-                td { (m.birth_date) }
+                td { (date_cell(&m.birth_date)) }
                 td { (zokugara(&m.zokugara)) }
             } } }
         }
@@ -786,8 +835,8 @@ async fn candidate_page(
             table {
                 tr { th { "旧保険者番号・旧世帯番号" } td { (k.old_hokensha_no) " ・ " (k.old_setai_no) } }
                 tr { th { "新世帯番号" } td { (k.new_setai_no) } }
-                tr { th { "異動年月日（適用開始）" } td { (k.ido_date) } }
-                tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().unwrap_or("—")) } }
+                tr { th { "異動年月日（適用開始）" } td { (crate::domain::wareki::form_date(&k.ido_date)) } }
+                tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().map_or_else(|| "—".to_owned(), crate::domain::wareki::form_date)) } }
                 tr { th { "適用期間" } td { (period_label(&k.period, k.period_days)) } }
                 tr { th { "参酌基準" } td {
                     @if k.cases.is_empty() {
@@ -937,7 +986,8 @@ async fn acknowledge(
     }
 }
 
-fn results_table(rows: &[&CandidateState]) -> Markup {
+/// The results table; with `totals` (households, carried months), a totals line.
+fn results_table(rows: &[&CandidateState], totals: Option<(usize, usize)>) -> Markup {
     html! {
         table {
             thead { tr {
@@ -950,15 +1000,21 @@ fn results_table(rows: &[&CandidateState]) -> Markup {
                     td { (c.candidate.new_setai_no) }
                     td { (c.candidate.old_hokensha_no) }
                     td { (c.candidate.old_setai_no) }
-                    td { (c.candidate.ido_date) }
+                    td { (date_cell(&c.candidate.ido_date)) }
                     td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
                     td { @if let Some((_, d)) = &c.decision { (decision_label(&d.decision)) } }
-                    td { @if let Some((_, k)) = &c.confirmation { (k.confirmed_at) } @else { "未確定" } }
+                    td { @if let Some((_, k)) = &c.confirmation { (time_cell(&k.confirmed_at)) } @else { "未確定" } }
                     // What B holds now: 新規 and 追加 rows less 取消 (late 支給 included).
                     td { @if !c.rows.is_empty() { (c.held().into_iter().collect::<Vec<_>>().join(", ")) } }
                     td { @if !c.rows.is_empty() { (c.held().len()) } }
                 }
             } }
+            @if let Some((households, months)) = totals {
+                tfoot { tr {
+                    td colspan="8" { "合計 " (households) " 世帯" }
+                    td colspan="2" { "引継月 計 " (months) " か月" }
+                } }
+            }
         }
     }
 }
@@ -975,7 +1031,7 @@ async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Respon
         Some(&t),
         html! {
             h2 { "継続世帯確定結果・高額該当回数引継結果" }
-            (results_table(&rows))
+            (results_table(&rows, None))
             p.noprint {
                 a href="/terminal/results/print" { "継続世帯確定リストを印刷" } " ・ "
                 "高額該当回数引継情報連携ファイル（CSV）をダウンロード： "
@@ -986,7 +1042,47 @@ async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Respon
     ))
 }
 
-async fn print_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response {
+/// Households per printed A4 sheet of the 継続世帯確定リスト (landscape, 9 pt): the page
+/// numbers are the server's, so they hold in any browser.
+const ROWS_PER_SHEET: usize = 15;
+
+/// The rows of each printed sheet: at least one sheet, even for no rows.
+fn sheets(rows: usize) -> Vec<std::ops::Range<usize>> {
+    let n = rows.div_ceil(ROWS_PER_SHEET).max(1);
+    (0..n)
+        .map(|i| i * ROWS_PER_SHEET..((i + 1) * ROWS_PER_SHEET).min(rows))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct PrintParams {
+    /// Confirmation dates to list, `YYYY-MM-DD` (JST), inclusive; default: all.
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The printed 継続世帯確定リスト (4-⑥), a municipal document: A4, title, 保険者番号, the
+/// period, page numbers (n / N, printed by the browser from the page's CSS), a totals line,
+/// 作成日時 in JST, the clerk who printed it, and a 確認欄.
+async fn print_page(
+    State(state): State<Arc<AppState>>,
+    t: Terminal,
+    axum::extract::Query(q): axum::extract::Query<PrintParams>,
+) -> Response {
+    let day = |d: &Option<String>| {
+        d.as_deref()
+            .filter(|d| !d.is_empty())
+            .map(crate::domain::text::parse_date)
+    };
+    let (from, to) = match (day(&q.from), day(&q.to)) {
+        (Some(None), _) | (_, Some(None)) => {
+            return page_error(
+                StatusCode::BAD_REQUEST,
+                "期間は YYYY-MM-DD で指定してください。",
+            );
+        }
+        (from, to) => (from.flatten(), to.flatten()),
+    };
     let (all, _) = match read_candidates(
         &state,
         &t.muni,
@@ -998,27 +1094,69 @@ async fn print_page(State(state): State<Arc<AppState>>, t: Terminal) -> Response
         Ok(x) => x,
         Err(e) => return api_error(e),
     };
+    // The JST day of a confirmation.
+    let confirmed_day = |c: &CandidateState| {
+        let (_, k) = c.confirmation.as_ref()?;
+        let ms = rfc3339_ms(&k.confirmed_at)? + 9 * 3_600_000;
+        i32::try_from(ms / 86_400_000).ok()
+    };
     let rows: Vec<&CandidateState> = all
         .iter()
         .filter(|c| {
-            c.confirmation.is_some()
-                && c.decision
-                    .as_ref()
-                    .is_some_and(|(_, d)| d.decision == "continue")
+            c.decision
+                .as_ref()
+                .is_some_and(|(_, d)| d.decision == "continue")
+        })
+        .filter(|c| {
+            confirmed_day(c)
+                .is_some_and(|d| from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t))
         })
         .collect();
-    let printed = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
+    let days: Vec<i32> = rows.iter().filter_map(|c| confirmed_day(c)).collect();
+    let period = |d: Option<i32>| {
+        d.map(crate::domain::text::format_date)
+            .and_then(|iso| crate::domain::wareki::wareki(&iso))
+            .unwrap_or_else(|| "—".to_owned())
+    };
+    let (first, last) = (
+        from.or(days.iter().min().copied()),
+        to.or(days.iter().max().copied()),
+    );
+    let months: usize = rows.iter().map(|c| c.held().len()).sum();
+    let now = crate::store::now_unix_ms();
     page(layout(
         "継続世帯確定リスト",
         Some(&t),
         html! {
             h2 { "継続世帯確定リスト" }
-            p {
-                "保険者番号 " (t.muni.scope.partition().as_str()) " ・ 作成日時 " (printed)
-                " ・ 作成者 " (t.muni.actor.display_name()) " ・ " (rows.len()) " 世帯"
+            table.meta {
+                tr { th { "保険者番号" } td { (t.muni.scope.partition().as_str()) } th { "作成日時" } td { (jst_wareki(now)) } }
+                tr { th { "対象期間（確定日）" } td { (period(first)) " 〜 " (period(last)) } th { "作成者" } td { (t.muni.actor.display_name()) } }
             }
-            (results_table(&rows))
-            p.noprint { "ブラウザーの印刷機能で A4 に印刷できます。" }
+            form method="get" action="/terminal/results/print" class="noprint" {
+                label for="from" { "確定日の期間（YYYY-MM-DD、空欄はすべて）" }
+                input id="from" name="from" value=(q.from.as_deref().unwrap_or("")) size="10";
+                " 〜 "
+                input id="to" name="to" aria-label="期間の終わり" value=(q.to.as_deref().unwrap_or("")) size="10";
+                " " button type="submit" { "表示" }
+            }
+            @let sheets = sheets(rows.len());
+            @for (n, range) in sheets.iter().enumerate() {
+                section.sheet {
+                    @if n > 0 { h3 { "継続世帯確定リスト（続き）" } }
+                    @let last = n + 1 == sheets.len();
+                    (results_table(rows.get(range.clone()).unwrap_or_default(), last.then_some((rows.len(), months))))
+                    @if last {
+                        table.stamps {
+                            caption { "確認欄" }
+                            tr { th { "担当" } th { "確認" } th { "決裁" } }
+                            tr { td {} td {} td {} }
+                        }
+                    }
+                    p.pageno { (n + 1) " / " (sheets.len()) }
+                }
+            }
+            p.noprint { "ブラウザーの印刷機能で A4 横に印刷できます（" (ROWS_PER_SHEET) " 世帯ごとに改ページし、ページ番号が入ります）。" }
         },
     ))
 }
@@ -1072,4 +1210,41 @@ pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
         .route("/terminal/results/print", get(print_page))
         .route("/terminal/carryover.csv", get(carryover))
         .merge(super::upload::router(limits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Times the flows write, read back as instants; JST as the municipality reads them.
+    #[test]
+    fn times_in_jst() {
+        // 2025-01-10T01:00:00Z = 1736470800000 ms.
+        for (text, want) in [
+            ("2025-01-10T10:00:00+09:00", Some(1_736_470_800_000)),
+            ("2025-01-10T01:00:00Z", Some(1_736_470_800_000)),
+            ("2025-01-10T01:00:00.123Z", Some(1_736_470_800_000)),
+            ("2025-01-09T20:00:00-05:00", Some(1_736_470_800_000)),
+            ("2025-01-10", None),
+            ("2025-02-30T01:00:00Z", None),
+            ("2025-01-10T01:00:00*09:00", None),
+        ] {
+            assert_eq!(rfc3339_ms(text), want, "{text}");
+        }
+        assert_eq!(jst(1_736_470_800_000), "2025-01-10 10:00:00");
+        // 15:00 UTC is the next day in Japan.
+        assert_eq!(jst(1_736_521_200_000), "2025-01-11 00:00:00");
+        assert_eq!(sheets(0), vec![0..0]);
+        assert_eq!(sheets(1), vec![0..1]);
+        assert_eq!(sheets(ROWS_PER_SHEET), vec![0..ROWS_PER_SHEET]);
+        assert_eq!(
+            sheets(ROWS_PER_SHEET + 1),
+            vec![0..ROWS_PER_SHEET, ROWS_PER_SHEET..ROWS_PER_SHEET + 1]
+        );
+        assert!(
+            jst_wareki(1_736_470_800_000)
+                .into_string()
+                .contains("令和7年1月10日 10:00")
+        );
+    }
 }

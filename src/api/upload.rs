@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::error::ApiError;
-use super::pages::{Terminal, api_error, jst, layout, page, page_error};
+use super::pages::{Terminal, api_error, jst_wareki, layout, page, page_error};
 use crate::flows::import::{ImportError, ImportOutcome, Importer, import_checked};
 use crate::flows::transmission::{Encoding, Problem, Rejected, declared_id};
 use crate::ledger::PartitionId;
@@ -382,13 +382,13 @@ async fn list(
                 tbody {
                     @for r in &rows { tr {
                         td { (r.id) }
-                        td { (jst(r.at_ms)) }
+                        td { (jst_wareki(r.at_ms)) }
                         td { (r.households) }
                         td { (r.seqs.0) "–" (r.seqs.1) }
                         td { @if let Some(c) = r.checkpoint { "サイズ " (c) } @else { "—" } }
                         @if let Some(f) = r.forwarded_ms {
                             td { span.tag.continue { "中間サーバー送付済" } }
-                            td { (jst(f)) }
+                            td { (jst_wareki(f)) }
                             td { (lag(f.saturating_sub(r.at_ms))) }
                         } @else {
                             td { span.tag { "受付済" } }
@@ -402,7 +402,7 @@ async fn list(
                 table {
                     thead { tr { th { "送信番号" } th { "日時" } th { "誤りの件数" } th { "職員" } } }
                     tbody { @for r in &refusals { tr {
-                        td { (r.transmission_id) } td { (jst(r.at_ms)) }
+                        td { (r.transmission_id) } td { (jst_wareki(r.at_ms)) }
                         td { span.tag.not_continue { "エラー" } " " (r.problems) " 件" }
                         td { (r.clerk) }
                     } } }

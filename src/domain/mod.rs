@@ -6,6 +6,7 @@ pub mod insurer;
 pub mod kojin;
 pub mod tasukai;
 pub mod text;
+pub mod wareki;
 
 pub use insurer::{InsurerNumber, InsurerNumberError};
 pub use kojin::{KojinNo, KojinNoError};
