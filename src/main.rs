@@ -306,6 +306,17 @@ enum PartitionsCommand {
         /// 保険者番号: 6 digits (市町村国保) or 8.
         #[arg(required = true)]
         ids: Vec<String>,
+        /// The insurer's name (e.g. 千代田区), shown beside its number on the terminal and in
+        /// print; only with one partition (`partitions name` names one later).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Name a registered partition (its municipality's or insurer's name).
+    Name {
+        /// 保険者番号 of the partition.
+        partition: String,
+        /// The name, 1–40 characters.
+        name: String,
     },
     /// List registered partitions with status and size.
     List,
@@ -509,6 +520,9 @@ fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
     for store in [&hub, &inter] {
         store.request_partitions(&ids)?;
         store.provision(&mut |_, _| {})?;
+        for ((_, name, _), p) in DEMO_MUNICIPALITIES.iter().zip(&ids) {
+            store.set_partition_name(p, name)?;
+        }
     }
     println!("\n== 5-②: municipalities send 異動 files to the hub (validated, all or nothing)");
     let who = Importer {
@@ -960,12 +974,24 @@ fn open(paths: &Paths) -> Result<Store> {
     Ok(store)
 }
 
-fn partitions_create(paths: &Paths, ids: &[String]) -> Result<()> {
+fn partitions_create(paths: &Paths, ids: &[String], name: Option<&str>) -> Result<()> {
     let ids = ids
         .iter()
         .map(|s| partition(s))
         .collect::<Result<Vec<_>>>()?;
-    let added = open(paths)?.request_partitions(&ids)?;
+    if name.is_some() && ids.len() != 1 {
+        anyhow::bail!(
+            "--name names one partition: create them one at a time, or use `partitions name`"
+        );
+    }
+    let added = {
+        let store = open(paths)?;
+        let added = store.request_partitions(&ids)?;
+        if let (Some(name), Some(p)) = (name, ids.first()) {
+            store.set_partition_name(p, name)?;
+        }
+        added
+    };
     // Reopening creates all new column families in one step (see Store::provision).
     let store = open(paths)?;
     let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
@@ -1541,13 +1567,22 @@ fn run(cli: Cli) -> Result<bool> {
             };
             return import_files(&paths, &p, &transmission_id, &encoding, &files);
         }
-        Command::Partitions(PartitionsCommand::Create { ids }) => partitions_create(&paths, &ids)?,
+        Command::Partitions(PartitionsCommand::Create { ids, name }) => {
+            partitions_create(&paths, &ids, name.as_deref())?
+        }
+        Command::Partitions(PartitionsCommand::Name { partition: p, name }) => {
+            let p = partition(&p)?;
+            open(&paths)?.set_partition_name(&p, &name)?;
+            println!("{p}: {}", name.trim());
+        }
         Command::Partitions(PartitionsCommand::List) => {
             let store = open(&paths)?;
-            println!("partition\tstatus\tentries");
+            let names = store.partition_names()?;
+            println!("partition\tstatus\tentries\tname");
             for p in store.partitions()? {
                 let size = store.size(&p.partition).unwrap_or(0);
-                println!("{}\t{:?}\t{size}", p.partition, p.status);
+                let name = names.get(&p.partition).map_or("", String::as_str);
+                println!("{}\t{:?}\t{size}\t{name}", p.partition, p.status);
             }
         }
         Command::Partitions(PartitionsCommand::Show { partition: p }) => {

@@ -268,3 +268,44 @@ fn an_instance_is_owner_only_whatever_the_umask() {
     let o = kukaku(&home, &["partitions", "list"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Issue 28 item 3: a partition's name, shown beside its number: at creation (one partition)
+/// or later; a bad name or an unregistered partition is refused.
+#[test]
+fn partitions_have_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let o = kukaku(&home, &["init", "--origin", "hub.test"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kukaku(&home, &["partitions", "create", "131011"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kukaku(
+        &home,
+        &[
+            "partitions",
+            "create",
+            "131029",
+            "131037",
+            "--name",
+            "中央区",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "--name with two partitions");
+    let o = kukaku(
+        &home,
+        &["partitions", "create", "131029", "--name", "中央区"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kukaku(&home, &["partitions", "name", "131011", "千代田区"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = kukaku(&home, &["partitions", "name", "131011", "a\u{7}b"]);
+    assert_eq!(o.status.code(), Some(2), "a control character in a name");
+    let o = kukaku(&home, &["partitions", "name", "010009", "どこか"]);
+    assert_eq!(o.status.code(), Some(2), "an unregistered partition");
+    let o = kukaku(&home, &["partitions", "list"]);
+    assert!(
+        stdout(&o).contains("131011\tActive\t2\t千代田区") && stdout(&o).contains("\t中央区"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -75,6 +75,8 @@ fn hub_of(
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
     kukaku::flows::continuity::extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     let (token_a, token_b) = (clerk(&store, &a, A_CLERK), clerk(&store, &b, B_CLERK));
+    store.set_partition_name(&a, "千代田区").unwrap();
+    store.set_partition_name(&b, "中央区").unwrap();
     let store = Arc::new(store);
     let app = api::router(
         AppState::new(Arc::clone(&store), ServerRole::Hub),
@@ -256,6 +258,11 @@ async fn login_decide_and_see_the_result() {
         "a typed-name field"
     );
     assert!(detail.body.contains(B_CLERK), "the header names the clerk");
+    assert!(
+        detail.body.contains("131029 中央区") && detail.body.contains("131011 千代田区"),
+        "names beside the numbers: {}",
+        detail.body
+    );
     let good = form(&[
         ("csrf", &token),
         ("decision", "continue"),
@@ -317,6 +324,7 @@ async fn login_decide_and_see_the_result() {
         "合計 1 世帯",
         "引継月 計 2 か月",
         "確認欄",
+        "131029 中央区",
         B_CLERK,
         "令和7年1月10日 〜 令和7年1月10日",
     ] {

@@ -52,6 +52,8 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         let store = Store::init(&paths, "hub.kokuho-13.example", small()).unwrap();
         store.request_partitions(&[a.clone(), b.clone()]).unwrap();
         store.provision(&mut |_, _| {}).unwrap();
+        store.set_partition_name(&a, "千代田区").unwrap();
+        store.set_partition_name(&b, "中央区").unwrap();
         // The demo's move: 山田 (case 3, contiguous) and 佐藤 (a 空白期間).
         let m = kukaku::flows::sample::same_prefecture_move(a.as_str(), b.as_str(), 7);
         for (p, f) in [(&a, &m.a), (&b, &m.b)] {
@@ -243,6 +245,8 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "中央区 窓口 山田",
         "令和7年1月10日",
         "確認欄",
+        "131029 中央区",
+        "131011 千代田区",
     ] {
         assert!(text.contains(want), "the PDF lacks {want}:\n{text}");
     }

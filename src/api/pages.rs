@@ -88,6 +88,8 @@ pub struct Terminal {
     pub muni: Municipality,
     pub csrf: String,
     session: String,
+    /// The registry's partition names (public), to show beside 保険者番号.
+    names: HashMap<crate::ledger::PartitionId, String>,
 }
 
 /// Not logged in (or the session ended): to the login page.
@@ -138,6 +140,8 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
                 muni,
                 csrf,
                 session: id,
+                // Names are a convenience: a registry that cannot be read shows numbers.
+                names: state.store.partition_names().unwrap_or_default(),
             }),
             // Too many failures from this source: answered, but the session stays (it is
             // not the credential that failed).
@@ -153,6 +157,22 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
 }
 
 impl Terminal {
+    /// A 保険者番号 with its name when the registry has one: `131011 千代田区`.
+    pub(super) fn insurer(&self, number: &str) -> String {
+        match crate::ledger::PartitionId::parse(number)
+            .ok()
+            .and_then(|p| self.names.get(&p))
+        {
+            Some(name) => format!("{number} {name}"),
+            None => number.to_owned(),
+        }
+    }
+
+    /// This terminal's own municipality, number and name.
+    pub(super) fn own_insurer(&self) -> String {
+        self.insurer(self.muni.scope.partition().as_str())
+    }
+
     /// `None` when the form's CSRF token is the session's; else the page to answer.
     pub(super) fn csrf_refusal(&self, sent: &str) -> Option<Response> {
         if bool::from(sent.as_bytes().ct_eq(self.csrf.as_bytes())) {
@@ -225,7 +245,7 @@ pub(super) fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup 
                             a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
                             a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
                         }
-                        span { "保険者番号 " (t.muni.scope.partition().as_str()) }
+                        span { "保険者 " (t.own_insurer()) }
                         span { "職員 " (t.muni.actor.display_name()) }
                         form method="post" action="/terminal/logout" {
                             input type="hidden" name="csrf" value=(t.csrf);
@@ -631,7 +651,7 @@ async fn candidates_page(
                             }
                             td { a href={ "/terminal/candidates/" (c.seq) } { (c.seq) } }
                             td { (c.candidate.new_setai_no) }
-                            td { (c.candidate.old_hokensha_no) }
+                            td { (t.insurer(&c.candidate.old_hokensha_no)) }
                             td { (c.candidate.old_setai_no) }
                             td { (date_cell(&c.candidate.ido_date)) }
                             td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
@@ -754,7 +774,7 @@ async fn bulk_decision(
                 tbody { @for c in &chosen { tr {
                     td { (c.seq) }
                     td { (c.candidate.new_setai_no) }
-                    td { (c.candidate.old_hokensha_no) }
+                    td { (t.insurer(&c.candidate.old_hokensha_no)) }
                     td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
                     td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
                 } } }
@@ -833,7 +853,7 @@ async fn candidate_page(
             @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
             @if flash.acknowledged.is_some() { p.flash role="status" { "要確認事項を確認済にしました。" } }
             table {
-                tr { th { "旧保険者番号・旧世帯番号" } td { (k.old_hokensha_no) " ・ " (k.old_setai_no) } }
+                tr { th { "旧保険者番号・旧世帯番号" } td { (t.insurer(&k.old_hokensha_no)) " ・ " (k.old_setai_no) } }
                 tr { th { "新世帯番号" } td { (k.new_setai_no) } }
                 tr { th { "異動年月日（適用開始）" } td { (crate::domain::wareki::form_date(&k.ido_date)) } }
                 tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().map_or_else(|| "—".to_owned(), crate::domain::wareki::form_date)) } }
@@ -987,7 +1007,7 @@ async fn acknowledge(
 }
 
 /// The results table; with `totals` (households, carried months), a totals line.
-fn results_table(rows: &[&CandidateState], totals: Option<(usize, usize)>) -> Markup {
+fn results_table(t: &Terminal, rows: &[&CandidateState], totals: Option<(usize, usize)>) -> Markup {
     html! {
         table {
             thead { tr {
@@ -998,7 +1018,7 @@ fn results_table(rows: &[&CandidateState], totals: Option<(usize, usize)>) -> Ma
                 tr {
                     td { (c.seq) }
                     td { (c.candidate.new_setai_no) }
-                    td { (c.candidate.old_hokensha_no) }
+                    td { (t.insurer(&c.candidate.old_hokensha_no)) }
                     td { (c.candidate.old_setai_no) }
                     td { (date_cell(&c.candidate.ido_date)) }
                     td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
@@ -1031,7 +1051,7 @@ async fn results_page(State(state): State<Arc<AppState>>, t: Terminal) -> Respon
         Some(&t),
         html! {
             h2 { "継続世帯確定結果・高額該当回数引継結果" }
-            (results_table(&rows, None))
+            (results_table(&t, &rows, None))
             p.noprint {
                 a href="/terminal/results/print" { "継続世帯確定リストを印刷" } " ・ "
                 "高額該当回数引継情報連携ファイル（CSV）をダウンロード： "
@@ -1130,7 +1150,7 @@ async fn print_page(
         html! {
             h2 { "継続世帯確定リスト" }
             table.meta {
-                tr { th { "保険者番号" } td { (t.muni.scope.partition().as_str()) } th { "作成日時" } td { (jst_wareki(now)) } }
+                tr { th { "保険者" } td { (t.own_insurer()) } th { "作成日時" } td { (jst_wareki(now)) } }
                 tr { th { "対象期間（確定日）" } td { (period(first)) " 〜 " (period(last)) } th { "作成者" } td { (t.muni.actor.display_name()) } }
             }
             form method="get" action="/terminal/results/print" class="noprint" {
@@ -1145,7 +1165,7 @@ async fn print_page(
                 section.sheet {
                     @if n > 0 { h3 { "継続世帯確定リスト（続き）" } }
                     @let last = n + 1 == sheets.len();
-                    (results_table(rows.get(range.clone()).unwrap_or_default(), last.then_some((rows.len(), months))))
+                    (results_table(&t, rows.get(range.clone()).unwrap_or_default(), last.then_some((rows.len(), months))))
                     @if last {
                         table.stamps {
                             caption { "確認欄" }

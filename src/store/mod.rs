@@ -11,7 +11,7 @@ pub mod records;
 mod witness;
 mod writer;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -219,6 +219,10 @@ pub enum ProvisionError {
     Encode(String),
     #[error("writer: {0}")]
     Writer(AppendError),
+    #[error("partition {0} is not registered")]
+    Unregistered(String),
+    #[error("a partition's name is 1-40 characters of text, no control character")]
+    BadName,
 }
 
 /// One partition's registry entry.
@@ -889,6 +893,51 @@ impl Store {
     /// All registered partitions in id order.
     pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
         read_registry(&self.inner.db)
+    }
+
+    /// Names a registered partition (its municipality's or insurer's name, shown beside its
+    /// number). Public data, kept in `sys` (`L` ‖ partition).
+    pub fn set_partition_name(&self, p: &PartitionId, name: &str) -> Result<(), ProvisionError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.chars().count() > 40
+            || crate::domain::text::check_text(name, 40).is_err()
+        {
+            return Err(ProvisionError::BadName);
+        }
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        if self.inner.db.get_cf(&sys, registry_key(p))?.is_none() {
+            return Err(ProvisionError::Unregistered(p.to_string()));
+        }
+        self.inner
+            .db
+            .put_cf_opt(&sys, records::name_key(p), name.as_bytes(), &sync_write())?;
+        Ok(())
+    }
+
+    /// The names of the partitions that have one.
+    pub fn partition_names(&self) -> Result<HashMap<PartitionId, String>, ProvisionError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        let mut out = HashMap::new();
+        for item in self.inner.db.prefix_iterator_cf(&sys, records::NAME_PREFIX) {
+            let (k, v) = item?;
+            let Some(id) = k.strip_prefix(records::NAME_PREFIX) else {
+                break;
+            };
+            let id = String::from_utf8_lossy(id).into_owned();
+            let p = PartitionId::parse(&id).map_err(|_| ProvisionError::BadRecord(id.clone()))?;
+            let name = String::from_utf8(v.to_vec()).map_err(|_| ProvisionError::BadRecord(id))?;
+            out.insert(p, name);
+        }
+        Ok(out)
     }
 
     /// The prefecture's active partitions whose keys are not destroyed, in registry order:

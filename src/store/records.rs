@@ -169,6 +169,15 @@ pub fn registry_key(p: &PartitionId) -> Vec<u8> {
 
 pub const REGISTRY_PREFIX: &[u8] = b"R";
 
+/// `L` ‖ partition → the partition's display name (UTF-8), e.g. the municipality's name.
+pub const NAME_PREFIX: &[u8] = b"L";
+
+pub fn name_key(p: &PartitionId) -> Vec<u8> {
+    let mut k = NAME_PREFIX.to_vec();
+    k.extend_from_slice(p.as_str().as_bytes());
+    k
+}
+
 /// Provisioning status of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum PartitionStatus {
