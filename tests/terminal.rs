@@ -1120,3 +1120,141 @@ async fn a_bulk_decision_is_reviewed_then_registered() {
     assert_eq!(p.status, StatusCode::BAD_REQUEST);
     assert_eq!(h.store.size(&h.b).unwrap(), size);
 }
+
+/// Issue 28 item 5: the 国保連合会 operator's console. The operator logs in at the same page
+/// and lands on the console: per municipality the flow-4 counts and the forwarding, counts
+/// only (no name, no 世帯番号); it runs the extraction and the confirmation (CSRF checked,
+/// a rerun adds nothing); its reads are access records in each municipality; a clerk cannot
+/// open it, the operator of another prefecture sees none of these municipalities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_flow_4_from_the_console() {
+    let h = tokio::task::block_in_place(hub);
+    let app = &h.app;
+    let operator = |prefecture: &str| {
+        let day = kukaku::store::now_unix_ms() + 86_400_000;
+        h.store
+            .issue_credential(
+                Role::ContinuityOperator,
+                Reach::Prefecture(prefecture.into()),
+                "連合会 運用 田中",
+                day,
+            )
+            .unwrap()
+            .0
+            .to_text()
+            .to_string()
+    };
+    let raw = send(
+        app,
+        "POST",
+        "/terminal/login",
+        None,
+        Some(form(&[("token", &operator("13"))])),
+    )
+    .await;
+    assert_eq!(raw.location.as_deref(), Some("/terminal/console"));
+    let cookie = raw.cookie.unwrap().split(';').next().unwrap().to_owned();
+    let page = send(app, "GET", "/terminal/console", Some(&cookie), None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for want in [
+        "131011 千代田区",
+        "131029 中央区",
+        "連合会 運用 田中",
+        "抽出を実行",
+    ] {
+        assert!(page.body.contains(want), "{want}: {}", page.body);
+    }
+    for never in ["山田", "B100", "A100", HEAD] {
+        assert!(!page.body.contains(never), "{never} on the console");
+    }
+    assert!(
+        access_purposes(&h.store, &h.b)
+            .iter()
+            .any(|p| p == "continuity_workload"),
+        "counting B's moves is an access record in B"
+    );
+    // The operator's session belongs on the console.
+    let p = send(app, "GET", "/terminal/candidates", Some(&cookie), None).await;
+    assert_eq!(p.location.as_deref(), Some("/terminal/console"));
+    let token = csrf(&page.body);
+    let run = |path: &'static str, fields: Vec<(&'static str, String)>| {
+        let cookie = cookie.clone();
+        async move {
+            let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            send(app, "POST", path, Some(&cookie), Some(form(&f))).await
+        }
+    };
+    let size = h.store.size(&h.b).unwrap();
+    let p = run(
+        "/terminal/console/extract",
+        vec![("csrf", "forged".into()), ("as_of", "2025-03-31".into())],
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.store.size(&h.b).unwrap(),
+        size,
+        "a forged form ran the job"
+    );
+    let p = run(
+        "/terminal/console/extract",
+        vec![("csrf", token.clone()), ("as_of", "2025-03-31".into())],
+    )
+    .await;
+    assert!(
+        p.body.contains("新しい候補 0 件") && p.body.contains("令和7年3月31日"),
+        "the fixture's move was extracted already: {}",
+        p.body
+    );
+    // B's clerk decides; the operator confirms, twice.
+    let b = login(app, &h.token_b).await;
+    let list = send(app, "GET", "/terminal/candidates", Some(&b), None).await;
+    let at = list.body.find("/terminal/candidates/").unwrap() + 21;
+    let seq: u64 = list.body[at..].split('"').next().unwrap().parse().unwrap();
+    let detail = send(
+        app,
+        "GET",
+        &format!("/terminal/candidates/{seq}"),
+        Some(&b),
+        None,
+    )
+    .await;
+    let decided = send(
+        app,
+        "POST",
+        &format!("/terminal/candidates/{seq}/decision"),
+        Some(&b),
+        Some(form(&[
+            ("csrf", &csrf(&detail.body)),
+            ("decision", "continue"),
+        ])),
+    )
+    .await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER);
+    let p = run("/terminal/console/confirm", vec![("csrf", token.clone())]).await;
+    assert!(p.body.contains("確定 1 世帯"), "{}", p.body);
+    let p = run("/terminal/console/confirm", vec![("csrf", token.clone())]).await;
+    assert!(
+        p.body.contains("確定 0 世帯") && p.body.contains("確定済 1 世帯"),
+        "{}",
+        p.body
+    );
+    // A clerk cannot open the console; another prefecture's operator sees none of Tokyo.
+    let p = send(app, "GET", "/terminal/console", Some(&b), None).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let osaka = send(
+        app,
+        "POST",
+        "/terminal/login",
+        None,
+        Some(form(&[("token", &operator("27"))])),
+    )
+    .await;
+    let osaka = osaka.cookie.unwrap().split(';').next().unwrap().to_owned();
+    let p = send(app, "GET", "/terminal/console", Some(&osaka), None).await;
+    assert!(
+        !p.body.contains("131011") && !p.body.contains("131029"),
+        "{}",
+        p.body
+    );
+}

@@ -216,6 +216,16 @@ impl FromRequestParts<Arc<AppState>> for ContinuityOperator {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let v = with_role(parts, state, Role::ContinuityOperator).await?;
+        ContinuityOperator::from_verified(v)
+    }
+}
+
+impl ContinuityOperator {
+    /// From a verified credential: 403 unless it is a prefecture's continuity operator.
+    pub(crate) fn from_verified(v: Verified) -> Result<Self, ApiError> {
+        if v.role() != Role::ContinuityOperator {
+            return Err(ApiError::forbidden());
+        }
         let Reach::Prefecture(code) = v.reach() else {
             return Err(ApiError::forbidden());
         };

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod console;
 pub mod continuity;
 pub mod error;
 pub mod extract;

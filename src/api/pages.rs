@@ -28,6 +28,7 @@ use super::continuity::{
     read_candidates,
 };
 use super::error::ApiError;
+use crate::crypto::credential::Verified;
 use crate::flows::decision::CandidateState;
 
 /// Name of the session cookie.
@@ -87,7 +88,6 @@ fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub struct Terminal {
     pub muni: Municipality,
     pub csrf: String,
-    session: String,
     /// The registry's partition names (public), to show beside 保険者番号.
     names: HashMap<crate::ledger::PartitionId, String>,
 }
@@ -101,6 +101,50 @@ impl IntoResponse for LoginRequired {
     }
 }
 
+/// The session's credential, verified again now, with the session's CSRF token and id; the
+/// login page when there is no live session or its credential no longer verifies (the
+/// session then ends).
+pub(super) async fn session(
+    parts: &Parts,
+    state: &Arc<AppState>,
+) -> Result<(Verified, String, String), Response> {
+    let id = cookie_value(&parts.headers, COOKIE)
+        .ok_or_else(|| LoginRequired.into_response())?
+        .to_owned();
+    let now = crate::store::now_unix_ms();
+    let idle_ms = u64::try_from(state.session_idle.as_millis()).unwrap_or(u64::MAX);
+    let (token, csrf) = {
+        let mut map = state
+            .sessions
+            .0
+            .lock()
+            .map_err(|_| ApiError::internal("session lock poisoned").into_response())?;
+        let s = map
+            .get_mut(&id)
+            .filter(|s| now.saturating_sub(s.last_ms) < idle_ms)
+            .ok_or_else(|| LoginRequired.into_response())?;
+        s.last_ms = now;
+        (s.token.clone(), s.csrf.clone())
+    };
+    // The same check as a bearer token: revocation and expiry act at once.
+    let peer = parts
+        .extensions
+        .get::<super::auth::PeerCertificate>()
+        .map(|p| p.0);
+    match verify_token(state, &token, peer, source_of(parts)).await {
+        Ok(v) => Ok((v, csrf, id)),
+        // Too many failures from this source: answered, but the session stays (it is not
+        // the credential that failed).
+        Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => Err(api_error(e)),
+        Err(_) => {
+            if let Ok(mut map) = state.sessions.0.lock() {
+                map.remove(&id);
+            }
+            Err(LoginRequired.into_response())
+        }
+    }
+}
+
 impl FromRequestParts<Arc<AppState>> for Terminal {
     type Rejection = Response;
 
@@ -108,50 +152,22 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let id = cookie_value(&parts.headers, COOKIE)
-            .ok_or_else(|| LoginRequired.into_response())?
-            .to_owned();
-        let now = crate::store::now_unix_ms();
-        let idle_ms = u64::try_from(state.session_idle.as_millis()).unwrap_or(u64::MAX);
-        let (token, csrf) = {
-            let mut map = state
-                .sessions
-                .0
-                .lock()
-                .map_err(|_| ApiError::internal("session lock poisoned").into_response())?;
-            let s = map
-                .get_mut(&id)
-                .filter(|s| now.saturating_sub(s.last_ms) < idle_ms)
-                .ok_or_else(|| LoginRequired.into_response())?;
-            s.last_ms = now;
-            (s.token.clone(), s.csrf.clone())
-        };
-        // The same check as a bearer token: revocation and expiry act at once.
-        let peer = parts
-            .extensions
-            .get::<super::auth::PeerCertificate>()
-            .map(|p| p.0);
-        let muni = match verify_token(state, &token, peer, source_of(parts)).await {
-            Ok(v) => Municipality::from_verified(&v),
-            Err(e) => Err(e),
-        };
-        match muni {
+        let (v, csrf, _) = session(parts, state).await?;
+        match Municipality::from_verified(&v) {
             Ok(muni) => Ok(Terminal {
                 muni,
                 csrf,
-                session: id,
                 // Names are a convenience: a registry that cannot be read shows numbers.
                 names: state.store.partition_names().unwrap_or_default(),
             }),
-            // Too many failures from this source: answered, but the session stays (it is
-            // not the credential that failed).
-            Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => Err(api_error(e)),
-            Err(_) => {
-                if let Ok(mut map) = state.sessions.0.lock() {
-                    map.remove(&id);
-                }
-                Err(LoginRequired.into_response())
+            // The operator's session belongs on the console.
+            Err(_) if v.role() == crate::crypto::credential::Role::ContinuityOperator => {
+                Err(Redirect::to(super::console::CONSOLE_PATH).into_response())
             }
+            Err(_) => Err(page_error(
+                StatusCode::FORBIDDEN,
+                "この画面は市町村の職員が使います。",
+            )),
         }
     }
 }
@@ -175,18 +191,31 @@ impl Terminal {
 
     /// `None` when the form's CSRF token is the session's; else the page to answer.
     pub(super) fn csrf_refusal(&self, sent: &str) -> Option<Response> {
-        if bool::from(sent.as_bytes().ct_eq(self.csrf.as_bytes())) {
-            None
-        } else {
-            Some(page_error(
-                StatusCode::FORBIDDEN,
-                "フォームの有効期限が切れました。もう一度お試しください。",
-            ))
-        }
+        csrf_refusal(&self.csrf, sent)
     }
 }
 
-const STYLE: &str = r#"
+/// `None` when `sent` is the session's CSRF token (constant-time compare); else the page to
+/// answer.
+pub(super) fn csrf_refusal(session: &str, sent: &str) -> Option<Response> {
+    if bool::from(sent.as_bytes().ct_eq(session.as_bytes())) {
+        None
+    } else {
+        Some(page_error(
+            StatusCode::FORBIDDEN,
+            "フォームの有効期限が切れました。もう一度お試しください。",
+        ))
+    }
+}
+
+/// Ends a session (logout).
+pub(super) fn end_session(state: &AppState, id: &str) {
+    if let Ok(mut map) = state.sessions.0.lock() {
+        map.remove(id);
+    }
+}
+
+pub(super) const STYLE: &str = r#"
 :root { font-family: "Noto Sans JP", "Hiragino Sans", "Yu Gothic", Meiryo, sans-serif; color: #1a1a1a; }
 body { margin: 0; background: #f5f6f8; }
 header { background: #1f3a5f; color: #fff; padding: .6rem 1.5rem; display: flex; flex-wrap: wrap; gap: .5rem 2rem; align-items: center; }
@@ -497,7 +526,7 @@ async fn login(
             None,
             html! {
                 h2 { "ログイン" }
-                p.error role="alert" { "トークンが正しくないか、市町村のクレデンシャルではありません。" }
+                p.error role="alert" { "トークンが正しくないか、市町村の職員または国保連合会の運用担当のクレデンシャルではありません。" }
                 p { a href="/terminal/login" { "もう一度ログイン" } }
             },
         ));
@@ -506,8 +535,12 @@ async fn login(
     };
     let raw = Zeroizing::new(f.token);
     let text = raw.trim().to_owned();
-    let credential = match verify_token(&state, &text, conn.peer_cert, conn.source).await {
-        Ok(v) if Municipality::from_verified(&v).is_ok() => v.id(),
+    // A municipality's clerk goes to the candidates, the 連合会's operator to the console.
+    let (credential, home) = match verify_token(&state, &text, conn.peer_cert, conn.source).await {
+        Ok(v) if Municipality::from_verified(&v).is_ok() => (v.id(), "/terminal/candidates"),
+        Ok(v) if super::auth::ContinuityOperator::from_verified(v.clone()).is_ok() => {
+            (v.id(), super::console::CONSOLE_PATH)
+        }
         Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => return api_error(e),
         Ok(_) | Err(_) => return refused(),
     };
@@ -551,7 +584,7 @@ async fn login(
     drop(map);
     let secure = if state.secure_cookies { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/terminal; HttpOnly; SameSite=Strict{secure}");
-    let mut res = Redirect::to("/terminal/candidates").into_response();
+    let mut res = Redirect::to(home).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -563,17 +596,34 @@ struct CsrfForm {
     csrf: String,
 }
 
+/// A live session of either role (a clerk's or the operator's).
+pub(super) struct AnySession {
+    pub verified: Verified,
+    pub csrf: String,
+    pub id: String,
+}
+
+impl FromRequestParts<Arc<AppState>> for AnySession {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (verified, csrf, id) = session(parts, state).await?;
+        Ok(AnySession { verified, csrf, id })
+    }
+}
+
 async fn logout(
     State(state): State<Arc<AppState>>,
-    t: Terminal,
+    s: AnySession,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Some(r) = t.csrf_refusal(&f.csrf) {
+    if let Some(r) = csrf_refusal(&s.csrf, &f.csrf) {
         return r;
     }
-    if let Ok(mut map) = state.sessions.0.lock() {
-        map.remove(&t.session);
-    }
+    end_session(&state, &s.id);
     let mut res = Redirect::to("/terminal/login").into_response();
     res.headers_mut().insert(
         header::SET_COOKIE,
@@ -1230,6 +1280,7 @@ pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
         .route("/terminal/results/print", get(print_page))
         .route("/terminal/carryover.csv", get(carryover))
         .merge(super::upload::router(limits))
+        .merge(super::console::router())
 }
 
 #[cfg(test)]

@@ -332,7 +332,7 @@ fn rows(
 
 /// The earliest time a trusted witness cosigned `note`, in ms; `None` if no trusted
 /// witness's cosignature verifies (nothing is claimed that was not proven).
-fn cosigned_ms(note: &str, witnesses: &[crate::ledger::VerifierKey]) -> Option<u64> {
+pub(super) fn cosigned_ms(note: &str, witnesses: &[crate::ledger::VerifierKey]) -> Option<u64> {
     let note = SignedNote::parse(note).ok()?;
     witnesses
         .iter()

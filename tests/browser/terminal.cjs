@@ -1,16 +1,15 @@
-// Drives the municipality terminal in headless Chromium as a user would: log in, send a
+// Drives the terminal in headless Chromium as people would: a clerk logs in, sends a
 // transmission with an error and then the fixed one (files OUT_DIR/setai.csv, kojin-bad.csv,
-// kojin.csv), open the candidate list, open the first candidate, send a 確定指示, see the result. Then, after the
-// caller confirms (it waits for a line on stdin), it opens the results, prints the
-// 継続世帯確定リスト to PDF, acknowledges the 要確認 candidate's 空白期間 and takes
-// screenshots. Prints one JSON line per step.
+// kojin.csv), opens the candidate list and the first candidate, sends a 確定指示; the
+// 国保連合会's operator logs in with their own token and confirms from the console; the
+// clerk sees the results, prints the 継続世帯確定リスト to PDF and acknowledges the 要確認
+// candidate's 空白期間. Screenshots of each page; one JSON line per step.
 //
-// usage: node terminal.cjs BASE_URL TOKEN OUT_DIR   (playwright-core from NODE_PATH)
+// usage: node terminal.cjs BASE_URL TOKEN OUT_DIR OPERATOR_TOKEN   (playwright-core from NODE_PATH)
 const { chromium } = require('playwright-core');
-const { createInterface } = require('node:readline');
 
 (async () => {
-const [base, token, out] = process.argv.slice(2);
+const [base, token, out, operator] = process.argv.slice(2);
 const say = (step, data) => console.log(JSON.stringify({ step, ...data }));
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -52,11 +51,17 @@ try {
   await page.click('button[type=submit]:has-text("確定指示を送信")');
   await page.waitForURL(/done=\d+/);
   say('decided', { text: await page.textContent('main') });
-  // The caller confirms at the hub, then tells us to go on.
-  const rl = createInterface({ input: process.stdin });
-  for await (const _ of rl) break;
-  rl.close();
-  process.stdin.destroy();
+  // The 国保連合会's operator confirms from the console (4-③④), in a browser of their own.
+  const ops = await (await browser.newContext({ locale: 'ja-JP', viewport: { width: 1366, height: 900 } })).newPage();
+  await ops.goto(`${base}/terminal/login`);
+  await ops.fill('#token', operator);
+  await Promise.all([ops.waitForURL('**/terminal/console'), ops.keyboard.press('Enter')]);
+  await ops.screenshot({ path: `${out}/7-console.png`, fullPage: true });
+  say('console', { text: await ops.textContent('main') });
+  await ops.click('button[type=submit]:has-text("確定処理を実行")');
+  await ops.waitForURL('**/terminal/console/confirm');
+  await ops.screenshot({ path: `${out}/8-confirmed.png`, fullPage: true });
+  say('confirmed', { text: await ops.textContent('main') });
   await page.goto(`${base}/terminal/results`);
   await page.screenshot({ path: `${out}/3-results.png`, fullPage: true });
   say('results', { text: await page.textContent('main') });
