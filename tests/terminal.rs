@@ -1258,3 +1258,119 @@ async fn the_operator_runs_flow_4_from_the_console() {
         p.body
     );
 }
+
+/// Issue 28 item 6: a person's disclosure record. The clerk enters the 個人番号 in a form
+/// (never in a URL, never shown back) and gets every access and provision record that
+/// touched the person's entries in this municipality; the JSON carries each record's
+/// envelope and an inclusion proof that verifies with the partition's key (the auditor's
+/// code: `InclusionProofJson::verify_with_key`) and whose leaf is the envelope's; the request
+/// is itself an access record; a bad number is refused without echoing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disclosure_record_lists_who_touched_a_person_with_proofs() {
+    use base64::Engine as _;
+    let h = tokio::task::block_in_place(hub);
+    let app = &h.app;
+    let cookie = login(app, &h.token_b).await;
+    let page = send(app, "GET", "/terminal/disclosure", Some(&cookie), None).await;
+    assert!(page.body.contains("type=\"password\""), "{}", page.body);
+    let token = csrf(&page.body);
+    let ask = |kojin: &str, format: &str| {
+        form(&[("csrf", &token), ("kojin_no", kojin), ("format", format)])
+    };
+    let wrong = format!("{}{}", &HEAD[..11], (HEAD.as_bytes()[11] - b'0' + 1) % 10);
+    let p = send(
+        app,
+        "POST",
+        "/terminal/disclosure",
+        Some(&cookie),
+        Some(ask(&wrong, "html")),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::BAD_REQUEST);
+    assert!(!p.body.contains(&wrong), "the number was echoed");
+    let p = send(
+        app,
+        "POST",
+        "/terminal/disclosure",
+        Some(&cookie),
+        Some(ask("314159265352", "html")),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::NOT_FOUND, "{}", p.body);
+
+    let p = send(
+        app,
+        "POST",
+        "/terminal/disclosure",
+        Some(&cookie),
+        Some(ask(HEAD, "html")),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(
+        p.body.contains("本人開示記録") && p.body.contains("継続世帯の処理"),
+        "{}",
+        p.body
+    );
+    assert!(!p.body.contains(HEAD), "the 個人番号 on the page");
+    assert!(
+        access_purposes(&h.store, &h.b)
+            .iter()
+            .any(|p| p == "disclosure"),
+        "the request is an access record"
+    );
+
+    let p = send(
+        app,
+        "POST",
+        "/terminal/disclosure",
+        Some(&cookie),
+        Some(ask(HEAD, "json")),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(!p.body.contains(HEAD), "the 個人番号 in the JSON");
+    let d: serde_json::Value = serde_json::from_str(&p.body).unwrap();
+    assert_eq!(d["partition"], "131029");
+    let handled = d["handled"].as_array().unwrap();
+    for purpose in ["transmission_import", "continuity_scan", "disclosure"] {
+        assert!(
+            handled.iter().any(|r| r["purpose"] == purpose),
+            "{purpose}: the import, the extraction's read and the earlier request: {d}"
+        );
+    }
+    let key = h.store.verifier_key(&h.b).unwrap();
+    for r in handled {
+        let proof: kukaku::ledger::proof_json::InclusionProofJson =
+            serde_json::from_value(r["proof"].clone()).unwrap();
+        proof.verify_with_key(&key).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(r["envelope"].as_str().unwrap())
+            .unwrap();
+        let env = kukaku::ledger::EnvelopeRef::decode(&raw).unwrap();
+        assert_eq!(
+            env.leaf_hash().to_base64(),
+            proof.leaf_hash,
+            "the proof is of this record"
+        );
+        let kukaku::ledger::envelope::BodyRef::Open { salt, payload } = env.body else {
+            panic!("a sealed record in a disclosure");
+        };
+        assert_eq!(
+            env.header.commitment,
+            kukaku::ledger::hash::commitment(salt, payload),
+            "the record's text is the one the log holds"
+        );
+    }
+    // A's clerk gets A's records of the same person, never B's.
+    let a = login(app, &h.token_a).await;
+    let a_page = send(app, "GET", "/terminal/disclosure", Some(&a), None).await;
+    let a_form = form(&[
+        ("csrf", &csrf(&a_page.body)),
+        ("kojin_no", HEAD),
+        ("format", "json"),
+    ]);
+    let p = send(app, "POST", "/terminal/disclosure", Some(&a), Some(a_form)).await;
+    let d: serde_json::Value = serde_json::from_str(&p.body).unwrap();
+    assert_eq!(d["partition"], "131011");
+}

@@ -132,11 +132,18 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         .arg(&out)
         .arg(&operator)
         .env("NODE_PATH", &node_path)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("node is needed for the browser test");
+    // The 個人番号 of 山田 太郎 in the sample move, for the disclosure step: on stdin only.
+    {
+        use std::io::Write as _;
+        let yamada = kukaku::flows::sample::kojin_no(70_000_000_000 + 7 * 1000 + 1);
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{yamada}").unwrap();
+    }
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut steps = std::collections::BTreeMap::new();
     tokio::task::block_in_place(|| {
@@ -217,6 +224,13 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
             && acknowledged.contains("他の保険の加入なし"),
         "{acknowledged}"
     );
+    let disclosure = &steps["disclosure"];
+    assert!(
+        disclosure.contains("本人開示記録")
+            && disclosure.contains("窓口端末での閲覧")
+            && disclosure.contains("中央区"),
+        "{disclosure}"
+    );
     for shot in [
         "0a-refused.png",
         "0b-transmissions.png",
@@ -228,6 +242,7 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "6-acknowledged.png",
         "7-console.png",
         "8-confirmed.png",
+        "9-disclosure.png",
     ] {
         let len = std::fs::metadata(out.join(shot)).unwrap().len();
         assert!(len > 5_000, "{shot} is empty ({len} bytes)");

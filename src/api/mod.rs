@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod console;
 pub mod continuity;
+pub mod disclosure;
 pub mod error;
 pub mod extract;
 pub mod guesses;

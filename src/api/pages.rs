@@ -273,6 +273,7 @@ pub(super) fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup 
                             a href="/terminal/results" { "確定結果" }
                             a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
                             a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
+                            a href="/terminal/disclosure" { "本人開示" }
                         }
                         span { "保険者 " (t.own_insurer()) }
                         span { "職員 " (t.muni.actor.display_name()) }
@@ -1281,6 +1282,7 @@ pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
         .route("/terminal/carryover.csv", get(carryover))
         .merge(super::upload::router(limits))
         .merge(super::console::router())
+        .merge(super::disclosure::router())
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 // kojin.csv), opens the candidate list and the first candidate, sends a 確定指示; the
 // 国保連合会's operator logs in with their own token and confirms from the console; the
 // clerk sees the results, prints the 継続世帯確定リスト to PDF and acknowledges the 要確認
-// candidate's 空白期間. Screenshots of each page; one JSON line per step.
+// candidate's 空白期間; last, the disclosure record of 山田 太郎 (個人番号 read from stdin).
+// Screenshots of each page; one JSON line per step.
 //
 // usage: node terminal.cjs BASE_URL TOKEN OUT_DIR OPERATOR_TOKEN   (playwright-core from NODE_PATH)
 const { chromium } = require('playwright-core');
@@ -81,6 +82,18 @@ try {
   await page.waitForURL(/acknowledged=\d+/);
   await page.screenshot({ path: `${out}/6-acknowledged.png`, fullPage: true });
   say('acknowledged', { text: await page.textContent('main') });
+  // 本人開示 for 山田 太郎: the 個人番号 comes on stdin (never an argument), typed into the form.
+  const { createInterface } = require('node:readline');
+  const rl = createInterface({ input: process.stdin });
+  let kojin = '';
+  for await (const line of rl) { kojin = line.trim(); break; }
+  rl.close();
+  await page.goto(`${base}/terminal/disclosure`);
+  await page.fill('#kojin_no', kojin);
+  await page.click('button[type=submit]:has-text("開示記録を作成")');
+  await page.waitForLoadState();
+  await page.screenshot({ path: `${out}/9-disclosure.png`, fullPage: true });
+  say('disclosure', { text: await page.textContent('main') });
 } catch (e) {
   // Say where it stopped, for the test's failure message.
   const pages = browser.contexts().flatMap((c) => c.pages());
