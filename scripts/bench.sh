@@ -23,7 +23,7 @@ stolen() {
   awk -v t="$((t1 - t0))" -v s="$((s1 - s0))" \
     'BEGIN { printf "CPU stolen by the hypervisor during this bench: %.1f %%\n", (t > 0 ? 100 * s / t : 0) }'
 }
-for b in append http reads scale provision flow4; do
+for b in append http reads scale provision flow4 terminal; do
   echo
   echo "## $b"
   read -r t0 s0 < <(cpu)

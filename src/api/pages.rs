@@ -348,6 +348,32 @@ pub(super) fn time_cell(rfc3339: &str) -> Markup {
     }
 }
 
+/// Rows per page of the terminal's long lists (candidates, transmissions).
+pub(super) const PAGE_ROWS: usize = 100;
+
+/// Page `page` (1-based, clamped) of `n` rows: the rows it shows, the page and the number
+/// of pages (at least one).
+pub(super) fn page_of(n: usize, page: Option<usize>) -> (std::ops::Range<usize>, usize, usize) {
+    let pages = n.div_ceil(PAGE_ROWS).max(1);
+    let page = page.unwrap_or(1).clamp(1, pages);
+    let start = (page - 1) * PAGE_ROWS;
+    (start..(start + PAGE_ROWS).min(n), page, pages)
+}
+
+/// Links to the previous and next page of a list; `query` is the list's other parameters
+/// (`state=undecided&`, or empty).
+pub(super) fn pager(path: &str, query: &str, page: usize, pages: usize) -> Markup {
+    html! {
+        @if pages > 1 {
+            nav.pager.noprint aria-label="ページ" {
+                @if page > 1 { a href={ (path) "?" (query) "page=" (page - 1) } rel="prev" { "前へ" } " " }
+                span { (page) " / " (pages) " ページ" }
+                @if page < pages { " " a href={ (path) "?" (query) "page=" (page + 1) } rel="next" { "次へ" } }
+            }
+        }
+    }
+}
+
 pub(super) fn page(markup: Markup) -> Response {
     let mut res = Html(markup.into_string()).into_response();
     let h = res.headers_mut();
@@ -642,6 +668,8 @@ struct ListParams {
     state: Option<String>,
     /// Decisions a bulk 確定指示 just registered.
     bulk: Option<usize>,
+    /// The page of the list (1-based).
+    page: Option<usize>,
 }
 
 async fn candidates_page(
@@ -663,10 +691,15 @@ async fn candidates_page(
         Ok(x) => x,
         Err(e) => return api_error(e),
     };
-    let shown: Vec<&CandidateState> = all
+    let matching: Vec<&CandidateState> = all
         .iter()
         .filter(|c| matches(c, filter.as_deref(), None))
         .collect();
+    let (range, page_no, pages) = page_of(matching.len(), q.page);
+    let shown = matching.get(range).unwrap_or_default();
+    let query = filter
+        .as_deref()
+        .map_or(String::new(), |f| format!("state={f}&"));
     page(layout(
         "継続候補世帯リスト",
         Some(&t),
@@ -684,7 +717,8 @@ async fn candidates_page(
                 " " button type="submit" { "絞り込み" }
             }
             @if let Some(n) = q.bulk { p.flash role="status" { (n) " 件の確定指示を登録しました。" } }
-            p { (shown.len()) " 件" }
+            p { (matching.len()) " 件" }
+            (pager("/terminal/candidates", &query, page_no, pages))
             form method="post" action=(BULK_PATH) class="bulk" {
             input type="hidden" name="csrf" value=(t.csrf);
             table {
@@ -693,7 +727,7 @@ async fn candidates_page(
                     th { "異動年月日" } th { "世帯主" } th { "参酌基準" } th { "適用期間" } th { "提案" } th { "状態" }
                 } }
                 tbody {
-                    @for c in &shown {
+                    @for c in shown {
                         tr {
                             td.noprint {
                                 @if c.decision.is_none() {
@@ -1307,6 +1341,15 @@ mod tests {
         assert_eq!(jst(1_736_470_800_000), "2025-01-10 10:00:00");
         // 15:00 UTC is the next day in Japan.
         assert_eq!(jst(1_736_521_200_000), "2025-01-11 00:00:00");
+        assert_eq!(page_of(0, None), (0..0, 1, 1));
+        assert_eq!(page_of(250, None), (0..100, 1, 3));
+        assert_eq!(page_of(250, Some(3)), (200..250, 3, 3));
+        assert_eq!(
+            page_of(250, Some(9)),
+            (200..250, 3, 3),
+            "past the end: the last page"
+        );
+        assert_eq!(page_of(250, Some(0)), (0..100, 1, 3));
         assert_eq!(sheets(0), vec![0..0]);
         assert_eq!(sheets(1), vec![0..1]);
         assert_eq!(sheets(ROWS_PER_SHEET), vec![0..ROWS_PER_SHEET]);

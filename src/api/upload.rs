@@ -303,22 +303,32 @@ struct Row {
     forwarded_ms: Option<u64>,
 }
 
-/// The partition's transmissions, newest first, with their checkpoint and forwarding.
+/// One page of the partition's transmissions, newest first, with their checkpoint and
+/// forwarding (looked up for the page's rows only), and the number of transmissions.
 fn rows(
     store: &crate::store::Store,
     p: &PartitionId,
     witnesses: &[crate::ledger::VerifierKey],
-) -> Result<Vec<Row>, ApiError> {
+    page: Option<usize>,
+) -> Result<(Vec<Row>, usize, usize, usize), ApiError> {
+    let mut all = store.transmissions(p)?;
+    all.sort_by_key(|(_, t)| std::cmp::Reverse(t.first_seq));
+    let (range, page, pages) = super::pages::page_of(all.len(), page);
     let sizes = store.checkpoint_sizes(p)?;
+    // A cosigned checkpoint covers many transmissions: its signature is checked once.
+    let mut verified: HashMap<u64, Option<u64>> = HashMap::new();
     let mut out = Vec::new();
-    for (id, t) in store.transmissions(p)? {
+    for (id, t) in all.get(range).unwrap_or_default() {
         let end = t.first_seq + t.count;
         let checkpoint = sizes.get(sizes.partition_point(|s| *s < end)).copied();
-        let forwarded_ms = store
-            .cosigned_at_or_after(p, end)?
-            .and_then(|(_, note)| cosigned_ms(&note, witnesses));
+        let forwarded_ms = match store.cosigned_at_or_after(p, end)? {
+            None => None,
+            Some((size, note)) => *verified
+                .entry(size)
+                .or_insert_with(|| cosigned_ms(&note, witnesses)),
+        };
         out.push(Row {
-            id,
+            id: id.clone(),
             at_ms: t.tx_time_ms,
             households: t.households.len(),
             seqs: (t.first_seq, end.saturating_sub(1)),
@@ -326,8 +336,7 @@ fn rows(
             forwarded_ms,
         });
     }
-    out.sort_by_key(|r| std::cmp::Reverse(r.seqs.0));
-    Ok(out)
+    Ok((out, all.len(), page, pages))
 }
 
 /// The earliest time a trusted witness cosigned `note`, in ms; `None` if no trusted
@@ -352,6 +361,8 @@ fn lag(ms: u64) -> String {
 #[derive(Deserialize)]
 struct ListParams {
     accepted: Option<String>,
+    /// The page of the list (1-based).
+    page: Option<usize>,
 }
 
 async fn list(
@@ -361,10 +372,12 @@ async fn list(
 ) -> Response {
     let p = t.muni.scope.partition().clone();
     let witnesses = state.witnesses.clone();
-    let rows = match super::routes::blocking(&state, move |s| rows(s, &p, &witnesses)).await {
-        Ok(r) => r,
-        Err(e) => return api_error(e),
-    };
+    let wanted = q.page;
+    let (rows, total, page_no, pages) =
+        match super::routes::blocking(&state, move |s| rows(s, &p, &witnesses, wanted)).await {
+            Ok(r) => r,
+            Err(e) => return api_error(e),
+        };
     let refusals = state.refusals.of(t.muni.scope.partition());
     page(layout(
         "送信状況",
@@ -374,6 +387,8 @@ async fn list(
             @if let Some(id) = &q.accepted {
                 p.flash role="status" { "送信番号 " (id) " を受け付けました。" }
             }
+            p { (total) " 件" }
+            (super::pages::pager(UPLOAD_PATH, "", page_no, pages))
             table {
                 thead { tr {
                     th { "送信番号" } th { "受付日時" } th { "世帯数" } th { "番号範囲" }
