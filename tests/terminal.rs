@@ -1239,6 +1239,14 @@ async fn the_operator_runs_flow_4_from_the_console() {
         "{}",
         p.body
     );
+    // The operator's own actions, newest first.
+    let page = send(app, "GET", "/terminal/console", Some(&cookie), None).await;
+    let log = &page.body[page.body.find("自分の操作の記録").unwrap()..];
+    let at = |s: &str| log.find(s).unwrap_or_else(|| panic!("{s}: {log}"));
+    assert!(
+        at("確定 0 世帯") < at("確定 1 世帯") && at("確定 1 世帯") < at("新しい候補 0 件"),
+        "{log}"
+    );
     // A clerk cannot open the console; another prefecture's operator sees none of Tokyo.
     let p = send(app, "GET", "/terminal/console", Some(&b), None).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
@@ -1255,6 +1263,11 @@ async fn the_operator_runs_flow_4_from_the_console() {
     assert!(
         !p.body.contains("131011") && !p.body.contains("131029"),
         "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("まだ操作の記録はありません"),
+        "another operator's log: {}",
         p.body
     );
 }

@@ -156,6 +156,13 @@ async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
         Ok(r) => r,
         Err(e) => return api_error(e),
     };
+    let (prefecture, credential) = (c.op.prefecture.clone(), c.op.actor.credential.to_string());
+    let actions = super::routes::blocking(&state, move |s| {
+        s.operator_actions(&prefecture, &credential, 20)
+            .map_err(super::error::ApiError::internal)
+    })
+    .await
+    .unwrap_or_default();
     let today = crate::domain::text::format_date(crate::store::today_jst());
     page(layout(
         &c,
@@ -193,6 +200,20 @@ async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
                     legend { "継続世帯の確定と高額該当回数の引継（4-③④）" }
                     p { "確定指示済の世帯を確定し、引継情報を作成します。何度実行しても同じ世帯が二重に確定されることはありません。" }
                     p { button type="submit" { "確定処理を実行" } }
+                }
+            }
+            h3 { "自分の操作の記録（新しい順、20件まで）" }
+            @if actions.is_empty() {
+                p { "まだ操作の記録はありません。" }
+            } @else {
+                table {
+                    thead { tr { th { "日時" } th { "操作" } th { "経路" } th { "結果" } } }
+                    tbody { @for a in &actions { tr {
+                        td { (jst_wareki(a.at_ms)) }
+                        td { @if a.action == "extract" { "抽出" } @else { "確定処理" } }
+                        td { @if a.via == "console" { "画面" } @else { "API" } }
+                        td.wrap { (a.summary) }
+                    } } }
                 }
             }
         },
@@ -234,6 +255,8 @@ async fn extract(
         Ok(r) => r,
         Err(e) => return api_error(e),
     };
+    let summary = super::continuity::extract_summary(&r);
+    super::continuity::log_action(&state, &c.op, "extract", "console", summary).await;
     page(layout(
         &c,
         "抽出結果",
@@ -299,6 +322,8 @@ async fn confirm(
         Ok(r) => r,
         Err(e) => return api_error(e),
     };
+    let summary = super::continuity::confirm_summary(&r);
+    super::continuity::log_action(&state, &c.op, "confirm", "console", summary).await;
     page(layout(
         &c,
         "確定処理の結果",

@@ -25,6 +25,53 @@ fn operator(actor: &super::auth::Actor, sent: Option<String>) -> String {
     sent.unwrap_or_else(|| actor.display_name())
 }
 
+/// The summaries an operator's runs leave in the console's log (counts only).
+pub(crate) fn extract_summary(r: &crate::flows::continuity::ExtractReport) -> String {
+    format!(
+        "基準日 {}: {} 世帯を読み、新しい候補 {} 件、期間外 {} 件",
+        r.as_of,
+        r.households_read,
+        r.candidates.len(),
+        r.outside_window.len()
+    )
+}
+
+pub(crate) fn confirm_summary(r: &decision::ConfirmReport) -> String {
+    format!(
+        "確定 {} 世帯、追加 {} 世帯、取消 {} 世帯",
+        r.confirmed.len(),
+        r.added.len(),
+        r.cancelled.len()
+    )
+}
+
+/// Notes an operator's run in the console's log; a failure to note it is logged, not
+/// answered (the run itself is done and recorded in each partition).
+pub(crate) async fn log_action(
+    state: &Arc<AppState>,
+    op: &ContinuityOperator,
+    action: &str,
+    via: &str,
+    summary: String,
+) {
+    let entry = crate::store::OperatorAction {
+        at_ms: crate::store::now_unix_ms(),
+        action: action.to_owned(),
+        via: via.to_owned(),
+        summary,
+    };
+    let (prefecture, credential) = (op.prefecture.clone(), op.actor.credential.to_string());
+    let done = blocking(state, move |s| {
+        s.log_operator_action(&prefecture, &credential, &entry)
+            .map_err(ApiError::internal)
+    })
+    .await;
+    if let Err(e) = done {
+        // The error's response logs its cause; nobody is answered with it.
+        let _ = axum::response::IntoResponse::into_response(e);
+    }
+}
+
 pub(crate) fn importer(actor: &super::auth::Actor, route: &str) -> Importer {
     Importer {
         actor: actor.credential.to_string(),
@@ -444,16 +491,17 @@ pub struct ConfirmRequest {}
 
 pub(crate) async fn confirm(
     State(state): State<Arc<AppState>>,
-    who: ContinuityOperator,
+    op: ContinuityOperator,
     ApiJson(ConfirmRequest {}): ApiJson<ConfirmRequest>,
 ) -> Result<Json<decision::ConfirmReport>, ApiError> {
-    let scope = who.scope()?;
-    let who = importer(&who.actor, "POST /v1/continuity/confirm");
+    let scope = op.scope()?;
+    let who = importer(&op.actor, "POST /v1/continuity/confirm");
     let now = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
     let rules = state.continuity_rules.clone();
     let report = blocking(&state, move |s| {
         decision::confirm_with(s, &scope, &rules, &who, &now).map_err(decision_error)
     })
     .await?;
+    log_action(&state, &op, "confirm", "api", confirm_summary(&report)).await;
     Ok(Json(report))
 }

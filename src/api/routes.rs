@@ -995,10 +995,10 @@ pub struct ExtractRequest {
 
 async fn continuity_extract(
     State(state): State<Arc<AppState>>,
-    who: ContinuityOperator,
+    op: ContinuityOperator,
     ApiJson(ExtractRequest { as_of }): ApiJson<ExtractRequest>,
 ) -> Result<Json<crate::flows::continuity::ExtractReport>, ApiError> {
-    let scope = who.scope()?;
+    let scope = op.scope()?;
     let as_of = match as_of {
         None => crate::store::today_jst(),
         Some(text) => crate::domain::text::parse_date(&text).ok_or_else(|| {
@@ -1006,8 +1006,8 @@ async fn continuity_extract(
         })?,
     };
     let importer = crate::flows::import::Importer {
-        actor: who.actor.credential.to_string(),
-        role: who.actor.role.name().to_owned(),
+        actor: op.actor.credential.to_string(),
+        role: op.actor.role.name().to_owned(),
         route: "POST /v1/continuity/extract".into(),
         request_id: request_id::current(),
     };
@@ -1022,6 +1022,8 @@ async fn continuity_extract(
         )
     })
     .await?;
+    let summary = super::continuity::extract_summary(&report);
+    super::continuity::log_action(&state, &op, "extract", "api", summary).await;
     Ok(Json(report))
 }
 

@@ -225,6 +225,17 @@ pub enum ProvisionError {
     BadName,
 }
 
+/// One action of a continuity operator, as the console's log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OperatorAction {
+    pub at_ms: u64,
+    /// `extract` or `confirm`, and where it came from (`console` or `api`).
+    pub action: String,
+    pub via: String,
+    /// What it did, in counts (e.g. `as_of 2025-03-31: 12 candidates, 0 outside`).
+    pub summary: String,
+}
+
 /// One partition's registry entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -917,6 +928,69 @@ impl Store {
             .db
             .put_cf_opt(&sys, records::name_key(p), name.as_bytes(), &sync_write())?;
         Ok(())
+    }
+
+    /// Notes one action of a continuity operator of `prefecture` (a run of the extraction or
+    /// the confirmation, with its counts): the console shows the operator's own actions.
+    /// Counts and codes only, never personal data.
+    pub fn log_operator_action(
+        &self,
+        prefecture: &str,
+        credential: &str,
+        action: &OperatorAction,
+    ) -> Result<(), ProvisionError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        let mut key = records::OPERATOR_LOG_PREFIX.to_vec();
+        key.extend_from_slice(prefecture.as_bytes());
+        key.extend_from_slice(&action.at_ms.to_be_bytes());
+        key.extend_from_slice(credential.as_bytes());
+        let value =
+            serde_json::to_vec(action).map_err(|e| ProvisionError::Encode(e.to_string()))?;
+        self.inner.db.put_cf_opt(&sys, key, value, &sync_write())?;
+        Ok(())
+    }
+
+    /// The newest `limit` actions of `credential` in `prefecture`, newest first.
+    pub fn operator_actions(
+        &self,
+        prefecture: &str,
+        credential: &str,
+        limit: usize,
+    ) -> Result<Vec<OperatorAction>, ProvisionError> {
+        let sys = self
+            .inner
+            .db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+        let mut prefix = records::OPERATOR_LOG_PREFIX.to_vec();
+        prefix.extend_from_slice(prefecture.as_bytes());
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xFF; 9]);
+        let mut out = Vec::new();
+        let it = self.inner.db.iterator_cf(
+            &sys,
+            rocksdb::IteratorMode::From(&end, rocksdb::Direction::Reverse),
+        );
+        for item in it {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            if rest.get(8..) != Some(credential.as_bytes()) {
+                continue;
+            }
+            let action: OperatorAction = serde_json::from_slice(&v)
+                .map_err(|_| ProvisionError::BadRecord("operator log".into()))?;
+            out.push(action);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The names of the partitions that have one.

@@ -169,6 +169,10 @@ pub fn registry_key(p: &PartitionId) -> Vec<u8> {
 
 pub const REGISTRY_PREFIX: &[u8] = b"R";
 
+/// `O` ‖ prefecture (2 digits) ‖ ms:u64 ‖ credential id → what a continuity operator did
+/// (UTF-8 JSON): the operator console's log of its own actions.
+pub const OPERATOR_LOG_PREFIX: &[u8] = b"O";
+
 /// `L` ‖ partition → the partition's display name (UTF-8), e.g. the municipality's name.
 pub const NAME_PREFIX: &[u8] = b"L";
 
