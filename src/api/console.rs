@@ -88,7 +88,7 @@ fn layout(c: &Console, title: &str, body: Markup) -> Markup {
                 header {
                     h1 { "国保連合会 ・ 継続世帯の運用" }
                     nav { a href=(CONSOLE_PATH) { "市町村ごとの状況" } }
-                    span { "都道府県 " (c.op.prefecture) }
+                    span { "都道府県 " (c.op.prefecture) " " (crate::domain::insurer::prefecture_name(&c.op.prefecture).unwrap_or("")) }
                     span { "担当 " (c.op.actor.display_name()) }
                     form method="post" action="/terminal/logout" {
                         input type="hidden" name="csrf" value=(c.csrf);

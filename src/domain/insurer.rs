@@ -92,9 +92,88 @@ impl std::fmt::Display for InsurerNumber {
     }
 }
 
+/// The 47 都道府県 by code (JIS X 0401, the codes 保険者番号 begin with; 01 北海道 … 47
+/// 沖縄県), for showing a prefecture's name beside its code.
+const PREFECTURES: [&str; 47] = [
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
+];
+
+/// The name of prefecture `code` (`13` → 東京都); `None` for anything but 01–47.
+pub fn prefecture_name(code: &str) -> Option<&'static str> {
+    if code.len() != 2 {
+        return None;
+    }
+    let n: usize = code.parse().ok()?;
+    PREFECTURES.get(n.checked_sub(1)?).copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// JIS X 0401: the first, a middle and the last code; must-fail rows.
+    #[test]
+    fn prefecture_names() {
+        for (code, want) in [
+            ("01", Some("北海道")),
+            ("13", Some("東京都")),
+            ("27", Some("大阪府")),
+            ("47", Some("沖縄県")),
+            ("00", None),
+            ("48", None),
+            ("1", None),
+            ("013", None),
+            ("ab", None),
+        ] {
+            assert_eq!(prefecture_name(code), want, "{code}");
+        }
+    }
 
     /// DOMAIN.md §6.2 vectors (synthetic).
     #[test]
