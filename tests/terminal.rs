@@ -1161,6 +1161,7 @@ async fn the_operator_runs_flow_4_from_the_console() {
         "131029 中央区",
         "連合会 運用 田中",
         "抽出を実行",
+        "13 東京都",
     ] {
         assert!(page.body.contains(want), "{want}: {}", page.body);
     }
