@@ -98,11 +98,26 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         .await
         .unwrap();
     let addr = listener.local_addr().unwrap();
+    // The intermediate server: a store of its own whose witness key the hub trusts; it
+    // replicates B when the clerk's transmission has been accepted.
+    let inter_dir = tempfile::tempdir().unwrap();
+    let inter = tokio::task::block_in_place(|| {
+        let inter = Store::init(
+            &Paths::under(inter_dir.path()),
+            "intermediate.example",
+            small(),
+        )
+        .unwrap();
+        inter.request_partitions(std::slice::from_ref(&b)).unwrap();
+        inter.provision(&mut |_, _| {}).unwrap();
+        inter
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server::serve(
         listener,
         api::router(
-            AppState::new(Arc::clone(&store), ServerRole::Hub),
+            AppState::new(Arc::clone(&store), ServerRole::Hub)
+                .with_witnesses(vec![inter.cosigner_key()]),
             Limits::default(),
         ),
         Transport::PlainLoopback,
@@ -137,21 +152,49 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("node is needed for the browser test");
-    // The 個人番号 of 山田 太郎 in the sample move, for the disclosure step: on stdin only.
-    {
-        use std::io::Write as _;
-        let yamada = kukaku::flows::sample::kojin_no(70_000_000_000 + 7 * 1000 + 1);
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{yamada}").unwrap();
-    }
+    let mut stdin = child.stdin.take().unwrap();
     let stdout = BufReader::new(child.stdout.take().unwrap());
     let mut steps = std::collections::BTreeMap::new();
+    let (rep_token, _) = store
+        .issue_credential(
+            Role::Replicator,
+            Reach::Partitions([b.clone()].into_iter().collect()),
+            "intermediate",
+            kukaku::store::now_unix_ms() + 3_600_000,
+        )
+        .unwrap();
+    let client = kukaku::api::client::HubClient::new(
+        &format!("http://{addr}"),
+        rep_token.to_text(),
+        None,
+        None,
+    )
+    .unwrap();
+    let upstream = kukaku::flows::replicate::Upstream::from_partition_vkey(
+        &store.verifier_key(&b).unwrap().to_text(),
+    )
+    .unwrap();
     tokio::task::block_in_place(|| {
+        use std::io::Write as _;
         for line in stdout.lines() {
             let line = line.unwrap();
             let v: serde_json::Value =
                 serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"));
             let step = v["step"].as_str().unwrap().to_owned();
+            if step == "accepted" {
+                // The intermediate pulls, verifies and cosigns B's log, as its replicator
+                // does every few seconds; then the clerk looks at 送信状況 again.
+                let r = tokio::runtime::Handle::current()
+                    .block_on(kukaku::flows::replicate::sync_partition(
+                        &inter, &client, &upstream, &b, 100,
+                    ))
+                    .unwrap();
+                assert_eq!(r.cosigned, Some(Ok(())), "{r:?}");
+                writeln!(stdin, "replicated").unwrap();
+                // The 個人番号 of 山田 太郎 for the disclosure step: on stdin only.
+                let yamada = kukaku::flows::sample::kojin_no(70_000_000_000 + 7 * 1000 + 1);
+                writeln!(stdin, "{yamada}").unwrap();
+            }
             steps.insert(step, v["text"].as_str().unwrap_or_default().to_owned());
         }
     });
@@ -171,6 +214,11 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
     assert!(
         accepted.contains("131029-2024-0201") && accepted.contains("受付済"),
         "{accepted}"
+    );
+    let forwarded = &steps["forwarded"];
+    assert!(
+        forwarded.contains("中間サーバー送付済") && forwarded.contains("131029-2024-0201"),
+        "{forwarded}"
     );
     let list = &steps["list"];
     assert!(
@@ -234,6 +282,7 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
     for shot in [
         "0a-refused.png",
         "0b-transmissions.png",
+        "0c-forwarded.png",
         "1-candidates.png",
         "2-decision.png",
         "3-results.png",

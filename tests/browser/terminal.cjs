@@ -40,6 +40,14 @@ try {
   await page.waitForURL(/accepted=/);
   await page.screenshot({ path: `${out}/0b-transmissions.png`, fullPage: true });
   say('accepted', { text: await page.textContent('main') });
+  // The caller lets the intermediate replicate and cosign, then writes a line; the next
+  // line is the 個人番号 for the disclosure step (stdin only, never an argument).
+  const { createInterface } = require('node:readline');
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  await lines.next();
+  await page.goto(`${base}/terminal/transmissions`);
+  await page.screenshot({ path: `${out}/0c-forwarded.png`, fullPage: true });
+  say('forwarded', { text: await page.textContent('main') });
   await page.goto(`${base}/terminal/candidates`);
   await page.screenshot({ path: `${out}/1-candidates.png`, fullPage: true });
   say('list', { text: await page.textContent('main') });
@@ -83,11 +91,8 @@ try {
   await page.screenshot({ path: `${out}/6-acknowledged.png`, fullPage: true });
   say('acknowledged', { text: await page.textContent('main') });
   // 本人開示 for 山田 太郎: the 個人番号 comes on stdin (never an argument), typed into the form.
-  const { createInterface } = require('node:readline');
-  const rl = createInterface({ input: process.stdin });
-  let kojin = '';
-  for await (const line of rl) { kojin = line.trim(); break; }
-  rl.close();
+  const kojin = ((await lines.next()).value || '').trim();
+  process.stdin.destroy();
   await page.goto(`${base}/terminal/disclosure`);
   await page.fill('#kojin_no', kojin);
   await page.click('button[type=submit]:has-text("開示記録を作成")');
