@@ -777,10 +777,26 @@ async fn an_idle_session_ends() {
         (p.status, p.location.as_deref()),
         (StatusCode::SEE_OTHER, Some("/terminal/login"))
     );
-    // The default keeps it.
+    // The default keeps it, and a forged logout does not end it.
     let cookie = login(&h.app, &h.token_b).await;
     let p = send(&h.app, "GET", "/terminal/candidates", Some(&cookie), None).await;
     assert_eq!(p.status, StatusCode::OK);
+    let forged = form(&[("csrf", "forged")]);
+    let p = send(
+        &h.app,
+        "POST",
+        "/terminal/logout",
+        Some(&cookie),
+        Some(forged),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let p = send(&h.app, "GET", "/terminal/candidates", Some(&cookie), None).await;
+    assert_eq!(
+        p.status,
+        StatusCode::OK,
+        "a forged logout ended the session"
+    );
 }
 
 /// A multipart/form-data body of text fields and files (name, filename, content).
@@ -1232,6 +1248,12 @@ async fn the_operator_runs_flow_4_from_the_console() {
     )
     .await;
     assert_eq!(decided.status, StatusCode::SEE_OTHER);
+    let p = run("/terminal/console/confirm", vec![("csrf", "forged".into())]).await;
+    assert_eq!(
+        p.status,
+        StatusCode::FORBIDDEN,
+        "a forged confirmation form"
+    );
     let p = run("/terminal/console/confirm", vec![("csrf", token.clone())]).await;
     assert!(p.body.contains("確定 1 世帯"), "{}", p.body);
     let p = run("/terminal/console/confirm", vec![("csrf", token.clone())]).await;
@@ -1291,6 +1313,22 @@ async fn a_disclosure_record_lists_who_touched_a_person_with_proofs() {
     let ask = |kojin: &str, format: &str| {
         form(&[("csrf", &token), ("kojin_no", kojin), ("format", format)])
     };
+    let size = h.store.size(&h.b).unwrap();
+    let forged = form(&[("csrf", "forged"), ("kojin_no", HEAD), ("format", "html")]);
+    let p = send(
+        app,
+        "POST",
+        "/terminal/disclosure",
+        Some(&cookie),
+        Some(forged),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        h.store.size(&h.b).unwrap(),
+        size,
+        "a forged request was recorded"
+    );
     let wrong = format!("{}{}", &HEAD[..11], (HEAD.as_bytes()[11] - b'0' + 1) % 10);
     let p = send(
         app,

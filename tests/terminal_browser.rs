@@ -272,6 +272,17 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
             && acknowledged.contains("他の保険の加入なし"),
         "{acknowledged}"
     );
+    assert!(
+        steps["bulk_review"].contains("1 件に「継続する」")
+            && steps["bulk_review"].contains("提案と異なる"),
+        "{}",
+        steps["bulk_review"]
+    );
+    assert!(
+        steps["bulk_done"].contains("1 件の確定指示を登録しました"),
+        "{}",
+        steps["bulk_done"]
+    );
     let disclosure = &steps["disclosure"];
     assert!(
         disclosure.contains("本人開示記録")
@@ -289,6 +300,7 @@ async fn a_person_decides_in_the_browser_and_prints_the_list() {
         "4-print.png",
         "5-anomaly.png",
         "6-acknowledged.png",
+        "6b-bulk-review.png",
         "7-console.png",
         "8-confirmed.png",
         "9-disclosure.png",

@@ -90,6 +90,18 @@ try {
   await page.waitForURL(/acknowledged=\d+/);
   await page.screenshot({ path: `${out}/6-acknowledged.png`, fullPage: true });
   say('acknowledged', { text: await page.textContent('main') });
+  // The remaining candidate (佐藤, acknowledged above) by the bulk 確定指示: select, review,
+  // register.
+  await page.goto(`${base}/terminal/candidates?state=undecided`);
+  await page.check('main table tbody tr:first-child input[type=checkbox]');
+  await page.check('input[name=decision][value=continue]');
+  await page.click('button[type=submit]:has-text("確認へ進む")');
+  await page.waitForLoadState();
+  await page.screenshot({ path: `${out}/6b-bulk-review.png`, fullPage: true });
+  say('bulk_review', { text: await page.textContent('main') });
+  await page.click('button[type=submit]:has-text("確定指示を登録")');
+  await page.waitForURL(/bulk=\d+/);
+  say('bulk_done', { text: await page.textContent('main') });
   // 本人開示 for 山田 太郎: the 個人番号 comes on stdin (never an argument), typed into the form.
   const kojin = ((await lines.next()).value || '').trim();
   process.stdin.destroy();
