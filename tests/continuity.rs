@@ -279,7 +279,7 @@ fn a_prefecture_configured_differently_changes_the_suggestion() {
     );
 }
 
-/// DOMAIN.md §5 rows 7 and 8 end to end: A paid 2024-06 and 09 (and 2023-10, outside the
+/// docs/domain.md §5 rows 7 and 8 end to end: A paid 2024-06 and 09 (and 2023-10, outside the
 /// window); the household moves to B on 2024-11-01; B decides (after a correction) to
 /// continue; the hub confirms and carries 2 months; with B's own 2025-01, care month 2025-03
 /// is 多数回. A second household decided "not continue" carries nothing.
@@ -1087,7 +1087,7 @@ proptest::proptest! {
 
     /// Issue 27 item 5: for any sequence of late 支給, decisions and corrections, and runs,
     /// the months B has been told (新規 + 追加 − 取消) equal what the rule engine computes
-    /// from the whole history (DOMAIN.md §5: A's counting months in 異動月 − 11 … 異動月, for
+    /// from the whole history (docs/domain.md §5: A's counting months in 異動月 − 11 … 異動月, for
     /// a move whose latest decision is "continue"; none otherwise).
     #[test]
     fn what_b_was_told_equals_what_the_rules_compute(

@@ -1,4 +1,4 @@
-//! Flow 5 validation: each rule of DOMAIN.md §9.3 broken once, encodings, truncation, sizes,
+//! Flow 5 validation: each rule of docs/domain.md §9.3 broken once, encodings, truncation, sizes,
 //! control characters, a foreign row. Every bad input gets its expected problem and stores
 //! nothing; the accepted variants are stored correctly. Then idempotency.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -516,7 +516,7 @@ fn every_rule_broken_once_is_reported_and_nothing_is_stored() {
             |s_, _| s(s_, 3, "head_kubun", "1"),
             (FileKind::Setai, 3, Some("head_kubun"), "head_not_insured"),
         ),
-        // Issue 27 item 6 (DOMAIN.md §9.3 rule 4): a 普通 head whose own 資格 ended by
+        // Issue 27 item 6 (docs/domain.md §9.3 rule 4): a 普通 head whose own 資格 ended by
         // the 異動年月日 is not insured any more.
         (
             "futsu head with closed shikaku",

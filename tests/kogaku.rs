@@ -22,7 +22,7 @@ fn store() -> (tempfile::TempDir, Paths, Store) {
     common::flow4::instance("hub.test", &[pid("131011"), pid("380014")])
 }
 
-/// Household A1: DOMAIN.md §5 row 1 (支給 2024-05, 07, 10); A2: row 11 (70+ 一般 with
+/// Household A1: docs/domain.md §5 row 1 (支給 2024-05, 07, 10); A2: row 11 (70+ 一般 with
 /// 外来特例-only months 02 and 04).
 fn base() -> Vec<Vec<String>> {
     let row = |setai: &str, ym: &str, kubun: &str, nashi: &str| {

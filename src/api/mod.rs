@@ -29,7 +29,7 @@ use tower::ServiceBuilder;
 use crate::store::Store;
 use error::ApiError;
 
-/// Which server this is (DESIGN.md §2): the hub takes municipality, replicator and auditor
+/// Which server this is (docs/design.md §2): the hub takes municipality, replicator and auditor
 /// routes; the intermediate takes auditor routes (and ops-support with flow 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +110,7 @@ impl AppState {
     }
 }
 
-/// Request limits (DESIGN.md §11: tower layers set limits and timeouts).
+/// Request limits (docs/design.md §11: tower layers set limits and timeouts).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body, bytes.

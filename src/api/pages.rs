@@ -1,4 +1,4 @@
-//! The municipality terminal's pages (flow 4, DESIGN.md §11): server-rendered HTML with
+//! The municipality terminal's pages (flow 4, docs/design.md §11): server-rendered HTML with
 //! Japanese labels, no script. Log in with the municipality credential; the session lives in
 //! server memory behind an HttpOnly, SameSite=Strict cookie (Secure over TLS), every form
 //! carries the session's CSRF token, and every page that shows personal data appends an

@@ -690,7 +690,7 @@ fn created_or_replayed(outcome: &crate::flows::import::ImportOutcome) -> StatusC
     }
 }
 
-/// A 高額該当情報ファイル (DOMAIN.md §9.4) in the declared encoding.
+/// A 高額該当情報ファイル (docs/domain.md §9.4) in the declared encoding.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KogakuRequest {

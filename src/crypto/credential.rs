@@ -58,7 +58,7 @@ impl fmt::Debug for CredentialId {
     }
 }
 
-/// Who a credential speaks for (DESIGN.md §8).
+/// Who a credential speaks for (docs/design.md §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// A municipality or insurer terminal: one partition.

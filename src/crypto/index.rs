@@ -1,4 +1,4 @@
-//! Blind-index keys (DESIGN.md §7): per partition, HMAC-SHA256 tokens that find an entry by a
+//! Blind-index keys (docs/design.md §7): per partition, HMAC-SHA256 tokens that find an entry by a
 //! protected identifier without storing it. A leaked index key reverses every token (there
 //! are only ~10^11 個人番号), so it is guarded like a DEK: wrapped by the KEK in the key store,
 //! and in memory its keyed HMAC state is zeroized on drop (RustCrypto `hmac`/`sha2` with their

@@ -1,4 +1,4 @@
-//! 世帯の継続性 (DOMAIN.md §4.3, MHLW 参酌基準): which case a same-prefecture move is, and the
+//! 世帯の継続性 (docs/domain.md §4.3, MHLW 参酌基準): which case a same-prefecture move is, and the
 //! suggestion a prefecture configures for it. Members are compared by opaque person keys
 //! (matching tokens), never by 個人番号. Suggestions never decide: the municipality does.
 
@@ -101,7 +101,7 @@ pub struct Members<K: Ord> {
     pub all: BTreeSet<K>,
 }
 
-/// Every 参酌基準 case a move from `old` (A) to `new` (B) shows (DOMAIN.md §4.3, §4.5): the
+/// Every 参酌基準 case a move from `old` (A) to `new` (B) shows (docs/domain.md §4.3, §4.5): the
 /// cases combine, since a whole household's move may at once change its head within the
 /// household, gain a newborn and lose a member who died. Never empty.
 pub fn detect<K: Ord>(old: &Members<K>, new: &Members<K>) -> Vec<Case> {
@@ -145,7 +145,7 @@ pub struct RulesError {
     pub reason: &'static str,
 }
 
-/// What a file's 国保適用終了年月日 means (DOMAIN.md §8 and the layout: the last day applied,
+/// What a file's 国保適用終了年月日 means (docs/domain.md §8 and the layout: the last day applied,
 /// by design). A prefecture whose municipalities send the day of leaving instead sets
 /// `tekiyo_end = leaving_day`, so that every move does not look like a one-day overlap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -157,7 +157,7 @@ pub enum EndDate {
     LeavingDay,
 }
 
-/// The continuity configuration (DOMAIN.md §4.3: prefectures differ, e.g. 新潟県 warns that
+/// The continuity configuration (docs/domain.md §4.3: prefectures differ, e.g. 新潟県 warns that
 /// a head change may reset the count): the suggestion for each case and the meaning of
 /// 適用終了, as defaults and per prefecture (one file can serve a hub that runs several).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,11 +166,11 @@ pub struct Rules {
     end_date: EndDate,
     /// How many months after a move's 異動月 the confirmation run looks for late 支給 of
     /// the carried months (`late_shikyu_months = N`, 1–60; default 12: a 支給 is decided
-    /// about three months after the care month, DOMAIN.md §4.5, and 再審査 may follow).
+    /// about three months after the care month, docs/domain.md §4.5, and 再審査 may follow).
     late_shikyu_months: i32,
     /// How many care months, ending with the run's month, a new move's B-side start may lie
     /// in to become a candidate (`window_months = N`, 1–60; default 12, the window of
-    /// 多数回該当, DOMAIN.md §5). Older moves are listed for the operator, not proposed.
+    /// 多数回該当, docs/domain.md §5). Older moves are listed for the operator, not proposed.
     window_months: i32,
     /// `[NN]` sections: a prefecture's rules, starting from the defaults above them.
     prefectures: std::collections::BTreeMap<String, Rules>,
@@ -326,7 +326,7 @@ impl Rules {
     }
 }
 
-/// The gap between A's 国保適用終了年月日 and B's 国保適用開始年月日 (DOMAIN.md §8), in days
+/// The gap between A's 国保適用終了年月日 and B's 国保適用開始年月日 (docs/domain.md §8), in days
 /// since 1970-01-01.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -444,7 +444,7 @@ mod tests {
         }
     }
 
-    /// Issue 27 item 4: the cases combine. Sources: the 参酌基準 table of DOMAIN.md §4.3
+    /// Issue 27 item 4: the cases combine. Sources: the 参酌基準 table of docs/domain.md §4.3
     /// (https://www.city.tondabayashi.lg.jp/soshiki/25/20835.html), and §4.5 (松山市: "一の世帯で
     /// 完結する住所異動" continues even with several changes at once; only what the standard
     /// names as breaking does not). A = head 1 with members 2, 3.
@@ -557,7 +557,7 @@ mod tests {
     }
 
     /// Issue 27 item 7: one file, several prefectures; the meaning of 適用終了 per
-    /// prefecture (DOMAIN.md §8: by design the last day applied; a file sending the day of
+    /// prefecture (docs/domain.md §8: by design the last day applied; a file sending the day of
     /// leaving would make every move an overlap). Must-fail rows name the line.
     #[test]
     fn rules_per_prefecture_and_the_meaning_of_the_end_date() {
@@ -614,7 +614,7 @@ mod tests {
     }
 
     /// Issue 27 item 2: only moves that start in the window become candidates. The window
-    /// is counted in care months like 多数回該当's 直近12か月 (DOMAIN.md §5), ending with the
+    /// is counted in care months like 多数回該当's 直近12か月 (docs/domain.md §5), ending with the
     /// run's month; a start after the run's date (a move entered ahead) is in.
     #[test]
     fn the_window_of_new_moves() {

@@ -1,4 +1,4 @@
-//! 保険者番号 (insurer number), DOMAIN.md §6.2: the partition id of a 委託区画.
+//! 保険者番号 (insurer number), docs/domain.md §6.2: the partition id of a 委託区画.
 
 use crate::ledger::PartitionId;
 
@@ -76,7 +76,7 @@ impl InsurerNumber {
 
     /// A 市町村国保 of prefecture `code`: what a continuity operator (the prefecture's
     /// 国保連合会, flow 4) may reach. 国保組合 and other insurers of the prefecture are not
-    /// part of flow 4 (DOMAIN.md §4) and stay out of its reach.
+    /// part of flow 4 (docs/domain.md §4) and stay out of its reach.
     pub fn is_municipal_in(&self, code: &str) -> bool {
         self.is_municipal() && self.prefecture() == code
     }
@@ -175,7 +175,7 @@ mod tests {
         }
     }
 
-    /// DOMAIN.md §6.2 vectors (synthetic).
+    /// docs/domain.md §6.2 vectors (synthetic).
     #[test]
     fn domain_vectors() {
         for (input, want) in [

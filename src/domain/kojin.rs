@@ -1,4 +1,4 @@
-//! 個人番号 (My Number), DOMAIN.md §6.1. A protected identifier: no `Display`, a redacted
+//! 個人番号 (My Number), docs/domain.md §6.1. A protected identifier: no `Display`, a redacted
 //! `Debug`, zeroized on drop, and errors never carry the value.
 
 use std::fmt;
@@ -67,7 +67,7 @@ impl KojinNo {
 mod tests {
     use super::*;
 
-    /// DOMAIN.md §6.1 vectors.
+    /// docs/domain.md §6.1 vectors.
     #[test]
     fn domain_vectors() {
         for ok in [

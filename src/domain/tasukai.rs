@@ -1,6 +1,6 @@
-//! 多数回該当 (DOMAIN.md §5): whether a care month gets the lower 高額療養費 cap, and which of
+//! 多数回該当 (docs/domain.md §5): whether a care month gets the lower 高額療養費 cap, and which of
 //! the old municipality's months carry over to a continuing household. Pure functions over
-//! months; the table of vectors below is DOMAIN.md §5's, plus edge cases.
+//! months; the table of vectors below is docs/domain.md §5's, plus edge cases.
 
 use std::collections::BTreeSet;
 
@@ -59,7 +59,7 @@ impl std::fmt::Display for CareMonth {
     }
 }
 
-/// `shikyu_kubun` of a 高額該当 month (DOMAIN.md §9.4).
+/// `shikyu_kubun` of a 高額該当 month (docs/domain.md §9.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shikyu {
     /// 1: a household-level 支給 (counter discounts under 限度額適用認定 too): counts.
@@ -97,7 +97,7 @@ pub enum Move {
     OutOfPrefecture,
 }
 
-/// The old municipality's months handed to the new one (DOMAIN.md §9.5 `months`): counting
+/// The old municipality's months handed to the new one (docs/domain.md §9.5 `months`): counting
 /// months from 2018-04 within 異動月 − 11 … 異動月, only for a continuing household.
 pub fn carried_months(old: &[KogakuMonth], ido: CareMonth, how: Move) -> Vec<CareMonth> {
     if how != Move::Continuing {
@@ -181,7 +181,7 @@ mod tests {
         );
     }
 
-    /// DOMAIN.md §5, rows 1–13, and edge cases. (own months, carried (old months, 異動月,
+    /// docs/domain.md §5, rows 1–13, and edge cases. (own months, carried (old months, 異動月,
     /// move), M, prior, 多数回)
     #[test]
     fn rule_vectors() {

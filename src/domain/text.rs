@@ -1,4 +1,4 @@
-//! Text rules of the file layouts (DOMAIN.md §6.3, §9): character classes, widths, dates.
+//! Text rules of the file layouts (docs/domain.md §6.3, §9): character classes, widths, dates.
 
 use crate::ledger::days_from_civil;
 
@@ -55,7 +55,7 @@ fn half_width(c: char) -> bool {
     c.is_ascii() || matches!(u32::from(c), 0xFF61..=0xFF9F)
 }
 
-/// 記号 and 番号: all half-width or all full-width, no full-width space (DOMAIN.md §6.3).
+/// 記号 and 番号: all half-width or all full-width, no full-width space (docs/domain.md §6.3).
 pub fn check_kigo_bango(s: &str, max: usize) -> Result<(), TextError> {
     check_text(s, max)?;
     if s.contains('\u{3000}') {
@@ -145,7 +145,7 @@ mod tests {
         }
     }
 
-    /// DOMAIN.md §6.3: widths of 記号 and 番号.
+    /// docs/domain.md §6.3: widths of 記号 and 番号.
     #[test]
     fn width_rules() {
         assert!(check_kigo_bango("あいう", 20).is_ok());

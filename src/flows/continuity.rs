@@ -1,4 +1,4 @@
-//! Flow 4, step 0: extraction of 継続候補世帯 (DOMAIN.md §4.2) by the prefecture's continuity
+//! Flow 4, step 0: extraction of 継続候補世帯 (docs/domain.md §4.2) by the prefecture's continuity
 //! job. For each household of a municipality B whose member came from elsewhere in the
 //! prefecture (資格取得 before B's 国保適用開始), it finds the household in another
 //! municipality A of the same prefecture that held the member, through the prefecture's
@@ -208,7 +208,7 @@ fn view(h: &Household) -> Vec<MemberView> {
 /// The member who came from elsewhere in the prefecture: 資格 acquired before the
 /// application here. The head first, then the others in file order. When no member shows
 /// that but the household came in by 県内転入 (異動事由 03), B's 資格取得日 was reset
-/// (DOMAIN.md §4.5: the 連合会 carries 取得日 over, a municipality's system may not): the
+/// (docs/domain.md §4.5: the 連合会 carries 取得日 over, a municipality's system may not): the
 /// insured head (else the first insured member) is taken, and `true` says so.
 fn mover(h: &Household) -> Option<(&Person, bool)> {
     let moved = |p: &&Person| {

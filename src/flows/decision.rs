@@ -70,7 +70,7 @@ pub struct Confirmation {
     pub confirmed_at: String,
 }
 
-/// The 高額該当回数引継結果 (kind 0x0033, `ref_seq` = the decision): DOMAIN.md §9.5's row.
+/// The 高額該当回数引継結果 (kind 0x0033, `ref_seq` = the decision): docs/domain.md §9.5's row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CarryOver {
     pub schema: String,
@@ -82,7 +82,7 @@ pub struct CarryOver {
     pub new_setai_no: String,
     pub ido_date: String,
     /// The months this row hands over (`new`, `add`) or withdraws (`cancel`), ascending: A's
-    /// counting months from 2018-04 within 異動月 − 11 … 異動月 (DOMAIN.md §5, §9.5).
+    /// counting months from 2018-04 within 異動月 − 11 … 異動月 (docs/domain.md §5, §9.5).
     pub months: Vec<String>,
     /// The months B holds for the move after this row.
     pub count: u64,
@@ -822,7 +822,7 @@ impl Row<'_> {
         self.pair.from_scope().partition()
     }
 
-    /// The months to carry from A now (DOMAIN.md §5): A's 高額該当 months of the old
+    /// The months to carry from A now (docs/domain.md §5): A's 高額該当 months of the old
     /// household, with the months an earlier move carried into it, in the window of the
     /// 異動月. Also the seqs of A's records read, for the 提供記録.
     fn carried(&self) -> Result<(Vec<String>, Vec<u64>), DecisionError> {

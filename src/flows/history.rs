@@ -1,4 +1,4 @@
-//! Flow 5, step 5-⑤: the 資格履歴ファイル (DOMAIN.md §9.6), written by the intermediate's
+//! Flow 5, step 5-⑤: the 資格履歴ファイル (docs/domain.md §9.6), written by the intermediate's
 //! ops-support role from the verified copies. Storing into it is the provision to the
 //! 取りまとめ機関, so every export appends a 提供記録 to each partition it covers.
 //!
@@ -166,7 +166,7 @@ fn rows(
     let mut touched: BTreeSet<String> = BTreeSet::new();
     for (local, hub, h) in snaps {
         let valid_from = parse_date(&h.ido_date).unwrap_or(0);
-        // A 擬制世帯主 is not insured: no 資格履歴 of their own (DOMAIN.md §4.5).
+        // A 擬制世帯主 is not insured: no 資格履歴 of their own (docs/domain.md §4.5).
         for person in h.persons.iter().filter(|p| !p.giji_head) {
             if *local >= since {
                 touched.insert(person.kojin_no.clone());

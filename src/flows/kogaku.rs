@@ -1,4 +1,4 @@
-//! Flow 4 input: the 高額該当情報ファイル (DOMAIN.md §9.4, layout `kogaku-v1`): per household
+//! Flow 4 input: the 高額該当情報ファイル (docs/domain.md §9.4, layout `kogaku-v1`): per household
 //! and care month, whether 高額療養費 was paid and how it counts. Validated completely, then
 //! stored as one atomic batch: a sealed 高額該当 record (kind 0x0020) per household with all
 //! its months in this file, the index `K` (世帯番号 → records), the transmission claim and

@@ -31,7 +31,7 @@ const GIVEN: [(&str, &str, &str); 8] = [
     ("結衣", "ユイ", "2"),
 ];
 
-/// A valid 個人番号 derived from `n` (check digit per DOMAIN.md §6.1).
+/// A valid 個人番号 derived from `n` (check digit per docs/domain.md §6.1).
 pub fn kojin_no(n: u64) -> String {
     let body = format!("{:011}", n % 100_000_000_000);
     let weights = [6u32, 5, 4, 3, 2, 7, 6, 5, 4, 3, 2];

@@ -1,4 +1,4 @@
-//! Flow 5 input: a transmission of 世帯ファイル and 個人ファイル (DOMAIN.md §9.1–9.3, layout v1).
+//! Flow 5 input: a transmission of 世帯ファイル and 個人ファイル (docs/domain.md §9.1–9.3, layout v1).
 //!
 //! `validate` decodes both files in the declared encoding, parses them as RFC 4180 CSV and
 //! checks every rule. It returns either the households, ready to be stored, or every problem
@@ -49,7 +49,7 @@ impl Encoding {
 pub enum FileKind {
     Setai,
     Kojin,
-    /// 高額該当情報ファイル (flow 4, DOMAIN.md §9.4).
+    /// 高額該当情報ファイル (flow 4, docs/domain.md §9.4).
     Kogaku,
 }
 
@@ -119,7 +119,7 @@ pub const KOJIN_HEADER: [&str; 22] = [
     "giji_head",
 ];
 
-/// One person of a household snapshot (sealed payload; DOMAIN.md §9.2 fields, validated).
+/// One person of a household snapshot (sealed payload; docs/domain.md §9.2 fields, validated).
 /// Dates are `YYYY-MM-DD`; absent values are `None`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct Person {
@@ -997,7 +997,7 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
         draft.persons.push((row.line, kojin, person, dates));
     }
 
-    // Household rules (DOMAIN.md §9.3 items 3–4).
+    // Household rules (docs/domain.md §9.3 items 3–4).
     let mut households = Vec::new();
     for draft in drafts.into_iter().flatten() {
         if incomplete.contains(&draft.household.setai_no) {
@@ -1010,7 +1010,7 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
             reason,
         };
         let mut ok = true;
-        // Every member of the previous snapshot is sent again (DOMAIN.md §4.5, issue 27
+        // Every member of the previous snapshot is sent again (docs/domain.md §4.5, issue 27
         // item 6): one problem per member missing, on the household's line.
         if let Some(before) = (ctx.previous_members)(&draft.household.setai_no) {
             for kojin in &before {
@@ -1049,7 +1049,7 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
                         ok = false;
                     }
                     // An insured head (普通) whose own 資格 has ended by the 異動年月日 is
-                    // no longer insured: the household needs another head or 擬制 (DOMAIN.md
+                    // no longer insured: the household needs another head or 擬制 (docs/domain.md
                     // §9.3 rule 4; issue 27 item 6).
                     Some("1")
                         if dates

@@ -40,7 +40,7 @@ impl fmt::Debug for PartitionId {
     }
 }
 
-/// A 保険者番号 is not personal data (DOMAIN.md §7), so a partition id may be shown.
+/// A 保険者番号 is not personal data (docs/domain.md §7), so a partition id may be shown.
 impl fmt::Display for PartitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -100,7 +100,7 @@ impl Genesis {
     }
 }
 
-/// Retention class of a key scope (DESIGN.md §7).
+/// Retention class of a key scope (docs/design.md §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum KeyClass {
     /// 資格 data kept for the partition's life: one epoch.

@@ -78,7 +78,7 @@ impl Paths {
     }
 }
 
-/// Memory and batching settings (DESIGN.md §9). Defaults keep memory bounded with thousands of
+/// Memory and batching settings (docs/design.md §9). Defaults keep memory bounded with thousands of
 /// partitions: one shared block cache with the write buffer manager charged to it.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

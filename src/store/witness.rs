@@ -1,4 +1,4 @@
-//! Witnessing (DESIGN.md §6): the intermediate cosigns the hub checkpoints it verified; the
+//! Witnessing (docs/design.md §6): the intermediate cosigns the hub checkpoints it verified; the
 //! hub keeps the cosignatures of the witnesses it trusts beside its own checkpoints.
 //!
 //! A cosigned checkpoint is stored under `W ‖ size` as the hub's checkpoint note at that size
