@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-echo "## machine"
+echo "### machine"
 echo "- cores: $(nproc); memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
 echo "- cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "- flags: $(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(sha_ni|aes|avx2|avx512f|pclmulqdq)$' | tr '\n' ' ')"
@@ -25,13 +25,13 @@ stolen() {
 }
 for b in append http reads scale provision flow4 terminal; do
   echo
-  echo "## $b"
+  echo "### $b"
   read -r t0 s0 < <(cpu)
   cargo bench --quiet --bench "$b" 2>/dev/null
   stolen
 done
 echo
-echo "## audit verify"
+echo "### audit verify"
 read -r t0 s0 < <(cpu)
 cargo bench --quiet -p kukaku-audit --bench verify 2>/dev/null
 stolen

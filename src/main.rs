@@ -16,7 +16,7 @@ use kukaku::ledger::{PartitionId, format_utc_ms};
 use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions, VerifyOptions};
 
 /// jemalloc for the whole process, RocksDB's C++ included (the dependency is unprefixed):
-/// glibc malloc cost a fifth of the CPU of an HTTP import (docs/benchmarks.md, session 18).
+/// glibc malloc cost a fifth of the CPU of an HTTP import (docs/benchmarks.md, “The allocator”).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -83,7 +83,8 @@ enum Command {
         max_connections: usize,
         /// Nice levels the request threads run below the store's writer thread (0-19; 0: the
         /// same). The writer is the serial stage of every append: giving it a core first
-        /// raised throughput by about 5 % at 64 clients (docs/benchmarks.md, session 21).
+        /// raised throughput by about 5 % at 64 clients (docs/benchmarks.md, “Request threads
+        /// below the writer”).
         #[arg(long, default_value_t = server::DEFAULT_REQUEST_NICE,
               value_parser = clap::value_parser!(u8).range(0..=19))]
         request_nice: u8,

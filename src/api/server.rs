@@ -324,8 +324,8 @@ pub const DEFAULT_REQUEST_NICE: u8 = 5;
 /// `request_nice` nice levels below the thread that builds it, and so below the store's
 /// writer thread, which `Store::open` started from that thread earlier. The writer is the one
 /// serial stage of every append; at equal priority it waited on the run queue for 21–33 % of
-/// an HTTP run while its requests' own threads held both cores (docs/benchmarks.md, session
-/// 21). A higher nice value is always allowed, so this needs no privilege. 0 leaves every
+/// an HTTP run while its requests' own threads held both cores (docs/benchmarks.md, “Request
+/// threads below the writer”). A higher nice value is always allowed, so this needs no privilege. 0 leaves every
 /// thread at the builder's level; the level is capped at 19, the lowest priority.
 pub fn runtime(request_nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();

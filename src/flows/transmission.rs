@@ -267,11 +267,11 @@ pub(crate) struct Row {
 thread_local! {
     /// This thread's CSV parser, reused file after file: building `csv_core`'s DFA costs
     /// about as much as parsing a one-household file, and `csv::Reader` builds one per file
-    /// (it was the largest single cost of an HTTP import, docs/benchmarks.md section 2). Not
-    /// cloned from one shared parser: `csv_core::Reader::clone` copies its transition table
-    /// without its byte classes (csv-core 0.1.13), and the clone misparses. RFC 4180 with the
-    /// defaults of `csv::ReaderBuilder`: comma, double quote, doubled quotes, CR, LF or CRLF,
-    /// a UTF-8 BOM skipped.
+    /// (it was the largest single cost of an HTTP import, docs/benchmarks.md, “RocksDB's CRC32C
+    /// and the CSV parser”). Not cloned from one shared parser: `csv_core::Reader::clone`
+    /// copies its transition table without its byte classes (csv-core 0.1.13), and the clone
+    /// misparses. RFC 4180 with the defaults of `csv::ReaderBuilder`: comma, double quote,
+    /// doubled quotes, CR, LF or CRLF, a UTF-8 BOM skipped.
     static PARSER: std::cell::RefCell<csv_core::Reader> =
         std::cell::RefCell::new(csv_core::Reader::new());
 }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use kukaku_audit::{AuditError, Options, State, Trust, report};
 
 /// jemalloc: with glibc malloc, the verifying thread freeing what the reading thread
-/// allocated contended on the arena lock (docs/benchmarks.md, session 23).
+/// allocated contended on the arena lock (docs/benchmarks.md, “The allocator”).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
