@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The README's test command: format check, clippy with warnings denied, the layering checks,
-# every test.
+# The README's test command: format check, clippy and rustdoc with warnings denied, the
+# layering checks, every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo fmt --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The API documentation builds without a warning (broken intra-doc links included).
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
 # Layering (docs/ARCHITECTURE.md): the pure ledger builds alone and links none of the server
 # crates; only src/store names rocksdb.

@@ -1,5 +1,6 @@
 //! The narrow HTTP API: routers per server role, one extractor per credential role, the one
-//! error shape, limits, TLS. The only module that knows HTTP and JSON.
+//! error shape, limits, TLS; and the terminal's server-rendered pages. The only module that
+//! knows HTTP (the flows' payloads are JSON too, but no flow speaks HTTP).
 
 pub mod auth;
 pub mod client;

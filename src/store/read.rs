@@ -90,7 +90,7 @@ impl std::fmt::Debug for Entry {
     }
 }
 
-/// Options of [`Store::verify`].
+/// Options of [`Store::verify_partition`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VerifyOptions {
     /// Also decrypt sealed bodies and recompute their commitments.
