@@ -177,7 +177,7 @@ impl FeedSource for HubClient {
     }
 
     async fn post_cosignature(&self, p: &PartitionId, note: &str) -> Result<(), String> {
-        let body = serde_json::to_vec(&super::routes::CosignatureRequest {
+        let body = serde_json::to_vec(&super::wire::CosignatureRequest {
             checkpoint: note.to_owned(),
         })
         .map_err(|e| e.to_string())?;

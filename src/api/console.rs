@@ -26,8 +26,7 @@ use crate::flows::decision::{ConfirmReport, Workload};
 use crate::flows::import::Importer;
 use crate::ledger::PartitionId;
 
-/// The console's page.
-pub const CONSOLE_PATH: &str = "/terminal/console";
+pub use super::pages::CONSOLE_PATH;
 
 /// A logged-in operator: the prefecture's scope comes from the credential.
 pub struct Console {
@@ -140,7 +139,7 @@ async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
     };
     let who = c.importer("GET /terminal/console");
     let witnesses = state.witnesses.clone();
-    let rows = super::routes::blocking(&state, move |s| {
+    let rows = super::access::blocking(&state, move |s| {
         let work = crate::flows::decision::prefecture_workload(s, &scope, &who)
             .map_err(super::continuity::decision_error)?;
         work.into_iter()
@@ -157,7 +156,7 @@ async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
         Err(e) => return api_error(e),
     };
     let (prefecture, credential) = (c.op.prefecture.clone(), c.op.actor.credential.to_string());
-    let actions = super::routes::blocking(&state, move |s| {
+    let actions = super::access::blocking(&state, move |s| {
         s.operator_actions(&prefecture, &credential, 20)
             .map_err(super::error::ApiError::internal)
     })
@@ -246,7 +245,7 @@ async fn extract(
     };
     let who = c.importer("POST /terminal/console/extract");
     let rules = state.continuity_rules.clone();
-    let report = super::routes::blocking(&state, move |s| {
+    let report = super::access::blocking(&state, move |s| {
         crate::flows::continuity::extract(s, &scope, &rules, &who, as_of)
             .map_err(super::error::ApiError::internal)
     })
@@ -313,7 +312,7 @@ async fn confirm(
     let who = c.importer("POST /terminal/console/confirm");
     let rules = state.continuity_rules.clone();
     let now = crate::ledger::format_utc_ms(crate::store::now_unix_ms());
-    let report = super::routes::blocking(&state, move |s| {
+    let report = super::access::blocking(&state, move |s| {
         crate::flows::decision::confirm_with(s, &scope, &rules, &who, &now)
             .map_err(super::continuity::decision_error)
     })

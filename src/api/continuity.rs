@@ -1,6 +1,7 @@
 //! Flow 4 routes. The municipality's routes take the partition from the credential: a
 //! candidate of another municipality cannot even be named. The continuity operator's
-//! confirmation covers its credential's prefecture.
+//! extraction, confirmation and anomaly list cover its credential's prefecture; each run is
+//! noted in the console's log of the operator's actions.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,10 +12,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::access::{Touched, blocking, record_access};
 use super::auth::{ContinuityOperator, Municipality};
 use super::error::{ApiError, Detail};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::routes::{Touched, blocking, record_access};
 use super::{AppState, request_id};
 use crate::flows::decision::{self, CandidateState, DecisionError, FLOW4_KINDS};
 use crate::flows::import::Importer;
@@ -147,6 +148,46 @@ pub(crate) async fn read_candidates(
         _ => None,
     };
     Ok((list, record))
+}
+
+/// The job covers the credential's prefecture with the hub's rules, as of today in JST
+/// unless `as_of` (`YYYY-MM-DD`) names the run's date (a rerun of a missed day, or data of
+/// another period such as the demo's).
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct ExtractRequest {
+    #[serde(default)]
+    pub as_of: Option<String>,
+}
+
+/// `POST /v1/continuity/extract`: the operator's run of the extraction.
+pub(crate) async fn extract(
+    State(state): State<Arc<AppState>>,
+    op: ContinuityOperator,
+    ApiJson(ExtractRequest { as_of }): ApiJson<ExtractRequest>,
+) -> Result<Json<crate::flows::continuity::ExtractReport>, ApiError> {
+    let scope = op.scope()?;
+    let as_of = match as_of {
+        None => crate::store::today_jst(),
+        Some(text) => crate::domain::text::parse_date(&text).ok_or_else(|| {
+            ApiError::bad_request("bad_date", "as_of: expected a date YYYY-MM-DD")
+        })?,
+    };
+    let importer = importer(&op.actor, "POST /v1/continuity/extract");
+    let rules = state.continuity_rules.clone();
+    let report = blocking(&state, move |s| {
+        crate::flows::continuity::extract(s, &scope, &rules, &importer, as_of).map_err(
+            |e| match e {
+                crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
+                crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
+                other => ApiError::internal(other),
+            },
+        )
+    })
+    .await?;
+    let summary = extract_summary(&report);
+    log_action(&state, &op, "extract", "api", summary).await;
+    Ok(Json(report))
 }
 
 #[derive(Deserialize, Debug)]

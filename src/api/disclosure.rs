@@ -85,7 +85,7 @@ async fn create(
     let who = super::continuity::importer(&t.muni.actor, "POST /terminal/disclosure");
     let kojin = Zeroizing::new(f.kojin_no);
     let result =
-        super::routes::blocking(&state, move |s| Ok(disclose(s, &scope, kojin.trim(), &who))).await;
+        super::access::blocking(&state, move |s| Ok(disclose(s, &scope, kojin.trim(), &who))).await;
     let d = match result {
         Ok(Ok(d)) => d,
         Ok(Err(DisclosureError::KojinNo)) => {

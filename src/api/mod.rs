@@ -2,6 +2,7 @@
 //! error shape, limits, TLS; and the terminal's server-rendered pages. The only module that
 //! knows HTTP (the flows' payloads are JSON too, but no flow speaks HTTP).
 
+pub mod access;
 pub mod auth;
 pub mod client;
 pub mod console;
@@ -15,6 +16,7 @@ pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod upload;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,7 +299,12 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         );
     }
     if role == ServerRole::Hub {
-        app = app.merge(pages::router(limits));
+        // The terminal: the pages, flow 5's upload, the operator's console, 本人開示.
+        app = app
+            .merge(pages::router())
+            .merge(upload::router(limits))
+            .merge(console::router())
+            .merge(disclosure::router());
     }
     app.fallback(routes::fallback)
         .route_layer(middleware::from_fn(request_id::record_route))

@@ -31,6 +31,9 @@ use super::error::ApiError;
 use crate::crypto::credential::Verified;
 use crate::flows::decision::CandidateState;
 
+/// The 国保連合会 operator's console (`api::console`), where an operator's login lands.
+pub const CONSOLE_PATH: &str = "/terminal/console";
+
 /// Name of the session cookie.
 pub const COOKIE: &str = "kukaku_session";
 /// Sessions end after this long without a request unless the server sets another
@@ -162,7 +165,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
             }),
             // The operator's session belongs on the console.
             Err(_) if v.role() == crate::crypto::credential::Role::ContinuityOperator => {
-                Err(Redirect::to(super::console::CONSOLE_PATH).into_response())
+                Err(Redirect::to(CONSOLE_PATH).into_response())
             }
             Err(_) => Err(page_error(
                 StatusCode::FORBIDDEN,
@@ -566,7 +569,7 @@ async fn login(
     let (credential, home) = match verify_token(&state, &text, conn.peer_cert, conn.source).await {
         Ok(v) if Municipality::from_verified(&v).is_ok() => (v.id(), "/terminal/candidates"),
         Ok(v) if super::auth::ContinuityOperator::from_verified(v.clone()).is_ok() => {
-            (v.id(), super::console::CONSOLE_PATH)
+            (v.id(), CONSOLE_PATH)
         }
         Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => return api_error(e),
         Ok(_) | Err(_) => return refused(),
@@ -803,7 +806,7 @@ async fn bulk_decision(
         let operator = t.muni.actor.display_name();
         let who = super::continuity::importer(&t.muni.actor, "POST /terminal/bulk-decision");
         let decision = decision.to_owned();
-        let done = super::routes::blocking(&state, move |s| {
+        let done = super::access::blocking(&state, move |s| {
             crate::flows::decision::decide_all(
                 s,
                 &scope,
@@ -1298,7 +1301,7 @@ async fn index() -> Redirect {
 }
 
 /// The terminal's routes (hub only), merged into the API router.
-pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
+pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/terminal", get(index))
         .route("/terminal/login", get(login_form).post(login))
@@ -1314,9 +1317,6 @@ pub fn router(limits: super::Limits) -> Router<Arc<AppState>> {
         .route("/terminal/results", get(results_page))
         .route("/terminal/results/print", get(print_page))
         .route("/terminal/carryover.csv", get(carryover))
-        .merge(super::upload::router(limits))
-        .merge(super::console::router())
-        .merge(super::disclosure::router())
 }
 
 #[cfg(test)]

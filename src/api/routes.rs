@@ -1,6 +1,5 @@
 //! Handlers of this routes and the route table the router and the OpenAPI test share.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
@@ -11,14 +10,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Actor, Auditor, ContinuityOperator, Municipality, OpsSupport, Replicator};
+use super::access::{Touched, blocking, record_access};
+use super::auth::{Auditor, Municipality, OpsSupport, Replicator};
 use super::error::ApiError;
 use super::error::Detail;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::wire::{CosignatureRequest, CosignatureResponse};
 use super::{AppState, ServerRole, request_id};
 use crate::crypto::PartitionScope;
 use crate::crypto::credential::Role;
-use crate::ledger::payload::{AccessRecord, ProvisionRecord};
+use crate::ledger::payload::ProvisionRecord;
 use crate::ledger::proof_json::{ConsistencyProofJson, InclusionProofJson};
 use crate::ledger::{Class, Kind, PartitionId};
 use crate::store::{Entry, NewEntry, PartitionStatus, Store};
@@ -116,7 +117,7 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
                 Some(Role::ContinuityOperator),
                 HUB,
             ),
-            post(continuity_extract),
+            post(super::continuity::extract),
         ),
         (
             spec(
@@ -253,60 +254,6 @@ pub fn table() -> Vec<(RouteSpec, MethodRouter<Arc<AppState>>)> {
             get(audit_consistency),
         ),
     ]
-}
-
-/// Runs a store call on the blocking pool.
-pub(crate) async fn blocking<T, F>(state: &Arc<AppState>, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
-{
-    let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(ApiError::internal)?
-}
-
-/// What a request touched, for its access record.
-pub(crate) struct Touched<'a> {
-    pub(crate) route: &'a str,
-    pub(crate) purpose: &'a str,
-    pub(crate) kinds: BTreeSet<u16>,
-    pub(crate) first_seq: u64,
-    pub(crate) count: u64,
-}
-
-/// Appends the access record and waits until it is durable. The caller answers only after.
-pub(crate) async fn record_access(
-    state: &Arc<AppState>,
-    partition: &PartitionId,
-    actor: &Actor,
-    touched: Touched<'_>,
-) -> Result<u64, ApiError> {
-    let record = AccessRecord {
-        actor: actor.credential.to_string(),
-        role: actor.role.name().to_owned(),
-        route: touched.route.to_owned(),
-        purpose: touched.purpose.to_owned(),
-        kinds: touched.kinds.into_iter().collect(),
-        first_seq: touched.first_seq,
-        count: touched.count,
-        result: "ok".to_owned(),
-        request_id: request_id::current(),
-    };
-    let payload = record.encode().map_err(ApiError::internal)?;
-    let entry = NewEntry::new(
-        Kind::ACCESS_RECORD,
-        crate::store::today_days(),
-        None,
-        payload,
-    )?;
-    let receipt = state.store.append_async(partition, vec![entry]).await?;
-    receipt
-        .entries
-        .first()
-        .map(|(seq, _)| *seq)
-        .ok_or_else(|| ApiError::internal("access record receipt without entries"))
 }
 
 // ---- any role ----
@@ -979,67 +926,6 @@ async fn feed(
         response.access_record_seq = receipt.entries.first().map(|(seq, _)| *seq);
     }
     Ok(Json(response))
-}
-
-// ---- continuity operator: flow 4 ----
-
-/// The job covers the credential's prefecture with the hub's rules, as of today in JST
-/// unless `as_of` (`YYYY-MM-DD`) names the run's date (a rerun of a missed day, or data of
-/// another period such as the demo's).
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct ExtractRequest {
-    #[serde(default)]
-    pub as_of: Option<String>,
-}
-
-async fn continuity_extract(
-    State(state): State<Arc<AppState>>,
-    op: ContinuityOperator,
-    ApiJson(ExtractRequest { as_of }): ApiJson<ExtractRequest>,
-) -> Result<Json<crate::flows::continuity::ExtractReport>, ApiError> {
-    let scope = op.scope()?;
-    let as_of = match as_of {
-        None => crate::store::today_jst(),
-        Some(text) => crate::domain::text::parse_date(&text).ok_or_else(|| {
-            ApiError::bad_request("bad_date", "as_of: expected a date YYYY-MM-DD")
-        })?,
-    };
-    let importer = crate::flows::import::Importer {
-        actor: op.actor.credential.to_string(),
-        role: op.actor.role.name().to_owned(),
-        route: "POST /v1/continuity/extract".into(),
-        request_id: request_id::current(),
-    };
-    let rules = state.continuity_rules.clone();
-    let report = blocking(&state, move |s| {
-        crate::flows::continuity::extract(s, &scope, &rules, &importer, as_of).map_err(
-            |e| match e {
-                crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
-                crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
-                other => ApiError::internal(other),
-            },
-        )
-    })
-    .await?;
-    let summary = super::continuity::extract_summary(&report);
-    super::continuity::log_action(&state, &op, "extract", "api", summary).await;
-    Ok(Json(report))
-}
-
-/// A witness's cosignature of one of the hub's checkpoints.
-#[derive(Deserialize, Serialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub struct CosignatureRequest {
-    /// The hub's signed checkpoint note with the witness's `cosignature/v1` line added.
-    pub checkpoint: String,
-}
-
-#[derive(Serialize, Deserialize, Debug)]
-pub struct CosignatureResponse {
-    pub size: u64,
-    /// Trusted witnesses whose cosignatures were verified and kept.
-    pub witnesses: Vec<String>,
 }
 
 async fn post_cosignature(

@@ -154,7 +154,7 @@ async fn upload(State(state): State<Arc<AppState>>, t: Terminal, form: Multipart
     };
     let scope = t.muni.scope.clone();
     let tid = id.clone();
-    let result = super::routes::blocking(&state, move |s| {
+    let result = super::access::blocking(&state, move |s| {
         Ok(import_checked(
             s, &scope, &tid, encoding, &up.setai, &up.kojin, &who,
         ))
@@ -374,7 +374,7 @@ async fn list(
     let witnesses = state.witnesses.clone();
     let wanted = q.page;
     let (rows, total, page_no, pages) =
-        match super::routes::blocking(&state, move |s| rows(s, &p, &witnesses, wanted)).await {
+        match super::access::blocking(&state, move |s| rows(s, &p, &witnesses, wanted)).await {
             Ok(r) => r,
             Err(e) => return api_error(e),
         };
