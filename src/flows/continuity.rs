@@ -430,6 +430,10 @@ pub const EXTRACT_JOB: &str = "continuity_extract";
 /// recorded once).
 type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, (u64, Option<Household>)>>;
 
+/// A household to look at: its 世帯番号, the seq of its newest snapshot, and the snapshot
+/// when it was read already.
+type Seen = (Vec<u8>, u64, Option<Household>);
+
 impl Job<'_> {
     /// Whether a new move is proposed on `as_of`: it starts in the window, or its start is
     /// unknown (a person must look at it).
@@ -446,7 +450,8 @@ impl Job<'_> {
         let store = self.store;
         let mut ends = Vec::new();
         let mut visit: Visit = HashMap::new();
-        let mut changed: Vec<(PartitionId, Vec<u64>)> = Vec::new();
+        let mut changed: Vec<(PartitionId, Vec<Seen>)> = Vec::new();
+        let mut reads = Reads::default();
         // A first run looks at every household of every partition already.
         let mut first_run = true;
         for p in self.partitions {
@@ -454,37 +459,84 @@ impl Job<'_> {
             let from = store.job_cursor(EXTRACT_JOB, p)?.unwrap_or(0);
             first_run &= from == 0;
             ends.push((p.clone(), size));
-            let now: Vec<(Vec<u8>, u64)> = store
-                .index_latest(p, IndexKind::Household)?
-                .into_iter()
-                .filter(|(_, seq)| *seq >= from && *seq < size)
-                .collect();
-            changed.push((p.clone(), now.iter().map(|(_, s)| *s).collect()));
+            let now: Vec<Seen> = if from == 0 {
+                // Every household: the index's newest snapshot of each.
+                store
+                    .index_latest(p, IndexKind::Household)?
+                    .into_iter()
+                    .filter(|(_, seq)| *seq < size)
+                    .map(|(key, seq)| (key, seq, None))
+                    .collect()
+            } else {
+                // Only the log since the cursor: O(changes), not O(households).
+                self.snapshots_since(p, from, size, &mut reads)?
+            };
+            changed.push((p.clone(), now.clone()));
             visit
                 .entry(p.clone())
                 .or_default()
-                .extend(now.into_iter().map(|(key, seq)| (key, (seq, None))));
+                .extend(now.into_iter().map(|(key, seq, h)| (key, (seq, h))));
         }
-        let mut reads = Reads::default();
-        for (x, seqs) in changed.iter().filter(|_| !first_run) {
-            let Some(x_scope) = self.scope.partition(x) else {
+        for (x, households) in changed.into_iter().filter(|_| !first_run) {
+            let Some(x_scope) = self.scope.partition(&x) else {
                 continue;
             };
-            for seq in seqs {
-                let hx = decode(store, &x_scope, *seq)?;
-                reads.add(x, access(self.who, "continuity_scan", *seq, 1));
+            for (_, seq, known) in households {
+                let hx = match known {
+                    Some(h) => h,
+                    None => {
+                        reads.add(&x, access(self.who, "continuity_scan", seq, 1));
+                        decode(store, &x_scope, seq)?
+                    }
+                };
                 for person in hx.persons.iter().filter(|p| !p.giji_head) {
-                    self.elsewhere(x, person, &mut visit, &mut reads)?;
+                    self.elsewhere(&x, person, &mut visit, &mut reads)?;
                 }
                 visit
                     .entry(x.clone())
                     .or_default()
-                    .insert(hx.setai_no.as_bytes().to_vec(), (*seq, Some(hx)));
+                    .insert(hx.setai_no.as_bytes().to_vec(), (seq, Some(hx)));
             }
         }
         // Durable before anything derived from these reads is stored.
         reads.flush(store)?;
         Ok((ends, visit))
+    }
+
+    /// The newest snapshot of each household with a snapshot in `[from, to)` of `p`, read
+    /// from the log (each read recorded): 世帯番号, seq and the snapshot.
+    fn snapshots_since(
+        &self,
+        p: &PartitionId,
+        from: u64,
+        to: u64,
+        reads: &mut Reads,
+    ) -> Result<Vec<Seen>, ExtractError> {
+        let Some(scope) = self.scope.partition(p) else {
+            return Ok(Vec::new());
+        };
+        let mut newest: std::collections::BTreeMap<Vec<u8>, (u64, Household)> =
+            std::collections::BTreeMap::new();
+        for (i, raw) in self.store.envelopes(p, from, to)?.iter().enumerate() {
+            let seq = from + i as u64;
+            let kind = crate::ledger::EnvelopeRef::decode(raw)
+                .map_err(|_| ExtractError::Snapshot {
+                    partition: p.to_string(),
+                    seq,
+                })?
+                .header
+                .kind;
+            if !matches!(kind, Kind::HOUSEHOLD_SNAPSHOT | Kind::HOUSEHOLD_CORRECTION) {
+                continue;
+            }
+            let h = decode(self.store, &scope, seq)?;
+            reads.add(p, access(self.who, "continuity_scan", seq, 1));
+            newest.insert(h.setai_no.as_bytes().to_vec(), (seq, h));
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(key, (seq, h))| (key, seq, Some(h)))
+            .collect())
     }
 
     /// Adds to `visit` the newest household holding `person` in each partition but `x`.
