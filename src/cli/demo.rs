@@ -1,0 +1,498 @@
+//! `kukaku demo`: a hub and an intermediate on embedded RocksDB with sample data: flow 5
+//! (transmissions, a refused one, replication, the 資格履歴ファイル), flow 4 (a move, the
+//! continuity job), the audit bundle; then both servers on loopback with the web terminal
+//! and tokens printed.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use kukaku::api::{self, AppState, Limits, ServerRole, server};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::crypto::{AdminScope, Kek};
+use kukaku::flows::sample::DEMO_MUNICIPALITIES;
+use kukaku::ledger::PartitionId;
+use kukaku::store::{Paths, Store, StoreOptions};
+
+use crate::{partition, shutdown_signal, verify_all};
+
+/// `kukaku demo`: the hub and the intermediate on embedded stores with sample data, every
+/// flow once, then both served on loopback with tokens printed (unless `no_serve`).
+pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
+    use kukaku::flows::import::{ImportError, Importer, import};
+    use kukaku::flows::sample;
+    use kukaku::flows::transmission::Encoding;
+
+    // A temporary directory, removed at the end; `KUKAKU_DEMO_DIR` keeps the instances in a
+    // given empty directory instead (the protected-identifier scan test reads them).
+    let (_temp, dir_path) = match std::env::var_os("KUKAKU_DEMO_DIR").map(PathBuf::from) {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            if std::fs::read_dir(&d)?.next().is_some() {
+                anyhow::bail!("KUKAKU_DEMO_DIR {} is not empty", d.display());
+            }
+            (None, d)
+        }
+        None => {
+            let t = tempfile::tempdir()?;
+            let path = t.path().to_owned();
+            (Some(t), path)
+        }
+    };
+    println!("demo instances in {}", dir_path.display());
+    let hub_paths = Paths::under(&dir_path.join("hub"));
+    let int_paths = Paths::under(&dir_path.join("intermediate"));
+    let hub = Store::init(&hub_paths, "hub.kokuho-13.example", StoreOptions::default())?;
+    let inter = Store::init(&int_paths, "intermediate.example", StoreOptions::default())?;
+    let ids = DEMO_MUNICIPALITIES
+        .iter()
+        .map(|(p, ..)| partition(p))
+        .collect::<Result<Vec<_>>>()?;
+    for store in [&hub, &inter] {
+        store.request_partitions(&ids)?;
+        store.provision(&mut |_, _| {})?;
+        for ((_, name, _), p) in DEMO_MUNICIPALITIES.iter().zip(&ids) {
+            store.set_partition_name(p, name)?;
+        }
+    }
+    println!("\n== 5-②: municipalities send 異動 files to the hub (validated, all or nothing)");
+    let who = Importer {
+        actor: "admin-cli".into(),
+        role: "admin".into(),
+        route: "kukaku demo".into(),
+        request_id: "-".into(),
+    };
+    for (i, ((code, name, _), p)) in DEMO_MUNICIPALITIES.iter().zip(&ids).enumerate() {
+        let files = sample::demo_transmission(i).context("demo municipality")?;
+        let tid = files.transmission_id.clone();
+        let enc = if i == 2 {
+            Encoding::Cp932
+        } else {
+            Encoding::Utf8
+        };
+        let out = import(
+            &hub,
+            p,
+            &tid,
+            enc,
+            &sample::encode(&files.setai, enc),
+            &sample::encode(&files.kojin, enc),
+            &who,
+        )?;
+        println!(
+            "  {name} ({code}): {} households stored at seq {}.. ({}), access record {}",
+            out.households,
+            out.first_seq,
+            enc.name(),
+            out.access_record_seq.unwrap_or_default()
+        );
+    }
+    // A bad file: refused whole, every problem listed, no value shown.
+    let bad = sample::demo_refused();
+    let first = bad.kojin_nos.first().context("sample has persons")?;
+    let wrong_check = format!(
+        "{}{}",
+        first.get(..11).unwrap_or_default(),
+        (first.as_bytes().get(11).map_or(0, |d| d - b'0') + 1) % 10
+    );
+    let broken = bad
+        .kojin
+        .replacen(first.as_str(), &wrong_check, 1)
+        .replacen("2024-04-01", "2024-02-30", 1);
+    let p0 = ids.first().context("partition")?;
+    match import(
+        &hub,
+        p0,
+        "131011-2024-0002",
+        Encoding::Utf8,
+        bad.setai.as_bytes(),
+        broken.as_bytes(),
+        &who,
+    ) {
+        Err(ImportError::Rejected(r)) => {
+            println!("  a bad 個人ファイル is refused, nothing stored:");
+            for pr in &r.problems {
+                println!(
+                    "    {} line {} {}: {}",
+                    pr.file.name(),
+                    pr.line,
+                    pr.field.unwrap_or("-"),
+                    pr.reason
+                );
+            }
+        }
+        other => anyhow::bail!("the bad file was not refused: {other:?}"),
+    }
+
+    println!("\n== flow 4: a household moves 千代田区 → 中央区; 千代田区 sends its 高額該当情報");
+    let (a, b) = (partition("131011")?, partition("131029")?);
+    let moved = sample::demo_move();
+    for (p, f) in [(&a, &moved.a), (&b, &moved.b)] {
+        let out = import(
+            &hub,
+            p,
+            &f.transmission_id,
+            Encoding::Utf8,
+            f.setai.as_bytes(),
+            f.kojin.as_bytes(),
+            &who,
+        )?;
+        println!(
+            "  {p}: {} households ({})",
+            out.households, f.transmission_id
+        );
+    }
+    let out = kukaku::flows::kogaku::import(
+        &hub,
+        &a,
+        &format!("{a}-KOGAKU"),
+        Encoding::Utf8,
+        moved.kogaku_a.as_bytes(),
+        &who,
+    )?;
+    println!("  {a}: 高額該当 records of {} household(s)", out.households);
+    let kek = Kek::load_file(&hub_paths.kek)?;
+    let tokyo = AdminScope::from_kek(&kek)
+        .prefecture("13")
+        .context("prefecture")?;
+    let as_of = kukaku::domain::text::parse_date(sample::AS_OF).context("sample date")?;
+    let report = kukaku::flows::continuity::extract(
+        &hub,
+        &tokyo,
+        &kukaku::domain::continuity::Rules::default(),
+        &who,
+        as_of,
+    )?;
+    println!(
+        "  the continuity job as of {} read {} households of {} municipalities and found {} candidate(s):",
+        report.as_of,
+        report.households_read,
+        report.partitions,
+        report.candidates.len()
+    );
+    for c in &report.candidates {
+        println!(
+            "    in {} (seq {}): from {}, 参酌基準 case {}, period {}, suggestion {}",
+            c.partition,
+            c.seq.unwrap_or_default(),
+            c.old_hokensha_no,
+            c.case,
+            c.period,
+            c.suggestion
+        );
+    }
+
+    let hub = Arc::new(hub);
+    let inter = Arc::new(inter);
+    let runtime = server::runtime(server::DEFAULT_REQUEST_NICE)?;
+    let ok = runtime.block_on(demo_online(
+        Arc::clone(&hub),
+        Arc::clone(&inter),
+        &ids,
+        &int_paths,
+        &dir_path,
+        listen,
+        no_serve,
+    ))?;
+    drop(runtime);
+    for store in [hub, inter] {
+        if let Ok(s) = Arc::try_unwrap(store) {
+            drop(s);
+        }
+    }
+    Ok(ok)
+}
+
+/// The demo's ledger part: a signed checkpoint and an inclusion proof checked against the
+/// pinned key, then an audit bundle and a trust file for kukaku-audit.
+fn demo_ledger_and_audit(
+    hub: &Store,
+    inter: &Store,
+    ids: &[PartitionId],
+    dir: &std::path::Path,
+) -> Result<()> {
+    let p = ids.first().context("partition")?;
+    let key = hub.verifier_key(p).context("hub key")?;
+    println!("\n== the ledger: {p}'s signed checkpoint (C2SP) and verifier key");
+    print!("{}", hub.checkpoint(p)?.context("no checkpoint")?);
+    println!("{}", key.to_text());
+    let proof = hub.prove_inclusion(p, 2, None)?;
+    proof.verify_with_key(&key)?;
+    println!(
+        "\n== RFC 9162 inclusion proof of seq 2 (a household snapshot) in tree size {}: {} hashes, verified",
+        proof.tree_size,
+        proof.proof.as_ref().map_or(0, Vec::len)
+    );
+    println!("{}", serde_json::to_string_pretty(&proof)?);
+
+    let bundle = dir.join("hub-audit.bundle");
+    let file = std::fs::File::create_new(&bundle)?;
+    hub.export_audit(ids, std::io::BufWriter::new(file), &mut |_| {})?;
+    let trust = dir.join("trust.txt");
+    std::fs::write(
+        &trust,
+        format!(
+            "# pinned keys for kukaku-audit (docs/audit.md)\nlog {}\nwitness {}\n",
+            hub.log_key().context("hub key")?.to_text(),
+            inter.cosigner_key().to_text()
+        ),
+    )?;
+    let auditor = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("kukaku-audit"))
+        .filter(|a| a.exists())
+        .map_or_else(
+            || "cargo run -p kukaku-audit --".to_owned(),
+            |a| a.display().to_string(),
+        );
+    println!(
+        "\n== audit bundle of the hub (headers, envelopes, cosigned checkpoints; no keys, no plaintext)\n  \
+         {}\n  verify it offline, requiring the intermediate's cosignature:\n  \
+         {auditor} verify {} --trust {} --quorum 1",
+        bundle.display(),
+        bundle.display(),
+        trust.display()
+    );
+    Ok(())
+}
+
+async fn demo_online(
+    hub: Arc<Store>,
+    inter: Arc<Store>,
+    ids: &[PartitionId],
+    int_paths: &Paths,
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    no_serve: bool,
+) -> Result<bool> {
+    use kukaku::flows::replicate::{Upstream, sync_partition};
+    let day = 86_400_000;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.changed().await;
+    };
+    let hub_listener = server::bind(listen, &server::Transport::PlainLoopback).await?;
+    let hub_addr = hub_listener.local_addr()?;
+    let hub_task = tokio::spawn(server::serve(
+        hub_listener,
+        api::router(
+            AppState::new(Arc::clone(&hub), ServerRole::Hub)
+                .with_witnesses(vec![inter.cosigner_key()]),
+            Limits::default(),
+        ),
+        server::Transport::PlainLoopback,
+        Limits::default(),
+        stopped(stop_rx.clone()),
+        std::time::Duration::from_secs(30),
+    ));
+
+    println!("\n== 5-③/④: the intermediate pulls the hub's signed feed and verifies every page");
+    let (rep_token, _) = hub.issue_credential(
+        Role::Replicator,
+        Reach::Partitions(ids.iter().cloned().collect()),
+        "demo intermediate",
+        kukaku::store::now_unix_ms() + day,
+    )?;
+    let client = kukaku::api::client::HubClient::new(
+        &format!("http://{hub_addr}"),
+        rep_token.to_text(),
+        None,
+        None,
+    )?;
+    let first = ids.first().context("partition")?;
+    let upstream =
+        Upstream::from_partition_vkey(&hub.verifier_key(first).context("hub key")?.to_text())
+            .context("hub key")?;
+    for p in ids {
+        let r = sync_partition(&inter, &client, &upstream, p, 100).await?;
+        // The hub recorded each hand-over (提供記録); one more round takes those records in.
+        sync_partition(&inter, &client, &upstream, p, 100).await?;
+        let cosigned = match (&r.cosigned, hub.latest_cosigned_size(p)?) {
+            (Some(Ok(())), Some(size)) => format!("hub checkpoint {size} cosigned"),
+            (Some(Err(e)), _) => format!("cosignature not taken: {e}"),
+            _ => "nothing to cosign".to_owned(),
+        };
+        println!(
+            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended; {cosigned}",
+            r.pages, r.copies
+        );
+    }
+
+    println!("\n== 5-⑤: ops-support exports the 資格履歴ファイル (file returned, never stored)");
+    let kek = Kek::load_file(&int_paths.kek)?;
+    let admin = AdminScope::from_kek(&kek);
+    let scopes: Vec<_> = ids.iter().map(|p| admin.partition(p)).collect();
+    let exporter = kukaku::flows::history::Exporter {
+        recipient: "admin-cli".into(),
+        request_id: "-".into(),
+    };
+    let (file, manifest) = tokio::task::block_in_place(|| {
+        kukaku::flows::history::export(&inter, &scopes, 0, &exporter, &mut |_, _| {})
+    })?;
+    println!(
+        "  {} rows, {} bytes; manifest (no personal data):\n{}",
+        manifest.rows,
+        file.len(),
+        serde_json::to_string_pretty(&manifest)?
+    );
+    drop(file);
+
+    println!("\n== verification of both logs (chain, tree, checkpoints, commitments)");
+    let ok = tokio::task::block_in_place(|| -> Result<bool> {
+        println!("hub:");
+        let a = verify_all(&hub, None, true)?;
+        println!("intermediate:");
+        let b = verify_all(&inter, None, true)?;
+        Ok(a && b)
+    })?;
+    if ok {
+        tokio::task::block_in_place(|| demo_ledger_and_audit(&hub, &inter, ids, dir))?;
+    }
+    if !ok || no_serve {
+        let _ = stop_tx.send(true);
+        hub_task.await??;
+        return Ok(ok);
+    }
+
+    // Serve both, with tokens to try.
+    let int_listen = std::net::SocketAddr::new(hub_addr.ip(), hub_addr.port().wrapping_add(1));
+    let int_listener = server::bind(int_listen, &server::Transport::PlainLoopback).await?;
+    let int_addr = int_listener.local_addr()?;
+    let int_task = tokio::spawn(server::serve(
+        int_listener,
+        api::router(
+            AppState::new(Arc::clone(&inter), ServerRole::Intermediate),
+            Limits::default(),
+        ),
+        server::Transport::PlainLoopback,
+        Limits::default(),
+        stopped(stop_rx.clone()),
+        std::time::Duration::from_secs(30),
+    ));
+    let replicator = {
+        let inter = Arc::clone(&inter);
+        tokio::spawn(async move {
+            kukaku::flows::replicate::run(
+                &inter,
+                &client,
+                &upstream,
+                std::time::Duration::from_secs(5),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        })
+    };
+    let expires = kukaku::store::now_unix_ms() + day;
+    let mut tokens = Vec::new();
+    for (store, role, reach, label) in [
+        (
+            &hub,
+            Role::Municipality,
+            Reach::Partition(partition("131011")?),
+            "千代田区 窓口 佐藤 (clerk)",
+        ),
+        (
+            &hub,
+            Role::Municipality,
+            Reach::Partition(partition("131029")?),
+            "中央区 窓口 山田 (clerk)",
+        ),
+        (&hub, Role::Auditor, Reach::All, "auditor (hub)"),
+        (
+            &hub,
+            Role::ContinuityOperator,
+            Reach::Prefecture("13".into()),
+            "continuity operator (東京都)",
+        ),
+        (
+            &inter,
+            Role::OpsSupport,
+            Reach::Partitions(ids.iter().cloned().collect()),
+            "ops-support (intermediate)",
+        ),
+        // A second clerk of 中央区: each person logs in with their own credential, and
+        // decisions record who made them.
+        (
+            &hub,
+            Role::Municipality,
+            Reach::Partition(partition("131029")?),
+            "中央区 窓口 鈴木 (clerk)",
+        ),
+    ] {
+        let (token, _) = store.issue_credential(role, reach, label, expires)?;
+        tokens.push((label, token.to_text()));
+    }
+    let t = |i: usize| {
+        tokens
+            .get(i)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default()
+    };
+    let hub_base = format!("http://{hub_addr}");
+    let int_base = format!("http://{int_addr}");
+    println!("\nhub {hub_base}, intermediate {int_base} (replicating every 5 s); Ctrl-C to stop");
+    println!("credentials (demo only; valid 24 h):");
+    for (label, token) in &tokens {
+        println!("  {label}: {}", &**token);
+    }
+    println!("\ntry:");
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/checkpoint",
+        t(0)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/transmissions/131011-2024-0001",
+        t(0)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/checkpoint",
+        t(1)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' {hub_base}/v1/audit/partitions",
+        t(2)
+    );
+    println!(
+        "  curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {int_base}/v1/exports/history-file",
+        t(4)
+    );
+    let hub_home = dir.join("hub");
+    let admin = kukaku::admin::AdminSocket::bind(&Paths::under(&hub_home).admin_socket)?;
+    let admin_task = tokio::spawn(admin.run(Arc::clone(&hub)));
+    let exe =
+        std::env::current_exe().map_or_else(|_| "kukaku".to_owned(), |e| e.display().to_string());
+    println!("\nkey management on the running hub (docs/keys.md; through its admin socket):");
+    let home = hub_home.display();
+    for cmd in [
+        "keys status --partition 131011".to_owned(),
+        "keys rotate-dek --all --reason 'demo rotation'".to_owned(),
+        "keys reencrypt --all".to_owned(),
+        "keys rotate-kek".to_owned(),
+        "keys destroy --partition 131037 --reason 'retention period ended'".to_owned(),
+    ] {
+        println!("  {exe} --home {home} {cmd}");
+    }
+    println!("\nflow 4 at the 中央区 terminal (a browser):");
+    println!(
+        "  1. open {hub_base}/terminal/login and log in with a 中央区 clerk token above (each clerk has their own)"
+    );
+    println!("  2. open a candidate in 継続候補世帯リスト and send a 確定指示");
+    println!("  3. the hub confirms and carries over the 高額該当回数:");
+    println!(
+        "     curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {hub_base}/v1/continuity/confirm",
+        t(3)
+    );
+    println!(
+        "  4. 確定結果, 継続世帯確定リスト (print to PDF) and 引継情報連携ファイル are on the terminal"
+    );
+    shutdown_signal().await;
+    admin_task.abort();
+    let _ = admin_task.await;
+    let _ = stop_tx.send(true);
+    hub_task.await??;
+    int_task.await??;
+    replicator.abort();
+    let _ = replicator.await;
+    println!("stopped");
+    Ok(true)
+}
