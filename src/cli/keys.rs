@@ -1,0 +1,147 @@
+//! `kukaku keys …` and `kukaku credentials …`: through a running server's admin socket, or
+//! on the store directly when none runs.
+
+use anyhow::Result;
+use kukaku::api::server;
+use kukaku::store::Paths;
+
+use crate::*;
+
+/// `kukaku keys …`: through the running server's admin socket, or on the store directly.
+pub(crate) fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
+    use kukaku::admin::AdminRequest;
+    let some = |p: Option<String>| p.into_iter().collect::<Vec<_>>();
+    let request = match command {
+        KeysCommand::Status { partition } => AdminRequest::Status {
+            partitions: some(partition),
+        },
+        KeysCommand::RotateDek {
+            partition, reason, ..
+        } => AdminRequest::RotateDek {
+            partitions: some(partition),
+            reason,
+        },
+        KeysCommand::RotateKek { reason } => AdminRequest::RotateKek { reason },
+        KeysCommand::RotateSigningKey { finish, reason } => {
+            AdminRequest::RotateSigningKey { finish, reason }
+        }
+        KeysCommand::Reencrypt {
+            partition,
+            rate,
+            chunk,
+            reason,
+            ..
+        } => AdminRequest::Reencrypt {
+            partitions: some(partition),
+            reason,
+            rate,
+            chunk,
+        },
+        KeysCommand::Retire {
+            partition,
+            key_id,
+            reason,
+        } => AdminRequest::Retire {
+            partition,
+            key_id,
+            reason,
+        },
+        KeysCommand::Destroy {
+            partition,
+            fiscal_year,
+            confirm,
+            reason,
+        } => {
+            let confirm = match confirm {
+                Some(c) => c,
+                None if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    let what = fiscal_year.map_or("every key".to_owned(), |y| {
+                        format!("the dated keys of fiscal year {y}")
+                    });
+                    eprint!(
+                        "This destroys {what} of partition {partition}; its data becomes unreadable for good.\nType the partition id to confirm: "
+                    );
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim().to_owned()
+                }
+                None => anyhow::bail!(
+                    "destroy needs --confirm <partition id> when not run on a terminal"
+                ),
+            };
+            AdminRequest::Destroy {
+                partition,
+                fiscal_year,
+                confirm,
+                reason,
+            }
+        }
+    };
+    admin_command(paths, request)
+}
+
+/// Runs an admin request through the running server's admin socket, or on the store.
+pub(crate) fn admin_command(paths: &Paths, request: kukaku::admin::AdminRequest) -> Result<()> {
+    use kukaku::admin::{self, Reply};
+    let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+        "{msg} {wide_bar} {pos}/{len} (ETA {eta})",
+    )?);
+    let mut show = |r: Reply| match r {
+        Reply::Progress { label, pos, len } => {
+            bar.set_length(len);
+            bar.set_position(pos);
+            bar.set_message(label);
+        }
+        Reply::Line(line) => bar.suspend(|| println!("{line}")),
+        Reply::Done | Reply::Error(_) => {}
+    };
+    let result = if admin::server_listening(&paths.admin_socket) {
+        eprintln!(
+            "(through the running server's admin socket {})",
+            paths.admin_socket.display()
+        );
+        admin::call(&paths.admin_socket, &request, &mut show)
+    } else {
+        let store = open(paths)?;
+        admin::execute(&store, &request, "admin-cli", &mut |r| {
+            show(r);
+            true
+        })
+    };
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+/// `credentials …` as an admin request: through the running server's admin socket (so a
+/// revocation acts on its next request), or on the store directly when none runs.
+pub(crate) fn credentials(paths: &Paths, command: CredentialsCommand) -> Result<()> {
+    use kukaku::admin::AdminRequest;
+    let request = match command {
+        CredentialsCommand::Issue {
+            role,
+            partition,
+            prefecture,
+            partitions,
+            all,
+            label,
+            expires_in_days,
+            client_cert,
+        } => AdminRequest::IssueCredential {
+            role,
+            partition,
+            prefecture,
+            partitions,
+            all,
+            label,
+            expires_in_days,
+            client_cert_sha256: client_cert
+                .as_deref()
+                .map(server::certificate_sha256)
+                .transpose()?
+                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
+        },
+        CredentialsCommand::List => AdminRequest::ListCredentials,
+        CredentialsCommand::Revoke { id } => AdminRequest::RevokeCredential { id },
+    };
+    admin_command(paths, request)
+}
