@@ -18,6 +18,13 @@ if [ -n "$forbidden" ]; then
   echo "error: --no-default-features build depends on: $forbidden" >&2
   exit 1
 fi
+# The library without the binary's feature links none of what only the binary uses.
+forbidden=$(cargo tree --no-default-features --features server -e normal --prefix none \
+  | grep -E '^(clap|anyhow|indicatif|tracing-subscriber|tikv-jemallocator) ' | sort -u || true)
+if [ -n "$forbidden" ]; then
+  echo "error: the library (--features server) depends on: $forbidden" >&2
+  exit 1
+fi
 # The auditor, built alone as shipped, links none of them either.
 forbidden=$(cargo tree -p kukaku-audit -e normal --prefix none \
   | grep -E '^(rocksdb|librocksdb-sys|tokio|axum|aes-gcm|aes) ' | sort -u || true)
