@@ -186,6 +186,37 @@ pub(crate) const BULK_PATH: &str = "/terminal/bulk-decision";
 
 /// The bulk 確定指示: `seq_<N>` for each selected move, the decision, a reason, and the
 /// stage (`review` shows what will be registered, `commit` registers it).
+/// What a bulk 確定指示 form asks for.
+pub(crate) struct Bulk {
+    seqs: Vec<u64>,
+    decision: String,
+    reason: Option<String>,
+}
+
+impl Bulk {
+    /// The selected moves (`seq_<N>`), the decision and the reason; else what is missing, in
+    /// the clerk's words.
+    fn read(f: &HashMap<String, String>) -> Result<Bulk, &'static str> {
+        let mut seqs: Vec<u64> = f
+            .keys()
+            .filter_map(|k| k.strip_prefix("seq_")?.parse().ok())
+            .collect();
+        seqs.sort_unstable();
+        let decision = f.get("decision").map_or("", String::as_str);
+        if seqs.is_empty() {
+            return Err("確定指示する候補を選んでください。");
+        }
+        if !matches!(decision, "continue" | "not_continue") {
+            return Err("継続する・継続しないのどちらかを選んでください。");
+        }
+        Ok(Bulk {
+            seqs,
+            decision: decision.to_owned(),
+            reason: f.get("reason").cloned().filter(|r| !r.trim().is_empty()),
+        })
+    }
+}
+
 pub(crate) async fn bulk_decision(
     State(state): State<Arc<AppState>>,
     t: Terminal,
@@ -194,52 +225,46 @@ pub(crate) async fn bulk_decision(
     if let Some(r) = t.csrf_refusal(f.get("csrf").map_or("", String::as_str)) {
         return r;
     }
-    let mut seqs: Vec<u64> = f
-        .keys()
-        .filter_map(|k| k.strip_prefix("seq_")?.parse().ok())
-        .collect();
-    seqs.sort_unstable();
-    let decision = f.get("decision").map_or("", String::as_str);
-    if seqs.is_empty() {
-        return page_error(
-            StatusCode::BAD_REQUEST,
-            "確定指示する候補を選んでください。",
-        );
-    }
-    if !matches!(decision, "continue" | "not_continue") {
-        return page_error(
-            StatusCode::BAD_REQUEST,
-            "継続する・継続しないのどちらかを選んでください。",
-        );
-    }
-    let reason = f.get("reason").cloned().filter(|r| !r.trim().is_empty());
+    let bulk = match Bulk::read(&f) {
+        Ok(b) => b,
+        Err(missing) => return page_error(StatusCode::BAD_REQUEST, missing),
+    };
     if f.get("stage").map(String::as_str) == Some("commit") {
-        let scope = t.muni.scope.clone();
-        let operator = t.muni.actor.display_name();
-        let who = crate::api::continuity::importer(&t.muni.actor, "POST /terminal/bulk-decision");
-        let decision = decision.to_owned();
-        let done = crate::api::access::blocking(&state, move |s| {
-            crate::flows::decision::decide_all(
-                s,
-                &scope,
-                &seqs,
-                &decision,
-                reason.as_deref(),
-                &operator,
-                &who,
-            )
-            .map_err(crate::api::continuity::decision_error)
-        })
-        .await;
-        return match done {
-            Ok(d) => {
-                Redirect::to(&format!("/terminal/candidates?bulk={}", d.len())).into_response()
-            }
-            Err(e) => api_error(e),
-        };
+        bulk_commit(&state, &t, bulk).await
+    } else {
+        bulk_review(&state, &t, bulk).await
     }
+}
+
+/// Registers every decision of a reviewed bulk 確定指示, in one batch.
+async fn bulk_commit(state: &Arc<AppState>, t: &Terminal, b: Bulk) -> Response {
+    let scope = t.muni.scope.clone();
+    let operator = t.muni.actor.display_name();
+    let who = crate::api::continuity::importer(&t.muni.actor, "POST /terminal/bulk-decision");
+    let done = crate::api::access::blocking(state, move |s| {
+        crate::flows::decision::decide_all(
+            s,
+            &scope,
+            &b.seqs,
+            &b.decision,
+            b.reason.as_deref(),
+            &operator,
+            &who,
+        )
+        .map_err(crate::api::continuity::decision_error)
+    })
+    .await;
+    match done {
+        Ok(d) => Redirect::to(&format!("/terminal/candidates?bulk={}", d.len())).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+/// The review step: what will be registered, and where it differs from the suggestion or an
+/// anomaly is open.
+async fn bulk_review(state: &Arc<AppState>, t: &Terminal, b: Bulk) -> Response {
     let (all, _) = match read_candidates(
-        &state,
+        state,
         &t.muni,
         "POST /terminal/bulk-decision",
         "terminal_bulk_review",
@@ -249,10 +274,11 @@ pub(crate) async fn bulk_decision(
         Ok(x) => x,
         Err(e) => return api_error(e),
     };
-    let chosen: Vec<&CandidateState> = all.iter().filter(|c| seqs.contains(&c.seq)).collect();
-    if chosen.len() != seqs.len() {
+    let chosen: Vec<&CandidateState> = all.iter().filter(|c| b.seqs.contains(&c.seq)).collect();
+    if chosen.len() != b.seqs.len() {
         return page_error(StatusCode::NOT_FOUND, "該当する候補世帯はありません。");
     }
+    let decision = b.decision.as_str();
     let differ = chosen
         .iter()
         .filter(|c| c.candidate.suggestion != decision)
@@ -263,7 +289,7 @@ pub(crate) async fn bulk_decision(
         .count();
     page(layout(
         "一括確定指示の確認",
-        Some(&t),
+        Some(t),
         html! {
             h2 { "一括確定指示の確認" }
             p { "次の " (chosen.len()) " 件に「" (decision_label(decision)) "」の確定指示を登録します。" }
@@ -282,7 +308,7 @@ pub(crate) async fn bulk_decision(
             form method="post" action=(BULK_PATH) {
                 input type="hidden" name="csrf" value=(t.csrf);
                 input type="hidden" name="decision" value=(decision);
-                input type="hidden" name="reason" value=(f.get("reason").map_or("", String::as_str));
+                input type="hidden" name="reason" value=(b.reason.as_deref().unwrap_or(""));
                 input type="hidden" name="stage" value="commit";
                 @for c in &chosen { input type="hidden" name={ "seq_" (c.seq) } value="1"; }
                 p { "操作者: " (t.muni.actor.display_name()) }
