@@ -132,18 +132,54 @@ pub fn disclose(
     if seqs.is_empty() {
         return Err(DisclosureError::NotFound);
     }
-    let bad = |seq| DisclosureError::Record {
+    let (entries, records) = scan(store, p, &mut seqs)?;
+    let request_seq = record_request(store, p, &seqs, &entries, who)?;
+    let tree_size = store
+        .checkpoint_sizes(p)?
+        .last()
+        .copied()
+        .unwrap_or(store.size(p)?);
+    let mut handled = Vec::new();
+    for (seq, raw) in records.into_iter().filter(|(s, _)| *s < tree_size) {
+        if let Some(h) = handled_with_proof(store, p, seq, &raw, &seqs, tree_size)? {
+            handled.push(h);
+        }
+    }
+    Ok(Disclosure {
+        schema: DISCLOSURE_SCHEMA.to_owned(),
+        partition: p.to_string(),
+        checkpoint: store.checkpoint_at(p, tree_size)?,
+        tree_size,
+        entries,
+        handled,
+        request_seq,
+    })
+}
+
+/// A record's seq and its stored envelope.
+type Raw = (u64, Vec<u8>);
+
+fn bad(p: &crate::ledger::PartitionId, seq: u64) -> DisclosureError {
+    DisclosureError::Record {
         partition: p.to_string(),
         seq,
-    };
-    // One pass in log order: the flow-4 entries that refer to the person's entries (a
-    // candidate to the household's snapshot, a decision or acknowledgement to the candidate,
-    // a confirmation or carry-over to the decision) are the person's too: they show their
-    // name or months. References point back, so one pass finds them all.
+    }
+}
+
+/// One pass over the log in order: the person's entries, growing `seqs` by the flow-4
+/// entries that refer to them (a candidate to the household's snapshot, a decision or
+/// acknowledgement to the candidate, a confirmation or carry-over to the decision: they show
+/// the person's name or months; references point back, so one pass finds them all), and
+/// every access and provision record with its envelope.
+fn scan(
+    store: &Store,
+    p: &crate::ledger::PartitionId,
+    seqs: &mut BTreeSet<u64>,
+) -> Result<(Vec<PersonEntry>, Vec<Raw>), DisclosureError> {
     let mut entries = Vec::new();
-    let mut found: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut records = Vec::new();
     store.for_each_envelope(p, |seq, raw| {
-        let env = EnvelopeRef::decode(raw).map_err(|_| bad(seq))?;
+        let env = EnvelopeRef::decode(raw).map_err(|_| bad(p, seq))?;
         let h = &env.header;
         let refers = h.ref_seq.is_some_and(|r| seqs.contains(&r));
         if refers && crate::flows::decision::FLOW4_KINDS.contains(&h.kind) {
@@ -157,14 +193,24 @@ pub fn disclose(
             });
         }
         if matches!(h.kind, Kind::ACCESS_RECORD | Kind::PROVISION_RECORD) {
-            found.push((seq, raw.to_vec()));
+            records.push((seq, raw.to_vec()));
         }
         Ok::<(), DisclosureError>(())
     })?;
+    Ok((entries, records))
+}
+
+/// The request's own access record, durable before anything derived is answered.
+fn record_request(
+    store: &Store,
+    p: &crate::ledger::PartitionId,
+    seqs: &BTreeSet<u64>,
+    entries: &[PersonEntry],
+    who: &Importer,
+) -> Result<u64, DisclosureError> {
     let (Some(&low), Some(&high)) = (seqs.first(), seqs.last()) else {
         return Err(DisclosureError::NotFound);
     };
-    // The request is an access record, durable before anything derived is answered.
     let mut kinds: Vec<u16> = entries
         .iter()
         .filter_map(|e| Kind::from_name(&e.kind))
@@ -173,42 +219,42 @@ pub fn disclose(
     kinds.sort_unstable();
     kinds.dedup();
     let rec = who.access("disclosure", kinds, low, high - low + 1);
-    let payload = rec.encode().map_err(|_| bad(low))?;
-    let request_seq = crate::flows::import::append_record(store, p, Kind::ACCESS_RECORD, payload)?;
-    let size = store.size(p)?;
-    let sizes = store.checkpoint_sizes(p)?;
-    let tree_size = sizes.last().copied().unwrap_or(size);
-    let mut handled = Vec::new();
-    for (seq, raw) in found.into_iter().filter(|(s, _)| *s < tree_size) {
-        let Some(draft) = touching(&raw, &seqs) else {
-            continue;
-        };
-        let d = draft.map_err(|()| bad(seq))?;
-        let env = EnvelopeRef::decode(&raw).map_err(|_| bad(seq))?;
-        handled.push(Handled {
-            seq,
-            kind: env.header.kind.name().to_owned(),
-            tx_time_ms: env.header.tx_time,
-            who: d.who,
-            role: d.role,
-            purpose: d.purpose,
-            route: d.route,
-            first_seq: d.first_seq,
-            count: d.count,
-            envelope: base64::engine::general_purpose::STANDARD.encode(&raw),
-            proof: store.prove_inclusion(p, seq, Some(tree_size))?,
-        });
-    }
-    let checkpoint = store.checkpoint_at(p, tree_size)?;
-    Ok(Disclosure {
-        schema: DISCLOSURE_SCHEMA.to_owned(),
-        partition: p.to_string(),
-        checkpoint,
-        tree_size,
-        entries,
-        handled,
-        request_seq,
-    })
+    let payload = rec.encode().map_err(|_| bad(p, low))?;
+    Ok(crate::flows::import::append_record(
+        store,
+        p,
+        Kind::ACCESS_RECORD,
+        payload,
+    )?)
+}
+
+/// The record at `seq` with its envelope and proof, if it touches the person's entries.
+fn handled_with_proof(
+    store: &Store,
+    p: &crate::ledger::PartitionId,
+    seq: u64,
+    raw: &[u8],
+    seqs: &BTreeSet<u64>,
+    tree_size: u64,
+) -> Result<Option<Handled>, DisclosureError> {
+    let Some(draft) = touching(raw, seqs) else {
+        return Ok(None);
+    };
+    let d = draft.map_err(|()| bad(p, seq))?;
+    let env = EnvelopeRef::decode(raw).map_err(|_| bad(p, seq))?;
+    Ok(Some(Handled {
+        seq,
+        kind: env.header.kind.name().to_owned(),
+        tx_time_ms: env.header.tx_time,
+        who: d.who,
+        role: d.role,
+        purpose: d.purpose,
+        route: d.route,
+        first_seq: d.first_seq,
+        count: d.count,
+        envelope: base64::engine::general_purpose::STANDARD.encode(raw),
+        proof: store.prove_inclusion(p, seq, Some(tree_size))?,
+    }))
 }
 
 /// What a record says of whom and why, before its proof is added.
