@@ -85,24 +85,42 @@ pub(crate) struct PrintParams {
 /// The printed 継続世帯確定リスト (4-⑥), a municipal document: A4, title, 保険者番号, the
 /// period, page numbers (n / N, printed by the browser from the page's CSS), a totals line,
 /// 作成日時 in JST, the clerk who printed it, and a 確認欄.
+impl PrintParams {
+    /// The period's first and last day (days since 1970-01-01), each optional; `None` when a
+    /// given day is not a date.
+    fn days(&self) -> Option<(Option<i32>, Option<i32>)> {
+        let day = |d: &Option<String>| match d.as_deref().filter(|d| !d.is_empty()) {
+            None => Some(None),
+            Some(text) => crate::domain::text::parse_date(text).map(Some),
+        };
+        Some((day(&self.from)?, day(&self.to)?))
+    }
+}
+
+/// The JST day of a move's confirmation.
+fn confirmed_day(c: &CandidateState) -> Option<i32> {
+    let (_, k) = c.confirmation.as_ref()?;
+    let ms = rfc3339_ms(&k.confirmed_at)? + 9 * 3_600_000;
+    i32::try_from(ms / 86_400_000).ok()
+}
+
+/// A day in 和暦, or a dash.
+fn period_day(d: Option<i32>) -> String {
+    d.map(crate::domain::text::format_date)
+        .and_then(|iso| crate::domain::wareki::wareki(&iso))
+        .unwrap_or_else(|| "—".to_owned())
+}
+
 pub(crate) async fn print_page(
     State(state): State<Arc<AppState>>,
     t: Terminal,
     axum::extract::Query(q): axum::extract::Query<PrintParams>,
 ) -> Response {
-    let day = |d: &Option<String>| {
-        d.as_deref()
-            .filter(|d| !d.is_empty())
-            .map(crate::domain::text::parse_date)
-    };
-    let (from, to) = match (day(&q.from), day(&q.to)) {
-        (Some(None), _) | (_, Some(None)) => {
-            return page_error(
-                StatusCode::BAD_REQUEST,
-                "期間は YYYY-MM-DD で指定してください。",
-            );
-        }
-        (from, to) => (from.flatten(), to.flatten()),
+    let Some((from, to)) = q.days() else {
+        return page_error(
+            StatusCode::BAD_REQUEST,
+            "期間は YYYY-MM-DD で指定してください。",
+        );
     };
     let (all, _) = match read_candidates(
         &state,
@@ -115,12 +133,7 @@ pub(crate) async fn print_page(
         Ok(x) => x,
         Err(e) => return api_error(e),
     };
-    // The JST day of a confirmation.
-    let confirmed_day = |c: &CandidateState| {
-        let (_, k) = c.confirmation.as_ref()?;
-        let ms = rfc3339_ms(&k.confirmed_at)? + 9 * 3_600_000;
-        i32::try_from(ms / 86_400_000).ok()
-    };
+    // The moves confirmed to continue within the period.
     let rows: Vec<&CandidateState> = all
         .iter()
         .filter(|c| {
@@ -134,25 +147,30 @@ pub(crate) async fn print_page(
         })
         .collect();
     let days: Vec<i32> = rows.iter().filter_map(|c| confirmed_day(c)).collect();
-    let period = |d: Option<i32>| {
-        d.map(crate::domain::text::format_date)
-            .and_then(|iso| crate::domain::wareki::wareki(&iso))
-            .unwrap_or_else(|| "—".to_owned())
-    };
-    let (first, last) = (
+    let period = (
         from.or(days.iter().min().copied()),
         to.or(days.iter().max().copied()),
     );
+    print_sheets(&t, &q, &rows, period)
+}
+
+/// The printed list: the heading, the period form, the numbered sheets, the 確認欄.
+fn print_sheets(
+    t: &Terminal,
+    q: &PrintParams,
+    rows: &[&CandidateState],
+    (first, last): (Option<i32>, Option<i32>),
+) -> Response {
     let months: usize = rows.iter().map(|c| c.held().len()).sum();
     let now = crate::store::now_unix_ms();
     page(layout(
         "継続世帯確定リスト",
-        Some(&t),
+        Some(t),
         html! {
             h2 { "継続世帯確定リスト" }
             table.meta {
                 tr { th { "保険者" } td { (t.own_insurer()) } th { "作成日時" } td { (jst_wareki(now)) } }
-                tr { th { "対象期間（確定日）" } td { (period(first)) " 〜 " (period(last)) } th { "作成者" } td { (t.muni.actor.display_name()) } }
+                tr { th { "対象期間（確定日）" } td { (period_day(first)) " 〜 " (period_day(last)) } th { "作成者" } td { (t.muni.actor.display_name()) } }
             }
             form method="get" action="/terminal/results/print" class="noprint" {
                 label for="from" { "確定日の期間（YYYY-MM-DD、空欄はすべて）" }
@@ -166,7 +184,7 @@ pub(crate) async fn print_page(
                 section.sheet {
                     @if n > 0 { h3 { "継続世帯確定リスト（続き）" } }
                     @let last = n + 1 == sheets.len();
-                    (results_table(&t, rows.get(range.clone()).unwrap_or_default(), last.then_some((rows.len(), months))))
+                    (results_table(t, rows.get(range.clone()).unwrap_or_default(), last.then_some((rows.len(), months))))
                     @if last {
                         table.stamps {
                             caption { "確認欄" }
