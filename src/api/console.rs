@@ -132,14 +132,15 @@ fn forwarding(
     })
 }
 
-async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
-    let scope = match c.op.scope() {
-        Ok(s) => s,
-        Err(e) => return api_error(e),
-    };
+/// Per municipality of the operator's prefecture: the flow-4 counts and the forwarding.
+async fn workload(
+    state: &Arc<AppState>,
+    c: &Console,
+) -> Result<Vec<(Workload, Forwarding)>, super::error::ApiError> {
+    let scope = c.op.scope()?;
     let who = c.importer("GET /terminal/console");
     let witnesses = state.witnesses.clone();
-    let rows = super::access::blocking(&state, move |s| {
+    super::access::blocking(state, move |s| {
         let work = crate::flows::decision::prefecture_workload(s, &scope, &who)
             .map_err(super::continuity::decision_error)?;
         work.into_iter()
@@ -148,20 +149,28 @@ async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
                     .map_err(|_| super::error::ApiError::internal("partition id"))?;
                 Ok((w, forwarding(s, &p, &witnesses)?))
             })
-            .collect::<Result<Vec<(Workload, Forwarding)>, super::error::ApiError>>()
+            .collect()
     })
-    .await;
-    let rows = match rows {
-        Ok(r) => r,
-        Err(e) => return api_error(e),
-    };
+    .await
+}
+
+/// The operator's own last actions (an unreadable log shows none).
+async fn own_actions(state: &Arc<AppState>, c: &Console) -> Vec<crate::store::OperatorAction> {
     let (prefecture, credential) = (c.op.prefecture.clone(), c.op.actor.credential.to_string());
-    let actions = super::access::blocking(&state, move |s| {
+    super::access::blocking(state, move |s| {
         s.operator_actions(&prefecture, &credential, 20)
             .map_err(super::error::ApiError::internal)
     })
     .await
-    .unwrap_or_default();
+    .unwrap_or_default()
+}
+
+async fn overview(State(state): State<Arc<AppState>>, c: Console) -> Response {
+    let rows = match workload(&state, &c).await {
+        Ok(r) => r,
+        Err(e) => return api_error(e),
+    };
+    let actions = own_actions(&state, &c).await;
     let today = crate::domain::text::format_date(crate::store::today_jst());
     page(layout(
         &c,
