@@ -319,88 +319,8 @@ pub fn extract(
     // the same people in the other partitions (the other end of a move), are looked at.
     let (ends, mut visit) = job.changes()?;
     for b in &partitions {
-        let Some(b_scope) = scope.partition(b) else {
-            continue;
-        };
-        let b_key = store.index_key(b)?;
         let households = visit.remove(b).unwrap_or_default();
-        if households.is_empty() {
-            continue;
-        }
-        let mut moves = Known::new(store, &b_scope, who);
-        // Households not read yet by this run are read (and recorded) now.
-        let mut decoded: Vec<u64> = Vec::new();
-        for (b_seq, known) in households.into_values() {
-            let hb = match known {
-                Some(h) => h,
-                None => {
-                    decoded.push(b_seq);
-                    decode(store, &b_scope, b_seq)?
-                }
-            };
-            report.households_read += 1;
-            let Some((person, reset)) = mover(&hb) else {
-                continue;
-            };
-            let found =
-                job.predecessors(b, &b_key, &mut moves, (&hb, b_seq), person, &mut report)?;
-            // Two households of the prefecture that held the person before B: a person must
-            // say which one the move came from.
-            let ambiguous = found.len() > 1;
-            for (mut candidate, claim_previous) in found.into_iter().flatten() {
-                if reset {
-                    candidate.anomalies.push(ANOMALY_SHUTOKU_RESET.to_owned());
-                }
-                if ambiguous {
-                    candidate.anomalies.push(ANOMALY_AMBIGUOUS.to_owned());
-                }
-                let claim = match claim_previous {
-                    None if !job.in_window(&candidate, as_of) => {
-                        report.outside_window.push(Outside {
-                            partition: b.to_string(),
-                            old_hokensha_no: candidate.old_hokensha_no.clone(),
-                            ido_date: candidate.ido_date.clone(),
-                        });
-                        continue;
-                    }
-                    None => format!("move:{}", candidate.move_id),
-                    Some((seq, earlier)) => {
-                        let changes = candidate.changes_from(&earlier);
-                        if changes.is_empty() {
-                            report.already_extracted += 1;
-                            continue;
-                        }
-                        candidate.supersedes = Some(seq);
-                        candidate.changes = changes;
-                        format!("move:{}:{}", candidate.move_id, version_tag(&candidate))
-                    }
-                };
-                let Some(seq) = append_candidate(store, b, &hb, b_seq, &candidate, claim, who)?
-                else {
-                    report.already_extracted += 1;
-                    continue;
-                };
-                report.candidates.push(Made {
-                    partition: b.to_string(),
-                    seq: Some(seq),
-                    old_hokensha_no: candidate.old_hokensha_no.clone(),
-                    case: candidate.case.clone(),
-                    period: candidate.period.clone(),
-                    suggestion: candidate.suggestion.clone(),
-                    anomalies: candidate.anomalies.clone(),
-                });
-                moves.add(seq, candidate);
-            }
-        }
-        // B's households read here: one access record for the scan (those read while
-        // finding the other ends of moves were recorded then).
-        if let (Some(&first), Some(&last)) = (decoded.iter().min(), decoded.iter().max()) {
-            record(
-                store,
-                b,
-                &access(who, "continuity_scan", first, last - first + 1),
-            )?;
-        }
+        job.visit(b, households, as_of, &mut report)?;
     }
     // Only a run that finished moves the cursors: a failed one is repeated whole.
     store.set_job_cursors(EXTRACT_JOB, &ends)?;
@@ -435,6 +355,114 @@ type Visit = HashMap<PartitionId, std::collections::BTreeMap<Vec<u8>, (u64, Opti
 type Seen = (Vec<u8>, u64, Option<Household>);
 
 impl Job<'_> {
+    /// Looks at B's households of this run: each one that came from elsewhere in the
+    /// prefecture is a move, filed as a candidate or a new version of one.
+    fn visit(
+        &self,
+        b: &PartitionId,
+        households: std::collections::BTreeMap<Vec<u8>, (u64, Option<Household>)>,
+        as_of: i32,
+        report: &mut ExtractReport,
+    ) -> Result<(), ExtractError> {
+        let (store, who) = (self.store, self.who);
+        let Some(b_scope) = self.scope.partition(b) else {
+            return Ok(());
+        };
+        if households.is_empty() {
+            return Ok(());
+        }
+        let b_key = store.index_key(b)?;
+        let mut moves = Known::new(store, &b_scope, who);
+        // Households not read yet by this run are read (and recorded) now.
+        let mut decoded: Vec<u64> = Vec::new();
+        for (b_seq, known) in households.into_values() {
+            let hb = match known {
+                Some(h) => h,
+                None => {
+                    decoded.push(b_seq);
+                    decode(store, &b_scope, b_seq)?
+                }
+            };
+            report.households_read += 1;
+            let Some((person, reset)) = mover(&hb) else {
+                continue;
+            };
+            let found = self.predecessors(b, &b_key, &mut moves, (&hb, b_seq), person, report)?;
+            // Two households of the prefecture that held the person before B: a person must
+            // say which one the move came from.
+            let ambiguous = found.len() > 1;
+            for (mut candidate, previous) in found.into_iter().flatten() {
+                if reset {
+                    candidate.anomalies.push(ANOMALY_SHUTOKU_RESET.to_owned());
+                }
+                if ambiguous {
+                    candidate.anomalies.push(ANOMALY_AMBIGUOUS.to_owned());
+                }
+                let here = (b, &hb, b_seq);
+                self.file(here, (candidate, previous), as_of, &mut moves, report)?;
+            }
+        }
+        // B's households read here: one access record for the scan (those read while
+        // finding the other ends of moves were recorded then).
+        if let (Some(&first), Some(&last)) = (decoded.iter().min(), decoded.iter().max()) {
+            record(
+                store,
+                b,
+                &access(who, "continuity_scan", first, last - first + 1),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Files one move found in B: a new candidate when it starts in the window (else it is
+    /// listed as outside), a new version when the candidate changed, or nothing.
+    fn file(
+        &self,
+        (b, hb, b_seq): (&PartitionId, &Household, u64),
+        (mut candidate, previous): (Candidate, Option<(u64, Candidate)>),
+        as_of: i32,
+        moves: &mut Known<'_>,
+        report: &mut ExtractReport,
+    ) -> Result<(), ExtractError> {
+        let claim = match previous {
+            None if !self.in_window(&candidate, as_of) => {
+                report.outside_window.push(Outside {
+                    partition: b.to_string(),
+                    old_hokensha_no: candidate.old_hokensha_no.clone(),
+                    ido_date: candidate.ido_date.clone(),
+                });
+                return Ok(());
+            }
+            None => format!("move:{}", candidate.move_id),
+            Some((seq, earlier)) => {
+                let changes = candidate.changes_from(&earlier);
+                if changes.is_empty() {
+                    report.already_extracted += 1;
+                    return Ok(());
+                }
+                candidate.supersedes = Some(seq);
+                candidate.changes = changes;
+                format!("move:{}:{}", candidate.move_id, version_tag(&candidate))
+            }
+        };
+        let Some(seq) = append_candidate(self.store, b, hb, b_seq, &candidate, claim, self.who)?
+        else {
+            report.already_extracted += 1;
+            return Ok(());
+        };
+        report.candidates.push(Made {
+            partition: b.to_string(),
+            seq: Some(seq),
+            old_hokensha_no: candidate.old_hokensha_no.clone(),
+            case: candidate.case.clone(),
+            period: candidate.period.clone(),
+            suggestion: candidate.suggestion.clone(),
+            anomalies: candidate.anomalies.clone(),
+        });
+        moves.add(seq, candidate);
+        Ok(())
+    }
+
     /// Whether a new move is proposed on `as_of`: it starts in the window, or its start is
     /// unknown (a person must look at it).
     fn in_window(&self, candidate: &Candidate, as_of: i32) -> bool {
