@@ -138,12 +138,14 @@ pub enum ExtractError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Append(#[from] AppendError),
-    #[error("registry: {0}")]
-    Registry(String),
+    #[error("reading the partition registry")]
+    Registry(#[source] crate::store::ProvisionError),
     #[error("partition {partition} seq {seq}: snapshot does not decode")]
     Snapshot { partition: String, seq: u64 },
-    #[error("encoding a candidate: {0}")]
-    Encode(String),
+    #[error("encoding an access record")]
+    Record(#[source] crate::ledger::payload::PayloadError),
+    #[error("encoding a candidate")]
+    Json(#[source] serde_json::Error),
 }
 
 /// One candidate made (or found from an earlier run).
@@ -247,9 +249,7 @@ fn access(who: &Importer, purpose: &str, first_seq: u64, count: u64) -> AccessRe
 
 /// Appends an access record on its own, durable before the caller goes on.
 fn record(store: &Store, p: &PartitionId, rec: &AccessRecord) -> Result<(), ExtractError> {
-    let payload = rec
-        .encode()
-        .map_err(|e| ExtractError::Encode(e.to_string()))?;
+    let payload = rec.encode().map_err(ExtractError::Record)?;
     append_record(store, p, Kind::ACCESS_RECORD, payload)?;
     Ok(())
 }
@@ -271,9 +271,7 @@ impl Reads {
             let entries = recs
                 .iter()
                 .map(|r| {
-                    let payload = r
-                        .encode()
-                        .map_err(|e| ExtractError::Encode(e.to_string()))?;
+                    let payload = r.encode().map_err(ExtractError::Record)?;
                     Ok(NewEntry::new(Kind::ACCESS_RECORD, day, None, payload)?)
                 })
                 .collect::<Result<Vec<_>, ExtractError>>()?;
@@ -299,7 +297,7 @@ pub fn extract(
     let rules = rules.for_prefecture(scope.prefecture());
     let partitions: Vec<PartitionId> = store
         .prefecture_partitions(scope)
-        .map_err(|e| ExtractError::Registry(e.to_string()))?;
+        .map_err(ExtractError::Registry)?;
     let mut report = ExtractReport {
         prefecture: scope.prefecture().to_owned(),
         as_of: crate::domain::text::format_date(as_of),
@@ -783,9 +781,8 @@ fn append_candidate(
     if store.transmission(b, &claim)?.is_some() {
         return Ok(None);
     }
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(candidate).map_err(|e| ExtractError::Encode(e.to_string()))?,
-    );
+    let payload =
+        zeroize::Zeroizing::new(serde_json::to_vec(candidate).map_err(ExtractError::Json)?);
     let valid_from = parse_date(&candidate.ido_date).unwrap_or_else(crate::store::today_days);
     let entry = NewEntry::new(
         Kind::CONTINUITY_CANDIDATE,

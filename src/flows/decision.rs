@@ -201,18 +201,20 @@ pub enum DecisionError {
     Append(#[from] AppendError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("registry: {0}")]
-    Registry(String),
+    #[error("reading the partition registry")]
+    Registry(#[source] crate::store::ProvisionError),
     #[error("partition {partition} seq {seq}: payload does not decode")]
     Payload { partition: String, seq: u64 },
-    #[error("encoding: {0}")]
-    Encode(String),
+    #[error("encoding a record")]
+    Record(#[source] crate::ledger::payload::PayloadError),
+    #[error("encoding a payload")]
+    Json(#[source] serde_json::Error),
 }
 
 fn json<T: Serialize>(v: &T) -> Result<zeroize::Zeroizing<Vec<u8>>, DecisionError> {
     serde_json::to_vec(v)
         .map(zeroize::Zeroizing::new)
-        .map_err(|e| DecisionError::Encode(e.to_string()))
+        .map_err(DecisionError::Json)
 }
 
 /// The kinds that make up a move's state in B.
@@ -531,7 +533,7 @@ fn each_partition(
 ) -> Result<(), DecisionError> {
     let partitions = store
         .prefecture_partitions(scope)
-        .map_err(|e| DecisionError::Registry(e.to_string()))?;
+        .map_err(DecisionError::Registry)?;
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
             continue;
@@ -670,7 +672,7 @@ pub fn confirm_with(
     };
     let partitions: Vec<PartitionId> = store
         .prefecture_partitions(scope)
-        .map_err(|e| DecisionError::Registry(e.to_string()))?;
+        .map_err(DecisionError::Registry)?;
     let chains = Chains::default();
     for b in &partitions {
         let Some(b_scope) = scope.partition(b) else {
@@ -794,9 +796,7 @@ fn record_access(
     (first, last): (u64, u64),
 ) -> Result<(), DecisionError> {
     let rec = who.access(purpose, kinds, first, last - first + 1);
-    let payload = rec
-        .encode()
-        .map_err(|e| DecisionError::Encode(e.to_string()))?;
+    let payload = rec.encode().map_err(DecisionError::Record)?;
     append_record(store, p, Kind::ACCESS_RECORD, payload)?;
     Ok(())
 }
@@ -903,9 +903,7 @@ impl Row<'_> {
             checkpoint_size: self.store.size(a)?,
             request_id: self.who.request_id.clone(),
         };
-        let payload = provision
-            .encode()
-            .map_err(|e| DecisionError::Encode(e.to_string()))?;
+        let payload = provision.encode().map_err(DecisionError::Record)?;
         self.store.append(
             a,
             vec![NewEntry::new(
