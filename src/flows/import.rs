@@ -114,8 +114,8 @@ pub enum ImportError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("snapshot encoding: {0}")]
-    Encode(String),
+    #[error("encoding a payload")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// What an import (or its idempotent replay) answers.
@@ -172,9 +172,7 @@ fn entry_for(store: &Store, p: &PartitionId, h: &Household) -> Result<NewEntry, 
     } else {
         None
     };
-    let payload = zeroize::Zeroizing::new(
-        serde_json::to_vec(h).map_err(|e| ImportError::Encode(e.to_string()))?,
-    );
+    let payload = zeroize::Zeroizing::new(serde_json::to_vec(h).map_err(ImportError::Encode)?);
     let valid_from = crate::domain::text::parse_date(&h.ido_date).unwrap_or(0);
     let mut entry = NewEntry::new(kind, valid_from, ref_seq, payload.to_vec())
         .map_err(ImportError::Append)?

@@ -197,9 +197,7 @@ pub fn import(
         validate(bytes, partition, transmission_id, encoding).map_err(ImportError::Rejected)?;
     let mut entries = Vec::with_capacity(records.len());
     for r in &records {
-        let payload = zeroize::Zeroizing::new(
-            serde_json::to_vec(r).map_err(|e| ImportError::Encode(e.to_string()))?,
-        );
+        let payload = zeroize::Zeroizing::new(serde_json::to_vec(r).map_err(ImportError::Encode)?);
         // Valid from the first day of the latest month in the file.
         let valid_from = r
             .months
