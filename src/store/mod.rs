@@ -223,6 +223,8 @@ pub enum ProvisionError {
     Unregistered(String),
     #[error("a partition's name is 1-40 characters of text, no control character")]
     BadName,
+    #[error("encoding the operator's log entry")]
+    Json(#[source] serde_json::Error),
 }
 
 /// One action of a continuity operator, as the console's log keeps it.
@@ -948,8 +950,7 @@ impl Store {
         key.extend_from_slice(prefecture.as_bytes());
         key.extend_from_slice(&action.at_ms.to_be_bytes());
         key.extend_from_slice(credential.as_bytes());
-        let value =
-            serde_json::to_vec(action).map_err(|e| ProvisionError::Encode(e.to_string()))?;
+        let value = serde_json::to_vec(action).map_err(ProvisionError::Json)?;
         self.inner.db.put_cf_opt(&sys, key, value, &sync_write())?;
         Ok(())
     }
