@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use kukaku::api::{self, AppState, Limits, ServerRole, server};
-use kukaku::store::Store;
+use kukaku::store::{Paths, Store};
 use std::sync::Arc;
 
 use crate::*;
@@ -44,19 +44,166 @@ pub(crate) fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<Replicato
     })
 }
 
-pub(crate) fn serve(
-    (store, admin_socket): (Store, &std::path::Path),
+/// `kukaku serve`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Which server this instance is.
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: std::net::SocketAddr,
+    /// TLS certificate chain (PEM). Default: tls/cert.pem under the home.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM, mode 0600). Default: tls/key.pem under the home.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) for client certificates (mTLS). Credentials bound to a client
+    /// certificate are then accepted only with it; others work without one.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS. Refused unless --listen is a loopback address.
+    #[arg(long)]
+    plain_http_loopback: bool,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// Requests handled at once; more get 503.
+    #[arg(long, default_value_t = 256)]
+    max_concurrent: usize,
+    /// Open connections at once; more are closed when accepted.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Nice levels the request threads run below the store's writer thread (0-19; 0: the
+    /// same). The writer is the serial stage of every append: giving it a core first
+    /// raised throughput by about 5 % at 64 clients (docs/benchmarks.md, “Request threads
+    /// below the writer”).
+    #[arg(long, default_value_t = server::DEFAULT_REQUEST_NICE,
+          value_parser = clap::value_parser!(u8).range(0..=19))]
+    request_nice: u8,
+    /// Hub: a witness's cosigner key (`kukaku public-keys --witness` on the intermediate) whose
+    /// cosignatures of this hub's checkpoints are verified and kept. Repeatable.
+    #[arg(long = "witness-vkey")]
+    witness_vkeys: Vec<String>,
+    /// Hub: the continuity rules file for POST /v1/continuity/extract and confirm (`case`,
+    /// `tekiyo_end`, `late_shikyu_months`, `window_months` lines; `[NN]` per prefecture).
+    #[arg(long)]
+    continuity_rules: Option<PathBuf>,
+    /// Hub: a terminal session ends after this many minutes without a request (and at
+    /// logout).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1440))]
+    session_idle_minutes: u64,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+}
+
+impl ServeArgs {
+    /// Checks the arguments, opens the store and serves until Ctrl-C.
+    pub(crate) fn run(self, home: &std::path::Path, paths: &Paths) -> Result<()> {
+        let ServeArgs {
+            role,
+            listen,
+            tls_cert,
+            tls_key,
+            client_ca,
+            plain_http_loopback,
+            max_body_bytes,
+            max_concurrent,
+            max_connections,
+            request_nice,
+            witness_vkeys,
+            continuity_rules,
+            session_idle_minutes,
+            upstream,
+        } = self;
+        let rules = load_rules(continuity_rules.as_deref())?;
+        let witnesses = witness_vkeys
+            .iter()
+            .map(|t| {
+                kukaku::ledger::VerifierKey::parse(t)
+                    .ok()
+                    .filter(|k| k.is_cosigner())
+                    .with_context(|| {
+                        format!("--witness-vkey {t:?} is not a cosigner key (type 0x04)")
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (default_cert, default_key) = server::dev_cert_paths(home);
+        let transport = if plain_http_loopback {
+            server::Transport::PlainLoopback
+        } else {
+            server::Transport::Tls(server::load_tls(
+                &tls_cert.unwrap_or(default_cert),
+                &tls_key.unwrap_or(default_key),
+                client_ca.as_deref(),
+            )?)
+        };
+        let limits = Limits {
+            max_body_bytes,
+            max_concurrent,
+            max_connections,
+            ..Limits::default()
+        };
+        let role = match role {
+            RoleArg::Hub => ServerRole::Hub,
+            RoleArg::Intermediate => ServerRole::Intermediate,
+        };
+        let replicator = match (&role, upstream.upstream.as_deref()) {
+            (ServerRole::Intermediate, Some(url)) => Some(replicator_config(url, &upstream)?),
+            (ServerRole::Hub, Some(_)) => {
+                anyhow::bail!("--upstream is for --role intermediate")
+            }
+            _ => None,
+        };
+        if role == ServerRole::Intermediate && !witnesses.is_empty() {
+            anyhow::bail!("--witness-vkey is for --role hub");
+        }
+        serve(Server {
+            store: open(paths)?,
+            admin_socket: &paths.admin_socket,
+            role,
+            listen,
+            transport,
+            limits,
+            request_nice,
+            witnesses,
+            rules,
+            session_idle: std::time::Duration::from_secs(session_idle_minutes * 60),
+            replicator,
+        })
+    }
+}
+
+/// Everything a running server holds.
+pub(crate) struct Server<'a> {
+    store: Store,
+    admin_socket: &'a std::path::Path,
     role: ServerRole,
     listen: std::net::SocketAddr,
     transport: server::Transport,
-    (limits, request_nice): (Limits, u8),
-    (witnesses, rules, session_idle): (
-        Vec<kukaku::ledger::VerifierKey>,
-        kukaku::domain::continuity::Rules,
-        std::time::Duration,
-    ),
+    limits: Limits,
+    request_nice: u8,
+    witnesses: Vec<kukaku::ledger::VerifierKey>,
+    rules: kukaku::domain::continuity::Rules,
+    session_idle: std::time::Duration,
     replicator: Option<ReplicatorConfig>,
-) -> Result<()> {
+}
+
+pub(crate) fn serve(s: Server<'_>) -> Result<()> {
+    let Server {
+        store,
+        admin_socket,
+        role,
+        listen,
+        transport,
+        limits,
+        request_nice,
+        witnesses,
+        rules,
+        session_idle,
+        replicator,
+    } = s;
     let store = Arc::new(store);
     // Started after the store (so after its writer thread): the request threads run below it.
     let runtime = server::runtime(request_nice)?;
