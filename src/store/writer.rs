@@ -558,6 +558,83 @@ enum Pending {
     Rotate(Reply<Vec<u32>>, Vec<u32>),
 }
 
+/// A group commit being staged: its clock, writes, staged partition states, the answers it
+/// owes once durable, and the claims it holds so far.
+struct Batch {
+    now: u64,
+    ops: Ops,
+    staged: HashMap<PartitionId, PState>,
+    pending: Vec<Pending>,
+    claimed: HashMap<(PartitionId, String), TransmissionRecord>,
+}
+
+impl Command {
+    /// Answers the command `Poisoned` (the store refuses writes after a failed batch).
+    fn poisoned(self) {
+        match self {
+            Command::Append { reply, .. } => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+            Command::Activate { reply, .. } => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+            Command::Rotate { reply, .. } => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+            Command::Keys { reply, .. } => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// Answers once the batch is durable, with the checkpoint of each partition it touched.
+    fn answer(self, checkpoints: &HashMap<PartitionId, (u64, Hash, String)>) {
+        match self {
+            Pending::Append(reply, p, done, access_record_seq) => {
+                let receipt = match checkpoints.get(&p) {
+                    Some((size, root, note)) => Ok(AppendReceipt {
+                        first_seq: done.first().map_or(0, |d| d.0),
+                        entries: done,
+                        size: *size,
+                        root: *root,
+                        checkpoint: note.clone(),
+                        partition: p,
+                        access_record_seq,
+                    }),
+                    None => Err(AppendError::BadState(p.to_string())),
+                };
+                let _ = reply.send(receipt);
+            }
+            Pending::Activate(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+            Pending::Rotate(reply, ids) => {
+                let _ = reply.send(Ok(ids));
+            }
+            Pending::Refused(reply, e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers `Poisoned`: the batch was not written.
+    fn poisoned(self) {
+        match self {
+            Pending::Append(reply, ..) | Pending::Refused(reply, _) => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+            Pending::Activate(reply) => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+            Pending::Rotate(reply, _) => {
+                let _ = reply.send(Err(AppendError::Poisoned));
+            }
+        }
+    }
+}
+
 impl Writer {
     fn new(inner: Arc<Inner>) -> Self {
         Writer {
@@ -1008,187 +1085,153 @@ impl Writer {
 
     fn process(&mut self, cmds: Vec<Command>) {
         if self.inner.poisoned.load(Ordering::SeqCst) {
-            for c in cmds {
-                match c {
-                    Command::Append { reply, .. } => {
-                        let _ = reply.send(Err(AppendError::Poisoned));
-                    }
-                    Command::Activate { reply, .. } => {
-                        let _ = reply.send(Err(AppendError::Poisoned));
-                    }
-                    Command::Rotate { reply, .. } => {
-                        let _ = reply.send(Err(AppendError::Poisoned));
-                    }
-                    Command::Keys { reply, .. } => {
-                        let _ = reply.send(Err(AppendError::Poisoned));
-                    }
-                }
-            }
+            cmds.into_iter().for_each(Command::poisoned);
             return;
         }
-        let now = self.now();
-        let mut ops: Ops = Vec::new();
-        let mut staged: HashMap<PartitionId, PState> = HashMap::new();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut claimed: HashMap<(PartitionId, String), TransmissionRecord> = HashMap::new();
+        let mut batch = Batch {
+            now: self.now(),
+            ops: Vec::new(),
+            staged: HashMap::new(),
+            pending: Vec::new(),
+            claimed: HashMap::new(),
+        };
         for cmd in cmds {
-            let mut local: Ops = Vec::new();
-            match cmd {
-                Command::Append {
-                    partition,
-                    entries,
-                    opts,
-                    reply,
-                } => {
-                    let AppendOptions {
-                        claim,
-                        access,
-                        replica_state,
-                    } = *opts;
-                    if let Some(c) = &claim
-                        && let Err(e) = self.check_claim(&partition, c, &claimed)
-                    {
-                        // Answered after the batch is durable: the caller may read the
-                        // claim's record as soon as it hears "already stored".
-                        pending.push(Pending::Refused(reply, e));
-                        continue;
+            self.stage(cmd, &mut batch);
+        }
+        let Batch {
+            ops,
+            staged,
+            pending,
+            ..
+        } = batch;
+        match self.finish(staged, ops) {
+            Ok(checkpoints) => pending.into_iter().for_each(|p| p.answer(&checkpoints)),
+            Err(_) => pending.into_iter().for_each(Pending::poisoned),
+        }
+    }
+
+    /// Stages one command into the batch; a command refused here is answered at once, one
+    /// refused by its claim after the batch is durable.
+    fn stage(&mut self, cmd: Command, batch: &mut Batch) {
+        let mut local: Ops = Vec::new();
+        // A partition staged earlier in this batch continues from its staged state.
+        let resume = |states: &mut HashMap<PartitionId, PState>, b: &Batch, p: &PartitionId| {
+            if let Some(s) = b.staged.get(p) {
+                states.insert(p.clone(), s.clone());
+            }
+        };
+        match cmd {
+            Command::Append {
+                partition,
+                entries,
+                opts,
+                reply,
+            } => {
+                resume(&mut self.states, batch, &partition);
+                self.stage_append(partition, &entries, *opts, reply, batch);
+            }
+            Command::Rotate {
+                partition,
+                who,
+                reply,
+            } => {
+                resume(&mut self.states, batch, &partition);
+                match self.run_rotate(&partition, &who, batch.now, &mut local) {
+                    Ok((st, ids)) => {
+                        batch.staged.insert(partition, st);
+                        batch.ops.append(&mut local);
+                        batch.pending.push(Pending::Rotate(reply, ids));
                     }
-                    if let Some(s) = staged.get(&partition) {
-                        self.states.insert(partition.clone(), s.clone());
-                    }
-                    match self.run_append(&partition, &entries, access.as_ref(), now, &mut local) {
-                        Ok((st, done, access_seq)) => {
-                            if let Some(state) = replica_state {
-                                local.push((
-                                    Target::Partition(partition.clone()),
-                                    REPLICA_STATE_KEY.to_vec(),
-                                    state,
-                                ));
-                            }
-                            if let (Some(c), Some(first), Some(last)) =
-                                (claim, done.first(), done.last())
-                            {
-                                let rec = TransmissionRecord {
-                                    digest: c.digest,
-                                    first_seq: first.0,
-                                    count: last.0 - first.0 + 1,
-                                    tx_time_ms: now,
-                                    households: c.households,
-                                };
-                                match encode(&rec) {
-                                    Ok(b) => local.push((
-                                        Target::Partition(partition.clone()),
-                                        transmission_key(&c.id),
-                                        b,
-                                    )),
-                                    Err(e) => {
-                                        let _ =
-                                            reply.send(Err(AppendError::Storage(e.to_string())));
-                                        continue;
-                                    }
-                                }
-                                claimed.insert((partition.clone(), c.id), rec);
-                            }
-                            staged.insert(partition.clone(), st);
-                            ops.append(&mut local);
-                            pending.push(Pending::Append(reply, partition, done, access_seq));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
-                Command::Rotate {
-                    partition,
-                    who,
-                    reply,
-                } => {
-                    if let Some(s) = staged.get(&partition) {
-                        self.states.insert(partition.clone(), s.clone());
+            }
+            Command::Keys { op, reply } => {
+                // `run` never groups these; answered alone if one gets here.
+                self.process_key_op(*op, reply);
+            }
+            Command::Activate { partition, reply } => {
+                resume(&mut self.states, batch, &partition);
+                match self.run_activate(&partition, batch.now, &mut local) {
+                    Ok(st) => {
+                        batch.staged.insert(partition, st);
+                        batch.ops.append(&mut local);
+                        batch.pending.push(Pending::Activate(reply));
                     }
-                    match self.run_rotate(&partition, &who, now, &mut local) {
-                        Ok((st, ids)) => {
-                            staged.insert(partition, st);
-                            ops.append(&mut local);
-                            pending.push(Pending::Rotate(reply, ids));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
-                Command::Keys { op, reply } => {
-                    // `run` never groups these; answered alone if one gets here.
-                    self.process_key_op(*op, reply);
-                }
-                Command::Activate { partition, reply } => {
-                    if let Some(s) = staged.get(&partition) {
-                        self.states.insert(partition.clone(), s.clone());
-                    }
-                    match self.run_activate(&partition, now, &mut local) {
-                        Ok(st) => {
-                            staged.insert(partition, st);
-                            ops.append(&mut local);
-                            pending.push(Pending::Activate(reply));
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
         }
-        let result = self.finish(staged, ops);
-        match result {
-            Ok(checkpoints) => {
-                for pend in pending {
-                    match pend {
-                        Pending::Append(reply, p, done, access_record_seq) => {
-                            let receipt = match checkpoints.get(&p) {
-                                Some((size, root, note)) => Ok(AppendReceipt {
-                                    first_seq: done.first().map_or(0, |d| d.0),
-                                    entries: done,
-                                    size: *size,
-                                    root: *root,
-                                    checkpoint: note.clone(),
-                                    partition: p,
-                                    access_record_seq,
-                                }),
-                                None => Err(AppendError::BadState(p.to_string())),
-                            };
-                            let _ = reply.send(receipt);
-                        }
-                        Pending::Activate(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Pending::Rotate(reply, ids) => {
-                            let _ = reply.send(Ok(ids));
-                        }
-                        Pending::Refused(reply, e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
-                }
-            }
-            Err(_) => {
-                for pend in pending {
-                    match pend {
-                        Pending::Append(reply, ..) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Activate(reply) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Rotate(reply, _) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                        Pending::Refused(reply, _) => {
-                            let _ = reply.send(Err(AppendError::Poisoned));
-                        }
-                    }
-                }
-            }
+    }
+
+    /// Stages an append: its claim checked against the store and this batch, its entries,
+    /// replica state and transmission record.
+    fn stage_append(
+        &mut self,
+        partition: PartitionId,
+        entries: &[NewEntry],
+        opts: AppendOptions,
+        reply: Reply<AppendReceipt>,
+        batch: &mut Batch,
+    ) {
+        let AppendOptions {
+            claim,
+            access,
+            replica_state,
+        } = opts;
+        if let Some(c) = &claim
+            && let Err(e) = self.check_claim(&partition, c, &batch.claimed)
+        {
+            // Answered after the batch is durable: the caller may read the claim's record
+            // as soon as it hears "already stored".
+            batch.pending.push(Pending::Refused(reply, e));
+            return;
         }
+        let mut local: Ops = Vec::new();
+        let (st, done, access_seq) =
+            match self.run_append(&partition, entries, access.as_ref(), batch.now, &mut local) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+        if let Some(state) = replica_state {
+            local.push((
+                Target::Partition(partition.clone()),
+                REPLICA_STATE_KEY.to_vec(),
+                state,
+            ));
+        }
+        if let (Some(c), Some(first), Some(last)) = (claim, done.first(), done.last()) {
+            let rec = TransmissionRecord {
+                digest: c.digest,
+                first_seq: first.0,
+                count: last.0 - first.0 + 1,
+                tx_time_ms: batch.now,
+                households: c.households,
+            };
+            match encode(&rec) {
+                Ok(b) => local.push((
+                    Target::Partition(partition.clone()),
+                    transmission_key(&c.id),
+                    b,
+                )),
+                Err(e) => {
+                    let _ = reply.send(Err(AppendError::Storage(e.to_string())));
+                    return;
+                }
+            }
+            batch.claimed.insert((partition.clone(), c.id), rec);
+        }
+        batch.staged.insert(partition.clone(), st);
+        batch.ops.append(&mut local);
+        batch
+            .pending
+            .push(Pending::Append(reply, partition, done, access_seq));
     }
 
     /// Finishes each touched partition (key metadata, signed checkpoint, state record) and
