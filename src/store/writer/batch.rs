@@ -1,0 +1,274 @@
+//! The writer's group commit: one batch of commands staged, finished (key metadata, signed
+//! checkpoints, states), written with `sync = true`, then answered.
+
+use super::*;
+
+impl Writer {
+    pub(super) fn process(&mut self, cmds: Vec<Command>) {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            cmds.into_iter().for_each(Command::poisoned);
+            return;
+        }
+        let mut batch = Batch {
+            now: self.now(),
+            ops: Vec::new(),
+            staged: HashMap::new(),
+            pending: Vec::new(),
+            claimed: HashMap::new(),
+        };
+        for cmd in cmds {
+            self.stage(cmd, &mut batch);
+        }
+        let Batch {
+            ops,
+            staged,
+            pending,
+            ..
+        } = batch;
+        match self.finish(staged, ops) {
+            Ok(checkpoints) => pending.into_iter().for_each(|p| p.answer(&checkpoints)),
+            Err(_) => pending.into_iter().for_each(Pending::poisoned),
+        }
+    }
+
+    /// Stages one command into the batch; a command refused here is answered at once, one
+    /// refused by its claim after the batch is durable.
+    pub(super) fn stage(&mut self, cmd: Command, batch: &mut Batch) {
+        let mut local: Ops = Vec::new();
+        // A partition staged earlier in this batch continues from its staged state.
+        let resume = |states: &mut HashMap<PartitionId, PState>, b: &Batch, p: &PartitionId| {
+            if let Some(s) = b.staged.get(p) {
+                states.insert(p.clone(), s.clone());
+            }
+        };
+        match cmd {
+            Command::Append {
+                partition,
+                entries,
+                opts,
+                reply,
+            } => {
+                resume(&mut self.states, batch, &partition);
+                self.stage_append(partition, &entries, *opts, reply, batch);
+            }
+            Command::Rotate {
+                partition,
+                who,
+                reply,
+            } => {
+                resume(&mut self.states, batch, &partition);
+                match self.run_rotate(&partition, &who, batch.now, &mut local) {
+                    Ok((st, ids)) => {
+                        batch.staged.insert(partition, st);
+                        batch.ops.append(&mut local);
+                        batch.pending.push(Pending::Rotate(reply, ids));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Command::Keys { op, reply } => {
+                // `run` never groups these; answered alone if one gets here.
+                self.process_key_op(*op, reply);
+            }
+            Command::Activate { partition, reply } => {
+                resume(&mut self.states, batch, &partition);
+                match self.run_activate(&partition, batch.now, &mut local) {
+                    Ok(st) => {
+                        batch.staged.insert(partition, st);
+                        batch.ops.append(&mut local);
+                        batch.pending.push(Pending::Activate(reply));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stages an append: its claim checked against the store and this batch, its entries,
+    /// replica state and transmission record.
+    pub(super) fn stage_append(
+        &mut self,
+        partition: PartitionId,
+        entries: &[NewEntry],
+        opts: AppendOptions,
+        reply: Reply<AppendReceipt>,
+        batch: &mut Batch,
+    ) {
+        let AppendOptions {
+            claim,
+            access,
+            replica_state,
+        } = opts;
+        if let Some(c) = &claim
+            && let Err(e) = self.check_claim(&partition, c, &batch.claimed)
+        {
+            // Answered after the batch is durable: the caller may read the claim's record
+            // as soon as it hears "already stored".
+            batch.pending.push(Pending::Refused(reply, e));
+            return;
+        }
+        let mut local: Ops = Vec::new();
+        let (st, done, access_seq) =
+            match self.run_append(&partition, entries, access.as_ref(), batch.now, &mut local) {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+        if let Some(state) = replica_state {
+            local.push((
+                Target::Partition(partition.clone()),
+                REPLICA_STATE_KEY.to_vec(),
+                state,
+            ));
+        }
+        if let (Some(c), Some(first), Some(last)) = (claim, done.first(), done.last()) {
+            let rec = TransmissionRecord {
+                digest: c.digest,
+                first_seq: first.0,
+                count: last.0 - first.0 + 1,
+                tx_time_ms: batch.now,
+                households: c.households,
+            };
+            match encode(&rec) {
+                Ok(b) => local.push((
+                    Target::Partition(partition.clone()),
+                    transmission_key(&c.id),
+                    b,
+                )),
+                Err(e) => {
+                    let _ = reply.send(Err(AppendError::Storage(e.to_string())));
+                    return;
+                }
+            }
+            batch.claimed.insert((partition.clone(), c.id), rec);
+        }
+        batch.staged.insert(partition.clone(), st);
+        batch.ops.append(&mut local);
+        batch
+            .pending
+            .push(Pending::Append(reply, partition, done, access_seq));
+    }
+
+    /// Finishes each touched partition (key metadata, signed checkpoint, state record) and
+    /// writes the batch. On success the staged states become the writer's; on failure the
+    /// store is poisoned and `Poisoned` returned.
+    pub(super) fn finish(
+        &mut self,
+        mut staged: HashMap<PartitionId, PState>,
+        mut ops: Ops,
+    ) -> Result<HashMap<PartitionId, (u64, Hash, String)>, AppendError> {
+        // Finish each touched partition: key metadata, signed checkpoint, state record.
+        let mut checkpoints: HashMap<PartitionId, (u64, Hash, String)> = HashMap::new();
+        let signer = self.inner.signer();
+        for (p, st) in staged.iter_mut() {
+            for id in std::mem::take(&mut st.dirty_keys) {
+                if let Some(meta) = st.keys.get(&id) {
+                    match encode(meta) {
+                        Ok(b) => ops.push((Target::Sys, key_meta_key(p, id), b)),
+                        Err(e) => {
+                            tracing::error!(partition = %p, error = %e, "key metadata encoding")
+                        }
+                    }
+                }
+            }
+            let size = st.size();
+            let root = st.range.root();
+            let note = signer.sign_checkpoint(p, size, root);
+            let target = Target::Partition(p.clone());
+            if size != st.committed_size {
+                ops.push((
+                    target.clone(),
+                    checkpoint_key(size).to_vec(),
+                    note.clone().into_bytes(),
+                ));
+            }
+            let rec = StateRecord {
+                size,
+                chain: *st.chain.as_bytes(),
+                last_tx: st.last_tx,
+                frontier: st.range.hashes().iter().map(|h| *h.as_bytes()).collect(),
+            };
+            match encode(&rec) {
+                Ok(b) => ops.push((target, STATE_KEY.to_vec(), b)),
+                Err(e) => tracing::error!(partition = %p, error = %e, "state encoding"),
+            }
+            checkpoints.insert(p.clone(), (size, root, note));
+        }
+        match self.write(ops) {
+            Ok(()) => {
+                for (p, mut st) in staged {
+                    st.committed_size = st.size();
+                    self.inner.anchor.note(&p, st.committed_size);
+                    self.states.insert(p, st);
+                }
+                Ok(checkpoints)
+            }
+            Err(e) => {
+                self.inner.poisoned.store(true, Ordering::SeqCst);
+                self.states.clear();
+                tracing::error!(error = %e, "write failed; store poisoned");
+                Err(AppendError::Poisoned)
+            }
+        }
+    }
+
+    pub(super) fn write(&self, ops: Ops) -> Result<(), AppendError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let db = &self.inner.db;
+        let mut batch = rocksdb::WriteBatch::default();
+        let sys = db
+            .cf_handle(SYS_CF)
+            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
+        let mut handles = HashMap::new();
+        let mut key_records = Vec::new();
+        let mut key_deletes = Vec::new();
+        for (target, key, value) in ops {
+            match target {
+                Target::KeyStore => key_records.push((key, value)),
+                Target::KeyStoreDelete => key_deletes.push(key),
+                Target::Sys => batch.put_cf(&sys, key, value),
+                Target::SysDelete => batch.delete_cf(&sys, key),
+                Target::Partition(ref p) | Target::PartitionDeleteRange(ref p) => {
+                    if !handles.contains_key(p) {
+                        let h = db
+                            .cf_handle(&partition_cf(p))
+                            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+                        handles.insert(p.clone(), h);
+                    }
+                    let h = handles.get(p).ok_or(AppendError::WriterGone)?;
+                    if matches!(target, Target::Partition(_)) {
+                        batch.put_cf(h, key, value);
+                    } else {
+                        batch.delete_range_cf(h, key, value);
+                    }
+                }
+            }
+        }
+        // Key material first: a crash between the two writes leaves an unused wrapped key,
+        // never ciphertext whose key is missing. Deleted keys go in the same key-store
+        // batch: their ciphertext stays, unreadable, which is what destroying them means.
+        let faults = self.inner.options.faults.as_deref();
+        let injected = |what: &str| {
+            AppendError::Storage(format!("{what}: No space left on device (injected fault)"))
+        };
+        if !(key_records.is_empty() && key_deletes.is_empty())
+            && faults.is_some_and(|f| crate::store::FaultPlan::fails(&f.key_writes_left))
+        {
+            return Err(injected("key store write"));
+        }
+        self.inner.keyring.commit(key_records, key_deletes)?;
+        if faults.is_some_and(|f| crate::store::FaultPlan::fails(&f.data_writes_left)) {
+            return Err(injected("data write"));
+        }
+        db.write_opt(batch, &sync_write())
+            .map_err(|e| AppendError::Storage(e.to_string()))
+    }
+}
