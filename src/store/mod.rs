@@ -2,11 +2,13 @@
 //! the single writer with group commit. The only module that names `rocksdb`.
 
 pub mod anchor;
+mod audit;
 mod credentials;
 mod keyring;
 mod keys;
 mod open;
 pub mod private;
+mod proofs;
 mod read;
 pub mod records;
 mod registry;

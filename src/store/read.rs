@@ -1,6 +1,5 @@
-//! Reads, proofs, verification and audit export.
-
-use std::io::Write;
+//! Reads: entries (opened through a partition scope), envelopes, indexes, claims, job
+//! cursors, checkpoints. Proofs are in `proofs`, verification and audit export in `audit`.
 
 use rocksdb::{Direction, IteratorMode};
 use zeroize::Zeroizing;
@@ -14,18 +13,11 @@ use super::records::{
 use super::writer::IndexKind;
 use super::{Inner, Store};
 use crate::crypto::PartitionScope;
-use crate::ledger::bundle::BundleWriter;
 use crate::ledger::envelope::{Body, Envelope, SALT_LEN};
 use crate::ledger::hash::{Hash, commitment};
 use crate::ledger::header::{Header, PartitionId};
-use crate::ledger::merkle::{
-    NodeSource, ProofRequestError, consistency_proof, inclusion_proof, range_root,
-};
+use crate::ledger::merkle::NodeSource;
 use crate::ledger::note::Checkpoint;
-use crate::ledger::proof_json::{
-    ConsistencyProofJson, InclusionProofJson, NewestEntry, encode_hashes,
-};
-use crate::ledger::verify::{ChainVerifier, Step, VerifyError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,9 +101,9 @@ pub struct VerifyReport {
     pub bodies_shredded: u64,
 }
 
-struct DbNodes<'a> {
-    db: &'a rocksdb::DB,
-    cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
+pub(super) struct DbNodes<'a> {
+    pub(super) db: &'a rocksdb::DB,
+    pub(super) cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
 }
 
 impl DbNodes<'_> {
@@ -151,7 +143,7 @@ impl NodeSource for DbNodes<'_> {
     }
 }
 
-fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError {
+pub(super) fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError {
     ReadError::Corrupt {
         partition: p.to_string(),
         seq,
@@ -219,7 +211,7 @@ impl Inner {
         }
     }
 
-    fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
+    pub(super) fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
         let cf = self.cf(p)?;
         let raw =
             self.db
@@ -293,7 +285,7 @@ impl Inner {
 }
 
 impl Store {
-    fn envelope_bytes(&self, p: &PartitionId, seq: u64) -> Result<Vec<u8>, ReadError> {
+    pub(super) fn envelope_bytes(&self, p: &PartitionId, seq: u64) -> Result<Vec<u8>, ReadError> {
         let cf = self.inner.cf(p)?;
         match self.inner.db.get_cf(&cf, entry_key(seq))? {
             Some(v) => Ok(v),
@@ -323,7 +315,12 @@ impl Store {
         self.open_envelope(scope.partition(), seq, raw)
     }
 
-    fn open_envelope(&self, p: &PartitionId, seq: u64, raw: &[u8]) -> Result<Entry, ReadError> {
+    pub(super) fn open_envelope(
+        &self,
+        p: &PartitionId,
+        seq: u64,
+        raw: &[u8],
+    ) -> Result<Entry, ReadError> {
         let env = Envelope::decode(raw).map_err(|e| corrupt(p, seq, format!("envelope: {e}")))?;
         if env.header.seq != seq || &env.header.partition != p {
             return Err(corrupt(p, seq, "envelope is stored under another position"));
@@ -427,109 +424,6 @@ impl Store {
     /// Current tree size of a partition.
     pub fn size(&self, p: &PartitionId) -> Result<u64, ReadError> {
         self.inner.size(p)
-    }
-
-    fn proof_size(&self, p: &PartitionId, size: Option<u64>) -> Result<(u64, String), ReadError> {
-        match size {
-            Some(s) => Ok((s, self.inner.checkpoint_at(p, s)?)),
-            None => {
-                let s = self.inner.size(p)?;
-                Ok((s, self.inner.checkpoint_at(p, s)?))
-            }
-        }
-    }
-
-    /// Inclusion proof of `seq` in the checkpointed tree of `size` (latest if `None`).
-    pub fn prove_inclusion(
-        &self,
-        p: &PartitionId,
-        seq: u64,
-        size: Option<u64>,
-    ) -> Result<InclusionProofJson, ReadError> {
-        let (size, note) = self.proof_size(p, size)?;
-        let raw = self.envelope_bytes(p, seq)?;
-        let (header, _) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, seq, e))?;
-        let proof = self.inclusion_path(p, seq, size)?;
-        Ok(InclusionProofJson {
-            leaf_idx: seq,
-            tree_size: size,
-            leaf_hash: header.leaf_hash().to_base64(),
-            proof: Some(encode_hashes(&proof)),
-            root: None,
-            checkpoint: Some(note),
-            newest_entry: self.newest_entry(p, size)?,
-            desc: None,
-            want_err: None,
-        })
-    }
-
-    /// The RFC 9162 inclusion path of leaf `seq` in the tree of `size`, from stored nodes.
-    fn inclusion_path(&self, p: &PartitionId, seq: u64, size: u64) -> Result<Vec<Hash>, ReadError> {
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        inclusion_proof(&mut src, seq, size).map_err(|e| match e {
-            ProofRequestError::Source(s) => corrupt(p, seq, s),
-            other => ReadError::BadRequest(other.to_string()),
-        })
-    }
-
-    /// The hashed header of entry `size − 1` and its inclusion proof in the tree of `size`
-    /// (`None` for the empty tree): what dates a proof's checkpoint for key windows.
-    fn newest_entry(&self, p: &PartitionId, size: u64) -> Result<Option<NewestEntry>, ReadError> {
-        use base64::Engine as _;
-        let Some(last) = size.checked_sub(1) else {
-            return Ok(None);
-        };
-        let raw = self.envelope_bytes(p, last)?;
-        let (_, len) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, last, e))?;
-        let header = raw.get(..len).ok_or_else(|| corrupt(p, last, "header"))?;
-        let proof = self.inclusion_path(p, last, size)?;
-        Ok(Some(NewestEntry {
-            header: base64::engine::general_purpose::STANDARD.encode(header),
-            proof: encode_hashes(&proof),
-        }))
-    }
-
-    /// Consistency proof between two checkpointed sizes (`to` = latest if `None`).
-    pub fn prove_consistency(
-        &self,
-        p: &PartitionId,
-        from: u64,
-        to: Option<u64>,
-    ) -> Result<ConsistencyProofJson, ReadError> {
-        let (to, note) = self.proof_size(p, to)?;
-        let old = self.inner.checkpoint_at(p, from)?;
-        // Each note with the instance key it names: a signing-key rotation may lie between.
-        let key_of = |n: &str| {
-            self.inner
-                .key_for_note(p, n)
-                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))
-        };
-        let old_cp =
-            Checkpoint::verify_note(&old, &key_of(&old)?).map_err(|e| corrupt(p, from, e))?;
-        let new_cp =
-            Checkpoint::verify_note(&note, &key_of(&note)?).map_err(|e| corrupt(p, to, e))?;
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        let proof = consistency_proof(&mut src, from, to).map_err(|e| match e {
-            ProofRequestError::Source(s) => corrupt(p, to, s),
-            other => ReadError::BadRequest(other.to_string()),
-        })?;
-        Ok(ConsistencyProofJson {
-            size1: from,
-            size2: to,
-            proof: Some(encode_hashes(&proof)),
-            root1: Some(old_cp.root.to_base64()),
-            root2: Some(new_cp.root.to_base64()),
-            checkpoint: Some(note),
-            newest_entry: self.newest_entry(p, to)?,
-            desc: None,
-            want_err: None,
-        })
     }
 
     /// Replaces a partition's derived indexes (`I`, `V`) with `entries` in one synced batch.
@@ -726,7 +620,7 @@ impl Store {
     }
 
     /// [`Store::checkpoint_sizes`] with read options (a snapshot).
-    fn checkpoint_sizes_with(
+    pub(super) fn checkpoint_sizes_with(
         &self,
         p: &PartitionId,
         opts: rocksdb::ReadOptions,
@@ -745,277 +639,5 @@ impl Store {
             out.push(u64::from_be_bytes(size));
         }
         Ok(out)
-    }
-
-    /// Recomputes everything of one partition from storage: order, chain, every stored tree
-    /// node, every checkpoint (signature and root), the stored head, and with `with_keys` every
-    /// sealed body and commitment. The first failure is returned with partition, seq and step.
-    pub fn verify_partition(
-        &self,
-        p: &PartitionId,
-        options: VerifyOptions,
-    ) -> Result<VerifyReport, VerifyError> {
-        let fail = |seq: u64, step: Step| VerifyError {
-            partition: p.to_string(),
-            seq,
-            step,
-        };
-        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(e.to_string()));
-        let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
-        let db = &self.inner.db;
-        // One snapshot for every read: a server appending meanwhile does not disturb it.
-        let snapshot = db.snapshot();
-        let at = || {
-            let mut o = rocksdb::ReadOptions::default();
-            o.set_snapshot(&snapshot);
-            o
-        };
-        let mut checkpoints = self
-            .checkpoint_sizes_with(p, at())
-            .map_err(|e| other(0, e))?
-            .into_iter()
-            .peekable();
-        let mut v = ChainVerifier::new(p.clone());
-        let mut checked = 0u64;
-        let mut opened = 0u64;
-        let mut shredded = 0u64;
-        let entries = db
-            .iterator_cf_opt(&cf, at(), IteratorMode::From(b"E", Direction::Forward))
-            .take_while(|item| {
-                item.as_ref()
-                    .map_or(true, |(k, _)| k.first() == Some(&b'E'))
-            });
-        for item in entries {
-            let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
-            let seq = v.size();
-            if k.as_ref() != entry_key(seq) {
-                return Err(fail(
-                    seq,
-                    Step::Sequence {
-                        want: seq,
-                        got: k.get(1..).map_or(0, |b| b.len() as u64),
-                    },
-                ));
-            }
-            let (env, nodes) = v.push(&raw)?;
-            for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
-                let stored = db
-                    .get_pinned_cf_opt(&cf, node_key(n.level, n.index), &at())
-                    .map_err(|e| other(seq, e.into()))?;
-                if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
-                    return Err(fail(seq, Step::TreeNode { level: n.level }));
-                }
-            }
-            if options.with_keys && env.key_id != 0 {
-                match self.open_envelope(p, seq, &raw) {
-                    Ok(_) => opened += 1,
-                    Err(ReadError::KeyDestroyed { .. }) => shredded += 1,
-                    Err(_) => return Err(fail(seq, Step::Body)),
-                }
-            }
-            while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
-                let size = checkpoints.next().unwrap_or_default();
-                let note = db
-                    .get_cf_opt(&cf, checkpoint_key(size), &at())
-                    .map_err(|e| other(size, e.into()))?
-                    .and_then(|raw| String::from_utf8(raw).ok())
-                    .ok_or_else(|| fail(size, Step::Other("checkpoint unreadable".into())))?;
-                if size < v.size() {
-                    return Err(fail(
-                        size,
-                        Step::CheckpointSize {
-                            checkpoint: size,
-                            log: v.size(),
-                        },
-                    ));
-                }
-                // The instance key the note names (a signing-key rotation may lie between).
-                let key = self
-                    .inner
-                    .key_for_note(p, &note)
-                    .ok_or_else(|| fail(size, Step::Other("no verifier key".into())))?;
-                v.check_checkpoint(&note, &key)?;
-                checked += 1;
-            }
-        }
-        if let Some(size) = checkpoints.next() {
-            return Err(fail(
-                v.size(),
-                Step::CheckpointSize {
-                    checkpoint: size,
-                    log: v.size(),
-                },
-            ));
-        }
-        let state = self
-            .inner
-            .state_with(p, &at())
-            .map_err(|e| other(v.size(), e))?;
-        if let Some(st) = state {
-            if st.size != v.size() {
-                return Err(fail(
-                    v.size(),
-                    Step::StateSize {
-                        stored: st.size,
-                        log: v.size(),
-                    },
-                ));
-            }
-            let frontier: Vec<[u8; 32]> =
-                v.range().hashes().iter().map(|h| *h.as_bytes()).collect();
-            if st.chain != *v.chain_head().as_bytes() || st.frontier != frontier {
-                return Err(fail(v.size(), Step::StateMismatch));
-            }
-        }
-        Ok(VerifyReport {
-            partition: p.clone(),
-            entries: v.size(),
-            checkpoints: checked,
-            root: v.root(),
-            bodies_opened: opened,
-            bodies_shredded: shredded,
-        })
-    }
-
-    /// Writes an audit bundle of the given partitions (all entries, all checkpoints).
-    pub fn export_audit<W: Write>(
-        &self,
-        partitions: &[PartitionId],
-        out: W,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<W, ReadError> {
-        self.export_audit_from(partitions, 0, None, out, progress)
-    }
-
-    /// The root of `p` at `size` and the consistency proof from there to `to`, from the
-    /// stored subtree hashes (for a bundle's consistency record).
-    fn consistency_at(
-        &self,
-        p: &PartitionId,
-        size: u64,
-        to: u64,
-    ) -> Result<(Hash, Vec<Hash>), ReadError> {
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        if size == 0 || size >= to {
-            return Err(ReadError::BadRequest(format!(
-                "--prove-from {size} must lie between 0 and the start {to} (exclusive)"
-            )));
-        }
-        let root = range_root(&mut src, 0, size).map_err(|e| corrupt(p, size, e))?;
-        let proof = consistency_proof(&mut src, size, to).map_err(|e| match e {
-            ProofRequestError::Source(s) => corrupt(p, to, s),
-            other => ReadError::BadRequest(other.to_string()),
-        })?;
-        Ok((root, proof))
-    }
-
-    /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
-    fn frontier_at(&self, p: &PartitionId, size: u64) -> Result<Vec<Hash>, ReadError> {
-        let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
-        };
-        let mut out = Vec::new();
-        for level in (0..64u8).rev() {
-            if (size >> level) & 1 == 1 {
-                // The perfect subtree of 2^level leaves that starts where the higher bits end.
-                let index = (size >> level) - 1;
-                out.push(src.node(level, index).map_err(|e| corrupt(p, size, e))?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The checkpoint at `size`, in its cosigned form when a witness has cosigned it: the
-    /// same note with more signature lines, so verifiers without witness keys read it as
-    /// before.
-    fn best_checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
-        match self.cosigned_checkpoint_at(p, size)? {
-            Some(cosigned) => Ok(cosigned),
-            None => self.inner.checkpoint_at(p, size),
-        }
-    }
-
-    /// Writes an audit bundle of the given partitions from tree size `from` (0: genesis;
-    /// else a checkpointed size: the section then starts with the tree edge there and that
-    /// checkpoint, docs/format.md §10). With `prove_from` (`0 < prove_from < from`) each
-    /// section also carries the consistency proof from that size to `from`, so that an
-    /// auditor whose state holds `prove_from` can continue here.
-    pub fn export_audit_from<W: Write>(
-        &self,
-        partitions: &[PartitionId],
-        from: u64,
-        prove_from: Option<u64>,
-        out: W,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<W, ReadError> {
-        if prove_from.is_some() && from == 0 {
-            return Err(ReadError::BadRequest(
-                "--prove-from needs --from-size: a bundle from genesis proves everything".into(),
-            ));
-        }
-        let mut w = BundleWriter::new(out)?;
-        let mut done = 0u64;
-        for p in partitions {
-            let key = self
-                .verifier_key(p)
-                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
-            w.partition(p, &key)?;
-            let cf = self.inner.cf(p)?;
-            let sizes = self.checkpoint_sizes(p)?;
-            // The bundle ends at the last checkpoint read here: entries a server appends
-            // meanwhile (with their later checkpoints) are left to the next export.
-            let end = sizes.last().copied().unwrap_or(0);
-            let mut checkpoints = sizes.into_iter().peekable();
-            if from > 0 {
-                let anchor = self.best_checkpoint_at(p, from)?;
-                let chain = match self.envelopes(p, from, from + 1)?.first() {
-                    Some(raw) => {
-                        crate::ledger::Envelope::decode(raw)
-                            .map_err(|e| corrupt(p, from, e))?
-                            .header
-                            .prev_chain
-                    }
-                    None => self
-                        .inner
-                        .state(p)?
-                        .map(|st| Hash::from_bytes(st.chain))
-                        .ok_or_else(|| corrupt(p, from, "no partition state"))?,
-                };
-                w.start(from, &chain, &self.frontier_at(p, from)?)?;
-                w.checkpoint(&anchor)?;
-                if let Some(m) = prove_from {
-                    let (root, proof) = self.consistency_at(p, m, from)?;
-                    w.consistency(m, &root, &proof)?;
-                }
-                while checkpoints.next_if(|s| *s <= from).is_some() {}
-            }
-            let mut size = from;
-            let start = entry_key(from);
-            let mode = IteratorMode::From(&start, Direction::Forward);
-            for item in self.inner.db.iterator_cf(&cf, mode) {
-                let (k, raw) = item?;
-                if k.first() != Some(&b'E') || size >= end {
-                    break;
-                }
-                w.envelope(&raw)?;
-                size += 1;
-                done += 1;
-                while checkpoints.peek().is_some_and(|s| *s <= size) {
-                    let s = checkpoints.next().unwrap_or_default();
-                    if s == size {
-                        w.checkpoint(&self.best_checkpoint_at(p, s)?)?;
-                    }
-                }
-                if done.is_multiple_of(1024) {
-                    progress(done);
-                }
-            }
-        }
-        progress(done);
-        Ok(w.finish()?)
     }
 }

@@ -1,0 +1,293 @@
+//! Verifying a partition whole (chain, tree, checkpoints, optionally bodies) and writing
+//! an audit bundle (from genesis, or from a checkpoint with a consistency proof).
+
+use std::io::Write;
+
+use rocksdb::{Direction, IteratorMode};
+
+use super::Store;
+use super::read::*;
+use super::records::{LOWEST_STORED_LEVEL, checkpoint_key, entry_key, node_key};
+use crate::ledger::bundle::BundleWriter;
+use crate::ledger::hash::Hash;
+use crate::ledger::header::PartitionId;
+use crate::ledger::merkle::{NodeSource, ProofRequestError, consistency_proof, range_root};
+use crate::ledger::verify::{ChainVerifier, Step, VerifyError};
+
+impl Store {
+    /// Recomputes everything of one partition from storage: order, chain, every stored tree
+    /// node, every checkpoint (signature and root), the stored head, and with `with_keys` every
+    /// sealed body and commitment. The first failure is returned with partition, seq and step.
+    pub fn verify_partition(
+        &self,
+        p: &PartitionId,
+        options: VerifyOptions,
+    ) -> Result<VerifyReport, VerifyError> {
+        let fail = |seq: u64, step: Step| VerifyError {
+            partition: p.to_string(),
+            seq,
+            step,
+        };
+        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(e.to_string()));
+        let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
+        let db = &self.inner.db;
+        // One snapshot for every read: a server appending meanwhile does not disturb it.
+        let snapshot = db.snapshot();
+        let at = || {
+            let mut o = rocksdb::ReadOptions::default();
+            o.set_snapshot(&snapshot);
+            o
+        };
+        let mut checkpoints = self
+            .checkpoint_sizes_with(p, at())
+            .map_err(|e| other(0, e))?
+            .into_iter()
+            .peekable();
+        let mut v = ChainVerifier::new(p.clone());
+        let mut checked = 0u64;
+        let mut opened = 0u64;
+        let mut shredded = 0u64;
+        let entries = db
+            .iterator_cf_opt(&cf, at(), IteratorMode::From(b"E", Direction::Forward))
+            .take_while(|item| {
+                item.as_ref()
+                    .map_or(true, |(k, _)| k.first() == Some(&b'E'))
+            });
+        for item in entries {
+            let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
+            let seq = v.size();
+            if k.as_ref() != entry_key(seq) {
+                return Err(fail(
+                    seq,
+                    Step::Sequence {
+                        want: seq,
+                        got: k.get(1..).map_or(0, |b| b.len() as u64),
+                    },
+                ));
+            }
+            let (env, nodes) = v.push(&raw)?;
+            for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
+                let stored = db
+                    .get_pinned_cf_opt(&cf, node_key(n.level, n.index), &at())
+                    .map_err(|e| other(seq, e.into()))?;
+                if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
+                    return Err(fail(seq, Step::TreeNode { level: n.level }));
+                }
+            }
+            if options.with_keys && env.key_id != 0 {
+                match self.open_envelope(p, seq, &raw) {
+                    Ok(_) => opened += 1,
+                    Err(ReadError::KeyDestroyed { .. }) => shredded += 1,
+                    Err(_) => return Err(fail(seq, Step::Body)),
+                }
+            }
+            while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
+                let size = checkpoints.next().unwrap_or_default();
+                let note = db
+                    .get_cf_opt(&cf, checkpoint_key(size), &at())
+                    .map_err(|e| other(size, e.into()))?
+                    .and_then(|raw| String::from_utf8(raw).ok())
+                    .ok_or_else(|| fail(size, Step::Other("checkpoint unreadable".into())))?;
+                if size < v.size() {
+                    return Err(fail(
+                        size,
+                        Step::CheckpointSize {
+                            checkpoint: size,
+                            log: v.size(),
+                        },
+                    ));
+                }
+                // The instance key the note names (a signing-key rotation may lie between).
+                let key = self
+                    .inner
+                    .key_for_note(p, &note)
+                    .ok_or_else(|| fail(size, Step::Other("no verifier key".into())))?;
+                v.check_checkpoint(&note, &key)?;
+                checked += 1;
+            }
+        }
+        if let Some(size) = checkpoints.next() {
+            return Err(fail(
+                v.size(),
+                Step::CheckpointSize {
+                    checkpoint: size,
+                    log: v.size(),
+                },
+            ));
+        }
+        let state = self
+            .inner
+            .state_with(p, &at())
+            .map_err(|e| other(v.size(), e))?;
+        if let Some(st) = state {
+            if st.size != v.size() {
+                return Err(fail(
+                    v.size(),
+                    Step::StateSize {
+                        stored: st.size,
+                        log: v.size(),
+                    },
+                ));
+            }
+            let frontier: Vec<[u8; 32]> =
+                v.range().hashes().iter().map(|h| *h.as_bytes()).collect();
+            if st.chain != *v.chain_head().as_bytes() || st.frontier != frontier {
+                return Err(fail(v.size(), Step::StateMismatch));
+            }
+        }
+        Ok(VerifyReport {
+            partition: p.clone(),
+            entries: v.size(),
+            checkpoints: checked,
+            root: v.root(),
+            bodies_opened: opened,
+            bodies_shredded: shredded,
+        })
+    }
+
+    /// Writes an audit bundle of the given partitions (all entries, all checkpoints).
+    pub fn export_audit<W: Write>(
+        &self,
+        partitions: &[PartitionId],
+        out: W,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<W, ReadError> {
+        self.export_audit_from(partitions, 0, None, out, progress)
+    }
+
+    /// The root of `p` at `size` and the consistency proof from there to `to`, from the
+    /// stored subtree hashes (for a bundle's consistency record).
+    pub(super) fn consistency_at(
+        &self,
+        p: &PartitionId,
+        size: u64,
+        to: u64,
+    ) -> Result<(Hash, Vec<Hash>), ReadError> {
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        if size == 0 || size >= to {
+            return Err(ReadError::BadRequest(format!(
+                "--prove-from {size} must lie between 0 and the start {to} (exclusive)"
+            )));
+        }
+        let root = range_root(&mut src, 0, size).map_err(|e| corrupt(p, size, e))?;
+        let proof = consistency_proof(&mut src, size, to).map_err(|e| match e {
+            ProofRequestError::Source(s) => corrupt(p, to, s),
+            other => ReadError::BadRequest(other.to_string()),
+        })?;
+        Ok((root, proof))
+    }
+
+    /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
+    pub(super) fn frontier_at(&self, p: &PartitionId, size: u64) -> Result<Vec<Hash>, ReadError> {
+        let mut src = DbNodes {
+            db: &self.inner.db,
+            cf: self.inner.cf(p)?,
+        };
+        let mut out = Vec::new();
+        for level in (0..64u8).rev() {
+            if (size >> level) & 1 == 1 {
+                // The perfect subtree of 2^level leaves that starts where the higher bits end.
+                let index = (size >> level) - 1;
+                out.push(src.node(level, index).map_err(|e| corrupt(p, size, e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The checkpoint at `size`, in its cosigned form when a witness has cosigned it: the
+    /// same note with more signature lines, so verifiers without witness keys read it as
+    /// before.
+    pub(super) fn best_checkpoint_at(
+        &self,
+        p: &PartitionId,
+        size: u64,
+    ) -> Result<String, ReadError> {
+        match self.cosigned_checkpoint_at(p, size)? {
+            Some(cosigned) => Ok(cosigned),
+            None => self.inner.checkpoint_at(p, size),
+        }
+    }
+
+    /// Writes an audit bundle of the given partitions from tree size `from` (0: genesis;
+    /// else a checkpointed size: the section then starts with the tree edge there and that
+    /// checkpoint, docs/format.md §10). With `prove_from` (`0 < prove_from < from`) each
+    /// section also carries the consistency proof from that size to `from`, so that an
+    /// auditor whose state holds `prove_from` can continue here.
+    pub fn export_audit_from<W: Write>(
+        &self,
+        partitions: &[PartitionId],
+        from: u64,
+        prove_from: Option<u64>,
+        out: W,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<W, ReadError> {
+        if prove_from.is_some() && from == 0 {
+            return Err(ReadError::BadRequest(
+                "--prove-from needs --from-size: a bundle from genesis proves everything".into(),
+            ));
+        }
+        let mut w = BundleWriter::new(out)?;
+        let mut done = 0u64;
+        for p in partitions {
+            let key = self
+                .verifier_key(p)
+                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
+            w.partition(p, &key)?;
+            let cf = self.inner.cf(p)?;
+            let sizes = self.checkpoint_sizes(p)?;
+            // The bundle ends at the last checkpoint read here: entries a server appends
+            // meanwhile (with their later checkpoints) are left to the next export.
+            let end = sizes.last().copied().unwrap_or(0);
+            let mut checkpoints = sizes.into_iter().peekable();
+            if from > 0 {
+                let anchor = self.best_checkpoint_at(p, from)?;
+                let chain = match self.envelopes(p, from, from + 1)?.first() {
+                    Some(raw) => {
+                        crate::ledger::Envelope::decode(raw)
+                            .map_err(|e| corrupt(p, from, e))?
+                            .header
+                            .prev_chain
+                    }
+                    None => self
+                        .inner
+                        .state(p)?
+                        .map(|st| Hash::from_bytes(st.chain))
+                        .ok_or_else(|| corrupt(p, from, "no partition state"))?,
+                };
+                w.start(from, &chain, &self.frontier_at(p, from)?)?;
+                w.checkpoint(&anchor)?;
+                if let Some(m) = prove_from {
+                    let (root, proof) = self.consistency_at(p, m, from)?;
+                    w.consistency(m, &root, &proof)?;
+                }
+                while checkpoints.next_if(|s| *s <= from).is_some() {}
+            }
+            let mut size = from;
+            let start = entry_key(from);
+            let mode = IteratorMode::From(&start, Direction::Forward);
+            for item in self.inner.db.iterator_cf(&cf, mode) {
+                let (k, raw) = item?;
+                if k.first() != Some(&b'E') || size >= end {
+                    break;
+                }
+                w.envelope(&raw)?;
+                size += 1;
+                done += 1;
+                while checkpoints.peek().is_some_and(|s| *s <= size) {
+                    let s = checkpoints.next().unwrap_or_default();
+                    if s == size {
+                        w.checkpoint(&self.best_checkpoint_at(p, s)?)?;
+                    }
+                }
+                if done.is_multiple_of(1024) {
+                    progress(done);
+                }
+            }
+        }
+        progress(done);
+        Ok(w.finish()?)
+    }
+}
