@@ -265,8 +265,6 @@ async fn demo_online(
     listen: std::net::SocketAddr,
     no_serve: bool,
 ) -> Result<bool> {
-    use kukaku::flows::replicate::{Upstream, sync_partition};
-    let day = 86_400_000;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
@@ -286,56 +284,9 @@ async fn demo_online(
         std::time::Duration::from_secs(30),
     ));
 
-    println!("\n== 5-③/④: the intermediate pulls the hub's signed feed and verifies every page");
-    let (rep_token, _) = hub.issue_credential(
-        Role::Replicator,
-        Reach::Partitions(ids.iter().cloned().collect()),
-        "demo intermediate",
-        kukaku::store::now_unix_ms() + day,
-    )?;
-    let client = kukaku::api::client::HubClient::new(
-        &format!("http://{hub_addr}"),
-        rep_token.to_text(),
-        None,
-        None,
-    )?;
-    let first = ids.first().context("partition")?;
-    let upstream =
-        Upstream::from_partition_vkey(&hub.verifier_key(first).context("hub key")?.to_text())
-            .context("hub key")?;
-    for p in ids {
-        let r = sync_partition(&inter, &client, &upstream, p, 100).await?;
-        // The hub recorded each hand-over (提供記録); one more round takes those records in.
-        sync_partition(&inter, &client, &upstream, p, 100).await?;
-        let cosigned = match (&r.cosigned, hub.latest_cosigned_size(p)?) {
-            (Some(Ok(())), Some(size)) => format!("hub checkpoint {size} cosigned"),
-            (Some(Err(e)), _) => format!("cosignature not taken: {e}"),
-            _ => "nothing to cosign".to_owned(),
-        };
-        println!(
-            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended; {cosigned}",
-            r.pages, r.copies
-        );
-    }
+    let (client, upstream) = replicate_once(&hub, &inter, ids, hub_addr).await?;
 
-    println!("\n== 5-⑤: ops-support exports the 資格履歴ファイル (file returned, never stored)");
-    let kek = Kek::load_file(&int_paths.kek)?;
-    let admin = AdminScope::from_kek(&kek);
-    let scopes: Vec<_> = ids.iter().map(|p| admin.partition(p)).collect();
-    let exporter = kukaku::flows::history::Exporter {
-        recipient: "admin-cli".into(),
-        request_id: "-".into(),
-    };
-    let (file, manifest) = tokio::task::block_in_place(|| {
-        kukaku::flows::history::export(&inter, &scopes, 0, &exporter, &mut |_, _| {})
-    })?;
-    println!(
-        "  {} rows, {} bytes; manifest (no personal data):\n{}",
-        manifest.rows,
-        file.len(),
-        serde_json::to_string_pretty(&manifest)?
-    );
-    drop(file);
+    export_history_file(&inter, ids, int_paths)?;
 
     println!("\n== verification of both logs (chain, tree, checkpoints, commitments)");
     let ok = tokio::task::block_in_place(|| -> Result<bool> {
@@ -382,30 +333,133 @@ async fn demo_online(
             .await
         })
     };
+    let tokens = demo_tokens(&hub, &inter, ids)?;
+    let hub_home = dir.join("hub");
+    let admin = kukaku::admin::AdminSocket::bind(&Paths::under(&hub_home).admin_socket)?;
+    let admin_task = tokio::spawn(admin.run(Arc::clone(&hub)));
+    print_instructions(
+        &format!("http://{hub_addr}"),
+        &format!("http://{int_addr}"),
+        &tokens,
+        &hub_home,
+    );
+    shutdown_signal().await;
+    admin_task.abort();
+    let _ = admin_task.await;
+    let _ = stop_tx.send(true);
+    hub_task.await??;
+    int_task.await??;
+    replicator.abort();
+    let _ = replicator.await;
+    println!("stopped");
+    Ok(true)
+}
+
+/// 5-③/④: the intermediate pulls the hub's signed feed for every partition, verifies every
+/// page, stores the copies and cosigns; the replicator's client and the pinned hub key.
+async fn replicate_once(
+    hub: &Arc<Store>,
+    inter: &Arc<Store>,
+    ids: &[PartitionId],
+    hub_addr: std::net::SocketAddr,
+) -> Result<(
+    kukaku::api::client::HubClient,
+    kukaku::flows::replicate::Upstream,
+)> {
+    use kukaku::flows::replicate::{Upstream, sync_partition};
+    let day = 86_400_000;
+    println!("\n== 5-③/④: the intermediate pulls the hub's signed feed and verifies every page");
+    let (rep_token, _) = hub.issue_credential(
+        Role::Replicator,
+        Reach::Partitions(ids.iter().cloned().collect()),
+        "demo intermediate",
+        kukaku::store::now_unix_ms() + day,
+    )?;
+    let client = kukaku::api::client::HubClient::new(
+        &format!("http://{hub_addr}"),
+        rep_token.to_text(),
+        None,
+        None,
+    )?;
+    let first = ids.first().context("partition")?;
+    let upstream =
+        Upstream::from_partition_vkey(&hub.verifier_key(first).context("hub key")?.to_text())
+            .context("hub key")?;
+    for p in ids {
+        let r = sync_partition(inter, &client, &upstream, p, 100).await?;
+        // The hub recorded each hand-over (提供記録); one more round takes those records in.
+        sync_partition(inter, &client, &upstream, p, 100).await?;
+        let cosigned = match (&r.cosigned, hub.latest_cosigned_size(p)?) {
+            (Some(Ok(())), Some(size)) => format!("hub checkpoint {size} cosigned"),
+            (Some(Err(e)), _) => format!("cosignature not taken: {e}"),
+            _ => "nothing to cosign".to_owned(),
+        };
+        println!(
+            "  {p}: {} pages, {} copies verified and stored; hub 提供記録 appended; {cosigned}",
+            r.pages, r.copies
+        );
+    }
+
+    Ok((client, upstream))
+}
+
+/// 5-⑤: ops-support exports the 資格履歴ファイル from the intermediate (the file is returned,
+/// never stored; the manifest holds no personal data).
+fn export_history_file(inter: &Store, ids: &[PartitionId], int_paths: &Paths) -> Result<()> {
+    println!("\n== 5-⑤: ops-support exports the 資格履歴ファイル (file returned, never stored)");
+    let kek = Kek::load_file(&int_paths.kek)?;
+    let admin = AdminScope::from_kek(&kek);
+    let scopes: Vec<_> = ids.iter().map(|p| admin.partition(p)).collect();
+    let exporter = kukaku::flows::history::Exporter {
+        recipient: "admin-cli".into(),
+        request_id: "-".into(),
+    };
+    let (file, manifest) = tokio::task::block_in_place(|| {
+        kukaku::flows::history::export(inter, &scopes, 0, &exporter, &mut |_, _| {})
+    })?;
+    println!(
+        "  {} rows, {} bytes; manifest (no personal data):\n{}",
+        manifest.rows,
+        file.len(),
+        serde_json::to_string_pretty(&manifest)?
+    );
+    drop(file);
+
+    Ok(())
+}
+
+/// The demo's credentials, valid a day: two clerks of two municipalities, an auditor, the
+/// continuity operator, ops-support, and a second clerk of 中央区.
+fn demo_tokens(
+    hub: &Store,
+    inter: &Store,
+    ids: &[PartitionId],
+) -> Result<Vec<(&'static str, zeroize::Zeroizing<String>)>> {
+    let day = 86_400_000;
     let expires = kukaku::store::now_unix_ms() + day;
     let mut tokens = Vec::new();
     for (store, role, reach, label) in [
         (
-            &hub,
+            hub,
             Role::Municipality,
             Reach::Partition(partition("131011")?),
             "千代田区 窓口 佐藤 (clerk)",
         ),
         (
-            &hub,
+            hub,
             Role::Municipality,
             Reach::Partition(partition("131029")?),
             "中央区 窓口 山田 (clerk)",
         ),
-        (&hub, Role::Auditor, Reach::All, "auditor (hub)"),
+        (hub, Role::Auditor, Reach::All, "auditor (hub)"),
         (
-            &hub,
+            hub,
             Role::ContinuityOperator,
             Reach::Prefecture("13".into()),
             "continuity operator (東京都)",
         ),
         (
-            &inter,
+            inter,
             Role::OpsSupport,
             Reach::Partitions(ids.iter().cloned().collect()),
             "ops-support (intermediate)",
@@ -413,7 +467,7 @@ async fn demo_online(
         // A second clerk of 中央区: each person logs in with their own credential, and
         // decisions record who made them.
         (
-            &hub,
+            hub,
             Role::Municipality,
             Reach::Partition(partition("131029")?),
             "中央区 窓口 鈴木 (clerk)",
@@ -422,17 +476,26 @@ async fn demo_online(
         let (token, _) = store.issue_credential(role, reach, label, expires)?;
         tokens.push((label, token.to_text()));
     }
+    Ok(tokens)
+}
+
+/// What to try against the running servers: curl commands, key management through the
+/// admin socket, and flow 4 at the terminal.
+fn print_instructions(
+    hub_base: &str,
+    int_base: &str,
+    tokens: &[(&'static str, zeroize::Zeroizing<String>)],
+    hub_home: &std::path::Path,
+) {
     let t = |i: usize| {
         tokens
             .get(i)
             .map(|(_, t)| t.to_string())
             .unwrap_or_default()
     };
-    let hub_base = format!("http://{hub_addr}");
-    let int_base = format!("http://{int_addr}");
     println!("\nhub {hub_base}, intermediate {int_base} (replicating every 5 s); Ctrl-C to stop");
     println!("credentials (demo only; valid 24 h):");
-    for (label, token) in &tokens {
+    for (label, token) in tokens {
         println!("  {label}: {}", &**token);
     }
     println!("\ntry:");
@@ -456,9 +519,6 @@ async fn demo_online(
         "  curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {int_base}/v1/exports/history-file",
         t(4)
     );
-    let hub_home = dir.join("hub");
-    let admin = kukaku::admin::AdminSocket::bind(&Paths::under(&hub_home).admin_socket)?;
-    let admin_task = tokio::spawn(admin.run(Arc::clone(&hub)));
     let exe =
         std::env::current_exe().map_or_else(|_| "kukaku".to_owned(), |e| e.display().to_string());
     println!("\nkey management on the running hub (docs/keys.md; through its admin socket):");
@@ -477,7 +537,9 @@ async fn demo_online(
         "  1. open {hub_base}/terminal/login and log in with a 中央区 clerk token above (each clerk has their own)"
     );
     println!("  2. open a candidate in 継続候補世帯リスト and send a 確定指示");
-    println!("  3. the hub confirms and carries over the 高額該当回数:");
+    println!(
+        "  3. the 国保連合会 confirms and carries over the 高額該当回数: log in at {hub_base}/terminal/login with the continuity operator's token (the console) and press 確定処理を実行, or:"
+    );
     println!(
         "     curl -s -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{}}' {hub_base}/v1/continuity/confirm",
         t(3)
@@ -485,14 +547,4 @@ async fn demo_online(
     println!(
         "  4. 確定結果, 継続世帯確定リスト (print to PDF) and 引継情報連携ファイル are on the terminal"
     );
-    shutdown_signal().await;
-    admin_task.abort();
-    let _ = admin_task.await;
-    let _ = stop_tx.send(true);
-    hub_task.await??;
-    int_task.await??;
-    replicator.abort();
-    let _ = replicator.await;
-    println!("stopped");
-    Ok(true)
 }
