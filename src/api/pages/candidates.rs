@@ -372,103 +372,129 @@ pub(crate) async fn candidate_page(
     let Some(c) = all.into_iter().find(|c| c.seq == seq) else {
         return page_error(StatusCode::NOT_FOUND, "該当する候補世帯はありません。");
     };
-    let k = &c.candidate;
-    let open = c.open_anomalies();
+    let flashes = html! {
+        @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
+        @if flash.acknowledged.is_some() { p.flash role="status" { "要確認事項を確認済にしました。" } }
+    };
     page(layout(
         "候補世帯",
         Some(&t),
         html! {
             h2 { "継続候補世帯 " (c.seq) }
-            @if flash.done.is_some() { p.flash role="status" { "確定指示を登録しました。" } }
-            @if flash.acknowledged.is_some() { p.flash role="status" { "要確認事項を確認済にしました。" } }
-            table {
-                tr { th { "旧保険者番号・旧世帯番号" } td { (t.insurer(&k.old_hokensha_no)) " ・ " (k.old_setai_no) } }
-                tr { th { "新世帯番号" } td { (k.new_setai_no) } }
-                tr { th { "異動年月日（適用開始）" } td { (crate::domain::wareki::form_date(&k.ido_date)) } }
-                tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().map_or_else(|| "—".to_owned(), crate::domain::wareki::form_date)) } }
-                tr { th { "適用期間" } td { (period_label(&k.period, k.period_days)) } }
-                tr { th { "参酌基準" } td {
-                    @if k.cases.is_empty() {
-                        (k.case_label)
-                    } @else {
-                        ul.cases { @for c in &k.cases {
-                            li { (c.label) " — " span class={ "tag " (c.suggestion) } { (suggestion_label(&c.suggestion)) } }
-                        } }
-                    }
-                } }
-                tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
-                @if !k.anomalies.is_empty() {
-                    tr { th { "要確認" } td {
-                        ul { @for a in &k.anomalies {
-                            @if open.contains(a) { li.error { (anomaly_label(a)) } }
-                            @else { li { (anomaly_label(a)) " （確認済）" } }
-                        } }
-                    } }
-                }
-                tr { th { "版" } td {
-                    (c.versions.len())
-                    @if !k.changes.is_empty() {
-                        " （最新版での変更: " (changes_text(&k.changes)) "）"
-                    }
-                } }
-            }
+            (flashes)
+            (candidate_summary(&t, &c))
             @if c.suggestion_changed_since_decision() {
                 p.error role="alert" { "確定指示の後に届いた異動・訂正で提案が変わりました。内容を確認し、必要なら確定指示を登録し直してください。" }
             }
-            (members_table("異動前の世帯員", &k.members_before))
-            (members_table("異動後の世帯員", &k.members_after))
-            @if !c.decisions.is_empty() {
-                h3 { "確定指示の履歴" }
-                table {
-                    thead { tr { th { "番号" } th { "指示" } th { "理由" } th { "操作者" } } }
-                    tbody { @for (s, d) in &c.decisions { tr {
-                        td { (s) } td { (decision_label(&d.decision)) } td.wrap { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
-                    } } }
-                }
-            }
-            @if !c.acknowledgements.is_empty() {
-                h3 { "要確認事項の確認の履歴" }
-                table {
-                    thead { tr { th { "番号" } th { "確認した事項" } th { "確認内容" } th { "操作者" } } }
-                    tbody { @for (s, a) in &c.acknowledgements { tr {
-                        td { (s) }
-                        td { @for (i, x) in a.anomalies.iter().enumerate() { @if i > 0 { "、" } (anomaly_label(x)) } }
-                        td.wrap { (a.note) }
-                        td { (a.operator) }
-                    } } }
-                }
-            }
-            @if !open.is_empty() {
-                form method="post" action={ "/terminal/candidates/" (c.seq) "/acknowledgement" } class="noprint" {
-                    input type="hidden" name="csrf" value=(t.csrf);
-                    fieldset {
-                        legend { "要確認事項の確認" }
-                        p { "確定指示とは別に、上の要確認事項を確認した内容を記録します。" }
-                        label for="note" { "確認内容（必須）" }
-                        textarea id="note" name="note" rows="2" cols="60" maxlength="1000" required {}
-                        p { "操作者: " (t.muni.actor.display_name()) }
-                        p { button type="submit" { "確認済にする" } }
-                    }
-                }
-            }
-            @if c.confirmation.is_some() {
-                p.flash { "確定済です。訂正する場合は新しい確定指示を登録してください（確定結果・引継結果は新たに作成されます）。" }
-            }
-            form method="post" action={ "/terminal/candidates/" (c.seq) "/decision" } class="noprint" {
-                input type="hidden" name="csrf" value=(t.csrf);
-                fieldset {
-                    legend { "確定指示" }
-                    // No choice is pre-selected: the clerk decides, the suggestion only informs.
-                    label { input type="radio" name="decision" value="continue" required; " 継続する" }
-                    label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
-                    label for="reason" { "理由（任意）" }
-                    textarea id="reason" name="reason" rows="2" cols="60" maxlength="1000" {}
-                    p { "操作者: " (t.muni.actor.display_name()) " （ログインした職員として記録されます）" }
-                    p { button type="submit" { "確定指示を送信" } }
-                }
-            }
+            (members_table("異動前の世帯員", &c.candidate.members_before))
+            (members_table("異動後の世帯員", &c.candidate.members_after))
+            (candidate_history(&c))
+            (candidate_forms(&t, &c))
         },
     ))
+}
+
+/// What the move is: where from, when, the period, every 参酌基準 case, the suggestion,
+/// the anomalies (open or acknowledged) and its versions.
+fn candidate_summary(t: &Terminal, c: &CandidateState) -> Markup {
+    let k = &c.candidate;
+    let open = c.open_anomalies();
+    html! {
+        table {
+            tr { th { "旧保険者番号・旧世帯番号" } td { (t.insurer(&k.old_hokensha_no)) " ・ " (k.old_setai_no) } }
+            tr { th { "新世帯番号" } td { (k.new_setai_no) } }
+            tr { th { "異動年月日（適用開始）" } td { (crate::domain::wareki::form_date(&k.ido_date)) } }
+            tr { th { "旧住所地の適用終了" } td { (k.old_tekiyo_end.as_deref().map_or_else(|| "—".to_owned(), crate::domain::wareki::form_date)) } }
+            tr { th { "適用期間" } td { (period_label(&k.period, k.period_days)) } }
+            tr { th { "参酌基準" } td {
+                @if k.cases.is_empty() {
+                    (k.case_label)
+                } @else {
+                    ul.cases { @for c in &k.cases {
+                        li { (c.label) " — " span class={ "tag " (c.suggestion) } { (suggestion_label(&c.suggestion)) } }
+                    } }
+                }
+            } }
+            tr { th { "提案" } td { span class={ "tag " (k.suggestion) } { (suggestion_label(&k.suggestion)) } " （提案であり、判断は市町村が行います）" } }
+            @if !k.anomalies.is_empty() {
+                tr { th { "要確認" } td {
+                    ul { @for a in &k.anomalies {
+                        @if open.contains(a) { li.error { (anomaly_label(a)) } }
+                        @else { li { (anomaly_label(a)) " （確認済）" } }
+                    } }
+                } }
+            }
+            tr { th { "版" } td {
+                (c.versions.len())
+                @if !k.changes.is_empty() {
+                    " （最新版での変更: " (changes_text(&k.changes)) "）"
+                }
+            } }
+        }
+    }
+}
+
+/// The move's decisions and anomaly acknowledgements, oldest first.
+fn candidate_history(c: &CandidateState) -> Markup {
+    html! {
+        @if !c.decisions.is_empty() {
+            h3 { "確定指示の履歴" }
+            table {
+                thead { tr { th { "番号" } th { "指示" } th { "理由" } th { "操作者" } } }
+                tbody { @for (s, d) in &c.decisions { tr {
+                    td { (s) } td { (decision_label(&d.decision)) } td.wrap { (d.reason.as_deref().unwrap_or("")) } td { (d.operator) }
+                } } }
+            }
+        }
+        @if !c.acknowledgements.is_empty() {
+            h3 { "要確認事項の確認の履歴" }
+            table {
+                thead { tr { th { "番号" } th { "確認した事項" } th { "確認内容" } th { "操作者" } } }
+                tbody { @for (s, a) in &c.acknowledgements { tr {
+                    td { (s) }
+                    td { @for (i, x) in a.anomalies.iter().enumerate() { @if i > 0 { "、" } (anomaly_label(x)) } }
+                    td.wrap { (a.note) }
+                    td { (a.operator) }
+                } } }
+            }
+        }
+    }
+}
+
+/// The acknowledgement form (while an anomaly is open) and the 確定指示 form, with no
+/// choice pre-selected.
+fn candidate_forms(t: &Terminal, c: &CandidateState) -> Markup {
+    html! {
+        @if !c.open_anomalies().is_empty() {
+            form method="post" action={ "/terminal/candidates/" (c.seq) "/acknowledgement" } class="noprint" {
+                input type="hidden" name="csrf" value=(t.csrf);
+                fieldset {
+                    legend { "要確認事項の確認" }
+                    p { "確定指示とは別に、上の要確認事項を確認した内容を記録します。" }
+                    label for="note" { "確認内容（必須）" }
+                    textarea id="note" name="note" rows="2" cols="60" maxlength="1000" required {}
+                    p { "操作者: " (t.muni.actor.display_name()) }
+                    p { button type="submit" { "確認済にする" } }
+                }
+            }
+        }
+        @if c.confirmation.is_some() {
+            p.flash { "確定済です。訂正する場合は新しい確定指示を登録してください（確定結果・引継結果は新たに作成されます）。" }
+        }
+        form method="post" action={ "/terminal/candidates/" (c.seq) "/decision" } class="noprint" {
+            input type="hidden" name="csrf" value=(t.csrf);
+            fieldset {
+                legend { "確定指示" }
+                // No choice is pre-selected: the clerk decides, the suggestion only informs.
+                label { input type="radio" name="decision" value="continue" required; " 継続する" }
+                label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
+                label for="reason" { "理由（任意）" }
+                textarea id="reason" name="reason" rows="2" cols="60" maxlength="1000" {}
+                p { "操作者: " (t.muni.actor.display_name()) " （ログインした職員として記録されます）" }
+                p { button type="submit" { "確定指示を送信" } }
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
