@@ -292,59 +292,8 @@ impl Store {
             return Err(OpenError::NotInitialized(paths.key_store.clone()));
         }
         check_private(paths)?;
-        let cache = Cache::new_lru_cache(options.block_cache_bytes);
-        let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
-            options.write_buffer_manager_bytes,
-            false,
-            cache.clone(),
-        );
-        let (dbo, cfo) = db_options(&options, &cache, &wbm)?;
-        let mut names = DB::list_cf(&dbo, &paths.data)?;
-        let open = |names: &[String]| {
-            let descriptors = names
-                .iter()
-                .filter(|n| n.as_str() != "default")
-                .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
-            DB::open_cf_descriptors(&dbo, &paths.data, descriptors)
-        };
-        let in_use = |e: rocksdb::Error| {
-            if e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock file") {
-                OpenError::InUse(paths.data.clone())
-            } else if e.kind() == rocksdb::ErrorKind::Corruption {
-                OpenError::Damaged {
-                    path: paths.data.clone(),
-                    detail: e.to_string(),
-                }
-            } else {
-                OpenError::Db(e)
-            }
-        };
-        let mut db = open(&names).map_err(in_use)?;
-        // Partitions requested but without a column family yet get theirs now, in one open:
-        // RocksDB then writes the OPTIONS file once instead of once per family.
-        let missing: Vec<String> = read_registry(&db)
-            .map_err(|e| OpenError::Registry(e.to_string()))?
-            .into_iter()
-            .filter(|p| p.status == PartitionStatus::Requested)
-            .map(|p| partition_cf(&p.partition))
-            .filter(|n| !names.contains(n))
-            .collect();
-        if !missing.is_empty() {
-            tracing::info!(count = missing.len(), "creating partition column families");
-            drop(db);
-            names.extend(missing);
-            db = open(&names)?;
-        }
-        let record: InstanceRecord = {
-            let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
-            let raw = db
-                .get_cf(&sys, INSTANCE_KEY)?
-                .ok_or(OpenError::BadInstanceRecord)?;
-            decode(&raw).ok_or(OpenError::BadInstanceRecord)?
-        };
-        if record.format != FORMAT_VERSION {
-            return Err(OpenError::Format(record.format));
-        }
+        let (db, names, cfo) = open_data(paths, &options)?;
+        let record = instance_record(&db)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         let stored =
             keyring::stored_fingerprint(&keys).map_err(|e| OpenError::Signing(e.to_string()))?;
@@ -389,23 +338,7 @@ impl Store {
             .filter_map(|id| PartitionId::parse(id).ok())
             .collect();
         inner.check_partitions_at_open(partitions);
-        // Nothing acknowledged may be missing (store::anchor): a whole missing family
-        // counts as size 0. A quarantined partition is refused on its own.
-        for (p, want) in &anchored {
-            let found = match inner.size(p) {
-                Ok(n) => n,
-                Err(ReadError::UnknownPartition(_)) => 0,
-                Err(_) => continue,
-            };
-            if found < *want {
-                return Err(OpenError::RolledBack {
-                    partition: p.to_string(),
-                    anchored: *want,
-                    found,
-                    anchor: paths.anchor.clone(),
-                });
-            }
-        }
+        check_anchored(&inner, &anchored, paths)?;
         let anchor_thread =
             anchor::AnchorHandle::start(Arc::clone(&inner.anchor)).map_err(OpenError::Thread)?;
         let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
@@ -414,20 +347,116 @@ impl Store {
             writer,
             _anchor: anchor_thread,
         };
-        if finish_rotation {
-            store
-                .finish_kek_rotation(events_needed)
-                .map_err(|e| OpenError::Registry(format!("finishing a KEK rotation: {e}")))?;
-        }
-        let sealed = store
-            .seal_legacy_credentials()
-            .map_err(OpenError::Credentials)?;
-        if sealed > 0 {
-            tracing::warn!(
-                credentials = sealed,
-                "credential records from before credential MACs were sealed with one"
-            );
-        }
+        finish_open(&store, finish_rotation, events_needed)?;
         Ok(store)
     }
+}
+
+/// Opens the data database with every column family, creating in the same open the families
+/// of partitions requested since (RocksDB then writes its OPTIONS file once, not once per
+/// family): the database, its family names and the families' options.
+fn open_data(
+    paths: &Paths,
+    options: &StoreOptions,
+) -> Result<(DB, Vec<String>, Options), OpenError> {
+    let cache = Cache::new_lru_cache(options.block_cache_bytes);
+    let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+        options.write_buffer_manager_bytes,
+        false,
+        cache.clone(),
+    );
+    let (dbo, cfo) = db_options(options, &cache, &wbm)?;
+    let mut names = DB::list_cf(&dbo, &paths.data)?;
+    let open = |names: &[String]| {
+        let descriptors = names
+            .iter()
+            .filter(|n| n.as_str() != "default")
+            .map(|n| ColumnFamilyDescriptor::new(n, cfo.clone()));
+        DB::open_cf_descriptors(&dbo, &paths.data, descriptors)
+    };
+    let in_use = |e: rocksdb::Error| {
+        if e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("lock file") {
+            OpenError::InUse(paths.data.clone())
+        } else if e.kind() == rocksdb::ErrorKind::Corruption {
+            OpenError::Damaged {
+                path: paths.data.clone(),
+                detail: e.to_string(),
+            }
+        } else {
+            OpenError::Db(e)
+        }
+    };
+    let mut db = open(&names).map_err(in_use)?;
+    let missing: Vec<String> = read_registry(&db)
+        .map_err(|e| OpenError::Registry(e.to_string()))?
+        .into_iter()
+        .filter(|p| p.status == PartitionStatus::Requested)
+        .map(|p| partition_cf(&p.partition))
+        .filter(|n| !names.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        tracing::info!(count = missing.len(), "creating partition column families");
+        drop(db);
+        names.extend(missing);
+        db = open(&names)?;
+    }
+    Ok((db, names, cfo))
+}
+
+/// The instance record, of this format version.
+fn instance_record(db: &DB) -> Result<InstanceRecord, OpenError> {
+    let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
+    let raw = db
+        .get_cf(&sys, INSTANCE_KEY)?
+        .ok_or(OpenError::BadInstanceRecord)?;
+    let record: InstanceRecord = decode(&raw).ok_or(OpenError::BadInstanceRecord)?;
+    if record.format != FORMAT_VERSION {
+        return Err(OpenError::Format(record.format));
+    }
+    Ok(record)
+}
+
+/// Nothing acknowledged may be missing (store::anchor): a whole missing family counts as
+/// size 0. A quarantined partition is refused on its own.
+fn check_anchored(
+    inner: &Inner,
+    anchored: &BTreeMap<PartitionId, u64>,
+    paths: &Paths,
+) -> Result<(), OpenError> {
+    for (p, want) in anchored {
+        let found = match inner.size(p) {
+            Ok(n) => n,
+            Err(ReadError::UnknownPartition(_)) => 0,
+            Err(_) => continue,
+        };
+        if found < *want {
+            return Err(OpenError::RolledBack {
+                partition: p.to_string(),
+                anchored: *want,
+                found,
+                anchor: paths.anchor.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What an open finishes once the writer runs: an interrupted KEK rotation, and a MAC on
+/// credential records written before credential MACs.
+fn finish_open(store: &Store, finish_rotation: bool, events_needed: bool) -> Result<(), OpenError> {
+    if finish_rotation {
+        store
+            .finish_kek_rotation(events_needed)
+            .map_err(|e| OpenError::Registry(format!("finishing a KEK rotation: {e}")))?;
+    }
+    let sealed = store
+        .seal_legacy_credentials()
+        .map_err(OpenError::Credentials)?;
+    if sealed > 0 {
+        tracing::warn!(
+            credentials = sealed,
+            "credential records from before credential MACs were sealed with one"
+        );
+    }
+    Ok(())
 }
