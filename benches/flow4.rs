@@ -15,30 +15,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::{env, send, who};
+
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
 use kukaku::domain::continuity::Rules;
 use kukaku::flows::continuity::extract;
 use kukaku::flows::decision::{candidates, confirm_with, decide};
-use kukaku::flows::import::{Importer, import};
-use kukaku::flows::sample::{self, SampleFiles};
+use kukaku::flows::sample;
 use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::PartitionId;
 use kukaku::store::{Paths, Store, StoreOptions};
-
-fn smoke() -> bool {
-    std::env::var_os("KUKAKU_BENCH_SMOKE").is_some()
-}
-
-fn env(name: &str, default: usize, small: usize) -> usize {
-    if smoke() {
-        return small;
-    }
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Peak RSS of this process since the last reset, MiB; then resets it.
 fn peak_rss() -> f64 {
@@ -55,15 +42,6 @@ fn peak_rss() -> f64 {
     hwm
 }
 
-fn who() -> Importer {
-    Importer {
-        actor: "bench".into(),
-        role: "admin".into(),
-        route: "bench".into(),
-        request_id: "-".into(),
-    }
-}
-
 /// `n` 市町村国保 保険者番号 of prefecture 13.
 fn municipalities(n: usize) -> Vec<PartitionId> {
     (1..=999u32)
@@ -72,11 +50,6 @@ fn municipalities(n: usize) -> Vec<PartitionId> {
         .map(|i| i.partition_id())
         .take(n)
         .collect()
-}
-
-fn send(store: &Store, p: &PartitionId, f: &SampleFiles) {
-    let (s, k) = (f.setai.as_bytes(), f.kojin.as_bytes());
-    import(store, p, &f.transmission_id, Encoding::Utf8, s, k, &who()).unwrap();
 }
 
 fn kogaku(store: &Store, p: &PartitionId, tid: &str, text: &str) {

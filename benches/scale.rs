@@ -12,6 +12,8 @@ mod common;
 
 use std::time::Instant;
 
+use common::env;
+
 use kukaku::ledger::Kind;
 use kukaku::store::{KeyActor, NewEntry, Paths, Store, StoreOptions};
 
@@ -27,16 +29,6 @@ fn rss() -> (f64, f64) {
             .map_or(0.0, |kb| kb / 1024.0)
     };
     (field("VmRSS:"), field("VmHWM:"))
-}
-
-fn env(name: &str, default: usize, smoke: usize) -> usize {
-    if std::env::var_os("KUKAKU_BENCH_SMOKE").is_some() {
-        return smoke;
-    }
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn who(reason: &str) -> KeyActor {

@@ -15,6 +15,8 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{env, send, smoke, who};
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use kukaku::api::{self, AppState, Limits, ServerRole};
@@ -22,42 +24,12 @@ use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::InsurerNumber;
 use kukaku::domain::continuity::Rules;
-use kukaku::flows::import::{Importer, import};
 use kukaku::flows::sample;
-use kukaku::flows::transmission::Encoding;
 use kukaku::store::{Paths, Store, StoreOptions};
 use tower::ServiceExt;
 
 /// A page's time budget.
 const BUDGET: Duration = Duration::from_millis(300);
-
-fn smoke() -> bool {
-    std::env::var_os("KUKAKU_BENCH_SMOKE").is_some()
-}
-
-fn env(name: &str, default: usize, small: usize) -> usize {
-    if smoke() {
-        return small;
-    }
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn who() -> Importer {
-    Importer {
-        actor: "bench".into(),
-        role: "admin".into(),
-        route: "bench".into(),
-        request_id: "-".into(),
-    }
-}
-
-fn send(store: &Store, p: &kukaku::ledger::PartitionId, f: &sample::SampleFiles) {
-    let (s, k) = (f.setai.as_bytes(), f.kojin.as_bytes());
-    import(store, p, &f.transmission_id, Encoding::Utf8, s, k, &who()).unwrap();
-}
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, Option<String>) {
     let res = app.clone().oneshot(req).await.unwrap();

@@ -1,16 +1,54 @@
-//! Helpers the system benchmarks share: partition ids, a one-partition instance, filling a
-//! partition.
+//! Helpers the system benchmarks share: the smoke switch and sizes from the environment,
+//! partition ids, a one-partition instance, filling a partition, importing a sample
+//! transmission.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 
 use kukaku::domain::InsurerNumber;
+use kukaku::flows::import::{Importer, import};
+use kukaku::flows::sample::SampleFiles;
+use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::{Kind, PartitionId};
 use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
 
 /// The allocator of the `kukaku` binary (src/main.rs), so a bench measures what it runs.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Whether `KUKAKU_BENCH_SMOKE` is set: every cell runs briefly (CI keeps the benchmark
+/// from rotting; no timing is read).
+pub fn smoke() -> bool {
+    std::env::var_os("KUKAKU_BENCH_SMOKE").is_some()
+}
+
+/// A size from the environment variable `name`: `small` under smoke, else its value, else
+/// `default`.
+pub fn env(name: &str, default: usize, small: usize) -> usize {
+    if smoke() {
+        return small;
+    }
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The importer a benchmark's flow calls are recorded under.
+pub fn who() -> Importer {
+    Importer {
+        actor: "bench".into(),
+        role: "admin".into(),
+        route: "bench".into(),
+        request_id: "-".into(),
+    }
+}
+
+/// Imports one sample transmission (世帯 and 個人 files, UTF-8) into `p`.
+pub fn send(store: &Store, p: &PartitionId, f: &SampleFiles) {
+    let (s, k) = (f.setai.as_bytes(), f.kojin.as_bytes());
+    import(store, p, &f.transmission_id, Encoding::Utf8, s, k, &who()).unwrap();
+}
 
 /// `n` distinct valid 保険者番号 (6-digit, prefectures 01–47).
 pub fn ids(n: usize) -> Vec<PartitionId> {
