@@ -17,8 +17,10 @@ use super::auth::{ContinuityOperator, Municipality};
 use super::error::{ApiError, Detail};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, request_id};
+use crate::crypto::PartitionScope;
 use crate::flows::decision::{self, CandidateState, DecisionError, FLOW4_KINDS};
 use crate::flows::import::Importer;
+use crate::store::Store;
 
 /// Who acted: what the request names, else the credential's label (a clerk's display
 /// name), else the credential id.
@@ -313,6 +315,30 @@ pub struct DecisionResponse {
     pub decision_seq: u64,
 }
 
+/// Runs one decision-flow write for `who`'s partition off the async runtime, as
+/// `operator`, recorded under `route`: what a decision, a bulk 確定指示 and an
+/// acknowledgement share, from the API and the terminal pages alike.
+pub(crate) async fn on_partition<T, F>(
+    state: &Arc<AppState>,
+    who: &Municipality,
+    operator: String,
+    route: &str,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store, &PartitionScope, &str, &Importer) -> Result<T, DecisionError>
+        + Send
+        + 'static,
+{
+    let scope = who.scope.clone();
+    let importer = importer(&who.actor, route);
+    blocking(state, move |s| {
+        f(s, &scope, &operator, &importer).map_err(decision_error)
+    })
+    .await
+}
+
 /// Appends the decision; shared by the API and the terminal pages.
 pub(crate) async fn append_decision(
     state: &Arc<AppState>,
@@ -321,20 +347,10 @@ pub(crate) async fn append_decision(
     req: DecisionRequest,
     route: &str,
 ) -> Result<u64, ApiError> {
-    let scope = who.scope.clone();
     let name = operator(&who.actor, req.operator);
-    let who = importer(&who.actor, route);
-    blocking(state, move |s| {
-        decision::decide(
-            s,
-            &scope,
-            seq,
-            &req.decision,
-            req.reason.as_deref(),
-            &name,
-            &who,
-        )
-        .map_err(decision_error)
+    on_partition(state, who, name, route, move |s, scope, name, importer| {
+        let reason = req.reason.as_deref();
+        decision::decide(s, scope, seq, &req.decision, reason, name, importer)
     })
     .await
 }
@@ -386,11 +402,9 @@ pub(crate) async fn append_acknowledgement(
     req: AcknowledgeRequest,
     route: &str,
 ) -> Result<u64, ApiError> {
-    let scope = who.scope.clone();
     let name = operator(&who.actor, req.operator);
-    let who = importer(&who.actor, route);
-    blocking(state, move |s| {
-        decision::acknowledge(s, &scope, seq, &req.note, &name, &who).map_err(decision_error)
+    on_partition(state, who, name, route, move |s, scope, name, importer| {
+        decision::acknowledge(s, scope, seq, &req.note, name, importer)
     })
     .await
 }

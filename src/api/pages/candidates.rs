@@ -238,21 +238,18 @@ pub(crate) async fn bulk_decision(
 
 /// Registers every decision of a reviewed bulk 確定指示, in one batch.
 async fn bulk_commit(state: &Arc<AppState>, t: &Terminal, b: Bulk) -> Response {
-    let scope = t.muni.scope.clone();
     let operator = t.muni.actor.display_name();
-    let who = crate::api::continuity::importer(&t.muni.actor, "POST /terminal/bulk-decision");
-    let done = crate::api::access::blocking(state, move |s| {
-        crate::flows::decision::decide_all(
-            s,
-            &scope,
-            &b.seqs,
-            &b.decision,
-            b.reason.as_deref(),
-            &operator,
-            &who,
-        )
-        .map_err(crate::api::continuity::decision_error)
-    })
+    let route = "POST /terminal/bulk-decision";
+    let done = crate::api::continuity::on_partition(
+        state,
+        &t.muni,
+        operator,
+        route,
+        move |s, scope, name, who| {
+            let reason = b.reason.as_deref();
+            crate::flows::decision::decide_all(s, scope, &b.seqs, &b.decision, reason, name, who)
+        },
+    )
     .await;
     match done {
         Ok(d) => Redirect::to(&format!("/terminal/candidates?bulk={}", d.len())).into_response(),
