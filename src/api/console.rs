@@ -16,12 +16,14 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::AppState;
 use super::auth::ContinuityOperator;
-use super::pages::{AnySession, STYLE, api_error, csrf_refusal, jst_wareki, page, page_error};
+use super::pages::{
+    AnySession, api_error, csrf_refusal, frame, jst_wareki, logout_button, page, page_error,
+};
 use crate::flows::decision::{ConfirmReport, Workload};
 use crate::flows::import::Importer;
 use crate::ledger::PartitionId;
@@ -74,30 +76,15 @@ impl Console {
 }
 
 fn layout(c: &Console, title: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="ja" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " — kukaku 国保連合会" }
-                style { (PreEscaped(STYLE)) }
-            }
-            body {
-                header {
-                    h1 { "国保連合会 ・ 継続世帯の運用" }
-                    nav { a href=(CONSOLE_PATH) { "市町村ごとの状況" } }
-                    span { "都道府県 " (c.op.prefecture) " " (crate::domain::insurer::prefecture_name(&c.op.prefecture).unwrap_or("")) }
-                    span { "担当 " (c.op.actor.display_name()) }
-                    form method="post" action="/terminal/logout" {
-                        input type="hidden" name="csrf" value=(c.csrf);
-                        button type="submit" { "ログアウト" }
-                    }
-                }
-                main { (body) }
-            }
-        }
-    }
+    let pref = &c.op.prefecture;
+    let header = html! {
+        h1 { "国保連合会 ・ 継続世帯の運用" }
+        nav { a href=(CONSOLE_PATH) { "市町村ごとの状況" } }
+        span { "都道府県 " (pref) " " (crate::domain::insurer::prefecture_name(pref).unwrap_or("")) }
+        span { "担当 " (c.op.actor.display_name()) }
+        (logout_button(&c.csrf))
+    };
+    frame(&format!("{title} — kukaku 国保連合会"), header, body)
 }
 
 /// How far the intermediate has verified a partition: entries not yet covered by a trusted

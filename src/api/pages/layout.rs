@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(crate) const STYLE: &str = r#"
+const STYLE: &str = r#"
 :root { font-family: "Noto Sans JP", "Hiragino Sans", "Yu Gothic", Meiryo, sans-serif; color: #1a1a1a; }
 body { margin: 0; background: #f5f6f8; }
 header { background: #1f3a5f; color: #fff; padding: .6rem 1.5rem; display: flex; flex-wrap: wrap; gap: .5rem 2rem; align-items: center; }
@@ -37,43 +37,57 @@ p.pageno { text-align: center; font-size: 9pt; }
 tfoot td { font-weight: bold; background: #eef1f5; }
 "#;
 
-/// A page: the header names the municipality and the logged-in clerk when there is a
-/// session (`t`).
-pub(crate) fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
+/// The frame every page shares, the terminal's and the console's: `<head>` with the style,
+/// the header's contents, the page's body.
+pub(crate) fn frame(title: &str, header: Markup, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="ja" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " — kukaku 国保総合PC" }
+                title { (title) }
                 style { (PreEscaped(STYLE)) }
             }
             body {
-                header {
-                    h1 { "国保総合PC ・ 継続世帯" }
-                    @if let Some(t) = t {
-                        nav {
-                            a href="/terminal/transmissions/new" { "異動ファイル送信" }
-                            a href="/terminal/transmissions" { "送信状況" }
-                            a href="/terminal/candidates" { "継続候補世帯リスト" }
-                            a href="/terminal/results" { "確定結果" }
-                            a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
-                            a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
-                            a href="/terminal/disclosure" { "本人開示" }
-                        }
-                        span { "保険者 " (t.own_insurer()) }
-                        span { "職員 " (t.muni.actor.display_name()) }
-                        form method="post" action="/terminal/logout" {
-                            input type="hidden" name="csrf" value=(t.csrf);
-                            button type="submit" { "ログアウト" }
-                        }
-                    }
-                }
+                header { (header) }
                 main { (body) }
             }
         }
     }
+}
+
+/// The header's logout button (a POST with the session's CSRF token).
+pub(crate) fn logout_button(csrf: &str) -> Markup {
+    html! {
+        form method="post" action="/terminal/logout" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { "ログアウト" }
+        }
+    }
+}
+
+/// A page: the header names the municipality and the logged-in clerk when there is a
+/// session (`t`).
+pub(crate) fn layout(title: &str, t: Option<&Terminal>, body: Markup) -> Markup {
+    let header = html! {
+        h1 { "国保総合PC ・ 継続世帯" }
+        @if let Some(t) = t {
+            nav {
+                a href="/terminal/transmissions/new" { "異動ファイル送信" }
+                a href="/terminal/transmissions" { "送信状況" }
+                a href="/terminal/candidates" { "継続候補世帯リスト" }
+                a href="/terminal/results" { "確定結果" }
+                a href="/terminal/results/print" { "継続世帯確定リスト（印刷）" }
+                a href="/terminal/carryover.csv" { "引継情報連携ファイル" }
+                a href="/terminal/disclosure" { "本人開示" }
+            }
+            span { "保険者 " (t.own_insurer()) }
+            span { "職員 " (t.muni.actor.display_name()) }
+            (logout_button(&t.csrf))
+        }
+    };
+    frame(&format!("{title} — kukaku 国保総合PC"), header, body)
 }
 
 /// A time as the municipality reads it: JST (UTC+9, no daylight saving),
