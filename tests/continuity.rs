@@ -19,7 +19,8 @@ use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::Store;
 
 use common::flow4::{
-    CHILD, HEAD, SPOUSE, as_of, instance, kogaku, load, tokyo_leaves, tokyo_move, who,
+    CHILD, HEAD, SPOUSE, as_of, instance, kogaku, load, tokyo_arrives, tokyo_leaves, tokyo_move,
+    who,
 };
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
@@ -702,14 +703,7 @@ fn a_destroyed_partition_leaves_no_household_number_index_key_or_matching_token(
             "2024-03-31",
         )],
     );
-    load(
-        &store,
-        &b,
-        "B-1",
-        "B100",
-        ("2024-04-01", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-04-01", "")],
-    );
+    tokyo_arrives(&store, &b, "2024-04-01");
     kogaku(&store, &a, "KA", &[(SETAI, "2024-01")]);
     let kek = Kek::load_file(&paths.kek).unwrap();
     let admin = AdminScope::from_kek(&kek);
@@ -1261,14 +1255,7 @@ fn extraction_is_incremental_and_finds_a_move_whose_other_end_arrives_later() {
     let (_dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
     let kek = Kek::load_file(&paths.kek).unwrap();
     let tokyo = AdminScope::from_kek(&kek).prefecture("13").unwrap();
-    load(
-        &store,
-        &b,
-        "B-1",
-        "B100",
-        ("2024-11-01", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
-    );
+    tokyo_arrives(&store, &b, "2024-11-01");
     let first = extract(&store, &tokyo, &Rules::default(), &who(), as_of()).unwrap();
     assert_eq!((first.households_read, first.candidates.len()), (1, 0));
     // A's 転出 arrives a day later; B's household did not change.
@@ -1565,14 +1552,7 @@ async fn anomalies_are_listed_for_the_clerk_and_the_operator() {
         let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
         tokyo_leaves(&store, &a);
         // B starts four days late: a 空白期間.
-        load(
-            &store,
-            &b,
-            "B-1",
-            "B100",
-            ("2024-11-05", "03"),
-            &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-05", "")],
-        );
+        tokyo_arrives(&store, &b, "2024-11-05");
         (dir, paths, store)
     });
     let kek = Kek::load_file(&paths.kek).unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::flow4::{HEAD, as_of, instance, load, tokyo_leaves, tokyo_move, who};
+use common::flow4::{HEAD, as_of, instance, tokyo_arrives, tokyo_leaves, tokyo_move, who};
 use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
@@ -41,14 +41,7 @@ fn gap_hub() -> Hub {
     let (a, b) = (common::pid("131011"), common::pid("131029"));
     let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
     tokyo_leaves(&store, &a);
-    load(
-        &store,
-        &b,
-        "B-1",
-        "B100",
-        ("2024-11-05", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-05", "")],
-    );
+    tokyo_arrives(&store, &b, "2024-11-05");
     hub_of((dir, paths, store, a, b))
 }
 

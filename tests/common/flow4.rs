@@ -162,14 +162,7 @@ pub fn tokyo_move() -> (
     let (a, b) = (super::pid("131011"), super::pid("131029"));
     let (dir, paths, store) = instance("hub.kokuho-13.example", &[a.clone(), b.clone()]);
     tokyo_leaves(&store, &a);
-    load(
-        &store,
-        &b,
-        "B-1",
-        "B100",
-        ("2024-11-01", "03"),
-        &[(HEAD, "山田 太郎", "01", "2020-01-01", "2024-11-01", "")],
-    );
+    tokyo_arrives(&store, &b, "2024-11-01");
     kogaku(
         &store,
         &a,
@@ -177,6 +170,19 @@ pub fn tokyo_move() -> (
         &[("A100", "2024-06"), ("A100", "2024-09")],
     );
     (dir, paths, store, a, b)
+}
+
+/// 中央区's (`b`) household B100: 山田 太郎 (in 国保 since 2020-01-01) moves in (03 転入) on
+/// `date`, the arriving half of [`tokyo_move`] (there on 2024-11-01).
+pub fn tokyo_arrives(store: &Store, b: &PartitionId, date: &str) {
+    load(
+        store,
+        b,
+        "B-1",
+        "B100",
+        (date, "03"),
+        &[(HEAD, "山田 太郎", "01", "2020-01-01", date, "")],
+    );
 }
 
 /// 千代田区's (`a`) household A100: its head 山田 太郎 (in since 2020-01-01) moved out
