@@ -54,24 +54,10 @@ pub fn confirm_with(
         prefecture: scope.prefecture().to_owned(),
         ..ConfirmReport::default()
     };
-    let partitions: Vec<PartitionId> = store
-        .prefecture_partitions(scope)
-        .map_err(DecisionError::Registry)?;
     let chains = Chains::default();
-    for b in &partitions {
-        let Some(b_scope) = scope.partition(b) else {
-            continue;
-        };
-        let states = candidates(store, &b_scope)?;
-        let first = states.first().map(|s| s.seq);
-        let last = states.iter().map(CandidateState::latest_seq).max();
-        if let Some(range) = first.zip(last) {
-            let kinds = vec![
-                Kind::CONTINUITY_CANDIDATE.code(),
-                Kind::CONTINUITY_DECISION.code(),
-            ];
-            record_access(store, b, who, "continuity_confirm_scan", kinds, range)?;
-        }
+    let purpose = "continuity_confirm_scan";
+    let kinds = [Kind::CONTINUITY_CANDIDATE, Kind::CONTINUITY_DECISION];
+    super::prefecture::each_partition(store, scope, who, purpose, &kinds, |b, states| {
         for s in &states {
             let Some((decision_seq, d)) = &s.decision else {
                 report.undecided += 1;
@@ -116,7 +102,8 @@ pub fn confirm_with(
         // B's rows changed: a chain read of B later in the run (B as someone's A) reads
         // it again.
         chains.forget(b);
-    }
+        Ok(())
+    })?;
     Ok(report)
 }
 

@@ -19,13 +19,15 @@ pub struct AnomalyRow {
 }
 
 /// Every partition of the prefecture with its moves' states, in registry order; each B's
-/// read is an access record in B (`purpose`), durable before `f` sees the states.
-fn each_partition(
+/// read is an access record in B (`purpose`, the record kinds read), durable before `f` sees
+/// the states. The operator's lists and the confirmation run read through it.
+pub(super) fn each_partition(
     store: &Store,
     scope: &PrefectureScope,
     who: &Importer,
     purpose: &str,
-    mut f: impl FnMut(&PartitionId, Vec<CandidateState>),
+    kinds: &[Kind],
+    mut f: impl FnMut(&PartitionId, Vec<CandidateState>) -> Result<(), DecisionError>,
 ) -> Result<(), DecisionError> {
     let partitions = store
         .prefecture_partitions(scope)
@@ -38,10 +40,10 @@ fn each_partition(
         let first = states.first().map(|s| s.seq);
         let last = states.iter().map(CandidateState::latest_seq).max();
         if let Some(range) = first.zip(last) {
-            let kinds = FLOW4_KINDS.iter().map(|k| k.code()).collect();
-            record_access(store, b, who, purpose, kinds, range)?;
+            let codes = kinds.iter().map(|k| k.code()).collect();
+            record_access(store, b, who, purpose, codes, range)?;
         }
-        f(b, states);
+        f(b, states)?;
     }
     Ok(())
 }
@@ -54,7 +56,8 @@ pub fn prefecture_anomalies(
     who: &Importer,
 ) -> Result<Vec<AnomalyRow>, DecisionError> {
     let mut rows = Vec::new();
-    each_partition(store, scope, who, "continuity_anomalies", |b, states| {
+    let purpose = "continuity_anomalies";
+    each_partition(store, scope, who, purpose, &FLOW4_KINDS, |b, states| {
         rows.extend(
             states
                 .into_iter()
@@ -69,6 +72,7 @@ pub fn prefecture_anomalies(
                     anomalies: s.candidate.anomalies,
                 }),
         );
+        Ok(())
     })?;
     Ok(rows)
 }
@@ -94,7 +98,8 @@ pub fn prefecture_workload(
     who: &Importer,
 ) -> Result<Vec<Workload>, DecisionError> {
     let mut out = Vec::new();
-    each_partition(store, scope, who, "continuity_workload", |b, states| {
+    let purpose = "continuity_workload";
+    each_partition(store, scope, who, purpose, &FLOW4_KINDS, |b, states| {
         let mut w = Workload {
             partition: b.to_string(),
             ..Workload::default()
@@ -111,6 +116,7 @@ pub fn prefecture_workload(
             }
         }
         out.push(w);
+        Ok(())
     })?;
     Ok(out)
 }
