@@ -271,6 +271,20 @@ mod tests {
     use crate::flows::transmission::{Context, validate};
     use crate::ledger::PartitionId;
 
+    /// `f` passes every rule of layout v1 as a first transmission to `p`.
+    fn assert_valid(p: &str, f: &SampleFiles) {
+        let partition = PartitionId::parse(p).unwrap();
+        let ctx = Context {
+            partition: &partition,
+            transmission_id: &f.transmission_id,
+            encoding: Encoding::Utf8,
+            correction_target: &|_, _| false,
+            previous_members: &crate::flows::transmission::no_previous,
+        };
+        let r = validate(f.setai.as_bytes(), f.kojin.as_bytes(), &ctx);
+        assert!(r.is_ok(), "{p} {}: {:?}", f.transmission_id, r.err());
+    }
+
     /// The benchmark's movers pass layout v1 on both sides (with no earlier snapshot).
     #[test]
     fn the_benchmark_movers_are_valid() {
@@ -280,16 +294,7 @@ mod tests {
             ("131011", &m.leave),
             ("131029", &m.arrive),
         ] {
-            let partition = PartitionId::parse(p).unwrap();
-            let ctx = Context {
-                partition: &partition,
-                transmission_id: &f.transmission_id,
-                encoding: Encoding::Utf8,
-                correction_target: &|_, _| false,
-                previous_members: &crate::flows::transmission::no_previous,
-            };
-            let r = validate(f.setai.as_bytes(), f.kojin.as_bytes(), &ctx);
-            assert!(r.is_ok(), "{p} {}: {:?}", f.transmission_id, r.err());
+            assert_valid(p, f);
         }
         let a = PartitionId::parse("131011").unwrap();
         let tid = "131011-KOGAKU-3";
@@ -302,16 +307,7 @@ mod tests {
     fn the_sample_move_is_valid() {
         let m = same_prefecture_move("131011", "131029", 7);
         for (p, f) in [("131011", &m.a), ("131029", &m.b)] {
-            let partition = PartitionId::parse(p).unwrap();
-            let ctx = Context {
-                partition: &partition,
-                transmission_id: &f.transmission_id,
-                encoding: Encoding::Utf8,
-                correction_target: &|_, _| false,
-                previous_members: &crate::flows::transmission::no_previous,
-            };
-            let r = validate(f.setai.as_bytes(), f.kojin.as_bytes(), &ctx);
-            assert!(r.is_ok(), "{p}: {:?}", r.err());
+            assert_valid(p, f);
         }
         let a = PartitionId::parse("131011").unwrap();
         let k = crate::flows::kogaku::validate(
