@@ -32,6 +32,11 @@ if [ -n "$forbidden" ]; then
   echo "error: kukaku-audit depends on: $forbidden" >&2
   exit 1
 fi
+# The binary as shipped (normal edges, no dev-dependencies) has no test hook.
+if cargo tree -e normal,features --prefix none | grep -q 'feature "test-hooks"'; then
+  echo "error: the shipped build enables the test-hooks feature" >&2
+  exit 1
+fi
 outside=$(grep -rl 'rocksdb' src | grep -v '^src/store/' || true)
 if [ -n "$outside" ]; then
   echo "error: only src/store may name rocksdb; found in: $outside" >&2

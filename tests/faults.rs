@@ -8,9 +8,8 @@ mod common;
 use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::Kind;
-use kukaku::store::{
-    AppendError, FaultPlan, KeyActor, NewEntry, Paths, Store, StoreOptions, VerifyOptions,
-};
+use kukaku::store::hooks::{FaultPlan, TestHooks};
+use kukaku::store::{AppendError, KeyActor, NewEntry, Paths, Store, StoreOptions, VerifyOptions};
 
 fn entry(body: &str) -> Vec<NewEntry> {
     vec![NewEntry::new(Kind::HOUSEHOLD_SNAPSHOT, 1, None, body.as_bytes().to_vec()).unwrap()]
@@ -18,7 +17,10 @@ fn entry(body: &str) -> Vec<NewEntry> {
 
 fn with_faults(faults: std::sync::Arc<FaultPlan>) -> StoreOptions {
     StoreOptions {
-        faults: Some(faults),
+        hooks: TestHooks {
+            faults: Some(faults),
+            ..TestHooks::default()
+        },
         ..small()
     }
 }

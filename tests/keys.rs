@@ -449,7 +449,10 @@ fn destroy_of_a_fiscal_year_shreds_only_that_year() {
     let p = pid("131011");
     let last_year = {
         let opts = StoreOptions {
-            clock_offset_ms: -YEAR_MS,
+            hooks: kukaku::store::hooks::TestHooks {
+                clock_offset_ms: -YEAR_MS,
+                ..Default::default()
+            },
             ..small()
         };
         let store = Store::init(&paths, "hub.test", opts).unwrap();

@@ -222,7 +222,7 @@ impl Store {
     /// durable steps: 1 the next KEK is staged; 2 the key store is rewrapped (one batch);
     /// 3 the `rewrap` events and instance record are written (one batch); 4 promoted.
     /// `rotate_kek` runs 2 and 3 in one writer step, one write after the other.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn rotate_kek_interrupted(&self, who: KeyActor, steps: u8) -> Result<(), KeyAdminError> {
         who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;

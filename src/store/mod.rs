@@ -4,6 +4,7 @@
 pub mod anchor;
 mod audit;
 mod credentials;
+pub mod hooks;
 mod keyring;
 mod keys;
 mod open;
@@ -101,43 +102,10 @@ pub struct StoreOptions {
     pub dek_rotate_after: u64,
     /// Depth of the writer's queue.
     pub queue_depth: usize,
-    /// Added to the wall clock the writer stamps entries with. Tests use it to make entries
-    /// of an earlier fiscal year; always 0 in the binary.
-    #[doc(hidden)]
-    pub clock_offset_ms: i64,
-    /// Injected storage faults (tests of poisoning); `None` in the binary.
-    #[doc(hidden)]
-    pub faults: Option<Arc<FaultPlan>>,
-}
-
-/// Storage faults to inject below the writer (tests): the n-th synced write of the key store
-/// or of the data batch fails as a failed `fsync` or a full disk would.
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct FaultPlan {
-    /// Data batches that still succeed before one fails (`u64::MAX`: never).
-    pub data_writes_left: std::sync::atomic::AtomicU64,
-    /// Key-store batches that still succeed before one fails (`u64::MAX`: never).
-    pub key_writes_left: std::sync::atomic::AtomicU64,
-}
-
-impl FaultPlan {
-    /// Fails the data batch after `data` good ones and the key-store batch after `keys`.
-    pub fn new(data: u64, keys: u64) -> Arc<Self> {
-        Arc::new(FaultPlan {
-            data_writes_left: data.into(),
-            key_writes_left: keys.into(),
-        })
-    }
-
-    /// Whether this write is the one to fail (counts it down otherwise).
-    pub(crate) fn fails(counter: &std::sync::atomic::AtomicU64) -> bool {
-        let before = counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| match n {
-            0 | u64::MAX => None,
-            n => Some(n - 1),
-        });
-        before == Err(0)
-    }
+    /// Test hooks: a clock offset and injected storage faults. Only with the `test-hooks`
+    /// feature, which the test suites enable and the shipped binary does not.
+    #[cfg(feature = "test-hooks")]
+    pub hooks: hooks::TestHooks,
 }
 
 impl Default for StoreOptions {
@@ -152,8 +120,8 @@ impl Default for StoreOptions {
             max_batch_bytes: 16 << 20,
             dek_rotate_after: 1 << 30,
             queue_depth: 8192,
-            clock_offset_ms: 0,
-            faults: None,
+            #[cfg(feature = "test-hooks")]
+            hooks: hooks::TestHooks::default(),
         }
     }
 }

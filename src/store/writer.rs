@@ -646,7 +646,7 @@ impl Writer {
 
     /// The writer's clock: wall clock plus the (test-only) offset.
     pub(super) fn now(&self) -> u64 {
-        now_ms().saturating_add_signed(self.inner.options.clock_offset_ms)
+        now_ms().saturating_add_signed(self.inner.options.clock_offset_ms())
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {

@@ -255,17 +255,18 @@ impl Writer {
         // Key material first: a crash between the two writes leaves an unused wrapped key,
         // never ciphertext whose key is missing. Deleted keys go in the same key-store
         // batch: their ciphertext stays, unreadable, which is what destroying them means.
-        let faults = self.inner.options.faults.as_deref();
+        use crate::store::hooks::Write;
+        let options = &self.inner.options;
         let injected = |what: &str| {
             AppendError::Storage(format!("{what}: No space left on device (injected fault)"))
         };
         if !(key_records.is_empty() && key_deletes.is_empty())
-            && faults.is_some_and(|f| crate::store::FaultPlan::fails(&f.key_writes_left))
+            && options.injected_fault(Write::KeyStore)
         {
             return Err(injected("key store write"));
         }
         self.inner.keyring.commit(key_records, key_deletes)?;
-        if faults.is_some_and(|f| crate::store::FaultPlan::fails(&f.data_writes_left)) {
+        if options.injected_fault(Write::Data) {
             return Err(injected("data write"));
         }
         db.write_opt(batch, &sync_write())
