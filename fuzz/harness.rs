@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by `cargo fuzz` (fuzz/fuzz_targets/*.rs, coverage-guided,
-//! run by `tools/fuzz.sh`) and by the bounded proptest run in `tests/fuzz.rs` (CI), so both
+//! run by `tools/fuzz.sh`) and by the bounded proptest run in `tests/it/fuzz.rs` (CI), so both
 //! check the same properties:
 //!
 //! - never a panic, whatever the bytes;
@@ -264,7 +264,7 @@ fn digit_runs(bytes: &[u8], min: usize) -> Vec<&[u8]> {
 // ---- seeds ---------------------------------------------------------------------------------
 
 /// Seed inputs per target, built from the golden vectors, the sample generator and a real
-/// store, so they follow the formats as they change. `tests/fuzz.rs` writes them to
+/// store, so they follow the formats as they change. `tests/it/fuzz.rs` writes them to
 /// fuzz/corpus (`write_seed_corpora`, ignored) and mutates them in CI.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     let golden = golden();

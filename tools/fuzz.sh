@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of every target in fuzz/ (cargo fuzz, libFuzzer, nightly).
 #   tools/fuzz.sh [seconds per target, default 60] [target ...]
 # Starts from the committed seeds (fuzz/corpus/<target>/seed-NN); crashes land in
-# fuzz/artifacts/<target>/. The bounded CI run of the same targets is tests/fuzz.rs.
+# fuzz/artifacts/<target>/. The bounded CI run of the same targets is tests/it/fuzz.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-60}"

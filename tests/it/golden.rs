@@ -1,5 +1,4 @@
 //! Golden vectors of docs/format.md (tests/data/golden.json, made by an independent script).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use kukaku::crypto::{CheckpointSigner, Cosigner, Secret32};
 use kukaku::ledger::hash::{Hash, chain_next, commitment};

@@ -3,9 +3,8 @@
 //! reopen every acknowledged append is present, no partial batch is visible, every body
 //! decrypts and verify passes. 3 kills by default (CI); `KUKAKU_CRASH_KILLS=200` for the full
 //! loop (`tools/crashloop.sh`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 use common::{pid, small};
 
 use std::io::{BufRead, BufReader, Write};
@@ -83,7 +82,12 @@ fn sigkill_loses_no_acknowledged_append() {
         seed ^= seed << 17;
         let kill_after = 1 + (seed % 300) as usize;
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash::crash_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("KUKAKU_CRASH_HOME", dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -1,9 +1,8 @@
 //! Fault injection below the store (issue 10): a failed data or key-store write poisons the
 //! store — it refuses every write with a clear error until reopened, never acknowledges what
 //! is not durable, and after a reopen the log verifies with every acknowledged entry.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};

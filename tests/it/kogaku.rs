@@ -2,9 +2,8 @@
 //! (line, column, reason) and stores nothing; accepted variants store one sealed record per
 //! household whose months feed the 多数回 rule engine; idempotency; the index is rebuilt from
 //! the log.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::flow4::who;
 use common::pid;

@@ -1,5 +1,4 @@
 //! The `kukaku` binary as a user runs it: init, partitions, checkpoint, prove, verify, export.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::process::{Command, Output};
 

@@ -1,8 +1,7 @@
 //! `kukaku keys …` as a security reviewer runs it: on a stopped instance (a re-encryption
 //! killed with SIGKILL resumes), and on a running `kukaku serve` through its admin socket.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;

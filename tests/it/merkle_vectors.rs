@@ -1,6 +1,5 @@
 //! Known-answer tests: transparency-dev/merkle vectors (tests/data/transparency-dev/SOURCE.md),
 //! including the must-fail cases, and the RFC 6962 reference tree recomputed from its leaves.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
 

@@ -1,8 +1,7 @@
 //! Store end to end: appends, reads, proofs, verification, isolation of ciphertexts, no
 //! plaintext on disk, wrong KEK.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 use common::{pid, small};
 
 use kukaku::crypto::{AdminScope, Kek};

@@ -1,9 +1,8 @@
 //! Flow 5 validation: each rule of docs/domain.md §9.3 broken once, encodings, truncation, sizes,
 //! control characters, a foreign row. Every bad input gets its expected problem and stores
 //! nothing; the accepted variants are stored correctly. Then idempotency.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};

@@ -3,9 +3,8 @@
 //! Exactly once, 提供記録 and forwarding receipts on both sides, every checkpoint verifies;
 //! a tampered hub answer is refused and stores nothing; an interrupted sync resumes without
 //! gaps or duplicates; no protected identifier in logs or raw data directories.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -3,9 +3,8 @@
 //! inserted runs) plus arbitrary bytes. The coverage-guided runs of the same targets are
 //! `tools/fuzz.sh` (cargo fuzz, libFuzzer). `KUKAKU_FUZZ_CASES` sets the cases per target
 //! (default 256).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-#[path = "../fuzz/harness.rs"]
+#[path = "../../fuzz/harness.rs"]
 mod harness;
 
 use std::path::PathBuf;
@@ -214,7 +213,7 @@ fn seeds_are_accepted() {
 }
 
 /// Writes the seeds of fuzz/harness.rs into fuzz/corpus/<target>/seed-NN (run after a format
-/// change: `cargo test --test fuzz -- --ignored write_seed_corpora`).
+/// change: `cargo test --test it -- --ignored fuzz::write_seed_corpora`).
 #[test]
 #[ignore]
 fn write_seed_corpora() {

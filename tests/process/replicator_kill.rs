@@ -3,9 +3,8 @@
 //! hub on loopback, and restarted. In the end every hub snapshot is on the intermediate
 //! exactly once, the forwarding receipts cover the hub's log without a gap or an overlap,
 //! the witness cosignature reached the hub, and both logs verify.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

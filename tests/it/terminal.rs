@@ -2,9 +2,8 @@
 //! list and detail, a decision through the form (CSRF checked), results, the printable list
 //! and the 連携ファイル; another municipality's session sees none of it; every page view is an
 //! access record; a revoked credential ends the session.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -15,9 +15,8 @@
 //!
 //! 3 kills by default (CI); `KUKAKU_SERVE_CRASH_KILLS=200` for the full loop
 //! (`tools/crashloop.sh`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,8 @@
 //! envelopes (hashed header and sealed body), tree nodes, checkpoints and the partition head.
 //! `verify` (and a read, for bodies) names the partition, the seq and the step; nothing is
 //! repaired behind the operator's back.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};

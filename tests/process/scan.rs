@@ -5,7 +5,6 @@
 //! demo's input files (10 digits, matched exactly; the samples leave 記号 empty) in every
 //! line it printed or logged and in the raw bytes of every file of both instances. The
 //! expected count is 0.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

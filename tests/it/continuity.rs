@@ -2,9 +2,8 @@
 //! the same person also appears in 大阪市 (another prefecture), which is never read. The
 //! candidate in B holds no 個人番号, gets the 参酌基準 case and suggestion, records the read
 //! of A in A, and a rerun adds nothing. A gap between the two periods goes to a person.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::pid;
 

@@ -1,8 +1,7 @@
 //! Key management (issue 8): KEK rotation, re-encryption, retirement and destruction, under
 //! load and across crashes. Every step leaves key events; leaves and checkpoints never move.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

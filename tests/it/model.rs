@@ -1,9 +1,8 @@
 //! Property test: random appends across partitions through the store, against an in-memory
 //! model. Every receipt, root, checkpoint, read, inclusion proof (i, n) and consistency proof
 //! (m, n) is checked against the model, before and after reopening.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-mod common;
+use crate::common;
 
 use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};

@@ -1,0 +1,15 @@
+//! The suites that run processes, one test binary: the `kukaku` binary's commands, the demo's
+//! scan for protected identifiers, key tools through a running server's admin socket, and the
+//! SIGKILL loops (a library child, `kukaku serve`, the replicator) that check no acknowledged
+//! append is lost.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod crash;
+mod keys_cli;
+mod replicator_kill;
+mod scan;
+mod serve_crash;
