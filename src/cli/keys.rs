@@ -86,10 +86,18 @@ pub(crate) fn admin_command(paths: &Paths, request: kukaku::admin::AdminRequest)
     let bar = indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
         "{msg} {wide_bar} {pos}/{len} (ETA {eta})",
     )?);
+    // Not on a terminal (a log, a script waiting for the job to start): the first progress
+    // as a plain line, then one line every 10 s.
+    let plain = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_line: Option<std::time::Instant> = None;
     let mut show = |r: Reply| match r {
         Reply::Progress { label, pos, len } => {
             bar.set_length(len);
             bar.set_position(pos);
+            if plain && last_line.is_none_or(|t| t.elapsed().as_secs() >= 10) {
+                eprintln!("{label}: {pos}/{len}");
+                last_line = Some(std::time::Instant::now());
+            }
             bar.set_message(label);
         }
         Reply::Line(line) => bar.suspend(|| println!("{line}")),

@@ -8,7 +8,7 @@ use super::records::{
     CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord, SYS_CF,
     credential_key, decode, encode,
 };
-use super::{Store, now_ms, read_registry, sync_write};
+use super::{Store, read_registry, sync_write};
 use crate::crypto::credential::{
     self, CredentialError, CredentialId, Reach, Refused, Role, Stored, Token, Verified,
 };
@@ -203,7 +203,7 @@ impl Store {
         client_cert: Option<[u8; 32]>,
     ) -> Result<(Token, Stored), CredentialStoreError> {
         reach.check_for(role)?;
-        let now = now_ms();
+        let now = self.inner.options.now_ms();
         if expires_ms <= now {
             return Err(CredentialStoreError::Expiry);
         }
@@ -302,7 +302,7 @@ impl Store {
         if stored.revoked_ms != 0 {
             return Err(CredentialStoreError::AlreadyRevoked(id));
         }
-        stored.revoked_ms = now_ms().max(1);
+        stored.revoked_ms = self.inner.options.now_ms().max(1);
         self.put_credential(&stored)?;
         Ok(stored)
     }
@@ -353,6 +353,11 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(credential::verify(&stored, token, now_ms(), peer_cert)?)
+        Ok(credential::verify(
+            &stored,
+            token,
+            self.inner.options.now_ms(),
+            peer_cert,
+        )?)
     }
 }

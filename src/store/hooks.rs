@@ -1,4 +1,4 @@
-//! Test hooks: a clock offset and injected storage faults. They exist only with the
+//! Test hooks: a movable clock and injected storage faults. They exist only with the
 //! `test-hooks` feature, which the test suites enable (a dev-dependency of the package on
 //! itself) and the shipped binary does not; without it the writer's clock is the wall clock
 //! and no write fails on purpose.
@@ -6,21 +6,43 @@
 use super::StoreOptions;
 
 #[cfg(feature = "test-hooks")]
-pub use enabled::{FaultPlan, TestHooks};
+pub use enabled::{FaultPlan, TestClock, TestHooks};
 
 #[cfg(feature = "test-hooks")]
 mod enabled {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
     /// What a test may change below the writer.
     #[derive(Debug, Clone, Default)]
     pub struct TestHooks {
-        /// Added to the wall clock the writer stamps entries with (entries of an earlier
-        /// fiscal year).
-        pub clock_offset_ms: i64,
+        /// The store's clock: the wall clock plus an offset the test sets at open (entries of
+        /// an earlier fiscal year) and may move later (a credential's expiry).
+        pub clock: TestClock,
         /// Injected storage faults (tests of poisoning).
         pub faults: Option<Arc<FaultPlan>>,
+    }
+
+    /// An offset added to the wall clock wherever the store reads the time (the writer's
+    /// stamps, credential expiry), shared with the test so it can move time forward instead
+    /// of sleeping.
+    #[derive(Debug, Clone, Default)]
+    pub struct TestClock(Arc<AtomicI64>);
+
+    impl TestClock {
+        /// A clock `offset_ms` from the wall clock (negative: in the past).
+        pub fn offset(offset_ms: i64) -> Self {
+            TestClock(Arc::new(AtomicI64::new(offset_ms)))
+        }
+
+        /// Moves the clock `ms` forward, for every store opened with it.
+        pub fn advance(&self, ms: i64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+
+        pub(super) fn offset_ms(&self) -> i64 {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 
     /// Storage faults to inject below the writer: the n-th synced write of the key store or
@@ -61,12 +83,13 @@ pub(crate) enum Write {
 }
 
 impl StoreOptions {
-    /// Added to the wall clock by the writer: 0 without the feature.
-    pub(crate) fn clock_offset_ms(&self) -> i64 {
+    /// The store's clock in Unix milliseconds: the wall clock, plus the test clock's offset
+    /// with the feature.
+    pub(crate) fn now_ms(&self) -> u64 {
         #[cfg(feature = "test-hooks")]
-        return self.hooks.clock_offset_ms;
+        return super::now_ms().saturating_add_signed(self.hooks.clock.offset_ms());
         #[cfg(not(feature = "test-hooks"))]
-        0
+        super::now_ms()
     }
 
     /// Whether this synced write is to fail: never without the feature.

@@ -28,7 +28,7 @@ use super::records::{
     index_key, key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
     transmission_key,
 };
-use super::{Inner, now_ms, sync_write};
+use super::{Inner, sync_write};
 use crate::crypto::{Dek, RngError, random_nonce};
 use crate::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};
 use crate::ledger::hash::{Hash, chain_next, commitment};
@@ -644,9 +644,9 @@ impl Writer {
         }
     }
 
-    /// The writer's clock: wall clock plus the (test-only) offset.
+    /// The writer's clock: the store's (the wall clock, but for a test's clock).
     pub(super) fn now(&self) -> u64 {
-        now_ms().saturating_add_signed(self.inner.options.clock_offset_ms())
+        self.inner.options.now_ms()
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {

@@ -449,7 +449,7 @@ fn destroy_of_a_fiscal_year_shreds_only_that_year() {
     let last_year = {
         let opts = StoreOptions {
             hooks: kukaku::store::hooks::TestHooks {
-                clock_offset_ms: -YEAR_MS,
+                clock: kukaku::store::hooks::TestClock::offset(-YEAR_MS),
                 ..Default::default()
             },
             ..small()

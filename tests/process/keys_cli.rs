@@ -3,6 +3,7 @@
 
 use crate::common;
 
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -90,15 +91,29 @@ fn killed_reencryption_resumes_from_the_cli() {
     instance(&home);
     let o = run(&home, &["keys", "rotate-dek", "--all"]);
     assert!(o.status.success(), "{}", text(&o));
-    // Slow on purpose (100 entries/s), then SIGKILL in the middle.
+    // Slow on purpose (100 entries/s); SIGKILL once the first chunk is reported moved.
     let mut child = kukaku(&home)
         .args(["keys", "reencrypt", "--partition", "131011"])
         .args(["--rate", "100", "--chunk", "10"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let progress = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("re-encrypting 131011: "))
+        .expect("no progress line before the end");
+    let (moved, of) = progress
+        .rsplit_once(' ')
+        .unwrap()
+        .1
+        .split_once('/')
+        .unwrap();
+    assert!(
+        moved.parse::<u64>().unwrap() < of.parse().unwrap(),
+        "{progress}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let o = run(&home, &["keys", "status", "--partition", "131011"]);
