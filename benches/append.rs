@@ -14,7 +14,11 @@
 //! asserted). `KUKAKU_BENCH_SECONDS` sets the time per cell (default 3). For profiling,
 //! `KUKAKU_BENCH_CELL=256x1000` runs one cell and `KUKAKU_BENCH_SIDE=kukaku` (or `raw`) one
 //! side of it.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 mod common;
 

@@ -9,7 +9,11 @@
 //! One-shot system run with the default `StoreOptions`. `cargo bench --bench flow4`
 //! (`KUKAKU_BENCH_HOUSEHOLDS=1000000`, `KUKAKU_BENCH_MOVES=5000`).
 //! `KUKAKU_BENCH_SMOKE=1`: 4 municipalities, 2,000 households, 40 moves.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 mod common;
 

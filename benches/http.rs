@@ -8,7 +8,10 @@
 //! `KUKAKU_BENCH_SMOKE=1`: a few requests per client (CI). `KUKAKU_BENCH_CLIENTS=64,256`.
 //! `KUKAKU_BENCH_REQUEST_NICE=N`: the server runtime's request threads N nice levels below
 //! the writer (default as `kukaku serve`, 5; 0: one level for all).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 mod common;
 

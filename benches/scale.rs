@@ -6,7 +6,11 @@
 //! write-buffer manager charged to it, 2 MiB write buffers). `cargo bench --bench scale`
 //! (`KUKAKU_BENCH_PARTITIONS=3500`, `KUKAKU_BENCH_REENCRYPT=200000`).
 //! `KUKAKU_BENCH_SMOKE=1`: 20 partitions, 2,000 entries.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 mod common;
 

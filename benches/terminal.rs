@@ -8,7 +8,12 @@
 //! `cargo bench --bench terminal` (`KUKAKU_BENCH_CANDIDATES=1000`,
 //! `KUKAKU_BENCH_TRANSMISSIONS=10000`). `KUKAKU_BENCH_SMOKE=1`: 20 candidates, 150
 //! transmissions, 3 rounds.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 mod common;
 

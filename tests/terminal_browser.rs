@@ -8,7 +8,6 @@
 //!
 //! Needs Chromium, CJK fonts, pdftotext and playwright-core: `scripts/test.sh` installs them
 //! and runs this test with `--ignored`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 

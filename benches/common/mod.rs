@@ -1,7 +1,12 @@
 //! Helpers the system benchmarks share: the smoke switch and sizes from the environment,
 //! partition ids, a one-partition instance, filling a partition, importing a sample
 //! transmission.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "shared by several bench binaries: an `expect` would be unfulfilled in those that use less of it"
+)]
 
 use std::path::Path;
 

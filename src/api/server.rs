@@ -374,7 +374,6 @@ pub mod nice {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{nice, runtime};
 

@@ -3,7 +3,8 @@
     dead_code,
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    reason = "shared by several test binaries: an `expect` would be unfulfilled in those that use less of it"
 )]
 
 use kukaku::flows::import::{Importer, import};

@@ -5,7 +5,12 @@
 //! Elsewhere: the suites that start processes or SIGKILL them (`tests/process`), the hostile
 //! clients (`tests/hostile.rs`, alone because it measures its own process's memory) and the
 //! browser test (`tests/terminal_browser.rs`, alone because it needs Chromium).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -2,7 +2,12 @@
 //! scan for protected identifiers, key tools through a running server's admin socket, and the
 //! SIGKILL loops (a library child, `kukaku serve`, the replicator) that check no acknowledged
 //! append is lost.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails by panicking: the panic is its report"
+)]
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -93,17 +93,30 @@ pub(super) fn append_candidate(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The two snapshots a candidate compares: A's household (in partition `a`, at `a_seq`), where
+/// the person came from, and B's (at `b_seq`), where they arrived.
+#[derive(Clone, Copy)]
+pub(super) struct Snapshots<'a> {
+    pub a: &'a PartitionId,
+    pub ha: &'a Household,
+    pub a_seq: u64,
+    pub hb: &'a Household,
+    pub b_seq: u64,
+}
+
 pub(super) fn build(
-    ha: &Household,
-    a: &PartitionId,
-    a_seq: u64,
-    hb: &Household,
-    b_seq: u64,
+    snapshots: Snapshots<'_>,
     person: &Person,
     rules: &Rules,
     token: &dyn Fn(&str) -> Vec<u8>,
 ) -> Candidate {
+    let Snapshots {
+        a,
+        ha,
+        a_seq,
+        hb,
+        b_seq,
+    } = snapshots;
     let members = |h: &Household| Members {
         head: token(&h.head_kojin_no),
         all: h

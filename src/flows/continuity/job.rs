@@ -339,7 +339,14 @@ impl Job<'_> {
             if !came_before(&ha, person, &t, self.token) {
                 continue;
             }
-            let mut candidate = build(&ha, a, a_seq, hb, b_seq, person, self.rules, self.token);
+            let snapshots = Snapshots {
+                a,
+                ha: &ha,
+                a_seq,
+                hb,
+                b_seq,
+            };
+            let mut candidate = build(snapshots, person, self.rules, self.token);
             candidate.move_id = id;
             found.push(Some((candidate, previous)));
         }

@@ -271,7 +271,6 @@ pub fn validate(setai: &[u8], kojin: &[u8], ctx: &Context<'_>) -> Result<Validat
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
     use proptest::prelude::*;
 

@@ -189,7 +189,6 @@ impl Writer {
     }
 
     /// Creates a DEK version (material durable in the key store first) and appends its event.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn create_key(
         &self,
         p: &PartitionId,
