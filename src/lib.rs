@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod error;
 pub mod ledger;
 
 #[cfg(feature = "server")]

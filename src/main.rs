@@ -434,7 +434,7 @@ fn verify_all(store: &Store, only: Option<PartitionId>, with_keys: bool) -> Resu
                 r.partition, r.entries, r.checkpoints, r.root, r.bodies_opened
             ),
             Err(e) => {
-                println!("FAIL {e}");
+                println!("FAIL {}", kukaku::error::report(&e));
                 ok = false;
             }
         }
@@ -587,17 +587,9 @@ fn run(cli: Cli) -> Result<bool> {
     Ok(true)
 }
 
-/// The error and its causes, skipping a cause whose text the message already ends with
-/// (errors that print their source inline).
+/// The error and its causes, each once (`kukaku::error::report`).
 fn chain(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !text.ends_with(&c) {
-            text = format!("{text}: {c}");
-        }
-    }
-    text
+    kukaku::error::report(e.as_ref())
 }
 
 /// RocksDB's C++ is compiled with SSE4.2 and PCLMUL for x86_64-unknown-linux-gnu

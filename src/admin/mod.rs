@@ -644,7 +644,7 @@ async fn answer(stream: tokio::net::UnixStream, store: Arc<Store>) {
                 let mut out = |r: Reply| tx.blocking_send(r).is_ok();
                 let last = match execute(&store, &req, "admin-cli", &mut out) {
                     Ok(()) => Reply::Done,
-                    Err(e) => Reply::Error(e.to_string()),
+                    Err(e) => Reply::Error(crate::error::report(&e)),
                 };
                 let _ = tx.blocking_send(last);
             });

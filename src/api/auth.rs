@@ -120,7 +120,7 @@ pub(crate) async fn verify_token(
             tracing::warn!(credential = %id, %source, reason = %why, failures, "credential refused");
             Err(ApiError::unauthorized())
         }
-        Err(AuthError::Store(e)) => Err(ApiError::internal(e)),
+        Err(AuthError::Store(e)) => Err(ApiError::failed(&e)),
     }
 }
 

@@ -137,12 +137,12 @@ impl HubClient {
             tokio::time::timeout(std::time::Duration::from_secs(60), self.client.request(req))
                 .await
                 .map_err(|_| "hub did not answer in 60 s".to_owned())?
-                .map_err(|e| format!("request: {e}"))?;
+                .map_err(|e| format!("request: {}", crate::error::report(&e)))?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_PAGE_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading the answer: {e}"))?
+            .map_err(|e| format!("reading the answer: {}", crate::error::report(e.as_ref())))?
             .to_bytes();
         if !status.is_success() {
             // The error shape's code is stable and never carries a value.
@@ -172,7 +172,7 @@ impl FeedSource for HubClient {
         let req = hyper::Request::get(uri)
             .header("authorization", format!("Bearer {}", &*self.token))
             .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::error::report(&e))?;
         self.send(req).await
     }
 
@@ -180,12 +180,12 @@ impl FeedSource for HubClient {
         let body = serde_json::to_vec(&super::wire::CosignatureRequest {
             checkpoint: note.to_owned(),
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::report(&e))?;
         let req = hyper::Request::post(format!("{}/v1/feed/{p}/cosignatures", self.base))
             .header("authorization", format!("Bearer {}", &*self.token))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::error::report(&e))?;
         self.send(req).await.map(|_| ())
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn decision_error(e: DecisionError) -> ApiError {
         DecisionError::TooLong(field) => invalid(field, "too_long"),
         DecisionError::Read(r) => ApiError::from(r),
         DecisionError::Append(a) => ApiError::from(a),
-        other => ApiError::internal(other),
+        other => ApiError::failed(&other),
     }
 }
 
@@ -182,7 +182,7 @@ pub(crate) async fn extract(
             |e| match e {
                 crate::flows::continuity::ExtractError::Read(r) => ApiError::from(r),
                 crate::flows::continuity::ExtractError::Append(a) => ApiError::from(a),
-                other => ApiError::internal(other),
+                other => ApiError::failed(&other),
             },
         )
     })

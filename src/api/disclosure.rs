@@ -100,7 +100,7 @@ async fn create(
                 "この市町村の記録に、その方の情報はありません。",
             );
         }
-        Ok(Err(e)) => return api_error(super::error::ApiError::internal(e)),
+        Ok(Err(e)) => return api_error(super::error::ApiError::failed(&e)),
         Err(e) => return api_error(e),
     };
     if f.format == "json" {

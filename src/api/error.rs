@@ -114,6 +114,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// A server-side failure: generic to the client, the error and its causes in the log.
+    pub fn failed(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self::internal(crate::error::report(e))
+    }
+
     /// A server-side failure: generic to the client, detailed in the log.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
@@ -143,7 +148,7 @@ impl From<ReadError> for ApiError {
                     "entry {seq}: its key was destroyed (crypto-shredded); the entry stays in the log and its proofs verify, its body is unreadable"
                 ),
             ),
-            other => ApiError::internal(other),
+            other => ApiError::failed(&other),
         }
     }
 }
@@ -158,10 +163,10 @@ impl From<AppendError> for ApiError {
             ),
             AppendError::Poisoned | AppendError::WriterGone => {
                 let mut err = ApiError::unavailable("the store is not accepting writes");
-                err.cause = Some(e.to_string());
+                err.cause = Some(crate::error::report(&e));
                 err
             }
-            other => ApiError::internal(other),
+            other => ApiError::failed(&other),
         }
     }
 }

@@ -245,7 +245,7 @@ async fn overloaded_or_timeout(err: tower::BoxError) -> ApiError {
             "too many requests in flight; retry shortly",
         )
     } else {
-        ApiError::internal(err)
+        ApiError::failed(err.as_ref())
     }
 }
 

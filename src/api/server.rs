@@ -39,7 +39,7 @@ pub enum ServeError {
     KeyPermissions(PathBuf, u32),
     #[error("client CA {0}: {1}")]
     ClientCa(PathBuf, String),
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Tls(#[from] rustls::Error),
     #[error("plain HTTP is allowed only on a loopback address, not {0}")]
     NotLoopback(SocketAddr),
@@ -49,9 +49,9 @@ pub enum ServeError {
     PlainUpstream(String),
     #[error("upstream {0}: not an http:// or https:// URL")]
     UpstreamScheme(String),
-    #[error("certificate generation: {0}")]
+    #[error("certificate generation")]
     CertGen(#[from] rcgen::Error),
-    #[error("listener: {0}")]
+    #[error("listener")]
     Io(#[from] std::io::Error),
 }
 
@@ -226,7 +226,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %crate::error::report(&e), "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -255,20 +255,22 @@ pub async fn serve(
                 .max_header_size(MAX_HEADER_BYTES);
             let result = match acceptor {
                 Some(acceptor) => {
-                    let tls =
-                        match tokio::time::timeout(limits.header_timeout, acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
+                    let tls = match tokio::time::timeout(
+                        limits.header_timeout,
+                        acceptor.accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %crate::error::report(&e), "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
                     let peer_cert = tls
                         .get_ref()
                         .1
@@ -303,7 +305,7 @@ pub async fn serve(
                 }
             };
             if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(%peer, error = %crate::error::report(&e), "connection ended with an error");
             }
         });
     }
@@ -336,7 +338,7 @@ pub fn runtime(request_nice: u8) -> std::io::Result<tokio::runtime::Runtime> {
         let level = (nice::current()? + i32::from(request_nice)).min(19);
         builder.on_thread_start(move || {
             if let Err(e) = nice::set_current(level) {
-                tracing::warn!(level, error = %e, "could not lower a request thread's priority");
+                tracing::warn!(level, error = %crate::error::report(&e), "could not lower a request thread's priority");
             }
         });
     }

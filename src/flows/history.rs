@@ -56,10 +56,26 @@ pub enum HistoryError {
     Unreceipted { partition: String, seq: u64 },
     #[error("partition {partition} seq {seq}: snapshot does not decode")]
     Snapshot { partition: String, seq: u64 },
-    #[error("record: {0}")]
-    Record(String),
-    #[error("append: {0}")]
-    Append(String),
+    #[error("seq {seq}: the forwarding receipt does not decode")]
+    Receipt {
+        seq: u64,
+        #[source]
+        error: crate::ledger::payload::PayloadError,
+    },
+    #[error("the receipt at seq {seq} names {named} copies, {preceding} precede it")]
+    ReceiptCount {
+        seq: u64,
+        named: usize,
+        preceding: usize,
+    },
+    #[error("writing the CSV")]
+    Csv(#[from] csv::Error),
+    #[error("finishing the CSV")]
+    CsvFlush(#[source] std::io::Error),
+    #[error("encoding the provision record")]
+    ProvisionRecord(#[source] crate::ledger::payload::PayloadError),
+    #[error("appending the provision record")]
+    Append(#[source] crate::store::AppendError),
 }
 
 /// One partition's part of the manifest.
@@ -118,13 +134,13 @@ fn snapshots(
             }
             Kind::FORWARDING_RECEIPT => {
                 let r = ForwardingReceipt::decode(&e.payload)
-                    .map_err(|e| HistoryError::Record(e.to_string()))?;
+                    .map_err(|error| HistoryError::Receipt { seq, error })?;
                 if r.hub_seqs.len() != pending.len() {
-                    return Err(HistoryError::Record(format!(
-                        "receipt at seq {seq} names {} copies, {} precede it",
-                        r.hub_seqs.len(),
-                        pending.len()
-                    )));
+                    return Err(HistoryError::ReceiptCount {
+                        seq,
+                        named: r.hub_seqs.len(),
+                        preceding: pending.len(),
+                    });
                 }
                 for ((local, h), hub) in pending.drain(..).zip(r.hub_seqs) {
                     out.push((local, hub, h));
@@ -254,8 +270,7 @@ pub fn export(
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
-    let csv_err = |e: csv::Error| HistoryError::Record(e.to_string());
-    writer.write_record(RIREKI_HEADER).map_err(csv_err)?;
+    writer.write_record(RIREKI_HEADER)?;
     let mut parts = Vec::new();
     let mut total_rows = 0u64;
     // Partitions in id order, so the file is deterministic whatever order was asked.
@@ -273,7 +288,7 @@ pub fn export(
         let snaps = snapshots(store, scope, cp.size)?;
         let part_rows = rows(p.as_str(), &snaps, since);
         for r in &part_rows {
-            writer.write_record(r.iter()).map_err(csv_err)?;
+            writer.write_record(r.iter())?;
         }
         let record = ProvisionRecord {
             provider: format!("{}/{}", store.origin(), p),
@@ -286,15 +301,11 @@ pub fn export(
             checkpoint_size: cp.size,
             request_id: who.request_id.clone(),
         };
-        let payload = record
-            .encode()
-            .map_err(|e| HistoryError::Record(e.to_string()))?;
+        let payload = record.encode().map_err(HistoryError::ProvisionRecord)?;
         let day = crate::store::today_days();
         let entry = NewEntry::new(Kind::PROVISION_RECORD, day, None, payload)
-            .map_err(|e| HistoryError::Append(e.to_string()))?;
-        let receipt = store
-            .append(p, vec![entry])
-            .map_err(|e| HistoryError::Append(e.to_string()))?;
+            .map_err(HistoryError::Append)?;
+        let receipt = store.append(p, vec![entry]).map_err(HistoryError::Append)?;
         total_rows += part_rows.len() as u64;
         parts.push(ManifestPartition {
             partition: p.to_string(),
@@ -309,7 +320,7 @@ pub fn export(
     let bytes = Zeroizing::new(
         writer
             .into_inner()
-            .map_err(|e| HistoryError::Record(e.to_string()))?,
+            .map_err(|e| HistoryError::CsvFlush(e.into_error()))?,
     );
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     let sha256 = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();

@@ -90,10 +90,17 @@ fn refuse(why: impl Into<String>) -> Refusal {
 pub enum ReplicateError {
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// The feed source's own account (the HTTP client's status line or transport error).
     #[error("fetching the feed: {0}")]
     Fetch(String),
-    #[error("local store: {0}")]
-    Store(String),
+    #[error("reading the replica state")]
+    ReadState(#[source] crate::store::ReadError),
+    #[error("encoding the forwarding receipt")]
+    Receipt(#[source] crate::ledger::payload::PayloadError),
+    #[error("encoding the replica state")]
+    EncodeState(#[source] bincode::error::EncodeError),
+    #[error("storing the page")]
+    Append(#[source] crate::store::AppendError),
 }
 
 /// Where pages come from and cosignatures go: the hub over HTTPS, or a test double.
@@ -152,7 +159,7 @@ pub fn verify_page(
         return Err(refuse("page does not start at the accepted size"));
     }
     let cp = Checkpoint::verify_note(&page.checkpoint, &key)
-        .map_err(|e| refuse(format!("checkpoint: {e}")))?;
+        .map_err(|e| refuse(format!("checkpoint: {}", crate::error::report(&e))))?;
     if cp.size != page.to_size || page.to_size < from {
         return Err(refuse("checkpoint size does not match the page"));
     }
@@ -165,8 +172,12 @@ pub fn verify_page(
     // Consistency from the accepted checkpoint.
     let (mut range, mut chain) = match state {
         Some(s) => {
-            let old = Checkpoint::verify_note(&s.hub_checkpoint, &key)
-                .map_err(|e| refuse(format!("stored hub checkpoint: {e}")))?;
+            let old = Checkpoint::verify_note(&s.hub_checkpoint, &key).map_err(|e| {
+                refuse(format!(
+                    "stored hub checkpoint: {}",
+                    crate::error::report(&e)
+                ))
+            })?;
             let proof = page
                 .consistency
                 .as_ref()
@@ -176,7 +187,7 @@ pub fn verify_page(
             }
             proof
                 .verify_with_key(&key, &old.root)
-                .map_err(|e| refuse(format!("consistency: {e}")))?;
+                .map_err(|e| refuse(format!("consistency: {}", crate::error::report(&e))))?;
             let range = CompactRange::from_parts(
                 s.hub_size,
                 s.hub_frontier
@@ -262,17 +273,14 @@ pub async fn store_page(
 ) -> Result<u64, ReplicateError> {
     let copies = page.copies.len() as u64;
     let mut entries = page.copies;
-    let receipt = page
-        .receipt
-        .encode()
-        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+    let receipt = page.receipt.encode().map_err(ReplicateError::Receipt)?;
     let day = crate::store::today_days();
     entries.push(
         NewEntry::new(Kind::FORWARDING_RECEIPT, day, None, receipt)
-            .map_err(|e| ReplicateError::Store(e.to_string()))?,
+            .map_err(ReplicateError::Append)?,
     );
-    let state = crate::store::encode_replica_state(&page.state)
-        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+    let state =
+        crate::store::encode_replica_state(&page.state).map_err(ReplicateError::EncodeState)?;
     store
         .append_with_async(
             p,
@@ -283,7 +291,7 @@ pub async fn store_page(
             },
         )
         .await
-        .map_err(|e| ReplicateError::Store(e.to_string()))?;
+        .map_err(ReplicateError::Append)?;
     Ok(copies)
 }
 
@@ -311,9 +319,7 @@ pub async fn sync_partition<S: FeedSource>(
 ) -> Result<SyncReport, ReplicateError> {
     let mut report = SyncReport::default();
     loop {
-        let state = store
-            .replica_state(p)
-            .map_err(|e| ReplicateError::Store(e.to_string()))?;
+        let state = store.replica_state(p).map_err(ReplicateError::ReadState)?;
         let from = state.as_ref().map_or(0, |s| s.hub_size);
         report.hub_size = from;
         let raw = source
@@ -338,7 +344,9 @@ async fn cosign<S: FeedSource>(
     p: &PartitionId,
     checkpoint: &str,
 ) -> Result<(), String> {
-    let note = store.cosign(checkpoint).map_err(|e| e.to_string())?;
+    let note = store
+        .cosign(checkpoint)
+        .map_err(|e| crate::error::report(&e))?;
     source.post_cosignature(p, &note).await
 }
 
@@ -358,7 +366,7 @@ pub async fn run<S: FeedSource>(
         let partitions = match store.partitions() {
             Ok(p) => p,
             Err(e) => {
-                tracing::error!(error = %e, "replicator: partition registry");
+                tracing::error!(error = %crate::error::report(&e), "replicator: partition registry");
                 Vec::new()
             }
         };
@@ -382,7 +390,7 @@ pub async fn run<S: FeedSource>(
                 Ok(_) => {}
                 Err(e) => {
                     failed = true;
-                    tracing::error!(partition = %info.partition, error = %e, "replication failed");
+                    tracing::error!(partition = %info.partition, error = %crate::error::report(&e), "replication failed");
                 }
             }
         }

@@ -28,7 +28,7 @@ const TAG_TRAILER: u8 = 0xFF;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
-    #[error("I/O: {0}")]
+    #[error("I/O")]
     Io(#[from] io::Error),
     #[error("not an audit bundle (bad first line)")]
     Magic,

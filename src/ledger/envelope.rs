@@ -50,7 +50,7 @@ impl std::fmt::Debug for Body {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
-    #[error("header: {0}")]
+    #[error("header")]
     Header(#[from] HeaderError),
     #[error("open kind {kind} stored with key id {key_id}; open bodies use key id 0")]
     OpenWithKey { kind: &'static str, key_id: u32 },

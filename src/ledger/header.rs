@@ -170,7 +170,7 @@ pub enum HeaderError {
     Truncated { at: usize, need: usize },
     #[error("unsupported header version {0}")]
     Version(u8),
-    #[error("bad partition id in header: {0}")]
+    #[error("bad partition id in header")]
     Partition(#[from] PartitionIdError),
     #[error("unknown entry kind 0x{0:04x}")]
     UnknownKind(u16),

@@ -8,7 +8,7 @@ use super::header::{HeaderError, Reader};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PayloadError {
-    #[error("payload truncated or malformed: {0}")]
+    #[error("payload truncated or malformed")]
     Decode(#[from] HeaderError),
     #[error("unknown payload schema {0}")]
     Schema(u16),

@@ -19,11 +19,11 @@ pub enum ProofJsonError {
     BadProofHash(usize),
     #[error("no root: give a root or a checkpoint")]
     NoRoot,
-    #[error("checkpoint: {0}")]
+    #[error("checkpoint")]
     Checkpoint(#[from] NoteError),
     #[error("checkpoint is for size {checkpoint}, proof for {proof}")]
     SizeMismatch { checkpoint: u64, proof: u64 },
-    #[error("proof: {0}")]
+    #[error("proof")]
     Proof(#[from] ProofError),
     #[error("newestEntry: {0}")]
     NewestEntry(&'static str),

@@ -171,7 +171,7 @@ impl ChainVerifier {
         let nodes = self
             .range
             .append(leaf)
-            .map_err(|e| self.fail(seq, Step::Other(e.to_string())))?;
+            .map_err(|e| self.fail(seq, Step::Other(crate::error::report(&e))))?;
         self.chain = chain_next(&self.chain, &leaf);
         self.last_tx = h.tx_time;
         Ok(nodes)

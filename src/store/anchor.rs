@@ -184,7 +184,7 @@ impl Anchor {
             };
             if let Some(Err(e)) = bytes.map(|b| write_file(&self.path, &b)) {
                 // The log is unaffected; only the rollback check lags. Retried next time.
-                tracing::warn!(path = %self.path.display(), error = %e, "anchor write failed");
+                tracing::warn!(path = %self.path.display(), error = %crate::error::report(&e), "anchor write failed");
                 if let Ok(mut s) = self.state.lock() {
                     s.dirty = true;
                 }

@@ -28,7 +28,7 @@ impl Store {
             seq,
             step,
         };
-        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(e.to_string()));
+        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(crate::error::report(&e)));
         let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
         let db = &self.inner.db;
         // One snapshot for every read: a server appending meanwhile does not disturb it.

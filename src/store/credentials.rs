@@ -31,7 +31,11 @@ pub enum CredentialStoreError {
     Label,
     #[error("stored credential record {0} is unreadable")]
     Corrupt(String),
-    #[error("storage: {0}")]
+    #[error("encoding a credential record")]
+    Encode(#[source] bincode::error::EncodeError),
+    #[error("reading the partition registry")]
+    Registry(#[source] super::ProvisionError),
+    #[error("storage")]
     Db(#[from] rocksdb::Error),
     #[error("credential MAC key")]
     Key(#[source] super::KeyError),
@@ -49,7 +53,7 @@ const MAC_LEN: usize = 32;
 pub enum AuthError {
     #[error(transparent)]
     Refused(#[from] Refused),
-    #[error("credential store: {0}")]
+    #[error("credential store")]
     Store(#[from] CredentialStoreError),
 }
 
@@ -170,8 +174,7 @@ impl Store {
             .db
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
-        let mut bytes =
-            encode(&to_record(s)).map_err(|e| CredentialStoreError::Corrupt(e.to_string()))?;
+        let mut bytes = encode(&to_record(s)).map_err(CredentialStoreError::Encode)?;
         let mac = self.credential_mac(s.id, &bytes)?;
         bytes.extend_from_slice(&mac);
         self.inner
@@ -211,7 +214,7 @@ impl Store {
             return Err(CredentialStoreError::Label);
         }
         let active: BTreeSet<PartitionId> = read_registry(&self.inner.db)
-            .map_err(|e| CredentialStoreError::Corrupt(e.to_string()))?
+            .map_err(CredentialStoreError::Registry)?
             .into_iter()
             .filter(|p| p.status == PartitionStatus::Active)
             .map(|p| p.partition)

@@ -22,7 +22,7 @@ pub enum KeyError {
     Missing { partition: String, key_id: u32 },
     #[error(transparent)]
     Kek(#[from] KekError),
-    #[error("key store: {0}")]
+    #[error("key store")]
     Db(#[from] rocksdb::Error),
     #[error("key cache lock poisoned")]
     Poisoned,

@@ -45,9 +45,9 @@ pub enum KeyAdminError {
     Append(#[from] AppendError),
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("KEK: {0}")]
+    #[error("KEK")]
     Kek(#[from] KekError),
-    #[error("key store: {0}")]
+    #[error("key store")]
     Key(#[from] KeyError),
     #[error(
         "partition {partition} key {key_id} still seals {entries} entries; run `kukaku keys reencrypt --partition {partition}` first"
@@ -503,7 +503,7 @@ impl Store {
             let env = EnvelopeRef::decode(raw).map_err(|e| ReadError::Corrupt {
                 partition: p.to_string(),
                 seq,
-                step: e.to_string(),
+                step: crate::error::report(&e),
             })?;
             if let Some(k) = out.iter_mut().find(|k| k.key_id == env.key_id) {
                 k.entries += 1;

@@ -37,7 +37,7 @@ pub use records::{ReplicaState, TransmissionRecord};
 pub use witness::{CosignError, CosignatureAccepted};
 pub use writer::{
     AppendError, AppendOptions, AppendReceipt, Claim, DestroyScope, IndexKind, KeyActor, NewEntry,
-    ReencryptStep,
+    ReencryptStep, StorageError,
 };
 
 use crate::crypto::{
@@ -131,7 +131,7 @@ impl Default for StoreOptions {
 pub enum OpenError {
     #[error(transparent)]
     Kek(#[from] KekError),
-    #[error("storage: {0}")]
+    #[error("storage")]
     Db(#[from] rocksdb::Error),
     #[error("the instance at {0} is in use by another process (is `kukaku serve` running?)")]
     InUse(PathBuf),
@@ -147,8 +147,16 @@ pub enum OpenError {
     WrongKek { expected: String, loaded: String },
     #[error("signing key: {0}")]
     Signing(String),
-    #[error("partition registry: {0}")]
-    Registry(String),
+    #[error("the origin line")]
+    Origin(#[source] crate::ledger::note::NoteError),
+    #[error("the instance's signing or witness key")]
+    Signer(#[source] crate::crypto::signer::SignerError),
+    #[error("the key store")]
+    KeyStore(#[source] KeyError),
+    #[error("reading the partition registry")]
+    Registry(#[source] ProvisionError),
+    #[error("finishing an interrupted KEK rotation")]
+    KekRotation(#[source] KeyAdminError),
     #[error("could not start the writer thread: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
@@ -179,7 +187,7 @@ pub enum OpenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {
-    #[error("storage: {0}")]
+    #[error("storage")]
     Db(#[from] rocksdb::Error),
     #[error("registry record of partition {0} is unreadable")]
     BadRecord(String),
@@ -188,8 +196,8 @@ pub enum ProvisionError {
         partition: String,
         error: AppendError,
     },
-    #[error("record encoding: {0}")]
-    Encode(String),
+    #[error("encoding a registry record")]
+    Encode(#[source] bincode::error::EncodeError),
     #[error("writer: {0}")]
     Writer(AppendError),
     #[error("partition {0} is not registered")]
@@ -464,7 +472,7 @@ impl Store {
             .map_err(|e| ReadError::Corrupt {
                 partition: partition.to_string(),
                 seq: 0,
-                step: format!("latest checkpoint: {e}"),
+                step: format!("latest checkpoint: {}", crate::error::report(&e)),
             })
     }
 }

@@ -85,10 +85,8 @@ fn key_store_options() -> Options {
 /// The instance's witness key from the key store; an instance made before witnessing gets
 /// one now (durable before first use).
 fn load_cosigner(keyring: &Keyring, origin: &str) -> Result<Cosigner, OpenError> {
-    let seed = keyring
-        .witness_seed()
-        .map_err(|e| OpenError::Signing(e.to_string()))?;
-    Cosigner::from_seed(origin, &seed).map_err(|e| OpenError::Signing(e.to_string()))
+    let seed = keyring.witness_seed().map_err(OpenError::KeyStore)?;
+    Cosigner::from_seed(origin, &seed).map_err(OpenError::Signer)
 }
 
 /// The signing keys the instance has had: the `J` record, or version 1 alone.
@@ -122,14 +120,12 @@ fn load_signer(
     for k in keys {
         let slot = records::signing_key_slot(k.version);
         if k.retired_ms != 0 {
-            keyring
-                .delete(&slot)
-                .map_err(|e| signing_err(e.to_string()))?;
+            keyring.delete(&slot).map_err(OpenError::KeyStore)?;
             continue;
         }
         let seed = keyring
             .instance_key(&slot, WrapPurpose::SigningKey)
-            .map_err(|e| signing_err(e.to_string()))?
+            .map_err(OpenError::KeyStore)?
             .ok_or_else(|| signing_err(format!("key v{} missing from the key store", k.version)))?;
         if crate::crypto::signer::public_key_of(&seed).ok() != Some(k.public) {
             return Err(signing_err(format!(
@@ -140,7 +136,7 @@ fn load_signer(
         seeds.push(seed);
     }
     let refs: Vec<&Secret32> = seeds.iter().collect();
-    CheckpointSigner::from_seeds(origin, &refs).map_err(|e| signing_err(e.to_string()))
+    CheckpointSigner::from_seeds(origin, &refs).map_err(OpenError::Signer)
 }
 
 /// Which KEK opens the key store, finishing or undoing a rotation a crash interrupted: a
@@ -194,8 +190,7 @@ impl Store {
     /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
     /// the data directory with its system CF. Returns the open store.
     pub fn init(paths: &Paths, origin: &str, options: StoreOptions) -> Result<Store, OpenError> {
-        crate::crypto::signer::validate_origin(origin)
-            .map_err(|e| OpenError::Signing(e.to_string()))?;
+        crate::crypto::signer::validate_origin(origin).map_err(OpenError::Origin)?;
         if paths.data.join("CURRENT").exists() {
             return Err(OpenError::AlreadyInitialized(paths.data.clone()));
         }
@@ -218,8 +213,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         };
         let seed = Secret32::generate().map_err(KekError::from)?;
-        let signer = CheckpointSigner::from_seed(origin, &seed)
-            .map_err(|e| OpenError::Signing(e.to_string()))?;
+        let signer = CheckpointSigner::from_seed(origin, &seed).map_err(OpenError::Signer)?;
         let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
@@ -295,8 +289,7 @@ impl Store {
         let (db, names, cfo) = open_data(paths, &options)?;
         let record = instance_record(&db)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
-        let stored =
-            keyring::stored_fingerprint(&keys).map_err(|e| OpenError::Signing(e.to_string()))?;
+        let stored = keyring::stored_fingerprint(&keys).map_err(OpenError::KeyStore)?;
         let (kek, source, finish_rotation) = match choice {
             KekChoice::Fixed(k) => (k, None, false),
             KekChoice::Source(src) => {
@@ -388,7 +381,7 @@ fn open_data(
     };
     let mut db = open(&names).map_err(in_use)?;
     let missing: Vec<String> = read_registry(&db)
-        .map_err(|e| OpenError::Registry(e.to_string()))?
+        .map_err(OpenError::Registry)?
         .into_iter()
         .filter(|p| p.status == PartitionStatus::Requested)
         .map(|p| partition_cf(&p.partition))
@@ -447,7 +440,7 @@ fn finish_open(store: &Store, finish_rotation: bool, events_needed: bool) -> Res
     if finish_rotation {
         store
             .finish_kek_rotation(events_needed)
-            .map_err(|e| OpenError::Registry(format!("finishing a KEK rotation: {e}")))?;
+            .map_err(OpenError::KekRotation)?;
     }
     let sealed = store
         .seal_legacy_credentials()

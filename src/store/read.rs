@@ -55,9 +55,9 @@ pub enum ReadError {
         seq: u64,
         key_id: u32,
     },
-    #[error("storage: {0}")]
+    #[error("storage")]
     Storage(#[from] rocksdb::Error),
-    #[error("I/O: {0}")]
+    #[error("I/O")]
     Io(#[from] std::io::Error),
 }
 
@@ -112,9 +112,10 @@ impl DbNodes<'_> {
         let raw = self
             .db
             .get_pinned_cf(&self.cf, entry_key(seq))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::error::report(&e))?
             .ok_or_else(|| format!("entry {seq} missing"))?;
-        let (_, len) = Header::decode_prefix(&raw).map_err(|e| format!("entry {seq}: {e}"))?;
+        let (_, len) = Header::decode_prefix(&raw)
+            .map_err(|e| format!("entry {seq}: {}", crate::error::report(&e)))?;
         Ok(crate::ledger::hash::leaf_hash(
             raw.get(..len).unwrap_or_default(),
         ))
@@ -137,7 +138,7 @@ impl NodeSource for DbNodes<'_> {
         let raw = self
             .db
             .get_pinned_cf(&self.cf, node_key(level, index))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::error::report(&e))?
             .ok_or_else(|| format!("tree node ({level}, {index}) missing"))?;
         Hash::from_slice(&raw).ok_or_else(|| format!("tree node ({level}, {index}) malformed"))
     }
@@ -225,18 +226,18 @@ impl Inner {
 
     /// Open-time check of one partition: stored head, last entry and last checkpoint agree.
     fn check_partition(&self, p: &PartitionId) -> Result<(), String> {
-        let Some(state) = self.state(p).map_err(|e| e.to_string())? else {
+        let Some(state) = self.state(p).map_err(|e| crate::error::report(&e))? else {
             return Ok(());
         };
         let range = state
             .range()
             .ok_or("stored tree edge does not match the stored size")?;
-        let cf = self.cf(p).map_err(|e| e.to_string())?;
+        let cf = self.cf(p).map_err(|e| crate::error::report(&e))?;
         if state.size > 0
             && self
                 .db
                 .get_pinned_cf(&cf, entry_key(state.size - 1))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| crate::error::report(&e))?
                 .is_none()
         {
             return Err(format!(
@@ -247,7 +248,7 @@ impl Inner {
         if self
             .db
             .get_pinned_cf(&cf, entry_key(state.size))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::error::report(&e))?
             .is_some()
         {
             return Err(format!(
@@ -257,11 +258,11 @@ impl Inner {
         }
         let note = self
             .latest_checkpoint(p)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::error::report(&e))?
             .ok_or("no checkpoint")?;
         let key = self.key_for_note(p, &note).ok_or("no verifier key")?;
-        let cp =
-            Checkpoint::verify_note(&note, &key).map_err(|e| format!("last checkpoint: {e}"))?;
+        let cp = Checkpoint::verify_note(&note, &key)
+            .map_err(|e| format!("last checkpoint: {}", crate::error::report(&e)))?;
         if cp.size != state.size || cp.root != range.root() {
             return Err(format!(
                 "last checkpoint (size {}) does not match the stored tree (size {})",
@@ -321,7 +322,8 @@ impl Store {
         seq: u64,
         raw: &[u8],
     ) -> Result<Entry, ReadError> {
-        let env = Envelope::decode(raw).map_err(|e| corrupt(p, seq, format!("envelope: {e}")))?;
+        let env = Envelope::decode(raw)
+            .map_err(|e| corrupt(p, seq, format!("envelope: {}", crate::error::report(&e))))?;
         if env.header.seq != seq || &env.header.partition != p {
             return Err(corrupt(p, seq, "envelope is stored under another position"));
         }
@@ -344,7 +346,7 @@ impl Store {
                             partition: p.to_string(),
                             seq,
                             key_id: env.key_id,
-                            reason: e.to_string(),
+                            reason: crate::error::report(&e),
                         }
                     }
                 })?;

@@ -49,7 +49,7 @@ impl Store {
                 requested_ms: now_ms(),
                 activated_ms: 0,
             };
-            let bytes = encode(&rec).map_err(|e| ProvisionError::Encode(e.to_string()))?;
+            let bytes = encode(&rec).map_err(ProvisionError::Encode)?;
             batch.put_cf(&sys, registry_key(id), bytes);
             added += 1;
         }

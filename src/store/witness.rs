@@ -31,8 +31,14 @@ pub enum CosignError {
     Note(NoteError),
     #[error(transparent)]
     Read(#[from] ReadError),
-    #[error("storage: {0}")]
-    Storage(String),
+    #[error("storage")]
+    Storage(#[from] rocksdb::Error),
+    #[error("the cosignature lock is poisoned (a thread panicked holding it)")]
+    LockPoisoned,
+    #[error("the stored checkpoint of partition {0} is unreadable")]
+    UnreadableCheckpoint(String),
+    #[error("the stored cosigned checkpoint of partition {0} is unreadable")]
+    UnreadableCosigned(String),
 }
 
 /// What the hub kept of a cosignature.
@@ -102,12 +108,12 @@ impl Store {
         let _guard = inner
             .cosign_lock
             .lock()
-            .map_err(|_| CosignError::Storage("cosignature lock poisoned".into()))?;
+            .map_err(|_| CosignError::LockPoisoned)?;
         let cf = inner.cf(p)?;
         let stored = inner
             .db
             .get_cf(&cf, checkpoint_key(cp.size))
-            .map_err(|e| CosignError::Storage(e.to_string()))?
+            .map_err(CosignError::Storage)?
             .ok_or_else(|| CosignError::UnknownCheckpoint {
                 partition: partition.clone(),
                 size: cp.size,
@@ -115,7 +121,7 @@ impl Store {
         let stored = std::str::from_utf8(&stored)
             .ok()
             .and_then(|t| SignedNote::parse(t).ok())
-            .ok_or_else(|| CosignError::Storage(format!("checkpoint of {partition} unreadable")))?;
+            .ok_or_else(|| CosignError::UnreadableCheckpoint(partition.to_string()))?;
         if stored.text != incoming.text {
             return Err(CosignError::Conflict {
                 partition,
@@ -125,14 +131,12 @@ impl Store {
         let mut merged = match inner
             .db
             .get_cf(&cf, cosigned_key(cp.size))
-            .map_err(|e| CosignError::Storage(e.to_string()))?
+            .map_err(CosignError::Storage)?
         {
             Some(raw) => std::str::from_utf8(&raw)
                 .ok()
                 .and_then(|t| SignedNote::parse(t).ok())
-                .ok_or_else(|| {
-                    CosignError::Storage(format!("cosigned checkpoint of {partition} unreadable"))
-                })?,
+                .ok_or_else(|| CosignError::UnreadableCosigned(partition.to_string()))?,
             None => stored,
         };
         // Keep only the lines of the witnesses just verified; a witness's newer line replaces
@@ -162,7 +166,7 @@ impl Store {
         inner
             .db
             .put_cf_opt(&cf, cosigned_key(cp.size), text.as_bytes(), &sync_write())
-            .map_err(|e| CosignError::Storage(e.to_string()))?;
+            .map_err(CosignError::Storage)?;
         let mut witnesses: Vec<String> = witnessed.iter().map(|w| w.name().to_owned()).collect();
         witnesses.sort();
         Ok(CosignatureAccepted {

@@ -240,19 +240,21 @@ pub enum AppendError {
     WriterGone,
     #[error(transparent)]
     Rng(#[from] RngError),
-    #[error("key: {0}")]
+    #[error("key")]
     Key(#[from] KeyError),
     #[error("encryption failed")]
     Seal,
     #[error("stored state of partition {0} is unreadable")]
     BadState(String),
-    #[error("storage: {0}")]
-    Storage(String),
+    #[error("storage")]
+    Storage(#[from] StorageError),
     #[error("index key must be 1–255 bytes")]
     BadIndexKey,
     /// A key event's actor or reason was refused before anything was written.
-    #[error("refused before anything was written: {0}")]
-    KeyText(crate::ledger::payload::PayloadError),
+    #[error("refused before anything was written")]
+    KeyText(#[source] crate::ledger::payload::PayloadError),
+    #[error("encoding an open payload")]
+    Payload(#[source] crate::ledger::payload::PayloadError),
     #[error("transmission already stored with the same content (seq {first_seq}, {count} entries)")]
     AlreadyStored { first_seq: u64, count: u64 },
     #[error("transmission id already used with different content")]
@@ -279,6 +281,30 @@ pub enum AppendError {
         seq: u64,
         reason: String,
     },
+}
+
+/// What failed below the writer: the cause of [`AppendError::Storage`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("RocksDB")]
+    Db(#[from] rocksdb::Error),
+    #[error("encoding a record")]
+    Encode(#[from] bincode::error::EncodeError),
+    #[error("the system column family is missing")]
+    NoSystemFamily,
+    #[error("reading the partition registry")]
+    Registry(#[source] Box<crate::store::ProvisionError>),
+    /// A test's injected fault (`store::hooks`): the write that a full disk would fail.
+    #[error("{0}: no space left on device (injected fault)")]
+    Injected(&'static str),
+}
+
+impl AppendError {
+    /// A failure below the writer.
+    pub(crate) fn storage(e: impl Into<StorageError>) -> Self {
+        AppendError::Storage(e.into())
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AppendError>>;

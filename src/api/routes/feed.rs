@@ -180,7 +180,7 @@ pub(crate) async fn post_cosignature(
                         ApiError::bad_request("bad_note", "the checkpoint is not a signed note")
                     }
                     CosignError::Read(r) => ApiError::from(r),
-                    other => ApiError::internal(other),
+                    other => ApiError::failed(&other),
                 }
             })
     })

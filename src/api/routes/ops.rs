@@ -46,7 +46,7 @@ pub(crate) async fn export_history(
     let (file, manifest) = blocking(&state, move |s| {
         export(s, &scopes, since, &exporter, &mut |_, _| {}).map_err(|e| match e {
             crate::flows::history::HistoryError::Read(r) => ApiError::from(r),
-            other => ApiError::internal(other),
+            other => ApiError::failed(&other),
         })
     })
     .await?;

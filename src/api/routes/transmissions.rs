@@ -103,7 +103,7 @@ pub(crate) fn import_error(e: crate::flows::import::ImportError) -> ApiError {
         }
         ImportError::Append(a) => ApiError::from(a),
         ImportError::Read(r) => ApiError::from(r),
-        other => ApiError::internal(other),
+        other => ApiError::failed(&other),
     }
 }
 

@@ -9,13 +9,13 @@ impl Writer {
             return Ok(s.clone());
         }
         let db = &self.inner.db;
-        let storage = |e: rocksdb::Error| AppendError::Storage(e.to_string());
+        let storage = |e: rocksdb::Error| AppendError::storage(e);
         let cf = db
             .cf_handle(&partition_cf(p))
             .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
         let sys = db
             .cf_handle(SYS_CF)
-            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
+            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
         let record: Option<PartitionRecord> = db
             .get_cf(&sys, registry_key(p))
             .map_err(storage)?
@@ -114,7 +114,7 @@ impl Writer {
         let nodes = st
             .range
             .append(leaf)
-            .map_err(|e| AppendError::BadState(e.to_string()))?;
+            .map_err(|e| AppendError::BadState(crate::error::report(&e)))?;
         // Levels below LOWEST_STORED_LEVEL are recomputed from the envelopes by readers.
         for n in nodes.into_iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
             ops.push((
@@ -265,9 +265,7 @@ impl Writer {
             kinds.sort_unstable();
             kinds.dedup();
             rec.kinds = kinds;
-            let payload = rec
-                .encode()
-                .map_err(|e| AppendError::Storage(e.to_string()))?;
+            let payload = rec.encode().map_err(AppendError::Payload)?;
             let day = i32::try_from(now / 86_400_000).unwrap_or(0);
             let entry = NewEntry::new(Kind::ACCESS_RECORD, day, None, payload)?;
             access_seq = Some(self.apply(p, &mut st, &entry, now, ops)?.0);
@@ -327,7 +325,7 @@ impl Writer {
                 origin: self.inner.origin.clone(),
             }
             .encode()
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
+            .map_err(AppendError::Payload)?;
             let entry = NewEntry::internal(Kind::GENESIS, genesis)?;
             self.apply(p, &mut st, &entry, now, ops)?;
             let who = KeyActor::system("first key of scope");
@@ -347,7 +345,7 @@ impl Writer {
                 requested_ms,
                 activated_ms: now,
             };
-            let bytes = encode(&rec).map_err(|e| AppendError::Storage(e.to_string()))?;
+            let bytes = encode(&rec).map_err(AppendError::storage)?;
             ops.push((Target::Sys, registry_key(p), bytes));
         }
         Ok(st)
@@ -372,7 +370,7 @@ impl Writer {
                 self.inner
                     .db
                     .get_cf(&cf, transmission_key(&c.id))
-                    .map_err(|e| AppendError::Storage(e.to_string()))?
+                    .map_err(AppendError::storage)?
                     .map(|raw| {
                         decode::<TransmissionRecord>(&raw)
                             .ok_or_else(|| AppendError::BadState(p.to_string()))

@@ -142,7 +142,7 @@ impl Writer {
                     b,
                 )),
                 Err(e) => {
-                    let _ = reply.send(Err(AppendError::Storage(e.to_string())));
+                    let _ = reply.send(Err(AppendError::storage(e)));
                     return;
                 }
             }
@@ -172,7 +172,7 @@ impl Writer {
                     match encode(meta) {
                         Ok(b) => ops.push((Target::Sys, key_meta_key(p, id), b)),
                         Err(e) => {
-                            tracing::error!(partition = %p, error = %e, "key metadata encoding")
+                            tracing::error!(partition = %p, error = %crate::error::report(&e), "key metadata encoding")
                         }
                     }
                 }
@@ -196,7 +196,9 @@ impl Writer {
             };
             match encode(&rec) {
                 Ok(b) => ops.push((target, STATE_KEY.to_vec(), b)),
-                Err(e) => tracing::error!(partition = %p, error = %e, "state encoding"),
+                Err(e) => {
+                    tracing::error!(partition = %p, error = %crate::error::report(&e), "state encoding")
+                }
             }
             checkpoints.insert(p.clone(), (size, root, note));
         }
@@ -212,7 +214,7 @@ impl Writer {
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::SeqCst);
                 self.states.clear();
-                tracing::error!(error = %e, "write failed; store poisoned");
+                tracing::error!(error = %crate::error::report(&e), "write failed; store poisoned");
                 Err(AppendError::Poisoned)
             }
         }
@@ -226,7 +228,7 @@ impl Writer {
         let mut batch = rocksdb::WriteBatch::default();
         let sys = db
             .cf_handle(SYS_CF)
-            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
+            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
         let mut handles = HashMap::new();
         let mut key_records = Vec::new();
         let mut key_deletes = Vec::new();
@@ -257,9 +259,7 @@ impl Writer {
         // batch: their ciphertext stays, unreadable, which is what destroying them means.
         use crate::store::hooks::Write;
         let options = &self.inner.options;
-        let injected = |what: &str| {
-            AppendError::Storage(format!("{what}: No space left on device (injected fault)"))
-        };
+        let injected = |what: &'static str| AppendError::Storage(StorageError::Injected(what));
         if !(key_records.is_empty() && key_deletes.is_empty())
             && options.injected_fault(Write::KeyStore)
         {
@@ -270,6 +270,6 @@ impl Writer {
             return Err(injected("data write"));
         }
         db.write_opt(batch, &sync_write())
-            .map_err(|e| AppendError::Storage(e.to_string()))
+            .map_err(AppendError::storage)
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, Target, Writer};
+use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, StorageError, Target, Writer};
 use crate::crypto::signer::public_key_of;
 use crate::crypto::{CheckpointSigner, KekProvider, Secret32, WrapPurpose};
 use crate::ledger::envelope::{BodyRef, EnvelopeRef, SALT_LEN};
@@ -153,9 +153,7 @@ impl Writer {
         now: u64,
         ops: &mut Ops,
     ) -> Result<(), AppendError> {
-        let payload = event
-            .encode()
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let payload = event.encode().map_err(AppendError::Payload)?;
         let entry = NewEntry::internal(Kind::KEY_EVENT, payload)?;
         self.apply(p, st, &entry, now, ops)?;
         Ok(())
@@ -171,9 +169,8 @@ impl Writer {
         let db = &self.inner.db;
         let sys = db
             .cf_handle(SYS_CF)
-            .ok_or_else(|| AppendError::Storage("system column family missing".into()))?;
-        db.get_cf(&sys, key)
-            .map_err(|e| AppendError::Storage(e.to_string()))
+            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
+        db.get_cf(&sys, key).map_err(AppendError::storage)
     }
 
     /// Rewraps the key store (one synced batch, before the data batch), then records a
@@ -211,7 +208,7 @@ impl Writer {
             staged.insert(p.clone(), st);
         }
         record.kek_fingerprint = new;
-        let bytes = encode(&record).map_err(|e| AppendError::Storage(e.to_string()))?;
+        let bytes = encode(&record).map_err(AppendError::storage)?;
         ops.push((Target::Sys, INSTANCE_KEY.to_vec(), bytes));
         Ok(done)
     }
@@ -265,9 +262,10 @@ impl Writer {
         for seq in cur.next_seq..stop {
             let raw = db
                 .get_cf(&cf, entry_key(seq))
-                .map_err(|e| AppendError::Storage(e.to_string()))?
+                .map_err(AppendError::storage)?
                 .ok_or_else(|| corrupt(seq, "entry missing"))?;
-            let env = EnvelopeRef::decode(&raw).map_err(|e| corrupt(seq, &e.to_string()))?;
+            let env =
+                EnvelopeRef::decode(&raw).map_err(|e| corrupt(seq, &crate::error::report(&e)))?;
             let BodyRef::Sealed {
                 nonce,
                 ciphertext_and_tag,
@@ -322,7 +320,7 @@ impl Writer {
                 self.key_event(p, &mut st, &event, now, ops)?;
                 cur.reported = cur.moved;
             }
-            let bytes = encode(&cur).map_err(|e| AppendError::Storage(e.to_string()))?;
+            let bytes = encode(&cur).map_err(AppendError::storage)?;
             ops.push((Target::Sys, cursor_key, bytes));
         }
         staged.insert(p.clone(), st);
@@ -426,7 +424,7 @@ impl Writer {
             .cf_handle(&partition_cf(p))
             .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
         for item in db.prefix_iterator_cf(&cf, b"E") {
-            let (k, raw) = item.map_err(|e| AppendError::Storage(e.to_string()))?;
+            let (k, raw) = item.map_err(AppendError::storage)?;
             if k.first() != Some(&b'E') {
                 break;
             }
@@ -486,7 +484,7 @@ impl Writer {
                 keys: u32::try_from(counts.len()).unwrap_or(u32::MAX),
                 entries: counts.values().sum(),
             };
-            let bytes = encode(&rec).map_err(|e| AppendError::Storage(e.to_string()))?;
+            let bytes = encode(&rec).map_err(AppendError::storage)?;
             ops.push((Target::Sys, shred_key(p), bytes));
             st.shredded = true;
         }
@@ -535,7 +533,7 @@ impl Writer {
             (false, [old]) => {
                 let version = keys.iter().map(|k| k.version).max().unwrap_or(1) + 1;
                 let seed = Secret32::generate()?;
-                let public = public_key_of(&seed).map_err(|e| refuse(&e.to_string()))?;
+                let public = public_key_of(&seed).map_err(|e| refuse(&crate::error::report(&e)))?;
                 let wrapped =
                     self.inner
                         .keyring
@@ -549,7 +547,7 @@ impl Writer {
                 });
                 let old_seed = seed_of(old.version)?;
                 let signer = CheckpointSigner::from_seeds(&origin, &[&old_seed, &seed])
-                    .map_err(|e| refuse(&e.to_string()))?;
+                    .map_err(|e| refuse(&crate::error::report(&e)))?;
                 let reason = format!(
                     "{}; transition started: checkpoints carry signatures of v{} and v{version} ({})",
                     who.reason,
@@ -569,7 +567,7 @@ impl Writer {
                 }
                 let seed = seed_of(new.version)?;
                 let signer = CheckpointSigner::from_seed(&origin, &seed)
-                    .map_err(|e| refuse(&e.to_string()))?;
+                    .map_err(|e| refuse(&crate::error::report(&e)))?;
                 let reason = format!(
                     "{}; transition finished: v{} retired, checkpoints are signed by v{} only",
                     who.reason, old.version, new.version
@@ -578,11 +576,10 @@ impl Writer {
             }
             (true, _) => return Err(refuse("no signing-key transition is running")),
         };
-        let list = encode(&SigningKeys { keys: keys.clone() })
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let list = encode(&SigningKeys { keys: keys.clone() }).map_err(AppendError::storage)?;
         ops.push((Target::Sys, SIGNING_KEYS.to_vec(), list));
         let partitions: Vec<PartitionId> = crate::store::read_registry(&self.inner.db)
-            .map_err(|e| AppendError::Storage(e.to_string()))?
+            .map_err(|e| AppendError::Storage(StorageError::Registry(Box::new(e))))?
             .into_iter()
             .filter(|i| i.status == crate::store::PartitionStatus::Active)
             .map(|i| i.partition)

@@ -329,7 +329,10 @@ impl Section {
                     return Err(failed(
                         &self.partition,
                         h.seq,
-                        format!("key event payload does not decode ({e}); it cannot be reported"),
+                        format!(
+                            "key event payload does not decode ({}); it cannot be reported",
+                            kukaku::error::report(&e)
+                        ),
                     ));
                 }
             }
@@ -378,8 +381,8 @@ impl Section {
         if !self.report.signed_by.contains(&signer) {
             self.report.signed_by.push(signer);
         }
-        let parsed =
-            SignedNote::parse(note).map_err(|e| failed(&self.partition, size, e.to_string()))?;
+        let parsed = SignedNote::parse(note)
+            .map_err(|e| failed(&self.partition, size, kukaku::error::report(&e)))?;
         // Distinct witnesses: a witness pinned twice (or under two keys) counts once.
         let mut cosigners: Vec<&str> = Vec::new();
         for w in &opts.trust.witnesses {

@@ -84,14 +84,16 @@ enum Command {
 
 fn load_state(path: Option<&PathBuf>) -> Result<State, AuditError> {
     match path {
-        Some(p) => State::load(p).map_err(|e| AuditError::Usage(e.to_string())),
+        Some(p) => State::load(p).map_err(|e| AuditError::Usage(kukaku::error::report(&e))),
         None => Ok(State::default()),
     }
 }
 
 fn save_state(path: Option<&PathBuf>, state: &State) -> Result<(), AuditError> {
     match path {
-        Some(p) => state.save(p).map_err(|e| AuditError::Usage(e.to_string())),
+        Some(p) => state
+            .save(p)
+            .map_err(|e| AuditError::Usage(kukaku::error::report(&e))),
         None => Ok(()),
     }
 }
@@ -103,7 +105,8 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
             common: Common { trust, state, json },
             quorum,
         } => {
-            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let trust =
+                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
             let previous = load_state(state.as_ref())?;
             let file = std::fs::File::open(&bundle)
                 .map_err(|e| AuditError::Usage(format!("cannot open {}: {e}", bundle.display())))?;
@@ -122,7 +125,7 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
                     "verified": true,
                     "report": report,
                 }))
-                .map_err(|e| AuditError::Usage(e.to_string()))?
+                .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
             } else {
                 report::bundle_text(&report, &bundle.display().to_string())
             };
@@ -133,7 +136,8 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
             common: Common { trust, state, json },
             quorum,
         } => {
-            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let trust =
+                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
             let previous = load_state(state.as_ref())?;
             let texts = files
                 .iter()
@@ -154,7 +158,7 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
                 serde_json::to_string_pretty(
                     &serde_json::json!({"verified": true, "report": report}),
                 )
-                .map_err(|e| AuditError::Usage(e.to_string()))?
+                .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
             } else {
                 report::bundle_text(&report, &format!("{} saved route answers", texts.len()))
                     .replace("bundle trailer matches", "every entry from genesis fetched")
@@ -165,7 +169,8 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
             proof,
             common: Common { trust, state, json },
         } => {
-            let trust = Trust::load(&trust).map_err(|e| AuditError::Usage(e.to_string()))?;
+            let trust =
+                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
             let mut current = load_state(state.as_ref())?;
             let text = if proof.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
@@ -181,7 +186,7 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
             }
             let text = if json {
                 serde_json::to_string_pretty(&serde_json::json!({"verified": true, "report": r}))
-                    .map_err(|e| AuditError::Usage(e.to_string()))?
+                    .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
             } else {
                 report::proof_text(&r)
             };
@@ -212,7 +217,7 @@ fn main() -> ExitCode {
                         seq,
                         step,
                     } => serde_json::json!({"partition": partition, "seq": seq, "step": step}),
-                    other => serde_json::json!({"error": other.to_string()}),
+                    other => serde_json::json!({"error": kukaku::error::report(other)}),
                 };
                 println!(
                     "{}",
@@ -220,9 +225,9 @@ fn main() -> ExitCode {
                 );
             }
             if code == 1 {
-                eprintln!("FAILED: {e}");
+                eprintln!("FAILED: {}", kukaku::error::report(&e));
             } else {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", kukaku::error::report(&e));
             }
             ExitCode::from(code)
         }

@@ -51,11 +51,15 @@ pub fn verify_pages(
 ) -> Result<(Report, State), AuditError> {
     let mut by_partition: BTreeMap<String, Fetched> = BTreeMap::new();
     for (name, text) in files {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| usage(format!("{name}: not JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| usage(format!("{name}: not JSON: {}", kukaku::error::report(&e))))?;
         if v.get("envelopes").is_some() {
-            let page: EnvelopesPage = serde_json::from_value(v)
-                .map_err(|e| usage(format!("{name}: not an envelopes page: {e}")))?;
+            let page: EnvelopesPage = serde_json::from_value(v).map_err(|e| {
+                usage(format!(
+                    "{name}: not an envelopes page: {}",
+                    kukaku::error::report(&e)
+                ))
+            })?;
             let envelopes = page
                 .envelopes
                 .iter()
@@ -73,8 +77,12 @@ pub fn verify_pages(
                 .pages
                 .insert(page.from, (page.to, envelopes));
         } else if v.get("checkpoints").is_some() {
-            let page: CheckpointsPage = serde_json::from_value(v)
-                .map_err(|e| usage(format!("{name}: not a checkpoints page: {e}")))?;
+            let page: CheckpointsPage = serde_json::from_value(v).map_err(|e| {
+                usage(format!(
+                    "{name}: not a checkpoints page: {}",
+                    kukaku::error::report(&e)
+                ))
+            })?;
             let f = by_partition.entry(page.partition).or_default();
             f.vkey = Some(page.verifier_key);
             for note in page.checkpoints {

@@ -57,10 +57,18 @@ struct Pinned {
 }
 
 fn pinned(trust: &Trust, note: &str) -> Result<Pinned, AuditError> {
-    let parsed = SignedNote::parse(note)
-        .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
-    let cp = Checkpoint::parse_body(&parsed.text)
-        .map_err(|e| AuditError::Usage(format!("the proof's checkpoint: {e}")))?;
+    let parsed = SignedNote::parse(note).map_err(|e| {
+        AuditError::Usage(format!(
+            "the proof's checkpoint: {}",
+            kukaku::error::report(&e)
+        ))
+    })?;
+    let cp = Checkpoint::parse_body(&parsed.text).map_err(|e| {
+        AuditError::Usage(format!(
+            "the proof's checkpoint: {}",
+            kukaku::error::report(&e)
+        ))
+    })?;
     let (origin, p) = cp
         .origin
         .rsplit_once('/')
@@ -96,7 +104,7 @@ fn with_keys(
     let tx = newest
         .map(|e| e.tx_time(&pin.partition, size, &pin.root))
         .transpose()
-        .map_err(|e| fail(&pin.log, size, e.to_string()))?;
+        .map_err(|e| fail(&pin.log, size, kukaku::error::report(&e)))?;
     let mut outside = false;
     for (window, k) in &pin.keys {
         match check(k) {
@@ -108,7 +116,7 @@ fn with_keys(
                 outside = true;
             }
             Err(ProofJsonError::Checkpoint(NoteError::NoTrustedSignature)) => {}
-            Err(e) => return Err(fail(&pin.log, size, e.to_string())),
+            Err(e) => return Err(fail(&pin.log, size, kukaku::error::report(&e))),
         }
     }
     Err(fail(
@@ -132,9 +140,11 @@ pub fn verify_proof(
     trust: &Trust,
     state: &State,
 ) -> Result<(ProofReport, Option<(String, LogState)>), AuditError> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| AuditError::Usage(format!("not JSON: {e}")))?;
-    let usage = |e: serde_json::Error| AuditError::Usage(format!("not a proof: {e}"));
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| AuditError::Usage(format!("not JSON: {}", kukaku::error::report(&e))))?;
+    let usage = |e: serde_json::Error| {
+        AuditError::Usage(format!("not a proof: {}", kukaku::error::report(&e)))
+    };
     if let Some(err) = value.get("error") {
         let field = |k: &str| {
             err.get(k)

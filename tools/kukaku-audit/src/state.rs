@@ -67,7 +67,7 @@ impl State {
         };
         let state: State = serde_json::from_str(&text).map_err(|e| StateError::Format {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: kukaku::error::report(&e),
         })?;
         if state.format != FORMAT {
             return Err(StateError::Format {
@@ -91,7 +91,7 @@ impl State {
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
         let text = serde_json::to_string_pretty(self).map_err(|e| StateError::Format {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: kukaku::error::report(&e),
         })?;
         std::io::Write::write_all(&mut tmp, text.as_bytes()).map_err(io)?;
         std::io::Write::write_all(&mut tmp, b"\n").map_err(io)?;

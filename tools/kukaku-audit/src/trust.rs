@@ -137,7 +137,8 @@ impl Trust {
                     "expected `log <vkey> [from=…] [until=…]` or `witness <vkey>`",
                 ));
             };
-            let key = VerifierKey::parse(vkey).map_err(|e| bad(&format!("verifier key: {e}")))?;
+            let key = VerifierKey::parse(vkey)
+                .map_err(|e| bad(&format!("verifier key: {}", kukaku::error::report(&e))))?;
             match what {
                 "witness" => {
                     if !key.is_cosigner() {
