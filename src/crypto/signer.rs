@@ -43,8 +43,8 @@ impl fmt::Debug for CheckpointSigner {
 pub enum SignerError {
     #[error("signing seed is not a valid Ed25519 seed")]
     Seed,
-    #[error("origin: {0}")]
-    Origin(NoteError),
+    #[error("origin")]
+    Origin(#[source] NoteError),
     #[error("a signer needs one or two keys")]
     KeyCount,
 }

@@ -40,8 +40,8 @@ pub enum BundleError {
     Truncated,
     #[error("no pinned key for partition {0}")]
     UnknownPartition(String),
-    #[error("verifier key in the bundle: {0}")]
-    Key(NoteError),
+    #[error("verifier key in the bundle")]
+    Key(#[source] NoteError),
     #[error(transparent)]
     Verify(#[from] VerifyError),
 }

@@ -13,8 +13,8 @@ use super::note::{Checkpoint, NoteError, VerifierKey};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Step {
-    #[error("envelope does not decode: {0}")]
-    Decode(EnvelopeError),
+    #[error("envelope does not decode")]
+    Decode(#[source] EnvelopeError),
     #[error("entry belongs to partition {0}")]
     Partition(String),
     #[error("expected seq {want}, found {got}")]
@@ -25,8 +25,8 @@ pub enum Step {
     TxTime,
     #[error("stored tree node at level {level} does not match the entries")]
     TreeNode { level: u8 },
-    #[error("checkpoint: {0}")]
-    Checkpoint(NoteError),
+    #[error("checkpoint")]
+    Checkpoint(#[source] NoteError),
     #[error("checkpoint at size {size} does not match the root recomputed from the entries")]
     CheckpointRoot { size: u64 },
     #[error("checkpoint for size {checkpoint} but the log has {log} entries there")]
@@ -65,7 +65,13 @@ impl fmt::Display for VerifyError {
     }
 }
 
-impl std::error::Error for VerifyError {}
+/// The failed step's own cause (an envelope or note that does not decode), for
+/// [`crate::error::report`]; the step itself is part of the message.
+impl std::error::Error for VerifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.step)
+    }
+}
 
 /// Consumes a partition's envelopes in order from seq 0 and checks every rule that needs no key.
 #[derive(Debug, Clone)]

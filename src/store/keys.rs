@@ -70,8 +70,8 @@ pub enum KeyAdminError {
     #[error("keys destroyed, but purging their derived records from the files failed")]
     Purge(#[source] rocksdb::Error),
     /// The actor or reason cannot be carried by a key event; nothing was written.
-    #[error("refused before anything was written: {0}")]
-    Text(crate::ledger::payload::PayloadError),
+    #[error("refused before anything was written")]
+    Text(#[source] crate::ledger::payload::PayloadError),
 }
 
 /// What `rotate-kek` did.

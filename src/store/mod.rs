@@ -157,8 +157,8 @@ pub enum OpenError {
     Registry(#[source] ProvisionError),
     #[error("finishing an interrupted KEK rotation")]
     KekRotation(#[source] KeyAdminError),
-    #[error("could not start the writer thread: {0}")]
-    Thread(std::io::Error),
+    #[error("could not start the writer thread")]
+    Thread(#[source] std::io::Error),
     #[error(transparent)]
     Anchor(#[from] anchor::AnchorError),
     #[error(transparent)]
@@ -198,8 +198,8 @@ pub enum ProvisionError {
     },
     #[error("encoding a registry record")]
     Encode(#[source] bincode::error::EncodeError),
-    #[error("writer: {0}")]
-    Writer(AppendError),
+    #[error("writer")]
+    Writer(#[source] AppendError),
     #[error("partition {0} is not registered")]
     Unregistered(String),
     #[error("a partition's name is 1-40 characters of text, no control character")]

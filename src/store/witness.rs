@@ -27,8 +27,8 @@ pub enum CosignError {
     UntrustedWitness,
     #[error("cosignature by {0} does not verify")]
     BadCosignature(String),
-    #[error("malformed note: {0}")]
-    Note(NoteError),
+    #[error("malformed note")]
+    Note(#[source] NoteError),
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("storage")]

@@ -41,8 +41,8 @@ pub enum AuditError {
         step: String,
     },
     /// The bundle's framing is broken (exit 1).
-    #[error("bundle: {0}")]
-    Bundle(BundleError),
+    #[error("bundle")]
+    Bundle(#[source] BundleError),
     /// The bundle's records are out of order (exit 1).
     #[error("bundle: {0}")]
     Malformed(&'static str),
@@ -71,7 +71,7 @@ impl From<VerifyError> for AuditError {
         AuditError::Failed {
             partition: e.partition,
             seq: e.seq,
-            step: e.step.to_string(),
+            step: kukaku::error::report(&e.step),
         }
     }
 }
