@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::store::Paths;
 
-use crate::*;
+use super::*;
 
 pub(crate) fn load_rules(
     path: Option<&std::path::Path>,

@@ -14,11 +14,13 @@ use kukaku::flows::sample::DEMO_MUNICIPALITIES;
 use kukaku::ledger::PartitionId;
 use kukaku::store::{Paths, Store, StoreOptions};
 
-use crate::{partition, shutdown_signal, verify_all};
+use super::serve::shutdown_signal;
+use super::verify::verify_all;
+use super::{Outcome, partition};
 
 /// `kukaku demo`: the hub and the intermediate on embedded stores with sample data, every
 /// flow once, then both served on loopback with tokens printed (unless `no_serve`).
-pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<bool> {
+pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<Outcome> {
     use kukaku::flows::import::{ImportError, Importer, import};
     use kukaku::flows::sample;
     use kukaku::flows::transmission::Encoding;
@@ -264,7 +266,7 @@ async fn demo_online(
     dir: &std::path::Path,
     listen: std::net::SocketAddr,
     no_serve: bool,
-) -> Result<bool> {
+) -> Result<Outcome> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
@@ -289,17 +291,17 @@ async fn demo_online(
     export_history_file(&inter, ids, int_paths)?;
 
     println!("\n== verification of both logs (chain, tree, checkpoints, commitments)");
-    let ok = tokio::task::block_in_place(|| -> Result<bool> {
+    let ok = tokio::task::block_in_place(|| -> Result<Outcome> {
         println!("hub:");
         let a = verify_all(&hub, None, true)?;
         println!("intermediate:");
         let b = verify_all(&inter, None, true)?;
-        Ok(a && b)
+        Ok(a.and(b))
     })?;
-    if ok {
+    if ok == Outcome::Passed {
         tokio::task::block_in_place(|| demo_ledger_and_audit(&hub, &inter, ids, dir))?;
     }
-    if !ok || no_serve {
+    if ok == Outcome::Failed || no_serve {
         let _ = stop_tx.send(true);
         hub_task.await??;
         return Ok(ok);
@@ -352,7 +354,7 @@ async fn demo_online(
     replicator.abort();
     let _ = replicator.await;
     println!("stopped");
-    Ok(true)
+    Ok(Outcome::Passed)
 }
 
 /// 5-③/④: the intermediate pulls the hub's signed feed for every partition, verifies every

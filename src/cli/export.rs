@@ -1,10 +1,12 @@
-//! `kukaku rebuild-index` and `kukaku export-history`.
+//! `kukaku rebuild-index`, `kukaku export-history` and `kukaku export --audit`.
 
 use anyhow::{Context, Result};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::store::Paths;
 
-use crate::*;
+use super::args::ExportArgs;
+use super::keys::admin_command;
+use super::*;
 
 pub(crate) fn rebuild_index(paths: &Paths, only: Option<&str>) -> Result<()> {
     let store = open(paths)?;
@@ -78,4 +80,20 @@ pub(crate) fn export_history(
         m.sha256
     );
     Ok(())
+}
+
+/// `kukaku export --audit`: an audit bundle, written by the running server if there is one
+/// (through its admin socket), else by this process.
+pub(crate) fn export_audit(paths: &Paths, args: ExportArgs) -> Result<()> {
+    // The server (if one runs) writes the file: give it an absolute path.
+    let out = std::path::absolute(&args.out)?;
+    admin_command(
+        paths,
+        kukaku::admin::AdminRequest::ExportAudit {
+            partitions: args.partitions,
+            from_size: args.from_size,
+            prove_from: args.prove_from,
+            out,
+        },
+    )
 }

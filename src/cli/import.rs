@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use kukaku::store::Paths;
 use std::path::PathBuf;
 
-use crate::*;
+use super::args::ImportArgs;
+use super::*;
 
 /// What `kukaku import` reads.
 pub(crate) enum ImportFiles {
@@ -14,13 +15,29 @@ pub(crate) enum ImportFiles {
     Kogaku(PathBuf),
 }
 
+/// `kukaku import`: a transmission (both files) or a 高額該当情報ファイル.
+pub(crate) fn import(paths: &Paths, args: ImportArgs) -> Result<Outcome> {
+    let files = match (args.setai, args.kojin, args.kogaku) {
+        (_, _, Some(k)) => ImportFiles::Kogaku(k),
+        (Some(s), Some(k), None) => ImportFiles::Transmission(s, k),
+        _ => anyhow::bail!("give --setai and --kojin, or --kogaku"),
+    };
+    import_files(
+        paths,
+        &args.partition,
+        &args.transmission_id,
+        &args.encoding,
+        &files,
+    )
+}
+
 pub(crate) fn import_files(
     paths: &Paths,
     p: &str,
     transmission_id: &str,
     encoding: &str,
     files: &ImportFiles,
-) -> Result<bool> {
+) -> Result<Outcome> {
     use kukaku::flows::import::{ImportError, Importer, import_checked};
     use kukaku::flows::transmission::Encoding;
     let encoding = Encoding::parse(encoding).context("--encoding must be utf-8 or cp932")?;
@@ -72,7 +89,7 @@ pub(crate) fn import_files(
                 out.first_seq,
                 out.first_seq + out.count
             );
-            Ok(true)
+            Ok(Outcome::Passed)
         }
         Err(ImportError::Rejected(r)) => {
             eprintln!("rejected, nothing stored: {} problem(s)", r.problems.len());
@@ -85,7 +102,7 @@ pub(crate) fn import_files(
                     pr.reason
                 );
             }
-            Ok(false)
+            Ok(Outcome::Failed)
         }
         Err(e) => Err(e.into()),
     }

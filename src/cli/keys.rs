@@ -5,7 +5,8 @@ use anyhow::Result;
 use kukaku::api::server;
 use kukaku::store::Paths;
 
-use crate::*;
+use super::args::*;
+use super::*;
 
 /// `kukaku keys …`: through the running server's admin socket, or on the store directly.
 pub(crate) fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {

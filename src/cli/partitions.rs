@@ -1,10 +1,39 @@
-//! `kukaku partitions create|show`: registering, provisioning and describing partitions.
+//! `kukaku partitions create|name|list|show`: registering, provisioning, naming and
+//! describing partitions.
 
 use anyhow::{Context, Result};
 use kukaku::ledger::{PartitionId, format_utc_ms};
 use kukaku::store::{PartitionStatus, Paths, Store};
 
-use crate::*;
+use super::args::PartitionsCommand;
+use super::{open, partition};
+
+/// `kukaku partitions …`.
+pub(crate) fn run(paths: &Paths, command: PartitionsCommand) -> Result<()> {
+    match command {
+        PartitionsCommand::Create { ids, name } => partitions_create(paths, &ids, name.as_deref()),
+        PartitionsCommand::Name { partition: p, name } => {
+            let p = partition(&p)?;
+            open(paths)?.set_partition_name(&p, &name)?;
+            println!("{p}: {}", name.trim());
+            Ok(())
+        }
+        PartitionsCommand::List => partitions_list(&open(paths)?),
+        PartitionsCommand::Show { partition: p } => partitions_show(&open(paths)?, &partition(&p)?),
+    }
+}
+
+/// One line per partition: id, status, entries, name.
+fn partitions_list(store: &Store) -> Result<()> {
+    let names = store.partition_names()?;
+    println!("partition\tstatus\tentries\tname");
+    for p in store.partitions()? {
+        let size = store.size(&p.partition).unwrap_or(0);
+        let name = names.get(&p.partition).map_or("", String::as_str);
+        println!("{}\t{:?}\t{size}\t{name}", p.partition, p.status);
+    }
+    Ok(())
+}
 
 pub(crate) fn partitions_create(paths: &Paths, ids: &[String], name: Option<&str>) -> Result<()> {
     let ids = ids

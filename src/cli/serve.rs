@@ -6,7 +6,11 @@ use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::store::{Paths, Store};
 use std::sync::Arc;
 
-use crate::*;
+use std::path::PathBuf;
+
+use super::args::*;
+use super::continuity::load_rules;
+use super::*;
 
 /// What the intermediate's replicator needs.
 pub(crate) struct ReplicatorConfig {
