@@ -2,21 +2,21 @@
 //! retirement and destruction (docs/keys.md). Each leaves key-event entries in the
 //! partitions it touches; none holds key material.
 
+mod signing;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, StorageError, Target, Writer};
-use crate::crypto::signer::public_key_of;
-use crate::crypto::{CheckpointSigner, KekProvider, Secret32, WrapPurpose};
+use crate::crypto::KekProvider;
 use crate::ledger::envelope::{BodyRef, EnvelopeRef, SALT_LEN};
 use crate::ledger::header::{Kind, PartitionId};
 use crate::ledger::payload::{KeyClass, KeyEvent, KeyEventKind};
 use crate::store::keyring::Rewrapped;
 use crate::store::records::{
-    INSTANCE_KEY, InstanceRecord, KeyStatus, ReencryptCursor, SIGNING_KEYS, SYS_CF, ShredRecord,
-    SigningKeyRecord, SigningKeys, decode, dek_key, encode, entry_key, index_key_slot,
-    partition_cf, reencrypt_key, shred_key, signing_key_slot,
+    INSTANCE_KEY, InstanceRecord, KeyStatus, ReencryptCursor, SYS_CF, ShredRecord, decode, dek_key,
+    encode, entry_key, index_key_slot, partition_cf, reencrypt_key, shred_key,
 };
 
 /// A progress key event is appended each time this many more entries have moved.
@@ -490,125 +490,5 @@ impl Writer {
         }
         staged.insert(p.clone(), st);
         Ok(counts.into_iter().collect())
-    }
-
-    /// A signing-key transition step. Start: a new seed (durable in the key store before the
-    /// data batch), the `J` list, a `signing_key` event in every active partition, and from
-    /// this batch's checkpoints on both keys sign. Finish: the older key is marked retired
-    /// and stops signing (the caller removes its seed once this batch is durable).
-    fn signing_key(
-        &mut self,
-        finish: bool,
-        who: &KeyActor,
-        now: u64,
-        ops: &mut Ops,
-        staged: &mut HashMap<PartitionId, PState>,
-    ) -> Result<u32, AppendError> {
-        let mut keys = self
-            .inner
-            .signing_keys
-            .read()
-            .map_err(|_| AppendError::BadState("signing keys".into()))?
-            .clone();
-        let signing: Vec<SigningKeyRecord> =
-            keys.iter().filter(|k| k.retired_ms == 0).cloned().collect();
-        let origin = self.inner.origin.clone();
-        let key_text = |public: [u8; 32]| {
-            crate::ledger::VerifierKey::new(&origin, public)
-                .map(|k| k.to_text())
-                .unwrap_or_default()
-        };
-        let refuse = |why: &str| AppendError::KeyState {
-            partition: "instance".into(),
-            key_id: 0,
-            reason: why.to_owned(),
-        };
-        let seed_of = |version: u32| -> Result<Secret32, AppendError> {
-            self.inner
-                .keyring
-                .instance_key(&signing_key_slot(version), WrapPurpose::SigningKey)?
-                .ok_or_else(|| refuse("a signing seed is missing from the key store"))
-        };
-        let (version, signer, reason) = match (finish, signing.as_slice()) {
-            (false, [old]) => {
-                let version = keys.iter().map(|k| k.version).max().unwrap_or(1) + 1;
-                let seed = Secret32::generate()?;
-                let public = public_key_of(&seed).map_err(|e| refuse(&crate::error::report(&e)))?;
-                let wrapped =
-                    self.inner
-                        .keyring
-                        .wrap(WrapPurpose::SigningKey, "instance", version, &seed)?;
-                ops.push((Target::KeyStore, signing_key_slot(version), wrapped));
-                keys.push(SigningKeyRecord {
-                    version,
-                    public,
-                    added_ms: now,
-                    retired_ms: 0,
-                });
-                let old_seed = seed_of(old.version)?;
-                let signer = CheckpointSigner::from_seeds(&origin, &[&old_seed, &seed])
-                    .map_err(|e| refuse(&crate::error::report(&e)))?;
-                let reason = format!(
-                    "{}; transition started: checkpoints carry signatures of v{} and v{version} ({})",
-                    who.reason,
-                    old.version,
-                    key_text(public)
-                );
-                (version, signer, reason)
-            }
-            (false, _) => {
-                return Err(refuse(
-                    "a signing-key transition is running; finish it first (--finish)",
-                ));
-            }
-            (true, [old, new]) => {
-                if let Some(k) = keys.iter_mut().find(|k| k.version == old.version) {
-                    k.retired_ms = now;
-                }
-                let seed = seed_of(new.version)?;
-                let signer = CheckpointSigner::from_seed(&origin, &seed)
-                    .map_err(|e| refuse(&crate::error::report(&e)))?;
-                let reason = format!(
-                    "{}; transition finished: v{} retired, checkpoints are signed by v{} only",
-                    who.reason, old.version, new.version
-                );
-                (old.version, signer, reason)
-            }
-            (true, _) => return Err(refuse("no signing-key transition is running")),
-        };
-        let list = encode(&SigningKeys { keys: keys.clone() }).map_err(AppendError::storage)?;
-        ops.push((Target::Sys, SIGNING_KEYS.to_vec(), list));
-        let partitions: Vec<PartitionId> = crate::store::read_registry(&self.inner.db)
-            .map_err(|e| AppendError::Storage(StorageError::Registry(Box::new(e))))?
-            .into_iter()
-            .filter(|i| i.status == crate::store::PartitionStatus::Active)
-            .map(|i| i.partition)
-            .collect();
-        for p in &partitions {
-            if self.check_quarantine(p).is_err() {
-                continue;
-            }
-            let mut st = self.load(p)?;
-            let event = KeyEvent {
-                event: KeyEventKind::SigningKey,
-                key_id: version,
-                class: KeyClass::Resident,
-                epoch: 0,
-                version,
-                count: 0,
-                actor: who.actor.clone(),
-                reason: reason.clone(),
-            };
-            self.key_event(p, &mut st, &event, now, ops)?;
-            staged.insert(p.clone(), st);
-        }
-        // The checkpoints of this very batch are signed the new way.
-        if let Ok(mut s) = self.inner.signer.write() {
-            *s = Arc::new(signer);
-        }
-        if let Ok(mut k) = self.inner.signing_keys.write() {
-            *k = keys;
-        }
-        Ok(version)
     }
 }
