@@ -6,18 +6,20 @@ use zeroize::Zeroizing;
 
 use super::records::KeyStatus;
 use super::records::{
-    LOWEST_STORED_LEVEL, REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord,
-    TransmissionRecord, checkpoint_key, decode, entry_key, index_prefix, node_key, partition_cf,
-    transmission_key,
+    REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
+    decode, entry_key, partition_cf, transmission_key,
 };
-use super::writer::IndexKind;
 use super::{Inner, Store};
 use crate::crypto::PartitionScope;
 use crate::ledger::envelope::{Body, Envelope, SALT_LEN};
 use crate::ledger::hash::{Hash, commitment};
 use crate::ledger::header::{Header, PartitionId};
-use crate::ledger::merkle::NodeSource;
-use crate::ledger::note::Checkpoint;
+
+mod check;
+mod index;
+mod nodes;
+
+pub(super) use nodes::DbNodes;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -101,49 +103,6 @@ pub struct VerifyReport {
     pub bodies_shredded: u64,
 }
 
-pub(super) struct DbNodes<'a> {
-    pub(super) db: &'a rocksdb::DB,
-    pub(super) cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
-}
-
-impl DbNodes<'_> {
-    /// The leaf hash of entry `seq`, over its stored header.
-    fn leaf(&self, seq: u64) -> Result<Hash, String> {
-        let raw = self
-            .db
-            .get_pinned_cf(&self.cf, entry_key(seq))
-            .map_err(|e| crate::error::report(&e))?
-            .ok_or_else(|| format!("entry {seq} missing"))?;
-        let (_, len) = Header::decode_prefix(&raw)
-            .map_err(|e| format!("entry {seq}: {}", crate::error::report(&e)))?;
-        Ok(crate::ledger::hash::leaf_hash(
-            raw.get(..len).unwrap_or_default(),
-        ))
-    }
-}
-
-impl NodeSource for DbNodes<'_> {
-    type Error = String;
-    fn node(&mut self, level: u8, index: u64) -> Result<Hash, String> {
-        if level < LOWEST_STORED_LEVEL {
-            // Not stored: at most two leaves, from their envelopes.
-            let first = index
-                .checked_mul(1 << level)
-                .ok_or_else(|| format!("tree node ({level}, {index}) out of range"))?;
-            let leaves = (first..first.saturating_add(1 << level))
-                .map(|seq| self.leaf(seq))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Ok(crate::ledger::merkle::root_of(&leaves));
-        }
-        let raw = self
-            .db
-            .get_pinned_cf(&self.cf, node_key(level, index))
-            .map_err(|e| crate::error::report(&e))?
-            .ok_or_else(|| format!("tree node ({level}, {index}) missing"))?;
-        Hash::from_slice(&raw).ok_or_else(|| format!("tree node ({level}, {index}) malformed"))
-    }
-}
-
 pub(super) fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError {
     ReadError::Corrupt {
         partition: p.to_string(),
@@ -222,66 +181,6 @@ impl Inner {
                     size,
                 })?;
         String::from_utf8(raw).map_err(|_| corrupt(p, size, "checkpoint is not UTF-8"))
-    }
-
-    /// Open-time check of one partition: stored head, last entry and last checkpoint agree.
-    fn check_partition(&self, p: &PartitionId) -> Result<(), String> {
-        let Some(state) = self.state(p).map_err(|e| crate::error::report(&e))? else {
-            return Ok(());
-        };
-        let range = state
-            .range()
-            .ok_or("stored tree edge does not match the stored size")?;
-        let cf = self.cf(p).map_err(|e| crate::error::report(&e))?;
-        if state.size > 0
-            && self
-                .db
-                .get_pinned_cf(&cf, entry_key(state.size - 1))
-                .map_err(|e| crate::error::report(&e))?
-                .is_none()
-        {
-            return Err(format!(
-                "entry {} missing below the stored size",
-                state.size - 1
-            ));
-        }
-        if self
-            .db
-            .get_pinned_cf(&cf, entry_key(state.size))
-            .map_err(|e| crate::error::report(&e))?
-            .is_some()
-        {
-            return Err(format!(
-                "entry {} exists beyond the stored size",
-                state.size
-            ));
-        }
-        let note = self
-            .latest_checkpoint(p)
-            .map_err(|e| crate::error::report(&e))?
-            .ok_or("no checkpoint")?;
-        let key = self.key_for_note(p, &note).ok_or("no verifier key")?;
-        let cp = Checkpoint::verify_note(&note, &key)
-            .map_err(|e| format!("last checkpoint: {}", crate::error::report(&e)))?;
-        if cp.size != state.size || cp.root != range.root() {
-            return Err(format!(
-                "last checkpoint (size {}) does not match the stored tree (size {})",
-                cp.size, state.size
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks the given partitions; failures are quarantined and logged, not repaired.
-    pub(crate) fn check_partitions_at_open(&self, partitions: Vec<PartitionId>) {
-        for p in partitions {
-            if let Err(reason) = self.check_partition(&p) {
-                tracing::error!(partition = %p, %reason, "partition quarantined at open");
-                if let Ok(mut q) = self.quarantined.lock() {
-                    q.insert(p, reason);
-                }
-            }
-        }
     }
 }
 
@@ -428,33 +327,6 @@ impl Store {
         self.inner.size(p)
     }
 
-    /// Replaces a partition's derived indexes (`I`, `V`) with `entries` in one synced batch.
-    /// For `rebuild-index`, which runs with the store held exclusively (no concurrent append
-    /// can race the rebuild).
-    pub fn replace_derived_index(
-        &self,
-        p: &PartitionId,
-        entries: &[(IndexKind, Vec<u8>, u64)],
-    ) -> Result<(), ReadError> {
-        let cf = self.inner.cf(p)?;
-        let mut batch = rocksdb::WriteBatch::default();
-        for kind in IndexKind::ALL {
-            let from = [kind.prefix()];
-            let to = [kind.prefix() + 1];
-            batch.delete_range_cf(&cf, from, to);
-        }
-        for (kind, key, seq) in entries {
-            if key.is_empty() || key.len() > 255 {
-                return Err(ReadError::BadRequest(
-                    "index key must be 1–255 bytes".into(),
-                ));
-            }
-            batch.put_cf(&cf, super::records::index_key(kind.prefix(), key, *seq), []);
-        }
-        self.inner.db.write_opt(batch, &super::sync_write())?;
-        Ok(())
-    }
-
     /// How far job `job` has read partition `p`'s log (`None`: never).
     pub fn job_cursor(&self, job: &str, p: &PartitionId) -> Result<Option<u64>, ReadError> {
         let sys = self.inner.sys()?;
@@ -553,60 +425,6 @@ impl Store {
             let record =
                 decode(&v).ok_or_else(|| corrupt(p, 0, "transmission record is unreadable"))?;
             out.push((id.to_owned(), record));
-        }
-        Ok(out)
-    }
-
-    /// Seqs filed under a derived index key, ascending.
-    pub fn index_seqs(
-        &self,
-        p: &PartitionId,
-        kind: IndexKind,
-        key: &[u8],
-    ) -> Result<Vec<u64>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        let prefix = index_prefix(kind.prefix(), key);
-        let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, &prefix) {
-            let (k, _) = item?;
-            let Some(seq) = k
-                .strip_prefix(prefix.as_slice())
-                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-            else {
-                break;
-            };
-            out.push(u64::from_be_bytes(seq));
-        }
-        Ok(out)
-    }
-
-    /// Every key of one derived index with the latest seq it points to, in key order (for
-    /// the index keys that are not protected: 世帯番号 of `V` and `K`).
-    pub fn index_latest(
-        &self,
-        p: &PartitionId,
-        kind: IndexKind,
-    ) -> Result<Vec<(Vec<u8>, u64)>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        let tag = [kind.prefix()];
-        let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, tag) {
-            let (k, _) = item?;
-            let Some(rest) = k.strip_prefix(tag.as_slice()) else {
-                break;
-            };
-            let Some((&len, rest)) = rest.split_first() else {
-                break;
-            };
-            let (key, seq) = rest.split_at_checked(usize::from(len)).unwrap_or_default();
-            let Ok(seq) = <[u8; 8]>::try_from(seq) else {
-                return Err(corrupt(p, 0, "derived index key malformed"));
-            };
-            let seq = u64::from_be_bytes(seq);
-            match out.last_mut() {
-                Some((last, s)) if last.as_slice() == key => *s = seq,
-                _ => out.push((key.to_vec(), seq)),
-            }
         }
         Ok(out)
     }
