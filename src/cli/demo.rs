@@ -5,12 +5,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
-use kukaku::flows::sample::DEMO_MUNICIPALITIES;
+use kukaku::flows::import::{ImportError, Importer, import};
+use kukaku::flows::replicate;
+use kukaku::flows::sample::{self, DEMO_MUNICIPALITIES};
+use kukaku::flows::transmission::Encoding;
 use kukaku::ledger::PartitionId;
 use kukaku::store::{Paths, Store, StoreOptions};
 
@@ -21,26 +25,7 @@ use super::{Outcome, partition};
 /// `kukaku demo`: the hub and the intermediate on embedded stores with sample data, every
 /// flow once, then both served on loopback with tokens printed (unless `no_serve`).
 pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<Outcome> {
-    use kukaku::flows::import::{ImportError, Importer, import};
-    use kukaku::flows::sample;
-    use kukaku::flows::transmission::Encoding;
-
-    // A temporary directory, removed at the end; `KUKAKU_DEMO_DIR` keeps the instances in a
-    // given empty directory instead (the protected-identifier scan test reads them).
-    let (_temp, dir_path) = match std::env::var_os("KUKAKU_DEMO_DIR").map(PathBuf::from) {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            if std::fs::read_dir(&d)?.next().is_some() {
-                anyhow::bail!("KUKAKU_DEMO_DIR {} is not empty", d.display());
-            }
-            (None, d)
-        }
-        None => {
-            let t = tempfile::tempdir()?;
-            let path = t.path().to_owned();
-            (Some(t), path)
-        }
-    };
+    let (_temp, dir_path) = demo_dir()?;
     println!("demo instances in {}", dir_path.display());
     let hub_paths = Paths::under(&dir_path.join("hub"));
     let int_paths = Paths::under(&dir_path.join("intermediate"));
@@ -64,125 +49,10 @@ pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<Outco
         route: "kukaku demo".into(),
         request_id: "-".into(),
     };
-    for (i, ((code, name, _), p)) in DEMO_MUNICIPALITIES.iter().zip(&ids).enumerate() {
-        let files = sample::demo_transmission(i).context("demo municipality")?;
-        let tid = files.transmission_id.clone();
-        let enc = if i == 2 {
-            Encoding::Cp932
-        } else {
-            Encoding::Utf8
-        };
-        let out = import(
-            &hub,
-            p,
-            &tid,
-            enc,
-            &sample::encode(&files.setai, enc),
-            &sample::encode(&files.kojin, enc),
-            &who,
-        )?;
-        println!(
-            "  {name} ({code}): {} households stored at seq {}.. ({}), access record {}",
-            out.households,
-            out.first_seq,
-            enc.name(),
-            out.access_record_seq.unwrap_or_default()
-        );
-    }
-    // A bad file: refused whole, every problem listed, no value shown.
-    let bad = sample::demo_refused();
-    let first = bad.kojin_nos.first().context("sample has persons")?;
-    let wrong_check = format!(
-        "{}{}",
-        first.get(..11).unwrap_or_default(),
-        (first.as_bytes().get(11).map_or(0, |d| d - b'0') + 1) % 10
-    );
-    let broken = bad
-        .kojin
-        .replacen(first.as_str(), &wrong_check, 1)
-        .replacen("2024-04-01", "2024-02-30", 1);
-    let p0 = ids.first().context("partition")?;
-    match import(
-        &hub,
-        p0,
-        "131011-2024-0002",
-        Encoding::Utf8,
-        bad.setai.as_bytes(),
-        broken.as_bytes(),
-        &who,
-    ) {
-        Err(ImportError::Rejected(r)) => {
-            println!("  a bad 個人ファイル is refused, nothing stored:");
-            for pr in &r.problems {
-                println!(
-                    "    {} line {} {}: {}",
-                    pr.file.name(),
-                    pr.line,
-                    pr.field.unwrap_or("-"),
-                    pr.reason
-                );
-            }
-        }
-        other => anyhow::bail!("the bad file was not refused: {other:?}"),
-    }
-
+    demo_transmissions(&hub, &ids, &who)?;
+    demo_refused_file(&hub, &ids, &who)?;
     println!("\n== flow 4: a household moves 千代田区 → 中央区; 千代田区 sends its 高額該当情報");
-    let (a, b) = (partition("131011")?, partition("131029")?);
-    let moved = sample::demo_move();
-    for (p, f) in [(&a, &moved.a), (&b, &moved.b)] {
-        let out = import(
-            &hub,
-            p,
-            &f.transmission_id,
-            Encoding::Utf8,
-            f.setai.as_bytes(),
-            f.kojin.as_bytes(),
-            &who,
-        )?;
-        println!(
-            "  {p}: {} households ({})",
-            out.households, f.transmission_id
-        );
-    }
-    let out = kukaku::flows::kogaku::import(
-        &hub,
-        &a,
-        &format!("{a}-KOGAKU"),
-        Encoding::Utf8,
-        moved.kogaku_a.as_bytes(),
-        &who,
-    )?;
-    println!("  {a}: 高額該当 records of {} household(s)", out.households);
-    let kek = Kek::load_file(&hub_paths.kek)?;
-    let tokyo = AdminScope::from_kek(&kek)
-        .prefecture("13")
-        .context("prefecture")?;
-    let as_of = kukaku::domain::text::parse_date(sample::AS_OF).context("sample date")?;
-    let report = kukaku::flows::continuity::extract(
-        &hub,
-        &tokyo,
-        &kukaku::domain::continuity::Rules::default(),
-        &who,
-        as_of,
-    )?;
-    println!(
-        "  the continuity job as of {} read {} households of {} municipalities and found {} candidate(s):",
-        report.as_of,
-        report.households_read,
-        report.partitions,
-        report.candidates.len()
-    );
-    for c in &report.candidates {
-        println!(
-            "    in {} (seq {}): from {}, 参酌基準 case {}, period {}, suggestion {}",
-            c.partition,
-            c.seq.unwrap_or_default(),
-            c.old_hokensha_no,
-            c.case,
-            c.period,
-            c.suggestion
-        );
-    }
+    demo_flow4(&hub, &hub_paths, &who)?;
 
     let hub = Arc::new(hub);
     let inter = Arc::new(inter);
@@ -203,6 +73,185 @@ pub(crate) fn demo(listen: std::net::SocketAddr, no_serve: bool) -> Result<Outco
         }
     }
     Ok(ok)
+}
+
+/// A temporary directory, removed at the end; `KUKAKU_DEMO_DIR` keeps the instances in a
+/// given empty directory instead (the protected-identifier scan test reads them).
+fn demo_dir() -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    Ok(
+        match std::env::var_os("KUKAKU_DEMO_DIR").map(PathBuf::from) {
+            Some(d) => {
+                std::fs::create_dir_all(&d)?;
+                if std::fs::read_dir(&d)?.next().is_some() {
+                    anyhow::bail!("KUKAKU_DEMO_DIR {} is not empty", d.display());
+                }
+                (None, d)
+            }
+            None => {
+                let t = tempfile::tempdir()?;
+                let path = t.path().to_owned();
+                (Some(t), path)
+            }
+        },
+    )
+}
+
+/// Flow 5-②: each municipality's sample transmission imported into the hub (one in CP932).
+fn demo_transmissions(hub: &Store, ids: &[PartitionId], who: &Importer) -> Result<()> {
+    for (i, ((code, name, _), p)) in DEMO_MUNICIPALITIES.iter().zip(ids).enumerate() {
+        let files = sample::demo_transmission(i).context("demo municipality")?;
+        let tid = files.transmission_id.clone();
+        let enc = if i == 2 {
+            Encoding::Cp932
+        } else {
+            Encoding::Utf8
+        };
+        let out = import(
+            hub,
+            p,
+            &tid,
+            enc,
+            &sample::encode(&files.setai, enc),
+            &sample::encode(&files.kojin, enc),
+            who,
+        )?;
+        println!(
+            "  {name} ({code}): {} households stored at seq {}.. ({}), access record {}",
+            out.households,
+            out.first_seq,
+            enc.name(),
+            out.access_record_seq.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// A bad 個人ファイル (a wrong check digit, an impossible date): refused whole, every problem
+/// listed, no value shown.
+fn demo_refused_file(hub: &Store, ids: &[PartitionId], who: &Importer) -> Result<()> {
+    let bad = sample::demo_refused();
+    let first = bad.kojin_nos.first().context("sample has persons")?;
+    let wrong_check = format!(
+        "{}{}",
+        first.get(..11).unwrap_or_default(),
+        (first.as_bytes().get(11).map_or(0, |d| d - b'0') + 1) % 10
+    );
+    let broken = bad
+        .kojin
+        .replacen(first.as_str(), &wrong_check, 1)
+        .replacen("2024-04-01", "2024-02-30", 1);
+    let p0 = ids.first().context("partition")?;
+    match import(
+        hub,
+        p0,
+        "131011-2024-0002",
+        Encoding::Utf8,
+        bad.setai.as_bytes(),
+        broken.as_bytes(),
+        who,
+    ) {
+        Err(ImportError::Rejected(r)) => {
+            println!("  a bad 個人ファイル is refused, nothing stored:");
+            for pr in &r.problems {
+                println!(
+                    "    {} line {} {}: {}",
+                    pr.file.name(),
+                    pr.line,
+                    pr.field.unwrap_or("-"),
+                    pr.reason
+                );
+            }
+        }
+        other => anyhow::bail!("the bad file was not refused: {other:?}"),
+    }
+
+    Ok(())
+}
+
+/// Flow 4: a household moves 千代田区 → 中央区, 千代田区 sends its 高額該当情報, and the
+/// continuity job proposes the move.
+fn demo_flow4(hub: &Store, hub_paths: &Paths, who: &Importer) -> Result<()> {
+    let (a, b) = (partition("131011")?, partition("131029")?);
+    let moved = sample::demo_move();
+    for (p, f) in [(&a, &moved.a), (&b, &moved.b)] {
+        let out = import(
+            hub,
+            p,
+            &f.transmission_id,
+            Encoding::Utf8,
+            f.setai.as_bytes(),
+            f.kojin.as_bytes(),
+            who,
+        )?;
+        println!(
+            "  {p}: {} households ({})",
+            out.households, f.transmission_id
+        );
+    }
+    let out = kukaku::flows::kogaku::import(
+        hub,
+        &a,
+        &format!("{a}-KOGAKU"),
+        Encoding::Utf8,
+        moved.kogaku_a.as_bytes(),
+        who,
+    )?;
+    println!("  {a}: 高額該当 records of {} household(s)", out.households);
+    let kek = Kek::load_file(&hub_paths.kek)?;
+    let tokyo = AdminScope::from_kek(&kek)
+        .prefecture("13")
+        .context("prefecture")?;
+    let as_of = kukaku::domain::text::parse_date(sample::AS_OF).context("sample date")?;
+    let report = kukaku::flows::continuity::extract(
+        hub,
+        &tokyo,
+        &kukaku::domain::continuity::Rules::default(),
+        who,
+        as_of,
+    )?;
+    println!(
+        "  the continuity job as of {} read {} households of {} municipalities and found {} candidate(s):",
+        report.as_of,
+        report.households_read,
+        report.partitions,
+        report.candidates.len()
+    );
+    for c in &report.candidates {
+        println!(
+            "    in {} (seq {}): from {}, 参酌基準 case {}, period {}, suggestion {}",
+            c.partition,
+            c.seq.unwrap_or_default(),
+            c.old_hokensha_no,
+            c.case,
+            c.period,
+            c.suggestion
+        );
+    }
+    Ok(())
+}
+
+/// One of the demo's servers: plain HTTP on loopback until `stop` turns true.
+async fn serve_plain(
+    listen: std::net::SocketAddr,
+    state: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<Result<(), server::ServeError>>,
+)> {
+    let listener = server::bind(listen, &server::Transport::PlainLoopback).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(server::serve(
+        listener,
+        api::router(state, Limits::default()),
+        server::Transport::PlainLoopback,
+        Limits::default(),
+        async move {
+            let _ = stop.changed().await;
+        },
+        Duration::from_secs(30),
+    ));
+    Ok((addr, task))
 }
 
 /// The demo's ledger part: a signed checkpoint and an inclusion proof checked against the
@@ -268,23 +317,9 @@ async fn demo_online(
     no_serve: bool,
 ) -> Result<Outcome> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.changed().await;
-    };
-    let hub_listener = server::bind(listen, &server::Transport::PlainLoopback).await?;
-    let hub_addr = hub_listener.local_addr()?;
-    let hub_task = tokio::spawn(server::serve(
-        hub_listener,
-        api::router(
-            AppState::new(Arc::clone(&hub), ServerRole::Hub)
-                .with_witnesses(vec![inter.cosigner_key()]),
-            Limits::default(),
-        ),
-        server::Transport::PlainLoopback,
-        Limits::default(),
-        stopped(stop_rx.clone()),
-        std::time::Duration::from_secs(30),
-    ));
+    let hub_state =
+        AppState::new(Arc::clone(&hub), ServerRole::Hub).with_witnesses(vec![inter.cosigner_key()]);
+    let (hub_addr, hub_task) = serve_plain(listen, hub_state, stop_rx.clone()).await?;
 
     let (client, upstream) = replicate_once(&hub, &inter, ids, hub_addr).await?;
 
@@ -295,8 +330,7 @@ async fn demo_online(
         println!("hub:");
         let a = verify_all(&hub, None, true)?;
         println!("intermediate:");
-        let b = verify_all(&inter, None, true)?;
-        Ok(a.and(b))
+        Ok(a.and(verify_all(&inter, None, true)?))
     })?;
     if ok == Outcome::Passed {
         tokio::task::block_in_place(|| demo_ledger_and_audit(&hub, &inter, ids, dir))?;
@@ -309,30 +343,13 @@ async fn demo_online(
 
     // Serve both, with tokens to try.
     let int_listen = std::net::SocketAddr::new(hub_addr.ip(), hub_addr.port().wrapping_add(1));
-    let int_listener = server::bind(int_listen, &server::Transport::PlainLoopback).await?;
-    let int_addr = int_listener.local_addr()?;
-    let int_task = tokio::spawn(server::serve(
-        int_listener,
-        api::router(
-            AppState::new(Arc::clone(&inter), ServerRole::Intermediate),
-            Limits::default(),
-        ),
-        server::Transport::PlainLoopback,
-        Limits::default(),
-        stopped(stop_rx.clone()),
-        std::time::Duration::from_secs(30),
-    ));
+    let int_state = AppState::new(Arc::clone(&inter), ServerRole::Intermediate);
+    let (int_addr, int_task) = serve_plain(int_listen, int_state, stop_rx).await?;
     let replicator = {
         let inter = Arc::clone(&inter);
         tokio::spawn(async move {
-            kukaku::flows::replicate::run(
-                &inter,
-                &client,
-                &upstream,
-                std::time::Duration::from_secs(5),
-                std::time::Duration::from_secs(60),
-            )
-            .await
+            let (every, max_backoff) = (Duration::from_secs(5), Duration::from_secs(60));
+            replicate::run(&inter, &client, &upstream, every, max_backoff).await
         })
     };
     let tokens = demo_tokens(&hub, &inter, ids)?;
