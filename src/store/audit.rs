@@ -11,7 +11,7 @@ use super::records::{LOWEST_STORED_LEVEL, checkpoint_key, entry_key, node_key};
 use crate::ledger::bundle::BundleWriter;
 use crate::ledger::hash::Hash;
 use crate::ledger::header::PartitionId;
-use crate::ledger::merkle::{NodeSource, ProofRequestError, consistency_proof, range_root};
+use crate::ledger::merkle::{Node, NodeSource, ProofRequestError, consistency_proof, range_root};
 use crate::ledger::verify::{ChainVerifier, Step, VerifyError};
 
 impl Store {
@@ -23,118 +23,64 @@ impl Store {
         p: &PartitionId,
         options: VerifyOptions,
     ) -> Result<VerifyReport, VerifyError> {
-        let fail = |seq: u64, step: Step| VerifyError {
-            partition: p.to_string(),
-            seq,
-            step,
-        };
-        let other = |seq: u64, e: ReadError| fail(seq, Step::Other(crate::error::report(&e)));
-        let cf = self.inner.cf(p).map_err(|e| other(0, e))?;
-        let db = &self.inner.db;
-        // One snapshot for every read: a server appending meanwhile does not disturb it.
-        let snapshot = db.snapshot();
-        let at = || {
-            let mut o = rocksdb::ReadOptions::default();
-            o.set_snapshot(&snapshot);
-            o
+        let walk = Walk {
+            store: self,
+            p,
+            cf: self.inner.cf(p).map_err(|e| other(p, 0, e))?,
+            snapshot: self.inner.db.snapshot(),
         };
         let mut checkpoints = self
-            .checkpoint_sizes_with(p, at())
-            .map_err(|e| other(0, e))?
+            .checkpoint_sizes_with(p, walk.at())
+            .map_err(|e| other(p, 0, e))?
             .into_iter()
             .peekable();
         let mut v = ChainVerifier::new(p.clone());
-        let mut checked = 0u64;
-        let mut opened = 0u64;
-        let mut shredded = 0u64;
-        let entries = db
-            .iterator_cf_opt(&cf, at(), IteratorMode::From(b"E", Direction::Forward))
+        let (mut checked, mut opened, mut shredded) = (0u64, 0u64, 0u64);
+        let entries = self
+            .inner
+            .db
+            .iterator_cf_opt(
+                &walk.cf,
+                walk.at(),
+                IteratorMode::From(b"E", Direction::Forward),
+            )
             .take_while(|item| {
                 item.as_ref()
                     .map_or(true, |(k, _)| k.first() == Some(&b'E'))
             });
         for item in entries {
-            let (k, raw) = item.map_err(|e| other(v.size(), e.into()))?;
+            let (k, raw) = item.map_err(|e| other(p, v.size(), e.into()))?;
             let seq = v.size();
             if k.as_ref() != entry_key(seq) {
-                return Err(fail(
-                    seq,
-                    Step::Sequence {
-                        want: seq,
-                        got: k.get(1..).map_or(0, |b| b.len() as u64),
-                    },
-                ));
+                let got = k.get(1..).map_or(0, |b| b.len() as u64);
+                return Err(fail(p, seq, Step::Sequence { want: seq, got }));
             }
             let (env, nodes) = v.push(&raw)?;
-            for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
-                let stored = db
-                    .get_pinned_cf_opt(&cf, node_key(n.level, n.index), &at())
-                    .map_err(|e| other(seq, e.into()))?;
-                if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
-                    return Err(fail(seq, Step::TreeNode { level: n.level }));
-                }
-            }
+            walk.stored_nodes(seq, &nodes)?;
             if options.with_keys && env.key_id != 0 {
                 match self.open_envelope(p, seq, &raw) {
                     Ok(_) => opened += 1,
                     Err(ReadError::KeyDestroyed { .. }) => shredded += 1,
-                    Err(_) => return Err(fail(seq, Step::Body)),
+                    Err(_) => return Err(fail(p, seq, Step::Body)),
                 }
             }
-            while checkpoints.peek().is_some_and(|s| *s <= v.size()) {
-                let size = checkpoints.next().unwrap_or_default();
-                let note = db
-                    .get_cf_opt(&cf, checkpoint_key(size), &at())
-                    .map_err(|e| other(size, e.into()))?
-                    .and_then(|raw| String::from_utf8(raw).ok())
-                    .ok_or_else(|| fail(size, Step::Other("checkpoint unreadable".into())))?;
-                if size < v.size() {
-                    return Err(fail(
-                        size,
-                        Step::CheckpointSize {
-                            checkpoint: size,
-                            log: v.size(),
-                        },
-                    ));
-                }
-                // The instance key the note names (a signing-key rotation may lie between).
-                let key = self
-                    .inner
-                    .key_for_note(p, &note)
-                    .ok_or_else(|| fail(size, Step::Other("no verifier key".into())))?;
-                v.check_checkpoint(&note, &key)?;
+            while let Some(size) = checkpoints.next_if(|s| *s <= v.size()) {
+                walk.checkpoint(size, &v)?;
                 checked += 1;
             }
         }
         if let Some(size) = checkpoints.next() {
+            let log = v.size();
             return Err(fail(
-                v.size(),
+                p,
+                log,
                 Step::CheckpointSize {
                     checkpoint: size,
-                    log: v.size(),
+                    log,
                 },
             ));
         }
-        let state = self
-            .inner
-            .state_with(p, &at())
-            .map_err(|e| other(v.size(), e))?;
-        if let Some(st) = state {
-            if st.size != v.size() {
-                return Err(fail(
-                    v.size(),
-                    Step::StateSize {
-                        stored: st.size,
-                        log: v.size(),
-                    },
-                ));
-            }
-            let frontier: Vec<[u8; 32]> =
-                v.range().hashes().iter().map(|h| *h.as_bytes()).collect();
-            if st.chain != *v.chain_head().as_bytes() || st.frontier != frontier {
-                return Err(fail(v.size(), Step::StateMismatch));
-            }
-        }
+        walk.state(&v)?;
         Ok(VerifyReport {
             partition: p.clone(),
             entries: v.size(),
@@ -289,5 +235,109 @@ impl Store {
         }
         progress(done);
         Ok(w.finish()?)
+    }
+}
+
+fn fail(p: &PartitionId, seq: u64, step: Step) -> VerifyError {
+    VerifyError {
+        partition: p.to_string(),
+        seq,
+        step,
+    }
+}
+
+fn other(p: &PartitionId, seq: u64, e: ReadError) -> VerifyError {
+    fail(p, seq, Step::Other(crate::error::report(&e)))
+}
+
+/// One partition's verification: every read through one snapshot, so a server appending
+/// meanwhile does not disturb it.
+struct Walk<'a> {
+    store: &'a Store,
+    p: &'a PartitionId,
+    cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>,
+}
+
+impl Walk<'_> {
+    fn at(&self) -> rocksdb::ReadOptions {
+        let mut o = rocksdb::ReadOptions::default();
+        o.set_snapshot(&self.snapshot);
+        o
+    }
+
+    /// Every stored node (level ≥ 2) the entry at `seq` completed equals the recomputed one.
+    fn stored_nodes(&self, seq: u64, nodes: &[Node]) -> Result<(), VerifyError> {
+        for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
+            let stored = self
+                .store
+                .inner
+                .db
+                .get_pinned_cf_opt(&self.cf, node_key(n.level, n.index), &self.at())
+                .map_err(|e| other(self.p, seq, e.into()))?;
+            if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
+                return Err(fail(self.p, seq, Step::TreeNode { level: n.level }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The checkpoint stored at `size` is signed by the instance key it names and commits to
+    /// the root recomputed so far, whose size it must be.
+    fn checkpoint(&self, size: u64, v: &ChainVerifier) -> Result<(), VerifyError> {
+        let note = self
+            .store
+            .inner
+            .db
+            .get_cf_opt(&self.cf, checkpoint_key(size), &self.at())
+            .map_err(|e| other(self.p, size, e.into()))?
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .ok_or_else(|| fail(self.p, size, Step::Other("checkpoint unreadable".into())))?;
+        if size < v.size() {
+            let log = v.size();
+            return Err(fail(
+                self.p,
+                size,
+                Step::CheckpointSize {
+                    checkpoint: size,
+                    log,
+                },
+            ));
+        }
+        // The instance key the note names (a signing-key rotation may lie between).
+        let key = self
+            .store
+            .inner
+            .key_for_note(self.p, &note)
+            .ok_or_else(|| fail(self.p, size, Step::Other("no verifier key".into())))?;
+        v.check_checkpoint(&note, &key).map(|_| ())
+    }
+
+    /// The stored head (size, chain value, tree edge) is the one recomputed from the entries.
+    fn state(&self, v: &ChainVerifier) -> Result<(), VerifyError> {
+        let log = v.size();
+        let state = self
+            .store
+            .inner
+            .state_with(self.p, &self.at())
+            .map_err(|e| other(self.p, log, e))?;
+        let Some(st) = state else {
+            return Ok(());
+        };
+        if st.size != log {
+            return Err(fail(
+                self.p,
+                log,
+                Step::StateSize {
+                    stored: st.size,
+                    log,
+                },
+            ));
+        }
+        let frontier: Vec<[u8; 32]> = v.range().hashes().iter().map(|h| *h.as_bytes()).collect();
+        if st.chain != *v.chain_head().as_bytes() || st.frontier != frontier {
+            return Err(fail(self.p, log, Step::StateMismatch));
+        }
+        Ok(())
     }
 }
