@@ -20,7 +20,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::flows::feed::{FeedResponse, forwarded_kind};
+use crate::flows::feed::{FeedEntry, FeedResponse, forwarded_kind};
 use crate::ledger::envelope::SALT_LEN;
 use crate::ledger::hash::{Hash, chain_next, commitment};
 use crate::ledger::merkle::CompactRange;
@@ -169,37 +169,7 @@ pub fn verify_page(
         }
         return Ok(None);
     }
-    // Consistency from the accepted checkpoint.
-    let (mut range, mut chain) = match state {
-        Some(s) => {
-            let old = Checkpoint::verify_note(&s.hub_checkpoint, &key).map_err(|e| {
-                refuse(format!(
-                    "stored hub checkpoint: {}",
-                    crate::error::report(&e)
-                ))
-            })?;
-            let proof = page
-                .consistency
-                .as_ref()
-                .ok_or_else(|| refuse("consistency proof missing"))?;
-            if proof.size1 != from || proof.size2 != page.to_size {
-                return Err(refuse("consistency proof is for other sizes"));
-            }
-            proof
-                .verify_with_key(&key, &old.root)
-                .map_err(|e| refuse(format!("consistency: {}", crate::error::report(&e))))?;
-            let range = CompactRange::from_parts(
-                s.hub_size,
-                s.hub_frontier
-                    .iter()
-                    .map(|h| Hash::from_bytes(*h))
-                    .collect(),
-            )
-            .map_err(|_| refuse("stored hub frontier is inconsistent"))?;
-            (range, Hash::from_bytes(s.hub_chain))
-        }
-        None => (CompactRange::new(), Hash::from_bytes([0; 32])),
-    };
+    let (mut range, mut chain) = consistent_start(state, &page, &key)?;
     if page.entries.len() as u64 != page.to_size - from {
         return Err(refuse("entry count does not match the checkpoint"));
     }
@@ -207,39 +177,9 @@ pub fn verify_page(
     let mut hub_seqs = Vec::new();
     for (i, e) in page.entries.iter().enumerate() {
         let seq = from + i as u64;
-        let header = Header::decode(&b64("header", &e.header)?)
-            .map_err(|_| refuse(format!("seq {seq}: header does not decode")))?;
-        if header.partition != *p || header.seq != seq || e.seq != seq {
-            return Err(refuse(format!("seq {seq}: header is not at this position")));
-        }
-        if header.prev_chain != chain {
-            return Err(refuse(format!("seq {seq}: breaks the hash chain")));
-        }
-        let leaf = header.leaf_hash();
-        chain = chain_next(&chain, &leaf);
-        range.append(leaf).map_err(|_| refuse("tree overflow"))?;
-        let shared = header.kind.class() == Class::Open || forwarded_kind(header.kind);
-        match (&e.salt, &e.payload) {
-            (Some(salt), Some(payload)) => {
-                let salt: [u8; SALT_LEN] = b64("salt", salt)?
-                    .try_into()
-                    .map_err(|_| refuse(format!("seq {seq}: salt length")))?;
-                let payload = zeroize::Zeroizing::new(b64("payload", payload)?);
-                if commitment(&salt, &payload) != header.commitment {
-                    return Err(refuse(format!(
-                        "seq {seq}: body does not match its commitment"
-                    )));
-                }
-                if forwarded_kind(header.kind) {
-                    hub_seqs.push(seq);
-                    copies.push(
-                        NewEntry::copy(header.kind, header.valid_from, salt, payload.to_vec())
-                            .map_err(|_| refuse(format!("seq {seq}: body too large")))?,
-                    );
-                }
-            }
-            (None, None) if !shared => {}
-            _ => return Err(refuse(format!("seq {seq}: body missing or unexpected"))),
+        if let Some(copy) = check_entry(p, seq, e, &mut chain, &mut range)? {
+            hub_seqs.push(seq);
+            copies.push(copy);
         }
     }
     if range.root() != cp.root {
@@ -263,6 +203,87 @@ pub fn verify_page(
         receipt,
         state,
     }))
+}
+
+/// The tree and chain the page continues: those of the accepted state, once the page's
+/// consistency proof shows its checkpoint extends the accepted one; empty ones at the start.
+fn consistent_start(
+    state: Option<&ReplicaState>,
+    page: &FeedResponse,
+    key: &VerifierKey,
+) -> Result<(CompactRange, Hash), Refusal> {
+    let Some(s) = state else {
+        return Ok((CompactRange::new(), Hash::from_bytes([0; 32])));
+    };
+    let old = Checkpoint::verify_note(&s.hub_checkpoint, key).map_err(|e| {
+        refuse(format!(
+            "stored hub checkpoint: {}",
+            crate::error::report(&e)
+        ))
+    })?;
+    let proof = page
+        .consistency
+        .as_ref()
+        .ok_or_else(|| refuse("consistency proof missing"))?;
+    if proof.size1 != s.hub_size || proof.size2 != page.to_size {
+        return Err(refuse("consistency proof is for other sizes"));
+    }
+    proof
+        .verify_with_key(key, &old.root)
+        .map_err(|e| refuse(format!("consistency: {}", crate::error::report(&e))))?;
+    let frontier = s
+        .hub_frontier
+        .iter()
+        .map(|h| Hash::from_bytes(*h))
+        .collect();
+    let range = CompactRange::from_parts(s.hub_size, frontier)
+        .map_err(|_| refuse("stored hub frontier is inconsistent"))?;
+    Ok((range, Hash::from_bytes(s.hub_chain)))
+}
+
+/// One entry of a page at `seq`: its header in place and on the chain, its body (when sent)
+/// matching its commitment; extends `chain` and `range`. The copy to store if the kind is
+/// forwarded.
+fn check_entry(
+    p: &PartitionId,
+    seq: u64,
+    e: &FeedEntry,
+    chain: &mut Hash,
+    range: &mut CompactRange,
+) -> Result<Option<NewEntry>, Refusal> {
+    let header = Header::decode(&b64("header", &e.header)?)
+        .map_err(|_| refuse(format!("seq {seq}: header does not decode")))?;
+    if header.partition != *p || header.seq != seq || e.seq != seq {
+        return Err(refuse(format!("seq {seq}: header is not at this position")));
+    }
+    if header.prev_chain != *chain {
+        return Err(refuse(format!("seq {seq}: breaks the hash chain")));
+    }
+    let leaf = header.leaf_hash();
+    *chain = chain_next(chain, &leaf);
+    range.append(leaf).map_err(|_| refuse("tree overflow"))?;
+    let shared = header.kind.class() == Class::Open || forwarded_kind(header.kind);
+    match (&e.salt, &e.payload) {
+        (Some(salt), Some(payload)) => {
+            let salt: [u8; SALT_LEN] = b64("salt", salt)?
+                .try_into()
+                .map_err(|_| refuse(format!("seq {seq}: salt length")))?;
+            let payload = zeroize::Zeroizing::new(b64("payload", payload)?);
+            if commitment(&salt, &payload) != header.commitment {
+                return Err(refuse(format!(
+                    "seq {seq}: body does not match its commitment"
+                )));
+            }
+            if !forwarded_kind(header.kind) {
+                return Ok(None);
+            }
+            NewEntry::copy(header.kind, header.valid_from, salt, payload.to_vec())
+                .map(Some)
+                .map_err(|_| refuse(format!("seq {seq}: body too large")))
+        }
+        (None, None) if !shared => Ok(None),
+        _ => Err(refuse(format!("seq {seq}: body missing or unexpected"))),
+    }
 }
 
 /// Stores an accepted page: copies, receipt and replica state in one batch.
