@@ -2,21 +2,21 @@
 //! retirement and destruction (docs/keys.md). Each leaves key-event entries in the
 //! partitions it touches; none holds key material.
 
+mod destroy;
+mod reencrypt;
 mod signing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, StorageError, Target, Writer};
 use crate::crypto::KekProvider;
-use crate::ledger::envelope::{BodyRef, EnvelopeRef, SALT_LEN};
 use crate::ledger::header::{Kind, PartitionId};
 use crate::ledger::payload::{KeyClass, KeyEvent, KeyEventKind};
 use crate::store::keyring::Rewrapped;
 use crate::store::records::{
-    INSTANCE_KEY, InstanceRecord, KeyStatus, ReencryptCursor, SYS_CF, ShredRecord, decode, dek_key,
-    encode, entry_key, index_key_slot, partition_cf, reencrypt_key, shred_key,
+    INSTANCE_KEY, InstanceRecord, KeyStatus, SYS_CF, decode, dek_key, encode,
 };
 
 /// A progress key event is appended each time this many more entries have moved.
@@ -213,125 +213,6 @@ impl Writer {
         Ok(done)
     }
 
-    /// Moves up to `max` entries of `p` from old DEK versions to the current version of
-    /// their own scope. The envelope is rewritten in place: header, leaf hash, tree and
-    /// checkpoints do not change. The cursor is written in the same batch.
-    fn reencrypt(
-        &mut self,
-        p: &PartitionId,
-        max: u64,
-        who: &KeyActor,
-        now: u64,
-        ops: &mut Ops,
-        staged: &mut HashMap<PartitionId, PState>,
-    ) -> Result<ReencryptStep, AppendError> {
-        self.check_quarantine(p)?;
-        let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
-        }
-        let cursor_key = reencrypt_key(p);
-        let mut cur = match self.sys_get(&cursor_key)? {
-            Some(raw) => decode::<ReencryptCursor>(&raw)
-                .ok_or_else(|| AppendError::BadState(p.to_string()))?,
-            None => {
-                let cur = ReencryptCursor {
-                    next_seq: 0,
-                    end: st.size(),
-                    moved: 0,
-                    started_ms: now,
-                    reported: 0,
-                };
-                let reason = format!("{}; started over seqs 0..{}", who.reason, cur.end);
-                let event = open_event(KeyEventKind::ReencryptProgress, 0, who, reason);
-                self.key_event(p, &mut st, &event, now, ops)?;
-                cur
-            }
-        };
-        let stop = cur.end.min(cur.next_seq.saturating_add(max.max(1)));
-        let db = &self.inner.db;
-        let cf = db
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
-        let mut rewritten = Vec::new();
-        let corrupt = |seq: u64, why: &str| AppendError::Corrupt {
-            partition: p.to_string(),
-            seq,
-            reason: why.to_owned(),
-        };
-        for seq in cur.next_seq..stop {
-            let raw = db
-                .get_cf(&cf, entry_key(seq))
-                .map_err(AppendError::storage)?
-                .ok_or_else(|| corrupt(seq, "entry missing"))?;
-            let env =
-                EnvelopeRef::decode(&raw).map_err(|e| corrupt(seq, &crate::error::report(&e)))?;
-            let BodyRef::Sealed {
-                nonce,
-                ciphertext_and_tag,
-            } = env.body
-            else {
-                continue;
-            };
-            let Some(meta) = st.keys.get(&env.key_id) else {
-                return Err(corrupt(seq, "sealed under a key the partition never had"));
-            };
-            if meta.status != KeyStatus::Previous {
-                // Current already, or destroyed (unreadable by design).
-                continue;
-            }
-            let leaf = env.header.leaf_hash();
-            let plain = self
-                .inner
-                .keyring
-                .dek(p, env.key_id)?
-                .open(&leaf, nonce, ciphertext_and_tag)
-                .map_err(|_| corrupt(seq, "body does not decrypt"))?;
-            let (salt, payload) = plain
-                .split_at_checked(SALT_LEN)
-                .ok_or_else(|| corrupt(seq, "sealed body shorter than its salt"))?;
-            let salt: [u8; SALT_LEN] = salt
-                .try_into()
-                .map_err(|_| corrupt(seq, "sealed body shorter than its salt"))?;
-            let (key_id, dek) =
-                self.reserve_key(p, &mut st, env.header.kind, env.header.tx_time, now, ops)?;
-            let mut out = env.header_bytes.to_vec();
-            out.extend_from_slice(&key_id.to_be_bytes());
-            dek.seal_into(&leaf, &salt, payload, &mut out)
-                .map_err(|_| AppendError::Seal)?;
-            rewritten.push((seq, out));
-        }
-        let target = Target::Partition(p.clone());
-        cur.moved += rewritten.len() as u64;
-        for (seq, bytes) in rewritten {
-            ops.push((target.clone(), entry_key(seq).to_vec(), bytes));
-        }
-        cur.next_seq = stop;
-        let done = stop >= cur.end;
-        if done {
-            let reason = format!("{}; seqs 0..{} done", who.reason, cur.end);
-            let event = open_event(KeyEventKind::ReencryptDone, cur.moved, who, reason);
-            self.key_event(p, &mut st, &event, now, ops)?;
-            ops.push((Target::SysDelete, cursor_key, Vec::new()));
-        } else {
-            if cur.moved - cur.reported >= PROGRESS_EVERY {
-                let reason = format!("{}; at seq {} of {}", who.reason, stop, cur.end);
-                let event = open_event(KeyEventKind::ReencryptProgress, cur.moved, who, reason);
-                self.key_event(p, &mut st, &event, now, ops)?;
-                cur.reported = cur.moved;
-            }
-            let bytes = encode(&cur).map_err(AppendError::storage)?;
-            ops.push((Target::Sys, cursor_key, bytes));
-        }
-        staged.insert(p.clone(), st);
-        Ok(ReencryptStep {
-            next_seq: cur.next_seq,
-            end: cur.end,
-            moved: cur.moved,
-            done,
-        })
-    }
-
     /// Removes a previous version's wrapped key. The caller has counted no entry under it;
     /// a previous version never seals again, so the count cannot grow before this runs.
     fn retire(
@@ -375,120 +256,5 @@ impl Writer {
         self.key_event(p, &mut st, &event, now, ops)?;
         staged.insert(p.clone(), st);
         Ok(())
-    }
-
-    /// Deletes the wrapped keys in `scope` (one key-store batch, before the data batch with
-    /// a `destroy` event per version naming the entries made unreadable and why). Writes
-    /// pause while the partition's envelopes are counted.
-    fn destroy(
-        &mut self,
-        p: &PartitionId,
-        scope: DestroyScope,
-        who: &KeyActor,
-        now: u64,
-        ops: &mut Ops,
-        staged: &mut HashMap<PartitionId, PState>,
-    ) -> Result<Vec<(u32, u64)>, AppendError> {
-        self.check_quarantine(p)?;
-        let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
-        }
-        if let DestroyScope::FiscalYear(y) = scope {
-            let running = crate::ledger::fiscal_year_jst(now);
-            if y >= running {
-                return Err(refused(
-                    p,
-                    0,
-                    format!("fiscal year {y} has not ended (now {running}); destroy it after"),
-                ));
-            }
-        }
-        let targets: Vec<u32> = st
-            .keys
-            .iter()
-            .filter(|(_, m)| !matches!(m.status, KeyStatus::Destroyed | KeyStatus::Retired))
-            .filter(|(_, m)| match scope {
-                DestroyScope::Partition => true,
-                DestroyScope::FiscalYear(y) => m.class == KeyClass::Dated.code() && m.epoch == y,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        let nothing_left = st.shredded || scope != DestroyScope::Partition;
-        if targets.is_empty() && nothing_left {
-            return Err(refused(p, 0, "no key left to destroy in that scope".into()));
-        }
-        let mut counts: BTreeMap<u32, u64> = targets.iter().map(|id| (*id, 0)).collect();
-        let db = &self.inner.db;
-        let cf = db
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
-        for item in db.prefix_iterator_cf(&cf, b"E") {
-            let (k, raw) = item.map_err(AppendError::storage)?;
-            if k.first() != Some(&b'E') {
-                break;
-            }
-            if let Ok(env) = EnvelopeRef::decode(&raw)
-                && let Some(c) = counts.get_mut(&env.key_id)
-            {
-                *c += 1;
-            }
-        }
-        for (id, entries) in &counts {
-            let Some(meta) = st.keys.get_mut(id) else {
-                continue;
-            };
-            meta.status = KeyStatus::Destroyed;
-            let event = KeyEvent {
-                event: KeyEventKind::Destroy,
-                key_id: *id,
-                class: KeyClass::from_code(meta.class).unwrap_or(KeyClass::Resident),
-                epoch: meta.epoch,
-                version: meta.version,
-                count: *entries,
-                actor: who.actor.clone(),
-                reason: who.reason.clone(),
-            };
-            st.dirty_keys.insert(*id);
-            ops.push((Target::KeyStoreDelete, dek_key(p, *id), Vec::new()));
-            self.key_event(p, &mut st, &event, now, ops)?;
-        }
-        if scope == DestroyScope::Partition {
-            // The blind-index key and what it derived: person, household, 高額 and
-            // matching tokens would still link people to this partition, and the
-            // transmission records name its households.
-            ops.push((Target::KeyStoreDelete, index_key_slot(p), Vec::new()));
-            // `T`: transmission and claim records, which list 世帯番号 in clear.
-            for (from, to) in [
-                (b"I", b"J"),
-                (b"K", b"L"),
-                (b"T", b"U"),
-                (b"V", b"W"),
-                (b"X", b"Y"),
-            ] {
-                ops.push((
-                    Target::PartitionDeleteRange(p.clone()),
-                    from.to_vec(),
-                    to.to_vec(),
-                ));
-            }
-            let event = open_event(
-                KeyEventKind::Destroy,
-                0,
-                who,
-                format!("{}; blind-index key and derived index entries", who.reason),
-            );
-            self.key_event(p, &mut st, &event, now, ops)?;
-            let rec = ShredRecord {
-                destroyed_ms: now,
-                keys: u32::try_from(counts.len()).unwrap_or(u32::MAX),
-                entries: counts.values().sum(),
-            };
-            let bytes = encode(&rec).map_err(AppendError::storage)?;
-            ops.push((Target::Sys, shred_key(p), bytes));
-            st.shredded = true;
-        }
-        staged.insert(p.clone(), st);
-        Ok(counts.into_iter().collect())
     }
 }
