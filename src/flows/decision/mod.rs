@@ -233,117 +233,151 @@ pub fn candidates(
     scope: &PartitionScope,
 ) -> Result<Vec<CandidateState>, DecisionError> {
     let p = scope.partition();
-    let flow4 = FLOW4_KINDS;
-    let mut states: BTreeMap<u64, CandidateState> = BTreeMap::new();
-    // decision seq → candidate seq, for the entries that refer to a decision.
-    let mut decided: BTreeMap<u64, u64> = BTreeMap::new();
-    // version seq → the move's first version (its state's key).
-    let mut version_of: BTreeMap<u64, u64> = BTreeMap::new();
     let bad = |seq| DecisionError::Payload {
         partition: p.to_string(),
         seq,
     };
-    store.for_each_envelope(p, |seq, raw| {
+    let mut fold = Fold::default();
+    store.for_each_envelope(p, |seq, raw| -> Result<(), DecisionError> {
         let kind = crate::ledger::EnvelopeRef::decode(raw)
             .map_err(|_| bad(seq))?
             .header
             .kind;
-        if !flow4.contains(&kind) {
+        if !FLOW4_KINDS.contains(&kind) {
             return Ok(());
         }
         let e = store.read_entry(scope, seq)?;
+        let json = |_: serde_json::Error| bad(seq);
         match kind {
             k if k == Kind::CONTINUITY_CANDIDATE => {
-                let candidate: Candidate =
-                    serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                let first = candidate
-                    .supersedes
-                    .and_then(|earlier| version_of.get(&earlier).copied());
-                match first.and_then(|f| states.get_mut(&f).map(|s| (f, s))) {
-                    // A later version of a known move: the move's state follows it.
-                    Some((f, s)) => {
-                        if candidate
-                            .changes
-                            .iter()
-                            .any(|c| crate::flows::continuity::ANOMALY_FIELDS.contains(&c.as_str()))
-                        {
-                            s.anomalies_since = seq;
-                        }
-                        s.candidate = candidate;
-                        s.versions.push(seq);
-                        version_of.insert(seq, f);
-                    }
-                    None => {
-                        version_of.insert(seq, seq);
-                        states.insert(
-                            seq,
-                            CandidateState {
-                                seq,
-                                candidate,
-                                versions: vec![seq],
-                                decision: None,
-                                confirmation: None,
-                                carry_over: None,
-                                decisions: Vec::new(),
-                                rows: Vec::new(),
-                                acknowledgements: Vec::new(),
-                                anomalies_since: seq,
-                            },
-                        );
-                    }
-                }
+                fold.candidate(seq, serde_json::from_slice(&e.payload).map_err(json)?);
             }
             k if k == Kind::CONTINUITY_DECISION => {
-                let d: Decision = serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                let first = version_of.get(&d.candidate_seq).copied();
-                if let Some(s) = first.and_then(|f| states.get_mut(&f)) {
-                    // A newer decision corrects the earlier one; what confirmed that is void.
-                    decided.insert(seq, s.seq);
-                    s.decision = Some((seq, d.clone()));
-                    s.confirmation = None;
-                    s.carry_over = None;
-                    s.decisions.push((seq, d));
-                }
+                fold.decision(seq, serde_json::from_slice(&e.payload).map_err(json)?);
             }
             k if k == Kind::CONTINUITY_ANOMALY_ACK => {
-                let a: Acknowledgement =
-                    serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                let first = version_of.get(&a.candidate_seq).copied();
-                if let Some(s) = first.and_then(|f| states.get_mut(&f)) {
-                    s.acknowledgements.push((seq, a));
-                }
+                fold.acknowledgement(seq, serde_json::from_slice(&e.payload).map_err(json)?);
             }
             _ => {
-                // Confirmation and carry-over both refer to the decision they confirm; only
-                // one of the candidate's latest decision counts.
-                let Some(decision_seq) = e.header.ref_seq else {
-                    return Err(bad(seq));
-                };
-                let Some(s) = decided.get(&decision_seq).and_then(|c| states.get_mut(c)) else {
-                    return Ok(());
-                };
-                let latest = s.decision.as_ref().is_some_and(|(d, _)| *d == decision_seq);
-                if kind == Kind::CONTINUITY_CONFIRMATION {
-                    if latest {
-                        s.confirmation = Some((
-                            seq,
-                            serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?,
-                        ));
-                    }
-                } else {
-                    let row: CarryOver =
-                        serde_json::from_slice(&e.payload).map_err(|_| bad(seq))?;
-                    // The row a confirmation wrote is the decision's carry-over.
-                    if latest && s.carry_over.is_none() && row.row_kind != ROW_CANCEL {
-                        s.carry_over = Some((seq, row.clone()));
-                    }
-                    s.rows.push((seq, row));
-                }
+                // Confirmation and carry-over both refer to the decision they confirm.
+                let decision_seq = e.header.ref_seq.ok_or_else(|| bad(seq))?;
+                fold.follow_up(seq, kind, decision_seq, &e.payload)
+                    .map_err(json)?;
             }
         }
         Ok(())
     })?;
-    Ok(states.into_values().collect())
+    Ok(fold.states.into_values().collect())
+}
+
+/// The moves of a partition as its flow-4 entries are read in seq order.
+#[derive(Default)]
+struct Fold {
+    /// A move's first version → its state.
+    states: BTreeMap<u64, CandidateState>,
+    /// Decision seq → the move it decided, for the entries that refer to a decision.
+    decided: BTreeMap<u64, u64>,
+    /// Version seq → the move's first version.
+    version_of: BTreeMap<u64, u64>,
+}
+
+impl Fold {
+    /// The state of the move whose version (or first version) is `candidate_seq`.
+    fn state_of(&mut self, candidate_seq: u64) -> Option<&mut CandidateState> {
+        let first = self.version_of.get(&candidate_seq).copied()?;
+        self.states.get_mut(&first)
+    }
+
+    /// A new move, or a later version of a known one (its state follows the version).
+    fn candidate(&mut self, seq: u64, candidate: Candidate) {
+        let first = candidate
+            .supersedes
+            .and_then(|earlier| self.version_of.get(&earlier).copied());
+        let Some((f, s)) = first.and_then(|f| self.states.get_mut(&f).map(|s| (f, s))) else {
+            self.version_of.insert(seq, seq);
+            self.states.insert(seq, CandidateState::new(seq, candidate));
+            return;
+        };
+        if candidate
+            .changes
+            .iter()
+            .any(|c| crate::flows::continuity::ANOMALY_FIELDS.contains(&c.as_str()))
+        {
+            s.anomalies_since = seq;
+        }
+        s.candidate = candidate;
+        s.versions.push(seq);
+        self.version_of.insert(seq, f);
+    }
+
+    /// A newer decision corrects the earlier one; what confirmed that is void.
+    fn decision(&mut self, seq: u64, d: Decision) {
+        let Some(s) = self.state_of(d.candidate_seq) else {
+            return;
+        };
+        let move_seq = s.seq;
+        s.decision = Some((seq, d.clone()));
+        s.confirmation = None;
+        s.carry_over = None;
+        s.decisions.push((seq, d));
+        self.decided.insert(seq, move_seq);
+    }
+
+    fn acknowledgement(&mut self, seq: u64, a: Acknowledgement) {
+        if let Some(s) = self.state_of(a.candidate_seq) {
+            s.acknowledgements.push((seq, a));
+        }
+    }
+
+    /// A confirmation or carry-over row of decision `decision_seq`: only one of the move's
+    /// latest decision counts; every row is kept.
+    fn follow_up(
+        &mut self,
+        seq: u64,
+        kind: Kind,
+        decision_seq: u64,
+        payload: &[u8],
+    ) -> Result<(), serde_json::Error> {
+        let Some(s) = self
+            .decided
+            .get(&decision_seq)
+            .and_then(|c| self.states.get_mut(c))
+        else {
+            return Ok(());
+        };
+        let latest = s.decision.as_ref().is_some_and(|(d, _)| *d == decision_seq);
+        if kind == Kind::CONTINUITY_CONFIRMATION {
+            if latest {
+                s.confirmation = Some((seq, serde_json::from_slice(payload)?));
+            }
+            return Ok(());
+        }
+        let row: CarryOver = serde_json::from_slice(payload)?;
+        // The row a confirmation wrote is the decision's carry-over.
+        if latest && s.carry_over.is_none() && row.row_kind != ROW_CANCEL {
+            s.carry_over = Some((seq, row.clone()));
+        }
+        s.rows.push((seq, row));
+        Ok(())
+    }
+}
+
+impl CandidateState {
+    /// A move's state at its first version.
+    fn new(seq: u64, candidate: Candidate) -> Self {
+        CandidateState {
+            seq,
+            candidate,
+            versions: vec![seq],
+            decision: None,
+            confirmation: None,
+            carry_over: None,
+            decisions: Vec::new(),
+            rows: Vec::new(),
+            acknowledgements: Vec::new(),
+            anomalies_since: seq,
+        }
+    }
 }
 
 /// Appends an access record to `p`: `who` read entries `first..=last` of `kinds`.
