@@ -143,88 +143,81 @@ pub fn transmission(
     households: usize,
     seed: u64,
 ) -> SampleFiles {
-    let mut rng = Rng(seed);
+    let mut g = Generator {
+        rng: Rng(seed),
+        serial: seed.wrapping_mul(1_000_003) % 10_000_000_000,
+        tid: transmission_id,
+        kojin_nos: Vec::new(),
+        bangos: Vec::new(),
+    };
     let mut setai = csv_line(&SETAI_HEADER.map(str::to_owned));
     let mut kojin = csv_line(&KOJIN_HEADER.map(str::to_owned));
-    let mut kojin_nos = Vec::new();
-    let mut bangos = Vec::new();
-    let mut serial = seed.wrapping_mul(1_000_003) % 10_000_000_000;
     for h in 0..households {
-        let fam = rng.below(FAMILY.len() as u64);
-        let (family, family_kana) = (
+        let (row, persons) = g.household(hokensha_no, seed, h);
+        setai.push_str(&csv_line(&row));
+        for p in persons {
+            kojin.push_str(&csv_line(&p));
+        }
+    }
+    SampleFiles {
+        transmission_id: transmission_id.to_owned(),
+        setai,
+        kojin,
+        kojin_nos: g.kojin_nos,
+        bangos: g.bangos,
+    }
+}
+
+/// The state of [`transmission`]'s generator: its random stream, the last 個人番号 serial,
+/// and the numbers handed out so far.
+struct Generator<'a> {
+    rng: Rng,
+    serial: u64,
+    tid: &'a str,
+    kojin_nos: Vec<String>,
+    bangos: Vec<String>,
+}
+
+impl Generator<'_> {
+    fn next_kojin_no(&mut self) -> String {
+        self.serial += 1;
+        kojin_no(self.serial)
+    }
+
+    /// Household `h`: its 世帯ファイル row and its members' 個人ファイル rows.
+    fn household(
+        &mut self,
+        hokensha_no: &str,
+        seed: u64,
+        h: usize,
+    ) -> (Vec<String>, Vec<Vec<String>>) {
+        let fam = self.rng.below(FAMILY.len() as u64);
+        let family = (
             FAMILY.get(fam).copied().unwrap_or("山田"),
             FAMILY_KANA.get(fam).copied().unwrap_or("ヤマダ"),
         );
         let giji = h % 5 == 4;
-        let members = 1 + rng.below(4);
+        let members = 1 + self.rng.below(4);
         // Unique per (seed, household) for seeds below 10^8 and up to 100,000 households: a
         // 世帯番号 names one household, and a later transmission of it must send its members
         // again (issue 27 item 6), so two seeds must never share one.
         let setai_no = setai_no(seed, h);
+        let head_no = self.next_kojin_no();
         let mut persons = Vec::new();
-        let head_no = {
-            serial += 1;
-            kojin_no(serial)
-        };
         for m in 0..(members + usize::from(giji)) {
             let no = if m == 0 {
                 head_no.clone()
             } else {
-                serial += 1;
-                kojin_no(serial)
+                self.next_kojin_no()
             };
-            let (given, kana, sex) = pick(&GIVEN, &mut rng);
+            // A 擬制世帯主 (giji) is the head without being insured.
             let insured = !(giji && m == 0);
-            let zokugara = match m {
-                0 => "01",
-                1 => "02",
-                _ => "03",
-            };
-            let birth_year = if m <= 1 {
-                1950 + rng.below(40)
-            } else {
-                1995 + rng.below(25)
-            };
-            let bango = format!("{:010}", 1_000_000_000 + serial % 9_000_000_000);
-            let edaban = format!("{:02}", m);
-            let mut row = vec![
-                "kojin-v1".to_owned(),
-                transmission_id.to_owned(),
-                setai_no.clone(),
-                no.clone(),
-                String::new(),
-                if insured {
-                    bango.clone()
-                } else {
-                    String::new()
-                },
-                if insured { edaban } else { String::new() },
-                format!("{family} {given}"),
-                format!("{family_kana} {kana}"),
-                format!(
-                    "{birth_year}-{:02}-{:02}",
-                    1 + rng.below(12),
-                    1 + rng.below(28)
-                ),
-                sex.to_owned(),
-                zokugara.to_owned(),
-            ];
-            if insured {
-                bangos.push(bango);
-                row.extend(
-                    ["2024-04-01", "03", "", "", "2024-04-01", "", "30", "", "01"]
-                        .map(str::to_owned),
-                );
-            } else {
-                row.extend(["", "", "", "", "", "", "", "", ""].map(str::to_owned));
-            }
-            row.push(if insured { "0" } else { "1" }.to_owned());
-            kojin_nos.push(no);
-            persons.push(row);
+            persons.push(self.person(&setai_no, no, family, m, insured));
         }
-        setai.push_str(&csv_line(&[
+        let rng = &mut self.rng;
+        let row = vec![
             "setai-v1".to_owned(),
-            transmission_id.to_owned(),
+            self.tid.to_owned(),
             hokensha_no.to_owned(),
             setai_no,
             "2024-04-01".to_owned(),
@@ -242,17 +235,66 @@ pub fn transmission(
                 1 + rng.below(30)
             ),
             persons.len().to_string(),
-        ]));
-        for p in persons {
-            kojin.push_str(&csv_line(&p));
-        }
+        ];
+        (row, persons)
     }
-    SampleFiles {
-        transmission_id: transmission_id.to_owned(),
-        setai,
-        kojin,
-        kojin_nos,
-        bangos,
+
+    /// Member `m` of a household: the 個人ファイル row (資格 fields only when `insured`).
+    fn person(
+        &mut self,
+        setai_no: &str,
+        no: String,
+        (family, family_kana): (&str, &str),
+        m: usize,
+        insured: bool,
+    ) -> Vec<String> {
+        let rng = &mut self.rng;
+        let (given, kana, sex) = pick(&GIVEN, rng);
+        let zokugara = match m {
+            0 => "01",
+            1 => "02",
+            _ => "03",
+        };
+        let birth_year = if m <= 1 {
+            1950 + rng.below(40)
+        } else {
+            1995 + rng.below(25)
+        };
+        let bango = format!("{:010}", 1_000_000_000 + self.serial % 9_000_000_000);
+        let edaban = format!("{:02}", m);
+        let mut row = vec![
+            "kojin-v1".to_owned(),
+            self.tid.to_owned(),
+            setai_no.to_owned(),
+            no.clone(),
+            String::new(),
+            if insured {
+                bango.clone()
+            } else {
+                String::new()
+            },
+            if insured { edaban } else { String::new() },
+            format!("{family} {given}"),
+            format!("{family_kana} {kana}"),
+            format!(
+                "{birth_year}-{:02}-{:02}",
+                1 + rng.below(12),
+                1 + rng.below(28)
+            ),
+            sex.to_owned(),
+            zokugara.to_owned(),
+        ];
+        if insured {
+            self.bangos.push(bango);
+            row.extend(
+                ["2024-04-01", "03", "", "", "2024-04-01", "", "30", "", "01"].map(str::to_owned),
+            );
+        } else {
+            row.extend(["", "", "", "", "", "", "", "", ""].map(str::to_owned));
+        }
+        row.push(if insured { "0" } else { "1" }.to_owned());
+        self.kojin_nos.push(no);
+        row
     }
 }
 
