@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::Limits;
@@ -243,70 +245,10 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let watcher = graceful.watcher();
+        let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                // Request line and headers past 64 KiB get 431 (hyper's default is ~400 KiB).
-                .max_header_size(MAX_HEADER_BYTES);
-            let result = match acceptor {
-                Some(acceptor) => {
-                    let tls = match tokio::time::timeout(
-                        limits.header_timeout,
-                        acceptor.accept(tcp),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %crate::error::report(&e), "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let peer_cert = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(|c| PeerCertificate(der_sha256(c)));
-                    let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
-                        app,
-                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(PeerAddr(peer.ip()));
-                            if let Some(p) = peer_cert {
-                                req.extensions_mut().insert(p);
-                            }
-                            req
-                        },
-                    ));
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tls), svc))
-                        .await
-                }
-                None => {
-                    let svc = TowerToHyperService::new(tower::ServiceExt::map_request(
-                        app,
-                        move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(PeerAddr(peer.ip()));
-                            req
-                        },
-                    ));
-                    watcher
-                        .watch(http.serve_connection(TokioIo::new(tcp), svc))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %crate::error::report(&e), "connection ended with an error");
-            }
+            connection(tcp, peer, app, acceptor, watcher, limits).await;
         });
     }
     drop(listener);
@@ -316,6 +258,90 @@ pub async fn serve(
         () = tokio::time::sleep(drain) => tracing::warn!("drain timeout; closing remaining connections"),
     }
     Ok(())
+}
+
+/// One accepted connection: TLS (when configured) within the header timeout, then HTTP/1.1
+/// with the peer's address (and client certificate hash) on every request.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+    limits: Limits,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        // Request line and headers past 64 KiB get 431 (hyper's default is ~400 KiB).
+        .max_header_size(MAX_HEADER_BYTES);
+    let result = match acceptor {
+        Some(acceptor) => {
+            let Some(tls) = handshake(&acceptor, tcp, peer, limits.header_timeout).await else {
+                return;
+            };
+            let peer_cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| PeerCertificate(der_sha256(c)));
+            let svc = tagged(app, peer, peer_cert);
+            watcher
+                .watch(http.serve_connection(TokioIo::new(tls), svc))
+                .await
+        }
+        None => {
+            let svc = tagged(app, peer, None);
+            watcher
+                .watch(http.serve_connection(TokioIo::new(tcp), svc))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %crate::error::report(&e), "connection ended with an error");
+    }
+}
+
+/// The TLS handshake, bounded by the header timeout; `None` (logged) when it fails.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    within: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    match tokio::time::timeout(within, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %crate::error::report(&e), "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// `app` as a hyper service that puts the peer's address (and certificate hash) on each
+/// request.
+fn tagged(
+    app: Router,
+    peer: SocketAddr,
+    peer_cert: Option<PeerCertificate>,
+) -> TowerToHyperService<
+    tower::util::MapRequest<Router, impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone>,
+> {
+    TowerToHyperService::new(tower::ServiceExt::map_request(
+        app,
+        move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer.ip()));
+            if let Some(p) = peer_cert {
+                req.extensions_mut().insert(p);
+            }
+            req
+        },
+    ))
 }
 
 /// Default of [`runtime`]'s `request_nice` (and of `kukaku serve --request-nice`).
