@@ -55,6 +55,57 @@ fn now_secs() -> u64 {
     super::now_ms() / 1000
 }
 
+/// The trusted witnesses (cosigner keys) whose cosignature on `incoming` verifies; a line
+/// that claims a trusted key but fails refuses the whole note, and so does a note no trusted
+/// witness cosigned.
+fn cosigned_by<'k>(
+    incoming: &SignedNote,
+    trusted: &'k [VerifierKey],
+) -> Result<Vec<&'k VerifierKey>, CosignError> {
+    let mut witnessed = Vec::new();
+    for w in trusted.iter().filter(|w| w.is_cosigner()) {
+        match incoming.verify_cosignature(w) {
+            Ok(_) => witnessed.push(w),
+            Err(NoteError::NoTrustedSignature) => {}
+            Err(_) => return Err(CosignError::BadCosignature(w.name().to_owned())),
+        }
+    }
+    if witnessed.is_empty() {
+        return Err(CosignError::UntrustedWitness);
+    }
+    Ok(witnessed)
+}
+
+/// Adds to `merged` the lines of `incoming` by the witnesses just verified (other lines are
+/// dropped); a witness's newer line replaces its older one.
+fn merge_cosignatures(
+    merged: &mut SignedNote,
+    incoming: &SignedNote,
+    witnessed: &[&VerifierKey],
+) -> Result<(), CosignError> {
+    let lines: Vec<_> = incoming
+        .signatures
+        .iter()
+        .filter(|s| {
+            witnessed
+                .iter()
+                .any(|w| s.name == w.name() && s.key_id == w.id())
+        })
+        .cloned()
+        .collect();
+    merged.signatures.retain(|s| {
+        !lines
+            .iter()
+            .any(|l| l.name == s.name && l.key_id == s.key_id)
+    });
+    merged
+        .merge(&SignedNote {
+            text: incoming.text.clone(),
+            signatures: lines,
+        })
+        .map_err(CosignError::Note)
+}
+
 impl Store {
     /// This instance's witness key (C2SP vkey, type 0x04), for hubs to pin.
     pub fn cosigner_key(&self) -> VerifierKey {
@@ -93,17 +144,7 @@ impl Store {
             why,
         })?;
         let incoming = SignedNote::parse(note).map_err(CosignError::Note)?;
-        let mut witnessed = Vec::new();
-        for w in trusted.iter().filter(|w| w.is_cosigner()) {
-            match incoming.verify_cosignature(w) {
-                Ok(_) => witnessed.push(w),
-                Err(NoteError::NoTrustedSignature) => {}
-                Err(_) => return Err(CosignError::BadCosignature(w.name().to_owned())),
-            }
-        }
-        if witnessed.is_empty() {
-            return Err(CosignError::UntrustedWitness);
-        }
+        let witnessed = cosigned_by(&incoming, trusted)?;
         let inner = &self.inner;
         let _guard = inner
             .cosign_lock
@@ -139,29 +180,7 @@ impl Store {
                 .ok_or_else(|| CosignError::UnreadableCosigned(partition.to_string()))?,
             None => stored,
         };
-        // Keep only the lines of the witnesses just verified; a witness's newer line replaces
-        // its older one.
-        let lines: Vec<_> = incoming
-            .signatures
-            .iter()
-            .filter(|s| {
-                witnessed
-                    .iter()
-                    .any(|w| s.name == w.name() && s.key_id == w.id())
-            })
-            .cloned()
-            .collect();
-        merged.signatures.retain(|s| {
-            !lines
-                .iter()
-                .any(|l| l.name == s.name && l.key_id == s.key_id)
-        });
-        merged
-            .merge(&SignedNote {
-                text: incoming.text.clone(),
-                signatures: lines,
-            })
-            .map_err(CosignError::Note)?;
+        merge_cosignatures(&mut merged, &incoming, &witnessed)?;
         let text = merged.to_text();
         inner
             .db
