@@ -402,70 +402,34 @@ pub fn verify<R: Read>(
                 if key != named {
                     return Err(BundleError::Key(NoteError::NoTrustedSignature));
                 }
-                section = Some(Section {
-                    report: PartitionReport {
-                        partition: id.to_string(),
-                        entries: 0,
-                        checkpoints: 0,
-                        root: Hash::ZERO,
-                        last_checkpoint: None,
-                        kinds: BTreeMap::new(),
-                        first_seq: 0,
-                    },
-                    verifier: ChainVerifier::new(id),
-                    key,
-                    anchored: true,
-                    proved: false,
-                });
+                section = Some(Section::new(id, key));
             }
             Record::Envelope(data) => {
-                let s = section.as_mut().ok_or(BundleError::Record {
-                    at,
-                    reason: "envelope before a partition record",
-                })?;
-                if !s.anchored {
-                    return Err(BundleError::Record {
-                        at,
-                        reason: "a start record must be followed by the checkpoint at its size",
-                    });
-                }
-                let (env, _) = s.verifier.push(&data)?;
-                *s.report.kinds.entry(env.header.kind.name()).or_default() += 1;
+                in_section(section.as_mut(), at, "envelope before a partition record")?
+                    .envelope(at, &data)?;
             }
             Record::Checkpoint(note) => {
-                let s = section.as_mut().ok_or(BundleError::Record {
-                    at,
-                    reason: "checkpoint before a partition record",
-                })?;
-                let cp = s.verifier.check_checkpoint(&note, &s.key)?;
-                s.report.checkpoints += 1;
-                s.report.last_checkpoint = Some(cp.size);
-                s.anchored = true;
+                in_section(section.as_mut(), at, "checkpoint before a partition record")?
+                    .checkpoint(&note)?;
             }
             Record::Start {
                 from,
                 chain,
                 frontier,
             } => {
-                let s = section.as_mut().ok_or(BundleError::Record {
+                in_section(
+                    section.as_mut(),
                     at,
-                    reason: "start record before a partition record",
-                })?;
-                if s.verifier.size() != 0 || s.report.checkpoints != 0 {
-                    return Err(BundleError::Record {
-                        at,
-                        reason: "start record after entries",
-                    });
-                }
-                s.verifier = ChainVerifier::resume(s.verifier.partition().clone(), frontier, chain);
-                s.anchored = false;
-                s.report.first_seq = from;
+                    "start record before a partition record",
+                )?
+                .start(at, from, chain, frontier)?;
             }
             Record::Consistency { from, root, proof } => {
-                let s = section.as_mut().ok_or(BundleError::Record {
+                let s = in_section(
+                    section.as_mut(),
                     at,
-                    reason: "consistency record before a partition record",
-                })?;
+                    "consistency record before a partition record",
+                )?;
                 check_consistency(
                     &s.verifier,
                     s.report.first_seq,
@@ -476,5 +440,77 @@ pub fn verify<R: Read>(
                 s.proved = true;
             }
         }
+    }
+}
+
+/// The open section, or the bundle error of a record that needs one.
+fn in_section<'s>(
+    section: Option<&'s mut Section>,
+    at: u64,
+    reason: &'static str,
+) -> Result<&'s mut Section, BundleError> {
+    section.ok_or(BundleError::Record { at, reason })
+}
+
+impl Section {
+    /// A partition's section, verified against its pinned `key`.
+    fn new(id: PartitionId, key: VerifierKey) -> Self {
+        Section {
+            report: PartitionReport {
+                partition: id.to_string(),
+                entries: 0,
+                checkpoints: 0,
+                root: Hash::ZERO,
+                last_checkpoint: None,
+                kinds: BTreeMap::new(),
+                first_seq: 0,
+            },
+            verifier: ChainVerifier::new(id),
+            key,
+            anchored: true,
+            proved: false,
+        }
+    }
+
+    /// The next envelope: only once a start record is anchored by its checkpoint.
+    fn envelope(&mut self, at: u64, data: &[u8]) -> Result<(), BundleError> {
+        if !self.anchored {
+            return Err(BundleError::Record {
+                at,
+                reason: "a start record must be followed by the checkpoint at its size",
+            });
+        }
+        let (env, _) = self.verifier.push(data)?;
+        *self.report.kinds.entry(env.header.kind.name()).or_default() += 1;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, note: &str) -> Result<(), BundleError> {
+        let cp = self.verifier.check_checkpoint(note, &self.key)?;
+        self.report.checkpoints += 1;
+        self.report.last_checkpoint = Some(cp.size);
+        self.anchored = true;
+        Ok(())
+    }
+
+    /// A section that starts at a checkpointed size: the chain resumes from the recorded
+    /// tree edge and chain value, unanchored until the checkpoint at that size.
+    fn start(
+        &mut self,
+        at: u64,
+        from: u64,
+        chain: Hash,
+        frontier: CompactRange,
+    ) -> Result<(), BundleError> {
+        if self.verifier.size() != 0 || self.report.checkpoints != 0 {
+            return Err(BundleError::Record {
+                at,
+                reason: "start record after entries",
+            });
+        }
+        self.verifier = ChainVerifier::resume(self.verifier.partition().clone(), frontier, chain);
+        self.anchored = false;
+        self.report.first_seq = from;
+        Ok(())
     }
 }
