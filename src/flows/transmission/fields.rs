@@ -192,29 +192,12 @@ pub(super) fn setai_row(
     let ido = c.date("ido_date", true);
     let ido_jiyu = c.code("ido_jiyu", &IDO_JIYU, true);
     let teisei = c.raw("teisei_moto").to_owned();
-    match (ido_jiyu.as_deref(), teisei.is_empty()) {
-        (Some("90"), true) => c.fail("teisei_moto", "missing"),
-        (Some("90"), false) if !valid_transmission_id(&teisei) => c.fail("teisei_moto", "format"),
-        (Some("90"), false) if !(ctx.correction_target)(&teisei, c.raw("setai_no")) => {
-            c.fail("teisei_moto", "unknown_transmission")
-        }
-        (Some(j), false) if j != "90" => c.fail("teisei_moto", "not_allowed"),
-        _ => {}
-    }
+    correction_of(&mut c, ctx, ido_jiyu.as_deref(), &teisei);
     let head = c.kojin_no("head_kojin_no");
     let head_kubun = c.code("head_kubun", &["1", "2"], true);
     let kigo = c.kigo_bango("kigo").ok().flatten();
     let yubin = c.raw("yubin_no").to_owned();
-    let yubin_ok = yubin.is_empty()
-        || (yubin.len() == 8
-            && yubin.bytes().enumerate().all(|(i, b)| {
-                if i == 3 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            }));
-    if !yubin_ok {
+    if !(yubin.is_empty() || valid_yubin(&yubin)) {
         c.fail("yubin_no", "format");
     }
     let jusho = c.required("jusho", 200);
@@ -277,19 +260,7 @@ pub(super) fn kojin_row(
     let kojin = c.kojin_no("kojin_no");
     let giji = c.code("giji_head", &["0", "1"], true);
     let insured = giji.as_deref() == Some("0");
-    let kigo = c.kigo_bango("kigo").ok().flatten();
-    let bango = c.kigo_bango("bango").ok().flatten();
-    if insured && bango.is_none() && c.raw("bango").is_empty() {
-        c.fail("bango", "missing");
-    }
-    let edaban = c.raw("edaban").to_owned();
-    if edaban.is_empty() {
-        if insured {
-            c.fail("edaban", "missing");
-        }
-    } else if !(edaban.len() == 2 && edaban.bytes().all(|b| b.is_ascii_digit())) {
-        c.fail("edaban", "format");
-    }
+    let (kigo, bango, edaban) = insurance_numbers(&mut c, insured);
     let shimei = c.required("shimei", 100);
     let kana = c.raw("shimei_kana").to_owned();
     if !kana.is_empty()
@@ -300,18 +271,7 @@ pub(super) fn kojin_row(
     let birth = c.date("birth_date", true);
     let sex = c.code("sex", &["1", "2", "3"], true);
     let zokugara = c.code("zokugara", &ZOKUGARA, true);
-    let shutoku = c.date("shutoku_date", insured);
-    let shutoku_jiyu = c.code("shutoku_jiyu", &SHUTOKU_JIYU, shutoku.is_some());
-    if shutoku.is_none() && !c.raw("shutoku_jiyu").is_empty() && !c.raw("shutoku_date").is_empty() {
-        // reported with the date
-    } else if shutoku.is_none() && !c.raw("shutoku_jiyu").is_empty() {
-        c.fail("shutoku_jiyu", "not_allowed");
-    }
-    let soshitsu = c.date("soshitsu_date", false);
-    let soshitsu_jiyu = c.code("soshitsu_jiyu", &SOSHITSU_JIYU, soshitsu.is_some());
-    if c.raw("soshitsu_date").is_empty() && !c.raw("soshitsu_jiyu").is_empty() {
-        c.fail("soshitsu_jiyu", "not_allowed");
-    }
+    let ((shutoku, shutoku_jiyu), (soshitsu, soshitsu_jiyu)) = qualification(&mut c, insured);
     let start = c.date("tekiyo_start", insured);
     let end = c.date("tekiyo_end", false);
     let futan = c.code("futan_wariai", &FUTAN, insured);
@@ -320,38 +280,13 @@ pub(super) fn kojin_row(
         c.fail("gendo_kubun", "code");
     }
     let shosho = c.code("shosho_kubun", &SHOSHO, false);
-    // Date order.
     let d = |x: &Option<(String, i32)>| x.as_ref().map(|(_, d)| *d);
-    if let (Some(b), Some(s)) = (d(&birth), d(&shutoku))
-        && b > s
-    {
-        c.fail("birth_date", "date_order");
-    }
-    if let (Some(b), Some(Some(ido))) = (d(&birth), ido_dates.get(&setai_no))
-        && b > *ido
-    {
-        c.fail("birth_date", "date_order");
-    }
-    if let (Some(s), Some(l)) = (d(&shutoku), d(&soshitsu))
-        && l < s
-    {
-        c.fail("soshitsu_date", "date_order");
-    }
-    if let (Some(s), Some(t)) = (d(&shutoku), d(&start))
-        && t < s
-    {
-        c.fail("tekiyo_start", "date_order");
-    }
-    if let (Some(t), Some(e)) = (d(&start), d(&end))
-        && e < t
-    {
-        c.fail("tekiyo_end", "date_order");
-    }
-    match (d(&soshitsu), d(&end), c.raw("tekiyo_end").is_empty()) {
-        (Some(_), None, true) => c.fail("tekiyo_end", "missing"),
-        (Some(l), Some(e), _) if e != l - 1 => c.fail("tekiyo_end", "not_day_before_soshitsu"),
-        _ => {}
-    }
+    let ido = ido_dates.get(&setai_no).copied().flatten();
+    date_order(
+        &mut c,
+        [&birth, &shutoku, &soshitsu, &start, &end].map(d),
+        ido,
+    );
     if c.problems.len() != before {
         return None;
     }
@@ -382,4 +317,106 @@ pub(super) fn kojin_row(
         soshitsu: d(&soshitsu),
     };
     Some((setai_no, kojin, person, dates))
+}
+
+/// 記号, 番号 and 枝番 of a person: 番号 and 枝番 are required when insured.
+fn insurance_numbers(c: &mut Check<'_>, insured: bool) -> (Option<String>, Option<String>, String) {
+    let kigo = c.kigo_bango("kigo").ok().flatten();
+    let bango = c.kigo_bango("bango").ok().flatten();
+    if insured && bango.is_none() && c.raw("bango").is_empty() {
+        c.fail("bango", "missing");
+    }
+    let edaban = c.raw("edaban").to_owned();
+    if edaban.is_empty() {
+        if insured {
+            c.fail("edaban", "missing");
+        }
+    } else if !(edaban.len() == 2 && edaban.bytes().all(|b| b.is_ascii_digit())) {
+        c.fail("edaban", "format");
+    }
+    (kigo, bango, edaban)
+}
+
+/// A date and its 事由 code.
+type Dated = (Option<(String, i32)>, Option<String>);
+
+/// 資格取得 (date required when insured) and 資格喪失, each with its 事由: a 事由 without its
+/// date is not allowed.
+fn qualification(c: &mut Check<'_>, insured: bool) -> (Dated, Dated) {
+    let shutoku = c.date("shutoku_date", insured);
+    let shutoku_jiyu = c.code("shutoku_jiyu", &SHUTOKU_JIYU, shutoku.is_some());
+    if shutoku.is_none() && !c.raw("shutoku_jiyu").is_empty() && !c.raw("shutoku_date").is_empty() {
+        // reported with the date
+    } else if shutoku.is_none() && !c.raw("shutoku_jiyu").is_empty() {
+        c.fail("shutoku_jiyu", "not_allowed");
+    }
+    let soshitsu = c.date("soshitsu_date", false);
+    let soshitsu_jiyu = c.code("soshitsu_jiyu", &SOSHITSU_JIYU, soshitsu.is_some());
+    if c.raw("soshitsu_date").is_empty() && !c.raw("soshitsu_jiyu").is_empty() {
+        c.fail("soshitsu_jiyu", "not_allowed");
+    }
+    ((shutoku, shutoku_jiyu), (soshitsu, soshitsu_jiyu))
+}
+
+/// The order of a person's dates (生年月日, 資格取得, 資格喪失, 適用開始, 適用終了, as days) and
+/// the household's 異動年月日: born before both, 喪失 and 適用開始 not before 取得, 適用終了
+/// not before 適用開始 and the day before 喪失.
+fn date_order(c: &mut Check<'_>, dates: [Option<i32>; 5], ido: Option<i32>) {
+    let [birth, shutoku, soshitsu, start, end] = dates;
+    if let (Some(b), Some(s)) = (birth, shutoku)
+        && b > s
+    {
+        c.fail("birth_date", "date_order");
+    }
+    if let (Some(b), Some(ido)) = (birth, ido)
+        && b > ido
+    {
+        c.fail("birth_date", "date_order");
+    }
+    if let (Some(s), Some(l)) = (shutoku, soshitsu)
+        && l < s
+    {
+        c.fail("soshitsu_date", "date_order");
+    }
+    if let (Some(s), Some(t)) = (shutoku, start)
+        && t < s
+    {
+        c.fail("tekiyo_start", "date_order");
+    }
+    if let (Some(t), Some(e)) = (start, end)
+        && e < t
+    {
+        c.fail("tekiyo_end", "date_order");
+    }
+    match (soshitsu, end, c.raw("tekiyo_end").is_empty()) {
+        (Some(_), None, true) => c.fail("tekiyo_end", "missing"),
+        (Some(l), Some(e), _) if e != l - 1 => c.fail("tekiyo_end", "not_day_before_soshitsu"),
+        _ => {}
+    }
+}
+
+/// 〒 as `NNN-NNNN`.
+fn valid_yubin(yubin: &str) -> bool {
+    yubin.len() == 8
+        && yubin.bytes().enumerate().all(|(i, b)| {
+            if i == 3 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+}
+
+/// 訂正元: required (a known transmission of this household) exactly when 異動事由 is 90
+/// (訂正).
+fn correction_of(c: &mut Check<'_>, ctx: &Context<'_>, ido_jiyu: Option<&str>, teisei: &str) {
+    match (ido_jiyu, teisei.is_empty()) {
+        (Some("90"), true) => c.fail("teisei_moto", "missing"),
+        (Some("90"), false) if !valid_transmission_id(teisei) => c.fail("teisei_moto", "format"),
+        (Some("90"), false) if !(ctx.correction_target)(teisei, c.raw("setai_no")) => {
+            c.fail("teisei_moto", "unknown_transmission")
+        }
+        (Some(j), false) if j != "90" => c.fail("teisei_moto", "not_allowed"),
+        _ => {}
+    }
 }
