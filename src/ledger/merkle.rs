@@ -306,6 +306,55 @@ pub fn verify_inclusion(
     Ok(())
 }
 
+/// The length of a consistency proof from `from` to `to` (0 < `from` < `to`): the
+/// inclusion-style path of leaf `from`-1 in `to`, minus the levels shared by the old tree's
+/// largest right subtree, plus the seed hash when `from` is not a power of two.
+fn consistency_proof_len(from: u64, to: u64) -> usize {
+    let shift = from.trailing_zeros();
+    let inner = 64 - ((from - 1) ^ (to - 1)).leading_zeros();
+    let inner = inner.saturating_sub(shift);
+    let border = (from - 1)
+        .checked_shr(inner + shift)
+        .unwrap_or(0)
+        .count_ones();
+    let seed = u32::from(!from.is_power_of_two());
+    (seed + inner + border) as usize
+}
+
+/// The old and new roots a consistency `path` (the seed, then the proof) recomputes (RFC 9162
+/// §2.1.4.2, steps 4–6); `None` when the path does not fit the two sizes.
+fn consistency_roots(from: u64, to: u64, path: &[Hash]) -> Option<(Hash, Hash)> {
+    let mut fnode = from - 1;
+    let mut snode = to - 1;
+    while fnode & 1 == 1 {
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    let (first, rest) = path.split_first()?;
+    let mut fr = *first;
+    let mut sr = *first;
+    for c in rest {
+        if snode == 0 {
+            return None;
+        }
+        if fnode & 1 == 1 || fnode == snode {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            if fnode & 1 == 0 {
+                while fnode & 1 == 0 && fnode != 0 {
+                    fnode >>= 1;
+                    snode >>= 1;
+                }
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fnode >>= 1;
+        snode >>= 1;
+    }
+    (snode == 0).then_some((fr, sr))
+}
+
 /// Verifies a consistency proof (RFC 9162 §2.1.4.2). Equal sizes need an empty proof and equal
 /// roots; size 0 and shrinking trees are rejected.
 pub fn verify_consistency(
@@ -333,17 +382,7 @@ pub fn verify_consistency(
         }
         return Ok(());
     }
-    // Expected length: the inclusion-style path of leaf from-1 in `to`, minus the levels
-    // shared by the old tree's largest right subtree, plus the seed hash when needed.
-    let shift = from.trailing_zeros();
-    let inner = 64 - ((from - 1) ^ (to - 1)).leading_zeros();
-    let inner = inner.saturating_sub(shift);
-    let border = (from - 1)
-        .checked_shr(inner + shift)
-        .unwrap_or(0)
-        .count_ones();
-    let seed = u32::from(!from.is_power_of_two());
-    let want = (seed + inner + border) as usize;
+    let want = consistency_proof_len(from, to);
     if proof.len() != want {
         return Err(ProofError::WrongLength {
             want,
@@ -355,45 +394,11 @@ pub fn verify_consistency(
         path.push(*old_root);
     }
     path.extend_from_slice(proof);
-    let mut fnode = from - 1;
-    let mut snode = to - 1;
-    while fnode & 1 == 1 {
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    let Some((first, rest)) = path.split_first() else {
-        return Err(ProofError::WrongLength { want, got: 0 });
+    let wrong_length = ProofError::WrongLength {
+        want,
+        got: proof.len(),
     };
-    let mut fr = *first;
-    let mut sr = *first;
-    for c in rest {
-        if snode == 0 {
-            return Err(ProofError::WrongLength {
-                want,
-                got: proof.len(),
-            });
-        }
-        if fnode & 1 == 1 || fnode == snode {
-            fr = node_hash(c, &fr);
-            sr = node_hash(c, &sr);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            }
-        } else {
-            sr = node_hash(&sr, c);
-        }
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    if snode != 0 {
-        return Err(ProofError::WrongLength {
-            want,
-            got: proof.len(),
-        });
-    }
+    let (fr, sr) = consistency_roots(from, to, &path).ok_or(wrong_length)?;
     if fr != *old_root {
         return Err(ProofError::OldRootMismatch);
     }
