@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::tasukai::{CareMonth, KogakuMonth, Shikyu};
 use crate::flows::import::{Claimed, ImportError, ImportOutcome, Importer, store_claimed};
 use crate::flows::transmission::{
-    Check, Encoding, FileKind, Problem, Rejected, read_files, valid_setai_no,
+    Check, Encoding, FileKind, Problem, Rejected, Row, read_files, valid_setai_no,
 };
 use crate::ledger::{Kind, PartitionId};
 use crate::store::{Claim, IndexKind, NewEntry, Store};
@@ -92,38 +92,9 @@ pub fn validate(
     let mut households: BTreeMap<String, (usize, BTreeMap<CareMonth, MonthRecord>)> =
         BTreeMap::new();
     for row in &rows {
-        let mut c = Check {
-            file,
-            row,
-            header: &KOGAKU_HEADER,
-            problems: &mut problems,
-        };
-        let before = c.problems.len();
-        c.layout_and_id("kogaku-v1", transmission_id);
-        c.hokensha_no(partition);
-        let setai_no = c.raw("setai_no").to_owned();
-        if !valid_setai_no(&setai_no) {
-            c.fail("setai_no", "format");
-        }
-        let month = match c.raw("shinryo_ym") {
-            "" => {
-                c.fail("shinryo_ym", "missing");
-                None
-            }
-            v => {
-                let m = CareMonth::parse(v);
-                if m.is_none() {
-                    c.fail("shinryo_ym", "month");
-                }
-                m
-            }
-        };
-        let shikyu = c.code("shikyu_kubun", &["1", "2"], true);
-        let nashi = c.code("tasukai_nashi", &["0", "1"], true);
-        if c.problems.len() != before {
-            continue;
-        }
-        let (Some(month), Some(shikyu), Some(nashi)) = (month, shikyu, nashi) else {
+        let Some((setai_no, month, record)) =
+            kogaku_row(row, partition, transmission_id, &mut problems)
+        else {
             continue;
         };
         let order = households.len();
@@ -139,14 +110,7 @@ pub fn validate(
             });
             continue;
         }
-        months.insert(
-            month,
-            MonthRecord {
-                shinryo_ym: month.to_string(),
-                shikyu_kubun: if shikyu == "1" { 1 } else { 2 },
-                tasukai_nashi: nashi == "1",
-            },
-        );
+        months.insert(month, record);
     }
     if !problems.is_empty() {
         return Err(Rejected { problems });
@@ -167,6 +131,53 @@ pub fn validate(
         .collect();
     out.sort_by_key(|(order, _)| *order);
     Ok(out.into_iter().map(|(_, r)| r).collect())
+}
+
+/// One row's fields: its 世帯番号, month and record, or `None` with its problems added.
+fn kogaku_row(
+    row: &Row,
+    partition: &PartitionId,
+    transmission_id: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(String, CareMonth, MonthRecord)> {
+    let mut c = Check {
+        file: FileKind::Kogaku,
+        row,
+        header: &KOGAKU_HEADER,
+        problems,
+    };
+    let before = c.problems.len();
+    c.layout_and_id("kogaku-v1", transmission_id);
+    c.hokensha_no(partition);
+    let setai_no = c.raw("setai_no").to_owned();
+    if !valid_setai_no(&setai_no) {
+        c.fail("setai_no", "format");
+    }
+    let month = match c.raw("shinryo_ym") {
+        "" => {
+            c.fail("shinryo_ym", "missing");
+            None
+        }
+        v => {
+            let m = CareMonth::parse(v);
+            if m.is_none() {
+                c.fail("shinryo_ym", "month");
+            }
+            m
+        }
+    };
+    let shikyu = c.code("shikyu_kubun", &["1", "2"], true);
+    let nashi = c.code("tasukai_nashi", &["0", "1"], true);
+    if c.problems.len() != before {
+        return None;
+    }
+    let (month, shikyu, nashi) = (month?, shikyu?, nashi?);
+    let record = MonthRecord {
+        shinryo_ym: month.to_string(),
+        shikyu_kubun: if shikyu == "1" { 1 } else { 2 },
+        tasukai_nashi: nashi == "1",
+    };
+    Some((setai_no, month, record))
 }
 
 /// Validates and stores a 高額該当情報ファイル (blocking; call from the blocking pool). The
