@@ -164,13 +164,15 @@ pub(crate) fn rows(
     file: FileKind,
     problems: &mut Vec<Problem>,
 ) -> Vec<Row> {
+    // A problem of the whole record (or file), not of one field.
+    let whole = |line, reason| Problem {
+        file,
+        line,
+        field: None,
+        reason,
+    };
     if text.trim().is_empty() {
-        problems.push(Problem {
-            file,
-            line: 0,
-            field: None,
-            reason: "empty_file",
-        });
+        problems.push(whole(0, "empty_file"));
         return Vec::new();
     }
     // Line (1-based) of a record from the parser's byte position before it. After a CRLF
@@ -192,24 +194,14 @@ pub(crate) fn rows(
                 Some(Ok(record)) => record,
                 None => break,
                 Some(Err(())) => {
-                    problems.push(Problem {
-                        file,
-                        line,
-                        field: None,
-                        reason: "csv_syntax",
-                    });
+                    problems.push(whole(line, "csv_syntax"));
                     break;
                 }
             };
             if first {
                 first = false;
                 if record.iter().copied().ne(header.iter().copied()) {
-                    problems.push(Problem {
-                        file,
-                        line,
-                        field: None,
-                        reason: "header",
-                    });
+                    problems.push(whole(line, "header"));
                     return Vec::new();
                 }
                 continue;
@@ -218,12 +210,7 @@ pub(crate) fn rows(
                 continue; // blank line
             }
             if record.len() != header.len() {
-                problems.push(Problem {
-                    file,
-                    line,
-                    field: None,
-                    reason: "column_count",
-                });
+                problems.push(whole(line, "column_count"));
                 continue;
             }
             out.push(Row {
@@ -232,12 +219,7 @@ pub(crate) fn rows(
             });
         }
         if out.is_empty() && problems.iter().all(|p| p.file != file) {
-            problems.push(Problem {
-                file,
-                line: 0,
-                field: None,
-                reason: "no_rows",
-            });
+            problems.push(whole(0, "no_rows"));
         }
         out
     })
