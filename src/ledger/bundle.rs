@@ -289,6 +289,23 @@ impl<R: Read> BundleReader<R> {
         }
     }
 
+    /// A partition record: a length-prefixed partition id, then its verifier key.
+    fn partition_record(&self, data: &[u8]) -> Result<Record, BundleError> {
+        let Some((&plen, rest)) = data.split_first() else {
+            return Err(self.bad("empty partition record"));
+        };
+        let (id, vkey) = rest
+            .split_at_checked(usize::from(plen))
+            .ok_or_else(|| self.bad("partition record truncated"))?;
+        let partition = std::str::from_utf8(id)
+            .ok()
+            .and_then(|s| PartitionId::parse(s).ok())
+            .ok_or_else(|| self.bad("bad partition id"))?;
+        let vkey = std::str::from_utf8(vkey).map_err(|_| self.bad("verifier key is not UTF-8"))?;
+        let vkey = VerifierKey::parse(vkey).map_err(BundleError::Key)?;
+        Ok(Record::Partition { partition, vkey })
+    }
+
     /// The next record, or `None` after a valid trailer.
     pub fn next_record(&mut self) -> Result<Option<Record>, BundleError> {
         if self.done {
@@ -325,30 +342,11 @@ impl<R: Read> BundleReader<R> {
         self.ctx.update(&head);
         self.ctx.update(&data);
         let record = match tag {
-            TAG_PARTITION => {
-                let Some((&plen, rest)) = data.split_first() else {
-                    return Err(self.bad("empty partition record"));
-                };
-                let (id, vkey) = rest
-                    .split_at_checked(usize::from(plen))
-                    .ok_or_else(|| self.bad("partition record truncated"))?;
-                let partition = std::str::from_utf8(id)
-                    .ok()
-                    .and_then(|s| PartitionId::parse(s).ok())
-                    .ok_or_else(|| self.bad("bad partition id"))?;
-                let vkey =
-                    std::str::from_utf8(vkey).map_err(|_| self.bad("verifier key is not UTF-8"))?;
-                let vkey = VerifierKey::parse(vkey).map_err(BundleError::Key)?;
-                Record::Partition { partition, vkey }
-            }
+            TAG_PARTITION => self.partition_record(&data)?,
             TAG_ENVELOPE => Record::Envelope(data),
             TAG_START => {
-                let bad = || self.bad("malformed start record");
-                let (from, rest) = data.split_at_checked(8).ok_or_else(bad)?;
-                let from = u64::from_be_bytes(from.try_into().map_err(|_| bad())?);
-                let (chain, rest) = rest.split_at_checked(32).ok_or_else(bad)?;
-                let chain = Hash::from_slice(chain).ok_or_else(bad)?;
-                let hashes = hash_list(rest).ok_or_else(bad)?;
+                let (from, chain, hashes) =
+                    size_hash_list(&data).ok_or_else(|| self.bad("malformed start record"))?;
                 let frontier = CompactRange::from_parts(from, hashes)
                     .map_err(|_| self.bad("start record's frontier does not fit its size"))?;
                 Record::Start {
@@ -358,12 +356,8 @@ impl<R: Read> BundleReader<R> {
                 }
             }
             TAG_CONSISTENCY => {
-                let bad = || self.bad("malformed consistency record");
-                let (from, rest) = data.split_at_checked(8).ok_or_else(bad)?;
-                let from = u64::from_be_bytes(from.try_into().map_err(|_| bad())?);
-                let (root, rest) = rest.split_at_checked(32).ok_or_else(bad)?;
-                let root = Hash::from_slice(root).ok_or_else(bad)?;
-                let proof = hash_list(rest).ok_or_else(bad)?;
+                let (from, root, proof) = size_hash_list(&data)
+                    .ok_or_else(|| self.bad("malformed consistency record"))?;
                 Record::Consistency { from, root, proof }
             }
             TAG_CHECKPOINT => Record::Checkpoint(
@@ -374,6 +368,14 @@ impl<R: Read> BundleReader<R> {
         self.at += 5 + u64::from(len);
         Ok(Some(record))
     }
+}
+
+/// A start or consistency record's body: a u64 size, a hash, then a list of hashes.
+fn size_hash_list(data: &[u8]) -> Option<(u64, Hash, Vec<Hash>)> {
+    let (size, rest) = data.split_at_checked(8)?;
+    let size = u64::from_be_bytes(size.try_into().ok()?);
+    let (hash, rest) = rest.split_at_checked(32)?;
+    Some((size, Hash::from_slice(hash)?, hash_list(rest)?))
 }
 
 /// Verifies a bundle from `input`. `pinned` returns the trusted key for a partition; the key
