@@ -236,20 +236,7 @@ pub(crate) fn serve(s: Server<'_>) -> Result<()> {
             role.name(),
             listener.local_addr()?
         );
-        let replicating = replicator.map(|r| {
-            let store = Arc::clone(&store);
-            println!("replicating from the hub every {} s", r.every.as_secs());
-            tokio::spawn(async move {
-                kukaku::flows::replicate::run(
-                    &store,
-                    &r.client,
-                    &r.upstream,
-                    r.every,
-                    r.max_backoff,
-                )
-                .await
-            })
-        });
+        let replicating = replicator.map(|r| spawn_replicator(Arc::clone(&store), r));
         server::serve(
             listener,
             app,
@@ -275,6 +262,14 @@ pub(crate) fn serve(s: Server<'_>) -> Result<()> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// The intermediate's replicator, running until aborted.
+fn spawn_replicator(store: Arc<Store>, r: ReplicatorConfig) -> tokio::task::JoinHandle<()> {
+    println!("replicating from the hub every {} s", r.every.as_secs());
+    tokio::spawn(async move {
+        kukaku::flows::replicate::run(&store, &r.client, &r.upstream, r.every, r.max_backoff).await
+    })
 }
 
 pub(crate) async fn shutdown_signal() {
