@@ -233,6 +233,42 @@ pub(crate) fn cross_site(headers: &HeaderMap) -> bool {
     origin_host.is_none() || origin_host != host
 }
 
+/// The answer to a token that is wrong or not a clerk's or the operator's.
+fn login_refused() -> Response {
+    let mut res = page(layout(
+        "ログイン",
+        None,
+        html! {
+            h2 { "ログイン" }
+            p.error role="alert" { "トークンが正しくないか、市町村の職員または国保連合会の運用担当のクレデンシャルではありません。" }
+            p { a href="/terminal/login" { "もう一度ログイン" } }
+        },
+    ));
+    *res.status_mut() = StatusCode::UNAUTHORIZED;
+    res
+}
+
+/// Before a new session of `credential`: ended sessions go first; then a credential at its
+/// cap loses its own oldest session, never another credential's.
+fn make_room(
+    map: &mut HashMap<String, Session>,
+    credential: crate::crypto::credential::CredentialId,
+    now: u64,
+    idle_ms: u64,
+) {
+    map.retain(|_, s| now.saturating_sub(s.last_ms) < idle_ms);
+    let mine: Vec<(String, (u64, u64))> = map
+        .iter()
+        .filter(|(_, s)| s.credential == credential)
+        .map(|(k, s)| (k.clone(), (s.last_ms, s.serial)))
+        .collect();
+    if mine.len() >= SESSIONS_PER_CREDENTIAL
+        && let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t)
+    {
+        map.remove(oldest);
+    }
+}
+
 pub(crate) async fn login(
     State(state): State<Arc<AppState>>,
     conn: Connection,
@@ -245,19 +281,6 @@ pub(crate) async fn login(
             "別のサイトから送られたログインは受け付けません。ログイン画面から操作してください。",
         );
     }
-    let refused = || {
-        let mut res = page(layout(
-            "ログイン",
-            None,
-            html! {
-                h2 { "ログイン" }
-                p.error role="alert" { "トークンが正しくないか、市町村の職員または国保連合会の運用担当のクレデンシャルではありません。" }
-                p { a href="/terminal/login" { "もう一度ログイン" } }
-            },
-        ));
-        *res.status_mut() = StatusCode::UNAUTHORIZED;
-        res
-    };
     let raw = Zeroizing::new(f.token);
     let text = raw.trim().to_owned();
     // A municipality's clerk goes to the candidates, the 連合会's operator to the console.
@@ -267,7 +290,7 @@ pub(crate) async fn login(
             (v.id(), CONSOLE_PATH)
         }
         Err(e) if e.status() == StatusCode::TOO_MANY_REQUESTS => return api_error(e),
-        Ok(_) | Err(_) => return refused(),
+        Ok(_) | Err(_) => return login_refused(),
     };
     let (Ok(id), Ok(csrf)) = (random_id(), random_id()) else {
         return api_error(ApiError::internal("no randomness"));
@@ -276,20 +299,8 @@ pub(crate) async fn login(
     let Ok(mut map) = state.sessions.0.lock() else {
         return api_error(ApiError::internal("session lock poisoned"));
     };
-    // Ended sessions go first; then a credential over its cap loses its own oldest
-    // session, never another credential's.
     let idle_ms = u64::try_from(state.session_idle.as_millis()).unwrap_or(u64::MAX);
-    map.retain(|_, s| now.saturating_sub(s.last_ms) < idle_ms);
-    let mine: Vec<(String, (u64, u64))> = map
-        .iter()
-        .filter(|(_, s)| s.credential == credential)
-        .map(|(k, s)| (k.clone(), (s.last_ms, s.serial)))
-        .collect();
-    if mine.len() >= SESSIONS_PER_CREDENTIAL
-        && let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t)
-    {
-        map.remove(oldest);
-    }
+    make_room(&mut map, credential, now, idle_ms);
     if map.len() >= MAX_SESSIONS {
         drop(map);
         return api_error(ApiError::unavailable(
