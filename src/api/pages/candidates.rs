@@ -120,17 +120,7 @@ pub(crate) async fn candidates_page(
         Some(&t),
         html! {
             h2 { "継続候補世帯リスト" }
-            form method="get" action="/terminal/candidates" class="noprint" {
-                label for="state" { "表示" }
-                select id="state" name="state" {
-                    option value="" selected[filter.is_none()] { "すべて" }
-                    option value="undecided" selected[filter.as_deref() == Some("undecided")] { "未確定" }
-                    option value="decided" selected[filter.as_deref() == Some("decided")] { "確定指示済" }
-                    option value="confirmed" selected[filter.as_deref() == Some("confirmed")] { "確定済" }
-                    option value="anomalies" selected[filter.as_deref() == Some("anomalies")] { "要確認（未対応）" }
-                }
-                " " button type="submit" { "絞り込み" }
-            }
+            (filter_form(filter.as_deref()))
             @if let Some(n) = q.bulk { p.flash role="status" { (n) " 件の確定指示を登録しました。" } }
             p { (matching.len()) " 件" }
             (pager("/terminal/candidates", &query, page_no, pages))
@@ -143,42 +133,72 @@ pub(crate) async fn candidates_page(
                 } }
                 tbody {
                     @for c in shown {
-                        tr {
-                            td.noprint {
-                                @if c.decision.is_none() {
-                                    input type="checkbox" name={ "seq_" (c.seq) } value="1" aria-label={ "候補 " (c.seq) " を選択" };
-                                }
-                            }
-                            td { a href={ "/terminal/candidates/" (c.seq) } { (c.seq) } }
-                            td { (c.candidate.new_setai_no) }
-                            td { (t.insurer(&c.candidate.old_hokensha_no)) }
-                            td { (c.candidate.old_setai_no) }
-                            td { (date_cell(&c.candidate.ido_date)) }
-                            td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
-                            td.wrap {
-                                (c.candidate.case_label)
-                                @if !c.open_anomalies().is_empty() { " " span.tag.manual { "要確認" } }
-                            }
-                            td { (period_label(&c.candidate.period, c.candidate.period_days)) }
-                            td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
-                            td { (state_label(c)) }
-                        }
+                        (candidate_row(c, &t))
                     }
                 }
             }
-            fieldset.noprint {
-                legend { "選択した候補に一括で確定指示" }
-                // No choice is pre-selected here either.
-                label { input type="radio" name="decision" value="continue" required; " 継続する" }
-                label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
-                label for="bulk-reason" { "理由（任意）" }
-                textarea id="bulk-reason" name="reason" rows="2" cols="60" maxlength="1000" {}
-                input type="hidden" name="stage" value="review";
-                p { button type="submit" { "確認へ進む" } }
-            }
+            (bulk_fieldset())
             }
         },
     ))
+}
+
+/// The list's filter by state.
+fn filter_form(filter: Option<&str>) -> Markup {
+    html! {
+        form method="get" action="/terminal/candidates" class="noprint" {
+            label for="state" { "表示" }
+            select id="state" name="state" {
+                option value="" selected[filter.is_none()] { "すべて" }
+                option value="undecided" selected[filter == Some("undecided")] { "未確定" }
+                option value="decided" selected[filter == Some("decided")] { "確定指示済" }
+                option value="confirmed" selected[filter == Some("confirmed")] { "確定済" }
+                option value="anomalies" selected[filter == Some("anomalies")] { "要確認（未対応）" }
+            }
+            " " button type="submit" { "絞り込み" }
+        }
+    }
+}
+
+/// One move of the list; undecided ones can be selected for a bulk decision.
+fn candidate_row(c: &CandidateState, t: &Terminal) -> Markup {
+    html! {
+        tr {
+            td.noprint {
+                @if c.decision.is_none() {
+                    input type="checkbox" name={ "seq_" (c.seq) } value="1" aria-label={ "候補 " (c.seq) " を選択" };
+                }
+            }
+            td { a href={ "/terminal/candidates/" (c.seq) } { (c.seq) } }
+            td { (c.candidate.new_setai_no) }
+            td { (t.insurer(&c.candidate.old_hokensha_no)) }
+            td { (c.candidate.old_setai_no) }
+            td { (date_cell(&c.candidate.ido_date)) }
+            td { @for m in c.candidate.members_after.iter().filter(|m| m.head) { (m.shimei) } }
+            td.wrap {
+                (c.candidate.case_label)
+                @if !c.open_anomalies().is_empty() { " " span.tag.manual { "要確認" } }
+            }
+            td { (period_label(&c.candidate.period, c.candidate.period_days)) }
+            td { span class={ "tag " (c.candidate.suggestion) } { (suggestion_label(&c.candidate.suggestion)) } }
+            td { (state_label(c)) }
+        }
+    }
+}
+
+/// The bulk decision of the selected moves: no choice is pre-selected here either.
+fn bulk_fieldset() -> Markup {
+    html! {
+        fieldset.noprint {
+            legend { "選択した候補に一括で確定指示" }
+            label { input type="radio" name="decision" value="continue" required; " 継続する" }
+            label { input type="radio" name="decision" value="not_continue"; " 継続しない" }
+            label for="bulk-reason" { "理由（任意）" }
+            textarea id="bulk-reason" name="reason" rows="2" cols="60" maxlength="1000" {}
+            input type="hidden" name="stage" value="review";
+            p { button type="submit" { "確認へ進む" } }
+        }
+    }
 }
 
 /// The bulk decision's path (not under `/terminal/candidates/`, whose paths name a move).
