@@ -271,21 +271,18 @@ impl Member {
     }
 }
 
-/// The [`Movers`] of `n` households from `a` to `b`.
-pub fn movers(a: &str, b: &str, n: usize, seed: u64) -> Movers {
-    let mut rng = Rng(seed ^ 0x6d6f_7665);
-    // 9·10^10 + seed·10^5: beyond every serial `transmission` uses for seeds below 10^4.
-    let base = 90_000_000_000 + seed % 100_000 * 100_000;
-    let mut people: Vec<Vec<Member>> = Vec::new();
+/// `n` households of one to three members, 個人番号 from `base`.
+fn moving_households(rng: &mut Rng, base: u64, n: usize) -> Vec<Vec<Member>> {
+    let mut households: Vec<Vec<Member>> = Vec::new();
     for h in 0..n {
         let fam = rng.below(FAMILY.len() as u64);
         let family = FAMILY.get(fam).copied().unwrap_or("山田");
         let family_kana = FAMILY_KANA.get(fam).copied().unwrap_or("ヤマダ");
         let members = 1 + rng.below(3);
-        people.push(
+        households.push(
             (0..members)
                 .map(|m| {
-                    let (given, given_kana, sex) = pick(&GIVEN, &mut rng);
+                    let (given, given_kana, sex) = pick(&GIVEN, rng);
                     // Born before the 2019-04-01 取得 every side's files carry.
                     let year = if m <= 1 {
                         1950 + rng.below(40)
@@ -304,6 +301,15 @@ pub fn movers(a: &str, b: &str, n: usize, seed: u64) -> Movers {
                 .collect(),
         );
     }
+    households
+}
+
+/// The [`Movers`] of `n` households from `a` to `b`.
+pub fn movers(a: &str, b: &str, n: usize, seed: u64) -> Movers {
+    let mut rng = Rng(seed ^ 0x6d6f_7665);
+    // 9·10^10 + seed·10^5: beyond every serial `transmission` uses for seeds below 10^4.
+    let base = 90_000_000_000 + seed % 100_000 * 100_000;
+    let people = moving_households(&mut rng, base, n);
     let numbers = |prefix: char| -> Vec<String> {
         (0..n)
             .map(|h| format!("{prefix}{:013}", seed % 100_000 * 100_000 + h as u64))
