@@ -8,6 +8,7 @@ pub mod audit;
 pub mod pages;
 pub mod proof;
 pub mod report;
+mod section;
 pub mod state;
 pub mod trust;
 
