@@ -160,89 +160,105 @@ pub fn verify_proof(
     }
     if value.get("leafIdx").is_some() {
         let proof: InclusionProofJson = serde_json::from_value(value).map_err(usage)?;
-        let note = proof
-            .checkpoint
-            .as_deref()
-            .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let pin = pinned(trust, note)?;
-        with_keys(&pin, proof.tree_size, proof.newest_entry.as_ref(), |k| {
-            proof.verify_with_key(k)
-        })?;
-        let (log, root) = (pin.log, pin.root);
-        let matches_state = match state.logs.get(&log) {
-            Some(s) if s.size == proof.tree_size => {
-                if s.root != root.to_base64() {
-                    return Err(fail(
-                        &log,
-                        proof.tree_size,
-                        "root differs from the one verified before at this size (split view)",
-                    ));
-                }
-                true
-            }
-            _ => false,
-        };
-        Ok((
-            ProofReport::Inclusion {
-                log,
-                leaf_index: proof.leaf_idx,
-                tree_size: proof.tree_size,
-                leaf_hash: proof.leaf_hash,
-                root: root.to_base64(),
-                matches_state,
-            },
-            None,
-        ))
+        Ok((inclusion(&proof, trust, state)?, None))
     } else if value.get("size1").is_some() {
         let proof: ConsistencyProofJson = serde_json::from_value(value).map_err(usage)?;
-        let note = proof
-            .checkpoint
-            .as_deref()
-            .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
-        let pin = pinned(trust, note)?;
-        let (log, root) = (pin.log.clone(), pin.root);
-        let (old, from) = match state.logs.get(&log) {
-            Some(s) => {
-                if s.size != proof.size1 {
-                    return Err(AuditError::Usage(format!(
-                        "the state file holds {log} at size {}; ask for a proof from that size",
-                        s.size
-                    )));
-                }
-                let old = Hash::from_base64(&s.root)
-                    .ok_or_else(|| AuditError::Usage("state file root is not base64".into()))?;
-                (old, "state")
-            }
-            None => {
-                let root1 = proof.root1.as_deref().ok_or_else(|| {
-                    AuditError::Usage("no state for this log and no root1 in the proof".into())
-                })?;
-                let old = Hash::from_base64(root1)
-                    .ok_or_else(|| AuditError::Usage("root1 is not base64".into()))?;
-                (old, "proof")
-            }
-        };
-        with_keys(&pin, proof.size2, proof.newest_entry.as_ref(), |k| {
-            proof.verify_with_key(k, &old)
-        })?;
-        let entry = LogState {
-            size: proof.size2,
-            root: root.to_base64(),
-            checkpoint: note.to_owned(),
-        };
-        Ok((
-            ProofReport::Consistency {
-                log: log.clone(),
-                from: proof.size1,
-                to: proof.size2,
-                root: root.to_base64(),
-                old_root_from: from,
-            },
-            Some((log, entry)),
-        ))
+        let (report, entry) = consistency(&proof, trust, state)?;
+        Ok((report, Some(entry)))
     } else {
         Err(AuditError::Usage(
             "not a proof: expected leafIdx (inclusion) or size1 (consistency)".into(),
         ))
     }
+}
+
+/// An inclusion proof under a pinned key; at the size of the saved state its root must be
+/// the one verified before.
+fn inclusion(
+    proof: &InclusionProofJson,
+    trust: &Trust,
+    state: &State,
+) -> Result<ProofReport, AuditError> {
+    let note = proof
+        .checkpoint
+        .as_deref()
+        .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
+    let pin = pinned(trust, note)?;
+    with_keys(&pin, proof.tree_size, proof.newest_entry.as_ref(), |k| {
+        proof.verify_with_key(k)
+    })?;
+    let (log, root) = (pin.log, pin.root);
+    let matches_state = match state.logs.get(&log) {
+        Some(s) if s.size == proof.tree_size => {
+            if s.root != root.to_base64() {
+                return Err(fail(
+                    &log,
+                    proof.tree_size,
+                    "root differs from the one verified before at this size (split view)",
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    Ok(ProofReport::Inclusion {
+        log,
+        leaf_index: proof.leaf_idx,
+        tree_size: proof.tree_size,
+        leaf_hash: proof.leaf_hash.clone(),
+        root: root.to_base64(),
+        matches_state,
+    })
+}
+
+/// A consistency proof under a pinned key, from the saved state's size (or, without state,
+/// from the root the proof names); the state entry to store at its newer size.
+fn consistency(
+    proof: &ConsistencyProofJson,
+    trust: &Trust,
+    state: &State,
+) -> Result<(ProofReport, (String, LogState)), AuditError> {
+    let note = proof
+        .checkpoint
+        .as_deref()
+        .ok_or_else(|| AuditError::Usage("the proof carries no checkpoint".into()))?;
+    let pin = pinned(trust, note)?;
+    let (log, root) = (pin.log.clone(), pin.root);
+    let (old, from) = match state.logs.get(&log) {
+        Some(s) => {
+            if s.size != proof.size1 {
+                return Err(AuditError::Usage(format!(
+                    "the state file holds {log} at size {}; ask for a proof from that size",
+                    s.size
+                )));
+            }
+            let old = Hash::from_base64(&s.root)
+                .ok_or_else(|| AuditError::Usage("state file root is not base64".into()))?;
+            (old, "state")
+        }
+        None => {
+            let root1 = proof.root1.as_deref().ok_or_else(|| {
+                AuditError::Usage("no state for this log and no root1 in the proof".into())
+            })?;
+            let old = Hash::from_base64(root1)
+                .ok_or_else(|| AuditError::Usage("root1 is not base64".into()))?;
+            (old, "proof")
+        }
+    };
+    with_keys(&pin, proof.size2, proof.newest_entry.as_ref(), |k| {
+        proof.verify_with_key(k, &old)
+    })?;
+    let entry = LogState {
+        size: proof.size2,
+        root: root.to_base64(),
+        checkpoint: note.to_owned(),
+    };
+    let report = ProofReport::Consistency {
+        log: log.clone(),
+        from: proof.size1,
+        to: proof.size2,
+        root: root.to_base64(),
+        old_root_from: from,
+    };
+    Ok((report, (log, entry)))
 }
