@@ -102,97 +102,110 @@ fn run(cli: Cli) -> Result<(String, bool), AuditError> {
     match cli.command {
         Command::Verify {
             bundle,
-            common: Common { trust, state, json },
+            common,
             quorum,
-        } => {
-            let trust =
-                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
-            let previous = load_state(state.as_ref())?;
-            let file = std::fs::File::open(&bundle)
-                .map_err(|e| AuditError::Usage(format!("cannot open {}: {e}", bundle.display())))?;
-            let opts = Options {
-                trust: &trust,
-                previous: &previous,
-                quorum,
-            };
-            let (report, next) = kukaku_audit::verify_bundle(
-                std::io::BufReader::with_capacity(1 << 20, file),
-                &opts,
-            )?;
-            save_state(state.as_ref(), &next)?;
-            let text = if json {
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "verified": true,
-                    "report": report,
-                }))
-                .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
-            } else {
-                report::bundle_text(&report, &bundle.display().to_string())
-            };
-            Ok((text, json))
-        }
+        } => verify_command(&bundle, common, quorum),
         Command::Pages {
             files,
-            common: Common { trust, state, json },
+            common,
             quorum,
-        } => {
-            let trust =
-                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
-            let previous = load_state(state.as_ref())?;
-            let texts = files
-                .iter()
-                .map(|f| {
-                    std::fs::read_to_string(f)
-                        .map(|t| (f.display().to_string(), t))
-                        .map_err(|e| AuditError::Usage(format!("cannot read {}: {e}", f.display())))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let opts = Options {
-                trust: &trust,
-                previous: &previous,
-                quorum,
-            };
-            let (report, next) = kukaku_audit::pages::verify_pages(&texts, &opts)?;
-            save_state(state.as_ref(), &next)?;
-            let text = if json {
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"verified": true, "report": report}),
-                )
-                .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
-            } else {
-                report::bundle_text(&report, &format!("{} saved route answers", texts.len()))
-                    .replace("bundle trailer matches", "every entry from genesis fetched")
-            };
-            Ok((text, json))
-        }
-        Command::Proof {
-            proof,
-            common: Common { trust, state, json },
-        } => {
-            let trust =
-                Trust::load(&trust).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?;
-            let mut current = load_state(state.as_ref())?;
-            let text = if proof.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
-            } else {
-                std::fs::read_to_string(&proof).map_err(|e| {
-                    AuditError::Usage(format!("cannot read {}: {e}", proof.display()))
-                })?
-            };
-            let (r, advance) = kukaku_audit::verify_proof(&text, &trust, &current)?;
-            if let Some((log, entry)) = advance {
-                current.logs.insert(log, entry);
-                save_state(state.as_ref(), &current)?;
-            }
-            let text = if json {
-                serde_json::to_string_pretty(&serde_json::json!({"verified": true, "report": r}))
-                    .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))?
-            } else {
-                report::proof_text(&r)
-            };
-            Ok((text, json))
-        }
+        } => pages_command(&files, common, quorum),
+        Command::Proof { proof, common } => proof_command(&proof, common),
     }
+}
+
+fn load_trust(path: &std::path::Path) -> Result<Trust, AuditError> {
+    Trust::load(path).map_err(|e| AuditError::Usage(kukaku::error::report(&e)))
+}
+
+/// `{"verified": true, "report": …}`, pretty-printed.
+fn verified_json(report: &impl serde::Serialize) -> Result<String, AuditError> {
+    serde_json::to_string_pretty(&serde_json::json!({"verified": true, "report": report}))
+        .map_err(|e| AuditError::Usage(kukaku::error::report(&e)))
+}
+
+/// `kukaku-audit verify`: a bundle file.
+fn verify_command(
+    bundle: &std::path::Path,
+    Common { trust, state, json }: Common,
+    quorum: usize,
+) -> Result<(String, bool), AuditError> {
+    let trust = load_trust(&trust)?;
+    let previous = load_state(state.as_ref())?;
+    let file = std::fs::File::open(bundle)
+        .map_err(|e| AuditError::Usage(format!("cannot open {}: {e}", bundle.display())))?;
+    let opts = Options {
+        trust: &trust,
+        previous: &previous,
+        quorum,
+    };
+    let (report, next) =
+        kukaku_audit::verify_bundle(std::io::BufReader::with_capacity(1 << 20, file), &opts)?;
+    save_state(state.as_ref(), &next)?;
+    let text = if json {
+        verified_json(&report)?
+    } else {
+        report::bundle_text(&report, &bundle.display().to_string())
+    };
+    Ok((text, json))
+}
+
+/// `kukaku-audit pages`: saved route answers.
+fn pages_command(
+    files: &[PathBuf],
+    Common { trust, state, json }: Common,
+    quorum: usize,
+) -> Result<(String, bool), AuditError> {
+    let trust = load_trust(&trust)?;
+    let previous = load_state(state.as_ref())?;
+    let texts = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .map_err(|e| AuditError::Usage(format!("cannot read {}: {e}", f.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = Options {
+        trust: &trust,
+        previous: &previous,
+        quorum,
+    };
+    let (report, next) = kukaku_audit::pages::verify_pages(&texts, &opts)?;
+    save_state(state.as_ref(), &next)?;
+    let text = if json {
+        verified_json(&report)?
+    } else {
+        report::bundle_text(&report, &format!("{} saved route answers", texts.len()))
+            .replace("bundle trailer matches", "every entry from genesis fetched")
+    };
+    Ok((text, json))
+}
+
+/// `kukaku-audit proof`: an inclusion or consistency proof (`-`: standard input).
+fn proof_command(
+    proof: &std::path::Path,
+    Common { trust, state, json }: Common,
+) -> Result<(String, bool), AuditError> {
+    let trust = load_trust(&trust)?;
+    let mut current = load_state(state.as_ref())?;
+    let text = if proof.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(proof)
+            .map_err(|e| AuditError::Usage(format!("cannot read {}: {e}", proof.display())))?
+    };
+    let (r, advance) = kukaku_audit::verify_proof(&text, &trust, &current)?;
+    if let Some((log, entry)) = advance {
+        current.logs.insert(log, entry);
+        save_state(state.as_ref(), &current)?;
+    }
+    let text = if json {
+        verified_json(&r)?
+    } else {
+        report::proof_text(&r)
+    };
+    Ok((text, json))
 }
 
 fn main() -> ExitCode {
