@@ -281,15 +281,37 @@ impl Section {
         if !self.report.signed_by.contains(&signer) {
             self.report.signed_by.push(signer);
         }
+        let cosigners = self.cosignatures(note, size, opts)?;
+        if cosigners.len() >= opts.quorum.max(1) {
+            self.report.witnessed_size = Some(size);
+        }
+        self.report.checkpoints += 1;
+        self.report.last_checkpoint = Some(CheckpointInfo {
+            size: cp.size,
+            root: cp.root.to_base64(),
+        });
+        self.last_note = Some(note.to_owned());
+        Ok(())
+    }
+
+    /// The witnesses whose cosignature on `note` verifies, each once (a witness pinned twice
+    /// or under two keys counts once); each one's latest cosigned size goes to the report. A
+    /// cosignature by a pinned witness that fails verification fails the audit.
+    fn cosignatures(
+        &mut self,
+        note: &str,
+        size: u64,
+        opts: &Options<'_>,
+    ) -> Result<Vec<String>, AuditError> {
         let parsed = SignedNote::parse(note)
             .map_err(|e| failed(&self.partition, size, kukaku::error::report(&e)))?;
         // Distinct witnesses: a witness pinned twice (or under two keys) counts once.
-        let mut cosigners: Vec<&str> = Vec::new();
+        let mut cosigners: Vec<String> = Vec::new();
         for w in &opts.trust.witnesses {
             match parsed.verify_cosignature(w) {
                 Ok(time) => {
-                    if !cosigners.contains(&w.name()) {
-                        cosigners.push(w.name());
+                    if !cosigners.iter().any(|c| c == w.name()) {
+                        cosigners.push(w.name().to_owned());
                     }
                     match self
                         .report
@@ -318,16 +340,7 @@ impl Section {
                 }
             }
         }
-        if cosigners.len() >= opts.quorum.max(1) {
-            self.report.witnessed_size = Some(size);
-        }
-        self.report.checkpoints += 1;
-        self.report.last_checkpoint = Some(CheckpointInfo {
-            size: cp.size,
-            root: cp.root.to_base64(),
-        });
-        self.last_note = Some(note.to_owned());
-        Ok(())
+        Ok(cosigners)
     }
 
     pub(crate) fn close(
