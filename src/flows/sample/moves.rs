@@ -196,12 +196,8 @@ pub fn same_prefecture_move(a: &str, b: &str, seed: u64) -> MoveFiles {
         ],
         seed,
     );
-    let mut kogaku_a =
-        "layout,transmission_id,hokensha_no,setai_no,shinryo_ym,shikyu_kubun,tasukai_nashi\r\n"
-            .to_owned();
-    for ym in ["2023-10", "2024-06", "2024-09"] {
-        kogaku_a.push_str(&format!("kogaku-v1,{a}-KOGAKU,{a},M100,{ym},1,0\r\n"));
-    }
+    let paid = [("M100".to_owned(), vec!["2023-10", "2024-06", "2024-09"])];
+    let kogaku_a = kogaku_file(a, &format!("{a}-KOGAKU"), &paid);
     MoveFiles {
         a: a_files,
         b: b_files,
