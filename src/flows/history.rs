@@ -283,7 +283,7 @@ pub fn export(
         let p: &PartitionId = scope.partition();
         let cp = store
             .checkpoint_parsed(p)?
-            .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
+            .ok_or_else(|| ReadError::UnknownPartition(p.clone()))?;
         let note = store.checkpoint_at(p, cp.size)?;
         let snaps = snapshots(store, scope, cp.size)?;
         let part_rows = rows(p.as_str(), &snaps, since);

@@ -371,7 +371,7 @@ pub(crate) fn replay(
     }
     let checkpoint = store
         .checkpoint(p)?
-        .ok_or_else(|| ImportError::Read(ReadError::UnknownPartition(p.to_string())))?;
+        .ok_or_else(|| ImportError::Read(ReadError::UnknownPartition(p.clone())))?;
     Ok(ImportOutcome {
         transmission_id: id.to_owned(),
         households: t.households.len() as u64,

@@ -34,6 +34,13 @@ impl PartitionId {
     }
 }
 
+/// Compares with the id's text, so `partition == "131011"` reads as it does for a string.
+impl PartialEq<&str> for PartitionId {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
 impl fmt::Debug for PartitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PartitionId({})", self.0)

@@ -180,7 +180,7 @@ impl Store {
         for p in partitions {
             let key = self
                 .verifier_key(p)
-                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))?;
+                .ok_or_else(|| ReadError::UnknownPartition(p.clone()))?;
             w.partition(p, &key)?;
             let cf = self.inner.cf(p)?;
             let sizes = self.checkpoint_sizes(p)?;

@@ -20,7 +20,7 @@ pub enum CredentialStoreError {
     #[error(transparent)]
     Invalid(#[from] CredentialError),
     #[error("partition {0} is not an active partition of this instance")]
-    UnknownPartition(String),
+    UnknownPartition(PartitionId),
     #[error("no credential {0}")]
     NotFound(CredentialId),
     #[error("credential {0} is already revoked")]
@@ -225,7 +225,7 @@ impl Store {
             Reach::Prefecture(_) | Reach::All => vec![],
         };
         if let Some(p) = named.into_iter().find(|p| !active.contains(*p)) {
-            return Err(CredentialStoreError::UnknownPartition(p.to_string()));
+            return Err(CredentialStoreError::UnknownPartition(p.clone()));
         }
         let token = Token::generate().map_err(CredentialError::from)?;
         let stored = Stored {

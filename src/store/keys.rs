@@ -53,12 +53,12 @@ pub enum KeyAdminError {
         "partition {partition} key {key_id} still seals {entries} entries; run `kukaku keys reencrypt --partition {partition}` first"
     )]
     InUse {
-        partition: String,
+        partition: PartitionId,
         key_id: u32,
         entries: u64,
     },
     #[error("partition {partition} has no key {key_id}")]
-    UnknownKey { partition: String, key_id: u32 },
+    UnknownKey { partition: PartitionId, key_id: u32 },
     #[error("confirmation does not match: type the partition id {0} to destroy its keys")]
     Unconfirmed(String),
     #[error("the writer answered a key operation with another one's result")]
@@ -305,12 +305,12 @@ impl Store {
             .inner
             .db
             .cf_handle(SYS_CF)
-            .ok_or_else(|| ReadError::UnknownPartition("sys".into()))?;
+            .ok_or(ReadError::NoSystemFamily)?;
         let Some(raw) = self.inner.db.get_cf(&sys, reencrypt_key(p))? else {
             return Ok(None);
         };
         let cur = decode::<ReencryptCursor>(&raw).ok_or_else(|| ReadError::Corrupt {
-            partition: p.to_string(),
+            partition: p.clone(),
             seq: 0,
             step: "re-encryption cursor unreadable".into(),
         })?;
@@ -360,7 +360,7 @@ impl Store {
             .into_iter()
             .find(|k| k.key_id == key_id)
             .ok_or_else(|| KeyAdminError::UnknownKey {
-                partition: p.to_string(),
+                partition: p.clone(),
                 key_id,
             })?;
         if info.status != "previous" {
@@ -373,7 +373,7 @@ impl Store {
         }
         if info.entries > 0 {
             return Err(KeyAdminError::InUse {
-                partition: p.to_string(),
+                partition: p.clone(),
                 key_id,
                 entries: info.entries,
             });
@@ -473,7 +473,7 @@ impl Store {
         let sys = inner
             .db
             .cf_handle(SYS_CF)
-            .ok_or_else(|| ReadError::UnknownPartition("sys".into()))?;
+            .ok_or(ReadError::NoSystemFamily)?;
         let prefix = key_meta_prefix(p);
         let mut out = Vec::new();
         for item in inner.db.prefix_iterator_cf(&sys, &prefix) {
@@ -483,7 +483,7 @@ impl Store {
             };
             let (Ok(id), Some(meta)) = (<[u8; 4]>::try_from(id), decode::<KeyMeta>(&v)) else {
                 return Err(ReadError::Corrupt {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     seq: 0,
                     step: "key metadata unreadable".into(),
                 });
@@ -501,7 +501,7 @@ impl Store {
         }
         self.for_each_envelope(p, |seq, raw| {
             let env = EnvelopeRef::decode(raw).map_err(|e| ReadError::Corrupt {
-                partition: p.to_string(),
+                partition: p.clone(),
                 seq,
                 step: crate::error::report(&e),
             })?;

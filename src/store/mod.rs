@@ -177,7 +177,7 @@ pub enum OpenError {
          data/, or, to accept the older state on purpose, move the anchor file away"
     )]
     RolledBack {
-        partition: String,
+        partition: PartitionId,
         anchored: u64,
         found: u64,
         anchor: PathBuf,
@@ -191,9 +191,10 @@ pub enum ProvisionError {
     Db(#[from] rocksdb::Error),
     #[error("registry record of partition {0} is unreadable")]
     BadRecord(String),
-    #[error("partition {partition}: {error}")]
+    #[error("partition {partition}")]
     Append {
-        partition: String,
+        partition: PartitionId,
+        #[source]
         error: AppendError,
     },
     #[error("encoding a registry record")]
@@ -201,7 +202,7 @@ pub enum ProvisionError {
     #[error("writer")]
     Writer(#[source] AppendError),
     #[error("partition {0} is not registered")]
-    Unregistered(String),
+    Unregistered(PartitionId),
     #[error("a partition's name is 1-40 characters of text, no control character")]
     BadName,
     #[error("encoding the operator's log entry")]
@@ -466,11 +467,11 @@ impl Store {
         let key = self
             .inner
             .key_for_note(partition, &note)
-            .ok_or_else(|| ReadError::UnknownPartition(partition.to_string()))?;
+            .ok_or_else(|| ReadError::UnknownPartition(partition.clone()))?;
         Checkpoint::verify_note(&note, &key)
             .map(Some)
             .map_err(|e| ReadError::Corrupt {
-                partition: partition.to_string(),
+                partition: partition.clone(),
                 seq: 0,
                 step: format!("latest checkpoint: {}", crate::error::report(&e)),
             })

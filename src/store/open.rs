@@ -424,7 +424,7 @@ fn check_anchored(
         };
         if found < *want {
             return Err(OpenError::RolledBack {
-                partition: p.to_string(),
+                partition: p.clone(),
                 anchored: *want,
                 found,
                 anchor: paths.anchor.clone(),

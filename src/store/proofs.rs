@@ -101,7 +101,7 @@ impl Store {
         let key_of = |n: &str| {
             self.inner
                 .key_for_note(p, n)
-                .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))
+                .ok_or_else(|| ReadError::UnknownPartition(p.clone()))
         };
         let old_cp =
             Checkpoint::verify_note(&old, &key_of(&old)?).map_err(|e| corrupt(p, from, e))?;

@@ -25,26 +25,28 @@ pub(super) use nodes::DbNodes;
 #[non_exhaustive]
 pub enum ReadError {
     #[error("partition {0} does not exist")]
-    UnknownPartition(String),
+    UnknownPartition(PartitionId),
+    #[error("the system column family is missing")]
+    NoSystemFamily,
     #[error("partition {partition} has no entry {seq} (size {size})")]
     NoSuchEntry {
-        partition: String,
+        partition: PartitionId,
         seq: u64,
         size: u64,
     },
     #[error("partition {partition} has no checkpoint at size {size}")]
-    NoCheckpoint { partition: String, size: u64 },
+    NoCheckpoint { partition: PartitionId, size: u64 },
     #[error("bad proof request: {0}")]
     BadRequest(String),
     #[error("partition {partition} seq {seq}: {step}")]
     Corrupt {
-        partition: String,
+        partition: PartitionId,
         seq: u64,
         step: String,
     },
     #[error("partition {partition} seq {seq}: key {key_id} unavailable: {reason}")]
     Key {
-        partition: String,
+        partition: PartitionId,
         seq: u64,
         key_id: u32,
         reason: String,
@@ -53,7 +55,7 @@ pub enum ReadError {
         "partition {partition} seq {seq}: key {key_id} was destroyed (crypto-shredded); the entry stays in the log, its body is unreadable by design"
     )]
     KeyDestroyed {
-        partition: String,
+        partition: PartitionId,
         seq: u64,
         key_id: u32,
     },
@@ -105,7 +107,7 @@ pub struct VerifyReport {
 
 pub(super) fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -> ReadError {
     ReadError::Corrupt {
-        partition: p.to_string(),
+        partition: p.clone(),
         seq,
         step: step.to_string(),
     }
@@ -116,7 +118,7 @@ impl Inner {
     pub(super) fn sys(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
         self.db
             .cf_handle(super::records::SYS_CF)
-            .ok_or_else(|| ReadError::UnknownPartition("sys".into()))
+            .ok_or(ReadError::NoSystemFamily)
     }
 
     pub(super) fn cf(
@@ -125,7 +127,7 @@ impl Inner {
     ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
         self.db
             .cf_handle(&partition_cf(p))
-            .ok_or_else(|| ReadError::UnknownPartition(p.to_string()))
+            .ok_or_else(|| ReadError::UnknownPartition(p.clone()))
     }
 
     pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {
@@ -177,7 +179,7 @@ impl Inner {
             self.db
                 .get_cf(&cf, checkpoint_key(size))?
                 .ok_or_else(|| ReadError::NoCheckpoint {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     size,
                 })?;
         String::from_utf8(raw).map_err(|_| corrupt(p, size, "checkpoint is not UTF-8"))
@@ -190,7 +192,7 @@ impl Store {
         match self.inner.db.get_cf(&cf, entry_key(seq))? {
             Some(v) => Ok(v),
             None => Err(ReadError::NoSuchEntry {
-                partition: p.to_string(),
+                partition: p.clone(),
                 seq,
                 size: self.inner.size(p)?,
             }),
@@ -236,13 +238,13 @@ impl Store {
                 let dek = self.inner.keyring.dek(p, env.key_id).map_err(|e| {
                     if self.key_meta_status(p, env.key_id) == Some(KeyStatus::Destroyed) {
                         ReadError::KeyDestroyed {
-                            partition: p.to_string(),
+                            partition: p.clone(),
                             seq,
                             key_id: env.key_id,
                         }
                     } else {
                         ReadError::Key {
-                            partition: p.to_string(),
+                            partition: p.clone(),
                             seq,
                             key_id: env.key_id,
                             reason: crate::error::report(&e),

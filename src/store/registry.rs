@@ -78,7 +78,7 @@ impl Store {
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         if self.inner.db.get_cf(&sys, registry_key(p))?.is_none() {
-            return Err(ProvisionError::Unregistered(p.to_string()));
+            return Err(ProvisionError::Unregistered(p.clone()));
         }
         self.inner
             .db
@@ -221,7 +221,7 @@ impl Store {
                 progress(done, total);
                 if let (Err(error), None) = (result, &first_error) {
                     first_error = Some(ProvisionError::Append {
-                        partition: p.to_string(),
+                        partition: p.clone(),
                         error,
                     });
                 }

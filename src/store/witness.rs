@@ -16,13 +16,16 @@ use crate::ledger::{Checkpoint, PartitionId, VerifierKey};
 #[non_exhaustive]
 pub enum CosignError {
     #[error("the checkpoint is not a note this instance signed for partition {partition}: {why}")]
-    NotOurs { partition: String, why: NoteError },
+    NotOurs {
+        partition: PartitionId,
+        why: NoteError,
+    },
     #[error("partition {partition} has no checkpoint at size {size}")]
-    UnknownCheckpoint { partition: String, size: u64 },
+    UnknownCheckpoint { partition: PartitionId, size: u64 },
     #[error(
         "partition {partition}: the cosigned checkpoint at size {size} differs from the stored one"
     )]
-    Conflict { partition: String, size: u64 },
+    Conflict { partition: PartitionId, size: u64 },
     #[error("no cosignature by a witness this instance trusts")]
     UntrustedWitness,
     #[error("cosignature by {0} does not verify")]
@@ -36,9 +39,9 @@ pub enum CosignError {
     #[error("the cosignature lock is poisoned (a thread panicked holding it)")]
     LockPoisoned,
     #[error("the stored checkpoint of partition {0} is unreadable")]
-    UnreadableCheckpoint(String),
+    UnreadableCheckpoint(PartitionId),
     #[error("the stored cosigned checkpoint of partition {0} is unreadable")]
-    UnreadableCosigned(String),
+    UnreadableCosigned(PartitionId),
 }
 
 /// What the hub kept of a cosignature.
@@ -134,7 +137,7 @@ impl Store {
         note: &str,
         trusted: &[VerifierKey],
     ) -> Result<CosignatureAccepted, CosignError> {
-        let partition = p.to_string();
+        let partition = p.clone();
         let key = self
             .inner
             .key_for_note(p, note)
@@ -162,7 +165,7 @@ impl Store {
         let stored = std::str::from_utf8(&stored)
             .ok()
             .and_then(|t| SignedNote::parse(t).ok())
-            .ok_or_else(|| CosignError::UnreadableCheckpoint(partition.to_string()))?;
+            .ok_or_else(|| CosignError::UnreadableCheckpoint(partition.clone()))?;
         if stored.text != incoming.text {
             return Err(CosignError::Conflict {
                 partition,
@@ -177,7 +180,7 @@ impl Store {
             Some(raw) => std::str::from_utf8(&raw)
                 .ok()
                 .and_then(|t| SignedNote::parse(t).ok())
-                .ok_or_else(|| CosignError::UnreadableCosigned(partition.to_string()))?,
+                .ok_or_else(|| CosignError::UnreadableCosigned(partition.clone()))?,
             None => stored,
         };
         merge_cosignatures(&mut merged, &incoming, &witnessed)?;
@@ -207,7 +210,7 @@ impl Store {
             Some(raw) => String::from_utf8(raw)
                 .map(Some)
                 .map_err(|_| ReadError::Corrupt {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     seq: size,
                     step: "cosigned checkpoint is not UTF-8".into(),
                 }),
@@ -240,7 +243,7 @@ impl Store {
                 continue;
             };
             let note = String::from_utf8(v.to_vec()).map_err(|_| ReadError::Corrupt {
-                partition: p.to_string(),
+                partition: p.clone(),
                 seq: at,
                 step: "cosigned checkpoint is not UTF-8".into(),
             })?;

@@ -12,7 +12,7 @@ impl Writer {
         let storage = |e: rocksdb::Error| AppendError::storage(e);
         let cf = db
             .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
         let sys = db
             .cf_handle(SYS_CF)
             .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
@@ -22,7 +22,7 @@ impl Writer {
             .map(|raw| decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string())))
             .transpose()?;
         let Some(record) = record else {
-            return Err(AppendError::UnknownPartition(p.to_string()));
+            return Err(AppendError::UnknownPartition(p.clone()));
         };
         let (chain, last_tx, range) = match db.get_cf(&cf, STATE_KEY).map_err(storage)? {
             Some(raw) => {
@@ -145,13 +145,13 @@ impl Writer {
             KeyClass::Dated => crate::ledger::fiscal_year_jst(tx_time),
         };
         if st.shredded {
-            return Err(AppendError::Shredded(p.to_string()));
+            return Err(AppendError::Shredded(p.clone()));
         }
         if st.keys.values().any(|m| {
             m.class == class.code() && m.epoch == epoch && m.status == KeyStatus::Destroyed
         }) {
             return Err(AppendError::ScopeDestroyed {
-                partition: p.to_string(),
+                partition: p.clone(),
                 class: class.name(),
                 epoch,
             });
@@ -245,7 +245,7 @@ impl Writer {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
         if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
+            return Err(AppendError::NotActive(p.clone()));
         }
         let mut done = Vec::with_capacity(entries.len());
         for (index, e) in entries.iter().enumerate() {
@@ -285,7 +285,7 @@ impl Writer {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
         if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
+            return Err(AppendError::NotActive(p.clone()));
         }
         let current: Vec<(u32, KeyClass, u16, u32)> = st
             .keys
@@ -366,7 +366,7 @@ impl Writer {
                     .inner
                     .db
                     .cf_handle(&partition_cf(p))
-                    .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+                    .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
                 self.inner
                     .db
                     .get_cf(&cf, transmission_key(&c.id))
@@ -396,7 +396,7 @@ impl Writer {
             .map(|q| q.contains_key(p))
             .unwrap_or(true);
         if q {
-            return Err(AppendError::Quarantined(p.to_string()));
+            return Err(AppendError::Quarantined(p.clone()));
         }
         Ok(())
     }

@@ -242,7 +242,7 @@ impl Writer {
                     if !handles.contains_key(p) {
                         let h = db
                             .cf_handle(&partition_cf(p))
-                            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+                            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
                         handles.insert(p.clone(), h);
                     }
                     let h = handles.get(p).ok_or(AppendError::WriterGone)?;

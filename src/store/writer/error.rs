@@ -6,11 +6,11 @@ use super::*;
 #[non_exhaustive]
 pub enum AppendError {
     #[error("partition {0} does not exist")]
-    UnknownPartition(String),
+    UnknownPartition(PartitionId),
     #[error("partition {0} is not active yet; run the provisioning job")]
-    NotActive(String),
+    NotActive(PartitionId),
     #[error("partition {0} is quarantined after a failed integrity check")]
-    Quarantined(String),
+    Quarantined(PartitionId),
     #[error("kind {0} is written only by kukaku itself")]
     ReservedKind(&'static str),
     #[error("payload of {0} bytes is over the limit")]
@@ -45,12 +45,12 @@ pub enum AppendError {
     #[error("transmission id already used with different content")]
     Conflict,
     #[error("partition {0}: its keys were destroyed (crypto-shredded); it takes no sealed entries")]
-    Shredded(String),
+    Shredded(PartitionId),
     #[error(
         "partition {partition}: the {class} keys of fiscal year {epoch} were destroyed; nothing more is sealed in that period"
     )]
     ScopeDestroyed {
-        partition: String,
+        partition: PartitionId,
         class: &'static str,
         epoch: u16,
     },
@@ -62,7 +62,7 @@ pub enum AppendError {
     },
     #[error("partition {partition} seq {seq}: {reason}")]
     Corrupt {
-        partition: String,
+        partition: PartitionId,
         seq: u64,
         reason: String,
     },

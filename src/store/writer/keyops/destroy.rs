@@ -40,7 +40,7 @@ impl Writer {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
         if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
+            return Err(AppendError::NotActive(p.clone()));
         }
         let targets = destroy_targets(p, &st, scope, now)?;
         let counts = self.count_sealed(p, &targets)?;
@@ -80,7 +80,7 @@ impl Writer {
         let db = &self.inner.db;
         let cf = db
             .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
         for item in db.prefix_iterator_cf(&cf, b"E") {
             let (k, raw) = item.map_err(AppendError::storage)?;
             if k.first() != Some(&b'E') {

@@ -15,7 +15,7 @@ use crate::store::writer::{AppendError, KeyActor, Ops, PState, Target, Writer};
 
 fn corrupt(p: &PartitionId, seq: u64, why: &str) -> AppendError {
     AppendError::Corrupt {
-        partition: p.to_string(),
+        partition: p.clone(),
         seq,
         reason: why.to_owned(),
     }
@@ -36,7 +36,7 @@ impl Writer {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
         if !st.active {
-            return Err(AppendError::NotActive(p.to_string()));
+            return Err(AppendError::NotActive(p.clone()));
         }
         let mut cur = self.reencrypt_cursor(p, &mut st, who, now, ops)?;
         let stop = cur.end.min(cur.next_seq.saturating_add(max.max(1)));
@@ -45,7 +45,7 @@ impl Writer {
         let db = &inner.db;
         let cf = db
             .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.to_string()))?;
+            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
         let mut rewritten = Vec::new();
         for seq in cur.next_seq..stop {
             let raw = db
