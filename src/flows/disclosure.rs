@@ -19,7 +19,7 @@ use crate::flows::import::Importer;
 use crate::flows::transmission::Household;
 use crate::ledger::payload::{AccessRecord, ProvisionRecord};
 use crate::ledger::proof_json::InclusionProofJson;
-use crate::ledger::{EnvelopeRef, Kind};
+use crate::ledger::{EnvelopeRef, Kind, PartitionId};
 use crate::store::{AppendError, IndexKind, KeyError, ReadError, Store};
 
 pub const DISCLOSURE_SCHEMA: &str = "kukaku-disclosure-v1";
@@ -39,7 +39,7 @@ pub enum DisclosureError {
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error("partition {partition} seq {seq}: record does not decode")]
-    Record { partition: String, seq: u64 },
+    Record { partition: PartitionId, seq: u64 },
 }
 
 /// One of the person's entries (what was handled): its seq, kind and time.
@@ -101,7 +101,7 @@ fn person_entries(
         let e = store.read_entry(scope, *seq)?;
         let h: Household =
             serde_json::from_slice(&e.payload).map_err(|_| DisclosureError::Record {
-                partition: p.to_string(),
+                partition: p.clone(),
                 seq: *seq,
             })?;
         households.insert(h.setai_no.clone());
@@ -161,7 +161,7 @@ type Raw = (u64, Vec<u8>);
 
 fn bad(p: &crate::ledger::PartitionId, seq: u64) -> DisclosureError {
     DisclosureError::Record {
-        partition: p.to_string(),
+        partition: p.clone(),
         seq,
     }
 }

@@ -53,9 +53,9 @@ pub enum HistoryError {
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("partition {partition} seq {seq}: a copy has no forwarding receipt after it")]
-    Unreceipted { partition: String, seq: u64 },
+    Unreceipted { partition: PartitionId, seq: u64 },
     #[error("partition {partition} seq {seq}: snapshot does not decode")]
-    Snapshot { partition: String, seq: u64 },
+    Snapshot { partition: PartitionId, seq: u64 },
     #[error("seq {seq}: the forwarding receipt does not decode")]
     Receipt {
         seq: u64,
@@ -127,7 +127,7 @@ fn snapshots(
             Kind::HOUSEHOLD_SNAPSHOT | Kind::HOUSEHOLD_CORRECTION => {
                 let h: Household =
                     serde_json::from_slice(&e.payload).map_err(|_| HistoryError::Snapshot {
-                        partition: p.to_string(),
+                        partition: p.clone(),
                         seq,
                     })?;
                 pending.push((seq, h));
@@ -151,7 +151,7 @@ fn snapshots(
     }
     if let Some((seq, _)) = pending.first() {
         return Err(HistoryError::Unreceipted {
-            partition: p.to_string(),
+            partition: p.clone(),
             seq: *seq,
         });
     }

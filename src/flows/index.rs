@@ -3,7 +3,7 @@
 
 use crate::crypto::PartitionScope;
 use crate::flows::transmission::Household;
-use crate::ledger::Kind;
+use crate::ledger::{Kind, PartitionId};
 use crate::store::{IndexKind, KeyError, ReadError, Store};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,7 @@ pub enum RebuildError {
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("partition {partition} seq {seq}: sealed payload does not decode")]
-    Snapshot { partition: String, seq: u64 },
+    Snapshot { partition: PartitionId, seq: u64 },
 }
 
 /// What a rebuild found.
@@ -41,7 +41,7 @@ pub fn rebuild(
         {
             let h: Household =
                 serde_json::from_slice(&e.payload).map_err(|_| RebuildError::Snapshot {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     seq,
                 })?;
             entries.push((IndexKind::Household, h.setai_no.as_bytes().to_vec(), seq));
@@ -53,7 +53,7 @@ pub fn rebuild(
         if e.header.kind == Kind::KOGAKU_RECORD {
             let r: crate::flows::kogaku::KogakuRecord = serde_json::from_slice(&e.payload)
                 .map_err(|_| RebuildError::Snapshot {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     seq,
                 })?;
             entries.push((IndexKind::Kogaku, r.setai_no.as_bytes().to_vec(), seq));

@@ -226,7 +226,7 @@ impl Job<'_> {
             let seq = from + i as u64;
             let kind = crate::ledger::EnvelopeRef::decode(raw)
                 .map_err(|_| ExtractError::Snapshot {
-                    partition: p.to_string(),
+                    partition: p.clone(),
                     seq,
                 })?
                 .header

@@ -46,7 +46,7 @@ impl<'a> Known<'a> {
                 record(self.store, self.b.partition(), &rec)?;
                 let c: Candidate =
                     serde_json::from_slice(&e.payload).map_err(|_| ExtractError::Snapshot {
-                        partition: self.b.partition().to_string(),
+                        partition: self.b.partition().clone(),
                         seq,
                     })?;
                 Some((seq, c))

@@ -141,7 +141,7 @@ pub enum ExtractError {
     #[error("reading the partition registry")]
     Registry(#[source] crate::store::ProvisionError),
     #[error("partition {partition} seq {seq}: snapshot does not decode")]
-    Snapshot { partition: String, seq: u64 },
+    Snapshot { partition: PartitionId, seq: u64 },
     #[error("encoding an access record")]
     Record(#[source] crate::ledger::payload::PayloadError),
     #[error("encoding a candidate")]
@@ -199,7 +199,7 @@ use known::*;
 fn decode(store: &Store, scope: &PartitionScope, seq: u64) -> Result<Household, ExtractError> {
     let e = store.read_entry(scope, seq)?;
     serde_json::from_slice(&e.payload).map_err(|_| ExtractError::Snapshot {
-        partition: scope.partition().to_string(),
+        partition: scope.partition().clone(),
         seq,
     })
 }

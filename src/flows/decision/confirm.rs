@@ -204,7 +204,7 @@ impl Row<'_> {
             let e = self.store.read_entry(self.pair.from_scope(), *seq)?;
             let r: KogakuRecord =
                 serde_json::from_slice(&e.payload).map_err(|_| DecisionError::Payload {
-                    partition: a.to_string(),
+                    partition: a.clone(),
                     seq: *seq,
                 })?;
             months.extend(r.months());

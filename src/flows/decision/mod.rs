@@ -204,7 +204,7 @@ pub enum DecisionError {
     #[error("reading the partition registry")]
     Registry(#[source] crate::store::ProvisionError),
     #[error("partition {partition} seq {seq}: payload does not decode")]
-    Payload { partition: String, seq: u64 },
+    Payload { partition: PartitionId, seq: u64 },
     #[error("encoding a record")]
     Record(#[source] crate::ledger::payload::PayloadError),
     #[error("encoding a payload")]
@@ -234,7 +234,7 @@ pub fn candidates(
 ) -> Result<Vec<CandidateState>, DecisionError> {
     let p = scope.partition();
     let bad = |seq| DecisionError::Payload {
-        partition: p.to_string(),
+        partition: p.clone(),
         seq,
     };
     let mut fold = Fold::default();
