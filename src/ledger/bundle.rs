@@ -27,22 +27,36 @@ const TAG_TRAILER: u8 = 0xFF;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+/// Why a bundle does not verify or cannot be read.
 pub enum BundleError {
     #[error("I/O")]
+    /// Reading the bundle failed.
     Io(#[from] io::Error),
     #[error("not an audit bundle (bad first line)")]
+    /// The first line is not the bundle magic.
     Magic,
     #[error("record at byte {at}: {reason}")]
-    Record { at: u64, reason: &'static str },
+    /// A record is malformed or out of place.
+    Record {
+        /// Byte offset of the record in the bundle.
+        at: u64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     #[error("bundle trailer does not match its contents")]
+    /// The SHA-256 trailer does not match the bytes before it.
     Trailer,
     #[error("bundle has no trailer (truncated)")]
+    /// The bundle ends before its trailer.
     Truncated,
     #[error("no pinned key for partition {0}")]
+    /// A partition section for which no key is pinned.
     UnknownPartition(String),
     #[error("verifier key in the bundle")]
+    /// The verifier key a partition record names does not parse or is not the pinned one.
     Key(#[source] NoteError),
     #[error(transparent)]
+    /// An entry or checkpoint of a section fails verification.
     Verify(#[from] VerifyError),
 }
 
@@ -53,6 +67,7 @@ pub struct BundleWriter<W: Write> {
 }
 
 impl<W: Write> BundleWriter<W> {
+    /// Starts a bundle on `out` with the magic line.
     pub fn new(mut out: W) -> io::Result<Self> {
         let mut ctx = digest::Context::new(&digest::SHA256);
         out.write_all(MAGIC)?;
@@ -114,10 +129,12 @@ impl<W: Write> BundleWriter<W> {
         self.record(TAG_CONSISTENCY, &data)
     }
 
+    /// The next envelope of the current section, as stored.
     pub fn envelope(&mut self, envelope: &[u8]) -> io::Result<()> {
         self.record(TAG_ENVELOPE, envelope)
     }
 
+    /// A checkpoint note for the tree of the envelopes written so far.
     pub fn checkpoint(&mut self, note: &str) -> io::Result<()> {
         self.record(TAG_CHECKPOINT, note.as_bytes())
     }
@@ -136,9 +153,13 @@ impl<W: Write> BundleWriter<W> {
 /// What a verified partition section contained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionReport {
+    /// The partition id.
     pub partition: String,
+    /// Entries verified (from the section's first seq).
     pub entries: u64,
+    /// Checkpoints verified.
     pub checkpoints: u64,
+    /// Root of the tree after the last entry.
     pub root: Hash,
     /// Tree size of the last verified checkpoint.
     pub last_checkpoint: Option<u64>,
@@ -215,7 +236,9 @@ fn close(section: Option<Section>, out: &mut Vec<PartitionReport>) -> Result<(),
 pub enum Record {
     /// Start of a partition section and the verifier key the instance named for it.
     Partition {
+        /// The partition of the section.
         partition: PartitionId,
+        /// The checkpoint key the instance named for it.
         vkey: VerifierKey,
     },
     /// The next envelope of the current section (seq order from 0), undecoded.
@@ -225,15 +248,21 @@ pub enum Record {
     /// The section starts at tree size `from` (not genesis): the chain value and the compact
     /// range there. The next record must be the checkpoint at `from`.
     Start {
+        /// Tree size the section starts at.
         from: u64,
+        /// Chain value after entry `from` − 1.
         chain: Hash,
+        /// The compact range of the tree of size `from`.
         frontier: CompactRange,
     },
     /// A consistency proof from the tree of size `from` with root `root` to the checkpoint
     /// that anchors the section's start record (right after that checkpoint, at most once).
     Consistency {
+        /// The older tree size.
         from: u64,
+        /// The older tree's root.
         root: Hash,
+        /// The RFC 9162 consistency proof.
         proof: Vec<Hash>,
     },
 }
@@ -259,6 +288,7 @@ pub struct BundleReader<R: Read> {
 }
 
 impl<R: Read> BundleReader<R> {
+    /// Starts reading `input`, checking the magic line.
     pub fn new(mut input: R) -> Result<Self, BundleError> {
         let mut magic = vec![0u8; MAGIC.len()];
         input

@@ -13,11 +13,13 @@ pub const SALT_LEN: usize = 32;
 /// A parsed envelope. The body is still sealed for sealed kinds; `ledger` never decrypts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
+    /// The decoded header.
     pub header: Header,
     /// Length of the encoded header at the start of the envelope bytes.
     pub header_len: usize,
     /// 0 for open bodies, the partition-local DEK id (≥ 1) for sealed ones.
     pub key_id: u32,
+    /// The body, sealed or open.
     pub body: Body,
 }
 
@@ -26,12 +28,16 @@ pub struct Envelope {
 pub enum Body {
     /// `salt ‖ payload`, readable without keys.
     Open {
+        /// The commitment salt.
         salt: [u8; SALT_LEN],
+        /// The payload in clear.
         payload: Vec<u8>,
     },
     /// `nonce ‖ ciphertext ‖ tag` over `salt ‖ payload`, AAD = leaf hash.
     Sealed {
+        /// The AES-GCM nonce.
         nonce: [u8; NONCE_LEN],
+        /// The ciphertext of `salt ‖ payload` and its tag.
         ciphertext_and_tag: Vec<u8>,
     },
 }
@@ -49,22 +55,35 @@ impl std::fmt::Debug for Body {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why envelope bytes do not decode.
 pub enum EnvelopeError {
     #[error("header")]
+    /// The header does not decode.
     Header(#[from] HeaderError),
     #[error("open kind {kind} stored with key id {key_id}; open bodies use key id 0")]
-    OpenWithKey { kind: &'static str, key_id: u32 },
+    /// An open kind with a key id.
+    OpenWithKey {
+        /// The kind's name.
+        kind: &'static str,
+        /// The key id stored.
+        key_id: u32,
+    },
     #[error("sealed kind {0} stored with key id 0")]
+    /// A sealed kind (named) with key id 0.
     SealedWithoutKey(&'static str),
     #[error("sealed body of {0} bytes is shorter than nonce, salt and tag")]
+    /// A sealed body shorter than nonce, salt and tag (its length).
     SealedTooShort(usize),
     #[error("open body of {0} bytes is shorter than the salt")]
+    /// An open body shorter than the salt (its length).
     OpenTooShort(usize),
     #[error("open payload does not match the header's commitment")]
+    /// An open payload that does not match the header's commitment.
     Commitment,
 }
 
 impl Envelope {
+    /// The envelope bytes (docs/format.md §3).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = self.header.encode();
         out.extend_from_slice(&self.key_id.to_be_bytes());
@@ -100,28 +119,39 @@ impl Envelope {
 /// the body. Verifiers that only hash use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvelopeRef<'a> {
+    /// The decoded header.
     pub header: Header,
     /// The encoded header: the bytes the leaf hash covers (the strict decoder accepts one
     /// encoding per header, so these are exactly `header.encode()`).
     pub header_bytes: &'a [u8],
+    /// 0 for open bodies, the partition-local DEK id (≥ 1) for sealed ones.
     pub key_id: u32,
+    /// The body in place.
     pub body: BodyRef<'a>,
 }
 
 /// A body in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyRef<'a> {
+    /// `salt ‖ payload`, readable without keys.
     Open {
+        /// The commitment salt.
         salt: &'a [u8; SALT_LEN],
+        /// The payload in clear.
         payload: &'a [u8],
     },
+    /// `nonce ‖ ciphertext ‖ tag`: only the store can open it.
     Sealed {
+        /// The AES-GCM nonce.
         nonce: &'a [u8; NONCE_LEN],
+        /// The ciphertext of `salt ‖ payload` and its tag.
         ciphertext_and_tag: &'a [u8],
     },
 }
 
 impl<'a> EnvelopeRef<'a> {
+    /// Decodes strictly: one encoding per envelope, the open payload checked against its
+    /// commitment.
     pub fn decode(bytes: &'a [u8]) -> Result<EnvelopeRef<'a>, EnvelopeError> {
         let mut r = Reader::new(bytes);
         let header = Header::read(&mut r)?;
@@ -173,6 +203,7 @@ impl<'a> EnvelopeRef<'a> {
         super::hash::leaf_hash(self.header_bytes)
     }
 
+    /// The owned [`Envelope`] (copies the body).
     pub fn to_owned(&self) -> Envelope {
         Envelope {
             header: self.header.clone(),

@@ -20,6 +20,7 @@ impl Hash {
     /// The all-zero value: `prev_chain` of seq 0.
     pub const ZERO: Hash = Hash([0u8; HASH_LEN]);
 
+    /// A hash from its 32 bytes.
     pub const fn from_bytes(bytes: [u8; HASH_LEN]) -> Self {
         Hash(bytes)
     }
@@ -29,10 +30,12 @@ impl Hash {
         <[u8; HASH_LEN]>::try_from(bytes).ok().map(Hash)
     }
 
+    /// The 32 bytes.
     pub fn as_bytes(&self) -> &[u8; HASH_LEN] {
         &self.0
     }
 
+    /// Standard base64, padded (the form proofs and checkpoints use).
     pub fn to_base64(&self) -> String {
         B64.encode(self.0)
     }

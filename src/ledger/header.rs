@@ -29,6 +29,7 @@ impl PartitionId {
         Ok(PartitionId(std::sync::Arc::from(text)))
     }
 
+    /// The id's digits.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -56,17 +57,22 @@ impl fmt::Display for PartitionId {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why a partition id is refused.
 pub enum PartitionIdError {
     #[error("partition id must be 1 to 32 characters, got {0}")]
+    /// Not 1 to 32 characters (the length given).
     Length(usize),
     #[error("partition id must be ASCII digits")]
+    /// Not all ASCII digits.
     NotDigits,
 }
 
 /// Whether a kind's body is encrypted (sealed) or readable by auditors (open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
+    /// Encrypted under a DEK of the partition; auditors see the header only.
     Sealed,
+    /// Readable by auditors (`salt ‖ payload` in clear).
     Open,
 }
 
@@ -75,19 +81,33 @@ pub enum Class {
 pub struct Kind(u16);
 
 impl Kind {
+    /// The first entry of every partition: the instance origin.
     pub const GENESIS: Kind = Kind(0x0001);
+    /// A household and its members as a transmission sent them (sealed).
     pub const HOUSEHOLD_SNAPSHOT: Kind = Kind(0x0010);
+    /// A 訂正 of an earlier snapshot (sealed).
     pub const HOUSEHOLD_CORRECTION: Kind = Kind(0x0011);
+    /// A household's 高額該当 months (sealed, dated keys).
     pub const KOGAKU_RECORD: Kind = Kind(0x0020);
+    /// A version of a flow-4 move candidate (sealed, dated keys).
     pub const CONTINUITY_CANDIDATE: Kind = Kind(0x0030);
+    /// A clerk's 確定指示 on a candidate (sealed, dated keys).
     pub const CONTINUITY_DECISION: Kind = Kind(0x0031);
+    /// The 連合会's confirmation of a decision (sealed, dated keys).
     pub const CONTINUITY_CONFIRMATION: Kind = Kind(0x0032);
+    /// A 高額該当回数 carry-over row of a confirmed decision (sealed, dated keys).
     pub const CONTINUITY_CARRY_OVER: Kind = Kind(0x0033);
+    /// A clerk's acknowledgement of a candidate's anomalies (sealed, dated keys).
     pub const CONTINUITY_ANOMALY_ACK: Kind = Kind(0x0034);
+    /// Who read or wrote which entries, and why (open).
     pub const ACCESS_RECORD: Kind = Kind(0x0100);
+    /// A 提供記録: what was provided to whom (open).
     pub const PROVISION_RECORD: Kind = Kind(0x0101);
+    /// Entries forwarded to another instance (open).
     pub const FORWARD_OUT: Kind = Kind(0x0102);
+    /// The intermediate's receipt of copied hub entries (open).
     pub const FORWARDING_RECEIPT: Kind = Kind(0x0103);
+    /// A key-management event: create, rotate, rewrap, re-encrypt, retire, destroy (open).
     pub const KEY_EVENT: Kind = Kind(0x0200);
 
     /// Every kind this version knows, in code order.
@@ -113,10 +133,12 @@ impl Kind {
         Kind::ALL.iter().copied().find(|k| k.0 == code)
     }
 
+    /// The kind's code (docs/format.md §4).
     pub fn code(self) -> u16 {
         self.0
     }
 
+    /// Sealed for codes 0x0010–0x00FF, open for all others.
     pub fn class(self) -> Class {
         match self.0 {
             0x0010..=0x00FF => Class::Sealed,
@@ -154,6 +176,7 @@ impl Kind {
 /// The hashed header of one entry. It holds no key version, nonce, ciphertext or personal data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The partition the entry belongs to.
     pub partition: PartitionId,
     /// 0-based leaf index in the partition's tree.
     pub seq: u64,
@@ -161,6 +184,7 @@ pub struct Header {
     pub tx_time: u64,
     /// Legal effective date, days since 1970-01-01.
     pub valid_from: i32,
+    /// What the entry is.
     pub kind: Kind,
     /// The corrected or answered entry, always `< seq`.
     pub ref_seq: Option<u64>,
@@ -172,24 +196,44 @@ pub struct Header {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why header bytes do not decode.
 pub enum HeaderError {
     #[error("header truncated: need {need} bytes at offset {at}")]
-    Truncated { at: usize, need: usize },
+    /// The bytes end inside the header.
+    Truncated {
+        /// Offset of the field that is cut off.
+        at: usize,
+        /// Bytes the field needs.
+        need: usize,
+    },
     #[error("unsupported header version {0}")]
+    /// A header version this build does not know.
     Version(u8),
     #[error("bad partition id in header")]
+    /// The partition id is refused.
     Partition(#[from] PartitionIdError),
     #[error("unknown entry kind 0x{0:04x}")]
+    /// A kind code this build does not know.
     UnknownKind(u16),
     #[error("has_ref must be 0 or 1, got {0}")]
+    /// `has_ref` other than 0 or 1.
     HasRef(u8),
     #[error("ref_seq must be 0 when has_ref is 0")]
+    /// A `ref_seq` without `has_ref`.
     DanglingRef,
     #[error("ref_seq {ref_seq} is not below seq {seq}")]
-    RefNotBefore { ref_seq: u64, seq: u64 },
+    /// A reference to an entry that is not earlier.
+    RefNotBefore {
+        /// The referenced seq.
+        ref_seq: u64,
+        /// The entry's own seq.
+        seq: u64,
+    },
     #[error("genesis must be at seq 0 and only there")]
+    /// A genesis entry anywhere but seq 0, or seq 0 that is not genesis.
     GenesisPosition,
     #[error("seq 0 must have an all-zero prev_chain")]
+    /// Seq 0 with a non-zero `prev_chain`.
     FirstPrevChain,
 }
 
@@ -279,6 +323,7 @@ impl Header {
         out.extend_from_slice(self.commitment.as_bytes());
     }
 
+    /// Length of [`Header::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
         97 + self.partition.as_str().len()
     }

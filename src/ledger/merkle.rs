@@ -19,21 +19,35 @@ pub struct CompactRange {
 /// A subtree hash that became complete: covers leaves `[index·2^level, (index+1)·2^level)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Node {
+    /// Height of the subtree (0: a leaf).
     pub level: u8,
+    /// Its position among the subtrees of that height.
     pub index: u64,
+    /// Its hash.
     pub hash: Hash,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why a compact range cannot be rebuilt or grown.
 pub enum CompactRangeError {
     #[error("a tree of size {size} has {want} subtree roots, got {got}")]
-    WrongCount { size: u64, want: usize, got: usize },
+    /// The stored roots do not fit the size.
+    WrongCount {
+        /// The tree size.
+        size: u64,
+        /// Roots a tree of that size has.
+        want: usize,
+        /// Roots given.
+        got: usize,
+    },
     #[error("tree is full")]
+    /// The tree holds 2^64 − 1 leaves.
     Full,
 }
 
 impl CompactRange {
+    /// The range of the empty tree.
     pub fn new() -> Self {
         Self::default()
     }
@@ -51,10 +65,12 @@ impl CompactRange {
         Ok(CompactRange { size, hashes })
     }
 
+    /// The tree size.
     pub fn size(&self) -> u64 {
         self.size
     }
 
+    /// The roots of the complete subtrees, largest first.
     pub fn hashes(&self) -> &[Hash] {
         &self.hashes
     }
@@ -119,6 +135,7 @@ fn split_point(n: u64) -> u64 {
 
 /// Where proof generation reads complete subtree hashes from.
 pub trait NodeSource {
+    /// Why a node could not be read.
     type Error;
     /// Hash of the complete subtree at `level` covering leaves from `index << level`.
     fn node(&mut self, level: u8, index: u64) -> Result<Hash, Self::Error>;
@@ -129,10 +146,23 @@ pub trait NodeSource {
 #[non_exhaustive]
 pub enum ProofRequestError<E> {
     #[error("leaf {index} is outside a tree of size {size}")]
-    LeafOutOfRange { index: u64, size: u64 },
+    /// An inclusion proof for a leaf the tree does not have.
+    LeafOutOfRange {
+        /// The leaf asked for.
+        index: u64,
+        /// The tree size.
+        size: u64,
+    },
     #[error("consistency needs 0 < from ≤ to, got {from} → {to}")]
-    BadRange { from: u64, to: u64 },
+    /// A consistency proof between sizes out of order or from 0.
+    BadRange {
+        /// The older size.
+        from: u64,
+        /// The newer size.
+        to: u64,
+    },
     #[error("reading a tree node: {0}")]
+    /// The node source failed.
     Source(E),
 }
 
@@ -231,16 +261,37 @@ fn subproof<S: NodeSource>(
 #[non_exhaustive]
 pub enum ProofError {
     #[error("leaf index {index} is not below tree size {size}")]
-    IndexOutOfRange { index: u64, size: u64 },
+    /// The leaf index is not below the tree size.
+    IndexOutOfRange {
+        /// The leaf index.
+        index: u64,
+        /// The tree size.
+        size: u64,
+    },
     #[error("proof has {got} hashes, a proof for these sizes has {want}")]
-    WrongLength { want: usize, got: usize },
+    /// The proof has the wrong number of hashes for its sizes.
+    WrongLength {
+        /// Hashes a proof for these sizes has.
+        want: usize,
+        /// Hashes given.
+        got: usize,
+    },
     #[error("consistency from size 0 is not defined")]
+    /// A consistency proof from size 0.
     FromZero,
     #[error("consistency needs from ≤ to, got {from} → {to}")]
-    Backwards { from: u64, to: u64 },
+    /// A consistency proof to a smaller tree.
+    Backwards {
+        /// The older size.
+        from: u64,
+        /// The newer size.
+        to: u64,
+    },
     #[error("computed root does not match the expected root")]
+    /// The computed root is not the expected one.
     RootMismatch,
     #[error("computed old root does not match the expected old root")]
+    /// The computed old root is not the expected one.
     OldRootMismatch,
 }
 

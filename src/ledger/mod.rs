@@ -1,3 +1,4 @@
+#![deny(missing_docs)]
 //! The pure ledger: formats, hashes, Merkle proofs, signed-note checkpoints and verification.
 //!
 //! No file, socket or clock access, no secret and no decryption: this module builds with

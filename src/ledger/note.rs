@@ -21,20 +21,34 @@ pub const MAX_SIGNATURES: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why a note, key or checkpoint body is refused, or a signature does not verify.
 pub enum NoteError {
     #[error("malformed note: {0}")]
+    /// The note's framing is wrong (what is wrong).
     Malformed(&'static str),
     #[error("malformed verifier key: {0}")]
+    /// A verifier key does not parse (what is wrong).
     BadKey(&'static str),
     #[error("malformed checkpoint body: {0}")]
+    /// The checkpoint body is not origin, size and root (what is wrong).
     BadCheckpoint(&'static str),
     #[error("no signature by a trusted key")]
+    /// No signature line by a trusted key.
     NoTrustedSignature,
     #[error("signature by {0} does not verify")]
+    /// A line by a trusted key (named) does not verify.
     BadSignature(String),
     #[error("checkpoint origin {got} is not the expected {want}")]
-    WrongOrigin { want: String, got: String },
+    /// The checkpoint names another origin than its key.
+    WrongOrigin {
+        /// The key's origin.
+        want: String,
+        /// The checkpoint's origin.
+        got: String,
+    },
     #[error("key {0} is of the wrong type for this check")]
+    /// A key (named) of the wrong type: a checkpoint key where a cosigner is needed, or the
+    /// reverse.
     WrongKeyType(String),
 }
 
@@ -132,14 +146,17 @@ impl VerifierKey {
         Ok(vk)
     }
 
+    /// The key name (a checkpoint key's is the log origin).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The 4-byte key id of C2SP signed-note.
     pub fn id(&self) -> [u8; 4] {
         self.id
     }
 
+    /// The Ed25519 public key.
     pub fn public_key(&self) -> &[u8; 32] {
         &self.public_key
     }
@@ -165,13 +182,16 @@ fn hex_id(id: &[u8; 4]) -> String {
 /// One signature line of a note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signature {
+    /// The signer's key name.
     pub name: String,
+    /// The signer's key id.
     pub key_id: [u8; 4],
     /// Signature bytes after the key ID (64 for Ed25519; other types are kept opaque).
     pub signature: Vec<u8>,
 }
 
 impl Signature {
+    /// The signature line as it stands in a note (with its newline).
     pub fn line(&self) -> String {
         let mut raw = self.key_id.to_vec();
         raw.extend_from_slice(&self.signature);
@@ -182,7 +202,9 @@ impl Signature {
 /// A parsed signed note: text (ending in a newline) and its signature lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedNote {
+    /// The signed text, ending in a newline.
     pub text: String,
+    /// The signature lines, in note order.
     pub signatures: Vec<Signature>,
 }
 
@@ -246,6 +268,7 @@ impl SignedNote {
         })
     }
 
+    /// The note: text, a blank line, the signature lines.
     pub fn to_text(&self) -> String {
         let mut out = self.text.clone();
         out.push('\n');
@@ -339,12 +362,16 @@ impl SignedNote {
 /// and rejects them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The log origin.
     pub origin: String,
+    /// The tree size.
     pub size: u64,
+    /// The tree root at that size.
     pub root: Hash,
 }
 
 impl Checkpoint {
+    /// The note text: origin, size and base64 root, one per line.
     pub fn body(&self) -> String {
         format!(
             "{}\n{}\n{}\n",
@@ -354,6 +381,7 @@ impl Checkpoint {
         )
     }
 
+    /// Parses a note text strictly (no extension lines).
     pub fn parse_body(text: &str) -> Result<Self, NoteError> {
         let mut lines = text.split_terminator('\n');
         let (Some(origin), Some(size), Some(root), None) =

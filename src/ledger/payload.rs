@@ -7,21 +7,39 @@ use super::header::{HeaderError, Reader};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why an open payload does not decode, or is refused before it is written.
 pub enum PayloadError {
     #[error("payload truncated or malformed")]
+    /// The bytes end early or a length is wrong.
     Decode(#[from] HeaderError),
     #[error("unknown payload schema {0}")]
+    /// A schema this build does not know.
     Schema(u16),
     #[error("unknown value {value} for {field}")]
-    Value { field: &'static str, value: u64 },
+    /// A code outside its field's values.
+    Value {
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u64,
+    },
     #[error("{0} is not valid text")]
+    /// A text field (named) that is not valid UTF-8 or not ASCII where ASCII is required.
     Text(&'static str),
     #[error("{0} bytes left after the payload")]
+    /// Bytes left after the payload (how many).
     Trailing(usize),
     #[error("{0} is too long")]
+    /// A text field (named) longer than its length prefix allows.
     TooLong(&'static str),
     #[error("{field} contains a control character (character {at}); open payloads hold none")]
-    Control { field: &'static str, at: usize },
+    /// A control character in a text field.
+    Control {
+        /// The field.
+        field: &'static str,
+        /// The character's position.
+        at: usize,
+    },
 }
 
 /// Refuses a control character in a text field of an open payload. The decoders refuse
@@ -79,14 +97,17 @@ pub struct Genesis {
 }
 
 impl Genesis {
+    /// The schema this build writes and reads.
     pub const SCHEMA: u16 = 1;
 
+    /// The payload bytes (docs/format.md §5); refuses text an auditor could not read.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Self::SCHEMA.to_be_bytes().to_vec();
         put_str8(&mut out, &self.origin)?;
         Ok(out)
     }
 
+    /// Decodes strictly: one encoding per payload, no trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut r = Reader::new(bytes);
         let schema = r.u16()?;
@@ -110,12 +131,14 @@ pub enum KeyClass {
 }
 
 impl KeyClass {
+    /// The code stored in key events and key records.
     pub fn code(self) -> u8 {
         match self {
             KeyClass::Resident => 1,
             KeyClass::Dated => 2,
         }
     }
+    /// A known code, or `None`.
     pub fn from_code(code: u8) -> Option<Self> {
         match code {
             1 => Some(KeyClass::Resident),
@@ -123,6 +146,7 @@ impl KeyClass {
             _ => None,
         }
     }
+    /// The name reports use.
     pub fn name(self) -> &'static str {
         match self {
             KeyClass::Resident => "resident",
@@ -163,6 +187,7 @@ impl KeyEventKind {
         KeyEventKind::Destroy,
         KeyEventKind::SigningKey,
     ];
+    /// The code stored in key events.
     pub fn code(self) -> u8 {
         match self {
             KeyEventKind::Create => 1,
@@ -175,9 +200,11 @@ impl KeyEventKind {
             KeyEventKind::SigningKey => 8,
         }
     }
+    /// A known code, or `None`.
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.iter().copied().find(|k| k.code() == code)
     }
+    /// The name reports use.
     pub fn name(self) -> &'static str {
         match self {
             KeyEventKind::Create => "create",
@@ -195,9 +222,11 @@ impl KeyEventKind {
 /// Payload of a key event entry (kind 0x0200). Never holds key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEvent {
+    /// What happened.
     pub event: KeyEventKind,
     /// Partition-local DEK id the event is about (0 for instance keys).
     pub key_id: u32,
+    /// The key's retention class.
     pub class: KeyClass,
     /// 0 for `resident`, the fiscal year for `dated`.
     pub epoch: u16,
@@ -212,8 +241,10 @@ pub struct KeyEvent {
 }
 
 impl KeyEvent {
+    /// The schema this build writes and reads.
     pub const SCHEMA: u16 = 1;
 
+    /// The payload bytes (docs/format.md §5); refuses text an auditor could not read.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Self::SCHEMA.to_be_bytes().to_vec();
         out.push(self.event.code());
@@ -232,6 +263,7 @@ impl KeyEvent {
         Ok(out)
     }
 
+    /// Decodes strictly: one encoding per payload, no trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut r = Reader::new(bytes);
         let schema = r.u16()?;
@@ -290,6 +322,7 @@ pub struct AccessRecord {
     pub kinds: Vec<u16>,
     /// First seq touched and how many (a contiguous range).
     pub first_seq: u64,
+    /// How many entries from `first_seq`.
     pub count: u64,
     /// `ok`, or a stable error code. ASCII.
     pub result: String,
@@ -298,8 +331,10 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// The schema this build writes and reads.
     pub const SCHEMA: u16 = 1;
 
+    /// The payload bytes (docs/format.md §5); refuses text an auditor could not read.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Self::SCHEMA.to_be_bytes().to_vec();
         for (field, text) in [
@@ -335,6 +370,7 @@ impl AccessRecord {
         Ok(out)
     }
 
+    /// Decodes strictly: one encoding per payload, no trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut r = Reader::new(bytes);
         let schema = r.u16()?;
@@ -425,15 +461,19 @@ pub struct ProvisionRecord {
     /// The entries provided: `[first_seq, first_seq + count)`, and the checkpoint size that
     /// covers them.
     pub first_seq: u64,
+    /// How many entries from `first_seq`.
     pub count: u64,
+    /// The checkpoint size that covers them.
     pub checkpoint_size: u64,
     /// Request id, to join with the server log. ASCII.
     pub request_id: String,
 }
 
 impl ProvisionRecord {
+    /// The schema this build writes and reads.
     pub const SCHEMA: u16 = 1;
 
+    /// The payload bytes (docs/format.md §5); refuses text an auditor could not read.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Self::SCHEMA.to_be_bytes().to_vec();
         put_ascii8(&mut out, "provider", &self.provider)?;
@@ -452,6 +492,7 @@ impl ProvisionRecord {
         Ok(out)
     }
 
+    /// Decodes strictly: one encoding per payload, no trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut r = Reader::new(bytes);
         let schema = r.u16()?;
@@ -503,6 +544,7 @@ pub struct ForwardingReceipt {
     pub hub_origin: String,
     /// Hub seq range verified: `[hub_from, hub_to)`; `hub_to` is the checkpoint size.
     pub hub_from: u64,
+    /// End of the range (exclusive): the size of the hub checkpoint.
     pub hub_to: u64,
     /// The hub's signed checkpoint at `hub_to`.
     pub hub_checkpoint: String,
@@ -512,8 +554,10 @@ pub struct ForwardingReceipt {
 }
 
 impl ForwardingReceipt {
+    /// The schema this build writes and reads.
     pub const SCHEMA: u16 = 1;
 
+    /// The payload bytes (docs/format.md §5); refuses text an auditor could not read.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Self::SCHEMA.to_be_bytes().to_vec();
         put_ascii8(&mut out, "hub_origin", &self.hub_origin)?;
@@ -530,6 +574,7 @@ impl ForwardingReceipt {
         Ok(out)
     }
 
+    /// Decodes strictly: one encoding per payload, no trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, PayloadError> {
         let mut r = Reader::new(bytes);
         let schema = r.u16()?;

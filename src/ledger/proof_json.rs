@@ -12,20 +12,33 @@ use super::note::{Checkpoint, NoteError, VerifierKey};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
+/// Why a proof in JSON does not verify.
 pub enum ProofJsonError {
     #[error("field {0} is not a base64 SHA-256 value")]
+    /// A hash field (named) that is not base64 of 32 bytes.
     BadHash(&'static str),
     #[error("proof[{0}] is not a base64 SHA-256 value")]
+    /// A proof hash (its index) that is not base64 of 32 bytes.
     BadProofHash(usize),
     #[error("no root: give a root or a checkpoint")]
+    /// Neither a root nor a checkpoint to verify against.
     NoRoot,
     #[error("checkpoint")]
+    /// The checkpoint does not verify with the key.
     Checkpoint(#[from] NoteError),
     #[error("checkpoint is for size {checkpoint}, proof for {proof}")]
-    SizeMismatch { checkpoint: u64, proof: u64 },
+    /// The checkpoint is for another tree size than the proof.
+    SizeMismatch {
+        /// The checkpoint's size.
+        checkpoint: u64,
+        /// The proof's size.
+        proof: u64,
+    },
     #[error("proof")]
+    /// The proof does not verify.
     Proof(#[from] ProofError),
     #[error("newestEntry: {0}")]
+    /// The newest entry does not check out (what is wrong).
     NewestEntry(&'static str),
 }
 
@@ -35,7 +48,9 @@ pub enum ProofJsonError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewestEntry {
+    /// The entry's encoded header, base64.
     pub header: String,
+    /// Its inclusion proof in the tree, base64 hashes.
     pub proof: Vec<String>,
 }
 
@@ -74,17 +89,24 @@ impl NewestEntry {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// An inclusion proof in the JSON of the API and the transparency-dev test vectors.
 pub struct InclusionProofJson {
     #[serde(rename = "leafIdx")]
+    /// The leaf (entry seq).
     pub leaf_idx: u64,
     #[serde(rename = "treeSize")]
+    /// The tree size the proof is for.
     pub tree_size: u64,
     #[serde(rename = "leafHash")]
+    /// The leaf hash, base64.
     pub leaf_hash: String,
+    /// The audit path, base64 hashes (absent: empty).
     pub proof: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The root to verify against, base64 (or the checkpoint's).
     pub root: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The signed checkpoint at `tree_size`.
     pub checkpoint: Option<String>,
     /// The checkpoint's last entry, which dates it (kukaku only).
     #[serde(
@@ -94,22 +116,31 @@ pub struct InclusionProofJson {
     )]
     pub newest_entry: Option<NewestEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A test vector's description.
     pub desc: Option<String>,
     #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]
+    /// A test vector that must fail.
     pub want_err: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+/// A consistency proof in the JSON of the API and the transparency-dev test vectors.
 pub struct ConsistencyProofJson {
+    /// The older tree size.
     pub size1: u64,
+    /// The newer tree size.
     pub size2: u64,
+    /// The proof, base64 hashes (absent: empty).
     pub proof: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The older root, base64.
     pub root1: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The newer root, base64 (or the checkpoint's).
     pub root2: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The signed checkpoint at `size2`.
     pub checkpoint: Option<String>,
     /// The checkpoint's last entry, which dates it (kukaku only).
     #[serde(
@@ -119,8 +150,10 @@ pub struct ConsistencyProofJson {
     )]
     pub newest_entry: Option<NewestEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A test vector's description.
     pub desc: Option<String>,
     #[serde(default, rename = "wantErr", skip_serializing_if = "Option::is_none")]
+    /// A test vector that must fail.
     pub want_err: Option<bool>,
 }
 
@@ -137,6 +170,7 @@ fn proof_hashes(proof: &Option<Vec<String>>) -> Result<Vec<Hash>, ProofJsonError
         .collect()
 }
 
+/// Hashes as the base64 strings a proof's JSON carries.
 pub fn encode_hashes(hashes: &[Hash]) -> Vec<String> {
     hashes.iter().map(Hash::to_base64).collect()
 }

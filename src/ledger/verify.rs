@@ -14,44 +14,83 @@ use super::note::{Checkpoint, NoteError, VerifierKey};
 #[non_exhaustive]
 pub enum Step {
     #[error("envelope does not decode")]
+    /// The envelope does not decode.
     Decode(#[source] EnvelopeError),
     #[error("entry belongs to partition {0}")]
+    /// The entry names another partition (the one named).
     Partition(String),
     #[error("expected seq {want}, found {got}")]
-    Sequence { want: u64, got: u64 },
+    /// An entry out of sequence.
+    Sequence {
+        /// The seq expected.
+        want: u64,
+        /// The seq found.
+        got: u64,
+    },
     #[error("prev_chain does not match the chain value of the previous entry")]
+    /// The entry's `prev_chain` is not the chain value before it.
     Chain,
     #[error("tx_time goes backwards")]
+    /// `tx_time` goes backwards.
     TxTime,
     #[error("stored tree node at level {level} does not match the entries")]
-    TreeNode { level: u8 },
+    /// A stored tree node is not the one the entries give.
+    TreeNode {
+        /// The node's level.
+        level: u8,
+    },
     #[error("checkpoint")]
+    /// A checkpoint's signature or body does not verify.
     Checkpoint(#[source] NoteError),
     #[error("checkpoint at size {size} does not match the root recomputed from the entries")]
-    CheckpointRoot { size: u64 },
+    /// A checkpoint's root is not the one the entries give.
+    CheckpointRoot {
+        /// The checkpoint's size.
+        size: u64,
+    },
     #[error("checkpoint for size {checkpoint} but the log has {log} entries there")]
-    CheckpointSize { checkpoint: u64, log: u64 },
+    /// A checkpoint for a size the log is not at where it stands.
+    CheckpointSize {
+        /// The checkpoint's size.
+        checkpoint: u64,
+        /// The log's size there.
+        log: u64,
+    },
     #[error("stored state says size {stored}, the log has {log} entries")]
-    StateSize { stored: u64, log: u64 },
+    /// The stored head names another size than the log has.
+    StateSize {
+        /// The size the head names.
+        stored: u64,
+        /// The entries found.
+        log: u64,
+    },
     #[error("stored chain head or tree edge does not match the entries")]
+    /// The stored chain head or tree edge is not the one the entries give.
     StateMismatch,
     #[error("sealed body does not decrypt or does not match its commitment")]
+    /// A sealed body does not decrypt or does not match its commitment (with keys only).
     Body,
     #[error("consistency proof from size {from}: {error}")]
+    /// A consistency record does not prove the start.
     Consistency {
+        /// The older size it proves from.
         from: u64,
+        /// Why the proof fails.
         error: super::merkle::ProofError,
     },
     #[error("{0}")]
+    /// Anything else, as text (a storage error met while verifying).
     Other(String),
 }
 
 /// A verification failure, naming partition, seq and step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyError {
+    /// The partition verified.
     pub partition: String,
     /// The entry (or tree size, for checkpoint and state steps) where the check failed.
     pub seq: u64,
+    /// The check that failed.
     pub step: Step,
 }
 
@@ -83,6 +122,7 @@ pub struct ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A verifier for `partition` from genesis.
     pub fn new(partition: PartitionId) -> Self {
         ChainVerifier {
             partition,
@@ -104,22 +144,27 @@ impl ChainVerifier {
         }
     }
 
+    /// The partition verified.
     pub fn partition(&self) -> &PartitionId {
         &self.partition
     }
 
+    /// Entries verified so far (the tree size).
     pub fn size(&self) -> u64 {
         self.range.size()
     }
 
+    /// The chain value after the last entry.
     pub fn chain_head(&self) -> Hash {
         self.chain
     }
 
+    /// The tree root after the last entry.
     pub fn root(&self) -> Hash {
         self.range.root()
     }
 
+    /// The compact range of the tree so far.
     pub fn range(&self) -> &CompactRange {
         &self.range
     }
