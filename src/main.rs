@@ -18,7 +18,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Runs one command: each arm hands its arguments to the subcommand's file.
 fn run(cli: Cli) -> Result<Outcome> {
-    use cli::{continuity, export, import, init, keys, partitions, verify};
+    use cli::{continuity, credentials, export, import, init, keys, partitions, verify};
     let home = cli.home;
     let paths = kukaku::store::Paths::under(&home);
     match cli.command {
@@ -28,7 +28,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             &paths,
             kukaku::admin::AdminRequest::PublicKeys { witness, log },
         )?,
-        Command::Credentials(c) => keys::credentials(&paths, c)?,
+        Command::Credentials(c) => credentials::credentials(&paths, c)?,
         Command::RebuildIndex { partition: only } => {
             export::rebuild_index(&paths, only.as_deref())?
         }

@@ -1,8 +1,7 @@
-//! `kukaku keys …` and `kukaku credentials …`: through a running server's admin socket, or
-//! on the store directly when none runs.
+//! `kukaku keys …` and `kukaku public-keys`: through a running server's admin socket, or on
+//! the store directly when none runs (`admin_command`, which `credentials` uses too).
 
 use anyhow::Result;
-use kukaku::api::server;
 use kukaku::store::Paths;
 
 use super::args::*;
@@ -119,38 +118,4 @@ pub(crate) fn admin_command(paths: &Paths, request: kukaku::admin::AdminRequest)
     };
     bar.finish_and_clear();
     Ok(result?)
-}
-
-/// `credentials …` as an admin request: through the running server's admin socket (so a
-/// revocation acts on its next request), or on the store directly when none runs.
-pub(crate) fn credentials(paths: &Paths, command: CredentialsCommand) -> Result<()> {
-    use kukaku::admin::AdminRequest;
-    let request = match command {
-        CredentialsCommand::Issue {
-            role,
-            partition,
-            prefecture,
-            partitions,
-            all,
-            label,
-            expires_in_days,
-            client_cert,
-        } => AdminRequest::IssueCredential {
-            role,
-            partition,
-            prefecture,
-            partitions,
-            all,
-            label,
-            expires_in_days,
-            client_cert_sha256: client_cert
-                .as_deref()
-                .map(server::certificate_sha256)
-                .transpose()?
-                .map(|h| h.iter().map(|b| format!("{b:02x}")).collect()),
-        },
-        CredentialsCommand::List => AdminRequest::ListCredentials,
-        CredentialsCommand::Revoke { id } => AdminRequest::RevokeCredential { id },
-    };
-    admin_command(paths, request)
 }
