@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use kukaku::crypto::aead::Dek;
 use kukaku::crypto::secret::Secret32;
 use kukaku::crypto::signer::CheckpointSigner;
+use kukaku::ledger::Seq;
 use kukaku::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};
 use kukaku::ledger::hash::{chain_next, commitment, leaf_hash};
 use kukaku::ledger::merkle::CompactRange;
@@ -103,7 +104,7 @@ fn kukaku(size: usize, batch: usize, budget: Duration) -> (f64, usize) {
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     let last = store.size(&p).unwrap() - 1;
-    let envelope = store.envelopes(&p, last, last + 1).unwrap()[0].len();
+    let envelope = store.envelopes(&p, Seq(last), Seq(last + 1)).unwrap()[0].len();
     (rate, envelope)
 }
 

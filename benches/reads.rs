@@ -19,6 +19,7 @@ use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::Checkpoint;
 use kukaku::ledger::hash::Hash;
 use kukaku::ledger::merkle::verify_inclusion;
+use kukaku::ledger::{Seq, TreeSize};
 
 const READS: usize = 20_000;
 /// Checkpoint signature verifications timed after the first.
@@ -76,7 +77,9 @@ fn main() {
             let seq = x % n;
             let t = Instant::now();
             let e = store.read_entry(&scope, seq).unwrap();
-            let proof = store.prove_inclusion(&p, seq, Some(cp.size)).unwrap();
+            let proof = store
+                .prove_inclusion(&p, Seq(seq), Some(TreeSize(cp.size)))
+                .unwrap();
             serve.push(t.elapsed());
             let t = Instant::now();
             let path: Vec<Hash> = proof

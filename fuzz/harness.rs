@@ -276,7 +276,10 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "envelope" => {
             let mut out = vec![hex::decode(s(&golden["header_hex"])).unwrap_or_default()];
             let f = api_fixture();
-            if let Ok(raw) = f.store.envelopes(&f.partition, 0, 8) {
+            if let Ok(raw) =
+                f.store
+                    .envelopes(&f.partition, kukaku::ledger::Seq(0), kukaku::ledger::Seq(8))
+            {
                 out.extend(raw.into_iter().map(|e| e.to_vec()));
             }
             out

@@ -15,7 +15,7 @@ use kukaku::flows::import::{ImportError, Importer, import};
 use kukaku::flows::replicate;
 use kukaku::flows::sample::{self, DEMO_MUNICIPALITIES};
 use kukaku::flows::transmission::Encoding;
-use kukaku::ledger::PartitionId;
+use kukaku::ledger::{PartitionId, Seq};
 use kukaku::store::{Paths, Store, StoreOptions};
 
 use super::serve::shutdown_signal;
@@ -267,7 +267,7 @@ fn demo_ledger_and_audit(
     println!("\n== the ledger: {p}'s signed checkpoint (C2SP) and verifier key");
     print!("{}", hub.checkpoint(p)?.context("no checkpoint")?);
     println!("{}", key.to_text());
-    let proof = hub.prove_inclusion(p, 2, None)?;
+    let proof = hub.prove_inclusion(p, Seq(2), None)?;
     proof.verify_with_key(&key)?;
     println!(
         "\n== RFC 9162 inclusion proof of seq 2 (a household snapshot) in tree size {}: {} hashes, verified",

@@ -2,7 +2,7 @@
 //! log holds.
 
 use anyhow::{Context, Result};
-use kukaku::ledger::PartitionId;
+use kukaku::ledger::{PartitionId, Seq, TreeSize};
 use kukaku::store::{Paths, Store, VerifyOptions};
 
 use super::args::ProveCommand;
@@ -67,12 +67,19 @@ pub(crate) fn prove(paths: &Paths, command: ProveCommand) -> Result<()> {
             partition: p,
             seq,
             size,
-        } => serde_json::to_string_pretty(&store.prove_inclusion(&partition(&p)?, seq, size)?)?,
+        } => {
+            let proof = store.prove_inclusion(&partition(&p)?, Seq(seq), size.map(TreeSize))?;
+            serde_json::to_string_pretty(&proof)?
+        }
         ProveCommand::Consistency {
             partition: p,
             from,
             to,
-        } => serde_json::to_string_pretty(&store.prove_consistency(&partition(&p)?, from, to)?)?,
+        } => {
+            let proof =
+                store.prove_consistency(&partition(&p)?, TreeSize(from), to.map(TreeSize))?;
+            serde_json::to_string_pretty(&proof)?
+        }
     };
     println!("{json}");
     Ok(())

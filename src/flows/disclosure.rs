@@ -20,6 +20,7 @@ use crate::flows::transmission::Household;
 use crate::ledger::payload::{AccessRecord, ProvisionRecord};
 use crate::ledger::proof_json::InclusionProofJson;
 use crate::ledger::{EnvelopeRef, Kind, PartitionId};
+use crate::ledger::{Seq, TreeSize};
 use crate::store::{AppendError, IndexKind, KeyError, ReadError, Store};
 
 pub const DISCLOSURE_SCHEMA: &str = "kukaku-disclosure-v1";
@@ -253,7 +254,7 @@ fn handled_with_proof(
         first_seq: d.first_seq,
         count: d.count,
         envelope: base64::engine::general_purpose::STANDARD.encode(raw),
-        proof: store.prove_inclusion(p, seq, Some(tree_size))?,
+        proof: store.prove_inclusion(p, Seq(seq), Some(TreeSize(tree_size)))?,
     }))
 }
 

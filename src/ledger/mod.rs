@@ -20,6 +20,15 @@ pub use header::{Class, Header, Kind, PartitionId};
 pub use note::{Checkpoint, SignedNote, VerifierKey};
 pub use verify::{ChainVerifier, Step, VerifyError};
 
+/// The position of an entry in its partition's log (its leaf index), from 0. A newtype where
+/// a seq and a count or a tree size stand side by side in a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Seq(pub u64);
+
+/// A number of entries from genesis: a tree's size, the size a checkpoint covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TreeSize(pub u64);
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
 pub fn days_from_civil(year: i32, month: u32, day: u32) -> i32 {
     let y = if month <= 2 { year - 1 } else { year };

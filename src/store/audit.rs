@@ -8,6 +8,7 @@ use rocksdb::{Direction, IteratorMode};
 use super::Store;
 use super::read::*;
 use super::records::{LOWEST_STORED_LEVEL, checkpoint_key, entry_key, node_key};
+use crate::ledger::Seq;
 use crate::ledger::bundle::BundleWriter;
 use crate::ledger::hash::Hash;
 use crate::ledger::header::PartitionId;
@@ -190,7 +191,7 @@ impl Store {
             let mut checkpoints = sizes.into_iter().peekable();
             if from > 0 {
                 let anchor = self.best_checkpoint_at(p, from)?;
-                let chain = match self.envelopes(p, from, from + 1)?.first() {
+                let chain = match self.envelopes(p, Seq(from), Seq(from + 1))?.first() {
                     Some(raw) => {
                         crate::ledger::Envelope::decode(raw)
                             .map_err(|e| corrupt(p, from, e))?

@@ -10,6 +10,7 @@ use crate::ledger::note::Checkpoint;
 use crate::ledger::proof_json::{
     ConsistencyProofJson, InclusionProofJson, NewestEntry, encode_hashes,
 };
+use crate::ledger::{Seq, TreeSize};
 
 impl Store {
     pub(super) fn proof_size(
@@ -30,10 +31,10 @@ impl Store {
     pub fn prove_inclusion(
         &self,
         p: &PartitionId,
-        seq: u64,
-        size: Option<u64>,
+        Seq(seq): Seq,
+        size: Option<TreeSize>,
     ) -> Result<InclusionProofJson, ReadError> {
-        let (size, note) = self.proof_size(p, size)?;
+        let (size, note) = self.proof_size(p, size.map(|s| s.0))?;
         let raw = self.envelope_bytes(p, seq)?;
         let (header, _) = Header::decode_prefix(&raw).map_err(|e| corrupt(p, seq, e))?;
         let proof = self.inclusion_path(p, seq, size)?;
@@ -92,10 +93,10 @@ impl Store {
     pub fn prove_consistency(
         &self,
         p: &PartitionId,
-        from: u64,
-        to: Option<u64>,
+        TreeSize(from): TreeSize,
+        to: Option<TreeSize>,
     ) -> Result<ConsistencyProofJson, ReadError> {
-        let (to, note) = self.proof_size(p, to)?;
+        let (to, note) = self.proof_size(p, to.map(|s| s.0))?;
         let old = self.inner.checkpoint_at(p, from)?;
         // Each note with the instance key it names: a signing-key rotation may lie between.
         let key_of = |n: &str| {

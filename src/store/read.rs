@@ -11,6 +11,7 @@ use super::records::{
 };
 use super::{Inner, Store};
 use crate::crypto::PartitionScope;
+use crate::ledger::Seq;
 use crate::ledger::envelope::{Body, Envelope, SALT_LEN};
 use crate::ledger::hash::{Hash, commitment};
 use crate::ledger::header::{Header, PartitionId};
@@ -282,7 +283,7 @@ impl Store {
     pub fn read_range(
         &self,
         scope: &PartitionScope,
-        from: u64,
+        Seq(from): Seq,
         limit: u64,
     ) -> Result<Vec<Entry>, ReadError> {
         let p = scope.partition();
@@ -295,8 +296,8 @@ impl Store {
     pub fn envelopes(
         &self,
         p: &PartitionId,
-        from: u64,
-        to: u64,
+        Seq(from): Seq,
+        Seq(to): Seq,
     ) -> Result<Vec<Vec<u8>>, ReadError> {
         let size = self.inner.size(p)?;
         let to = to.min(size);

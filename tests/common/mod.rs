@@ -9,6 +9,7 @@
 pub mod flow4;
 
 use kukaku::ledger::PartitionId;
+use kukaku::ledger::Seq;
 use kukaku::store::StoreOptions;
 
 /// A partition id from a 保険者番号 (check digit validated).
@@ -45,7 +46,7 @@ pub fn assert_replicated_exactly_once(
         "intermediate is behind"
     );
     let entries = |s: &kukaku::store::Store| -> Vec<(Kind, [u8; 32], Vec<u8>)> {
-        s.envelopes(p, 0, s.size(p).unwrap())
+        s.envelopes(p, Seq(0), Seq(s.size(p).unwrap()))
             .unwrap()
             .iter()
             .map(|raw| {

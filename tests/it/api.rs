@@ -18,6 +18,7 @@ use common::{pid, small};
 use kukaku::api::{self, AppState, Limits, ServerRole, routes};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
+use kukaku::ledger::Seq;
 use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::hooks::{TestClock, TestHooks};
@@ -122,7 +123,7 @@ fn fixture_sync() -> Fixture {
         b_secrets.push(B64.encode(e.salt));
         b_secrets.push(B64.encode(e.header.encode()));
     }
-    for raw in store.envelopes(&b, 0, 100).unwrap() {
+    for raw in store.envelopes(&b, Seq(0), Seq(100)).unwrap() {
         b_secrets.push(B64.encode(&raw));
     }
     let cp = store.checkpoint_parsed(&b).unwrap().unwrap();

@@ -24,7 +24,7 @@ use common::flow4::{
 
 fn kinds(store: &Store, p: &PartitionId) -> Vec<(Kind, Vec<u8>)> {
     store
-        .envelopes(p, 0, store.size(p).unwrap())
+        .envelopes(p, Seq(0), Seq(store.size(p).unwrap()))
         .unwrap()
         .iter()
         .map(|raw| {
@@ -1073,6 +1073,7 @@ fn month(n: u8) -> String {
     format!("{:04}-{:02}", m / 12, m % 12 + 1)
 }
 
+use kukaku::ledger::Seq;
 use proptest::strategy::Strategy as _;
 
 proptest::proptest! {

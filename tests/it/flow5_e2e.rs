@@ -22,6 +22,7 @@ use kukaku::flows::import::{Importer, import};
 use kukaku::flows::replicate::{FeedSource, Upstream, sync_partition};
 use kukaku::flows::sample::{self, SampleFiles};
 use kukaku::flows::transmission::Encoding;
+use kukaku::ledger::Seq;
 use kukaku::ledger::payload::{ForwardingReceipt, ProvisionRecord};
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::{Paths, Store, VerifyOptions};
@@ -388,7 +389,7 @@ async fn flow5_hub_to_intermediate() {
 
     // An auditor pairs copies with hub entries by commitment, without keys.
     let hub_commitments: Vec<_> = hub
-        .envelopes(&a, 0, 1000)
+        .envelopes(&a, Seq(0), Seq(1000))
         .unwrap()
         .iter()
         .map(|e| Envelope::decode(e).unwrap().header)
@@ -396,7 +397,7 @@ async fn flow5_hub_to_intermediate() {
         .map(|h| h.commitment)
         .collect();
     let int_commitments: Vec<_> = inter
-        .envelopes(&a, 0, 1000)
+        .envelopes(&a, Seq(0), Seq(1000))
         .unwrap()
         .iter()
         .map(|e| Envelope::decode(e).unwrap().header)

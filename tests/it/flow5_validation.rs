@@ -10,6 +10,7 @@ use kukaku::flows::import::{ImportError, Importer, import};
 use kukaku::flows::sample;
 use kukaku::flows::transmission::{Encoding, FileKind, Household, KOJIN_HEADER, SETAI_HEADER};
 use kukaku::ledger::Kind;
+use kukaku::ledger::Seq;
 use kukaku::store::{IndexKind, Paths, Store};
 
 const TID: &str = "T-2024-0001";
@@ -994,7 +995,7 @@ fn a_member_missing_without_a_soshitsu_is_refused() {
     send(&s3, &k3, "T-4").unwrap();
     // The import's access record names the earlier snapshot it read.
     let last = store.size(&p).unwrap() - 1;
-    let raw = store.envelopes(&p, last, last + 1).unwrap();
+    let raw = store.envelopes(&p, Seq(last), Seq(last + 1)).unwrap();
     let env = kukaku::ledger::Envelope::decode(&raw[0]).unwrap();
     let kukaku::ledger::Body::Open { payload, .. } = env.body else {
         panic!("the access record is open")

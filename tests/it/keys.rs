@@ -10,6 +10,7 @@ use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::payload::KeyEvent;
 use kukaku::ledger::{Body, Envelope, Hash, Kind, PartitionId};
+use kukaku::ledger::{Seq, TreeSize};
 use kukaku::store::{
     AppendError, DestroyScope, KeyActor, KeyAdminError, NewEntry, Paths, ReadError, Store,
     StoreOptions, VerifyOptions,
@@ -43,7 +44,7 @@ fn put(store: &Store, p: &PartitionId, kind: Kind, body: &str) -> (u64, Hash) {
 
 fn events(store: &Store, p: &PartitionId) -> Vec<KeyEvent> {
     store
-        .envelopes(p, 0, store.size(p).unwrap())
+        .envelopes(p, Seq(0), Seq(store.size(p).unwrap()))
         .unwrap()
         .iter()
         .map(|r| Envelope::decode(r).unwrap())
@@ -64,7 +65,7 @@ fn named(store: &Store, p: &PartitionId, name: &str) -> Vec<KeyEvent> {
 
 fn leaves(store: &Store, p: &PartitionId) -> Vec<Hash> {
     store
-        .envelopes(p, 0, store.size(p).unwrap())
+        .envelopes(p, Seq(0), Seq(store.size(p).unwrap()))
         .unwrap()
         .iter()
         .map(|r| Envelope::decode(r).unwrap().leaf_hash())
@@ -405,7 +406,7 @@ fn destroy_shreds_a_partition_and_keeps_proofs() {
         .verify_partition(gone, VerifyOptions { with_keys: true })
         .unwrap();
     assert_eq!(r.bodies_shredded, 2);
-    store.prove_inclusion(gone, seq, None).unwrap();
+    store.prove_inclusion(gone, Seq(seq), None).unwrap();
     let purges = named(&store, gone, "destroy");
     assert_eq!(purges.len(), 3, "two DEK versions and the index key");
     assert!(
@@ -565,7 +566,9 @@ fn signing_key_rotation_dual_signs_then_switches() {
     assert!(events[1].reason.contains("v1 retired"), "{events:?}");
     verify_all(&store, &ids);
     // Proofs across the transition (the replicator's feed asks for these).
-    store.prove_consistency(p, size_before, None).unwrap();
+    store
+        .prove_consistency(p, TreeSize(size_before), None)
+        .unwrap();
     let keys = store.signing_keys();
     assert_eq!(keys.len(), 2);
     assert!(keys[0].retired_ms.is_some() && keys[1].retired_ms.is_none());

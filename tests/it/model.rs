@@ -8,6 +8,7 @@ use common::{pid, small};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::merkle::root_of;
 use kukaku::ledger::{Checkpoint, Envelope, Hash, Kind, PartitionId};
+use kukaku::ledger::{Seq, TreeSize};
 use kukaku::store::{NewEntry, Paths, Store, StoreOptions, VerifyOptions};
 use proptest::prelude::*;
 
@@ -41,7 +42,7 @@ fn options() -> StoreOptions {
 /// events (the only entries the writer adds after genesis).
 fn take_internal(store: &Store, p: &PartitionId, model: &mut Model, upto: u64, first: bool) {
     let from = model.entries.len() as u64;
-    for raw in store.envelopes(p, from, upto).unwrap() {
+    for raw in store.envelopes(p, Seq(from), Seq(upto)).unwrap() {
         let env = Envelope::decode(&raw).unwrap();
         let allowed = if first && env.header.seq == 0 {
             Kind::GENESIS
@@ -76,13 +77,15 @@ fn check_everything(store: &Store, kek: &Kek, ids: &[PartitionId], models: &[Mod
         for &n in &sizes {
             let root = root_of(&model.leaves()[..n as usize]);
             for i in 0..n {
-                let proof = store.prove_inclusion(p, i, Some(n)).unwrap();
+                let proof = store.prove_inclusion(p, Seq(i), Some(TreeSize(n))).unwrap();
                 proof.verify_with_key(&key).unwrap();
                 proof.verify_root(Some(&root)).unwrap();
             }
             for &m in sizes.iter().filter(|&&m| m <= n) {
                 let old = root_of(&model.leaves()[..m as usize]);
-                let proof = store.prove_consistency(p, m, Some(n)).unwrap();
+                let proof = store
+                    .prove_consistency(p, TreeSize(m), Some(TreeSize(n)))
+                    .unwrap();
                 proof.verify_with_key(&key, &old).unwrap();
             }
         }

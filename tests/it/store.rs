@@ -6,6 +6,7 @@ use common::{pid, small};
 
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::{Kind, PartitionId};
+use kukaku::ledger::{Seq, TreeSize};
 use kukaku::store::{NewEntry, OpenError, Paths, Store, VerifyOptions};
 
 fn setup(dir: &std::path::Path) -> (Paths, Store, Vec<PartitionId>) {
@@ -80,13 +81,13 @@ fn append_read_prove_verify_and_scan() {
                 assert!(String::from_utf8_lossy(&e.payload).starts_with(MARKER));
                 sealed += 1;
             }
-            let proof = store.prove_inclusion(p, seq, None).unwrap();
+            let proof = store.prove_inclusion(p, Seq(seq), None).unwrap();
             proof
                 .verify_with_key(&store.verifier_key(p).unwrap())
                 .unwrap();
         }
         assert_eq!(sealed, 50);
-        let c = store.prove_consistency(p, 2, None).unwrap();
+        let c = store.prove_consistency(p, TreeSize(2), None).unwrap();
         c.verify_roots(None, None).unwrap();
         let rep = store
             .verify_partition(p, VerifyOptions { with_keys: true })
@@ -144,8 +145,8 @@ fn moved_ciphertext_fails_and_wrong_kek_is_named() {
         }
     }
     // Take the sealed body of 131011 seq 3 and graft it onto seq 4 and onto 380014 seq 3.
-    let a = store.envelopes(&ids[0], 3, 5).unwrap();
-    let b = store.envelopes(&ids[1], 3, 4).unwrap();
+    let a = store.envelopes(&ids[0], Seq(3), Seq(5)).unwrap();
+    let b = store.envelopes(&ids[1], Seq(3), Seq(4)).unwrap();
     let graft = |target: &[u8], source: &[u8]| {
         let (_, tl) = kukaku::ledger::Header::decode_prefix(target).unwrap();
         let (_, sl) = kukaku::ledger::Header::decode_prefix(source).unwrap();
@@ -402,7 +403,7 @@ fn rotate_deks_records_who_and_keeps_old_entries_readable() {
     let old = store.read_entry(&scope, first.first_seq).unwrap();
     assert_eq!(&old.payload[..], b"before");
     let raw = store
-        .envelopes(p, after.first_seq, after.first_seq + 1)
+        .envelopes(p, Seq(after.first_seq), Seq(after.first_seq + 1))
         .unwrap();
     assert_eq!(
         kukaku::ledger::Envelope::decode(&raw[0]).unwrap().key_id,
@@ -410,7 +411,7 @@ fn rotate_deks_records_who_and_keeps_old_entries_readable() {
     );
     // The key event says who and why, and holds no key material.
     let events: Vec<KeyEvent> = store
-        .envelopes(p, 0, store.size(p).unwrap())
+        .envelopes(p, Seq(0), Seq(store.size(p).unwrap()))
         .unwrap()
         .iter()
         .map(|r| kukaku::ledger::Envelope::decode(r).unwrap())

@@ -15,6 +15,7 @@ use kukaku::api::{self, AppState, Limits, ServerRole};
 use kukaku::crypto::credential::{Reach, Role};
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::domain::continuity::Rules;
+use kukaku::ledger::Seq;
 use kukaku::ledger::payload::AccessRecord;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
 use kukaku::store::{Paths, Store};
@@ -144,7 +145,7 @@ fn csrf(body: &str) -> String {
 
 fn access_purposes(store: &Store, p: &PartitionId) -> Vec<String> {
     store
-        .envelopes(p, 0, store.size(p).unwrap())
+        .envelopes(p, Seq(0), Seq(store.size(p).unwrap()))
         .unwrap()
         .iter()
         .filter_map(|raw| {

@@ -36,6 +36,7 @@ use hyper_util::rt::TokioExecutor;
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::flows::sample;
 use kukaku::flows::transmission::Household;
+use kukaku::ledger::Seq;
 use kukaku::ledger::{Kind, PartitionId};
 use kukaku::store::{Paths, Store};
 use serde_json::Value;
@@ -559,7 +560,7 @@ async fn killed_server_loses_no_acknowledged_write_and_the_replicator_resumes() 
         }
         // The key operations ran: key events beyond the genesis one.
         let key_events = hub_store
-            .envelopes(&a, 0, hub_store.size(&a).unwrap())
+            .envelopes(&a, Seq(0), Seq(hub_store.size(&a).unwrap()))
             .unwrap()
             .iter()
             .filter(|raw| {

@@ -1,6 +1,7 @@
 //! The auditor's routes: headers, envelopes, checkpoints and proofs, never plaintext.
 
 use super::*;
+use crate::ledger::Seq;
 
 // ---- auditor: no plaintext ----
 
@@ -73,7 +74,10 @@ pub(crate) async fn audit_envelopes(
         ));
     }
     let pp = p.clone();
-    let raw = blocking(&state, move |s| Ok(s.envelopes(&pp, q.from, q.to)?)).await?;
+    let raw = blocking(&state, move |s| {
+        Ok(s.envelopes(&pp, Seq(q.from), Seq(q.to))?)
+    })
+    .await?;
     Ok(Json(EnvelopesResponse {
         partition: p.to_string(),
         from: q.from,

@@ -1,6 +1,7 @@
 //! The replicator's signed feed and the witness's cosignatures.
 
 use super::*;
+use crate::ledger::{Seq, TreeSize};
 
 // ---- replicator: the signed feed ----
 
@@ -46,7 +47,7 @@ pub(crate) fn feed_page(
     let mut entries = Vec::new();
     let mut sealed = Vec::new();
     for seq in from..to {
-        let raw = store.envelopes(p, seq, seq + 1)?;
+        let raw = store.envelopes(p, Seq(seq), Seq(seq + 1))?;
         let header = raw
             .first()
             .and_then(|r| crate::ledger::Header::decode_prefix(r).ok())
@@ -75,7 +76,7 @@ pub(crate) fn feed_page(
     let consistency = if from == 0 || from == to {
         None
     } else {
-        Some(store.prove_consistency(p, from, Some(to))?)
+        Some(store.prove_consistency(p, TreeSize(from), Some(TreeSize(to)))?)
     };
     Ok(FeedPage {
         response: FeedResponse {

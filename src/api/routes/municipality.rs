@@ -2,6 +2,7 @@
 //! the lookup of a household.
 
 use super::*;
+use crate::ledger::{Seq, TreeSize};
 
 // ---- municipality: own partition, from the credential ----
 
@@ -133,7 +134,7 @@ pub(crate) fn read_page(
     limit: u64,
 ) -> Result<(Vec<Entry>, u64), ApiError> {
     let size = store.size(scope.partition())?;
-    let entries = store.read_range(scope, from, limit)?;
+    let entries = store.read_range(scope, Seq(from), limit)?;
     Ok((entries, size))
 }
 
@@ -212,7 +213,10 @@ pub(crate) async fn inclusion(
     q: InclusionQuery,
 ) -> Result<Json<InclusionProofJson>, ApiError> {
     Ok(Json(
-        blocking(state, move |s| Ok(s.prove_inclusion(&p, q.seq, q.size)?)).await?,
+        blocking(state, move |s| {
+            Ok(s.prove_inclusion(&p, Seq(q.seq), q.size.map(TreeSize))?)
+        })
+        .await?,
     ))
 }
 
@@ -222,7 +226,10 @@ pub(crate) async fn consistency(
     q: ConsistencyQuery,
 ) -> Result<Json<ConsistencyProofJson>, ApiError> {
     Ok(Json(
-        blocking(state, move |s| Ok(s.prove_consistency(&p, q.from, q.to)?)).await?,
+        blocking(state, move |s| {
+            Ok(s.prove_consistency(&p, TreeSize(q.from), q.to.map(TreeSize))?)
+        })
+        .await?,
     ))
 }
 

@@ -2,6 +2,7 @@
 //! moves found from them and how each is filed.
 
 use super::*;
+use crate::ledger::Seq;
 
 /// What one extraction run needs throughout.
 pub(super) struct Job<'a> {
@@ -222,7 +223,12 @@ impl Job<'_> {
         };
         let mut newest: std::collections::BTreeMap<Vec<u8>, (u64, Household)> =
             std::collections::BTreeMap::new();
-        for (i, raw) in self.store.envelopes(p, from, to)?.iter().enumerate() {
+        for (i, raw) in self
+            .store
+            .envelopes(p, Seq(from), Seq(to))?
+            .iter()
+            .enumerate()
+        {
             let seq = from + i as u64;
             let kind = crate::ledger::EnvelopeRef::decode(raw)
                 .map_err(|_| ExtractError::Snapshot {

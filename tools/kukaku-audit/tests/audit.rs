@@ -12,6 +12,7 @@ use std::process::Command;
 use kukaku::domain::InsurerNumber;
 use kukaku::ledger::hash::Hash;
 use kukaku::ledger::{Envelope, Kind, PartitionId};
+use kukaku::ledger::{Seq, TreeSize};
 use kukaku::store::{NewEntry, Paths, Store, StoreOptions};
 use kukaku_audit::audit::{AuditError, Options};
 use kukaku_audit::{State, Trust, verify_bundle, verify_proof};
@@ -459,8 +460,12 @@ fn proofs_verify_and_advance_the_state() {
     let trust = trust_of(&f.store);
     let sizes = f.store.checkpoint_sizes(p).unwrap();
     let (old, new) = (sizes[1], *sizes.last().unwrap());
-    let inclusion =
-        serde_json::to_string(&f.store.prove_inclusion(p, 2, Some(new)).unwrap()).unwrap();
+    let inclusion = serde_json::to_string(
+        &f.store
+            .prove_inclusion(p, Seq(2), Some(TreeSize(new)))
+            .unwrap(),
+    )
+    .unwrap();
     let (r, advance) = verify_proof(&inclusion, &trust, &State::default()).unwrap();
     assert!(advance.is_none());
     assert!(
@@ -502,8 +507,12 @@ fn proofs_verify_and_advance_the_state() {
             checkpoint: old_note,
         },
     );
-    let consistency =
-        serde_json::to_string(&f.store.prove_consistency(p, old, Some(new)).unwrap()).unwrap();
+    let consistency = serde_json::to_string(
+        &f.store
+            .prove_consistency(p, TreeSize(old), Some(TreeSize(new)))
+            .unwrap(),
+    )
+    .unwrap();
     let (_, advance) = verify_proof(&consistency, &trust, &state).unwrap();
     let (l, entry) = advance.unwrap();
     assert_eq!((l.as_str(), entry.size), (log.as_str(), new));
@@ -1224,8 +1233,14 @@ fn proofs_apply_key_validity_windows() {
     let key = f.store.log_key().unwrap().to_text();
     let sizes = f.store.checkpoint_sizes(p).unwrap();
     let size = *sizes.last().unwrap();
-    let inclusion = f.store.prove_inclusion(p, 1, Some(size)).unwrap();
-    let consistency = f.store.prove_consistency(p, sizes[1], Some(size)).unwrap();
+    let inclusion = f
+        .store
+        .prove_inclusion(p, Seq(1), Some(TreeSize(size)))
+        .unwrap();
+    let consistency = f
+        .store
+        .prove_consistency(p, TreeSize(sizes[1]), Some(TreeSize(size)))
+        .unwrap();
     assert!(inclusion.newest_entry.is_some() && consistency.newest_entry.is_some());
     let none = State::default();
     let trust = |line: &str| Trust::parse(&format!("log {key}{line}\n")).unwrap();
@@ -1263,7 +1278,10 @@ fn proofs_apply_key_validity_windows() {
             1
         );
         let mut shifted = v.clone();
-        let earlier = f.store.prove_inclusion(p, 0, Some(sizes[1])).unwrap();
+        let earlier = f
+            .store
+            .prove_inclusion(p, Seq(0), Some(TreeSize(sizes[1])))
+            .unwrap();
         shifted["newestEntry"] = serde_json::to_value(earlier.newest_entry).unwrap();
         assert!(verify_proof(&shifted.to_string(), &within, &none).is_err());
     }
