@@ -308,6 +308,11 @@ impl Keyring {
 
     /// The KEK fingerprint the key store's records are under (a rewrap moves every record
     /// in one batch, so the first one tells).
+    /// A RocksDB checkpoint of the key store at `dir` (a backup's copy).
+    pub(crate) fn checkpoint(&self, dir: &std::path::Path) -> Result<(), rocksdb::Error> {
+        rocksdb::checkpoint::Checkpoint::new(&self.store)?.create_checkpoint(dir)
+    }
+
     pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
         stored_fingerprint(&self.store)
     }

@@ -3,6 +3,7 @@
 
 pub mod anchor;
 mod audit;
+pub mod backup;
 mod credentials;
 pub mod hooks;
 mod keyring;

@@ -16,6 +16,7 @@
 mod common;
 
 mod api;
+mod backup;
 mod continuity;
 mod corruption;
 mod faults;

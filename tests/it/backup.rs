@@ -1,0 +1,294 @@
+//! Online backup and verified restore (issue 30 item 1): a backup taken while HTTP imports
+//! run restores every import acknowledged before it and no half of one after it; a later
+//! backup is incremental and restores the later state; retention keeps the newest; a
+//! destroyed partition's keys do not come back from an older backup; the KEK is in no
+//! backup file.
+
+use crate::common;
+use common::{pid, small};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use kukaku::api::{self, AppState, Limits, ServerRole};
+use kukaku::crypto::credential::{Reach, Role};
+use kukaku::ledger::{Kind, PartitionId};
+use kukaku::store::backup::{self, BackupError};
+use kukaku::store::{DestroyScope, KeyActor, NewEntry, OpenError, Paths, Store, StoreOptions};
+use tower::ServiceExt;
+
+fn instance(dir: &std::path::Path) -> (Paths, Arc<Store>, PartitionId, PartitionId) {
+    let paths = Paths::under(&dir.join("home"));
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let (a, b) = (pid("131011"), pid("380014"));
+    store.request_partitions(&[a.clone(), b.clone()]).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    (paths, Arc::new(store), a, b)
+}
+
+fn put(store: &Store, p: &PartitionId, n: usize) {
+    for i in 0..n {
+        let e = NewEntry::new(
+            Kind::HOUSEHOLD_SNAPSHOT,
+            1,
+            None,
+            format!("entry {i}").into(),
+        )
+        .unwrap();
+        store.append(p, vec![e]).unwrap();
+    }
+}
+
+fn backup_now(store: &Store, to: &std::path::Path, keep: Option<usize>) -> backup::BackupReport {
+    store.backup(to, keep, &mut |_, _, _| {}).unwrap()
+}
+
+/// Restores backup `id` into `<dir>/<name>` with the instance's KEK file.
+fn restore(
+    dir: &std::path::Path,
+    from: &std::path::Path,
+    id: Option<u32>,
+    kek: &std::path::Path,
+    name: &str,
+) -> Result<(Paths, backup::RestoreReport), BackupError> {
+    let home = dir.join(name);
+    let paths = Paths::under(&home);
+    backup::restore(from, id, &home, &paths, kek).map(|r| (paths, r))
+}
+
+fn import_body(tid: &str, seed: u64) -> String {
+    let files = kukaku::flows::sample::transmission("131011", tid, 3, seed);
+    serde_json::json!({
+        "transmission_id": tid,
+        "encoding": "utf-8",
+        "setai_file": B64.encode(&files.setai),
+        "kojin_file": B64.encode(&files.kojin),
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_under_http_imports_restores_every_import_acknowledged_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The store's writes block: set up off the async workers.
+    let (paths, store, a, token) = tokio::task::block_in_place(|| {
+        let (paths, store, a, _) = instance(dir.path());
+        let (token, _) = store
+            .issue_credential(
+                Role::Municipality,
+                Reach::Partition(a.clone()),
+                "clerk",
+                kukaku::store::now_unix_ms() + 3_600_000,
+            )
+            .unwrap();
+        (paths, store, a, token.to_text().to_string())
+    });
+    let app = api::router(
+        AppState::new(Arc::clone(&store), ServerRole::Hub),
+        Limits::default(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let load = {
+        let (app, stop, acked) = (app.clone(), Arc::clone(&stop), Arc::clone(&acked));
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let tid = format!("T-BK-{i}");
+                let res = app
+                    .clone()
+                    .oneshot(
+                        Request::post("/v1/transmissions")
+                            .header("authorization", format!("Bearer {token}"))
+                            .header("content-type", "application/json")
+                            .body(Body::from(import_body(&tid, i)))
+                            .unwrap(),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::CREATED, "{tid}");
+                acked.lock().unwrap().push(tid);
+                i += 1;
+            }
+        })
+    };
+    while acked.lock().unwrap().len() < 5 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // Every import answered before the backup starts must be in it.
+    let before: Vec<String> = acked.lock().unwrap().clone();
+    let to = dir.path().join("backups");
+    let report = {
+        let (store, to) = (Arc::clone(&store), to.clone());
+        tokio::task::spawn_blocking(move || backup_now(&store, &to, None))
+            .await
+            .unwrap()
+    };
+    while acked.lock().unwrap().len() < before.len() + 3 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    let live_size = store.size(&a).unwrap();
+    let manifest_size = report.manifest.partitions[0].size;
+    assert!(
+        manifest_size < live_size,
+        "imports went on after the backup"
+    );
+
+    let (restored_paths, restored) = tokio::task::spawn_blocking({
+        let (dir, to, kek) = (dir.path().to_owned(), to.clone(), paths.kek.clone());
+        move || restore(&dir, &to, None, &kek, "restored").unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(restored.manifest, report.manifest);
+    drop(app);
+    let r = tokio::task::block_in_place(|| Store::open(&restored_paths, small()).unwrap());
+    assert_eq!(r.size(&a).unwrap(), manifest_size);
+    for tid in &before {
+        let t = r.transmission(&a, tid).unwrap();
+        assert!(t.is_some(), "{tid} was acknowledged before the backup");
+    }
+    // Nothing is half there: every transmission the restored log holds is whole in it.
+    for (tid, t) in r.transmissions(&a).unwrap() {
+        assert!(t.first_seq + t.count <= manifest_size, "{tid} is cut");
+    }
+}
+
+#[test]
+fn backups_are_incremental_kept_by_retention_and_restore_the_state_they_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, a, b) = instance(dir.path());
+    put(&store, &a, 20);
+    let to = dir.path().join("backups");
+    let first = backup_now(&store, &to, None);
+    put(&store, &a, 30);
+    put(&store, &b, 5);
+    let second = backup_now(&store, &to, None);
+    assert!(second.manifest.backup_id > first.manifest.backup_id);
+    let size = |m: &backup::BackupManifest, p: &PartitionId| {
+        m.partitions
+            .iter()
+            .find(|x| x.partition == p.as_str())
+            .unwrap()
+            .size
+    };
+    assert_eq!(size(&second.manifest, &a), size(&first.manifest, &a) + 30);
+    assert_eq!(backup::list_backups(&to).unwrap().len(), 2);
+
+    let (p1, _) = restore(
+        dir.path(),
+        &to,
+        Some(first.manifest.backup_id),
+        &paths.kek,
+        "one",
+    )
+    .unwrap();
+    let (p2, _) = restore(dir.path(), &to, None, &paths.kek, "two").unwrap();
+    let one = Store::open(&p1, small()).unwrap();
+    let two = Store::open(&p2, small()).unwrap();
+    assert_eq!(one.size(&a).unwrap(), size(&first.manifest, &a));
+    assert_eq!(two.size(&a).unwrap(), store.size(&a).unwrap());
+    assert_eq!(two.size(&b).unwrap(), store.size(&b).unwrap());
+    assert_eq!(two.checkpoint(&a).unwrap(), store.checkpoint(&a).unwrap());
+
+    // A restore never writes into an existing home.
+    let again = restore(dir.path(), &to, None, &paths.kek, "two");
+    assert!(
+        matches!(again, Err(BackupError::TargetExists(_))),
+        "{again:?}"
+    );
+
+    // Retention: keep the newest one.
+    let third = backup_now(&store, &to, Some(1));
+    assert_eq!(third.kept, vec![third.manifest.backup_id]);
+    let left = backup::list_backups(&to).unwrap();
+    assert_eq!(left.len(), 1);
+    let gone = restore(
+        dir.path(),
+        &to,
+        Some(first.manifest.backup_id),
+        &paths.kek,
+        "gone",
+    );
+    assert!(matches!(gone, Err(BackupError::NoBackup(_))), "{gone:?}");
+}
+
+#[test]
+fn a_destroyed_partition_does_not_come_back_and_no_backup_holds_the_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, a, b) = instance(dir.path());
+    put(&store, &a, 5);
+    put(&store, &b, 5);
+    let to = dir.path().join("backups");
+    let before = backup_now(&store, &to, None);
+    let kek_before = std::fs::read(&paths.kek).unwrap();
+    let who = KeyActor {
+        actor: "test".into(),
+        reason: "retention ended".into(),
+    };
+    store
+        .destroy(&b, DestroyScope::Partition, "380014", who)
+        .unwrap();
+    // The destroy rotated the KEK: the backup from before it needs the old one, which is
+    // gone; with the current KEK the backed-up key store does not open.
+    let after = restore(
+        dir.path(),
+        &to,
+        Some(before.manifest.backup_id),
+        &paths.kek,
+        "old",
+    );
+    assert!(
+        matches!(after, Err(BackupError::Open(OpenError::WrongKek { .. }))),
+        "{after:?}"
+    );
+    // No file of the backup directory holds either KEK file's bytes.
+    let kek_now = std::fs::read(&paths.kek).unwrap();
+    assert_ne!(kek_now, kek_before);
+    for file in walk(&to) {
+        let bytes = std::fs::read(&file).unwrap();
+        for kek in [&kek_before, &kek_now] {
+            assert!(
+                !bytes.windows(kek.len()).any(|w| w == kek.as_slice()),
+                "{} holds a KEK",
+                file.display()
+            );
+        }
+    }
+    // A backup after the destroy restores, and the destroyed partition stays shredded.
+    drop(store);
+    let store = Store::open(&paths, StoreOptions::default()).unwrap();
+    let later = backup_now(&store, &to, None);
+    let (restored, _) = restore(
+        dir.path(),
+        &to,
+        Some(later.manifest.backup_id),
+        &paths.kek,
+        "new",
+    )
+    .unwrap();
+    drop(store);
+    let r = Store::open(&restored, small()).unwrap();
+    let status = r.key_status(&b).unwrap();
+    assert!(status.iter().all(|k| k.status == "destroyed"), "{status:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
