@@ -54,6 +54,8 @@ fn run(cli: Cli) -> Result<Outcome> {
         }) => {
             continuity::continuity_extract(&paths, &prefecture, rules.as_deref(), as_of.as_deref())?
         }
+        Command::Backup(args) => cli::backup::backup(&paths, args)?,
+        Command::Restore(args) => return cli::backup::restore(&home, &paths, args),
         Command::Demo { listen, no_serve } => return cli::demo::demo(listen, no_serve),
     }
     Ok(Outcome::Passed)

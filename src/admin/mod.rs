@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::PartitionId;
 use crate::store::{KeyActor, KeyAdminError, PartitionStatus, ProvisionError, ReadError, Store};
 
+mod backup;
 mod credentials;
 mod export;
 mod keys;
@@ -91,6 +92,13 @@ pub enum AdminRequest {
     RevokeCredential {
         id: String,
     },
+    /// Backs the instance up into the directory `to` (an absolute path; created if missing),
+    /// keeping the newest `keep` backups if given (docs/operations.md).
+    Backup {
+        to: PathBuf,
+        #[serde(default)]
+        keep: Option<usize>,
+    },
     /// `confirm` must repeat the partition id.
     Destroy {
         partition: String,
@@ -151,6 +159,8 @@ pub enum AdminError {
     },
     #[error(transparent)]
     Credential(#[from] crate::store::CredentialStoreError),
+    #[error("backup")]
+    Backup(#[from] crate::store::backup::BackupError),
     #[error(
         "unknown role {0:?}; one of: municipality, continuity-operator, replicator, ops-support, auditor"
     )]
@@ -243,6 +253,7 @@ pub fn execute(
             confirm,
             reason,
         } => keys::destroy(store, partition, (*fiscal_year, confirm), who(reason), out),
+        AdminRequest::Backup { to, keep } => backup::backup(store, to, *keep, out),
         AdminRequest::IssueCredential { .. }
         | AdminRequest::ListCredentials
         | AdminRequest::RevokeCredential { .. } => credentials::execute(store, req, out),

@@ -104,6 +104,14 @@ pub(crate) enum Command {
     /// Key management for security reviewers (metadata only; never prints key material).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Back the instance up into a directory (online: through the running server's admin
+    /// socket, else directly): a consistent, incremental copy of data/ and keystore/ with a
+    /// manifest of every partition's checkpoint. The KEK is never in a backup.
+    Backup(BackupArgs),
+    /// Restore a backup into a new home (--home, which must not exist or be empty), install
+    /// the KEK file given, open it and verify every partition with its keys against the
+    /// backup's manifest.
+    Restore(RestoreArgs),
     /// Run a self-contained demo in a temporary directory: provision, append, prove, verify,
     /// then serve the hub API on loopback (plain HTTP) with printed tokens until Ctrl-C.
     Demo {
@@ -393,4 +401,33 @@ pub(crate) struct ExportArgs {
     /// Output file; refuses to overwrite.
     #[arg(long)]
     pub(crate) out: PathBuf,
+}
+
+/// `kukaku backup`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct BackupArgs {
+    /// The backup directory (created if missing); each backup adds what changed.
+    #[arg(long)]
+    pub(crate) to: PathBuf,
+    /// Keep only the newest N backups (default: all).
+    #[arg(long)]
+    pub(crate) keep: Option<usize>,
+}
+
+/// `kukaku restore`'s arguments.
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    /// The backup directory.
+    #[arg(long)]
+    pub(crate) from: PathBuf,
+    /// The backup to restore (default: the newest; `kukaku restore --list` shows them).
+    #[arg(long)]
+    pub(crate) backup_id: Option<u32>,
+    /// The KEK file the backup needs (its fingerprint is in the manifest); copied into the
+    /// new home with mode 0600.
+    #[arg(long, required_unless_present = "list")]
+    pub(crate) kek: Option<PathBuf>,
+    /// List the backups in --from and exit.
+    #[arg(long)]
+    pub(crate) list: bool,
 }

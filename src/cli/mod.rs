@@ -8,6 +8,7 @@ use kukaku::ledger::PartitionId;
 use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions};
 
 pub(crate) mod args;
+pub(crate) mod backup;
 pub(crate) mod continuity;
 pub(crate) mod credentials;
 pub(crate) mod demo;

@@ -13,13 +13,13 @@ use common::{pid, small};
 use kukaku::ledger::Kind;
 use kukaku::store::{NewEntry, Paths, Store};
 
-fn kukaku(home: &Path) -> Command {
+pub(crate) fn kukaku(home: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kukaku"));
     c.arg("--home").arg(home);
     c
 }
 
-fn run(home: &Path, args: &[&str]) -> Output {
+pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
     kukaku(home)
         .args(args)
         .stdin(Stdio::null())
@@ -27,7 +27,7 @@ fn run(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
@@ -36,7 +36,7 @@ fn text(o: &Output) -> String {
 }
 
 /// An instance with two partitions and 400 sealed entries in each.
-fn instance(home: &Path) {
+pub(crate) fn instance(home: &Path) {
     let paths = Paths::under(home);
     let store = Store::init(&paths, "hub.test", small()).unwrap();
     let ids = [pid("131011"), pid("380014")];
@@ -56,7 +56,7 @@ fn instance(home: &Path) {
 }
 
 /// `kukaku serve` on loopback, once its admin socket answers: the child and its HTTP address.
-fn serve(home: &Path) -> (std::process::Child, String) {
+pub(crate) fn serve(home: &Path) -> (std::process::Child, String) {
     use std::io::{BufRead as _, BufReader};
     let mut server = kukaku(home)
         .args(["serve", "--role", "hub", "--plain-http-loopback"])

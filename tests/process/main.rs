@@ -12,6 +12,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod backup_cli;
 mod cli;
 mod crash;
 mod keys_cli;
