@@ -427,6 +427,17 @@ pub(crate) struct RestoreArgs {
     /// new home with mode 0600.
     #[arg(long, required_unless_present = "list")]
     pub(crate) kek: Option<PathBuf>,
+    /// A kukaku-audit state file (what auditors verified, or a witness's checkpoints in the
+    /// same shape): each restored partition must extend the checkpoint verified of it.
+    #[arg(long)]
+    pub(crate) against: Option<PathBuf>,
+    /// With --against: restore even a backup that holds fewer entries than were verified
+    /// (the log would fork there); each such partition records a `restore` key event.
+    #[arg(long, requires = "against")]
+    pub(crate) accept_older: bool,
+    /// Why, for the key event of --accept-older.
+    #[arg(long, default_value = "")]
+    pub(crate) reason: String,
     /// List the backups in --from and exit.
     #[arg(long)]
     pub(crate) list: bool,

@@ -40,7 +40,17 @@ pub(crate) fn restore(home: &Path, paths: &Paths, args: RestoreArgs) -> Result<O
         return Ok(Outcome::Passed);
     }
     let kek = args.kek.context("--kek is required to restore")?;
-    let report = backup::restore(&args.from, args.backup_id, home, paths, &kek)?;
+    let checks = backup::RestoreChecks {
+        verified: args
+            .against
+            .as_deref()
+            .map(backup::Verified::load)
+            .transpose()?,
+        accept_older: args.accept_older,
+        actor: "admin-cli".into(),
+        reason: args.reason,
+    };
+    let report = backup::restore(&args.from, args.backup_id, (home, paths), &kek, &checks)?;
     let m = &report.manifest;
     for p in &m.partitions {
         println!(

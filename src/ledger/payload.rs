@@ -174,10 +174,13 @@ pub enum KeyEventKind {
     Destroy,
     /// The instance checkpoint-signing key changed.
     SigningKey,
+    /// The instance was restored from a backup older than a size auditors or witnesses had
+    /// verified; `count` = the entries of that verified log the restore does not hold.
+    Restore,
 }
 
 impl KeyEventKind {
-    const ALL: [KeyEventKind; 8] = [
+    const ALL: [KeyEventKind; 9] = [
         KeyEventKind::Create,
         KeyEventKind::Rotate,
         KeyEventKind::Rewrap,
@@ -186,6 +189,7 @@ impl KeyEventKind {
         KeyEventKind::Retire,
         KeyEventKind::Destroy,
         KeyEventKind::SigningKey,
+        KeyEventKind::Restore,
     ];
     /// The code stored in key events.
     pub fn code(self) -> u8 {
@@ -198,6 +202,7 @@ impl KeyEventKind {
             KeyEventKind::Retire => 6,
             KeyEventKind::Destroy => 7,
             KeyEventKind::SigningKey => 8,
+            KeyEventKind::Restore => 9,
         }
     }
     /// A known code, or `None`.
@@ -215,6 +220,7 @@ impl KeyEventKind {
             KeyEventKind::Retire => "retire",
             KeyEventKind::Destroy => "destroy",
             KeyEventKind::SigningKey => "signing_key",
+            KeyEventKind::Restore => "restore",
         }
     }
 }

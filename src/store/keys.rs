@@ -388,6 +388,35 @@ impl Store {
         }
     }
 
+    /// Records in `p` that the instance was restored from a backup holding `missing` fewer
+    /// entries of it than auditors or witnesses had verified (a `restore` key event).
+    pub fn record_restore(
+        &self,
+        p: &PartitionId,
+        who: KeyActor,
+        missing: u64,
+    ) -> Result<(), KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
+        let _guard = self.key_admin()?;
+        let event = crate::ledger::payload::KeyEvent {
+            event: crate::ledger::payload::KeyEventKind::Restore,
+            key_id: 0,
+            class: crate::ledger::payload::KeyClass::Resident,
+            epoch: 0,
+            version: 0,
+            count: missing,
+            actor: who.actor,
+            reason: who.reason,
+        };
+        match self.writer.key_op(KeyOp::Note {
+            partition: p.clone(),
+            event,
+        })? {
+            KeyOutcome::Noted => Ok(()),
+            _ => Err(KeyAdminError::Mismatch),
+        }
+    }
+
     /// `kukaku keys destroy`: crypto-shreds `scope`'s keys of `p` (every key, or one past
     /// fiscal year's `dated` keys). `confirm` must be the partition id. The key store is
     /// compacted and, with a KEK source, the KEK rotated, so neither the key store's files

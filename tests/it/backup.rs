@@ -56,9 +56,38 @@ fn restore(
     kek: &std::path::Path,
     name: &str,
 ) -> Result<(Paths, backup::RestoreReport), BackupError> {
+    restore_checked(dir, from, id, kek, name, &backup::RestoreChecks::default())
+}
+
+fn restore_checked(
+    dir: &std::path::Path,
+    from: &std::path::Path,
+    id: Option<u32>,
+    kek: &std::path::Path,
+    name: &str,
+    checks: &backup::RestoreChecks,
+) -> Result<(Paths, backup::RestoreReport), BackupError> {
     let home = dir.join(name);
     let paths = Paths::under(&home);
-    backup::restore(from, id, &home, &paths, kek).map(|r| (paths, r))
+    backup::restore(from, id, (&home, &paths), kek, checks).map(|r| (paths, r))
+}
+
+/// A kukaku-audit state of `p` at the store's current size.
+fn verified_now(store: &Store, p: &PartitionId) -> backup::Verified {
+    let report = store
+        .verify_partition(p, kukaku::store::VerifyOptions { with_keys: false })
+        .unwrap();
+    let state = serde_json::json!({
+        "format": "kukaku-audit-state v1",
+        "logs": {
+            format!("hub.test/{p}"): {
+                "size": report.entries,
+                "root": report.root.to_base64(),
+                "checkpoint": store.checkpoint(p).unwrap().unwrap(),
+            }
+        }
+    });
+    serde_json::from_value(state).unwrap()
 }
 
 fn import_body(tid: &str, seed: u64) -> String {
@@ -291,4 +320,103 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_restore_must_extend_what_auditors_verified_or_say_it_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, a, _) = instance(dir.path());
+    put(&store, &a, 10);
+    let verified_at_backup = verified_now(&store, &a);
+    let to = dir.path().join("backups");
+    let taken = backup_now(&store, &to, None);
+    put(&store, &a, 10);
+    let verified_later = verified_now(&store, &a);
+    let checks = |verified: backup::Verified, accept_older: bool| backup::RestoreChecks {
+        verified: Some(verified),
+        accept_older,
+        actor: "test".into(),
+        reason: "drill".into(),
+    };
+
+    // The backup extends what was verified at its size: restored.
+    restore_checked(
+        dir.path(),
+        &to,
+        None,
+        &paths.kek,
+        "same",
+        &checks(verified_at_backup, false),
+    )
+    .unwrap();
+
+    // Auditors saw more than the backup holds: refused, nothing written.
+    let older = restore_checked(
+        dir.path(),
+        &to,
+        None,
+        &paths.kek,
+        "older",
+        &checks(verified_later.clone(), false),
+    );
+    assert!(
+        matches!(
+            older,
+            Err(BackupError::OlderThanVerified {
+                backup: 12,
+                verified: 22,
+                ..
+            })
+        ),
+        "{older:?}"
+    );
+    assert!(!dir.path().join("older").exists());
+
+    // On purpose: restored, and the partition records it in a `restore` key event.
+    let (p, _) = restore_checked(
+        dir.path(),
+        &to,
+        None,
+        &paths.kek,
+        "accepted",
+        &checks(verified_later, true),
+    )
+    .unwrap();
+    let r = Store::open(&p, small()).unwrap();
+    assert_eq!(r.size(&a).unwrap(), taken.manifest.partitions[0].size + 1);
+    let last = r
+        .envelopes(&a, kukaku::ledger::Seq(12), kukaku::ledger::Seq(13))
+        .unwrap();
+    let env = kukaku::ledger::Envelope::decode(&last[0]).unwrap();
+    assert_eq!(env.header.kind, Kind::KEY_EVENT);
+    let kukaku::ledger::Body::Open { payload, .. } = env.body else {
+        panic!("a key event is open");
+    };
+    let event = kukaku::ledger::payload::KeyEvent::decode(&payload).unwrap();
+    assert_eq!(event.event.name(), "restore");
+    assert_eq!(event.count, 10);
+    assert!(
+        event.reason.starts_with("drill; restored from backup"),
+        "{}",
+        event.reason
+    );
+
+    // A verified root the backup does not extend (another history): refused, home removed.
+    let mut forged = verified_now(&store, &a);
+    let log = forged.logs.values_mut().next().unwrap();
+    log.size = 5;
+    log.root = kukaku::ledger::Hash::ZERO.to_base64();
+    let fork = restore_checked(
+        dir.path(),
+        &to,
+        None,
+        &paths.kek,
+        "fork",
+        &checks(forged, false),
+    );
+    assert!(
+        matches!(fork, Err(BackupError::NotExtending { size: 5, .. })),
+        "{fork:?}"
+    );
+    assert!(!dir.path().join("fork").exists());
 }

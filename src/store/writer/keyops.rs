@@ -56,6 +56,11 @@ pub(crate) enum KeyOp {
     /// Starts a signing-key transition (a second key signs too) or, with `finish`, ends it
     /// (the older key stops signing).
     SigningKey { finish: bool, who: KeyActor },
+    /// Records an event about the instance itself (a restore) in a partition.
+    Note {
+        partition: PartitionId,
+        event: KeyEvent,
+    },
 }
 
 pub(crate) enum KeyOutcome {
@@ -66,6 +71,8 @@ pub(crate) enum KeyOutcome {
     Destroyed(Vec<(u32, u64)>),
     /// The version added (start) or retired (finish).
     Signing(u32),
+    /// The event was appended.
+    Noted,
 }
 
 /// Where a re-encryption job of one partition stands after a step.
@@ -139,9 +146,28 @@ impl Writer {
             KeyOp::SigningKey { finish, who } => self
                 .signing_key(finish, &who, now, &mut ops, &mut staged)
                 .map(KeyOutcome::Signing),
+            KeyOp::Note { partition, event } => self
+                .note(&partition, &event, now, &mut ops, &mut staged)
+                .map(|()| KeyOutcome::Noted),
         };
         let answer = result.and_then(|outcome| self.finish(staged, ops).map(|_| outcome));
         let _ = reply.send(answer);
+    }
+
+    /// A key event about the instance in partition `p`, alone in its batch.
+    fn note(
+        &mut self,
+        p: &PartitionId,
+        event: &KeyEvent,
+        now: u64,
+        ops: &mut Ops,
+        staged: &mut HashMap<PartitionId, PState>,
+    ) -> Result<(), AppendError> {
+        self.check_quarantine(p)?;
+        let mut st = self.load(p)?;
+        self.key_event(p, &mut st, event, now, ops)?;
+        staged.insert(p.clone(), st);
+        Ok(())
     }
 
     /// Appends a key event to `st` (open entry: auditors read it without keys).

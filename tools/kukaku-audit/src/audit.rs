@@ -152,6 +152,10 @@ impl KeyEventInfo {
                 self.key_id, self.class, self.epoch, self.count
             ),
             "signing_key" => "checkpoint signing key changed".to_owned(),
+            "restore" => format!(
+                "RESTORED from a backup older than a verified size: {} verified entries are not in this log",
+                self.count
+            ),
             other => other.to_owned(),
         };
         let why = if self.reason.is_empty() {
