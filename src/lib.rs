@@ -24,3 +24,5 @@ pub mod crypto;
 pub mod flows;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod telemetry;

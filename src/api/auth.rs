@@ -69,10 +69,10 @@ pub struct Actor {
 }
 
 async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<Verified, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(ApiError::unauthorized)?;
+    let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        metrics::counter!(crate::telemetry::AUTH_FAILURES).increment(1);
+        return Err(ApiError::unauthorized());
+    };
     let text = header
         .to_str()
         .ok()
@@ -97,6 +97,7 @@ pub(crate) async fn verify_token(
         return Err(ApiError::too_many_failures(wait));
     }
     let Ok(token) = Token::parse(text.trim()) else {
+        metrics::counter!(crate::telemetry::AUTH_FAILURES).increment(1);
         let failures = state.guesses.failed(source, now);
         tracing::warn!(%source, failures, "malformed token refused");
         return Err(ApiError::unauthorized());
@@ -116,6 +117,7 @@ pub(crate) async fn verify_token(
     match result {
         Ok(v) => Ok(v),
         Err(AuthError::Refused(why)) => {
+            metrics::counter!(crate::telemetry::AUTH_FAILURES).increment(1);
             let failures = state.guesses.failed(source, now);
             tracing::warn!(credential = %id, %source, reason = %why, failures, "credential refused");
             Err(ApiError::unauthorized())

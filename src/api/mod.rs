@@ -11,6 +11,7 @@ pub mod disclosure;
 pub mod error;
 pub mod extract;
 pub mod guesses;
+mod http_metrics;
 pub mod pages;
 pub mod request_id;
 pub mod routes;
@@ -308,8 +309,10 @@ pub fn router(state: AppState, limits: Limits) -> Router {
     }
     app.fallback(routes::fallback)
         .route_layer(middleware::from_fn(request_id::record_route))
+        .route_layer(middleware::from_fn(http_metrics::routed))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(http_metrics::unrouted))
                 .layer(middleware::from_fn_with_state(tls, security_headers))
                 .layer(middleware::from_fn(request_id::layer))
                 .layer(middleware::from_fn(shape_errors))

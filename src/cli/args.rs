@@ -36,7 +36,7 @@ pub(crate) enum Command {
         dev_cert: bool,
     },
     /// Serve the HTTP API (TLS by default).
-    Serve(super::serve::ServeArgs),
+    Serve(Box<super::serve::ServeArgs>),
     /// Print this instance's public keys as kukaku-audit trust-file lines: `log` (the
     /// checkpoint key, for every partition) and `witness` (the cosigner key the hub pins with
     /// `serve --witness-vkey`).

@@ -16,6 +16,7 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod init;
 pub(crate) mod keys;
+pub(crate) mod metrics;
 pub(crate) mod partitions;
 pub(crate) mod serve;
 pub(crate) mod verify;

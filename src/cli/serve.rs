@@ -98,6 +98,14 @@ pub(crate) struct ServeArgs {
     /// logout).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1440))]
     session_idle_minutes: u64,
+    /// Serve Prometheus metrics (text format, GET /metrics) on their own plain-HTTP listener;
+    /// off unless given, 127.0.0.1:9464 when given without an address. No label carries
+    /// personal data or a credential id (docs/operations.md).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Also label the replication and witness lags by partition id.
+    #[arg(long, requires = "metrics_listen")]
+    metrics_partition_labels: bool,
     #[command(flatten)]
     upstream: UpstreamArgs,
 }
@@ -119,6 +127,8 @@ impl ServeArgs {
             witness_vkeys,
             continuity_rules,
             session_idle_minutes,
+            metrics_listen,
+            metrics_partition_labels,
             upstream,
         } = self;
         let rules = load_rules(continuity_rules.as_deref())?;
@@ -175,6 +185,7 @@ impl ServeArgs {
             rules,
             session_idle: std::time::Duration::from_secs(session_idle_minutes * 60),
             replicator,
+            metrics: metrics_listen.map(|addr| (addr, metrics_partition_labels)),
         })
     }
 }
@@ -192,6 +203,8 @@ pub(crate) struct Server<'a> {
     rules: kukaku::domain::continuity::Rules,
     session_idle: std::time::Duration,
     replicator: Option<ReplicatorConfig>,
+    /// The metrics listener and whether lags carry partition labels.
+    metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
 pub(crate) fn serve(s: Server<'_>) -> Result<()> {
@@ -207,6 +220,7 @@ pub(crate) fn serve(s: Server<'_>) -> Result<()> {
         rules,
         session_idle,
         replicator,
+        metrics,
     } = s;
     let store = Arc::new(store);
     // Started after the store (so after its writer thread): the request threads run below it.
@@ -219,6 +233,10 @@ pub(crate) fn serve(s: Server<'_>) -> Result<()> {
             admin.path().display()
         );
         let admin_task = tokio::spawn(admin.run(Arc::clone(&store)));
+        let metrics_tasks = match metrics {
+            Some((addr, labels)) => Some(super::metrics::start(addr, labels, &store).await?),
+            None => None,
+        };
         let scheme = match transport {
             server::Transport::Tls(_) => "https",
             server::Transport::PlainLoopback => "http",
@@ -248,6 +266,10 @@ pub(crate) fn serve(s: Server<'_>) -> Result<()> {
         .await?;
         admin_task.abort();
         let _ = admin_task.await;
+        for task in metrics_tasks.into_iter().flatten() {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(task) = replicating {
             task.abort();
             let _ = task.await;

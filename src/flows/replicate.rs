@@ -322,6 +322,8 @@ pub struct SyncReport {
     pub pages: u64,
     pub copies: u64,
     pub hub_size: u64,
+    /// Hub entries beyond the replica when the round started (what the first page covered).
+    pub behind: u64,
     /// Whether the hub took this witness's cosignature of the last accepted checkpoint
     /// (`None`: nothing new to cosign), and if not, why.
     pub cosigned: Option<Result<(), String>>,
@@ -353,6 +355,9 @@ pub async fn sync_partition<S: FeedSource>(
             }
             return Ok(report);
         };
+        if report.pages == 0 {
+            report.behind = page.state.hub_size.saturating_sub(from);
+        }
         report.hub_size = page.state.hub_size;
         report.copies += store_page(store, p, page).await?;
         report.pages += 1;
@@ -382,8 +387,10 @@ pub async fn run<S: FeedSource>(
     max_backoff: Duration,
 ) {
     let mut backoff = interval;
+    let mut last_clean = std::time::Instant::now();
     loop {
         let mut failed = false;
+        let mut behind = 0u64;
         let partitions = match store.partitions() {
             Ok(p) => p,
             Err(e) => {
@@ -395,7 +402,16 @@ pub async fn run<S: FeedSource>(
             if info.status != crate::store::PartitionStatus::Active {
                 continue;
             }
-            match sync_partition(store, source, upstream, &info.partition, 100).await {
+            let synced = sync_partition(store, source, upstream, &info.partition, 100).await;
+            if let Ok(r) = &synced {
+                behind += r.behind;
+                crate::telemetry::partition_gauge(
+                    crate::telemetry::PARTITION_REPLICATION_LAG_ENTRIES,
+                    &info.partition,
+                    r.behind,
+                );
+            }
+            match synced {
                 Ok(r) if r.pages > 0 => {
                     tracing::info!(
                         partition = %info.partition,
@@ -415,6 +431,12 @@ pub async fn run<S: FeedSource>(
                 }
             }
         }
+        if !failed {
+            last_clean = std::time::Instant::now();
+        }
+        metrics::gauge!(crate::telemetry::REPLICATION_LAG_ENTRIES).set(behind as f64);
+        metrics::gauge!(crate::telemetry::REPLICATION_LAG_SECONDS)
+            .set(last_clean.elapsed().as_secs_f64());
         backoff = if failed {
             (backoff * 2).min(max_backoff)
         } else {

@@ -5,6 +5,7 @@ pub mod anchor;
 mod audit;
 pub mod backup;
 mod credentials;
+mod health;
 pub mod hooks;
 mod keyring;
 mod keys;
@@ -30,6 +31,7 @@ use rocksdb::{
 };
 
 pub use credentials::{AuthError, CredentialStoreError};
+pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};

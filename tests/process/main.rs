@@ -16,6 +16,7 @@ mod backup_cli;
 mod cli;
 mod crash;
 mod keys_cli;
+mod metrics;
 mod replicator_kill;
 mod scan;
 mod serve_crash;

@@ -57,7 +57,7 @@ fn run(home: &Path, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-fn token(home: &Path, args: &[&str]) -> String {
+pub(crate) fn token(home: &Path, args: &[&str]) -> String {
     let out = run(home, &[&["credentials", "issue"], args].concat());
     out.lines()
         .find(|l| l.starts_with("kk1_"))
@@ -65,10 +65,10 @@ fn token(home: &Path, args: &[&str]) -> String {
         .to_owned()
 }
 
-type Http = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type Http = Client<HttpConnector, Full<Bytes>>;
 
 /// `(status, JSON)`, or `None` when the connection failed (the server is down).
-async fn call(
+pub(crate) async fn call(
     http: &Http,
     method: &str,
     url: &str,

@@ -16,6 +16,7 @@ impl Writer {
             pending: Vec::new(),
             claimed: HashMap::new(),
         };
+        metrics::histogram!(crate::telemetry::BATCH_COMMANDS).record(cmds.len() as f64);
         for cmd in cmds {
             self.stage(cmd, &mut batch);
         }
@@ -202,8 +203,17 @@ impl Writer {
             }
             checkpoints.insert(p.clone(), (size, root, note));
         }
+        let appended: u64 = staged
+            .values()
+            .map(|st| st.size() - st.committed_size)
+            .sum();
+        let started = std::time::Instant::now();
         match self.write(ops) {
             Ok(()) => {
+                metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(crate::telemetry::COMMITS).increment(1);
+                metrics::counter!(crate::telemetry::APPENDED_ENTRIES).increment(appended);
                 for (p, mut st) in staged {
                     st.committed_size = st.size();
                     self.inner.anchor.note(&p, st.committed_size);
@@ -213,6 +223,7 @@ impl Writer {
             }
             Err(e) => {
                 self.inner.poisoned.store(true, Ordering::SeqCst);
+                metrics::gauge!(crate::telemetry::POISONED).set(1.0);
                 self.states.clear();
                 tracing::error!(error = %crate::error::report(&e), "write failed; store poisoned");
                 Err(AppendError::Poisoned)

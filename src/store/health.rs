@@ -1,0 +1,98 @@
+//! The store's health as an operator watches it (docs/operations.md, "Metrics"): RocksDB's
+//! compaction debt, write stalls and memory, the nonce budget of the current keys, and how
+//! far witnesses are behind. Read on demand; the binary samples it for its metrics.
+
+use rocksdb::IteratorMode;
+
+use super::records::{KeyMeta, KeyStatus, SYS_CF, decode, partition_cf};
+use super::{PartitionStatus, ProvisionError, ReadError, Store};
+use crate::ledger::PartitionId;
+
+/// Why the health could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthError {
+    #[error("reading the store")]
+    Read(#[from] ReadError),
+    #[error("the partition registry")]
+    Registry(#[from] ProvisionError),
+}
+
+/// One reading of [`Store::health`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Health {
+    /// Bytes compaction is estimated to still have to rewrite, all column families.
+    pub pending_compaction_bytes: u64,
+    /// Whether RocksDB has stopped writes.
+    pub write_stopped: bool,
+    /// The rate writes are slowed to, bytes per second (0: not slowed).
+    pub delayed_write_rate: u64,
+    /// Bytes in memtables, all column families.
+    pub memtable_bytes: u64,
+    /// Bytes in the shared block cache.
+    pub block_cache_bytes: u64,
+    /// The largest share of its nonce budget (`dek_rotate_after`) a current DEK version has
+    /// used, 0–1.
+    pub nonce_budget_used: f64,
+    /// Per active partition that a witness has cosigned: entries after its newest
+    /// cosigned checkpoint.
+    pub witness_lag: Vec<(PartitionId, u64)>,
+}
+
+impl Store {
+    /// Reads the store's health (a RocksDB property per column family, one scan of the key
+    /// metadata, one reverse seek per partition).
+    pub fn health(&self) -> Result<Health, HealthError> {
+        let db = &self.inner.db;
+        let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let mut h = Health {
+            write_stopped: int("rocksdb.is-write-stopped") != 0,
+            delayed_write_rate: int("rocksdb.actual-delayed-write-rate"),
+            block_cache_bytes: int("rocksdb.block-cache-usage"),
+            ..Health::default()
+        };
+        let mut families = vec![SYS_CF.to_owned()];
+        let mut active = Vec::new();
+        for info in self.partitions()? {
+            if info.status == PartitionStatus::Active {
+                families.push(partition_cf(&info.partition));
+                active.push(info.partition);
+            }
+        }
+        for name in &families {
+            if let Some(cf) = db.cf_handle(name) {
+                let prop = |p: &str| db.property_int_value_cf(&cf, p).ok().flatten().unwrap_or(0);
+                h.pending_compaction_bytes += prop("rocksdb.estimate-pending-compaction-bytes");
+                h.memtable_bytes += prop("rocksdb.cur-size-all-mem-tables");
+            }
+        }
+        h.nonce_budget_used = self.nonce_budget_used()?;
+        for p in active {
+            if let Some(cosigned) = self.latest_cosigned_size(&p)? {
+                let size = self.inner.size(&p)?;
+                h.witness_lag.push((p, size.saturating_sub(cosigned)));
+            }
+        }
+        Ok(h)
+    }
+
+    /// The largest `encryptions / dek_rotate_after` of a current DEK version.
+    fn nonce_budget_used(&self) -> Result<f64, ReadError> {
+        let sys = self.inner.sys()?;
+        let budget = self.inner.options.dek_rotate_after.max(1) as f64;
+        let mut used = 0.0f64;
+        let from = IteratorMode::From(b"K", rocksdb::Direction::Forward);
+        for item in self.inner.db.iterator_cf(&sys, from) {
+            let (k, v) = item?;
+            if k.first() != Some(&b'K') {
+                break;
+            }
+            if let Some(meta) = decode::<KeyMeta>(&v)
+                && meta.status == KeyStatus::Current
+            {
+                used = used.max(meta.encryptions as f64 / budget);
+            }
+        }
+        Ok(used)
+    }
+}
