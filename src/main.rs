@@ -24,6 +24,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init { origin, dev_cert } => init::init(&home, &paths, &origin, dev_cert)?,
         Command::Serve(args) => args.run(&home, &paths)?,
+        Command::Config(ConfigCommand::Check(args)) => args.check(&home, &paths)?,
         Command::PublicKeys { witness, log } => keys::admin_command(
             &paths,
             kukaku::admin::AdminRequest::PublicKeys { witness, log },
@@ -100,7 +101,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    let argv = match cli::config::expand(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            return ExitCode::from(2);
+        }
+    };
+    match run(Cli::parse_from(argv)) {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {

@@ -35,8 +35,13 @@ pub(crate) enum Command {
         #[arg(long)]
         dev_cert: bool,
     },
-    /// Serve the HTTP API (TLS by default).
+    /// Serve the HTTP API (TLS by default). `--config FILE` reads every flag from a TOML
+    /// file first; flags given on the command line override it.
+    #[command(args_override_self = true)]
     Serve(Box<super::serve::ServeArgs>),
+    /// Check a `serve` configuration (the file and any flags) without starting.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print this instance's public keys as kukaku-audit trust-file lines: `log` (the
     /// checkpoint key, for every partition) and `witness` (the cosigner key the hub pins with
     /// `serve --witness-vkey`).
@@ -441,4 +446,12 @@ pub(crate) struct RestoreArgs {
     /// List the backups in --from and exit.
     #[arg(long)]
     pub(crate) list: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Validate `--config FILE` and the flags given (the TLS files, rules, witness keys,
+    /// the replicator's token file) and print the settings `serve` would run with.
+    #[command(args_override_self = true)]
+    Check(Box<super::serve::ServeArgs>),
 }

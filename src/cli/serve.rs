@@ -51,6 +51,10 @@ pub(crate) fn replicator_config(url: &str, a: &UpstreamArgs) -> Result<Replicato
 /// `kukaku serve`'s arguments.
 #[derive(clap::Args)]
 pub(crate) struct ServeArgs {
+    /// Read every flag below from this TOML file first (keys are the flags' long names);
+    /// flags on the command line override it (docs/operations.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Which server this instance is.
     #[arg(long, value_enum)]
     role: RoleArg,
@@ -113,7 +117,86 @@ pub(crate) struct ServeArgs {
 impl ServeArgs {
     /// Checks the arguments, opens the store and serves until Ctrl-C.
     pub(crate) fn run(self, home: &std::path::Path, paths: &Paths) -> Result<()> {
+        let settings = self.settings(home, paths)?;
+        serve(open(paths)?, settings)
+    }
+
+    /// `kukaku config check`: the same checks, and the settings printed instead of served.
+    pub(crate) fn check(self, home: &std::path::Path, paths: &Paths) -> Result<()> {
+        let files: Vec<(&str, Option<PathBuf>)> = vec![
+            ("tls_cert", self.tls_cert.clone()),
+            ("tls_key", self.tls_key.clone()),
+            ("client_ca", self.client_ca.clone()),
+            ("continuity_rules", self.continuity_rules.clone()),
+            (
+                "upstream_token_file",
+                self.upstream.upstream_token_file.clone(),
+            ),
+            ("upstream_ca", self.upstream.upstream_ca.clone()),
+            (
+                "upstream_client_cert",
+                self.upstream.upstream_client_cert.clone(),
+            ),
+            (
+                "upstream_client_key",
+                self.upstream.upstream_client_key.clone(),
+            ),
+        ];
+        let upstream = self.upstream.upstream.clone();
+        let upstream_vkeys = self.upstream.upstream_vkey.clone();
+        let s = self.settings(home, paths)?;
+        for (key, path) in files {
+            if let Some(p) = path {
+                println!("{key} = \"{}\"", p.display());
+            }
+        }
+        if let Some(url) = upstream {
+            println!("upstream = \"{url}\"");
+            let keys: Vec<String> = upstream_vkeys.iter().map(|k| format!("\"{k}\"")).collect();
+            println!("upstream_vkey = [{}]", keys.join(", "));
+        }
+        println!("role = \"{}\"", s.role.name());
+        println!("listen = \"{}\"", s.listen);
+        println!(
+            "transport = \"{}\"",
+            match s.transport {
+                server::Transport::Tls(_) => "tls",
+                server::Transport::PlainLoopback => "plain-http-loopback",
+            }
+        );
+        println!("max_body_bytes = {}", s.limits.max_body_bytes);
+        println!("max_concurrent = {}", s.limits.max_concurrent);
+        println!("max_connections = {}", s.limits.max_connections);
+        println!("request_nice = {}", s.request_nice);
+        let vkeys: Vec<String> = s
+            .witnesses
+            .iter()
+            .map(|k| format!("\"{}\"", k.to_text()))
+            .collect();
+        println!("witness_vkey = [{}]", vkeys.join(", "));
+        println!("session_idle_minutes = {}", s.session_idle.as_secs() / 60);
+        match s.metrics {
+            Some((addr, labels)) => {
+                println!("metrics_listen = \"{addr}\"");
+                println!("metrics_partition_labels = {labels}");
+            }
+            None => println!("# metrics off"),
+        }
+        match &s.replicator {
+            Some(r) => {
+                println!("replicate_every = {}", r.every.as_secs());
+                println!("replicate_max_backoff = {}", r.max_backoff.as_secs());
+            }
+            None => println!("# no replicator"),
+        }
+        println!("# configuration valid");
+        Ok(())
+    }
+
+    /// Every argument checked and loaded: TLS files, rules, witness keys, the replicator.
+    fn settings<'p>(self, home: &std::path::Path, paths: &'p Paths) -> Result<Settings<'p>> {
         let ServeArgs {
+            config: _,
             role,
             listen,
             tls_cert,
@@ -173,8 +256,7 @@ impl ServeArgs {
         if role == ServerRole::Intermediate && !witnesses.is_empty() {
             anyhow::bail!("--witness-vkey is for --role hub");
         }
-        serve(Server {
-            store: open(paths)?,
+        Ok(Settings {
             admin_socket: &paths.admin_socket,
             role,
             listen,
@@ -190,9 +272,8 @@ impl ServeArgs {
     }
 }
 
-/// Everything a running server holds.
-pub(crate) struct Server<'a> {
-    store: Store,
+/// Everything a server runs with but its store: checked, files loaded.
+pub(crate) struct Settings<'a> {
     admin_socket: &'a std::path::Path,
     role: ServerRole,
     listen: std::net::SocketAddr,
@@ -207,9 +288,8 @@ pub(crate) struct Server<'a> {
     metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
-pub(crate) fn serve(s: Server<'_>) -> Result<()> {
-    let Server {
-        store,
+pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
+    let Settings {
         admin_socket,
         role,
         listen,

@@ -14,6 +14,7 @@ mod common;
 
 mod backup_cli;
 mod cli;
+mod config;
 mod crash;
 mod keys_cli;
 mod metrics;
