@@ -82,6 +82,19 @@ fn cpu_supported() -> bool {
     }
 }
 
+/// Log lines on stderr, text or JSON, filtered by RUST_LOG.
+fn init_logs(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     if !cpu_supported() {
         eprintln!(
@@ -96,11 +109,6 @@ fn main() -> ExitCode {
         eprintln!("error: could not disable core dumps and ptrace attachment: {e}");
         return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let argv = match cli::config::expand(std::env::args_os().collect()) {
         Ok(argv) => argv,
         Err(e) => {
@@ -108,7 +116,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(Cli::parse_from(argv)) {
+    let cli = Cli::parse_from(argv);
+    init_logs(cli.log_format);
+    match run(cli) {
         Ok(Outcome::Passed) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {

@@ -177,10 +177,70 @@ pub fn load_tls(
     Ok(Arc::new(config))
 }
 
+/// TLS settings read from files, swapped whole by [`TlsFiles::reload`].
+pub struct TlsFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    current: std::sync::RwLock<Arc<ServerConfig>>,
+}
+
+impl TlsFiles {
+    /// Loads the certificate chain, key and client CA (as [`load_tls`]).
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        client_ca: Option<&Path>,
+    ) -> Result<Arc<Self>, ServeError> {
+        let current = load_tls(cert, key, client_ca)?;
+        Ok(Arc::new(TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            client_ca: client_ca.map(Path::to_owned),
+            current: std::sync::RwLock::new(current),
+        }))
+    }
+
+    /// Reads the files again; on any error the settings in use stay.
+    pub fn reload(&self) -> Result<(), ServeError> {
+        let next = load_tls(&self.cert, &self.key, self.client_ca.as_deref())?;
+        if let Ok(mut current) = self.current.write() {
+            *current = next;
+        }
+        Ok(())
+    }
+
+    /// The settings for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFiles")
+            .field("cert", &self.cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, Transport::PlainLoopback)
+    }
+}
+
 /// How connections are carried.
 #[derive(Clone)]
 pub enum Transport {
     Tls(Arc<ServerConfig>),
+    /// TLS from files that [`TlsFiles::reload`] reads again (SIGHUP): new connections get
+    /// the new certificate, open ones keep theirs.
+    ReloadableTls(Arc<TlsFiles>),
     /// Plain HTTP: only on loopback, only when asked for explicitly.
     PlainLoopback,
 }
@@ -189,6 +249,7 @@ impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Transport::Tls(_) => "Tls",
+            Transport::ReloadableTls(_) => "ReloadableTls",
             Transport::PlainLoopback => "PlainLoopback",
         })
     }
@@ -216,8 +277,9 @@ pub async fn serve(
     drain: Duration,
 ) -> Result<(), ServeError> {
     let graceful = GracefulShutdown::new();
-    let acceptor = match &transport {
+    let acceptor = |t: &Transport| match t {
         Transport::Tls(config) => Some(TlsAcceptor::from(Arc::clone(config))),
+        Transport::ReloadableTls(files) => Some(TlsAcceptor::from(files.current())),
         Transport::PlainLoopback => None,
     };
     tokio::pin!(shutdown);
@@ -245,7 +307,7 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, acceptor, watcher) = (app.clone(), acceptor.clone(), graceful.watcher());
+        let (app, acceptor, watcher) = (app.clone(), acceptor(&transport), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
             connection(tcp, peer, app, acceptor, watcher, limits).await;

@@ -19,8 +19,18 @@ pub(crate) struct Cli {
         global = true
     )]
     pub(crate) home: PathBuf,
+    /// Log lines on stderr as text, or as one JSON object per line (for log shippers).
+    /// RUST_LOG filters them (e.g. `info`, `kukaku=debug`).
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]

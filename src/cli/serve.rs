@@ -159,9 +159,10 @@ impl ServeArgs {
         println!("listen = \"{}\"", s.listen);
         println!(
             "transport = \"{}\"",
-            match s.transport {
-                server::Transport::Tls(_) => "tls",
-                server::Transport::PlainLoopback => "plain-http-loopback",
+            if s.transport.is_tls() {
+                "tls"
+            } else {
+                "plain-http-loopback"
             }
         );
         println!("max_body_bytes = {}", s.limits.max_body_bytes);
@@ -230,7 +231,7 @@ impl ServeArgs {
         let transport = if plain_http_loopback {
             server::Transport::PlainLoopback
         } else {
-            server::Transport::Tls(server::load_tls(
+            server::Transport::ReloadableTls(server::TlsFiles::load(
                 &tls_cert.unwrap_or(default_cert),
                 &tls_key.unwrap_or(default_key),
                 client_ca.as_deref(),
@@ -317,16 +318,19 @@ pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
             Some((addr, labels)) => Some(super::metrics::start(addr, labels, &store).await?),
             None => None,
         };
-        let scheme = match transport {
-            server::Transport::Tls(_) => "https",
-            server::Transport::PlainLoopback => "http",
+        let scheme = if transport.is_tls() { "https" } else { "http" };
+        let reloading = match &transport {
+            server::Transport::ReloadableTls(files) => {
+                Some(tokio::spawn(reload_on_sighup(Arc::clone(files))))
+            }
+            _ => None,
         };
         let app = api::router(
             AppState::new(Arc::clone(&store), role)
                 .with_witnesses(witnesses)
                 .with_continuity_rules(rules)
                 .with_session_idle(session_idle)
-                .with_secure_cookies(matches!(transport, server::Transport::Tls(_))),
+                .with_secure_cookies(transport.is_tls()),
             limits,
         );
         println!(
@@ -335,6 +339,10 @@ pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
             listener.local_addr()?
         );
         let replicating = replicator.map(|r| spawn_replicator(Arc::clone(&store), r));
+        // systemd (Type=notify): serving from here on. Without NOTIFY_SOCKET, nothing.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %kukaku::error::report(&e), "readiness notification");
+        }
         server::serve(
             listener,
             app,
@@ -344,8 +352,13 @@ pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
             std::time::Duration::from_secs(30),
         )
         .await?;
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         admin_task.abort();
         let _ = admin_task.await;
+        if let Some(task) = reloading {
+            task.abort();
+            let _ = task.await;
+        }
         for task in metrics_tasks.into_iter().flatten() {
             task.abort();
             let _ = task.await;
@@ -364,6 +377,31 @@ pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
     }
     println!("stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the TLS certificate, key and client CA again; open connections keep what
+/// they were accepted with, new ones get the new files. A reload that fails keeps the old
+/// settings and says why.
+async fn reload_on_sighup(files: Arc<server::TlsFiles>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("SIGHUP cannot be caught; TLS reload is off");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(false, &reloading);
+        let f = Arc::clone(&files);
+        match tokio::task::spawn_blocking(move || f.reload()).await {
+            Ok(Ok(())) => tracing::info!("TLS certificate, key and client CA reloaded"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %kukaku::error::report(&e), "TLS reload failed; the previous certificate stays")
+            }
+            Err(e) => tracing::error!(error = %kukaku::error::report(&e), "TLS reload"),
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
 }
 
 /// The intermediate's replicator, running until aborted.

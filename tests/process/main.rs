@@ -21,3 +21,4 @@ mod metrics;
 mod replicator_kill;
 mod scan;
 mod serve_crash;
+mod tls_reload;
