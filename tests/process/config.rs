@@ -181,7 +181,8 @@ replicate_max_backoff = 70
     let flags = serve_flags(&home);
     assert!(flags.len() > 20, "{flags:?}");
     for flag in flags {
-        if ["config", "help", "home"].contains(&flag.as_str()) {
+        // --config itself, and the global flags (not `serve` settings).
+        if ["config", "help", "home", "log-format", "version"].contains(&flag.as_str()) {
             continue;
         }
         let key = flag.replace('-', "_");
