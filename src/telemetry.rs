@@ -44,15 +44,15 @@ pub const HTTP_SECONDS: &str = "kukaku_http_request_seconds";
 /// Requests refused for a missing, wrong, expired or revoked credential.
 pub const AUTH_FAILURES: &str = "kukaku_auth_failures_total";
 /// RocksDB: bytes compaction is estimated to still have to rewrite.
-pub const PENDING_COMPACTION_BYTES: &str = "kukaku_rocksdb_pending_compaction_bytes";
+pub const PENDING_COMPACTION_BYTES: &str = "kukaku_storage_pending_compaction_bytes";
 /// RocksDB: 1 while writes are stopped (too many memtables or level-0 files).
-pub const WRITE_STOPPED: &str = "kukaku_rocksdb_write_stopped";
+pub const WRITE_STOPPED: &str = "kukaku_storage_write_stopped";
 /// RocksDB: the rate writes are slowed to, bytes per second (0: not slowed).
-pub const DELAYED_WRITE_RATE: &str = "kukaku_rocksdb_delayed_write_rate";
+pub const DELAYED_WRITE_RATE: &str = "kukaku_storage_delayed_write_rate";
 /// RocksDB: bytes in memtables, all column families.
-pub const MEMTABLE_BYTES: &str = "kukaku_rocksdb_memtable_bytes";
+pub const MEMTABLE_BYTES: &str = "kukaku_storage_memtable_bytes";
 /// RocksDB: bytes in the shared block cache.
-pub const BLOCK_CACHE_BYTES: &str = "kukaku_rocksdb_block_cache_bytes";
+pub const BLOCK_CACHE_BYTES: &str = "kukaku_storage_block_cache_bytes";
 /// The largest share of its nonce budget any current DEK version has used (0–1; the writer
 /// rotates at 1).
 pub const NONCE_BUDGET_USED: &str = "kukaku_nonce_budget_used_ratio";
