@@ -46,6 +46,15 @@ fi
 # Dependencies (issue 26): known advisories (offline RustSec copy), licenses, bans, sources.
 bash scripts/deny.sh
 
+# The KEK-in-an-HSM test (issue 30) needs SoftHSM2: its PKCS#11 module and softhsm2-util
+# (a library, no daemon: the test makes its own token in a temporary directory).
+if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "installing softhsm2 with apt-get" >&2
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq softhsm2; } \
+    || { echo "error: could not install softhsm2 (the HSM test needs it); install it and retry" >&2; exit 2; }
+fi
+
 cargo test --workspace
 
 # The benchmarks, reduced (issue 9): every bench target runs a few iterations in the test

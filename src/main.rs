@@ -22,7 +22,11 @@ fn run(cli: Cli) -> Result<Outcome> {
     let home = cli.home;
     let paths = kukaku::store::Paths::under(&home);
     match cli.command {
-        Command::Init { origin, dev_cert } => init::init(&home, &paths, &origin, dev_cert)?,
+        Command::Init {
+            origin,
+            dev_cert,
+            kek_pkcs11,
+        } => init::init(&home, &paths, &origin, dev_cert, kek_pkcs11.as_deref())?,
         Command::Serve(args) => args.run(&home, &paths)?,
         Command::Config(ConfigCommand::Check(args)) => args.check(&home, &paths)?,
         Command::PublicKeys { witness, log } => keys::admin_command(

@@ -211,7 +211,7 @@ pub(super) fn destroy(
 pub(super) fn rotate_kek(store: &Store, who: KeyActor, out: Out<'_>) -> Result<(), AdminError> {
     let r = store.rotate_kek(who)?;
     out(Reply::Line(format!(
-        "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK file is destroyed",
+        "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK is destroyed",
         r.keys, r.new_fingerprint, r.old_fingerprint, r.partitions
     )));
     Ok(())

@@ -44,6 +44,11 @@ pub(crate) enum Command {
         /// (local use only).
         #[arg(long)]
         dev_cert: bool,
+        /// Keep the KEK in an HSM instead of kek.key: a PKCS#11 configuration (JSON: module,
+        /// token, key_label, pin_file or pin_env; docs/keys.md), copied into the home as
+        /// kek.pkcs11. The KEK is made in the token and never leaves it.
+        #[arg(long)]
+        kek_pkcs11: Option<PathBuf>,
     },
     /// Serve the HTTP API (TLS by default). `--config FILE` reads every flag from a TOML
     /// file first; flags given on the command line override it.

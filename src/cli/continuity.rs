@@ -1,7 +1,6 @@
 //! `kukaku continuity extract`: the continuity job of one prefecture from the command line.
 
 use anyhow::{Context, Result};
-use kukaku::crypto::{AdminScope, Kek};
 use kukaku::store::Paths;
 
 use super::*;
@@ -32,8 +31,7 @@ pub(crate) fn continuity_extract(
         }
     };
     let store = open(paths)?;
-    let kek = Kek::load_file(&paths.kek)?;
-    let scope = AdminScope::from_kek(&kek)
+    let scope = admin_scope(paths)?
         .prefecture(prefecture)
         .context("--prefecture must be a 2-digit code 01–47")?;
     let who = kukaku::flows::import::Importer {

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::crypto::credential::{Reach, Role};
-use kukaku::crypto::{AdminScope, Kek};
 use kukaku::flows::import::{ImportError, Importer, import};
 use kukaku::flows::replicate;
 use kukaku::flows::sample::{self, DEMO_MUNICIPALITIES};
@@ -197,8 +196,7 @@ fn demo_flow4(hub: &Store, hub_paths: &Paths, who: &Importer) -> Result<()> {
         who,
     )?;
     println!("  {a}: 高額該当 records of {} household(s)", out.households);
-    let kek = Kek::load_file(&hub_paths.kek)?;
-    let tokyo = AdminScope::from_kek(&kek)
+    let tokyo = super::admin_scope(hub_paths)?
         .prefecture("13")
         .context("prefecture")?;
     let as_of = kukaku::domain::text::parse_date(sample::AS_OF).context("sample date")?;
@@ -426,8 +424,7 @@ async fn replicate_once(
 /// never stored; the manifest holds no personal data).
 fn export_history_file(inter: &Store, ids: &[PartitionId], int_paths: &Paths) -> Result<()> {
     println!("\n== 5-⑤: ops-support exports the 資格履歴ファイル (file returned, never stored)");
-    let kek = Kek::load_file(&int_paths.kek)?;
-    let admin = AdminScope::from_kek(&kek);
+    let admin = super::admin_scope(int_paths)?;
     let scopes: Vec<_> = ids.iter().map(|p| admin.partition(p)).collect();
     let exporter = kukaku::flows::history::Exporter {
         recipient: "admin-cli".into(),

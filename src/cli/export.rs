@@ -1,7 +1,6 @@
 //! `kukaku rebuild-index`, `kukaku export-history` and `kukaku export --audit`.
 
 use anyhow::{Context, Result};
-use kukaku::crypto::{AdminScope, Kek};
 use kukaku::store::Paths;
 
 use super::args::ExportArgs;
@@ -10,8 +9,7 @@ use super::*;
 
 pub(crate) fn rebuild_index(paths: &Paths, only: Option<&str>) -> Result<()> {
     let store = open(paths)?;
-    let kek = Kek::load_file(&paths.kek)?;
-    let admin = AdminScope::from_kek(&kek);
+    let admin = admin_scope(paths)?;
     let asked: Vec<String> = only.map(str::to_owned).into_iter().collect();
     for p in active_or(&store, &asked)? {
         let bar =
@@ -44,8 +42,7 @@ pub(crate) fn export_history(
         );
     }
     let store = open(paths)?;
-    let kek = Kek::load_file(&paths.kek)?;
-    let admin = AdminScope::from_kek(&kek);
+    let admin = admin_scope(paths)?;
     let scopes: Vec<_> = active_or(&store, asked)?
         .iter()
         .map(|p| admin.partition(p))

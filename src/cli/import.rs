@@ -58,8 +58,7 @@ pub(crate) fn import_files(
         ImportFiles::Transmission(setai, kojin) => {
             let (setai, kojin) = (read(setai)?, read(kojin)?);
             // The household rules read the partition's earlier snapshots: the admin's scope.
-            let kek = kukaku::crypto::Kek::load_file(&paths.kek)?;
-            let scope = kukaku::crypto::AdminScope::from_kek(&kek).partition(&p);
+            let scope = super::admin_scope(paths)?.partition(&p);
             import_checked(
                 &store,
                 &scope,

@@ -43,6 +43,12 @@ impl Outcome {
     }
 }
 
+/// The administrator's scope: proved by loading the instance's KEK (its file or its HSM).
+pub(crate) fn admin_scope(paths: &Paths) -> Result<kukaku::crypto::AdminScope> {
+    let kek = kukaku::store::load_kek(paths)?;
+    Ok(kukaku::crypto::AdminScope::from_kek(kek.as_ref()))
+}
+
 /// A partition id from a 保険者番号 given on the command line (check digit validated).
 pub(crate) fn partition(text: &str) -> Result<PartitionId> {
     Ok(InsurerNumber::parse(text)

@@ -17,7 +17,7 @@ use crate::ledger::{Hash, PartitionId};
 /// First token of a KEK file.
 const KEK_FILE_TAG: &str = "kukaku-kek-v1";
 /// Version byte of a wrapped key record.
-const WRAP_VERSION: u8 = 1;
+pub(crate) const WRAP_VERSION: u8 = 1;
 /// `version ‖ kek fingerprint[8] ‖ nonce[12] ‖ ciphertext[32] ‖ tag[16]`.
 pub const WRAPPED_LEN: usize = 1 + 8 + 12 + 32 + 16;
 
@@ -48,6 +48,8 @@ pub enum KekError {
     BadRecord,
     #[error("wrapped key does not unwrap: record altered or moved to another slot")]
     Unwrap,
+    #[error("the KEK in the HSM")]
+    Pkcs11(#[source] Box<super::pkcs11::Pkcs11Error>),
     #[error("a new KEK is already staged at {0}; finish or undo that rotation first")]
     AlreadyStaged(PathBuf),
 }
@@ -91,7 +93,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KekError + '_ {
     }
 }
 
-fn aad(purpose: WrapPurpose, scope: &str, key_id: u32) -> Vec<u8> {
+pub(crate) fn aad(purpose: WrapPurpose, scope: &str, key_id: u32) -> Vec<u8> {
     let label = purpose.label();
     let mut out = b"kukaku-wrap-v1".to_vec();
     out.push(label.len() as u8);

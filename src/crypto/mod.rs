@@ -42,6 +42,7 @@ pub mod aead;
 pub mod credential;
 pub mod index;
 pub mod kek;
+pub mod pkcs11;
 pub mod scope;
 pub mod secret;
 pub mod signer;

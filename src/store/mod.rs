@@ -15,6 +15,7 @@ mod proofs;
 mod read;
 pub mod records;
 mod registry;
+pub use open::load_kek;
 pub(crate) use registry::read_registry;
 mod witness;
 mod writer;
@@ -59,6 +60,8 @@ use records::{
 pub const FORMAT_VERSION: u16 = 1;
 
 /// Where an instance keeps its parts. The key store and KEK may live elsewhere than the data.
+/// A KEK in an HSM is named by `kek.pkcs11` beside where `kek.key` would be
+/// ([`Paths::kek_pkcs11`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     /// RocksDB data directory (partition CFs and the system CF).
@@ -72,6 +75,13 @@ pub struct Paths {
     /// Acknowledged sizes outside RocksDB (`store::anchor`): a log found shorter at open is
     /// refused. Back it up together with `data/`.
     pub anchor: PathBuf,
+}
+
+impl Paths {
+    /// The HSM configuration that replaces the KEK file when present (`crypto::pkcs11`).
+    pub fn kek_pkcs11(&self) -> PathBuf {
+        self.kek.with_extension("pkcs11")
+    }
 }
 
 impl Paths {

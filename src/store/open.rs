@@ -156,6 +156,39 @@ fn choose_kek(
     Ok((Arc::from(source.load()?), false))
 }
 
+/// The instance's current KEK, from the HSM its `kek.pkcs11` names or its KEK file: what an
+/// administrator holds to make an `AdminScope`.
+pub fn load_kek(paths: &Paths) -> Result<Box<dyn KekProvider>, OpenError> {
+    Ok(kek_source(paths)?.load()?)
+}
+
+/// The instance's KEK source: the HSM its `kek.pkcs11` names, else the KEK file.
+fn kek_source(paths: &Paths) -> Result<Box<dyn KekSource>, OpenError> {
+    let hsm = paths.kek_pkcs11();
+    if hsm.exists() {
+        let config = crate::crypto::pkcs11::Pkcs11Config::load(&hsm)?;
+        return Ok(Box::new(crate::crypto::pkcs11::Pkcs11Source::open(config)?));
+    }
+    Ok(Box::new(KekFile::new(&paths.kek)))
+}
+
+/// A new instance's KEK: made in the HSM `kek.pkcs11` names, else the KEK file (made if
+/// missing).
+fn new_kek(paths: &Paths) -> Result<Box<dyn KekProvider>, OpenError> {
+    let hsm = paths.kek_pkcs11();
+    if hsm.exists() {
+        let config = crate::crypto::pkcs11::Pkcs11Config::load(&hsm)?;
+        return Ok(crate::crypto::pkcs11::Pkcs11Source::open(config)?.create()?);
+    }
+    match Kek::load_file(&paths.kek) {
+        Ok(k) => Ok(Box::new(k)),
+        Err(KekError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Box::new(Kek::create_file(&paths.kek)?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The home directory when the instance uses the default layout ([`Paths::under`]).
 fn home_of(paths: &Paths) -> Option<&Path> {
     paths
@@ -205,13 +238,7 @@ impl Store {
         if let Some(home) = home_of(paths) {
             private::set_mode(home, 0o700)?;
         }
-        let kek = match Kek::load_file(&paths.kek) {
-            Ok(k) => k,
-            Err(KekError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
-                Kek::create_file(&paths.kek)?
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let kek = new_kek(paths)?;
         let seed = Secret32::generate().map_err(KekError::from)?;
         let signer = CheckpointSigner::from_seed(origin, &seed).map_err(OpenError::Signer)?;
         let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
@@ -252,7 +279,7 @@ impl Store {
         if !paths.data.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.data.clone()));
         }
-        Self::open_with_source(paths, Box::new(KekFile::new(&paths.kek)), options)
+        Self::open_with_source(paths, kek_source(paths)?, options)
     }
 
     /// Opens an instance with an already loaded KEK. Such a store cannot rotate its KEK.

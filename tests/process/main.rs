@@ -16,6 +16,7 @@ mod backup_cli;
 mod cli;
 mod config;
 mod crash;
+mod hsm;
 mod keys_cli;
 mod metrics;
 mod replicator_kill;

@@ -1,0 +1,246 @@
+//! The KEK in an HSM (issue 30 item 3, SoftHSM2 here): an instance made with `init
+//! --kek-pkcs11` seals and opens its entries through the token, rotates its KEK inside the
+//! token, refuses a wrong PIN and a PIN file others can read with a clear error, and keeps
+//! neither the KEK nor the PIN in any file of the instance; the key object cannot be read
+//! out of the token.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::keys_cli::text;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "Qx7-pin-Zw";
+
+/// A fresh SoftHSM2 token in `dir` and the `kukaku` command that uses it.
+struct Hsm {
+    conf: PathBuf,
+}
+
+impl Hsm {
+    fn new(dir: &Path) -> Hsm {
+        assert!(
+            Path::new(MODULE).exists(),
+            "SoftHSM2 is not installed ({MODULE}): `apt-get install softhsm2` (the test command does)"
+        );
+        let tokens = dir.join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let o = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "kukaku",
+                "--pin",
+                PIN,
+                "--so-pin",
+                "864297",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        Hsm { conf }
+    }
+
+    fn kukaku(&self, home: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_kukaku"))
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .unwrap()
+    }
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
+#[test]
+fn an_instance_keeps_its_kek_in_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let hsm = Hsm::new(dir.path());
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = dir.path().join("hsm.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "module": MODULE,
+            "token": "kukaku",
+            "key_label": "kukaku-kek",
+            "pin_file": pin,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = ok(hsm.kukaku(
+        &home,
+        &[
+            "init",
+            "--origin",
+            "hub.test",
+            "--kek-pkcs11",
+            config.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.contains("the KEK is in the HSM"), "{out}");
+    ok(hsm.kukaku(&home, &["partitions", "create", "131011"]));
+
+    // Sealed entries, wrapped and unwrapped by the token.
+    let files = kukaku::flows::sample::transmission("131011", "T-HSM-1", 5, 77);
+    let (setai, kojin) = (dir.path().join("setai.csv"), dir.path().join("kojin.csv"));
+    std::fs::write(&setai, &files.setai).unwrap();
+    std::fs::write(&kojin, &files.kojin).unwrap();
+    ok(hsm.kukaku(
+        &home,
+        &[
+            "import",
+            "--partition",
+            "131011",
+            "--transmission-id",
+            "T-HSM-1",
+            "--encoding",
+            "utf-8",
+            "--setai",
+            setai.to_str().unwrap(),
+            "--kojin",
+            kojin.to_str().unwrap(),
+        ],
+    ));
+    let verified = ok(hsm.kukaku(&home, &["verify", "--with-keys"]));
+    assert!(verified.contains("opened 5"), "{verified}");
+
+    // A KEK rotation inside the token: new object, every key rewrapped, old object gone.
+    let rotated = ok(hsm.kukaku(&home, &["keys", "rotate-kek", "--reason", "yearly"]));
+    assert!(rotated.contains("the old KEK is destroyed"), "{rotated}");
+    let verified = ok(hsm.kukaku(&home, &["verify", "--with-keys"]));
+    assert!(verified.contains("opened 5"), "{verified}");
+
+    // No KEK file, and the PIN in no file of the instance.
+    assert!(!home.join("kek.key").exists());
+    for file in walk(&home) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(PIN.len()).any(|w| w == PIN.as_bytes()),
+            "{} holds the PIN",
+            file.display()
+        );
+    }
+
+    // A wrong PIN, and a PIN file others can read: refused with a clear error, nothing opened.
+    std::fs::write(&pin, "wrong-pin\n").unwrap();
+    let o = hsm.kukaku(&home, &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("the token refused the PIN"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = hsm.kukaku(&home, &["verify"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is readable by others"), "{}", text(&o));
+    std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The key object is sensitive and not extractable: the token does not hand its value out
+    // (checked in a child of this test binary, which loads the module with this token).
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "hsm::key_object_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env("KUKAKU_HSM_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        text(&o).contains("kek object: sensitive=true extractable=false value=refused"),
+        "{}",
+        text(&o)
+    );
+    ok(hsm.kukaku(&home, &["verify", "--with-keys"]));
+}
+
+/// Run by [`an_instance_keeps_its_kek_in_the_token`] in a child with the token's
+/// `SOFTHSM2_CONF`: prints what the token says of the KEK object.
+#[test]
+fn key_object_child() {
+    use cryptoki::context::{CInitializeArgs, Pkcs11};
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    use cryptoki::session::UserType;
+    if std::env::var("KUKAKU_HSM_CHILD").is_err() {
+        return;
+    }
+    let ctx = Pkcs11::new(MODULE).unwrap();
+    ctx.initialize(CInitializeArgs::OsThreads).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == "kukaku")
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    session
+        .login(
+            UserType::User,
+            Some(&cryptoki::types::AuthPin::from(PIN.to_owned())),
+        )
+        .unwrap();
+    let key = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(b"kukaku-kek".to_vec()),
+        ])
+        .unwrap()[0];
+    let attrs = session
+        .get_attributes(key, &[AttributeType::Sensitive, AttributeType::Extractable])
+        .unwrap();
+    let flag = |want: AttributeType| {
+        attrs.iter().find_map(|a| match (a, want) {
+            (Attribute::Sensitive(v), AttributeType::Sensitive) => Some(*v),
+            (Attribute::Extractable(v), AttributeType::Extractable) => Some(*v),
+            _ => None,
+        })
+    };
+    let value = match session.get_attributes(key, &[AttributeType::Value]) {
+        Ok(v) if v.iter().any(|a| matches!(a, Attribute::Value(_))) => "readable",
+        _ => "refused",
+    };
+    println!(
+        "kek object: sensitive={} extractable={} value={value}",
+        flag(AttributeType::Sensitive).unwrap_or(false),
+        flag(AttributeType::Extractable).unwrap_or(true)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
