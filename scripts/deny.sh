@@ -36,23 +36,23 @@ fi
 command -v git >/dev/null || { echo "error: git is needed to prepare the advisory database" >&2; exit 2; }
 dest=".advisory-dbs/advisory-db-3157b0e258782691"
 stamp="$( { find "$src" -type f | wc -l; cat "$src/SNAPSHOT.md" 2>/dev/null; } | sha256sum | cut -c1-16)"
-if [ -f "$dest/.kukaku-stamp" ] && [ "$(cat "$dest/.kukaku-stamp")" = "$stamp" ]; then
-  exit 0
+# Prepared once per snapshot; the check below runs every time.
+if [ ! -f "$dest/.kukaku-stamp" ] || [ "$(cat "$dest/.kukaku-stamp")" != "$stamp" ]; then
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  cp -R "$src"/. "$dest"/
+  chmod -R u+w "$dest"
+  date_line="$(sed -n 's/.*(\([0-9]\{4\}-[0-9]\{2\}-[0-9]\{2\}\)).*/\1/p' "$src/SNAPSHOT.md" 2>/dev/null | head -1)"
+  when="${date_line:-2000-01-01}T00:00:00Z"
+  (
+    cd "$dest"
+    git init -q
+    git add -A
+    GIT_AUTHOR_DATE="$when" GIT_COMMITTER_DATE="$when" \
+      git -c user.name=kukaku -c user.email=kukaku@localhost commit -q -m "RustSec advisory-db snapshot"
+  )
+  echo "$stamp" > "$dest/.kukaku-stamp"
 fi
-rm -rf "$dest"
-mkdir -p "$dest"
-cp -R "$src"/. "$dest"/
-chmod -R u+w "$dest"
-date_line="$(sed -n 's/.*(\([0-9]\{4\}-[0-9]\{2\}-[0-9]\{2\}\)).*/\1/p' "$src/SNAPSHOT.md" 2>/dev/null | head -1)"
-when="${date_line:-2000-01-01}T00:00:00Z"
-(
-  cd "$dest"
-  git init -q
-  git add -A
-  GIT_AUTHOR_DATE="$when" GIT_COMMITTER_DATE="$when" \
-    git -c user.name=kukaku -c user.email=kukaku@localhost commit -q -m "RustSec advisory-db snapshot"
-)
-echo "$stamp" > "$dest/.kukaku-stamp"
 
 # The crate graph of the one shipped target; cargo fetches what the build would.
 meta="$(mktemp)"

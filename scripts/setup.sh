@@ -6,7 +6,7 @@ if ! command -v cargo >/dev/null; then
   echo "error: cargo not found; install Rust (rustup) first" >&2; exit 2
 fi
 need=()
-if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+if ! command -v clang >/dev/null || ! ls /usr/lib/llvm-*/lib/ 2>/dev/null | grep -qE '^libclang(-[0-9.]+)?\.so'; then
   need+=(clang libclang-dev)
 fi
 # jemalloc (tikv-jemalloc-sys, the binary's allocator) is built with configure and make.

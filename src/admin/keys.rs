@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{AdminError, Out, Reply, one, partitions};
+use crate::crypto::instance_kek::KekTarget;
 use crate::store::{DestroyScope, KeyActor, KeyAdminError, Store};
 
 /// `keys status`: every DEK version per partition, and any unfinished re-encryption.
@@ -206,12 +207,25 @@ pub(super) fn destroy(
     Ok(())
 }
 
-/// `keys rotate-kek`: every wrapped key rewrapped under a new KEK; the old KEK file is
-/// destroyed.
-pub(super) fn rotate_kek(store: &Store, who: KeyActor, out: Out<'_>) -> Result<(), AdminError> {
-    let r = store.rotate_kek(who)?;
+/// `keys rotate-kek`: every wrapped key rewrapped under a new KEK (in `to`, when the KEK
+/// moves between a file and an HSM); the old KEK is destroyed.
+pub(super) fn rotate_kek(
+    store: &Store,
+    who: KeyActor,
+    to: Option<&KekTarget>,
+    out: Out<'_>,
+) -> Result<(), AdminError> {
+    let r = match to {
+        Some(target) => store.rotate_kek_to(who, target)?,
+        None => store.rotate_kek(who)?,
+    };
+    let place = match to {
+        Some(KekTarget::Pkcs11(_)) => "; the KEK is in the HSM (kek.pkcs11)",
+        Some(KekTarget::File) => "; the KEK is in kek.key",
+        None => "",
+    };
     out(Reply::Line(format!(
-        "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK is destroyed",
+        "rewrapped {} key(s) under KEK {} (was {}); {} partition(s) got a rewrap event; the old KEK is destroyed{place}",
         r.keys, r.new_fingerprint, r.old_fingerprint, r.partitions
     )));
     Ok(())

@@ -29,21 +29,19 @@ const MAX_REQUEST: u64 = 64 * 1024;
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AdminRequest {
     /// DEK versions of the partitions (all active ones when empty).
-    Status {
-        partitions: Vec<String>,
-    },
+    Status { partitions: Vec<String> },
     RotateDek {
         partitions: Vec<String>,
         reason: String,
     },
+    /// A new KEK (in `to`: a file or an HSM, when the KEK moves), every key rewrapped.
     RotateKek {
         reason: String,
+        #[serde(default)]
+        to: Option<crate::crypto::instance_kek::KekTarget>,
     },
     /// Starts a signing-key transition (both keys sign), or ends it with `finish`.
-    RotateSigningKey {
-        finish: bool,
-        reason: String,
-    },
+    RotateSigningKey { finish: bool, reason: String },
     /// Moves old entries to current keys, at most `rate` entries per second, `chunk`
     /// entries per writer step.
     Reencrypt {
@@ -59,10 +57,7 @@ pub enum AdminRequest {
     },
     /// The instance's public keys as kukaku-audit trust-file lines (only the witness vkey,
     /// or only the newest log vkey, if asked).
-    PublicKeys {
-        witness: bool,
-        log: bool,
-    },
+    PublicKeys { witness: bool, log: bool },
     /// Writes an audit bundle (docs/audit.md) of the partitions (all active ones when
     /// empty) from `from_size` to the new file `out` (an absolute path); with `prove_from`,
     /// each section carries the consistency proof from that size to `from_size`.
@@ -89,9 +84,7 @@ pub enum AdminRequest {
     /// Every credential: id, role, reach, label, expiry, revocation (never a token).
     ListCredentials,
     /// Revokes a credential by id; on a running server its next request gets 401.
-    RevokeCredential {
-        id: String,
-    },
+    RevokeCredential { id: String },
     /// Backs the instance up into the directory `to` (an absolute path; created if missing),
     /// keeping the newest `keep` backups if given (docs/operations.md).
     Backup {
@@ -222,7 +215,9 @@ pub fn execute(
             partitions: asked,
             reason,
         } => keys::rotate_deks(store, asked, who(reason), out),
-        AdminRequest::RotateKek { reason } => keys::rotate_kek(store, who(reason), out),
+        AdminRequest::RotateKek { reason, to } => {
+            keys::rotate_kek(store, who(reason), to.as_ref(), out)
+        }
         AdminRequest::RotateSigningKey { finish, reason } => {
             keys::rotate_signing_key(store, *finish, who(reason), out)
         }

@@ -277,6 +277,14 @@ pub(crate) enum KeysCommand {
     RotateKek {
         #[arg(long, default_value = "operator KEK rotation")]
         reason: String,
+        /// Move the KEK into an HSM: a PKCS#11 configuration (JSON, as for `init
+        /// --kek-pkcs11`); the KEK file is shredded once every key is rewrapped.
+        #[arg(long, conflicts_with = "to_file")]
+        to_pkcs11: Option<PathBuf>,
+        /// Move the KEK out of the HSM into a new kek.key (mode 0600); the token's object is
+        /// destroyed once every key is rewrapped.
+        #[arg(long)]
+        to_file: bool,
     },
     /// Start a checkpoint-signing key transition: a new key, and every checkpoint signed by
     /// both until `--finish` retires the old one. Pin the new key in between.
@@ -445,8 +453,12 @@ pub(crate) struct RestoreArgs {
     pub(crate) backup_id: Option<u32>,
     /// The KEK file the backup needs (its fingerprint is in the manifest); copied into the
     /// new home with mode 0600.
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "kek_pkcs11"], conflicts_with = "kek_pkcs11")]
     pub(crate) kek: Option<PathBuf>,
+    /// The backup's KEK is in an HSM: its PKCS#11 configuration (JSON, as for `init
+    /// --kek-pkcs11`), written into the new home as kek.pkcs11.
+    #[arg(long)]
+    pub(crate) kek_pkcs11: Option<PathBuf>,
     /// A kukaku-audit state file (what auditors verified, or a witness's checkpoints in the
     /// same shape): each restored partition must extend the checkpoint verified of it.
     #[arg(long)]
@@ -455,6 +467,11 @@ pub(crate) struct RestoreArgs {
     /// (the log would fork there); each such partition records a `restore` key event.
     #[arg(long, requires = "against")]
     pub(crate) accept_older: bool,
+    /// A consistency proof from the live instance (JSON of its auditor route
+    /// `/v1/audit/partitions/P/proofs/consistency?from=<P's size in the backup>`), proving the
+    /// backup's log of P a prefix of the live one; repeat for each partition.
+    #[arg(long)]
+    pub(crate) live_proof: Vec<PathBuf>,
     /// Why, for the key event of --accept-older.
     #[arg(long, default_value = "")]
     pub(crate) reason: String,

@@ -39,7 +39,13 @@ pub(crate) fn restore(home: &Path, paths: &Paths, args: RestoreArgs) -> Result<O
         }
         return Ok(Outcome::Passed);
     }
-    let kek = args.kek.context("--kek is required to restore")?;
+    let kek = match (args.kek, args.kek_pkcs11) {
+        (Some(file), _) => backup::RestoredKek::File(file),
+        (None, Some(config)) => {
+            backup::RestoredKek::Pkcs11(kukaku::crypto::pkcs11::Pkcs11Config::load(&config)?)
+        }
+        (None, None) => anyhow::bail!("--kek or --kek-pkcs11 is required to restore"),
+    };
     let checks = backup::RestoreChecks {
         verified: args
             .against
@@ -49,6 +55,15 @@ pub(crate) fn restore(home: &Path, paths: &Paths, args: RestoreArgs) -> Result<O
         accept_older: args.accept_older,
         actor: "admin-cli".into(),
         reason: args.reason,
+        live_proofs: args
+            .live_proof
+            .iter()
+            .map(|path| {
+                let text = std::fs::read(path).with_context(|| path.display().to_string())?;
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("{}: not a consistency proof", path.display()))
+            })
+            .collect::<Result<_>>()?,
     };
     let report = backup::restore(&args.from, args.backup_id, (home, paths), &kek, &checks)?;
     let m = &report.manifest;
@@ -56,6 +71,12 @@ pub(crate) fn restore(home: &Path, paths: &Paths, args: RestoreArgs) -> Result<O
         println!(
             "ok  partition {} size {} matches the backup's checkpoint",
             p.partition, p.size
+        );
+    }
+    for x in &report.prefixes {
+        println!(
+            "ok  partition {} size {} is a prefix of the live log at size {} (proof verified)",
+            x.partition, x.backup, x.live
         );
     }
     println!(

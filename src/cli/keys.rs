@@ -21,7 +21,21 @@ pub(crate) fn keys(paths: &Paths, command: KeysCommand) -> Result<()> {
             partitions: some(partition),
             reason,
         },
-        KeysCommand::RotateKek { reason } => AdminRequest::RotateKek { reason },
+        KeysCommand::RotateKek {
+            reason,
+            to_pkcs11,
+            to_file,
+        } => {
+            use kukaku::crypto::instance_kek::KekTarget;
+            let to = match (to_pkcs11, to_file) {
+                (Some(config), _) => Some(KekTarget::Pkcs11(
+                    kukaku::crypto::pkcs11::Pkcs11Config::load(&config)?,
+                )),
+                (None, true) => Some(KekTarget::File),
+                (None, false) => None,
+            };
+            AdminRequest::RotateKek { reason, to }
+        }
         KeysCommand::RotateSigningKey { finish, reason } => {
             AdminRequest::RotateSigningKey { finish, reason }
         }

@@ -50,6 +50,12 @@ pub enum KekError {
     Unwrap,
     #[error("the KEK in the HSM")]
     Pkcs11(#[source] Box<super::pkcs11::Pkcs11Error>),
+    #[error("this KEK source cannot move the KEK to another provider")]
+    NoMove,
+    #[error(
+        "the KEK is in another HSM (kek.pkcs11 names another module, token or label): rotate within it, or move it to a file first"
+    )]
+    OtherHsm,
     #[error("a new KEK is already staged at {0}; finish or undo that rotation first")]
     AlreadyStaged(PathBuf),
 }
@@ -318,6 +324,14 @@ pub trait KekSource: Send + Sync + std::fmt::Debug {
     fn promote(&self) -> Result<(), KekError>;
     /// Destroys the staged KEK (the rotation never reached the key store).
     fn discard(&self) -> Result<(), KekError>;
+    /// Stages the next KEK in another provider (a move between a file and an HSM).
+    fn stage_next_to(
+        &self,
+        target: &super::instance_kek::KekTarget,
+    ) -> Result<Box<dyn KekProvider>, KekError> {
+        let _ = target;
+        Err(KekError::NoMove)
+    }
 }
 
 /// The file provider: `kek.key` (mode 0600), with the next KEK staged as `kek.key.next`.
@@ -352,7 +366,7 @@ impl KekFile {
 
 /// Overwrites a key file with zeros (synced) and removes it. On copy-on-write or journaling
 /// file systems old blocks may survive; docs/keys.md says what that means.
-fn shred(path: &Path) -> Result<(), KekError> {
+pub(crate) fn shred(path: &Path) -> Result<(), KekError> {
     let len = fs::metadata(path).map_err(io_err(path))?.len();
     let mut f = OpenOptions::new()
         .write(true)

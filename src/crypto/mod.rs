@@ -41,6 +41,7 @@
 pub mod aead;
 pub mod credential;
 pub mod index;
+pub mod instance_kek;
 pub mod kek;
 pub mod pkcs11;
 pub mod scope;

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use cryptoki::context::{CInitializeArgs, Pkcs11};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -180,7 +180,7 @@ impl Token {
 
     fn login(cfg: &Pkcs11Config) -> Result<Arc<Token>, KekError> {
         let context = Pkcs11::new(&cfg.module).map_err(token_err("loading the module"))?;
-        match context.initialize(CInitializeArgs::OsThreads) {
+        match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(()) => {}
             Err(cryptoki::error::Error::Pkcs11(
                 cryptoki::error::RvError::CryptokiAlreadyInitialized,
@@ -428,10 +428,21 @@ impl KekSource for Pkcs11Source {
     }
 
     fn discard(&self) -> Result<(), KekError> {
-        if let Some(next) = self.token.find(&self.config.next_label())? {
+        self.destroy(&self.config.next_label())
+    }
+}
+
+impl Pkcs11Source {
+    /// Destroys the current KEK object (the KEK moves to a file).
+    pub fn destroy_current(&self) -> Result<(), KekError> {
+        self.destroy(&self.config.key_label)
+    }
+
+    fn destroy(&self, label: &str) -> Result<(), KekError> {
+        if let Some(next) = self.token.find(label)? {
             self.token.with(|s| {
                 s.destroy_object(next)
-                    .map_err(token_err("destroying the staged KEK"))
+                    .map_err(token_err("destroying a KEK object"))
             })?;
         }
         Ok(())

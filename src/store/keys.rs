@@ -164,17 +164,37 @@ impl Store {
     pub fn rotate_kek(&self, who: KeyActor) -> Result<KekRotation, KeyAdminError> {
         who.validate().map_err(KeyAdminError::Text)?;
         let _guard = self.key_admin()?;
-        self.rotate_kek_locked(who)
+        self.rotate_kek_locked(who, None)
     }
 
-    fn rotate_kek_locked(&self, who: KeyActor) -> Result<KekRotation, KeyAdminError> {
+    /// `kukaku keys rotate-kek --to-pkcs11 F | --to-file`: the same rotation, with the next
+    /// KEK in `target` (the KEK moves between a file and an HSM; docs/keys.md).
+    pub fn rotate_kek_to(
+        &self,
+        who: KeyActor,
+        target: &crate::crypto::instance_kek::KekTarget,
+    ) -> Result<KekRotation, KeyAdminError> {
+        who.validate().map_err(KeyAdminError::Text)?;
+        let _guard = self.key_admin()?;
+        self.rotate_kek_locked(who, Some(target))
+    }
+
+    fn rotate_kek_locked(
+        &self,
+        who: KeyActor,
+        target: Option<&crate::crypto::instance_kek::KekTarget>,
+    ) -> Result<KekRotation, KeyAdminError> {
         let source = self
             .inner
             .kek_source
             .as_deref()
             .ok_or(KeyAdminError::NoKekSource)?;
         let old_fingerprint = self.inner.keyring.kek_fingerprint()?;
-        let next: Arc<dyn KekProvider> = Arc::from(source.stage_next()?);
+        let staged = match target {
+            Some(t) => source.stage_next_to(t)?,
+            None => source.stage_next()?,
+        };
+        let next: Arc<dyn KekProvider> = Arc::from(staged);
         let new_fingerprint = next.fingerprint();
         let outcome = self.writer.key_op(KeyOp::RotateKek {
             next: Some(next),
@@ -446,10 +466,13 @@ impl Store {
             self.purge_files(p)?;
         }
         let kek = match self.inner.kek_source {
-            Some(_) => Some(self.rotate_kek_locked(KeyActor {
-                actor: who.actor,
-                reason: format!("after destroying keys of partition {p}: {}", who.reason),
-            })?),
+            Some(_) => Some(self.rotate_kek_locked(
+                KeyActor {
+                    actor: who.actor,
+                    reason: format!("after destroying keys of partition {p}: {}", who.reason),
+                },
+                None,
+            )?),
             None => {
                 tracing::warn!("fixed KEK: not rotated after destroy");
                 None

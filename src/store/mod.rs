@@ -45,8 +45,7 @@ pub use writer::{
 };
 
 use crate::crypto::{
-    CheckpointSigner, Cosigner, Kek, KekError, KekFile, KekProvider, KekSource, Secret32,
-    WrapPurpose,
+    CheckpointSigner, Cosigner, Kek, KekError, KekProvider, KekSource, Secret32, WrapPurpose,
 };
 use crate::ledger::note::VerifierKey;
 use crate::ledger::{Checkpoint, PartitionId};

@@ -164,12 +164,9 @@ pub fn load_kek(paths: &Paths) -> Result<Box<dyn KekProvider>, OpenError> {
 
 /// The instance's KEK source: the HSM its `kek.pkcs11` names, else the KEK file.
 fn kek_source(paths: &Paths) -> Result<Box<dyn KekSource>, OpenError> {
-    let hsm = paths.kek_pkcs11();
-    if hsm.exists() {
-        let config = crate::crypto::pkcs11::Pkcs11Config::load(&hsm)?;
-        return Ok(Box::new(crate::crypto::pkcs11::Pkcs11Source::open(config)?));
-    }
-    Ok(Box::new(KekFile::new(&paths.kek)))
+    Ok(Box::new(crate::crypto::instance_kek::InstanceKek::new(
+        &paths.kek,
+    )))
 }
 
 /// A new instance's KEK: made in the HSM `kek.pkcs11` names, else the KEK file (made if

@@ -69,7 +69,8 @@ fn restore_checked(
 ) -> Result<(Paths, backup::RestoreReport), BackupError> {
     let home = dir.join(name);
     let paths = Paths::under(&home);
-    backup::restore(from, id, (&home, &paths), kek, checks).map(|r| (paths, r))
+    let kek = backup::RestoredKek::File(kek.to_owned());
+    backup::restore(from, id, (&home, &paths), &kek, checks).map(|r| (paths, r))
 }
 
 /// A kukaku-audit state of `p` at the store's current size.
@@ -337,6 +338,7 @@ fn a_restore_must_extend_what_auditors_verified_or_say_it_does_not() {
         accept_older,
         actor: "test".into(),
         reason: "drill".into(),
+        live_proofs: Vec::new(),
     };
 
     // The backup extends what was verified at its size: restored.
@@ -419,4 +421,105 @@ fn a_restore_must_extend_what_auditors_verified_or_say_it_does_not() {
         "{fork:?}"
     );
     assert!(!dir.path().join("fork").exists());
+}
+
+/// `--live-proof`: a consistency proof from the live instance proves the backup's log a
+/// prefix of the live one (the restore says so, and the `restore` event records it); a proof
+/// from another size, a tampered proof, another instance's log and a log the backup does not
+/// hold all fail the restore, and the new home is removed.
+#[test]
+fn a_restore_proves_the_backup_a_prefix_of_the_live_log() {
+    use kukaku::ledger::TreeSize;
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, store, a, _) = instance(dir.path());
+    put(&store, &a, 10);
+    let to = dir.path().join("backups");
+    let taken = backup_now(&store, &to, None);
+    let at_backup = taken.manifest.partitions[0].size;
+    assert_eq!(taken.manifest.partitions[0].partition, a.to_string());
+    put(&store, &a, 10);
+    let live = verified_now(&store, &a);
+    let proof = store
+        .prove_consistency(&a, TreeSize(at_backup), None)
+        .unwrap();
+    let checks = |proof: kukaku::ledger::proof_json::ConsistencyProofJson| backup::RestoreChecks {
+        verified: Some(live.clone()),
+        accept_older: true,
+        actor: "test".into(),
+        reason: "drill".into(),
+        live_proofs: vec![proof],
+    };
+    let attempt = |name: &str, proof| {
+        restore_checked(dir.path(), &to, None, &paths.kek, name, &checks(proof))
+    };
+
+    let (restored, report) = attempt("proven", proof.clone()).unwrap();
+    assert_eq!(
+        report.prefixes,
+        vec![backup::ProvenPrefix {
+            partition: a.clone(),
+            backup: at_backup,
+            live: at_backup + 10,
+        }]
+    );
+    let r = Store::open(&restored, small()).unwrap();
+    let last = r
+        .envelopes(
+            &a,
+            kukaku::ledger::Seq(at_backup),
+            kukaku::ledger::Seq(at_backup + 1),
+        )
+        .unwrap();
+    let kukaku::ledger::Body::Open { payload, .. } =
+        kukaku::ledger::Envelope::decode(&last[0]).unwrap().body
+    else {
+        panic!("a key event is open");
+    };
+    let event = kukaku::ledger::payload::KeyEvent::decode(&payload).unwrap();
+    assert!(
+        event.reason.ends_with(&format!(
+            "proven a prefix of the live log at size {}",
+            at_backup + 10
+        )),
+        "{}",
+        event.reason
+    );
+
+    let from_elsewhere = store
+        .prove_consistency(&a, TreeSize(at_backup - 1), None)
+        .unwrap();
+    let e = attempt("from-elsewhere", from_elsewhere);
+    assert!(
+        matches!(e, Err(BackupError::LiveProofFrom { from, .. }) if from == at_backup - 1),
+        "{e:?}"
+    );
+
+    let mut tampered = proof.clone();
+    tampered.proof.as_mut().unwrap()[0] = kukaku::ledger::Hash::ZERO.to_base64();
+    let e = attempt("tampered", tampered);
+    assert!(matches!(e, Err(BackupError::NotPrefix { .. })), "{e:?}");
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let (_, other, other_a, _) = instance(other_dir.path());
+    put(&other, &other_a, 20);
+    let forked = other
+        .prove_consistency(&other_a, TreeSize(at_backup), None)
+        .unwrap();
+    let e = attempt("other-instance", forked);
+    assert!(matches!(e, Err(BackupError::NotPrefix { .. })), "{e:?}");
+
+    let mut elsewhere = proof;
+    let note = elsewhere.checkpoint.take().unwrap();
+    elsewhere.checkpoint = Some(note.replacen("hub.test/", "hub.other/", 1));
+    let e = attempt("not-in-backup", elsewhere);
+    assert!(matches!(e, Err(BackupError::LiveProofLog(_))), "{e:?}");
+
+    for name in [
+        "from-elsewhere",
+        "tampered",
+        "other-instance",
+        "not-in-backup",
+    ] {
+        assert!(!dir.path().join(name).exists(), "{name}");
+    }
 }

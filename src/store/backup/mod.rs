@@ -10,25 +10,27 @@
 //! point and the fingerprint of the KEK the key store needs, and the checkpoints are
 //! removed. The KEK itself is never in a backup.
 //!
-//! A restore refuses to write into an existing home, restores both engines' files, writes
-//! the acknowledged-size anchor from the manifest's sizes, installs the KEK file the
-//! operator gives, opens the instance and verifies every partition with its keys against
-//! the manifest.
+//! A restore ([`restore()`], in `restore.rs`) refuses to write into an existing home,
+//! restores both engines' files, writes the acknowledged-size anchor from the manifest's
+//! sizes, installs the KEK file or HSM configuration the operator gives, opens the instance
+//! and verifies every partition with its keys against the manifest.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rocksdb::backup::{BackupEngine, BackupEngineOptions, RestoreOptions};
+use rocksdb::backup::{BackupEngine, BackupEngineOptions};
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{DB, Env, Options};
 use serde::{Deserialize, Serialize};
 
+mod restore;
+
+pub use restore::{
+    ProvenPrefix, RestoreChecks, RestoreReport, RestoredKek, Verified, VerifiedLog, restore,
+};
+
 use super::private::{self, PrivateError};
 use super::records::{STATE_KEY, StateRecord, checkpoint_key, decode, partition_cf};
-use super::{
-    OpenError, Paths, ProvisionError, Store, StoreOptions, VerifyOptions, anchor, keyring,
-    read_registry,
-};
+use super::{OpenError, ProvisionError, Store, keyring, read_registry};
 use crate::ledger::{PartitionId, VerifyError};
 
 /// Version of the manifest format this build writes and reads.
@@ -80,13 +82,6 @@ pub struct BackupReport {
     pub kept: Vec<u32>,
 }
 
-/// What `restore` did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestoreReport {
-    /// The manifest of the backup restored.
-    pub manifest: BackupManifest,
-}
-
 /// Why a backup or a restore failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,6 +104,8 @@ pub enum BackupError {
     Registry(#[source] ProvisionError),
     #[error("the key store")]
     Key(#[source] keyring::KeyError),
+    #[error("the KEK")]
+    Kek(#[source] crate::crypto::kek::KekError),
     #[error("partition {0}: its stored state or checkpoint is unreadable in the checkpoint")]
     BadPartition(PartitionId),
     #[error("manifest {path}")]
@@ -157,6 +154,31 @@ pub enum BackupError {
         #[source]
         error: serde_json::Error,
     },
+    #[error(
+        "a live proof's checkpoint names no partition of this backup ({0:?}); give the proofs \
+         of this instance's partitions"
+    )]
+    LiveProofLog(String),
+    #[error(
+        "partition {partition}: the live proof starts at size {from}, the backup holds {backup}; \
+         ask the live instance for ?from={backup}"
+    )]
+    LiveProofFrom {
+        partition: String,
+        backup: u64,
+        from: u64,
+    },
+    #[error("partition {partition}: the backup is not proven a prefix of the live log")]
+    NotPrefix {
+        partition: String,
+        #[source]
+        error: crate::ledger::proof_json::ProofJsonError,
+    },
+    #[error(
+        "partition {partition}: the live log's checkpoint at size {size} is not the root verified \
+         at that size (the state file given): the live log forked from what others saw"
+    )]
+    LiveNotVerified { partition: String, size: u64 },
     #[error("recording the restore")]
     Record(#[source] super::KeyAdminError),
     #[error("partition {partition}: restored at size {restored}, the manifest says {manifest}")]
@@ -444,269 +466,4 @@ pub fn list_backups(dir: &Path) -> Result<Vec<BackupManifest>, BackupError> {
         .into_iter()
         .map(|id| layout.read_manifest(id))
         .collect()
-}
-
-/// What others verified of the instance's logs: a kukaku-audit state file (its `logs`, by
-/// `<origin>/<partition>`; other fields are ignored), or the same shape written from a
-/// witness's cosigned checkpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct Verified {
-    /// Per log, the size and root verified.
-    pub logs: BTreeMap<String, VerifiedLog>,
-}
-
-/// One log as verified.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct VerifiedLog {
-    /// The size verified.
-    pub size: u64,
-    /// Its root, base64.
-    pub root: String,
-}
-
-impl Verified {
-    /// Reads a kukaku-audit state file.
-    pub fn load(path: &Path) -> Result<Verified, BackupError> {
-        let bytes = std::fs::read(path).map_err(io(path))?;
-        serde_json::from_slice(&bytes).map_err(|error| BackupError::State {
-            path: path.to_owned(),
-            error,
-        })
-    }
-
-    /// The verified size and root of partition `p` of `origin`, if any.
-    fn of(&self, origin: &str, p: &str) -> Option<&VerifiedLog> {
-        self.logs.get(&format!("{origin}/{p}"))
-    }
-}
-
-/// How a restore checks the backup against what others verified.
-#[derive(Debug, Clone, Default)]
-pub struct RestoreChecks {
-    /// What auditors or witnesses verified; each partition of the backup must extend it.
-    pub verified: Option<Verified>,
-    /// Restore even a backup older than a verified size (recorded as a `restore` key event
-    /// in each such partition, by `actor`).
-    pub accept_older: bool,
-    /// Who restores, for the key event (ASCII).
-    pub actor: String,
-    /// Why, for the key event.
-    pub reason: String,
-}
-
-/// A partition of the backup that holds less than was verified of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Older {
-    partition: PartitionId,
-    backup: u64,
-    verified: u64,
-}
-
-/// Restores backup `id` (the newest if `None`) of `dir` into the new home `home` (`paths`),
-/// with the KEK file `kek` (copied to `paths.kek`, mode 0600), then opens the instance and
-/// verifies every partition with its keys against the manifest and against what others
-/// verified (`checks`). A failed restore removes the home it made.
-pub fn restore(
-    dir: &Path,
-    id: Option<u32>,
-    (home, paths): (&Path, &Paths),
-    kek: &Path,
-    checks: &RestoreChecks,
-) -> Result<RestoreReport, BackupError> {
-    let layout = Layout {
-        root: dir.to_owned(),
-    };
-    let id = match id {
-        Some(id) => id,
-        None => *layout.manifests()?.last().ok_or(BackupError::Empty)?,
-    };
-    let manifest = layout.read_manifest(id)?;
-    let older = older_than_verified(&manifest, checks.verified.as_ref())?;
-    if let Some(o) = older.first().filter(|_| !checks.accept_older) {
-        return Err(BackupError::OlderThanVerified {
-            partition: o.partition.to_string(),
-            backup: o.backup,
-            verified: o.verified,
-        });
-    }
-    private::restrict_umask();
-    new_home(home)?;
-    let restored = restore_files(&layout, &manifest, paths, kek)
-        .and_then(|()| private::tighten_files(home).map_err(BackupError::Private))
-        .and_then(|_| verify_restored(&manifest, paths, checks, &older));
-    if let Err(e) = restored {
-        let _ = std::fs::remove_dir_all(home);
-        return Err(e);
-    }
-    Ok(RestoreReport { manifest })
-}
-
-/// The manifest's partitions, parsed.
-fn manifest_ids(
-    manifest: &BackupManifest,
-) -> Result<Vec<(PartitionId, &ManifestPartition)>, BackupError> {
-    manifest
-        .partitions
-        .iter()
-        .map(|m| {
-            PartitionId::parse(&m.partition)
-                .map(|p| (p, m))
-                .map_err(|_| BackupError::ManifestFormat(PathBuf::from(&m.partition)))
-        })
-        .collect()
-}
-
-/// The partitions whose verified size is beyond the backup's.
-fn older_than_verified(
-    manifest: &BackupManifest,
-    verified: Option<&Verified>,
-) -> Result<Vec<Older>, BackupError> {
-    let Some(v) = verified else {
-        return Ok(Vec::new());
-    };
-    Ok(manifest_ids(manifest)?
-        .into_iter()
-        .filter_map(|(p, m)| {
-            let log = v.of(&manifest.origin, &m.partition)?;
-            (log.size > m.size).then_some(Older {
-                partition: p,
-                backup: m.size,
-                verified: log.size,
-            })
-        })
-        .collect())
-}
-
-/// Both engines' files, the anchor of the manifest's sizes, and the KEK file.
-fn restore_files(
-    layout: &Layout,
-    manifest: &BackupManifest,
-    paths: &Paths,
-    kek: &Path,
-) -> Result<(), BackupError> {
-    let opts = RestoreOptions::default();
-    Layout::engine(&layout.data())?
-        .restore_from_backup(&paths.data, &paths.data, &opts, manifest.backup_id)
-        .map_err(db("restoring data/"))?;
-    Layout::engine(&layout.keystore())?
-        .restore_from_backup(
-            &paths.key_store,
-            &paths.key_store,
-            &opts,
-            manifest.keystore_backup_id,
-        )
-        .map_err(db("restoring keystore/"))?;
-    write_anchor(manifest, &paths.anchor)?;
-    std::fs::copy(kek, &paths.kek).map_err(io(kek))?;
-    Ok(())
-}
-
-/// The home must not exist, or be an empty directory; it becomes owner-only.
-fn new_home(home: &Path) -> Result<(), BackupError> {
-    match std::fs::read_dir(home) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(BackupError::TargetExists(home.to_owned()));
-            }
-            private::set_mode(home, 0o700).map_err(BackupError::Private)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            private::create_dir(home).map_err(BackupError::Private)
-        }
-        Err(e) => Err(io(home)(e)),
-    }
-}
-
-/// The acknowledged-size anchor of the restored instance: the sizes at the backup point.
-fn write_anchor(manifest: &BackupManifest, path: &Path) -> Result<(), BackupError> {
-    let mut sizes = BTreeMap::new();
-    for p in &manifest.partitions {
-        let id = PartitionId::parse(&p.partition)
-            .map_err(|_| BackupError::ManifestFormat(path.to_owned()))?;
-        sizes.insert(id, p.size);
-    }
-    std::fs::write(path, anchor::render(&sizes)).map_err(io(path))
-}
-
-/// Opens the restored instance, verifies every partition with keys, compares each
-/// partition's size and checkpoint with the manifest, proves it extends what others verified
-/// at or below its size, and records a `restore` event where it holds less than they did.
-fn verify_restored(
-    manifest: &BackupManifest,
-    paths: &Paths,
-    checks: &RestoreChecks,
-    older: &[Older],
-) -> Result<(), BackupError> {
-    let store = Store::open(paths, StoreOptions::default()).map_err(BackupError::Open)?;
-    for (p, m) in manifest_ids(manifest)? {
-        let report = store
-            .verify_partition(&p, VerifyOptions { with_keys: true })
-            .map_err(BackupError::Verify)?;
-        let checkpoint = store.checkpoint(&p).ok().flatten().unwrap_or_default();
-        if report.entries != m.size || checkpoint != m.checkpoint {
-            return Err(BackupError::Mismatch {
-                partition: m.partition.clone(),
-                manifest: m.size,
-                restored: report.entries,
-            });
-        }
-        if let Some(log) = checks
-            .verified
-            .as_ref()
-            .and_then(|v| v.of(&manifest.origin, &m.partition))
-        {
-            extends(&store, &p, log, m.size)?;
-        }
-    }
-    for o in older {
-        let who = super::KeyActor {
-            actor: checks.actor.clone(),
-            reason: format!(
-                "{}restored from backup {} (size {}) although size {} was verified or witnessed",
-                if checks.reason.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}; ", checks.reason)
-                },
-                manifest.backup_id,
-                o.backup,
-                o.verified
-            ),
-        };
-        store
-            .record_restore(&o.partition, who, o.verified - o.backup)
-            .map_err(BackupError::Record)?;
-    }
-    Ok(())
-}
-
-/// With a verified size at or below the restored one: a consistency proof from it to the
-/// restored checkpoint verifies against the verified root.
-fn extends(
-    store: &Store,
-    p: &PartitionId,
-    log: &VerifiedLog,
-    size: u64,
-) -> Result<(), BackupError> {
-    use crate::ledger::proof_json::ProofJsonError;
-    if log.size == 0 || log.size > size {
-        return Ok(());
-    }
-    let not_extending = |error| BackupError::NotExtending {
-        partition: p.to_string(),
-        size: log.size,
-        error,
-    };
-    let old = crate::ledger::Hash::from_base64(&log.root)
-        .ok_or(ProofJsonError::BadHash("root"))
-        .map_err(not_extending)?;
-    let key = store
-        .verifier_key(p)
-        .ok_or(ProofJsonError::NoRoot)
-        .map_err(not_extending)?;
-    store
-        .prove_consistency(p, crate::ledger::TreeSize(log.size), None)
-        .map_err(|_| not_extending(ProofJsonError::NoRoot))?
-        .verify_with_key(&key, &old)
-        .map_err(not_extending)
 }
