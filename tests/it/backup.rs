@@ -197,7 +197,25 @@ fn backups_are_incremental_kept_by_retention_and_restore_the_state_they_name() {
     let (paths, store, a, b) = instance(dir.path());
     put(&store, &a, 20);
     let to = dir.path().join("backups");
-    let first = backup_now(&store, &to, None);
+    // The copy of data/ reports bytes against the checkpoint's size and ends at it.
+    let mut seen = Vec::new();
+    let first = store
+        .backup(&to, None, &mut |pos, len, what| {
+            seen.push((pos, len, what.to_owned()))
+        })
+        .unwrap();
+    let bytes: Vec<_> = seen
+        .iter()
+        .filter(|s| s.2.starts_with("data/ bytes"))
+        .collect();
+    let (_, total, _) = bytes.last().unwrap();
+    assert!(*total > 0, "{seen:?}");
+    assert!(
+        bytes.iter().all(|(pos, len, _)| pos <= len && len == total),
+        "{seen:?}"
+    );
+    assert_eq!(bytes.last().unwrap().0, *total, "{seen:?}");
+    assert_eq!(seen.last().unwrap(), &(4, 4, "done".to_owned()));
     put(&store, &a, 30);
     put(&store, &b, 5);
     let second = backup_now(&store, &to, None);

@@ -326,9 +326,12 @@ impl Store {
             let data = open_staged(&staging.join("data"))?;
             let partitions = manifest_partitions(&data)?;
             let mut engine = Layout::engine(&layout.data())?;
-            engine
-                .create_new_backup(&data)
-                .map_err(db("backing up data/"))?;
+            copy_watched(
+                &mut engine,
+                &data,
+                (&staging.join("data"), &layout.data()),
+                progress,
+            )?;
             (partitions, newest(&engine)?)
         };
         progress(2, 4, "key store");
@@ -363,6 +366,54 @@ impl Store {
             kept,
         })
     }
+}
+
+/// The data engine's copy, the long step of a backup: it runs on a scoped thread while this
+/// one reports the bytes written into the backup so far against the checkpoint's size (an
+/// incremental backup skips table files it holds already, so it ends below that).
+fn copy_watched(
+    engine: &mut BackupEngine,
+    data: &DB,
+    (staged, into): (&Path, &Path),
+    progress: &mut dyn FnMut(u64, u64, &str),
+) -> Result<(), BackupError> {
+    const LABEL: &str = "data/ bytes copied (files already backed up are skipped)";
+    let total = dir_bytes(staged);
+    let before = dir_bytes(into);
+    progress(0, total, LABEL);
+    std::thread::scope(|s| {
+        let job = s.spawn(|| engine.create_new_backup(data));
+        while !job.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            progress(
+                dir_bytes(into).saturating_sub(before).min(total),
+                total,
+                LABEL,
+            );
+        }
+        match job.join() {
+            Ok(result) => result.map_err(db("backing up data/")),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })?;
+    progress(total, total, LABEL);
+    Ok(())
+}
+
+/// The bytes of the files under `dir` (0 for what cannot be read: files come and go while a
+/// backup engine renames its temporary files).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The newest backup of an engine.
