@@ -3,9 +3,8 @@
 
 use std::io::Write;
 
-use rocksdb::{Direction, IteratorMode};
-
 use super::Store;
+use super::engine::{Dir, Engine as _, Space, View};
 use super::read::*;
 use super::records::{LOWEST_STORED_LEVEL, checkpoint_key, entry_key, node_key};
 use crate::ledger::Seq;
@@ -27,28 +26,19 @@ impl Store {
         let walk = Walk {
             store: self,
             p,
-            cf: self.inner.cf(p).map_err(|e| other(p, 0, e))?,
-            snapshot: self.inner.db.snapshot(),
+            space: self.inner.known(p).map_err(|e| other(p, 0, e))?,
+            view: self.inner.engine.snapshot(),
         };
-        let mut checkpoints = self
-            .checkpoint_sizes_with(p, walk.at())
+        let mut checkpoints = Self::checkpoint_sizes_in(&*walk.view, p)
             .map_err(|e| other(p, 0, e))?
             .into_iter()
             .peekable();
         let mut v = ChainVerifier::new(p.clone());
         let (mut checked, mut opened, mut shredded) = (0u64, 0u64, 0u64);
-        let entries = self
-            .inner
-            .db
-            .iterator_cf_opt(
-                &walk.cf,
-                walk.at(),
-                IteratorMode::From(b"E", Direction::Forward),
-            )
-            .take_while(|item| {
-                item.as_ref()
-                    .map_or(true, |(k, _)| k.first() == Some(&b'E'))
-            });
+        let entries = walk
+            .view
+            .scan_prefix(&walk.space, b"E")
+            .map_err(|e| other(p, 0, e.into()))?;
         for item in entries {
             let (k, raw) = item.map_err(|e| other(p, v.size(), e.into()))?;
             let seq = v.size();
@@ -111,8 +101,8 @@ impl Store {
         to: u64,
     ) -> Result<(Hash, Vec<Hash>), ReadError> {
         let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
+            view: &self.inner.engine,
+            space: self.inner.known(p)?,
         };
         if size == 0 || size >= to {
             return Err(ReadError::BadRequest(format!(
@@ -130,8 +120,8 @@ impl Store {
     /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
     pub(super) fn frontier_at(&self, p: &PartitionId, size: u64) -> Result<Vec<Hash>, ReadError> {
         let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
+            view: &self.inner.engine,
+            space: self.inner.known(p)?,
         };
         let mut out = Vec::new();
         for level in (0..64u8).rev() {
@@ -183,7 +173,6 @@ impl Store {
                 .verifier_key(p)
                 .ok_or_else(|| ReadError::UnknownPartition(p.clone()))?;
             w.partition(p, &key)?;
-            let cf = self.inner.cf(p)?;
             let sizes = self.checkpoint_sizes(p)?;
             // The bundle ends at the last checkpoint read here: entries a server appends
             // meanwhile (with their later checkpoints) are left to the next export.
@@ -214,8 +203,7 @@ impl Store {
             }
             let mut size = from;
             let start = entry_key(from);
-            let mode = IteratorMode::From(&start, Direction::Forward);
-            for item in self.inner.db.iterator_cf(&cf, mode) {
+            for item in self.inner.engine.scan(&space(p), &start, Dir::Forward)? {
                 let (k, raw) = item?;
                 if k.first() != Some(&b'E') || size >= end {
                     break;
@@ -256,25 +244,17 @@ fn other(p: &PartitionId, seq: u64, e: ReadError) -> VerifyError {
 struct Walk<'a> {
     store: &'a Store,
     p: &'a PartitionId,
-    cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
-    snapshot: rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>,
+    space: Space,
+    view: Box<dyn View + 'a>,
 }
 
 impl Walk<'_> {
-    fn at(&self) -> rocksdb::ReadOptions {
-        let mut o = rocksdb::ReadOptions::default();
-        o.set_snapshot(&self.snapshot);
-        o
-    }
-
     /// Every stored node (level ≥ 2) the entry at `seq` completed equals the recomputed one.
     fn stored_nodes(&self, seq: u64, nodes: &[Node]) -> Result<(), VerifyError> {
         for n in nodes.iter().filter(|n| n.level >= LOWEST_STORED_LEVEL) {
             let stored = self
-                .store
-                .inner
-                .db
-                .get_pinned_cf_opt(&self.cf, node_key(n.level, n.index), &self.at())
+                .view
+                .get(&self.space, &node_key(n.level, n.index))
                 .map_err(|e| other(self.p, seq, e.into()))?;
             if stored.as_deref() != Some(n.hash.as_bytes().as_slice()) {
                 return Err(fail(self.p, seq, Step::TreeNode { level: n.level }));
@@ -287,10 +267,8 @@ impl Walk<'_> {
     /// the root recomputed so far, whose size it must be.
     fn checkpoint(&self, size: u64, v: &ChainVerifier) -> Result<(), VerifyError> {
         let note = self
-            .store
-            .inner
-            .db
-            .get_cf_opt(&self.cf, checkpoint_key(size), &self.at())
+            .view
+            .get(&self.space, &checkpoint_key(size))
             .map_err(|e| other(self.p, size, e.into()))?
             .and_then(|raw| String::from_utf8(raw).ok())
             .ok_or_else(|| fail(self.p, size, Step::Other("checkpoint unreadable".into())))?;
@@ -317,11 +295,8 @@ impl Walk<'_> {
     /// The stored head (size, chain value, tree edge) is the one recomputed from the entries.
     fn state(&self, v: &ChainVerifier) -> Result<(), VerifyError> {
         let log = v.size();
-        let state = self
-            .store
-            .inner
-            .state_with(self.p, &self.at())
-            .map_err(|e| other(self.p, log, e))?;
+        let state =
+            super::Inner::state_in(&*self.view, self.p).map_err(|e| other(self.p, log, e))?;
         let Some(st) = state else {
             return Ok(());
         };

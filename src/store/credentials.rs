@@ -141,12 +141,14 @@ impl Store {
     pub(crate) fn seal_legacy_credentials(&self) -> Result<usize, CredentialStoreError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         if self
             .inner
-            .db
+            .engine
+            .db()
             .get_pinned_cf(&sys, CREDENTIAL_MACS)?
             .is_some()
         {
@@ -164,22 +166,26 @@ impl Store {
             sealed += 1;
         }
         batch.put_cf(&sys, CREDENTIAL_MACS, []);
-        self.inner.db.write_opt(batch, &sync_write())?;
+        self.inner.engine.db().write_opt(batch, &sync_write())?;
         Ok(sealed)
     }
 
     fn put_credential(&self, s: &Stored) -> Result<(), CredentialStoreError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         let mut bytes = encode(&to_record(s)).map_err(CredentialStoreError::Encode)?;
         let mac = self.credential_mac(s.id, &bytes)?;
         bytes.extend_from_slice(&mac);
-        self.inner
-            .db
-            .put_cf_opt(&sys, credential_key(s.id.as_bytes()), bytes, &sync_write())?;
+        self.inner.engine.db().put_cf_opt(
+            &sys,
+            credential_key(s.id.as_bytes()),
+            bytes,
+            &sync_write(),
+        )?;
         Ok(())
     }
 
@@ -213,7 +219,7 @@ impl Store {
         if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
             return Err(CredentialStoreError::Label);
         }
-        let active: BTreeSet<PartitionId> = read_registry(&self.inner.db)
+        let active: BTreeSet<PartitionId> = read_registry(self.inner.engine.db())
             .map_err(CredentialStoreError::Registry)?
             .into_iter()
             .filter(|p| p.status == PartitionStatus::Active)
@@ -255,12 +261,14 @@ impl Store {
     ) -> Result<Option<Stored>, CredentialStoreError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         let Some(raw) =
             self.inner
-                .db
+                .engine
+                .db()
                 .get_pinned_cf_opt(&sys, credential_key(id.as_bytes()), opts)?
         else {
             return Ok(None);
@@ -280,11 +288,17 @@ impl Store {
     fn raw_credentials(&self) -> Result<Vec<(CredentialId, Vec<u8>)>, CredentialStoreError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&sys, CREDENTIAL_PREFIX) {
+        for item in self
+            .inner
+            .engine
+            .db()
+            .prefix_iterator_cf(&sys, CREDENTIAL_PREFIX)
+        {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(CREDENTIAL_PREFIX) else {
                 break;

@@ -43,7 +43,7 @@ impl Store {
     /// Reads the store's health (a RocksDB property per column family, one scan of the key
     /// metadata, one reverse seek per partition).
     pub fn health(&self) -> Result<Health, HealthError> {
-        let db = &self.inner.db;
+        let db = self.inner.engine.db();
         let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
         let mut h = Health {
             write_stopped: int("rocksdb.is-write-stopped") != 0,
@@ -82,7 +82,7 @@ impl Store {
         let budget = self.inner.options.dek_rotate_after.max(1) as f64;
         let mut used = 0.0f64;
         let from = IteratorMode::From(b"K", rocksdb::Direction::Forward);
-        for item in self.inner.db.iterator_cf(&sys, from) {
+        for item in self.inner.engine.db().iterator_cf(&sys, from) {
             let (k, v) = item?;
             if k.first() != Some(&b'K') {
                 break;

@@ -323,10 +323,11 @@ impl Store {
     pub fn reencrypt_status(&self, p: &PartitionId) -> Result<Option<ReencryptStep>, ReadError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or(ReadError::NoSystemFamily)?;
-        let Some(raw) = self.inner.db.get_cf(&sys, reencrypt_key(p))? else {
+        let Some(raw) = self.inner.engine.db().get_cf(&sys, reencrypt_key(p))? else {
             return Ok(None);
         };
         let cur = decode::<ReencryptCursor>(&raw).ok_or_else(|| ReadError::Corrupt {
@@ -487,7 +488,7 @@ impl Store {
     /// the system family are compacted to the bottom level (tombstones drop the keys they
     /// cover; the old table files are deleted). What remains is listed in docs/keys.md.
     fn purge_files(&self, p: &PartitionId) -> Result<(), KeyAdminError> {
-        let db = &self.inner.db;
+        let db = self.inner.engine.db();
         let mut names = vec![SYS_CF.to_owned()];
         names.extend(
             self.partitions()?
@@ -513,8 +514,13 @@ impl Store {
 
     /// Status of one DEK version, from its metadata.
     pub(crate) fn key_meta_status(&self, p: &PartitionId, key_id: u32) -> Option<KeyStatus> {
-        let sys = self.inner.db.cf_handle(SYS_CF)?;
-        let raw = self.inner.db.get_cf(&sys, key_meta_key(p, key_id)).ok()??;
+        let sys = self.inner.engine.db().cf_handle(SYS_CF)?;
+        let raw = self
+            .inner
+            .engine
+            .db()
+            .get_cf(&sys, key_meta_key(p, key_id))
+            .ok()??;
         decode::<KeyMeta>(&raw).map(|m| m.status)
     }
 
@@ -523,12 +529,13 @@ impl Store {
     pub fn key_status(&self, p: &PartitionId) -> Result<Vec<KeyInfo>, ReadError> {
         let inner = &self.inner;
         let sys = inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or(ReadError::NoSystemFamily)?;
         let prefix = key_meta_prefix(p);
         let mut out = Vec::new();
-        for item in inner.db.prefix_iterator_cf(&sys, &prefix) {
+        for item in inner.engine.db().prefix_iterator_cf(&sys, &prefix) {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;

@@ -5,6 +5,7 @@ pub mod anchor;
 mod audit;
 pub mod backup;
 mod credentials;
+pub(crate) mod engine;
 mod health;
 pub mod hooks;
 mod keyring;
@@ -32,6 +33,7 @@ use rocksdb::{
 };
 
 pub use credentials::{AuthError, CredentialStoreError};
+pub use engine::EngineError;
 pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
@@ -201,6 +203,8 @@ pub enum OpenError {
 pub enum ProvisionError {
     #[error("storage")]
     Db(#[from] rocksdb::Error),
+    #[error("the storage engine")]
+    Engine(#[from] EngineError),
     #[error("registry record of partition {0} is unreadable")]
     BadRecord(String),
     #[error("partition {partition}")]
@@ -270,7 +274,8 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 pub(crate) struct Inner {
-    pub(crate) db: DB,
+    /// The storage engine (the seam, `engine`); RocksDB today.
+    pub(crate) engine: engine::RocksEngine,
     /// Durable sizes for the rollback check at the next open (`anchor`).
     pub(crate) anchor: Arc<anchor::Anchor>,
     pub(crate) keyring: Keyring,
@@ -285,7 +290,6 @@ pub(crate) struct Inner {
     /// Serializes read-merge-write of cosigned checkpoints.
     pub(crate) cosign_lock: Mutex<()>,
     pub(crate) options: StoreOptions,
-    pub(crate) cf_options: Options,
     pub(crate) poisoned: AtomicBool,
     /// Partitions whose stored state failed a check at open, with the reason.
     pub(crate) quarantined: Mutex<BTreeMap<PartitionId, String>>,
@@ -383,11 +387,13 @@ impl Store {
     /// stays and verifies, its bodies are unreadable, and flows leave it out.
     pub fn is_shredded(&self, partition: &PartitionId) -> bool {
         self.inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .and_then(|sys| {
                 self.inner
-                    .db
+                    .engine
+                    .db()
                     .get_cf(&sys, records::shred_key(partition))
                     .ok()
             })

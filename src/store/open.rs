@@ -334,7 +334,7 @@ impl Store {
         let cosigner = load_cosigner(&keyring, &record.origin)?;
         let anchored = anchor::load(&paths.anchor)?.unwrap_or_default();
         let inner = Arc::new(Inner {
-            db,
+            engine: engine::RocksEngine::new(db, cfo),
             anchor: anchor::Anchor::new(paths.anchor.clone(), anchored.clone()),
             cosigner,
             cosign_lock: Mutex::new(()),
@@ -345,7 +345,6 @@ impl Store {
             signer: std::sync::RwLock::new(Arc::new(signer)),
             signing_keys: std::sync::RwLock::new(signing_keys),
             options,
-            cf_options: cfo,
             poisoned: AtomicBool::new(false),
             quarantined: Mutex::new(BTreeMap::new()),
         });

@@ -59,8 +59,8 @@ impl Store {
         size: u64,
     ) -> Result<Vec<Hash>, ReadError> {
         let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
+            view: &self.inner.engine,
+            space: self.inner.known(p)?,
         };
         inclusion_proof(&mut src, seq, size).map_err(|e| match e {
             ProofRequestError::Source(s) => corrupt(p, seq, s),
@@ -109,8 +109,8 @@ impl Store {
         let new_cp =
             Checkpoint::verify_note(&note, &key_of(&note)?).map_err(|e| corrupt(p, to, e))?;
         let mut src = DbNodes {
-            db: &self.inner.db,
-            cf: self.inner.cf(p)?,
+            view: &self.inner.engine,
+            space: self.inner.known(p)?,
         };
         let proof = consistency_proof(&mut src, from, to).map_err(|e| match e {
             ProofRequestError::Source(s) => corrupt(p, to, s),

@@ -1,9 +1,9 @@
 //! Reads: entries (opened through a partition scope), envelopes, indexes, claims, job
 //! cursors, checkpoints. Proofs are in `proofs`, verification and audit export in `audit`.
 
-use rocksdb::{Direction, IteratorMode};
 use zeroize::Zeroizing;
 
+use super::engine::{Dir, Engine as _, EngineError, Op, Space, View};
 use super::records::KeyStatus;
 use super::records::{
     REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
@@ -62,6 +62,8 @@ pub enum ReadError {
     },
     #[error("storage")]
     Storage(#[from] rocksdb::Error),
+    #[error("the storage engine")]
+    Engine(#[source] EngineError),
     #[error("I/O")]
     Io(#[from] std::io::Error),
 }
@@ -114,10 +116,35 @@ pub(super) fn corrupt(p: &PartitionId, seq: u64, step: impl std::fmt::Display) -
     }
 }
 
+impl From<EngineError> for ReadError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NoSpace(p) => ReadError::UnknownPartition(p),
+            EngineError::NoSystemSpace => ReadError::NoSystemFamily,
+            e => ReadError::Engine(e),
+        }
+    }
+}
+
+/// The space of partition `p`.
+pub(super) fn space(p: &PartitionId) -> Space {
+    Space::Partition(p.clone())
+}
+
 impl Inner {
+    /// The space of partition `p`, which must exist.
+    pub(super) fn known(&self, p: &PartitionId) -> Result<Space, ReadError> {
+        if self.engine.has_space(p) {
+            Ok(space(p))
+        } else {
+            Err(ReadError::UnknownPartition(p.clone()))
+        }
+    }
+
     /// The system column family.
     pub(super) fn sys(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
-        self.db
+        self.engine
+            .db()
             .cf_handle(super::records::SYS_CF)
             .ok_or(ReadError::NoSystemFamily)
     }
@@ -126,23 +153,22 @@ impl Inner {
         &self,
         p: &PartitionId,
     ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
-        self.db
+        self.engine
+            .db()
             .cf_handle(&partition_cf(p))
             .ok_or_else(|| ReadError::UnknownPartition(p.clone()))
     }
 
     pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {
-        self.state_with(p, &rocksdb::ReadOptions::default())
+        Self::state_in(&self.engine, p)
     }
 
-    /// [`Inner::state`] with read options (a snapshot).
-    pub(crate) fn state_with(
-        &self,
+    /// [`Inner::state`] as `view` (a snapshot) holds it.
+    pub(crate) fn state_in(
+        view: &dyn View,
         p: &PartitionId,
-        opts: &rocksdb::ReadOptions,
     ) -> Result<Option<StateRecord>, ReadError> {
-        let cf = self.cf(p)?;
-        match self.db.get_cf_opt(&cf, STATE_KEY, opts)? {
+        match view.get(&space(p), STATE_KEY)? {
             None => Ok(None),
             Some(raw) => decode(&raw)
                 .map(Some)
@@ -155,11 +181,9 @@ impl Inner {
     }
 
     pub(crate) fn latest_checkpoint(&self, p: &PartitionId) -> Result<Option<String>, ReadError> {
-        let cf = self.cf(p)?;
-        let mut it = self.db.iterator_cf(
-            &cf,
-            IteratorMode::From(&checkpoint_key(u64::MAX), Direction::Reverse),
-        );
+        let mut it = self
+            .engine
+            .scan(&space(p), &checkpoint_key(u64::MAX), Dir::Reverse)?;
         match it.next() {
             Some(item) => {
                 let (k, v) = item?;
@@ -175,22 +199,20 @@ impl Inner {
     }
 
     pub(super) fn checkpoint_at(&self, p: &PartitionId, size: u64) -> Result<String, ReadError> {
-        let cf = self.cf(p)?;
-        let raw =
-            self.db
-                .get_cf(&cf, checkpoint_key(size))?
-                .ok_or_else(|| ReadError::NoCheckpoint {
-                    partition: p.clone(),
-                    size,
-                })?;
+        let raw = self
+            .engine
+            .get(&space(p), &checkpoint_key(size))?
+            .ok_or_else(|| ReadError::NoCheckpoint {
+                partition: p.clone(),
+                size,
+            })?;
         String::from_utf8(raw).map_err(|_| corrupt(p, size, "checkpoint is not UTF-8"))
     }
 }
 
 impl Store {
     pub(super) fn envelope_bytes(&self, p: &PartitionId, seq: u64) -> Result<Vec<u8>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        match self.inner.db.get_cf(&cf, entry_key(seq))? {
+        match self.inner.engine.get(&space(p), &entry_key(seq))? {
             Some(v) => Ok(v),
             None => Err(ReadError::NoSuchEntry {
                 partition: p.clone(),
@@ -311,8 +333,12 @@ impl Store {
         p: &PartitionId,
         mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let cf = self.inner.cf(p)?;
-        for item in self.inner.db.prefix_iterator_cf(&cf, b"E") {
+        let scan = self
+            .inner
+            .engine
+            .scan_prefix(&space(p), b"E")
+            .map_err(ReadError::from)?;
+        for item in scan {
             let (k, raw) = item.map_err(ReadError::from)?;
             let Some(seq) = k
                 .strip_prefix(b"E")
@@ -332,11 +358,10 @@ impl Store {
 
     /// How far job `job` has read partition `p`'s log (`None`: never).
     pub fn job_cursor(&self, job: &str, p: &PartitionId) -> Result<Option<u64>, ReadError> {
-        let sys = self.inner.sys()?;
         let Some(raw) = self
             .inner
-            .db
-            .get_pinned_cf(&sys, super::records::job_cursor_key(job, p))?
+            .engine
+            .get(&Space::System, &super::records::job_cursor_key(job, p))?
         else {
             return Ok(None);
         };
@@ -353,23 +378,20 @@ impl Store {
         job: &str,
         cursors: &[(PartitionId, u64)],
     ) -> Result<(), ReadError> {
-        let sys = self.inner.sys()?;
-        let mut batch = rocksdb::WriteBatch::default();
-        for (p, size) in cursors {
-            batch.put_cf(
-                &sys,
-                super::records::job_cursor_key(job, p),
-                size.to_be_bytes(),
-            );
-        }
-        self.inner.db.write_opt(batch, &super::sync_write())?;
-        Ok(())
+        let ops = cursors
+            .iter()
+            .map(|(p, size)| Op::Put {
+                space: Space::System,
+                key: super::records::job_cursor_key(job, p),
+                value: size.to_be_bytes().to_vec(),
+            })
+            .collect();
+        Ok(self.inner.engine.commit(ops)?)
     }
 
     /// The replica state of a partition (intermediate), if it has replicated anything.
     pub fn replica_state(&self, p: &PartitionId) -> Result<Option<ReplicaState>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        match self.inner.db.get_pinned_cf(&cf, REPLICA_STATE_KEY)? {
+        match self.inner.engine.get(&space(p), REPLICA_STATE_KEY)? {
             None => Ok(None),
             Some(raw) => decode(&raw)
                 .map(Some)
@@ -383,8 +405,7 @@ impl Store {
         p: &PartitionId,
         id: &str,
     ) -> Result<Option<TransmissionRecord>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        match self.inner.db.get_pinned_cf(&cf, transmission_key(id))? {
+        match self.inner.engine.get(&space(p), &transmission_key(id))? {
             None => Ok(None),
             Some(raw) => decode(&raw)
                 .map(Some)
@@ -410,18 +431,10 @@ impl Store {
         p: &PartitionId,
         prefix: &str,
     ) -> Result<Vec<(String, TransmissionRecord)>, ReadError> {
-        let cf = self.inner.cf(p)?;
         let start = transmission_key(prefix);
         let mut out = Vec::new();
-        for item in self
-            .inner
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward))
-        {
+        for item in self.inner.engine.scan_prefix(&space(p), &start)? {
             let (k, v) = item?;
-            if !k.starts_with(&start) {
-                break;
-            }
             let Some(id) = k.get(1..).and_then(|id| std::str::from_utf8(id).ok()) else {
                 return Err(corrupt(p, 0, "transmission id is not UTF-8"));
             };
@@ -439,19 +452,16 @@ impl Store {
 
     /// Checkpoint sizes stored for a partition, ascending.
     pub fn checkpoint_sizes(&self, p: &PartitionId) -> Result<Vec<u64>, ReadError> {
-        self.checkpoint_sizes_with(p, rocksdb::ReadOptions::default())
+        Self::checkpoint_sizes_in(&self.inner.engine, p)
     }
 
-    /// [`Store::checkpoint_sizes`] with read options (a snapshot).
-    pub(super) fn checkpoint_sizes_with(
-        &self,
+    /// [`Store::checkpoint_sizes`] as `view` (a snapshot) holds them.
+    pub(super) fn checkpoint_sizes_in(
+        view: &dyn View,
         p: &PartitionId,
-        opts: rocksdb::ReadOptions,
     ) -> Result<Vec<u64>, ReadError> {
-        let cf = self.inner.cf(p)?;
         let mut out = Vec::new();
-        let from = IteratorMode::From(b"C", Direction::Forward);
-        for item in self.inner.db.iterator_cf_opt(&cf, opts, from) {
+        for item in view.scan(&space(p), b"C", Dir::Forward)? {
             let (k, _) = item?;
             let Some(size) = k
                 .strip_prefix(b"C")

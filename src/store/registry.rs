@@ -1,6 +1,7 @@
 //! The partition registry: requesting, provisioning and listing partitions, their names,
 //! the prefecture's partitions a flow-4 job covers, and the operator's action log.
 
+use super::engine::Engine as _;
 use super::*;
 
 pub(crate) fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
@@ -34,14 +35,22 @@ impl Store {
     pub fn request_partitions(&self, ids: &[PartitionId]) -> Result<usize, ProvisionError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut batch = rocksdb::WriteBatch::default();
         let mut added = 0;
         let mut seen = std::collections::BTreeSet::new();
         for id in ids {
-            if !seen.insert(id) || self.inner.db.get_cf(&sys, registry_key(id))?.is_some() {
+            if !seen.insert(id)
+                || self
+                    .inner
+                    .engine
+                    .db()
+                    .get_cf(&sys, registry_key(id))?
+                    .is_some()
+            {
                 continue;
             }
             let rec = PartitionRecord {
@@ -53,13 +62,13 @@ impl Store {
             batch.put_cf(&sys, registry_key(id), bytes);
             added += 1;
         }
-        self.inner.db.write_opt(batch, &sync_write())?;
+        self.inner.engine.db().write_opt(batch, &sync_write())?;
         Ok(added)
     }
 
     /// All registered partitions in id order.
     pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
-        read_registry(&self.inner.db)
+        read_registry(self.inner.engine.db())
     }
 
     /// Names a registered partition (its municipality's or insurer's name, shown beside its
@@ -74,15 +83,25 @@ impl Store {
         }
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
-        if self.inner.db.get_cf(&sys, registry_key(p))?.is_none() {
+        if self
+            .inner
+            .engine
+            .db()
+            .get_cf(&sys, registry_key(p))?
+            .is_none()
+        {
             return Err(ProvisionError::Unregistered(p.clone()));
         }
-        self.inner
-            .db
-            .put_cf_opt(&sys, records::name_key(p), name.as_bytes(), &sync_write())?;
+        self.inner.engine.db().put_cf_opt(
+            &sys,
+            records::name_key(p),
+            name.as_bytes(),
+            &sync_write(),
+        )?;
         Ok(())
     }
 
@@ -97,7 +116,8 @@ impl Store {
     ) -> Result<(), ProvisionError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut key = records::OPERATOR_LOG_PREFIX.to_vec();
@@ -105,7 +125,10 @@ impl Store {
         key.extend_from_slice(&action.at_ms.to_be_bytes());
         key.extend_from_slice(credential.as_bytes());
         let value = serde_json::to_vec(action).map_err(ProvisionError::Json)?;
-        self.inner.db.put_cf_opt(&sys, key, value, &sync_write())?;
+        self.inner
+            .engine
+            .db()
+            .put_cf_opt(&sys, key, value, &sync_write())?;
         Ok(())
     }
 
@@ -118,7 +141,8 @@ impl Store {
     ) -> Result<Vec<OperatorAction>, ProvisionError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut prefix = records::OPERATOR_LOG_PREFIX.to_vec();
@@ -126,7 +150,7 @@ impl Store {
         let mut end = prefix.clone();
         end.extend_from_slice(&[0xFF; 9]);
         let mut out = Vec::new();
-        let it = self.inner.db.iterator_cf(
+        let it = self.inner.engine.db().iterator_cf(
             &sys,
             rocksdb::IteratorMode::From(&end, rocksdb::Direction::Reverse),
         );
@@ -152,11 +176,17 @@ impl Store {
     pub fn partition_names(&self) -> Result<HashMap<PartitionId, String>, ProvisionError> {
         let sys = self
             .inner
-            .db
+            .engine
+            .db()
             .cf_handle(SYS_CF)
             .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut out = HashMap::new();
-        for item in self.inner.db.prefix_iterator_cf(&sys, records::NAME_PREFIX) {
+        for item in self
+            .inner
+            .engine
+            .db()
+            .prefix_iterator_cf(&sys, records::NAME_PREFIX)
+        {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(records::NAME_PREFIX) else {
                 break;
@@ -207,12 +237,7 @@ impl Store {
             .collect();
         let total = pending.len() as u64;
         progress(0, total);
-        for id in &pending {
-            let name = partition_cf(id);
-            if self.inner.db.cf_handle(&name).is_none() {
-                self.inner.db.create_cf(&name, &self.inner.cf_options)?;
-            }
-        }
+        self.inner.engine.create_spaces(&pending)?;
         let mut done = 0;
         let mut first_error = None;
         self.writer

@@ -155,7 +155,8 @@ impl Store {
             .map_err(|_| CosignError::LockPoisoned)?;
         let cf = inner.cf(p)?;
         let stored = inner
-            .db
+            .engine
+            .db()
             .get_cf(&cf, checkpoint_key(cp.size))
             .map_err(CosignError::Storage)?
             .ok_or_else(|| CosignError::UnknownCheckpoint {
@@ -173,7 +174,8 @@ impl Store {
             });
         }
         let mut merged = match inner
-            .db
+            .engine
+            .db()
             .get_cf(&cf, cosigned_key(cp.size))
             .map_err(CosignError::Storage)?
         {
@@ -186,7 +188,8 @@ impl Store {
         merge_cosignatures(&mut merged, &incoming, &witnessed)?;
         let text = merged.to_text();
         inner
-            .db
+            .engine
+            .db()
             .put_cf_opt(&cf, cosigned_key(cp.size), text.as_bytes(), &sync_write())
             .map_err(CosignError::Storage)?;
         let mut witnesses: Vec<String> = witnessed.iter().map(|w| w.name().to_owned()).collect();
@@ -205,7 +208,7 @@ impl Store {
         size: u64,
     ) -> Result<Option<String>, ReadError> {
         let cf = self.inner.cf(p)?;
-        match self.inner.db.get_cf(&cf, cosigned_key(size))? {
+        match self.inner.engine.db().get_cf(&cf, cosigned_key(size))? {
             None => Ok(None),
             Some(raw) => String::from_utf8(raw)
                 .map(Some)
@@ -226,7 +229,7 @@ impl Store {
     ) -> Result<Option<(u64, String)>, ReadError> {
         let cf = self.inner.cf(p)?;
         let from = cosigned_key(size);
-        let it = self.inner.db.iterator_cf(
+        let it = self.inner.engine.db().iterator_cf(
             &cf,
             rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
         );
@@ -255,7 +258,7 @@ impl Store {
     /// The largest cosigned size of a partition (the witness has verified up to it).
     pub fn latest_cosigned_size(&self, p: &PartitionId) -> Result<Option<u64>, ReadError> {
         let cf = self.inner.cf(p)?;
-        let mut it = self.inner.db.iterator_cf(
+        let mut it = self.inner.engine.db().iterator_cf(
             &cf,
             rocksdb::IteratorMode::From(b"X", rocksdb::Direction::Reverse),
         );

@@ -26,6 +26,7 @@ pub use error::{AppendError, StorageError};
 pub use keyops::{DestroyScope, ReencryptStep};
 pub(crate) use keyops::{KeyOp, KeyOutcome};
 
+use super::Inner;
 use super::keyring::KeyError;
 use super::records::{
     KeyMeta, KeyStatus, LOWEST_STORED_LEVEL, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY,
@@ -33,7 +34,6 @@ use super::records::{
     index_key, key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
     transmission_key,
 };
-use super::{Inner, sync_write};
 use crate::crypto::{Dek, RngError, random_nonce};
 use crate::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};
 use crate::ledger::hash::{Hash, chain_next, commitment};

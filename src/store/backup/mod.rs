@@ -282,7 +282,7 @@ impl Store {
 
     /// Beside `data/` (the same file system, so the checkpoint is hard links).
     fn staging_dir(&self) -> PathBuf {
-        let data = self.inner.db.path();
+        let data = self.inner.engine.db().path();
         let name = format!(
             ".{}.backup-staging",
             data.file_name().and_then(|n| n.to_str()).unwrap_or("data")
@@ -303,7 +303,7 @@ impl Store {
             .try_lock()
             .map_err(|_| BackupError::Busy)?;
         let created_ms = self.inner.options.now_ms();
-        Checkpoint::new(&self.inner.db)
+        Checkpoint::new(self.inner.engine.db())
             .and_then(|c| c.create_checkpoint(staging.join("data")))
             .map_err(db("checkpoint of data/"))?;
         self.inner

@@ -18,7 +18,8 @@ impl Inner {
         let cf = self.cf(p).map_err(|e| crate::error::report(&e))?;
         if state.size > 0
             && self
-                .db
+                .engine
+                .db()
                 .get_pinned_cf(&cf, entry_key(state.size - 1))
                 .map_err(|e| crate::error::report(&e))?
                 .is_none()
@@ -29,7 +30,8 @@ impl Inner {
             ));
         }
         if self
-            .db
+            .engine
+            .db()
             .get_pinned_cf(&cf, entry_key(state.size))
             .map_err(|e| crate::error::report(&e))?
             .is_some()

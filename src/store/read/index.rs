@@ -35,7 +35,8 @@ impl Store {
             );
         }
         self.inner
-            .db
+            .engine
+            .db()
             .write_opt(batch, &crate::store::sync_write())?;
         Ok(())
     }
@@ -50,7 +51,7 @@ impl Store {
         let cf = self.inner.cf(p)?;
         let prefix = index_prefix(kind.prefix(), key);
         let mut out = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, &prefix) {
+        for item in self.inner.engine.db().prefix_iterator_cf(&cf, &prefix) {
             let (k, _) = item?;
             let Some(seq) = k
                 .strip_prefix(prefix.as_slice())
@@ -73,7 +74,7 @@ impl Store {
         let cf = self.inner.cf(p)?;
         let tag = [kind.prefix()];
         let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
-        for item in self.inner.db.prefix_iterator_cf(&cf, tag) {
+        for item in self.inner.engine.db().prefix_iterator_cf(&cf, tag) {
             let (k, _) = item?;
             let Some(rest) = k.strip_prefix(tag.as_slice()) else {
                 break;

@@ -4,20 +4,21 @@
 use crate::ledger::hash::Hash;
 use crate::ledger::header::Header;
 use crate::ledger::merkle::NodeSource;
+use crate::store::engine::{Space, View};
 use crate::store::records::{LOWEST_STORED_LEVEL, entry_key, node_key};
 
-/// A partition's tree nodes read from RocksDB.
+/// A partition's tree nodes read from the engine.
 pub(in crate::store) struct DbNodes<'a> {
-    pub(in crate::store) db: &'a rocksdb::DB,
-    pub(in crate::store) cf: std::sync::Arc<rocksdb::BoundColumnFamily<'a>>,
+    pub(in crate::store) view: &'a dyn View,
+    pub(in crate::store) space: Space,
 }
 
 impl DbNodes<'_> {
     /// The leaf hash of entry `seq`, over its stored header.
     fn leaf(&self, seq: u64) -> Result<Hash, String> {
         let raw = self
-            .db
-            .get_pinned_cf(&self.cf, entry_key(seq))
+            .view
+            .get(&self.space, &entry_key(seq))
             .map_err(|e| crate::error::report(&e))?
             .ok_or_else(|| format!("entry {seq} missing"))?;
         let (_, len) = Header::decode_prefix(&raw)
@@ -42,8 +43,8 @@ impl NodeSource for DbNodes<'_> {
             return Ok(crate::ledger::merkle::root_of(&leaves));
         }
         let raw = self
-            .db
-            .get_pinned_cf(&self.cf, node_key(level, index))
+            .view
+            .get(&self.space, &node_key(level, index))
             .map_err(|e| crate::error::report(&e))?
             .ok_or_else(|| format!("tree node ({level}, {index}) missing"))?;
         Hash::from_slice(&raw).ok_or_else(|| format!("tree node ({level}, {index}) malformed"))

@@ -8,7 +8,7 @@ impl Writer {
         if let Some(s) = self.states.get(p) {
             return Ok(s.clone());
         }
-        let db = &self.inner.db;
+        let db = self.inner.engine.db();
         let storage = |e: rocksdb::Error| AppendError::storage(e);
         let cf = db
             .cf_handle(&partition_cf(p))
@@ -335,9 +335,17 @@ impl Writer {
             st.active = true;
             let requested_ms = self
                 .inner
-                .db
+                .engine
+                .db()
                 .cf_handle(SYS_CF)
-                .and_then(|sys| self.inner.db.get_cf(&sys, registry_key(p)).ok().flatten())
+                .and_then(|sys| {
+                    self.inner
+                        .engine
+                        .db()
+                        .get_cf(&sys, registry_key(p))
+                        .ok()
+                        .flatten()
+                })
                 .and_then(|raw| decode::<PartitionRecord>(&raw))
                 .map_or(now, |r| r.requested_ms);
             let rec = PartitionRecord {
@@ -364,11 +372,13 @@ impl Writer {
             None => {
                 let cf = self
                     .inner
-                    .db
+                    .engine
+                    .db()
                     .cf_handle(&partition_cf(p))
                     .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
                 self.inner
-                    .db
+                    .engine
+                    .db()
                     .get_cf(&cf, transmission_key(&c.id))
                     .map_err(AppendError::storage)?
                     .map(|raw| {

@@ -2,6 +2,7 @@
 //! checkpoints, states), written with `sync = true`, then answered.
 
 use super::*;
+use crate::store::engine::{Engine as _, Op, Space};
 
 impl Writer {
     pub(super) fn process(&mut self, cmds: Vec<Command>) {
@@ -235,35 +236,51 @@ impl Writer {
         if ops.is_empty() {
             return Ok(());
         }
-        let db = &self.inner.db;
-        let mut batch = rocksdb::WriteBatch::default();
-        let sys = db
-            .cf_handle(SYS_CF)
-            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
-        let mut handles = HashMap::new();
+        let engine = &self.inner.engine;
+        let mut data = Vec::with_capacity(ops.len());
         let mut key_records = Vec::new();
         let mut key_deletes = Vec::new();
+        let mut checked = std::collections::HashSet::new();
         for (target, key, value) in ops {
-            match target {
-                Target::KeyStore => key_records.push((key, value)),
-                Target::KeyStoreDelete => key_deletes.push(key),
-                Target::Sys => batch.put_cf(&sys, key, value),
-                Target::SysDelete => batch.delete_cf(&sys, key),
-                Target::Partition(ref p) | Target::PartitionDeleteRange(ref p) => {
-                    if !handles.contains_key(p) {
-                        let h = db
-                            .cf_handle(&partition_cf(p))
-                            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
-                        handles.insert(p.clone(), h);
-                    }
-                    let h = handles.get(p).ok_or(AppendError::WriterGone)?;
-                    if matches!(target, Target::Partition(_)) {
-                        batch.put_cf(h, key, value);
-                    } else {
-                        batch.delete_range_cf(h, key, value);
-                    }
+            // A partition without its space is refused before anything is written.
+            if let Target::Partition(p) | Target::PartitionDeleteRange(p) = &target
+                && !checked.contains(p)
+            {
+                if !engine.has_space(p) {
+                    return Err(AppendError::UnknownPartition(p.clone()));
                 }
+                checked.insert(p.clone());
             }
+            let op = match target {
+                Target::KeyStore => {
+                    key_records.push((key, value));
+                    continue;
+                }
+                Target::KeyStoreDelete => {
+                    key_deletes.push(key);
+                    continue;
+                }
+                Target::Sys => Op::Put {
+                    space: Space::System,
+                    key,
+                    value,
+                },
+                Target::SysDelete => Op::Delete {
+                    space: Space::System,
+                    key,
+                },
+                Target::Partition(p) => Op::Put {
+                    space: Space::Partition(p),
+                    key,
+                    value,
+                },
+                Target::PartitionDeleteRange(p) => Op::DeleteRange {
+                    space: Space::Partition(p),
+                    from: key,
+                    to: value,
+                },
+            };
+            data.push(op);
         }
         // Key material first: a crash between the two writes leaves an unused wrapped key,
         // never ciphertext whose key is missing. Deleted keys go in the same key-store
@@ -280,7 +297,6 @@ impl Writer {
         if options.injected_fault(Write::Data) {
             return Err(injected("data write"));
         }
-        db.write_opt(batch, &sync_write())
-            .map_err(AppendError::storage)
+        engine.commit(data).map_err(AppendError::storage)
     }
 }

@@ -74,6 +74,8 @@ pub enum AppendError {
 pub enum StorageError {
     #[error("RocksDB")]
     Db(#[from] rocksdb::Error),
+    #[error("the storage engine")]
+    Engine(#[from] crate::store::EngineError),
     #[error("encoding a record")]
     Encode(#[from] bincode::error::EncodeError),
     #[error("the system column family is missing")]

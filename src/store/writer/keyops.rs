@@ -192,7 +192,7 @@ impl Writer {
     }
 
     fn sys_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, AppendError> {
-        let db = &self.inner.db;
+        let db = self.inner.engine.db();
         let sys = db
             .cf_handle(SYS_CF)
             .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;

@@ -77,7 +77,7 @@ impl Writer {
         targets: &[u32],
     ) -> Result<BTreeMap<u32, u64>, AppendError> {
         let mut counts: BTreeMap<u32, u64> = targets.iter().map(|id| (*id, 0)).collect();
-        let db = &self.inner.db;
+        let db = self.inner.engine.db();
         let cf = db
             .cf_handle(&partition_cf(p))
             .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;

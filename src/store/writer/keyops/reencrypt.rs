@@ -42,7 +42,7 @@ impl Writer {
         let stop = cur.end.min(cur.next_seq.saturating_add(max.max(1)));
         // The writer's own handle: `reseal` below borrows the writer mutably.
         let inner = std::sync::Arc::clone(&self.inner);
-        let db = &inner.db;
+        let db = &inner.engine.db();
         let cf = db
             .cf_handle(&partition_cf(p))
             .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;

@@ -1,0 +1,115 @@
+//! The storage seam (issue 31, docs/ARCHITECTURE.md "Storage engines"): what the store needs
+//! of an ordered key-value engine, and nothing more.
+//!
+//! - **Spaces.** The system space and one space per partition; a key never leaves its
+//!   space, and no read can omit the space it reads (per-partition isolation is structural,
+//!   as with RocksDB's column families).
+//! - **Reads** ([`View`]): a point read, and an ordered scan from a key forward or backward
+//!   to the end of the space, either on the latest committed state or on a snapshot that
+//!   holds one state across every space ([`Engine::snapshot`]).
+//! - **Writes** ([`Engine::commit`]): one atomic, durable batch of puts, deletes and range
+//!   deletes over any spaces. It returns only once the batch is durable (RocksDB: a synced
+//!   WriteBatch); a failed commit may or may not have happened, and the writer treats it so
+//!   (the store is poisoned and reopened, docs/ARCHITECTURE.md).
+//! - **Writer fencing**: at most one process writes an instance. RocksDB's own `LOCK` file
+//!   gives it; a replicated engine checks a writer epoch inside each commit.
+//!
+//! The bytes stored are the ones docs/format.md describes, whatever the engine.
+
+use crate::ledger::PartitionId;
+
+mod rocks;
+
+pub(crate) use rocks::RocksEngine;
+
+/// Where a key lives: the system space or a partition's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Space {
+    /// Instance records, the registry, credentials, the operator's log.
+    System,
+    /// A partition's entries, tree nodes, checkpoints, state and indexes.
+    Partition(PartitionId),
+}
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Sets `key` to `value`.
+    Put {
+        space: Space,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Removes `key`.
+    Delete { space: Space, key: Vec<u8> },
+    /// Removes every key in `[from, to)`.
+    DeleteRange {
+        space: Space,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+}
+
+/// The order of a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// Ascending, from the first key at or after the start.
+    Forward,
+    /// Descending, from the last key at or before the start.
+    Reverse,
+}
+
+/// A key and its value.
+pub(crate) type Pair = (Box<[u8]>, Box<[u8]>);
+
+/// The pairs of a scan, in order.
+pub(crate) type Scan<'a> = Box<dyn Iterator<Item = Result<Pair, EngineError>> + 'a>;
+
+/// Why the engine failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("RocksDB")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("partition {0} has no space in the engine")]
+    NoSpace(PartitionId),
+    #[error("the system space is missing")]
+    NoSystemSpace,
+}
+
+/// Reads of one state: the latest committed one, or a snapshot's.
+pub(crate) trait View {
+    /// The value of `key` in `space`.
+    fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError>;
+
+    /// The pairs of `space` from `from` in `dir` order, to the end of the space.
+    fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError>;
+
+    /// The pairs of `space` whose key starts with `prefix`, ascending.
+    fn scan_prefix<'a>(&'a self, space: &Space, prefix: &[u8]) -> Result<Scan<'a>, EngineError> {
+        let prefix = prefix.to_vec();
+        let scan = self.scan(space, &prefix, Dir::Forward)?;
+        Ok(Box::new(scan.take_while(move |item| match item {
+            Ok((key, _)) => key.starts_with(&prefix),
+            Err(_) => true,
+        })))
+    }
+}
+
+/// An ordered key-value engine with atomic durable batches (see the module comment).
+pub(crate) trait Engine: View + Send + Sync {
+    /// A view of one state of every space, unchanged by later commits.
+    fn snapshot(&self) -> Box<dyn View + '_>;
+
+    /// Writes `ops` atomically and durably, in order (a later op on a key wins).
+    fn commit(&self, ops: Vec<Op>) -> Result<(), EngineError>;
+
+    /// Whether partition `p` has its space.
+    fn has_space(&self, p: &PartitionId) -> bool;
+
+    /// Makes the spaces of `partitions` that are missing.
+    fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError>;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,144 @@
+//! What every engine must do (the seam's contract, module comment), run against RocksDB
+//! here; a replicated engine runs the same checks.
+
+use super::{Dir, Engine, EngineError, Op, RocksEngine, Space, View};
+use crate::ledger::PartitionId;
+
+fn pid(s: &str) -> PartitionId {
+    PartitionId::parse(s).unwrap()
+}
+
+fn rocks(dir: &std::path::Path) -> RocksEngine {
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let db = rocksdb::DB::open_cf(&opts, dir, ["sys"]).unwrap();
+    RocksEngine::new(db, rocksdb::Options::default())
+}
+
+fn put(space: &Space, key: &[u8], value: &[u8]) -> Op {
+    Op::Put {
+        space: space.clone(),
+        key: key.to_vec(),
+        value: value.to_vec(),
+    }
+}
+
+fn keys(scan: super::Scan<'_>) -> Vec<Vec<u8>> {
+    scan.map(|item| item.unwrap().0.to_vec()).collect()
+}
+
+/// Every check of the contract, on one engine.
+fn contract(engine: &dyn Engine) {
+    let (a, b) = (pid("131011"), pid("380014"));
+    assert!(!engine.has_space(&a));
+    engine.create_spaces(&[a.clone(), b.clone()]).unwrap();
+    engine.create_spaces(std::slice::from_ref(&a)).unwrap();
+    assert!(engine.has_space(&a) && engine.has_space(&b));
+    let (sa, sb, sys) = (Space::Partition(a), Space::Partition(b), Space::System);
+
+    // Spaces are apart: one key, three values.
+    engine
+        .commit(vec![
+            put(&sa, b"k", b"a"),
+            put(&sb, b"k", b"b"),
+            put(&sys, b"k", b"s"),
+        ])
+        .unwrap();
+    assert_eq!(engine.get(&sa, b"k").unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(engine.get(&sb, b"k").unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(engine.get(&sys, b"k").unwrap().as_deref(), Some(&b"s"[..]));
+    assert_eq!(engine.get(&sa, b"missing").unwrap(), None);
+
+    // Ordered scans within a space, both ways, from any key.
+    let many: Vec<Op> = (0u8..10).map(|i| put(&sa, &[b'E', i], &[i])).collect();
+    engine.commit(many).unwrap();
+    let forward = keys(engine.scan(&sa, &[b'E', 3], Dir::Forward).unwrap());
+    let mut want: Vec<Vec<u8>> = (3u8..10).map(|i| vec![b'E', i]).collect();
+    want.push(b"k".to_vec());
+    assert_eq!(forward, want);
+    let reverse = keys(engine.scan(&sa, &[b'E', 3, 0], Dir::Reverse).unwrap());
+    assert_eq!(
+        reverse,
+        (0u8..4).rev().map(|i| vec![b'E', i]).collect::<Vec<_>>()
+    );
+    let last = keys(engine.scan(&sa, &[0xff; 9], Dir::Reverse).unwrap());
+    assert_eq!(last.first().map(Vec::as_slice), Some(&b"k"[..]));
+    let prefixed = keys(engine.scan_prefix(&sa, b"E").unwrap());
+    assert_eq!(prefixed.len(), 10);
+    assert!(keys(engine.scan_prefix(&sb, b"E").unwrap()).is_empty());
+
+    // A snapshot keeps its state across spaces while commits go on.
+    let snapshot = engine.snapshot();
+    engine
+        .commit(vec![
+            put(&sa, b"k", b"a2"),
+            Op::Delete {
+                space: sb.clone(),
+                key: b"k".to_vec(),
+            },
+            Op::DeleteRange {
+                space: sa.clone(),
+                from: vec![b'E', 2],
+                to: vec![b'E', 8],
+            },
+        ])
+        .unwrap();
+    assert_eq!(snapshot.get(&sa, b"k").unwrap().as_deref(), Some(&b"a"[..]));
+    assert_eq!(snapshot.get(&sb, b"k").unwrap().as_deref(), Some(&b"b"[..]));
+    assert_eq!(keys(snapshot.scan_prefix(&sa, b"E").unwrap()).len(), 10);
+    drop(snapshot);
+    assert_eq!(engine.get(&sa, b"k").unwrap().as_deref(), Some(&b"a2"[..]));
+    assert_eq!(engine.get(&sb, b"k").unwrap(), None);
+    let left = keys(engine.scan_prefix(&sa, b"E").unwrap());
+    assert_eq!(
+        left,
+        [0u8, 1, 8, 9]
+            .iter()
+            .map(|i| vec![b'E', *i])
+            .collect::<Vec<_>>()
+    );
+
+    // In one batch a later write of a key wins.
+    engine
+        .commit(vec![put(&sys, b"x", b"1"), put(&sys, b"x", b"2")])
+        .unwrap();
+    assert_eq!(engine.get(&sys, b"x").unwrap().as_deref(), Some(&b"2"[..]));
+
+    // A batch naming a space that does not exist fails whole: nothing of it is written.
+    let nowhere = Space::Partition(pid("470007"));
+    let e = engine.commit(vec![put(&sys, b"y", b"1"), put(&nowhere, b"y", b"1")]);
+    assert!(matches!(e, Err(EngineError::NoSpace(_))), "{e:?}");
+    assert_eq!(engine.get(&sys, b"y").unwrap(), None);
+    assert!(matches!(
+        engine.get(&nowhere, b"y"),
+        Err(EngineError::NoSpace(_))
+    ));
+}
+
+#[test]
+fn rocksdb_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract(&rocks(dir.path()));
+}
+
+#[test]
+fn rocksdb_commits_are_durable_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = pid("131011");
+    {
+        let engine = rocks(dir.path());
+        engine.create_spaces(std::slice::from_ref(&a)).unwrap();
+        engine
+            .commit(vec![put(&Space::Partition(a.clone()), b"E1", b"v")])
+            .unwrap();
+    }
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(false);
+    let db = rocksdb::DB::open_cf(&opts, dir.path(), ["sys", "p/131011"]).unwrap();
+    let engine = RocksEngine::new(db, rocksdb::Options::default());
+    assert_eq!(
+        engine.get(&Space::Partition(a), b"E1").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
