@@ -4,11 +4,12 @@
 
 use std::collections::BTreeSet;
 
+use super::engine::{Engine as _, Op, Space, View as _};
 use super::records::{
-    CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord, SYS_CF,
+    CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord,
     credential_key, decode, encode,
 };
-use super::{Store, read_registry, sync_write};
+use super::{Store, read_registry};
 use crate::crypto::credential::{
     self, CredentialError, CredentialId, Reach, Refused, Role, Stored, Token, Verified,
 };
@@ -37,6 +38,8 @@ pub enum CredentialStoreError {
     Registry(#[source] super::ProvisionError),
     #[error("storage")]
     Db(#[from] rocksdb::Error),
+    #[error("the storage engine")]
+    Engine(#[from] super::EngineError),
     #[error("credential MAC key")]
     Key(#[source] super::KeyError),
     /// The record's MAC does not verify: planted in a copy of `data/`, or damaged.
@@ -139,53 +142,46 @@ impl Store {
     /// At open: records written before credential MACs get theirs, once; afterwards a
     /// record without a valid MAC is refused wherever it is read.
     pub(crate) fn seal_legacy_credentials(&self) -> Result<usize, CredentialStoreError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         if self
             .inner
             .engine
-            .db()
-            .get_pinned_cf(&sys, CREDENTIAL_MACS)?
+            .get(&Space::System, CREDENTIAL_MACS)?
             .is_some()
         {
             return Ok(0);
         }
-        let mut batch = rocksdb::WriteBatch::default();
-        let mut sealed = 0;
+        let mut ops = Vec::new();
         for (id, mut value) in self.raw_credentials()? {
             if decode::<CredentialRecord>(&value).is_none() {
                 return Err(CredentialStoreError::Corrupt(id.to_string()));
             }
             let mac = self.credential_mac(id, &value)?;
             value.extend_from_slice(&mac);
-            batch.put_cf(&sys, credential_key(id.as_bytes()), value);
-            sealed += 1;
+            ops.push(Op::Put {
+                space: Space::System,
+                key: credential_key(id.as_bytes()),
+                value,
+            });
         }
-        batch.put_cf(&sys, CREDENTIAL_MACS, []);
-        self.inner.engine.db().write_opt(batch, &sync_write())?;
+        let sealed = ops.len();
+        ops.push(Op::Put {
+            space: Space::System,
+            key: CREDENTIAL_MACS.to_vec(),
+            value: Vec::new(),
+        });
+        self.inner.engine.commit(ops)?;
         Ok(sealed)
     }
 
     fn put_credential(&self, s: &Stored) -> Result<(), CredentialStoreError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         let mut bytes = encode(&to_record(s)).map_err(CredentialStoreError::Encode)?;
         let mac = self.credential_mac(s.id, &bytes)?;
         bytes.extend_from_slice(&mac);
-        self.inner.engine.db().put_cf_opt(
-            &sys,
-            credential_key(s.id.as_bytes()),
-            bytes,
-            &sync_write(),
-        )?;
+        self.inner.engine.commit(vec![Op::Put {
+            space: Space::System,
+            key: credential_key(s.id.as_bytes()),
+            value: bytes,
+        }])?;
         Ok(())
     }
 
@@ -219,7 +215,7 @@ impl Store {
         if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
             return Err(CredentialStoreError::Label);
         }
-        let active: BTreeSet<PartitionId> = read_registry(self.inner.engine.db())
+        let active: BTreeSet<PartitionId> = read_registry(&self.inner.engine)
             .map_err(CredentialStoreError::Registry)?
             .into_iter()
             .filter(|p| p.status == PartitionStatus::Active)
@@ -251,29 +247,20 @@ impl Store {
 
     /// One credential by id.
     pub fn credential(&self, id: CredentialId) -> Result<Option<Stored>, CredentialStoreError> {
-        self.credential_with(id, &rocksdb::ReadOptions::default())
-    }
-
-    fn credential_with(
-        &self,
-        id: CredentialId,
-        opts: &rocksdb::ReadOptions,
-    ) -> Result<Option<Stored>, CredentialStoreError> {
-        let sys = self
+        let raw = self
             .inner
             .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
-        let Some(raw) =
-            self.inner
-                .engine
-                .db()
-                .get_pinned_cf_opt(&sys, credential_key(id.as_bytes()), opts)?
-        else {
-            return Ok(None);
-        };
-        self.open_credential(id, &raw).map(Some)
+            .get(&Space::System, &credential_key(id.as_bytes()))?;
+        self.credential_from(id, raw)
+    }
+
+    /// The credential `id` from its stored record, if there is one.
+    fn credential_from(
+        &self,
+        id: CredentialId,
+        raw: Option<Vec<u8>>,
+    ) -> Result<Option<Stored>, CredentialStoreError> {
+        raw.map(|raw| self.open_credential(id, &raw)).transpose()
     }
 
     /// Every credential, revoked and expired ones included, in id order.
@@ -286,18 +273,11 @@ impl Store {
 
     /// Every credential record as stored, in id order.
     fn raw_credentials(&self) -> Result<Vec<(CredentialId, Vec<u8>)>, CredentialStoreError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| CredentialStoreError::Corrupt("sys".into()))?;
         let mut out = Vec::new();
         for item in self
             .inner
             .engine
-            .db()
-            .prefix_iterator_cf(&sys, CREDENTIAL_PREFIX)
+            .scan_prefix(&Space::System, CREDENTIAL_PREFIX)?
         {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(CREDENTIAL_PREFIX) else {
@@ -331,7 +311,7 @@ impl Store {
         token: &Token,
         peer_cert: Option<&[u8; 32]>,
     ) -> Result<Verified, AuthError> {
-        self.authenticate_with(token, peer_cert, &rocksdb::ReadOptions::default())
+        self.authenticate_stored(token, peer_cert, self.credential(token.id()))
     }
 
     /// [`Store::authenticate`] from memory only (memtable and block cache, never a disk
@@ -343,25 +323,25 @@ impl Store {
         token: &Token,
         peer_cert: Option<&[u8; 32]>,
     ) -> Option<Result<Verified, AuthError>> {
-        let mut opts = rocksdb::ReadOptions::default();
-        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
-        match self.authenticate_with(token, peer_cert, &opts) {
-            Err(AuthError::Store(CredentialStoreError::Db(e)))
-                if e.kind() == rocksdb::ErrorKind::Incomplete =>
-            {
-                None
-            }
-            answer => Some(answer),
-        }
+        let id = token.id();
+        let raw = self
+            .inner
+            .engine
+            .get_in_memory(&Space::System, &credential_key(id.as_bytes()))?;
+        let stored = raw
+            .map_err(CredentialStoreError::from)
+            .and_then(|raw| self.credential_from(id, raw));
+        Some(self.authenticate_stored(token, peer_cert, stored))
     }
 
-    fn authenticate_with(
+    /// The answer for `token` given its stored credential (as read).
+    fn authenticate_stored(
         &self,
         token: &Token,
         peer_cert: Option<&[u8; 32]>,
-        opts: &rocksdb::ReadOptions,
+        stored: Result<Option<Stored>, CredentialStoreError>,
     ) -> Result<Verified, AuthError> {
-        let stored = match self.credential_with(token.id(), opts) {
+        let stored = match stored {
             Ok(Some(s)) => s,
             Ok(None) => return Err(Refused::Unknown.into()),
             Err(CredentialStoreError::Unauthenticated(id)) => {

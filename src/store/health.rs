@@ -2,7 +2,7 @@
 //! compaction debt, write stalls and memory, the nonce budget of the current keys, and how
 //! far witnesses are behind. Read on demand; the binary samples it for its metrics.
 
-use rocksdb::IteratorMode;
+use super::engine::{Space, View as _};
 
 use super::records::{KeyMeta, KeyStatus, SYS_CF, decode, partition_cf};
 use super::{PartitionStatus, ProvisionError, ReadError, Store};
@@ -78,15 +78,10 @@ impl Store {
 
     /// The largest `encryptions / dek_rotate_after` of a current DEK version.
     fn nonce_budget_used(&self) -> Result<f64, ReadError> {
-        let sys = self.inner.sys()?;
         let budget = self.inner.options.dek_rotate_after.max(1) as f64;
         let mut used = 0.0f64;
-        let from = IteratorMode::From(b"K", rocksdb::Direction::Forward);
-        for item in self.inner.engine.db().iterator_cf(&sys, from) {
-            let (k, v) = item?;
-            if k.first() != Some(&b'K') {
-                break;
-            }
+        for item in self.inner.engine.scan_prefix(&Space::System, b"K")? {
+            let (_, v) = item?;
             if let Some(meta) = decode::<KeyMeta>(&v)
                 && meta.status == KeyStatus::Current
             {

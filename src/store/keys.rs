@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use super::engine::{Engine as _, Space, View as _};
 use super::keyring::KeyError;
 use super::read::ReadError;
 use super::records::{
-    KeyMeta, KeyStatus, ReencryptCursor, SYS_CF, decode, key_meta_key, key_meta_prefix,
-    reencrypt_key,
+    KeyMeta, KeyStatus, ReencryptCursor, decode, key_meta_key, key_meta_prefix, reencrypt_key,
 };
 use super::writer::{DestroyScope, KeyOp, KeyOutcome, ReencryptStep};
 use super::{AppendError, KeyActor, Store};
@@ -68,7 +68,7 @@ pub enum KeyAdminError {
     /// Flushing or compacting after a destroy failed: the keys are destroyed, but old
     /// index and transmission records may remain in files until the next compaction.
     #[error("keys destroyed, but purging their derived records from the files failed")]
-    Purge(#[source] rocksdb::Error),
+    Purge(#[source] super::EngineError),
     /// The actor or reason cannot be carried by a key event; nothing was written.
     #[error("refused before anything was written")]
     Text(#[source] crate::ledger::payload::PayloadError),
@@ -321,13 +321,7 @@ impl Store {
 
     /// Where an unfinished re-encryption job of `p` stands, if one was started.
     pub fn reencrypt_status(&self, p: &PartitionId) -> Result<Option<ReencryptStep>, ReadError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or(ReadError::NoSystemFamily)?;
-        let Some(raw) = self.inner.engine.db().get_cf(&sys, reencrypt_key(p))? else {
+        let Some(raw) = self.inner.engine.get(&Space::System, &reencrypt_key(p))? else {
             return Ok(None);
         };
         let cur = decode::<ReencryptCursor>(&raw).ok_or_else(|| ReadError::Corrupt {
@@ -488,38 +482,18 @@ impl Store {
     /// the system family are compacted to the bottom level (tombstones drop the keys they
     /// cover; the old table files are deleted). What remains is listed in docs/keys.md.
     fn purge_files(&self, p: &PartitionId) -> Result<(), KeyAdminError> {
-        let db = self.inner.engine.db();
-        let mut names = vec![SYS_CF.to_owned()];
-        names.extend(
-            self.partitions()?
-                .into_iter()
-                .map(|i| super::records::partition_cf(&i.partition)),
-        );
-        let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
-        let mut flush = rocksdb::FlushOptions::default();
-        flush.set_wait(true);
-        db.flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &flush)
-            .map_err(KeyAdminError::Purge)?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
-        opts.set_exclusive_manual_compaction(true);
-        for name in [super::records::partition_cf(p), SYS_CF.to_owned()] {
-            if let Some(cf) = db.cf_handle(&name) {
-                db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
-            }
-        }
-        db.flush_wal(true).map_err(KeyAdminError::Purge)?;
-        Ok(())
+        self.inner
+            .engine
+            .purge_deleted(p)
+            .map_err(KeyAdminError::Purge)
     }
 
     /// Status of one DEK version, from its metadata.
     pub(crate) fn key_meta_status(&self, p: &PartitionId, key_id: u32) -> Option<KeyStatus> {
-        let sys = self.inner.engine.db().cf_handle(SYS_CF)?;
         let raw = self
             .inner
             .engine
-            .db()
-            .get_cf(&sys, key_meta_key(p, key_id))
+            .get(&Space::System, &key_meta_key(p, key_id))
             .ok()??;
         decode::<KeyMeta>(&raw).map(|m| m.status)
     }
@@ -528,14 +502,9 @@ impl Store {
     /// partition's envelopes).
     pub fn key_status(&self, p: &PartitionId) -> Result<Vec<KeyInfo>, ReadError> {
         let inner = &self.inner;
-        let sys = inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or(ReadError::NoSystemFamily)?;
         let prefix = key_meta_prefix(p);
         let mut out = Vec::new();
-        for item in inner.engine.db().prefix_iterator_cf(&sys, &prefix) {
+        for item in inner.engine.scan_prefix(&Space::System, &prefix)? {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;

@@ -386,17 +386,11 @@ impl Store {
     /// Whether every key of the partition was destroyed (`kukaku keys destroy`): its log
     /// stays and verifies, its bodies are unreadable, and flows leave it out.
     pub fn is_shredded(&self, partition: &PartitionId) -> bool {
+        use engine::View as _;
         self.inner
             .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .and_then(|sys| {
-                self.inner
-                    .engine
-                    .db()
-                    .get_cf(&sys, records::shred_key(partition))
-                    .ok()
-            })
+            .get(&engine::Space::System, &records::shred_key(partition))
+            .ok()
             .flatten()
             .is_some()
     }

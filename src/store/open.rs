@@ -403,7 +403,7 @@ fn open_data(
         }
     };
     let mut db = open(&names).map_err(in_use)?;
-    let missing: Vec<String> = read_registry(&db)
+    let missing: Vec<String> = read_registry(&engine::DbView(&db))
         .map_err(OpenError::Registry)?
         .into_iter()
         .filter(|p| p.status == PartitionStatus::Requested)

@@ -7,7 +7,7 @@ use super::engine::{Dir, Engine as _, EngineError, Op, Space, View};
 use super::records::KeyStatus;
 use super::records::{
     REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
-    decode, entry_key, partition_cf, transmission_key,
+    decode, entry_key, transmission_key,
 };
 use super::{Inner, Store};
 use crate::crypto::PartitionScope;
@@ -139,24 +139,6 @@ impl Inner {
         } else {
             Err(ReadError::UnknownPartition(p.clone()))
         }
-    }
-
-    /// The system column family.
-    pub(super) fn sys(&self) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
-        self.engine
-            .db()
-            .cf_handle(super::records::SYS_CF)
-            .ok_or(ReadError::NoSystemFamily)
-    }
-
-    pub(super) fn cf(
-        &self,
-        p: &PartitionId,
-    ) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>, ReadError> {
-        self.engine
-            .db()
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| ReadError::UnknownPartition(p.clone()))
     }
 
     pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {

@@ -1,15 +1,12 @@
 //! The partition registry: requesting, provisioning and listing partitions, their names,
 //! the prefecture's partitions a flow-4 job covers, and the operator's action log.
 
-use super::engine::Engine as _;
+use super::engine::{Dir, Engine as _, Op, Space, View};
 use super::*;
 
-pub(crate) fn read_registry(db: &DB) -> Result<Vec<PartitionInfo>, ProvisionError> {
-    let sys = db
-        .cf_handle(SYS_CF)
-        .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
+pub(crate) fn read_registry(view: &dyn View) -> Result<Vec<PartitionInfo>, ProvisionError> {
     let mut out = Vec::new();
-    for item in db.prefix_iterator_cf(&sys, REGISTRY_PREFIX) {
+    for item in view.scan_prefix(&Space::System, REGISTRY_PREFIX)? {
         let (k, v) = item?;
         let Some(id) = k.strip_prefix(REGISTRY_PREFIX) else {
             break;
@@ -33,22 +30,14 @@ impl Store {
     /// Registers partitions as `requested`. Existing ones are left as they are. Returns how
     /// many were new. Run [`Store::provision`] to make them active.
     pub fn request_partitions(&self, ids: &[PartitionId]) -> Result<usize, ProvisionError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
-        let mut batch = rocksdb::WriteBatch::default();
-        let mut added = 0;
+        let mut ops = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for id in ids {
             if !seen.insert(id)
                 || self
                     .inner
                     .engine
-                    .db()
-                    .get_cf(&sys, registry_key(id))?
+                    .get(&Space::System, &registry_key(id))?
                     .is_some()
             {
                 continue;
@@ -59,16 +48,20 @@ impl Store {
                 activated_ms: 0,
             };
             let bytes = encode(&rec).map_err(ProvisionError::Encode)?;
-            batch.put_cf(&sys, registry_key(id), bytes);
-            added += 1;
+            ops.push(Op::Put {
+                space: Space::System,
+                key: registry_key(id),
+                value: bytes,
+            });
         }
-        self.inner.engine.db().write_opt(batch, &sync_write())?;
+        let added = ops.len();
+        self.inner.engine.commit(ops)?;
         Ok(added)
     }
 
     /// All registered partitions in id order.
     pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
-        read_registry(self.inner.engine.db())
+        read_registry(&self.inner.engine)
     }
 
     /// Names a registered partition (its municipality's or insurer's name, shown beside its
@@ -81,27 +74,19 @@ impl Store {
         {
             return Err(ProvisionError::BadName);
         }
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         if self
             .inner
             .engine
-            .db()
-            .get_cf(&sys, registry_key(p))?
+            .get(&Space::System, &registry_key(p))?
             .is_none()
         {
             return Err(ProvisionError::Unregistered(p.clone()));
         }
-        self.inner.engine.db().put_cf_opt(
-            &sys,
-            records::name_key(p),
-            name.as_bytes(),
-            &sync_write(),
-        )?;
+        self.inner.engine.commit(vec![Op::Put {
+            space: Space::System,
+            key: records::name_key(p),
+            value: name.as_bytes().to_vec(),
+        }])?;
         Ok(())
     }
 
@@ -114,21 +99,16 @@ impl Store {
         credential: &str,
         action: &OperatorAction,
     ) -> Result<(), ProvisionError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut key = records::OPERATOR_LOG_PREFIX.to_vec();
         key.extend_from_slice(prefecture.as_bytes());
         key.extend_from_slice(&action.at_ms.to_be_bytes());
         key.extend_from_slice(credential.as_bytes());
         let value = serde_json::to_vec(action).map_err(ProvisionError::Json)?;
-        self.inner
-            .engine
-            .db()
-            .put_cf_opt(&sys, key, value, &sync_write())?;
+        self.inner.engine.commit(vec![Op::Put {
+            space: Space::System,
+            key,
+            value,
+        }])?;
         Ok(())
     }
 
@@ -139,21 +119,12 @@ impl Store {
         credential: &str,
         limit: usize,
     ) -> Result<Vec<OperatorAction>, ProvisionError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut prefix = records::OPERATOR_LOG_PREFIX.to_vec();
         prefix.extend_from_slice(prefecture.as_bytes());
         let mut end = prefix.clone();
         end.extend_from_slice(&[0xFF; 9]);
         let mut out = Vec::new();
-        let it = self.inner.engine.db().iterator_cf(
-            &sys,
-            rocksdb::IteratorMode::From(&end, rocksdb::Direction::Reverse),
-        );
+        let it = self.inner.engine.scan(&Space::System, &end, Dir::Reverse)?;
         for item in it {
             let (k, v) = item?;
             let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
@@ -174,18 +145,11 @@ impl Store {
 
     /// The names of the partitions that have one.
     pub fn partition_names(&self) -> Result<HashMap<PartitionId, String>, ProvisionError> {
-        let sys = self
-            .inner
-            .engine
-            .db()
-            .cf_handle(SYS_CF)
-            .ok_or_else(|| ProvisionError::BadRecord("sys".into()))?;
         let mut out = HashMap::new();
         for item in self
             .inner
             .engine
-            .db()
-            .prefix_iterator_cf(&sys, records::NAME_PREFIX)
+            .scan_prefix(&Space::System, records::NAME_PREFIX)?
         {
             let (k, v) = item?;
             let Some(id) = k.strip_prefix(records::NAME_PREFIX) else {

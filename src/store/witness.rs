@@ -5,9 +5,10 @@
 //! with the trusted witnesses' `cosignature/v1` lines appended. `C ‖ size` is never touched:
 //! the log's own checkpoint stays what the writer signed.
 
+use super::Store;
+use super::engine::{Dir, Engine as _, Op, View as _};
 use super::read::ReadError;
 use super::records::{checkpoint_key, cosigned_key};
-use super::{Store, sync_write};
 use crate::ledger::note::{NoteError, SignedNote};
 use crate::ledger::{Checkpoint, PartitionId, VerifierKey};
 
@@ -35,7 +36,7 @@ pub enum CosignError {
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("storage")]
-    Storage(#[from] rocksdb::Error),
+    Storage(#[from] super::EngineError),
     #[error("the cosignature lock is poisoned (a thread panicked holding it)")]
     LockPoisoned,
     #[error("the stored checkpoint of partition {0} is unreadable")]
@@ -153,11 +154,10 @@ impl Store {
             .cosign_lock
             .lock()
             .map_err(|_| CosignError::LockPoisoned)?;
-        let cf = inner.cf(p)?;
+        let space = inner.known(p)?;
         let stored = inner
             .engine
-            .db()
-            .get_cf(&cf, checkpoint_key(cp.size))
+            .get(&space, &checkpoint_key(cp.size))
             .map_err(CosignError::Storage)?
             .ok_or_else(|| CosignError::UnknownCheckpoint {
                 partition: partition.clone(),
@@ -175,8 +175,7 @@ impl Store {
         }
         let mut merged = match inner
             .engine
-            .db()
-            .get_cf(&cf, cosigned_key(cp.size))
+            .get(&space, &cosigned_key(cp.size))
             .map_err(CosignError::Storage)?
         {
             Some(raw) => std::str::from_utf8(&raw)
@@ -189,8 +188,11 @@ impl Store {
         let text = merged.to_text();
         inner
             .engine
-            .db()
-            .put_cf_opt(&cf, cosigned_key(cp.size), text.as_bytes(), &sync_write())
+            .commit(vec![Op::Put {
+                space,
+                key: cosigned_key(cp.size).to_vec(),
+                value: text.as_bytes().to_vec(),
+            }])
             .map_err(CosignError::Storage)?;
         let mut witnesses: Vec<String> = witnessed.iter().map(|w| w.name().to_owned()).collect();
         witnesses.sort();
@@ -207,8 +209,11 @@ impl Store {
         p: &PartitionId,
         size: u64,
     ) -> Result<Option<String>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        match self.inner.engine.db().get_cf(&cf, cosigned_key(size))? {
+        match self
+            .inner
+            .engine
+            .get(&super::read::space(p), &cosigned_key(size))?
+        {
             None => Ok(None),
             Some(raw) => String::from_utf8(raw)
                 .map(Some)
@@ -227,12 +232,11 @@ impl Store {
         p: &PartitionId,
         size: u64,
     ) -> Result<Option<(u64, String)>, ReadError> {
-        let cf = self.inner.cf(p)?;
         let from = cosigned_key(size);
-        let it = self.inner.engine.db().iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
-        );
+        let it = self
+            .inner
+            .engine
+            .scan(&super::read::space(p), &from, Dir::Forward)?;
         for item in it {
             let (k, v) = item?;
             if k.first() != Some(&b'W') {
@@ -257,11 +261,10 @@ impl Store {
 
     /// The largest cosigned size of a partition (the witness has verified up to it).
     pub fn latest_cosigned_size(&self, p: &PartitionId) -> Result<Option<u64>, ReadError> {
-        let cf = self.inner.cf(p)?;
-        let mut it = self.inner.engine.db().iterator_cf(
-            &cf,
-            rocksdb::IteratorMode::From(b"X", rocksdb::Direction::Reverse),
-        );
+        let mut it = self
+            .inner
+            .engine
+            .scan(&super::read::space(p), b"X", Dir::Reverse)?;
         for item in &mut it {
             let (k, _) = item?;
             match k.first() {

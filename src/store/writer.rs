@@ -30,9 +30,8 @@ use super::Inner;
 use super::keyring::KeyError;
 use super::records::{
     KeyMeta, KeyStatus, LOWEST_STORED_LEVEL, PartitionRecord, PartitionStatus, REPLICA_STATE_KEY,
-    STATE_KEY, SYS_CF, StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key,
-    index_key, key_meta_key, key_meta_prefix, node_key, partition_cf, registry_key, shred_key,
-    transmission_key,
+    STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key, decode, encode, entry_key,
+    index_key, key_meta_key, key_meta_prefix, node_key, registry_key, shred_key, transmission_key,
 };
 use crate::crypto::{Dek, RngError, random_nonce};
 use crate::ledger::envelope::{NONCE_LEN, SALT_LEN, TAG_LEN};

@@ -435,7 +435,7 @@ fn open_staged(path: &Path) -> Result<DB, BackupError> {
 /// Every active partition's size and checkpoint, read from the data checkpoint.
 fn manifest_partitions(data: &DB) -> Result<Vec<ManifestPartition>, BackupError> {
     let mut out = Vec::new();
-    for info in read_registry(data).map_err(BackupError::Registry)? {
+    for info in read_registry(&super::engine::DbView(data)).map_err(BackupError::Registry)? {
         if info.status != super::PartitionStatus::Active {
             continue;
         }

@@ -20,7 +20,7 @@ use crate::ledger::PartitionId;
 
 mod rocks;
 
-pub(crate) use rocks::RocksEngine;
+pub(crate) use rocks::{DbView, RocksEngine};
 
 /// Where a key lives: the system space or a partition's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,6 +85,17 @@ pub(crate) trait View {
     /// The pairs of `space` from `from` in `dir` order, to the end of the space.
     fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError>;
 
+    /// [`View::get`] answered from memory only (RocksDB: memtables and block cache), or
+    /// `None` when the answer needs storage I/O; engines without such a tier say `None`.
+    fn get_in_memory(
+        &self,
+        space: &Space,
+        key: &[u8],
+    ) -> Option<Result<Option<Vec<u8>>, EngineError>> {
+        let _ = (space, key);
+        None
+    }
+
     /// The pairs of `space` whose key starts with `prefix`, ascending.
     fn scan_prefix<'a>(&'a self, space: &Space, prefix: &[u8]) -> Result<Scan<'a>, EngineError> {
         let prefix = prefix.to_vec();
@@ -109,6 +120,11 @@ pub(crate) trait Engine: View + Send + Sync {
 
     /// Makes the spaces of `partitions` that are missing.
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError>;
+
+    /// After `p`'s keys were destroyed: removes from the engine's own files what deleted
+    /// records of `p` and of the system space left there (RocksDB: flush every memtable,
+    /// compact both to the bottom level, flush the WAL), as far as the engine can.
+    fn purge_deleted(&self, p: &PartitionId) -> Result<(), EngineError>;
 }
 
 #[cfg(test)]

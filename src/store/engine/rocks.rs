@@ -30,10 +30,20 @@ impl RocksEngine {
     }
 
     fn family(&self, space: &Space) -> Result<Arc<BoundColumnFamily<'_>>, EngineError> {
+        DbView(&self.db).family(space)
+    }
+}
+
+/// Reads of a RocksDB database that is not (yet) an engine: the one being opened, a
+/// backup's staged checkpoint.
+pub(crate) struct DbView<'a>(pub(crate) &'a DB);
+
+impl<'a> DbView<'a> {
+    fn family(&self, space: &Space) -> Result<Arc<BoundColumnFamily<'a>>, EngineError> {
         match space {
-            Space::System => self.db.cf_handle(SYS_CF).ok_or(EngineError::NoSystemSpace),
+            Space::System => self.0.cf_handle(SYS_CF).ok_or(EngineError::NoSystemSpace),
             Space::Partition(p) => self
-                .db
+                .0
                 .cf_handle(&partition_cf(p))
                 .ok_or_else(|| EngineError::NoSpace(p.clone())),
         }
@@ -46,11 +56,11 @@ impl RocksEngine {
         opts: &ReadOptions,
     ) -> Result<Option<Vec<u8>>, EngineError> {
         let cf = self.family(space)?;
-        Ok(self.db.get_cf_opt(&cf, key, opts)?)
+        Ok(self.0.get_cf_opt(&cf, key, opts)?)
     }
 
-    fn scan_with<'a>(
-        &'a self,
+    fn scan_with(
+        &self,
         space: &Space,
         from: &[u8],
         dir: Dir,
@@ -62,19 +72,42 @@ impl RocksEngine {
             Dir::Reverse => Direction::Reverse,
         };
         let it = self
-            .db
+            .0
             .iterator_cf_opt(&cf, opts, IteratorMode::From(from, direction));
         Ok(Box::new(it.map(|item| item.map_err(EngineError::from))))
     }
 }
 
-impl View for RocksEngine {
+impl View for DbView<'_> {
     fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         self.get_with(space, key, &ReadOptions::default())
     }
 
-    fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError> {
+    fn scan<'b>(&'b self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'b>, EngineError> {
         self.scan_with(space, from, dir, ReadOptions::default())
+    }
+}
+
+impl View for RocksEngine {
+    fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        DbView(&self.db).get(space, key)
+    }
+
+    fn get_in_memory(
+        &self,
+        space: &Space,
+        key: &[u8],
+    ) -> Option<Result<Option<Vec<u8>>, EngineError>> {
+        let mut opts = ReadOptions::default();
+        opts.set_read_tier(rocksdb::ReadTier::BlockCache);
+        match DbView(&self.db).get_with(space, key, &opts) {
+            Err(EngineError::Rocks(e)) if e.kind() == rocksdb::ErrorKind::Incomplete => None,
+            answer => Some(answer),
+        }
+    }
+
+    fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError> {
+        DbView(&self.db).scan_with(space, from, dir, ReadOptions::default())
     }
 }
 
@@ -94,11 +127,11 @@ impl RocksSnapshot<'_> {
 
 impl View for RocksSnapshot<'_> {
     fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
-        self.engine.get_with(space, key, &self.options())
+        DbView(&self.engine.db).get_with(space, key, &self.options())
     }
 
-    fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError> {
-        self.engine.scan_with(space, from, dir, self.options())
+    fn scan<'b>(&'b self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'b>, EngineError> {
+        DbView(&self.engine.db).scan_with(space, from, dir, self.options())
     }
 }
 
@@ -136,6 +169,24 @@ impl Engine for RocksEngine {
 
     fn has_space(&self, p: &PartitionId) -> bool {
         self.db.cf_handle(&partition_cf(p)).is_some()
+    }
+
+    fn purge_deleted(&self, p: &PartitionId) -> Result<(), EngineError> {
+        let db = &self.db;
+        let names = DB::list_cf(&Options::default(), db.path())?;
+        let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
+        let mut flush = rocksdb::FlushOptions::default();
+        flush.set_wait(true);
+        db.flush_cfs_opt(&handles.iter().collect::<Vec<_>>(), &flush)?;
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        opts.set_exclusive_manual_compaction(true);
+        for name in [partition_cf(p), SYS_CF.to_owned()] {
+            if let Some(cf) = db.cf_handle(&name) {
+                db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
+            }
+        }
+        Ok(db.flush_wal(true)?)
     }
 
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError> {

@@ -4,6 +4,7 @@
 use crate::ledger::header::PartitionId;
 use crate::ledger::note::Checkpoint;
 use crate::store::Inner;
+use crate::store::engine::View as _;
 use crate::store::records::entry_key;
 
 impl Inner {
@@ -15,12 +16,11 @@ impl Inner {
         let range = state
             .range()
             .ok_or("stored tree edge does not match the stored size")?;
-        let cf = self.cf(p).map_err(|e| crate::error::report(&e))?;
+        let space = self.known(p).map_err(|e| crate::error::report(&e))?;
         if state.size > 0
             && self
                 .engine
-                .db()
-                .get_pinned_cf(&cf, entry_key(state.size - 1))
+                .get(&space, &entry_key(state.size - 1))
                 .map_err(|e| crate::error::report(&e))?
                 .is_none()
         {
@@ -31,8 +31,7 @@ impl Inner {
         }
         if self
             .engine
-            .db()
-            .get_pinned_cf(&cf, entry_key(state.size))
+            .get(&space, &entry_key(state.size))
             .map_err(|e| crate::error::report(&e))?
             .is_some()
         {

@@ -3,6 +3,7 @@
 use super::{ReadError, corrupt};
 use crate::ledger::header::PartitionId;
 use crate::store::Store;
+use crate::store::engine::{Engine as _, Op, View as _};
 use crate::store::records::index_prefix;
 use crate::store::writer::IndexKind;
 
@@ -15,30 +16,28 @@ impl Store {
         p: &PartitionId,
         entries: &[(IndexKind, Vec<u8>, u64)],
     ) -> Result<(), ReadError> {
-        let cf = self.inner.cf(p)?;
-        let mut batch = rocksdb::WriteBatch::default();
-        for kind in IndexKind::ALL {
-            let from = [kind.prefix()];
-            let to = [kind.prefix() + 1];
-            batch.delete_range_cf(&cf, from, to);
-        }
+        let space = self.inner.known(p)?;
+        let mut ops: Vec<Op> = IndexKind::ALL
+            .iter()
+            .map(|kind| Op::DeleteRange {
+                space: space.clone(),
+                from: vec![kind.prefix()],
+                to: vec![kind.prefix() + 1],
+            })
+            .collect();
         for (kind, key, seq) in entries {
             if key.is_empty() || key.len() > 255 {
                 return Err(ReadError::BadRequest(
                     "index key must be 1–255 bytes".into(),
                 ));
             }
-            batch.put_cf(
-                &cf,
-                crate::store::records::index_key(kind.prefix(), key, *seq),
-                [],
-            );
+            ops.push(Op::Put {
+                space: space.clone(),
+                key: crate::store::records::index_key(kind.prefix(), key, *seq),
+                value: Vec::new(),
+            });
         }
-        self.inner
-            .engine
-            .db()
-            .write_opt(batch, &crate::store::sync_write())?;
-        Ok(())
+        Ok(self.inner.engine.commit(ops)?)
     }
 
     /// Seqs filed under a derived index key, ascending.
@@ -48,10 +47,9 @@ impl Store {
         kind: IndexKind,
         key: &[u8],
     ) -> Result<Vec<u64>, ReadError> {
-        let cf = self.inner.cf(p)?;
         let prefix = index_prefix(kind.prefix(), key);
         let mut out = Vec::new();
-        for item in self.inner.engine.db().prefix_iterator_cf(&cf, &prefix) {
+        for item in self.inner.engine.scan_prefix(&super::space(p), &prefix)? {
             let (k, _) = item?;
             let Some(seq) = k
                 .strip_prefix(prefix.as_slice())
@@ -71,10 +69,9 @@ impl Store {
         p: &PartitionId,
         kind: IndexKind,
     ) -> Result<Vec<(Vec<u8>, u64)>, ReadError> {
-        let cf = self.inner.cf(p)?;
         let tag = [kind.prefix()];
         let mut out: Vec<(Vec<u8>, u64)> = Vec::new();
-        for item in self.inner.engine.db().prefix_iterator_cf(&cf, tag) {
+        for item in self.inner.engine.scan_prefix(&super::space(p), &tag)? {
             let (k, _) = item?;
             let Some(rest) = k.strip_prefix(tag.as_slice()) else {
                 break;

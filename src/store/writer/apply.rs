@@ -2,29 +2,28 @@
 //! and sealing entries, keys for them, appends, rotations, activations, claims.
 
 use super::*;
+use crate::store::engine::{Engine as _, Space, View as _};
 
 impl Writer {
     pub(super) fn load(&mut self, p: &PartitionId) -> Result<PState, AppendError> {
         if let Some(s) = self.states.get(p) {
             return Ok(s.clone());
         }
-        let db = self.inner.engine.db();
-        let storage = |e: rocksdb::Error| AppendError::storage(e);
-        let cf = db
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
-        let sys = db
-            .cf_handle(SYS_CF)
-            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
-        let record: Option<PartitionRecord> = db
-            .get_cf(&sys, registry_key(p))
+        let engine = &self.inner.engine;
+        let storage = |e: crate::store::EngineError| AppendError::storage(e);
+        if !engine.has_space(p) {
+            return Err(AppendError::UnknownPartition(p.clone()));
+        }
+        let space = Space::Partition(p.clone());
+        let record: Option<PartitionRecord> = engine
+            .get(&Space::System, &registry_key(p))
             .map_err(storage)?
             .map(|raw| decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string())))
             .transpose()?;
         let Some(record) = record else {
             return Err(AppendError::UnknownPartition(p.clone()));
         };
-        let (chain, last_tx, range) = match db.get_cf(&cf, STATE_KEY).map_err(storage)? {
+        let (chain, last_tx, range) = match engine.get(&space, STATE_KEY).map_err(storage)? {
             Some(raw) => {
                 let st: StateRecord =
                     decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string()))?;
@@ -37,7 +36,10 @@ impl Writer {
         };
         let mut keys = BTreeMap::new();
         let prefix = key_meta_prefix(p);
-        for item in db.prefix_iterator_cf(&sys, &prefix) {
+        for item in engine
+            .scan_prefix(&Space::System, &prefix)
+            .map_err(storage)?
+        {
             let (k, v) = item.map_err(storage)?;
             let Some(id) = k.strip_prefix(prefix.as_slice()) else {
                 break;
@@ -48,7 +50,10 @@ impl Writer {
             let meta: KeyMeta = decode(&v).ok_or_else(|| AppendError::BadState(p.to_string()))?;
             keys.insert(u32::from_be_bytes(id), meta);
         }
-        let shredded = db.get_cf(&sys, shred_key(p)).map_err(storage)?.is_some();
+        let shredded = engine
+            .get(&Space::System, &shred_key(p))
+            .map_err(storage)?
+            .is_some();
         let state = PState {
             shredded,
             active: record.status == PartitionStatus::Active,
@@ -336,16 +341,9 @@ impl Writer {
             let requested_ms = self
                 .inner
                 .engine
-                .db()
-                .cf_handle(SYS_CF)
-                .and_then(|sys| {
-                    self.inner
-                        .engine
-                        .db()
-                        .get_cf(&sys, registry_key(p))
-                        .ok()
-                        .flatten()
-                })
+                .get(&Space::System, &registry_key(p))
+                .ok()
+                .flatten()
                 .and_then(|raw| decode::<PartitionRecord>(&raw))
                 .map_or(now, |r| r.requested_ms);
             let rec = PartitionRecord {
@@ -369,24 +367,19 @@ impl Writer {
     ) -> Result<(), AppendError> {
         let existing = match claimed.get(&(p.clone(), c.id.clone())) {
             Some(r) => Some(r.clone()),
-            None => {
-                let cf = self
-                    .inner
-                    .engine
-                    .db()
-                    .cf_handle(&partition_cf(p))
-                    .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
-                self.inner
-                    .engine
-                    .db()
-                    .get_cf(&cf, transmission_key(&c.id))
-                    .map_err(AppendError::storage)?
-                    .map(|raw| {
-                        decode::<TransmissionRecord>(&raw)
-                            .ok_or_else(|| AppendError::BadState(p.to_string()))
-                    })
-                    .transpose()?
-            }
+            None => self
+                .inner
+                .engine
+                .get(&Space::Partition(p.clone()), &transmission_key(&c.id))
+                .map_err(|e| match e {
+                    crate::store::EngineError::NoSpace(p) => AppendError::UnknownPartition(p),
+                    e => AppendError::storage(e),
+                })?
+                .map(|raw| {
+                    decode::<TransmissionRecord>(&raw)
+                        .ok_or_else(|| AppendError::BadState(p.to_string()))
+                })
+                .transpose()?,
         };
         match existing {
             None => Ok(()),

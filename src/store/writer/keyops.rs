@@ -10,14 +10,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, StorageError, Target, Writer};
+use super::{AppendError, KeyActor, NewEntry, Ops, PState, Reply, Target, Writer};
 use crate::crypto::KekProvider;
 use crate::ledger::header::{Kind, PartitionId};
 use crate::ledger::payload::{KeyClass, KeyEvent, KeyEventKind};
 use crate::store::keyring::Rewrapped;
-use crate::store::records::{
-    INSTANCE_KEY, InstanceRecord, KeyStatus, SYS_CF, decode, dek_key, encode,
-};
+use crate::store::records::{INSTANCE_KEY, InstanceRecord, KeyStatus, decode, dek_key, encode};
 
 /// A progress key event is appended each time this many more entries have moved.
 const PROGRESS_EVERY: u64 = 10_000;
@@ -192,11 +190,11 @@ impl Writer {
     }
 
     fn sys_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, AppendError> {
-        let db = self.inner.engine.db();
-        let sys = db
-            .cf_handle(SYS_CF)
-            .ok_or(AppendError::Storage(StorageError::NoSystemFamily))?;
-        db.get_cf(&sys, key).map_err(AppendError::storage)
+        use crate::store::engine::{Space, View as _};
+        self.inner
+            .engine
+            .get(&Space::System, key)
+            .map_err(AppendError::storage)
     }
 
     /// Rewraps the key store (one synced batch, before the data batch), then records a

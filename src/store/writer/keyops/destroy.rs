@@ -9,9 +9,8 @@ use super::{DestroyScope, open_event, refused};
 use crate::ledger::envelope::EnvelopeRef;
 use crate::ledger::header::PartitionId;
 use crate::ledger::payload::{KeyClass, KeyEvent, KeyEventKind};
-use crate::store::records::{
-    KeyStatus, ShredRecord, dek_key, encode, index_key_slot, partition_cf, shred_key,
-};
+use crate::store::engine::{Space, View as _};
+use crate::store::records::{KeyStatus, ShredRecord, dek_key, encode, index_key_slot, shred_key};
 use crate::store::writer::{AppendError, KeyActor, Ops, PState, Target, Writer};
 
 /// The derived records a partition's destroy removes: `I` person tokens, `K` 高額 and
@@ -77,15 +76,13 @@ impl Writer {
         targets: &[u32],
     ) -> Result<BTreeMap<u32, u64>, AppendError> {
         let mut counts: BTreeMap<u32, u64> = targets.iter().map(|id| (*id, 0)).collect();
-        let db = self.inner.engine.db();
-        let cf = db
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
-        for item in db.prefix_iterator_cf(&cf, b"E") {
-            let (k, raw) = item.map_err(AppendError::storage)?;
-            if k.first() != Some(&b'E') {
-                break;
-            }
+        let scan = self
+            .inner
+            .engine
+            .scan_prefix(&Space::Partition(p.clone()), b"E")
+            .map_err(AppendError::storage)?;
+        for item in scan {
+            let (_, raw) = item.map_err(AppendError::storage)?;
             if let Ok(env) = EnvelopeRef::decode(&raw)
                 && let Some(c) = counts.get_mut(&env.key_id)
             {

@@ -8,9 +8,8 @@ use super::{PROGRESS_EVERY, ReencryptStep, open_event};
 use crate::ledger::envelope::{BodyRef, EnvelopeRef, SALT_LEN};
 use crate::ledger::header::PartitionId;
 use crate::ledger::payload::KeyEventKind;
-use crate::store::records::{
-    KeyStatus, ReencryptCursor, decode, encode, entry_key, partition_cf, reencrypt_key,
-};
+use crate::store::engine::{Space, View as _};
+use crate::store::records::{KeyStatus, ReencryptCursor, decode, encode, entry_key, reencrypt_key};
 use crate::store::writer::{AppendError, KeyActor, Ops, PState, Target, Writer};
 
 fn corrupt(p: &PartitionId, seq: u64, why: &str) -> AppendError {
@@ -42,14 +41,12 @@ impl Writer {
         let stop = cur.end.min(cur.next_seq.saturating_add(max.max(1)));
         // The writer's own handle: `reseal` below borrows the writer mutably.
         let inner = std::sync::Arc::clone(&self.inner);
-        let db = &inner.engine.db();
-        let cf = db
-            .cf_handle(&partition_cf(p))
-            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
+        let space = Space::Partition(p.clone());
         let mut rewritten = Vec::new();
         for seq in cur.next_seq..stop {
-            let raw = db
-                .get_cf(&cf, entry_key(seq))
+            let raw = inner
+                .engine
+                .get(&space, &entry_key(seq))
                 .map_err(AppendError::storage)?
                 .ok_or_else(|| corrupt(p, seq, "entry missing"))?;
             if let Some(out) = self.reseal(p, &mut st, seq, &raw, now, ops)? {
