@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 cargo fmt --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The replicated engine (issue 31) is a feature of its own; it is checked the same way.
+cargo clippy --features postgres --all-targets -- -D warnings
 # The API documentation builds without a warning (broken intra-doc links included).
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --quiet
 
@@ -42,6 +44,12 @@ if [ -n "$outside" ]; then
   echo "error: only src/store may name rocksdb; found in: $outside" >&2
   exit 1
 fi
+# Nor the replicated engine's client: only its engine module.
+outside=$(grep -rlE 'postgres::|tokio_postgres' src | grep -v '^src/store/engine/' || true)
+if [ -n "$outside" ]; then
+  echo "error: only src/store/engine may use the PostgreSQL client; found in: $outside" >&2
+  exit 1
+fi
 
 # Dependencies (issue 26): known advisories (offline RustSec copy), licenses, bans, sources.
 bash scripts/deny.sh
@@ -61,6 +69,15 @@ cargo test --workspace
 # profile so none can rot. No timing is asserted; the real runs are `cargo bench`
 # (docs/benchmarks.md).
 KUKAKU_BENCH_SMOKE=1 KUKAKU_BENCH_PARTITIONS=20 cargo test --workspace --benches
+
+# The storage seam's contract on the replicated engine (issue 31): a PostgreSQL cell of
+# three etcd members and three Patroni-managed PostgreSQL nodes on loopback, synchronous
+# replication (scripts/pg-cell.sh installs what is missing), stopped by PID afterwards.
+cell="$(mktemp -d)"
+trap 'bash scripts/pg-cell.sh stop "$cell" >/dev/null 2>&1 || true; rm -rf "$cell"' EXIT
+dsn="$(bash scripts/pg-cell.sh start "$cell")"
+KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --lib store::engine -- --ignored
+bash scripts/pg-cell.sh stop "$cell"
 
 # The terminal in a real browser (issue 6): headless Chromium driven by playwright-core, CJK
 # fonts for the screenshots and the PDF, pdftotext to read the PDF back.

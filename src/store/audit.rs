@@ -27,7 +27,11 @@ impl Store {
             store: self,
             p,
             space: self.inner.known(p).map_err(|e| other(p, 0, e))?,
-            view: self.inner.engine.snapshot(),
+            view: self
+                .inner
+                .engine
+                .snapshot()
+                .map_err(|e| other(p, 0, e.into()))?,
         };
         let mut checkpoints = Self::checkpoint_sizes_in(&*walk.view, p)
             .map_err(|e| other(p, 0, e))?

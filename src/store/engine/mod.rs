@@ -18,8 +18,20 @@
 
 use crate::ledger::PartitionId;
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the store opens it next (issue 31 item 2); its contract test runs today"
+    )
+)]
+mod postgres;
 mod rocks;
 
+#[cfg(feature = "postgres")]
+#[cfg_attr(not(test), expect(unused_imports, reason = "as for the module"))]
+pub use postgres::{PgTarget, PostgresEngine};
 pub(crate) use rocks::{DbView, RocksEngine};
 
 /// Where a key lives: the system space or a partition's.
@@ -75,6 +87,21 @@ pub enum EngineError {
     NoSpace(PartitionId),
     #[error("the system space is missing")]
     NoSystemSpace,
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL")]
+    Postgres(#[source] Box<::postgres::Error>),
+    /// The connection was lost while the commit was in flight: it may or may not have
+    /// happened. Never answered as either; the store is reopened and reads every head.
+    #[cfg(feature = "postgres")]
+    #[error("the commit's outcome is unknown (the connection was lost during COMMIT)")]
+    Unknown(#[source] Box<::postgres::Error>),
+    /// Another writer took the epoch: this one must not write again.
+    #[error("fenced: another writer took over from epoch {0}")]
+    Fenced(i64),
+    #[error("the schema name must be [a-z_][a-z0-9_]*, at most 63 bytes")]
+    BadSchema,
+    #[error("an engine lock was poisoned by a panic")]
+    Poisoned,
 }
 
 /// Reads of one state: the latest committed one, or a snapshot's.
@@ -110,7 +137,7 @@ pub(crate) trait View {
 /// An ordered key-value engine with atomic durable batches (see the module comment).
 pub(crate) trait Engine: View + Send + Sync {
     /// A view of one state of every space, unchanged by later commits.
-    fn snapshot(&self) -> Box<dyn View + '_>;
+    fn snapshot(&self) -> Result<Box<dyn View + '_>, EngineError>;
 
     /// Writes `ops` atomically and durably, in order (a later op on a key wins).
     fn commit(&self, ops: Vec<Op>) -> Result<(), EngineError>;

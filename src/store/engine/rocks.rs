@@ -136,11 +136,11 @@ impl View for RocksSnapshot<'_> {
 }
 
 impl Engine for RocksEngine {
-    fn snapshot(&self) -> Box<dyn View + '_> {
-        Box::new(RocksSnapshot {
+    fn snapshot(&self) -> Result<Box<dyn View + '_>, EngineError> {
+        Ok(Box::new(RocksSnapshot {
             engine: self,
             snapshot: self.db.snapshot(),
-        })
+        }))
     }
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), EngineError> {

@@ -69,7 +69,7 @@ fn contract(engine: &dyn Engine) {
     assert!(keys(engine.scan_prefix(&sb, b"E").unwrap()).is_empty());
 
     // A snapshot keeps its state across spaces while commits go on.
-    let snapshot = engine.snapshot();
+    let snapshot = engine.snapshot().unwrap();
     engine
         .commit(vec![
             put(&sa, b"k", b"a2"),
@@ -141,4 +141,73 @@ fn rocksdb_commits_are_durable_across_a_reopen() {
         engine.get(&Space::Partition(a), b"E1").unwrap().as_deref(),
         Some(&b"v"[..])
     );
+}
+
+/// The same contract on PostgreSQL (`--features postgres`), against the cell the test
+/// command starts (`scripts/pg-cell.sh`, DSN in `KUKAKU_TEST_PG_DSN`); ignored by a plain
+/// `cargo test`, run by the test command with `--ignored`.
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use crate::store::engine::{PgTarget, PostgresEngine};
+
+    /// A fresh schema of its own for each test.
+    fn target(name: &str) -> PgTarget {
+        let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect(
+            "KUKAKU_TEST_PG_DSN: a PostgreSQL DSN (scripts/test.sh starts a cell and sets it)",
+        );
+        let schema = format!("t_{name}_{}", std::process::id());
+        let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .unwrap();
+        PgTarget { dsn, schema }
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn postgres_keeps_the_contract() {
+        contract(&PostgresEngine::open(target("contract"), "test").unwrap());
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn a_fenced_writer_never_commits_again() {
+        let t = target("fence");
+        let first = PostgresEngine::open(t.clone(), "first").unwrap();
+        first.commit(vec![put(&Space::System, b"a", b"1")]).unwrap();
+        let second = PostgresEngine::open(t, "second").unwrap();
+        assert!(second.epoch() > first.epoch());
+        let e = first.commit(vec![put(&Space::System, b"a", b"stale")]);
+        assert!(matches!(e, Err(EngineError::Fenced(_))), "{e:?}");
+        assert_eq!(
+            second.get(&Space::System, b"a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        second
+            .commit(vec![put(&Space::System, b"a", b"2")])
+            .unwrap();
+        assert_eq!(
+            first.get(&Space::System, b"a").unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
+    }
+
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn a_long_scan_pages_through_every_key_in_order() {
+        let engine = PostgresEngine::open(target("pages"), "test").unwrap();
+        let a = pid("131011");
+        engine.create_spaces(std::slice::from_ref(&a)).unwrap();
+        let sa = Space::Partition(a);
+        let ops = (0u16..1000)
+            .map(|i| put(&sa, &[b"E".as_slice(), &i.to_be_bytes()].concat(), b"v"))
+            .collect();
+        engine.commit(ops).unwrap();
+        let forward = keys(engine.scan_prefix(&sa, b"E").unwrap());
+        assert_eq!(forward.len(), 1000);
+        assert!(forward.windows(2).all(|w| w[0] < w[1]));
+        let reverse = keys(engine.scan(&sa, &[0xff], Dir::Reverse).unwrap());
+        assert_eq!(reverse.len(), 1000);
+        assert!(reverse.windows(2).all(|w| w[0] > w[1]));
+    }
 }

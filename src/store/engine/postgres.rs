@@ -1,0 +1,423 @@
+//! A replicated engine: PostgreSQL (issue 31; docs/ARCHITECTURE.md, "Storage engines"), run
+//! as a cell by Patroni with synchronous replication, so that a `COMMIT` that returns is on
+//! a standby too (`synchronous_commit = on`, `synchronous_mode_strict`).
+//!
+//! Layout, in a schema of its own (`kukaku` unless told otherwise):
+//! - `kv(space, key, value)`, primary key `(space, key)`: every space in one table, the
+//!   space the first column of the key. No statement here reads or writes without
+//!   `space = $1`, and the [`View`] API cannot express a read without a space, so
+//!   per-partition isolation stays structural; one table keeps a group commit over many
+//!   partitions one statement per kind of write instead of one per partition.
+//!   `bytea` compares bytewise, so the key order is RocksDB's.
+//! - `spaces(space)`: the spaces that exist ([`Engine::create_spaces`]).
+//! - `writer(id = 1, epoch, holder)`: the writer fence. Opening an engine takes the next
+//!   epoch; each commit updates the row where the epoch is still its own, in the commit's
+//!   transaction, so a writer whose epoch was taken can never commit again ([`EngineError::Fenced`]).
+//!
+//! The bytes stored are those RocksDB stores: keys and values of docs/format.md §7.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::{Mutex, RwLock};
+
+use postgres::{Client, NoTls};
+
+use super::{Dir, Engine, EngineError, Op, Pair, Scan, Space, View};
+use crate::ledger::PartitionId;
+use crate::store::records::{SYS_CF, partition_cf};
+
+/// Rows fetched per round trip of a scan.
+const PAGE: i64 = 256;
+
+/// Where a PostgreSQL engine lives: a libpq connection string and the schema.
+#[derive(Clone)]
+pub struct PgTarget {
+    /// e.g. `host=10.0.0.1,10.0.0.2 port=5432,5432 user=kukaku dbname=kukaku
+    /// target_session_attrs=read-write` (any libpq form; the password belongs in a
+    /// `.pgpass`, not here, but one given here is never logged).
+    pub dsn: String,
+    /// The schema holding kukaku's tables (`[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub schema: String,
+}
+
+impl std::fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTarget")
+            .field("dsn", &"<redacted>")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+/// PostgreSQL behind the seam.
+pub struct PostgresEngine {
+    target: PgTarget,
+    /// Reads of the latest state.
+    reader: Mutex<Client>,
+    /// Commits, with the fence.
+    writer: Mutex<Client>,
+    /// This writer's epoch.
+    epoch: i64,
+    /// Spaces known to exist (they are never dropped).
+    spaces: RwLock<HashSet<String>>,
+}
+
+fn space_name(space: &Space) -> String {
+    match space {
+        Space::System => SYS_CF.to_owned(),
+        Space::Partition(p) => partition_cf(p),
+    }
+}
+
+fn pg(e: postgres::Error) -> EngineError {
+    EngineError::Postgres(Box::new(e))
+}
+
+impl PostgresEngine {
+    /// Connects, makes the schema and tables if missing, and takes the writer epoch as
+    /// `holder` (fencing any earlier writer).
+    pub fn open(target: PgTarget, holder: &str) -> Result<Self, EngineError> {
+        if !valid_schema(&target.schema) {
+            return Err(EngineError::BadSchema);
+        }
+        let mut writer = connect(&target)?;
+        let s = &target.schema;
+        writer
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE IF NOT EXISTS {s}.kv (space text NOT NULL, key bytea NOT NULL,
+                     value bytea NOT NULL, PRIMARY KEY (space, key));
+                 CREATE TABLE IF NOT EXISTS {s}.spaces (space text PRIMARY KEY);
+                 CREATE TABLE IF NOT EXISTS {s}.writer (id int PRIMARY KEY CHECK (id = 1),
+                     epoch bigint NOT NULL, holder text NOT NULL);
+                 INSERT INTO {s}.writer VALUES (1, 0, '') ON CONFLICT DO NOTHING;
+                 INSERT INTO {s}.spaces VALUES ('{SYS_CF}') ON CONFLICT DO NOTHING;"
+            ))
+            .map_err(pg)?;
+        let epoch: i64 = writer
+            .query_one(
+                &format!(
+                    "UPDATE {s}.writer SET epoch = epoch + 1, holder = $1 WHERE id = 1
+                     RETURNING epoch"
+                ),
+                &[&holder],
+            )
+            .map_err(pg)?
+            .get(0);
+        let spaces = writer
+            .query(&format!("SELECT space FROM {s}.spaces"), &[])
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let reader = connect(&target)?;
+        Ok(PostgresEngine {
+            target,
+            reader: Mutex::new(reader),
+            writer: Mutex::new(writer),
+            epoch,
+            spaces: RwLock::new(spaces),
+        })
+    }
+
+    /// This writer's epoch.
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    fn known(&self, space: &Space) -> Result<String, EngineError> {
+        let name = space_name(space);
+        let cached = self.spaces.read().is_ok_and(|s| s.contains(&name));
+        if cached || self.lookup_space(&name)? {
+            return Ok(name);
+        }
+        Err(match space {
+            Space::System => EngineError::NoSystemSpace,
+            Space::Partition(p) => EngineError::NoSpace(p.clone()),
+        })
+    }
+
+    /// A space another process may have made since this one cached the list.
+    fn lookup_space(&self, name: &str) -> Result<bool, EngineError> {
+        let s = &self.target.schema;
+        let found = lock(&self.reader)?
+            .query_opt(
+                &format!("SELECT 1 FROM {s}.spaces WHERE space = $1"),
+                &[&name],
+            )
+            .map_err(pg)?
+            .is_some();
+        if found && let Ok(mut spaces) = self.spaces.write() {
+            spaces.insert(name.to_owned());
+        }
+        Ok(found)
+    }
+}
+
+fn valid_schema(s: &str) -> bool {
+    let mut chars = s.chars();
+    s.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn connect(target: &PgTarget) -> Result<Client, EngineError> {
+    Client::connect(&target.dsn, NoTls).map_err(pg)
+}
+
+fn lock(m: &Mutex<Client>) -> Result<std::sync::MutexGuard<'_, Client>, EngineError> {
+    m.lock().map_err(|_| EngineError::Poisoned)
+}
+
+/// Reads through one connection: the engine's reader, or a snapshot's own.
+fn get_on(
+    conn: &Mutex<Client>,
+    schema: &str,
+    space: &str,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, EngineError> {
+    Ok(lock(conn)?
+        .query_opt(
+            &format!("SELECT value FROM {schema}.kv WHERE space = $1 AND key = $2"),
+            &[&space, &key],
+        )
+        .map_err(pg)?
+        .map(|r| r.get::<_, Vec<u8>>(0)))
+}
+
+/// A scan fetched a page at a time, each page its own statement on the connection.
+struct PgScan<'a> {
+    conn: &'a Mutex<Client>,
+    schema: &'a str,
+    space: String,
+    from: Vec<u8>,
+    /// Whether `from` itself is still to be returned (the first page).
+    inclusive: bool,
+    dir: Dir,
+    page: VecDeque<Pair>,
+    done: bool,
+}
+
+impl PgScan<'_> {
+    fn fetch(&mut self) -> Result<(), EngineError> {
+        let (cmp, order) = match (self.dir, self.inclusive) {
+            (Dir::Forward, true) => (">=", "ASC"),
+            (Dir::Forward, false) => (">", "ASC"),
+            (Dir::Reverse, true) => ("<=", "DESC"),
+            (Dir::Reverse, false) => ("<", "DESC"),
+        };
+        let sql = format!(
+            "SELECT key, value FROM {}.kv WHERE space = $1 AND key {cmp} $2
+             ORDER BY key {order} LIMIT {PAGE}",
+            self.schema
+        );
+        let rows = lock(self.conn)?
+            .query(&sql, &[&self.space, &self.from])
+            .map_err(pg)?;
+        self.done = (rows.len() as i64) < PAGE;
+        self.inclusive = false;
+        for row in rows {
+            let (k, v): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+            self.from.clone_from(&k);
+            self.page.push_back((k.into(), v.into()));
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for PgScan<'_> {
+    type Item = Result<Pair, EngineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.page.is_empty()
+            && !self.done
+            && let Err(e) = self.fetch()
+        {
+            self.done = true;
+            return Some(Err(e));
+        }
+        self.page.pop_front().map(Ok)
+    }
+}
+
+fn scan_on<'a>(
+    conn: &'a Mutex<Client>,
+    schema: &'a str,
+    space: String,
+    from: &[u8],
+    dir: Dir,
+) -> Scan<'a> {
+    Box::new(PgScan {
+        conn,
+        schema,
+        space,
+        from: from.to_vec(),
+        inclusive: true,
+        dir,
+        page: VecDeque::new(),
+        done: false,
+    })
+}
+
+impl View for PostgresEngine {
+    fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let name = self.known(space)?;
+        get_on(&self.reader, &self.target.schema, &name, key)
+    }
+
+    fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError> {
+        let name = self.known(space)?;
+        Ok(scan_on(&self.reader, &self.target.schema, name, from, dir))
+    }
+}
+
+/// A snapshot: a connection of its own in a repeatable-read, read-only transaction, so every
+/// read sees one state of every space; dropping it closes the connection.
+struct PgSnapshot<'a> {
+    engine: &'a PostgresEngine,
+    conn: Mutex<Client>,
+}
+
+impl View for PgSnapshot<'_> {
+    fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        let name = self.engine.known(space)?;
+        get_on(&self.conn, &self.engine.target.schema, &name, key)
+    }
+
+    fn scan<'b>(&'b self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'b>, EngineError> {
+        let name = self.engine.known(space)?;
+        Ok(scan_on(
+            &self.conn,
+            &self.engine.target.schema,
+            name,
+            from,
+            dir,
+        ))
+    }
+}
+
+impl Engine for PostgresEngine {
+    fn snapshot(&self) -> Result<Box<dyn View + '_>, EngineError> {
+        let mut conn = connect(&self.target)?;
+        // A repeatable-read transaction takes its snapshot at its first statement, not at
+        // BEGIN: the SELECT fixes it now (the contract test found reads of later commits).
+        conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+            .map_err(pg)?;
+        Ok(Box::new(PgSnapshot {
+            engine: self,
+            conn: Mutex::new(conn),
+        }))
+    }
+
+    fn commit(&self, ops: Vec<Op>) -> Result<(), EngineError> {
+        let s = &self.target.schema;
+        let mut resolved = Vec::with_capacity(ops.len());
+        for op in ops {
+            let space = match &op {
+                Op::Put { space, .. }
+                | Op::Delete { space, .. }
+                | Op::DeleteRange { space, .. } => space,
+            };
+            resolved.push((self.known(space)?, op));
+        }
+        let mut client = lock(&self.writer)?;
+        let mut tx = client.transaction().map_err(pg)?;
+        let fenced = tx
+            .execute(
+                &format!("UPDATE {s}.writer SET epoch = epoch WHERE id = 1 AND epoch = $1"),
+                &[&self.epoch],
+            )
+            .map_err(pg)?;
+        if fenced != 1 {
+            return Err(EngineError::Fenced(self.epoch));
+        }
+        let mut puts = BTreeMap::new();
+        for (name, op) in resolved {
+            match op {
+                Op::Put { key, value, .. } => {
+                    puts.insert((name, key), value);
+                }
+                Op::Delete { key, .. } => {
+                    write_puts(&mut tx, s, &mut puts)?;
+                    tx.execute(
+                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key = $2"),
+                        &[&name, &key],
+                    )
+                    .map_err(pg)?;
+                }
+                Op::DeleteRange { from, to, .. } => {
+                    write_puts(&mut tx, s, &mut puts)?;
+                    tx.execute(
+                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key >= $2 AND key < $3"),
+                        &[&name, &from, &to],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+        }
+        write_puts(&mut tx, s, &mut puts)?;
+        // A connection lost here leaves the outcome unknown: the caller must not answer
+        // either way (the writer poisons the store; a reopen reads every head again).
+        tx.commit().map_err(|e| EngineError::Unknown(Box::new(e)))
+    }
+
+    fn has_space(&self, p: &PartitionId) -> bool {
+        self.known(&Space::Partition(p.clone())).is_ok()
+    }
+
+    fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError> {
+        let names: Vec<String> = partitions.iter().map(partition_cf).collect();
+        let s = &self.target.schema;
+        lock(&self.writer)?
+            .execute(
+                &format!("INSERT INTO {s}.spaces SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"),
+                &[&names],
+            )
+            .map_err(pg)?;
+        if let Ok(mut spaces) = self.spaces.write() {
+            spaces.extend(names);
+        }
+        Ok(())
+    }
+
+    fn purge_deleted(&self, _p: &PartitionId) -> Result<(), EngineError> {
+        // Dead row versions go at the next vacuum; old copies persist in WAL, standbys and
+        // backups whatever kukaku does (docs/keys.md: destroy holds because the KEK is
+        // rotated and never in the database).
+        let s = &self.target.schema;
+        lock(&self.writer)?
+            .batch_execute(&format!("VACUUM {s}.kv"))
+            .map_err(pg)
+    }
+}
+
+/// The puts gathered since the last delete, as one statement (a later put of a key in the
+/// batch has replaced an earlier one already).
+fn write_puts(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &str,
+    puts: &mut BTreeMap<(String, Vec<u8>), Vec<u8>>,
+) -> Result<(), EngineError> {
+    if puts.is_empty() {
+        return Ok(());
+    }
+    let mut spaces = Vec::with_capacity(puts.len());
+    let mut keys = Vec::with_capacity(puts.len());
+    let mut values = Vec::with_capacity(puts.len());
+    for ((space, key), value) in std::mem::take(puts) {
+        spaces.push(space);
+        keys.push(key);
+        values.push(value);
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.kv (space, key, value)
+             SELECT * FROM unnest($1::text[], $2::bytea[], $3::bytea[])
+             ON CONFLICT (space, key) DO UPDATE SET value = excluded.value"
+        ),
+        &[&spaces, &keys, &values],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
