@@ -147,6 +147,8 @@ pub enum OpenError {
     Kek(#[from] KekError),
     #[error("storage")]
     Db(#[from] rocksdb::Error),
+    #[error("the storage engine")]
+    Engine(#[from] EngineError),
     #[error("the instance at {0} is in use by another process (is `kukaku serve` running?)")]
     InUse(PathBuf),
     #[error("no kukaku instance at {0}; run `kukaku init` first")]

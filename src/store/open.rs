@@ -3,6 +3,7 @@
 //! families, owner-only files, and the writer thread.
 
 use super::*;
+use engine::{Engine as _, Space, View};
 
 enum KekChoice {
     Fixed(Arc<dyn KekProvider>),
@@ -91,11 +92,10 @@ fn load_cosigner(keyring: &Keyring, origin: &str) -> Result<Cosigner, OpenError>
 
 /// The signing keys the instance has had: the `J` record, or version 1 alone.
 fn read_signing_keys(
-    db: &DB,
+    view: &dyn View,
     record: &InstanceRecord,
 ) -> Result<Vec<records::SigningKeyRecord>, OpenError> {
-    let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
-    match db.get_cf(&sys, records::SIGNING_KEYS)? {
+    match system_get(view, records::SIGNING_KEYS)? {
         Some(raw) => decode::<records::SigningKeys>(&raw)
             .map(|k| k.keys)
             .ok_or_else(|| OpenError::Signing("signing key list unreadable".into())),
@@ -262,11 +262,13 @@ impl Store {
             kek_fingerprint: kek.fingerprint(),
             created_ms: now_ms(),
         };
-        let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
         let bytes = encode(&record).map_err(|_| OpenError::BadInstanceRecord)?;
-        db.put_cf_opt(&sys, INSTANCE_KEY, bytes, &sync_write())?;
-        drop(sys);
-        drop(db);
+        // An engine only to write the record (it makes no family, so default options).
+        engine::RocksEngine::new(db, Options::default()).commit(vec![engine::Op::Put {
+            space: Space::System,
+            key: INSTANCE_KEY.to_vec(),
+            value: bytes,
+        }])?;
         drop(kek);
         Self::open(paths, options)
     }
@@ -311,7 +313,8 @@ impl Store {
         }
         check_private(paths)?;
         let (db, names, cfo) = open_data(paths, &options)?;
-        let record = instance_record(&db)?;
+        let engine = engine::RocksEngine::new(db, cfo);
+        let record = instance_record(&engine)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         let stored = keyring::stored_fingerprint(&keys).map_err(OpenError::KeyStore)?;
         let (kek, source, finish_rotation) = match choice {
@@ -329,12 +332,12 @@ impl Store {
         }
         let events_needed = record.kek_fingerprint != kek.fingerprint();
         let keyring = Keyring::new(keys, kek);
-        let signing_keys = read_signing_keys(&db, &record)?;
+        let signing_keys = read_signing_keys(&engine, &record)?;
         let signer = load_signer(&keyring, &record.origin, &signing_keys)?;
         let cosigner = load_cosigner(&keyring, &record.origin)?;
         let anchored = anchor::load(&paths.anchor)?.unwrap_or_default();
         let inner = Arc::new(Inner {
-            engine: engine::RocksEngine::new(db, cfo),
+            engine,
             anchor: anchor::Anchor::new(paths.anchor.clone(), anchored.clone()),
             cosigner,
             cosign_lock: Mutex::new(()),
@@ -419,12 +422,17 @@ fn open_data(
     Ok((db, names, cfo))
 }
 
+/// A record of the system space (an instance without one has no instance record).
+fn system_get(view: &dyn View, key: &[u8]) -> Result<Option<Vec<u8>>, OpenError> {
+    view.get(&Space::System, key).map_err(|e| match e {
+        EngineError::NoSystemSpace => OpenError::BadInstanceRecord,
+        e => OpenError::Engine(e),
+    })
+}
+
 /// The instance record, of this format version.
-fn instance_record(db: &DB) -> Result<InstanceRecord, OpenError> {
-    let sys = db.cf_handle(SYS_CF).ok_or(OpenError::BadInstanceRecord)?;
-    let raw = db
-        .get_cf(&sys, INSTANCE_KEY)?
-        .ok_or(OpenError::BadInstanceRecord)?;
+fn instance_record(view: &dyn View) -> Result<InstanceRecord, OpenError> {
+    let raw = system_get(view, INSTANCE_KEY)?.ok_or(OpenError::BadInstanceRecord)?;
     let record: InstanceRecord = decode(&raw).ok_or(OpenError::BadInstanceRecord)?;
     if record.format != FORMAT_VERSION {
         return Err(OpenError::Format(record.format));
