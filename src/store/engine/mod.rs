@@ -102,6 +102,8 @@ pub enum EngineError {
     BadSchema,
     #[error("an engine lock was poisoned by a panic")]
     Poisoned,
+    #[error("the snapshot's connection was lost; take a new snapshot")]
+    SnapshotLost,
 }
 
 /// Reads of one state: the latest committed one, or a snapshot's.

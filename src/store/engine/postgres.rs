@@ -51,10 +51,10 @@ impl std::fmt::Debug for PgTarget {
 /// PostgreSQL behind the seam.
 pub struct PostgresEngine {
     target: PgTarget,
-    /// Reads of the latest state.
-    reader: Mutex<Client>,
-    /// Commits, with the fence.
-    writer: Mutex<Client>,
+    /// Reads of the latest state (made again after a lost connection: a failover).
+    reader: Conn,
+    /// Commits, with the fence (made again likewise).
+    writer: Conn,
     /// This writer's epoch.
     epoch: i64,
     /// Spaces known to exist (they are never dropped).
@@ -109,11 +109,10 @@ impl PostgresEngine {
             .iter()
             .map(|r| r.get::<_, String>(0))
             .collect();
-        let reader = connect(&target)?;
         Ok(PostgresEngine {
             target,
-            reader: Mutex::new(reader),
-            writer: Mutex::new(writer),
+            reader: Conn::new(None),
+            writer: Conn::new(Some(writer)),
             epoch,
             spaces: RwLock::new(spaces),
         })
@@ -139,12 +138,10 @@ impl PostgresEngine {
     /// A space another process may have made since this one cached the list.
     fn lookup_space(&self, name: &str) -> Result<bool, EngineError> {
         let s = &self.target.schema;
-        let found = lock(&self.reader)?
-            .query_opt(
-                &format!("SELECT 1 FROM {s}.spaces WHERE space = $1"),
-                &[&name],
-            )
-            .map_err(pg)?
+        let sql = format!("SELECT 1 FROM {s}.spaces WHERE space = $1");
+        let found = self
+            .reader
+            .with(&self.target, |c| c.query_opt(&sql, &[&name]))?
             .is_some();
         if found && let Ok(mut spaces) = self.spaces.write() {
             spaces.insert(name.to_owned());
@@ -166,30 +163,83 @@ fn connect(target: &PgTarget) -> Result<Client, EngineError> {
     Client::connect(&target.dsn, NoTls).map_err(pg)
 }
 
-fn lock(m: &Mutex<Client>) -> Result<std::sync::MutexGuard<'_, Client>, EngineError> {
-    m.lock().map_err(|_| EngineError::Poisoned)
+/// A connection made on first use and made again after it was lost: after a failover the
+/// DSN's `target_session_attrs=read-write` finds the new leader. A statement that fails on
+/// a lost connection fails (its caller decides); the next one reconnects. A snapshot's
+/// connection is never made again (a new one would not see the snapshot's state).
+struct Conn {
+    slot: Mutex<Option<Client>>,
+    reconnect: bool,
+}
+
+impl Conn {
+    fn new(client: Option<Client>) -> Self {
+        Conn {
+            slot: Mutex::new(client),
+            reconnect: true,
+        }
+    }
+
+    fn with<T>(
+        &self,
+        target: &PgTarget,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, EngineError> {
+        let mut session = self.session(target)?;
+        f(session.client()?).map_err(pg)
+    }
+
+    /// The connection, made (again) if it is missing or lost.
+    fn session(&self, target: &PgTarget) -> Result<Session<'_>, EngineError> {
+        let mut slot = self.slot.lock().map_err(|_| EngineError::Poisoned)?;
+        if slot.as_ref().is_none_or(Client::is_closed) {
+            if !self.reconnect {
+                return Err(EngineError::SnapshotLost);
+            }
+            *slot = Some(connect(target)?);
+        }
+        Ok(Session(slot))
+    }
+}
+
+/// A connection in use; a connection found lost when it is put back is dropped, so the
+/// next use makes a new one.
+struct Session<'a>(std::sync::MutexGuard<'a, Option<Client>>);
+
+impl Session<'_> {
+    fn client(&mut self) -> Result<&mut Client, EngineError> {
+        self.0.as_mut().ok_or(EngineError::Poisoned)
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        if self.0.as_ref().is_some_and(Client::is_closed) {
+            *self.0 = None;
+        }
+    }
 }
 
 /// Reads through one connection: the engine's reader, or a snapshot's own.
 fn get_on(
-    conn: &Mutex<Client>,
-    schema: &str,
+    conn: &Conn,
+    target: &PgTarget,
     space: &str,
     key: &[u8],
 ) -> Result<Option<Vec<u8>>, EngineError> {
-    Ok(lock(conn)?
-        .query_opt(
-            &format!("SELECT value FROM {schema}.kv WHERE space = $1 AND key = $2"),
-            &[&space, &key],
-        )
-        .map_err(pg)?
+    let sql = format!(
+        "SELECT value FROM {}.kv WHERE space = $1 AND key = $2",
+        target.schema
+    );
+    Ok(conn
+        .with(target, |c| c.query_opt(&sql, &[&space, &key]))?
         .map(|r| r.get::<_, Vec<u8>>(0)))
 }
 
 /// A scan fetched a page at a time, each page its own statement on the connection.
 struct PgScan<'a> {
-    conn: &'a Mutex<Client>,
-    schema: &'a str,
+    conn: &'a Conn,
+    target: &'a PgTarget,
     space: String,
     from: Vec<u8>,
     /// Whether `from` itself is still to be returned (the first page).
@@ -210,11 +260,12 @@ impl PgScan<'_> {
         let sql = format!(
             "SELECT key, value FROM {}.kv WHERE space = $1 AND key {cmp} $2
              ORDER BY key {order} LIMIT {PAGE}",
-            self.schema
+            self.target.schema
         );
-        let rows = lock(self.conn)?
-            .query(&sql, &[&self.space, &self.from])
-            .map_err(pg)?;
+        let (space, from) = (&self.space, &self.from);
+        let rows = self
+            .conn
+            .with(self.target, |c| c.query(&sql, &[space, from]))?;
         self.done = (rows.len() as i64) < PAGE;
         self.inclusive = false;
         for row in rows {
@@ -242,15 +293,15 @@ impl Iterator for PgScan<'_> {
 }
 
 fn scan_on<'a>(
-    conn: &'a Mutex<Client>,
-    schema: &'a str,
+    conn: &'a Conn,
+    target: &'a PgTarget,
     space: String,
     from: &[u8],
     dir: Dir,
 ) -> Scan<'a> {
     Box::new(PgScan {
         conn,
-        schema,
+        target,
         space,
         from: from.to_vec(),
         inclusive: true,
@@ -263,12 +314,12 @@ fn scan_on<'a>(
 impl View for PostgresEngine {
     fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let name = self.known(space)?;
-        get_on(&self.reader, &self.target.schema, &name, key)
+        get_on(&self.reader, &self.target, &name, key)
     }
 
     fn scan<'a>(&'a self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'a>, EngineError> {
         let name = self.known(space)?;
-        Ok(scan_on(&self.reader, &self.target.schema, name, from, dir))
+        Ok(scan_on(&self.reader, &self.target, name, from, dir))
     }
 }
 
@@ -276,24 +327,18 @@ impl View for PostgresEngine {
 /// read sees one state of every space; dropping it closes the connection.
 struct PgSnapshot<'a> {
     engine: &'a PostgresEngine,
-    conn: Mutex<Client>,
+    conn: Conn,
 }
 
 impl View for PgSnapshot<'_> {
     fn get(&self, space: &Space, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         let name = self.engine.known(space)?;
-        get_on(&self.conn, &self.engine.target.schema, &name, key)
+        get_on(&self.conn, &self.engine.target, &name, key)
     }
 
     fn scan<'b>(&'b self, space: &Space, from: &[u8], dir: Dir) -> Result<Scan<'b>, EngineError> {
         let name = self.engine.known(space)?;
-        Ok(scan_on(
-            &self.conn,
-            &self.engine.target.schema,
-            name,
-            from,
-            dir,
-        ))
+        Ok(scan_on(&self.conn, &self.engine.target, name, from, dir))
     }
 }
 
@@ -304,9 +349,13 @@ impl Engine for PostgresEngine {
         // BEGIN: the SELECT fixes it now (the contract test found reads of later commits).
         conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
             .map_err(pg)?;
+        // Its connection is never made again: a new one would not see this state.
         Ok(Box::new(PgSnapshot {
             engine: self,
-            conn: Mutex::new(conn),
+            conn: Conn {
+                slot: Mutex::new(Some(conn)),
+                reconnect: false,
+            },
         }))
     }
 
@@ -321,8 +370,8 @@ impl Engine for PostgresEngine {
             };
             resolved.push((self.known(space)?, op));
         }
-        let mut client = lock(&self.writer)?;
-        let mut tx = client.transaction().map_err(pg)?;
+        let mut session = self.writer.session(&self.target)?;
+        let mut tx = session.client()?.transaction().map_err(pg)?;
         let fenced = tx
             .execute(
                 &format!("UPDATE {s}.writer SET epoch = epoch WHERE id = 1 AND epoch = $1"),
@@ -369,12 +418,10 @@ impl Engine for PostgresEngine {
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError> {
         let names: Vec<String> = partitions.iter().map(partition_cf).collect();
         let s = &self.target.schema;
-        lock(&self.writer)?
-            .execute(
-                &format!("INSERT INTO {s}.spaces SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"),
-                &[&names],
-            )
-            .map_err(pg)?;
+        let sql =
+            format!("INSERT INTO {s}.spaces SELECT unnest($1::text[]) ON CONFLICT DO NOTHING");
+        self.writer
+            .with(&self.target, |c| c.execute(&sql, &[&names]))?;
         if let Ok(mut spaces) = self.spaces.write() {
             spaces.extend(names);
         }
@@ -386,9 +433,8 @@ impl Engine for PostgresEngine {
         // backups whatever kukaku does (docs/keys.md: destroy holds because the KEK is
         // rotated and never in the database).
         let s = &self.target.schema;
-        lock(&self.writer)?
-            .batch_execute(&format!("VACUUM {s}.kv"))
-            .map_err(pg)
+        let sql = format!("VACUUM {s}.kv");
+        self.writer.with(&self.target, |c| c.batch_execute(&sql))
     }
 }
 

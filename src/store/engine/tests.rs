@@ -211,3 +211,129 @@ mod pg {
         assert!(reverse.windows(2).all(|w| w[0] > w[1]));
     }
 }
+
+/// The loss of the cell's leader (`--features postgres`, run alone by the test command: it
+/// kills a member of the cell `KUKAKU_TEST_PG_CELL` names).
+#[cfg(feature = "postgres")]
+mod pg_failover {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::store::engine::{PgTarget, PostgresEngine};
+
+    const KEYS: u32 = 10;
+
+    fn key(batch: u32, i: u32) -> Vec<u8> {
+        [batch.to_be_bytes(), i.to_be_bytes()].concat()
+    }
+
+    /// Kills the leader's Patroni and then its PostgreSQL (SIGKILL both, so no one restarts
+    /// it in place): the cell must elect the synchronous standby.
+    fn kill_leader(cell: &std::path::Path) -> String {
+        let out = std::process::Command::new("bash")
+            .args(["scripts/pg-cell.sh", "status"])
+            .arg(cell)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let leader = status["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["role"] == "leader")
+            .and_then(|m| m["name"].as_str())
+            .unwrap()
+            .to_owned();
+        let n = leader.trim_start_matches("pg");
+        let pids = std::fs::read_to_string(cell.join("pids")).unwrap();
+        let patroni = pids
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("patroni{n} ")))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let postmaster = std::fs::read_to_string(cell.join(format!("pg{n}/postmaster.pid")))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        for pid in [patroni, postmaster] {
+            std::process::Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap();
+        }
+        leader
+    }
+
+    #[test]
+    #[ignore = "kills a member of the cell: run alone by the test command"]
+    fn acknowledged_commits_survive_the_loss_of_the_leader() {
+        let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
+        let cell = std::env::var("KUKAKU_TEST_PG_CELL").expect("KUKAKU_TEST_PG_CELL");
+        let schema = format!("t_failover_{}", std::process::id());
+        let engine = PostgresEngine::open(PgTarget { dsn, schema }, "test").unwrap();
+        let a = pid("131011");
+        engine.create_spaces(std::slice::from_ref(&a)).unwrap();
+        let sa = Space::Partition(a);
+
+        let (mut acked, mut failed, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        let started = Instant::now();
+        let mut killed: Option<(Instant, String)> = None;
+        let mut resumed: Option<Duration> = None;
+        let mut acked_since = 0;
+        let mut batch = 0u32;
+        while acked_since < 20 {
+            assert!(
+                started.elapsed() < Duration::from_secs(150),
+                "writes did not resume within 150 s of the leader's loss"
+            );
+            if killed.is_none() && acked.len() >= 50 {
+                killed = Some((Instant::now(), kill_leader(std::path::Path::new(&cell))));
+            }
+            let ops = (0..KEYS)
+                .map(|i| put(&sa, &key(batch, i), &batch.to_be_bytes()))
+                .collect();
+            match engine.commit(ops) {
+                Ok(()) => {
+                    acked.push(batch);
+                    if let Some((at, _)) = &killed {
+                        acked_since += 1;
+                        resumed.get_or_insert(at.elapsed());
+                    }
+                }
+                Err(EngineError::Unknown(_)) => unknown.push(batch),
+                Err(_) => {
+                    failed.push(batch);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            batch += 1;
+        }
+        let whole = |b: u32| {
+            let n = (0..KEYS)
+                .filter(|i| engine.get(&sa, &key(b, *i)).unwrap().is_some())
+                .count();
+            u32::try_from(n).unwrap()
+        };
+        for b in &acked {
+            assert_eq!(whole(*b), KEYS, "acknowledged batch {b} is not whole");
+        }
+        for b in &failed {
+            assert_eq!(whole(*b), 0, "failed batch {b} left keys behind");
+        }
+        for b in &unknown {
+            assert!([0, KEYS].contains(&whole(*b)), "batch {b} is half there");
+        }
+        let (_, leader) = killed.unwrap();
+        println!(
+            "leader {leader} lost: {} batches acknowledged and whole, {} failed and absent, {} unknown and whole or absent; writes resumed after {:.1} s",
+            acked.len(),
+            failed.len(),
+            unknown.len(),
+            resumed.unwrap_or_default().as_secs_f64()
+        );
+    }
+}
