@@ -31,7 +31,7 @@ mod rocks;
 
 #[cfg(feature = "postgres")]
 #[cfg_attr(not(test), expect(unused_imports, reason = "as for the module"))]
-pub use postgres::{PgTarget, PostgresEngine};
+pub use postgres::{Lease, PgTarget, PostgresEngine};
 pub(crate) use rocks::{DbView, RocksEngine};
 
 /// Where a key lives: the system space or a partition's.
@@ -104,6 +104,9 @@ pub enum EngineError {
     Poisoned,
     #[error("the snapshot's connection was lost; take a new snapshot")]
     SnapshotLost,
+    /// Another writer holds the cell and kept committing while this one waited.
+    #[error("another writer ({0}) holds the cell; it is still committing")]
+    WriterActive(String),
 }
 
 /// Reads of one state: the latest committed one, or a snapshot's.

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls};
 
@@ -57,6 +58,8 @@ pub struct PostgresEngine {
     writer: Conn,
     /// This writer's epoch.
     epoch: i64,
+    /// How long a commit (or [`PostgresEngine::renew`]) keeps the writer row this writer's.
+    lease: Duration,
     /// Spaces known to exist (they are never dropped).
     spaces: RwLock<HashSet<String>>,
 }
@@ -75,7 +78,7 @@ fn pg(e: postgres::Error) -> EngineError {
 impl PostgresEngine {
     /// Connects, makes the schema and tables if missing, and takes the writer epoch as
     /// `holder` (fencing any earlier writer).
-    pub fn open(target: PgTarget, holder: &str) -> Result<Self, EngineError> {
+    pub fn open(target: PgTarget, holder: &str, lease: Lease) -> Result<Self, EngineError> {
         if !valid_schema(&target.schema) {
             return Err(EngineError::BadSchema);
         }
@@ -88,21 +91,13 @@ impl PostgresEngine {
                      value bytea NOT NULL, PRIMARY KEY (space, key));
                  CREATE TABLE IF NOT EXISTS {s}.spaces (space text PRIMARY KEY);
                  CREATE TABLE IF NOT EXISTS {s}.writer (id int PRIMARY KEY CHECK (id = 1),
-                     epoch bigint NOT NULL, holder text NOT NULL);
+                     epoch bigint NOT NULL, holder text NOT NULL,
+                     lease_until timestamptz NOT NULL DEFAULT '-infinity');
                  INSERT INTO {s}.writer VALUES (1, 0, '') ON CONFLICT DO NOTHING;
                  INSERT INTO {s}.spaces VALUES ('{SYS_CF}') ON CONFLICT DO NOTHING;"
             ))
             .map_err(pg)?;
-        let epoch: i64 = writer
-            .query_one(
-                &format!(
-                    "UPDATE {s}.writer SET epoch = epoch + 1, holder = $1 WHERE id = 1
-                     RETURNING epoch"
-                ),
-                &[&holder],
-            )
-            .map_err(pg)?
-            .get(0);
+        let epoch = take_epoch(&mut writer, s, holder, lease)?;
         let spaces = writer
             .query(&format!("SELECT space FROM {s}.spaces"), &[])
             .map_err(pg)?
@@ -114,6 +109,7 @@ impl PostgresEngine {
             reader: Conn::new(None),
             writer: Conn::new(Some(writer)),
             epoch,
+            lease: lease.term,
             spaces: RwLock::new(spaces),
         })
     }
@@ -121,6 +117,24 @@ impl PostgresEngine {
     /// This writer's epoch.
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// Extends this writer's lease (as every commit does): a writer idle for longer than
+    /// its lease calls it, or another may take over, and its next commit is fenced.
+    pub fn renew(&self) -> Result<(), EngineError> {
+        let s = &self.target.schema;
+        let sql = format!(
+            "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
+             WHERE id = 1 AND epoch = $1"
+        );
+        let (epoch, term) = (self.epoch, interval(self.lease));
+        match self
+            .writer
+            .with(&self.target, |c| c.execute(&sql, &[&epoch, &term]))?
+        {
+            1 => Ok(()),
+            _ => Err(EngineError::Fenced(self.epoch)),
+        }
     }
 
     fn known(&self, space: &Space) -> Result<String, EngineError> {
@@ -148,6 +162,66 @@ impl PostgresEngine {
         }
         Ok(found)
     }
+}
+
+/// How a writer holds the cell: for `term` after each commit, another waiting at most
+/// `patience` for a holder's term to lapse before giving up.
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// How long a commit keeps the writer row (another writer waits that long after the
+    /// last commit of a holder that stopped).
+    pub term: Duration,
+    /// How long [`PostgresEngine::open`] waits for another holder's term to lapse.
+    pub patience: Duration,
+}
+
+/// Takes the next epoch once no other holder's lease is current, waiting at most the
+/// lease's patience: the old holder's next commit is then fenced.
+fn take_epoch(
+    writer: &mut Client,
+    s: &str,
+    holder: &str,
+    lease: Lease,
+) -> Result<i64, EngineError> {
+    let give_up = Instant::now() + lease.patience;
+    loop {
+        let mut tx = writer.transaction().map_err(pg)?;
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT holder, lease_until > now() FROM {s}.writer WHERE id = 1 FOR UPDATE"
+                ),
+                &[],
+            )
+            .map_err(pg)?;
+        let (current, live): (String, bool) = (row.get(0), row.get(1));
+        if !live || current == holder {
+            let epoch: i64 = tx
+                .query_one(
+                    &format!(
+                        "UPDATE {s}.writer SET epoch = epoch + 1, holder = $1,
+                         lease_until = now() + $2::text::interval WHERE id = 1 RETURNING epoch"
+                    ),
+                    &[&holder, &interval(lease.term)],
+                )
+                .map_err(pg)?
+                .get(0);
+            tx.commit().map_err(pg)?;
+            return Ok(epoch);
+        }
+        drop(tx);
+        if Instant::now() >= give_up {
+            return Err(EngineError::WriterActive(current));
+        }
+        std::thread::sleep(
+            Duration::from_millis(200).min(lease.term.max(Duration::from_millis(10))),
+        );
+    }
+}
+
+/// A duration as PostgreSQL's interval, in whole milliseconds.
+fn interval(d: Duration) -> String {
+    format!("{} milliseconds", d.as_millis())
 }
 
 fn valid_schema(s: &str) -> bool {
@@ -374,8 +448,11 @@ impl Engine for PostgresEngine {
         let mut tx = session.client()?.transaction().map_err(pg)?;
         let fenced = tx
             .execute(
-                &format!("UPDATE {s}.writer SET epoch = epoch WHERE id = 1 AND epoch = $1"),
-                &[&self.epoch],
+                &format!(
+                    "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
+                     WHERE id = 1 AND epoch = $1"
+                ),
+                &[&self.epoch, &interval(self.lease)],
             )
             .map_err(pg)?;
         if fenced != 1 {

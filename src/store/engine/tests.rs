@@ -149,7 +149,13 @@ fn rocksdb_commits_are_durable_across_a_reopen() {
 #[cfg(feature = "postgres")]
 mod pg {
     use super::*;
-    use crate::store::engine::{PgTarget, PostgresEngine};
+    use crate::store::engine::{Lease, PgTarget, PostgresEngine};
+
+    /// A lease that lapses at once (each test's writers take over from each other at will).
+    const NOW: Lease = Lease {
+        term: std::time::Duration::ZERO,
+        patience: std::time::Duration::ZERO,
+    };
 
     /// A fresh schema of its own for each test.
     fn target(name: &str) -> PgTarget {
@@ -166,16 +172,16 @@ mod pg {
     #[test]
     #[ignore = "needs PostgreSQL: run by the test command against its cell"]
     fn postgres_keeps_the_contract() {
-        contract(&PostgresEngine::open(target("contract"), "test").unwrap());
+        contract(&PostgresEngine::open(target("contract"), "test", NOW).unwrap());
     }
 
     #[test]
     #[ignore = "needs PostgreSQL: run by the test command against its cell"]
     fn a_fenced_writer_never_commits_again() {
         let t = target("fence");
-        let first = PostgresEngine::open(t.clone(), "first").unwrap();
+        let first = PostgresEngine::open(t.clone(), "first", NOW).unwrap();
         first.commit(vec![put(&Space::System, b"a", b"1")]).unwrap();
-        let second = PostgresEngine::open(t, "second").unwrap();
+        let second = PostgresEngine::open(t, "second", NOW).unwrap();
         assert!(second.epoch() > first.epoch());
         let e = first.commit(vec![put(&Space::System, b"a", b"stale")]);
         assert!(matches!(e, Err(EngineError::Fenced(_))), "{e:?}");
@@ -192,10 +198,64 @@ mod pg {
         );
     }
 
+    /// A second writer waits while the first keeps committing, takes over once the first
+    /// stops for longer than its lease, and the first is then fenced.
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn a_second_writer_waits_for_the_lease_then_takes_over() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+        let t = target("lease");
+        let lease = Lease {
+            term: Duration::from_millis(1500),
+            patience: Duration::from_secs(60),
+        };
+        let first = PostgresEngine::open(t.clone(), "first", lease).unwrap();
+        let taken = std::sync::Arc::new(AtomicBool::new(false));
+        let second = {
+            let (t, taken) = (t.clone(), std::sync::Arc::clone(&taken));
+            std::thread::spawn(move || {
+                let e = PostgresEngine::open(t, "second", lease).unwrap();
+                taken.store(true, Ordering::SeqCst);
+                e
+            })
+        };
+        // Committing (each commit renews the lease) keeps the cell the first writer's.
+        for i in 0u8..15 {
+            first.commit(vec![put(&Space::System, b"n", &[i])]).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            !taken.load(Ordering::SeqCst),
+            "the second writer took over from a writer that was committing"
+        );
+        // The first stops: the second takes over once the lease lapses.
+        let second = second.join().unwrap();
+        assert!(second.epoch() > first.epoch());
+        let e = first.commit(vec![put(&Space::System, b"n", b"stale")]);
+        assert!(matches!(e, Err(EngineError::Fenced(_))), "{e:?}");
+        assert!(matches!(first.renew(), Err(EngineError::Fenced(_))));
+        second
+            .commit(vec![put(&Space::System, b"n", b"2")])
+            .unwrap();
+        second.renew().unwrap();
+        // A third that will not wait is told who holds the cell.
+        let impatient = Lease {
+            patience: Duration::ZERO,
+            ..lease
+        };
+        let third = PostgresEngine::open(t, "third", impatient);
+        assert!(
+            matches!(&third, Err(EngineError::WriterActive(h)) if h == "second"),
+            "{:?}",
+            third.err()
+        );
+    }
+
     #[test]
     #[ignore = "needs PostgreSQL: run by the test command against its cell"]
     fn a_long_scan_pages_through_every_key_in_order() {
-        let engine = PostgresEngine::open(target("pages"), "test").unwrap();
+        let engine = PostgresEngine::open(target("pages"), "test", NOW).unwrap();
         let a = pid("131011");
         engine.create_spaces(std::slice::from_ref(&a)).unwrap();
         let sa = Space::Partition(a);
@@ -219,7 +279,7 @@ mod pg_failover {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::engine::{PgTarget, PostgresEngine};
+    use crate::store::engine::{Lease, PgTarget, PostgresEngine};
 
     const KEYS: u32 = 10;
 
@@ -274,7 +334,11 @@ mod pg_failover {
         let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
         let cell = std::env::var("KUKAKU_TEST_PG_CELL").expect("KUKAKU_TEST_PG_CELL");
         let schema = format!("t_failover_{}", std::process::id());
-        let engine = PostgresEngine::open(PgTarget { dsn, schema }, "test").unwrap();
+        let lease = Lease {
+            term: Duration::from_secs(30),
+            patience: Duration::ZERO,
+        };
+        let engine = PostgresEngine::open(PgTarget { dsn, schema }, "test", lease).unwrap();
         let a = pid("131011");
         engine.create_spaces(std::slice::from_ref(&a)).unwrap();
         let sa = Space::Partition(a);
