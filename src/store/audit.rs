@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use super::Store;
-use super::engine::{Dir, Engine as _, Space, View};
+use super::engine::{Dir, Space, View};
 use super::read::*;
 use super::records::{LOWEST_STORED_LEVEL, checkpoint_key, entry_key, node_key};
 use crate::ledger::Seq;
@@ -105,7 +105,7 @@ impl Store {
         to: u64,
     ) -> Result<(Hash, Vec<Hash>), ReadError> {
         let mut src = DbNodes {
-            view: &self.inner.engine,
+            view: &*self.inner.engine,
             space: self.inner.known(p)?,
         };
         if size == 0 || size >= to {
@@ -124,7 +124,7 @@ impl Store {
     /// The compact range (tree edge) of `p` at `size`, from the stored subtree hashes.
     pub(super) fn frontier_at(&self, p: &PartitionId, size: u64) -> Result<Vec<Hash>, ReadError> {
         let mut src = DbNodes {
-            view: &self.inner.engine,
+            view: &*self.inner.engine,
             space: self.inner.known(p)?,
         };
         let mut out = Vec::new();

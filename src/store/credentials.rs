@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::engine::{Engine as _, Op, Space, View as _};
+use super::engine::{Op, Space};
 use super::records::{
     CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, PartitionStatus, ReachRecord,
     credential_key, decode, encode,
@@ -215,7 +215,7 @@ impl Store {
         if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
             return Err(CredentialStoreError::Label);
         }
-        let active: BTreeSet<PartitionId> = read_registry(&self.inner.engine)
+        let active: BTreeSet<PartitionId> = read_registry(&*self.inner.engine)
             .map_err(CredentialStoreError::Registry)?
             .into_iter()
             .filter(|p| p.status == PartitionStatus::Active)

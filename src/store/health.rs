@@ -2,7 +2,7 @@
 //! compaction debt, write stalls and memory, the nonce budget of the current keys, and how
 //! far witnesses are behind. Read on demand; the binary samples it for its metrics.
 
-use super::engine::{Space, View as _};
+use super::engine::Space;
 
 use super::records::{KeyMeta, KeyStatus, SYS_CF, decode, partition_cf};
 use super::{PartitionStatus, ProvisionError, ReadError, Store};
@@ -43,28 +43,16 @@ impl Store {
     /// Reads the store's health (a RocksDB property per column family, one scan of the key
     /// metadata, one reverse seek per partition).
     pub fn health(&self) -> Result<Health, HealthError> {
-        let db = self.inner.engine.db();
-        let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
-        let mut h = Health {
-            write_stopped: int("rocksdb.is-write-stopped") != 0,
-            delayed_write_rate: int("rocksdb.actual-delayed-write-rate"),
-            block_cache_bytes: int("rocksdb.block-cache-usage"),
-            ..Health::default()
-        };
-        let mut families = vec![SYS_CF.to_owned()];
+        let mut h = Health::default();
         let mut active = Vec::new();
         for info in self.partitions()? {
             if info.status == PartitionStatus::Active {
-                families.push(partition_cf(&info.partition));
                 active.push(info.partition);
             }
         }
-        for name in &families {
-            if let Some(cf) = db.cf_handle(name) {
-                let prop = |p: &str| db.property_int_value_cf(&cf, p).ok().flatten().unwrap_or(0);
-                h.pending_compaction_bytes += prop("rocksdb.estimate-pending-compaction-bytes");
-                h.memtable_bytes += prop("rocksdb.cur-size-all-mem-tables");
-            }
+        // The storage gauges are RocksDB properties; another engine has its own monitoring.
+        if let Some(rocks) = self.inner.engine.as_rocks() {
+            rocks_gauges(rocks.db(), &active, &mut h);
         }
         h.nonce_budget_used = self.nonce_budget_used()?;
         for p in active {
@@ -89,5 +77,22 @@ impl Store {
             }
         }
         Ok(used)
+    }
+}
+
+/// The RocksDB properties of the health gauges: the database's, and the sum over the
+/// system family and the active partitions' families.
+fn rocks_gauges(db: &rocksdb::DB, active: &[PartitionId], h: &mut Health) {
+    let int = |name: &str| db.property_int_value(name).ok().flatten().unwrap_or(0);
+    h.write_stopped = int("rocksdb.is-write-stopped") != 0;
+    h.delayed_write_rate = int("rocksdb.actual-delayed-write-rate");
+    h.block_cache_bytes = int("rocksdb.block-cache-usage");
+    let families = std::iter::once(SYS_CF.to_owned()).chain(active.iter().map(partition_cf));
+    for name in families {
+        if let Some(cf) = db.cf_handle(&name) {
+            let prop = |p: &str| db.property_int_value_cf(&cf, p).ok().flatten().unwrap_or(0);
+            h.pending_compaction_bytes += prop("rocksdb.estimate-pending-compaction-bytes");
+            h.memtable_bytes += prop("rocksdb.cur-size-all-mem-tables");
+        }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::engine::{Engine as _, Space, View as _};
+use super::engine::Space;
 use super::keyring::KeyError;
 use super::read::ReadError;
 use super::records::{

@@ -276,8 +276,8 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 pub(crate) struct Inner {
-    /// The storage engine (the seam, `engine`); RocksDB today.
-    pub(crate) engine: engine::RocksEngine,
+    /// The storage engine (the seam, `engine`).
+    pub(crate) engine: Box<dyn engine::Engine>,
     /// Durable sizes for the rollback check at the next open (`anchor`).
     pub(crate) anchor: Arc<anchor::Anchor>,
     pub(crate) keyring: Keyring,
@@ -388,7 +388,6 @@ impl Store {
     /// Whether every key of the partition was destroyed (`kukaku keys destroy`): its log
     /// stays and verifies, its bodies are unreadable, and flows leave it out.
     pub fn is_shredded(&self, partition: &PartitionId) -> bool {
-        use engine::View as _;
         self.inner
             .engine
             .get(&engine::Space::System, &records::shred_key(partition))

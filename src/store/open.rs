@@ -337,7 +337,7 @@ impl Store {
         let cosigner = load_cosigner(&keyring, &record.origin)?;
         let anchored = anchor::load(&paths.anchor)?.unwrap_or_default();
         let inner = Arc::new(Inner {
-            engine,
+            engine: Box::new(engine),
             anchor: anchor::Anchor::new(paths.anchor.clone(), anchored.clone()),
             cosigner,
             cosign_lock: Mutex::new(()),

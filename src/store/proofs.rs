@@ -59,7 +59,7 @@ impl Store {
         size: u64,
     ) -> Result<Vec<Hash>, ReadError> {
         let mut src = DbNodes {
-            view: &self.inner.engine,
+            view: &*self.inner.engine,
             space: self.inner.known(p)?,
         };
         inclusion_proof(&mut src, seq, size).map_err(|e| match e {
@@ -109,7 +109,7 @@ impl Store {
         let new_cp =
             Checkpoint::verify_note(&note, &key_of(&note)?).map_err(|e| corrupt(p, to, e))?;
         let mut src = DbNodes {
-            view: &self.inner.engine,
+            view: &*self.inner.engine,
             space: self.inner.known(p)?,
         };
         let proof = consistency_proof(&mut src, from, to).map_err(|e| match e {

@@ -3,7 +3,7 @@
 
 use zeroize::Zeroizing;
 
-use super::engine::{Dir, Engine as _, EngineError, Op, Space, View};
+use super::engine::{Dir, EngineError, Op, Space, View};
 use super::records::KeyStatus;
 use super::records::{
     REPLICA_STATE_KEY, ReplicaState, STATE_KEY, StateRecord, TransmissionRecord, checkpoint_key,
@@ -142,7 +142,7 @@ impl Inner {
     }
 
     pub(crate) fn state(&self, p: &PartitionId) -> Result<Option<StateRecord>, ReadError> {
-        Self::state_in(&self.engine, p)
+        Self::state_in(&*self.engine, p)
     }
 
     /// [`Inner::state`] as `view` (a snapshot) holds it.
@@ -434,7 +434,7 @@ impl Store {
 
     /// Checkpoint sizes stored for a partition, ascending.
     pub fn checkpoint_sizes(&self, p: &PartitionId) -> Result<Vec<u64>, ReadError> {
-        Self::checkpoint_sizes_in(&self.inner.engine, p)
+        Self::checkpoint_sizes_in(&*self.inner.engine, p)
     }
 
     /// [`Store::checkpoint_sizes`] as `view` (a snapshot) holds them.

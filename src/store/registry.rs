@@ -1,7 +1,7 @@
 //! The partition registry: requesting, provisioning and listing partitions, their names,
 //! the prefecture's partitions a flow-4 job covers, and the operator's action log.
 
-use super::engine::{Dir, Engine as _, Op, Space, View};
+use super::engine::{Dir, Op, Space, View};
 use super::*;
 
 pub(crate) fn read_registry(view: &dyn View) -> Result<Vec<PartitionInfo>, ProvisionError> {
@@ -61,7 +61,7 @@ impl Store {
 
     /// All registered partitions in id order.
     pub fn partitions(&self) -> Result<Vec<PartitionInfo>, ProvisionError> {
-        read_registry(&self.inner.engine)
+        read_registry(&*self.inner.engine)
     }
 
     /// Names a registered partition (its municipality's or insurer's name, shown beside its

@@ -6,7 +6,7 @@
 //! the log's own checkpoint stays what the writer signed.
 
 use super::Store;
-use super::engine::{Dir, Engine as _, Op, View as _};
+use super::engine::{Dir, Op};
 use super::read::ReadError;
 use super::records::{checkpoint_key, cosigned_key};
 use crate::ledger::note::{NoteError, SignedNote};

@@ -100,6 +100,11 @@ pub enum BackupError {
     },
     #[error("another key operation is running; try again when it has finished")]
     Busy,
+    #[error(
+        "kukaku backup copies the embedded RocksDB engine; this instance keeps its data in \
+         another engine: back that up with the engine's own tools"
+    )]
+    NotEmbedded,
     #[error("the partition registry")]
     Registry(#[source] ProvisionError),
     #[error("the key store")]
@@ -272,26 +277,21 @@ impl Store {
         for d in [layout.root.clone(), layout.data(), layout.keystore()] {
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        let staging = self.staging_dir();
+        let rocks = self
+            .inner
+            .engine
+            .as_rocks()
+            .ok_or(BackupError::NotEmbedded)?;
+        let staging = staging_dir(rocks.db());
         progress(0, 4, "checkpoint");
-        let created_ms = self.checkpoints(&staging)?;
+        let created_ms = self.checkpoints(rocks.db(), &staging)?;
         let result = self.back_up_staged(&layout, &staging, created_ms, keep, progress);
         let _ = std::fs::remove_dir_all(&staging);
         result
     }
 
-    /// Beside `data/` (the same file system, so the checkpoint is hard links).
-    fn staging_dir(&self) -> PathBuf {
-        let data = self.inner.engine.db().path();
-        let name = format!(
-            ".{}.backup-staging",
-            data.file_name().and_then(|n| n.to_str()).unwrap_or("data")
-        );
-        data.with_file_name(name)
-    }
-
     /// The two checkpoints, under the key-operation lock: `data/`, then `keystore/`.
-    fn checkpoints(&self, staging: &Path) -> Result<u64, BackupError> {
+    fn checkpoints(&self, data: &DB, staging: &Path) -> Result<u64, BackupError> {
         if staging.exists() {
             // Left by a backup that was killed: ours, and never a backup itself.
             std::fs::remove_dir_all(staging).map_err(io(staging))?;
@@ -303,7 +303,7 @@ impl Store {
             .try_lock()
             .map_err(|_| BackupError::Busy)?;
         let created_ms = self.inner.options.now_ms();
-        Checkpoint::new(self.inner.engine.db())
+        Checkpoint::new(data)
             .and_then(|c| c.create_checkpoint(staging.join("data")))
             .map_err(db("checkpoint of data/"))?;
         self.inner
@@ -366,6 +366,16 @@ impl Store {
             kept,
         })
     }
+}
+
+/// Beside `data/` (the same file system, so the checkpoint is hard links).
+fn staging_dir(data: &DB) -> PathBuf {
+    let data = data.path();
+    let name = format!(
+        ".{}.backup-staging",
+        data.file_name().and_then(|n| n.to_str()).unwrap_or("data")
+    );
+    data.with_file_name(name)
 }
 
 /// The data engine's copy, the long step of a backup: it runs on a scoped thread while this

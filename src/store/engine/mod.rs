@@ -153,6 +153,13 @@ pub(crate) trait Engine: View + Send + Sync {
     /// Makes the spaces of `partitions` that are missing.
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError>;
 
+    /// The embedded engine itself, for what only RocksDB has (its checkpoints and backup
+    /// engines for `kukaku backup`, its properties for the health gauges); `None` for
+    /// other engines.
+    fn as_rocks(&self) -> Option<&RocksEngine> {
+        None
+    }
+
     /// After `p`'s keys were destroyed: removes from the engine's own files what deleted
     /// records of `p` and of the system space left there (RocksDB: flush every memtable,
     /// compact both to the bottom level, flush the WAL), as far as the engine can.

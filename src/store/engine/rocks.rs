@@ -167,6 +167,10 @@ impl Engine for RocksEngine {
         Ok(self.db.write_opt(batch, &sync_write())?)
     }
 
+    fn as_rocks(&self) -> Option<&RocksEngine> {
+        Some(self)
+    }
+
     fn has_space(&self, p: &PartitionId) -> bool {
         self.db.cf_handle(&partition_cf(p)).is_some()
     }

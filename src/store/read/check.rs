@@ -4,7 +4,6 @@
 use crate::ledger::header::PartitionId;
 use crate::ledger::note::Checkpoint;
 use crate::store::Inner;
-use crate::store::engine::View as _;
 use crate::store::records::entry_key;
 
 impl Inner {

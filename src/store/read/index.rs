@@ -3,7 +3,7 @@
 use super::{ReadError, corrupt};
 use crate::ledger::header::PartitionId;
 use crate::store::Store;
-use crate::store::engine::{Engine as _, Op, View as _};
+use crate::store::engine::Op;
 use crate::store::records::index_prefix;
 use crate::store::writer::IndexKind;
 

@@ -2,7 +2,7 @@
 //! and sealing entries, keys for them, appends, rotations, activations, claims.
 
 use super::*;
-use crate::store::engine::{Engine as _, Space, View as _};
+use crate::store::engine::Space;
 
 impl Writer {
     pub(super) fn load(&mut self, p: &PartitionId) -> Result<PState, AppendError> {

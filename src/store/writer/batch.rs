@@ -2,7 +2,7 @@
 //! checkpoints, states), written with `sync = true`, then answered.
 
 use super::*;
-use crate::store::engine::{Engine as _, Op, Space};
+use crate::store::engine::{Op, Space};
 
 impl Writer {
     pub(super) fn process(&mut self, cmds: Vec<Command>) {

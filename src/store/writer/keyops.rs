@@ -190,7 +190,7 @@ impl Writer {
     }
 
     fn sys_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, AppendError> {
-        use crate::store::engine::{Space, View as _};
+        use crate::store::engine::Space;
         self.inner
             .engine
             .get(&Space::System, key)

@@ -9,7 +9,7 @@ use super::{DestroyScope, open_event, refused};
 use crate::ledger::envelope::EnvelopeRef;
 use crate::ledger::header::PartitionId;
 use crate::ledger::payload::{KeyClass, KeyEvent, KeyEventKind};
-use crate::store::engine::{Space, View as _};
+use crate::store::engine::Space;
 use crate::store::records::{KeyStatus, ShredRecord, dek_key, encode, index_key_slot, shred_key};
 use crate::store::writer::{AppendError, KeyActor, Ops, PState, Target, Writer};
 

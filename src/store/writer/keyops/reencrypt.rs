@@ -8,7 +8,7 @@ use super::{PROGRESS_EVERY, ReencryptStep, open_event};
 use crate::ledger::envelope::{BodyRef, EnvelopeRef, SALT_LEN};
 use crate::ledger::header::PartitionId;
 use crate::ledger::payload::KeyEventKind;
-use crate::store::engine::{Space, View as _};
+use crate::store::engine::Space;
 use crate::store::records::{KeyStatus, ReencryptCursor, decode, encode, entry_key, reencrypt_key};
 use crate::store::writer::{AppendError, KeyActor, Ops, PState, Target, Writer};
 

@@ -160,7 +160,7 @@ impl Writer {
         ops: &mut Ops,
         staged: &mut HashMap<PartitionId, PState>,
     ) -> Result<(), AppendError> {
-        let partitions: Vec<PartitionId> = crate::store::read_registry(&self.inner.engine)
+        let partitions: Vec<PartitionId> = crate::store::read_registry(&*self.inner.engine)
             .map_err(|e| AppendError::Storage(StorageError::Registry(Box::new(e))))?
             .into_iter()
             .filter(|i| i.status == crate::store::PartitionStatus::Active)
