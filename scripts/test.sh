@@ -78,6 +78,8 @@ trap 'bash scripts/pg-cell.sh stop "$cell" >/dev/null 2>&1 || true; rm -rf "$cel
 dsn="$(bash scripts/pg-cell.sh start "$cell")"
 KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --lib store::engine -- --ignored \
   --skip pg_failover
+# The store itself on the cell (appends, reads, proofs, verification, bundle, reopen).
+KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --test it on_postgres -- --ignored
 # Last, alone: the leader is killed (Patroni and PostgreSQL) while commits go on.
 KUKAKU_TEST_PG_DSN="$dsn" KUKAKU_TEST_PG_CELL="$cell" \
   cargo test --features postgres --lib store::engine::tests::pg_failover -- --ignored --nocapture

@@ -10,6 +10,8 @@ mod health;
 pub mod hooks;
 mod keyring;
 mod keys;
+#[cfg(feature = "postgres")]
+mod on_postgres;
 mod open;
 pub mod private;
 mod proofs;
@@ -34,6 +36,8 @@ use rocksdb::{
 
 pub use credentials::{AuthError, CredentialStoreError};
 pub use engine::EngineError;
+#[cfg(feature = "postgres")]
+pub use engine::PgTarget;
 pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
@@ -149,6 +153,8 @@ pub enum OpenError {
     Db(#[from] rocksdb::Error),
     #[error("the storage engine")]
     Engine(#[from] EngineError),
+    #[error("schema {0} already holds an instance")]
+    SchemaInUse(String),
     #[error("the instance at {0} is in use by another process (is `kukaku serve` running?)")]
     InUse(PathBuf),
     #[error("no kukaku instance at {0}; run `kukaku init` first")]

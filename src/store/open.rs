@@ -3,9 +3,9 @@
 //! families, owner-only files, and the writer thread.
 
 use super::*;
-use engine::{Engine as _, Space, View};
+use engine::{Space, View};
 
-enum KekChoice {
+pub(super) enum KekChoice {
     Fixed(Arc<dyn KekProvider>),
     Source(Box<dyn KekSource>),
 }
@@ -163,7 +163,7 @@ pub fn load_kek(paths: &Paths) -> Result<Box<dyn KekProvider>, OpenError> {
 }
 
 /// The instance's KEK source: the HSM its `kek.pkcs11` names, else the KEK file.
-fn kek_source(paths: &Paths) -> Result<Box<dyn KekSource>, OpenError> {
+pub(super) fn kek_source(paths: &Paths) -> Result<Box<dyn KekSource>, OpenError> {
     Ok(Box::new(crate::crypto::instance_kek::InstanceKek::new(
         &paths.kek,
     )))
@@ -216,33 +216,67 @@ fn check_private(paths: &Paths) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// A new instance's KEK (file, 0600) and key store with the Ed25519 checkpoint key; the
+/// data directory is made too (empty; an engine fills it, or leaves it so).
+pub(super) fn init_keys(
+    paths: &Paths,
+    origin: &str,
+) -> Result<(Box<dyn KekProvider>, CheckpointSigner), OpenError> {
+    crate::crypto::signer::validate_origin(origin).map_err(OpenError::Origin)?;
+    if paths.key_store.join("CURRENT").exists() {
+        return Err(OpenError::AlreadyInitialized(paths.key_store.clone()));
+    }
+    private::restrict_umask();
+    for dir in [&paths.data, &paths.key_store] {
+        private::create_dir(dir)?;
+    }
+    // A new instance's home (default layout) is owner-only too, even if it existed.
+    if let Some(home) = home_of(paths) {
+        private::set_mode(home, 0o700)?;
+    }
+    let kek = new_kek(paths)?;
+    let seed = Secret32::generate().map_err(KekError::from)?;
+    let signer = CheckpointSigner::from_seed(origin, &seed).map_err(OpenError::Signer)?;
+    let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
+    let keys = DB::open(&key_store_options(), &paths.key_store)?;
+    keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
+    Ok((kek, signer))
+}
+
+pub(super) fn new_instance_record(
+    origin: &str,
+    signer: &CheckpointSigner,
+    kek: &dyn KekProvider,
+) -> InstanceRecord {
+    InstanceRecord {
+        format: FORMAT_VERSION,
+        origin: origin.to_owned(),
+        signing_public_key: signer.public_key(),
+        kek_fingerprint: kek.fingerprint(),
+        created_ms: now_ms(),
+    }
+}
+
+pub(super) fn write_instance_record(
+    engine: &dyn engine::Engine,
+    record: &InstanceRecord,
+) -> Result<(), OpenError> {
+    let bytes = encode(record).map_err(|_| OpenError::BadInstanceRecord)?;
+    Ok(engine.commit(vec![engine::Op::Put {
+        space: Space::System,
+        key: INSTANCE_KEY.to_vec(),
+        value: bytes,
+    }])?)
+}
+
 impl Store {
     /// Creates a new instance: KEK file (0600), key store with the Ed25519 checkpoint key, and
     /// the data directory with its system CF. Returns the open store.
     pub fn init(paths: &Paths, origin: &str, options: StoreOptions) -> Result<Store, OpenError> {
-        crate::crypto::signer::validate_origin(origin).map_err(OpenError::Origin)?;
         if paths.data.join("CURRENT").exists() {
             return Err(OpenError::AlreadyInitialized(paths.data.clone()));
         }
-        if paths.key_store.join("CURRENT").exists() {
-            return Err(OpenError::AlreadyInitialized(paths.key_store.clone()));
-        }
-        private::restrict_umask();
-        for dir in [&paths.data, &paths.key_store] {
-            private::create_dir(dir)?;
-        }
-        // A new instance's home (default layout) is owner-only too, even if it existed.
-        if let Some(home) = home_of(paths) {
-            private::set_mode(home, 0o700)?;
-        }
-        let kek = new_kek(paths)?;
-        let seed = Secret32::generate().map_err(KekError::from)?;
-        let signer = CheckpointSigner::from_seed(origin, &seed).map_err(OpenError::Signer)?;
-        let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
-        let keys = DB::open(&key_store_options(), &paths.key_store)?;
-        keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
-        drop(keys);
-
+        let (kek, signer) = init_keys(paths, origin)?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
             options.write_buffer_manager_bytes,
@@ -255,20 +289,9 @@ impl Store {
             &paths.data,
             [ColumnFamilyDescriptor::new(SYS_CF, cfo)],
         )?;
-        let record = InstanceRecord {
-            format: FORMAT_VERSION,
-            origin: origin.to_owned(),
-            signing_public_key: signer.public_key(),
-            kek_fingerprint: kek.fingerprint(),
-            created_ms: now_ms(),
-        };
-        let bytes = encode(&record).map_err(|_| OpenError::BadInstanceRecord)?;
+        let record = new_instance_record(origin, &signer, kek.as_ref());
         // An engine only to write the record (it makes no family, so default options).
-        engine::RocksEngine::new(db, Options::default()).commit(vec![engine::Op::Put {
-            space: Space::System,
-            key: INSTANCE_KEY.to_vec(),
-            value: bytes,
-        }])?;
+        write_instance_record(&engine::RocksEngine::new(db, Options::default()), &record)?;
         drop(kek);
         Self::open(paths, options)
     }
@@ -313,8 +336,25 @@ impl Store {
         }
         check_private(paths)?;
         let (db, names, cfo) = open_data(paths, &options)?;
-        let engine = engine::RocksEngine::new(db, cfo);
-        let record = instance_record(&engine)?;
+        let partitions = names
+            .iter()
+            .filter_map(|n| n.strip_prefix(records::PARTITION_CF_PREFIX))
+            .filter_map(|id| PartitionId::parse(id).ok())
+            .collect();
+        let engine = Box::new(engine::RocksEngine::new(db, cfo));
+        Self::open_on(paths, choice, options, engine, partitions)
+    }
+
+    /// Opens the instance whose data `engine` holds (its partitions' spaces `partitions`),
+    /// with the key store of `paths`.
+    pub(super) fn open_on(
+        paths: &Paths,
+        choice: KekChoice,
+        options: StoreOptions,
+        engine: Box<dyn engine::Engine>,
+        partitions: Vec<PartitionId>,
+    ) -> Result<Store, OpenError> {
+        let record = instance_record(&*engine)?;
         let keys = DB::open(&key_store_options(), &paths.key_store)?;
         let stored = keyring::stored_fingerprint(&keys).map_err(OpenError::KeyStore)?;
         let (kek, source, finish_rotation) = match choice {
@@ -332,12 +372,12 @@ impl Store {
         }
         let events_needed = record.kek_fingerprint != kek.fingerprint();
         let keyring = Keyring::new(keys, kek);
-        let signing_keys = read_signing_keys(&engine, &record)?;
+        let signing_keys = read_signing_keys(&*engine, &record)?;
         let signer = load_signer(&keyring, &record.origin, &signing_keys)?;
         let cosigner = load_cosigner(&keyring, &record.origin)?;
         let anchored = anchor::load(&paths.anchor)?.unwrap_or_default();
         let inner = Arc::new(Inner {
-            engine: Box::new(engine),
+            engine,
             anchor: anchor::Anchor::new(paths.anchor.clone(), anchored.clone()),
             cosigner,
             cosign_lock: Mutex::new(()),
@@ -351,11 +391,6 @@ impl Store {
             poisoned: AtomicBool::new(false),
             quarantined: Mutex::new(BTreeMap::new()),
         });
-        let partitions = names
-            .iter()
-            .filter_map(|n| n.strip_prefix(records::PARTITION_CF_PREFIX))
-            .filter_map(|id| PartitionId::parse(id).ok())
-            .collect();
         inner.check_partitions_at_open(partitions);
         check_anchored(&inner, &anchored, paths)?;
         let anchor_thread =

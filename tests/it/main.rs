@@ -28,5 +28,7 @@ mod keys;
 mod kogaku;
 mod merkle_vectors;
 mod model;
+#[cfg(feature = "postgres")]
+mod on_postgres;
 mod store;
 mod terminal;

@@ -19,18 +19,10 @@
 use crate::ledger::PartitionId;
 
 #[cfg(feature = "postgres")]
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the store opens it next (issue 31 item 2); its contract test runs today"
-    )
-)]
 mod postgres;
 mod rocks;
 
 #[cfg(feature = "postgres")]
-#[cfg_attr(not(test), expect(unused_imports, reason = "as for the module"))]
 pub use postgres::{Lease, PgTarget, PostgresEngine};
 pub(crate) use rocks::{DbView, RocksEngine};
 

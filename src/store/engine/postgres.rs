@@ -114,13 +114,35 @@ impl PostgresEngine {
         })
     }
 
+    /// The partitions that have their space.
+    pub fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError> {
+        let sql = format!("SELECT space FROM {}.spaces", self.target.schema);
+        let rows = self.reader.with(&self.target, |c| c.query(&sql, &[]))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                let id = name.strip_prefix(crate::store::records::PARTITION_CF_PREFIX)?;
+                PartitionId::parse(id).ok()
+            })
+            .collect())
+    }
+
     /// This writer's epoch.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "tests and, next, `partitions move`")
+    )]
     pub fn epoch(&self) -> i64 {
         self.epoch
     }
 
     /// Extends this writer's lease (as every commit does): a writer idle for longer than
     /// its lease calls it, or another may take over, and its next commit is fenced.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "`kukaku serve`'s heartbeat, next")
+    )]
     pub fn renew(&self) -> Result<(), EngineError> {
         let s = &self.target.schema;
         let sql = format!(
