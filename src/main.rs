@@ -26,7 +26,18 @@ fn run(cli: Cli) -> Result<Outcome> {
             origin,
             dev_cert,
             kek_pkcs11,
-        } => init::init(&home, &paths, &origin, dev_cert, kek_pkcs11.as_deref())?,
+            pg_dsn_file,
+            pg_schema,
+        } => init::init(
+            &home,
+            &paths,
+            &origin,
+            init::InitChoices {
+                dev_cert,
+                kek_pkcs11: kek_pkcs11.as_deref(),
+                postgres: pg_dsn_file.as_deref().map(|f| (f, pg_schema.as_str())),
+            },
+        )?,
         Command::Serve(args) => args.run(&home, &paths)?,
         Command::Config(ConfigCommand::Check(args)) => args.check(&home, &paths)?,
         Command::PublicKeys { witness, log } => keys::admin_command(

@@ -49,6 +49,14 @@ pub(crate) enum Command {
         /// kek.pkcs11. The KEK is made in the token and never leaves it.
         #[arg(long)]
         kek_pkcs11: Option<PathBuf>,
+        /// Keep the data in PostgreSQL (a Patroni cell, docs/ARCHITECTURE.md "Storage
+        /// engines") instead of the embedded RocksDB: a file (mode 0600) holding the libpq
+        /// connection string. Needs a kukaku built with `--features postgres`.
+        #[arg(long)]
+        pg_dsn_file: Option<PathBuf>,
+        /// The PostgreSQL schema of this instance's tables.
+        #[arg(long, default_value = "kukaku", requires = "pg_dsn_file")]
+        pg_schema: String,
     },
     /// Serve the HTTP API (TLS by default). `--config FILE` reads every flag from a TOML
     /// file first; flags given on the command line override it.

@@ -41,6 +41,8 @@ pub use engine::PgTarget;
 pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
+#[cfg(feature = "postgres")]
+pub use on_postgres::EngineRecord;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};
@@ -83,6 +85,12 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Which engine holds the data when it is not the embedded RocksDB (`engine.json`
+    /// beside the key store).
+    pub fn engine_record(&self) -> PathBuf {
+        self.key_store.with_file_name("engine.json")
+    }
+
     /// The HSM configuration that replaces the KEK file when present (`crypto::pkcs11`).
     pub fn kek_pkcs11(&self) -> PathBuf {
         self.kek.with_extension("pkcs11")
@@ -155,6 +163,24 @@ pub enum OpenError {
     Engine(#[from] EngineError),
     #[error("schema {0} already holds an instance")]
     SchemaInUse(String),
+    #[error("{path}")]
+    EngineRecordIo {
+        path: PathBuf,
+        #[source]
+        error: std::io::Error,
+    },
+    #[error("{path}: not an engine record")]
+    EngineRecordFormat {
+        path: PathBuf,
+        #[source]
+        error: serde_json::Error,
+    },
+    #[error("{path}: unknown engine {engine:?} (known: postgres)")]
+    UnknownEngine { path: PathBuf, engine: String },
+    #[error("{0} is readable by others; it may hold a password: chmod 600 it")]
+    DsnFileReadable(PathBuf),
+    #[error("{0} names an engine this kukaku was built without (build with --features postgres)")]
+    EngineNotBuilt(PathBuf),
     #[error("the instance at {0} is in use by another process (is `kukaku serve` running?)")]
     InUse(PathBuf),
     #[error("no kukaku instance at {0}; run `kukaku init` first")]

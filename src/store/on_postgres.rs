@@ -57,3 +57,106 @@ impl Store {
         Self::open_on(paths, choice, options, Box::new(engine), partitions)
     }
 }
+
+/// Which engine holds an instance's data when it is not the embedded one:
+/// `<home>/engine.json` (docs/format.md §7b). The DSN is read from `dsn_file` (mode 0600:
+/// it may hold a password), never written into the home.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineRecord {
+    /// `postgres`.
+    pub engine: String,
+    /// The schema holding the instance's tables.
+    pub schema: String,
+    /// A file holding the libpq connection string.
+    pub dsn_file: std::path::PathBuf,
+}
+
+impl EngineRecord {
+    /// A PostgreSQL record.
+    pub fn postgres(schema: &str, dsn_file: &std::path::Path) -> Self {
+        EngineRecord {
+            engine: "postgres".into(),
+            schema: schema.to_owned(),
+            dsn_file: dsn_file.to_owned(),
+        }
+    }
+
+    fn load(path: &std::path::Path) -> Result<Self, OpenError> {
+        let bytes = std::fs::read(path).map_err(|error| OpenError::EngineRecordIo {
+            path: path.to_owned(),
+            error,
+        })?;
+        let record: EngineRecord =
+            serde_json::from_slice(&bytes).map_err(|error| OpenError::EngineRecordFormat {
+                path: path.to_owned(),
+                error,
+            })?;
+        if record.engine != "postgres" {
+            return Err(OpenError::UnknownEngine {
+                path: path.to_owned(),
+                engine: record.engine,
+            });
+        }
+        Ok(record)
+    }
+
+    /// The target: the DSN from its file, which must be owner-only.
+    fn target(&self) -> Result<PgTarget, OpenError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |error| OpenError::EngineRecordIo {
+            path: self.dsn_file.clone(),
+            error,
+        };
+        let meta = std::fs::metadata(&self.dsn_file).map_err(io)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(OpenError::DsnFileReadable(self.dsn_file.clone()));
+        }
+        let dsn = std::fs::read_to_string(&self.dsn_file).map_err(io)?;
+        Ok(PgTarget {
+            dsn: dsn.trim().to_owned(),
+            schema: self.schema.clone(),
+        })
+    }
+}
+
+impl Store {
+    /// Creates a new instance whose data lives where `record` says, and writes the record
+    /// into the home (`engine.json`) so that every later open finds the engine.
+    pub fn init_recorded(
+        paths: &Paths,
+        origin: &str,
+        options: StoreOptions,
+        record: &EngineRecord,
+    ) -> Result<Store, OpenError> {
+        let target = record.target()?;
+        let store = Self::init_postgres(paths, origin, options, target)?;
+        let path = paths.engine_record();
+        let json =
+            serde_json::to_vec_pretty(record).map_err(|error| OpenError::EngineRecordFormat {
+                path: path.clone(),
+                error,
+            })?;
+        std::fs::write(&path, json).map_err(|error| OpenError::EngineRecordIo {
+            path: path.clone(),
+            error,
+        })?;
+        super::private::set_mode(&path, 0o600)?;
+        Ok(store)
+    }
+
+    /// Opens the instance of `paths` on the engine its `engine.json` names.
+    pub(super) fn open_recorded(
+        paths: &Paths,
+        choice: KekChoice,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let target = EngineRecord::load(&paths.engine_record())?.target()?;
+        if !paths.key_store.join("CURRENT").exists() {
+            return Err(OpenError::NotInitialized(paths.key_store.clone()));
+        }
+        let engine = PostgresEngine::open(target, &holder(), LEASE)?;
+        let partitions = engine.partition_spaces()?;
+        Self::open_on(paths, choice, options, Box::new(engine), partitions)
+    }
+}

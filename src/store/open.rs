@@ -298,7 +298,7 @@ impl Store {
 
     /// Opens an instance with the KEK file at `paths.kek` (which `keys rotate-kek` replaces).
     pub fn open(paths: &Paths, options: StoreOptions) -> Result<Store, OpenError> {
-        if !paths.data.join("CURRENT").exists() {
+        if !paths.data.join("CURRENT").exists() && !paths.engine_record().exists() {
             return Err(OpenError::NotInitialized(paths.data.clone()));
         }
         Self::open_with_source(paths, kek_source(paths)?, options)
@@ -328,6 +328,12 @@ impl Store {
         choice: KekChoice,
         options: StoreOptions,
     ) -> Result<Store, OpenError> {
+        if paths.engine_record().exists() {
+            #[cfg(feature = "postgres")]
+            return Self::open_recorded(paths, choice, options);
+            #[cfg(not(feature = "postgres"))]
+            return Err(OpenError::EngineNotBuilt(paths.engine_record()));
+        }
         if !paths.data.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.data.clone()));
         }

@@ -19,6 +19,8 @@ mod crash;
 mod hsm;
 mod keys_cli;
 mod metrics;
+#[cfg(feature = "postgres")]
+mod on_postgres;
 mod replicator_kill;
 mod scan;
 mod serve_crash;

@@ -259,6 +259,23 @@ fn connect(target: &PgTarget) -> Result<Client, EngineError> {
     Client::connect(&target.dsn, NoTls).map_err(pg)
 }
 
+impl Drop for PostgresEngine {
+    /// A writer that closes gives its lease back, so the next one need not wait for it to
+    /// lapse (one that crashes holds it for its term). Best effort: the epoch fences anyway.
+    fn drop(&mut self) {
+        let s = &self.target.schema;
+        let sql =
+            format!("UPDATE {s}.writer SET lease_until = '-infinity' WHERE id = 1 AND epoch = $1");
+        let epoch = self.epoch;
+        if let Err(e) = self
+            .writer
+            .with(&self.target, |c| c.execute(&sql, &[&epoch]))
+        {
+            tracing::warn!(error = %crate::error::report(&e), "could not give the writer lease back");
+        }
+    }
+}
+
 /// A connection made on first use and made again after it was lost: after a failover the
 /// DSN's `target_session_attrs=read-write` finds the new leader. A statement that fails on
 /// a lost connection fails (its caller decides); the next one reconnects. A snapshot's
