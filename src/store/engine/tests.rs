@@ -346,6 +346,9 @@ mod pg_failover {
         let (mut acked, mut failed, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
         let started = Instant::now();
         let mut killed: Option<(Instant, String)> = None;
+        // The pause: from the first commit after the kill that did not succeed to the next
+        // that did (the old leader's backends may still answer for a moment).
+        let mut paused: Option<Instant> = None;
         let mut resumed: Option<Duration> = None;
         let mut acked_since = 0;
         let mut batch = 0u32;
@@ -363,15 +366,21 @@ mod pg_failover {
             match engine.commit(ops) {
                 Ok(()) => {
                     acked.push(batch);
-                    if let Some((at, _)) = &killed {
+                    if let Some(at) = paused {
                         acked_since += 1;
                         resumed.get_or_insert(at.elapsed());
                     }
                 }
-                Err(EngineError::Unknown(_)) => unknown.push(batch),
-                Err(_) => {
-                    failed.push(batch);
-                    std::thread::sleep(Duration::from_millis(200));
+                Err(e) => {
+                    if killed.is_some() {
+                        paused.get_or_insert_with(Instant::now);
+                    }
+                    if matches!(e, EngineError::Unknown(_)) {
+                        unknown.push(batch);
+                    } else {
+                        failed.push(batch);
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
                 }
             }
             batch += 1;
