@@ -10,6 +10,7 @@ mod health;
 pub mod hooks;
 mod keyring;
 mod keys;
+mod lease;
 #[cfg(feature = "postgres")]
 mod on_postgres;
 mod open;
@@ -128,6 +129,11 @@ pub struct StoreOptions {
     pub dek_rotate_after: u64,
     /// Depth of the writer's queue.
     pub queue_depth: usize,
+    /// On a replicated engine: how long the writer row stays this process's after a commit
+    /// or a renewal (a background thread renews it every third of that), and how long an
+    /// open waits for another writer's to lapse.
+    pub writer_lease: std::time::Duration,
+    pub writer_patience: std::time::Duration,
     /// Test hooks: a clock offset and injected storage faults. Only with the `test-hooks`
     /// feature, which the test suites enable and the shipped binary does not.
     #[cfg(feature = "test-hooks")]
@@ -146,6 +152,8 @@ impl Default for StoreOptions {
             max_batch_bytes: 16 << 20,
             dek_rotate_after: 1 << 30,
             queue_depth: 8192,
+            writer_lease: std::time::Duration::from_secs(10),
+            writer_patience: std::time::Duration::from_secs(30),
             #[cfg(feature = "test-hooks")]
             hooks: hooks::TestHooks::default(),
         }
@@ -369,6 +377,8 @@ pub struct Store {
     writer: writer::WriterHandle,
     /// Dropped after the writer has stopped: it writes the last durable sizes.
     _anchor: anchor::AnchorHandle,
+    /// Renews the writer's lease on a replicated engine (none on RocksDB).
+    _lease: Option<lease::LeaseHandle>,
 }
 
 impl std::fmt::Debug for Store {

@@ -3,23 +3,24 @@
 //! store stay in the home (the key store moving into the database is the next step, issue
 //! 31), and so does the acknowledged-size anchor.
 
-use std::time::Duration;
-
 use super::engine::{Lease, PgTarget, PostgresEngine, Space, View as _};
 use super::open::{KekChoice, init_keys, kek_source, new_instance_record, write_instance_record};
 use super::records::INSTANCE_KEY;
 use super::{OpenError, Paths, Store, StoreOptions};
 
-/// How long this process's commits keep the cell's writer row, and how long opening waits
-/// for another writer's lease to lapse.
-const LEASE: Lease = Lease {
-    term: Duration::from_secs(10),
-    patience: Duration::from_secs(30),
-};
+/// How this process holds the cell's writer row (`StoreOptions::writer_lease`, `…_patience`).
+fn lease(options: &StoreOptions) -> Lease {
+    Lease {
+        term: options.writer_lease,
+        patience: options.writer_patience,
+    }
+}
 
-/// This process as a writer of the cell.
+/// This store as a writer of the cell: the process and which of its opens.
 fn holder() -> String {
-    format!("kukaku pid {}", std::process::id())
+    static OPENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = OPENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("kukaku pid {} open {n}", std::process::id())
 }
 
 impl Store {
@@ -31,7 +32,7 @@ impl Store {
         options: StoreOptions,
         target: PgTarget,
     ) -> Result<Store, OpenError> {
-        let engine = PostgresEngine::open(target.clone(), &holder(), LEASE)?;
+        let engine = PostgresEngine::open(target.clone(), &holder(), lease(&options))?;
         if engine.get(&Space::System, INSTANCE_KEY)?.is_some() {
             return Err(OpenError::SchemaInUse(target.schema));
         }
@@ -51,7 +52,7 @@ impl Store {
         if !paths.key_store.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.key_store.clone()));
         }
-        let engine = PostgresEngine::open(target, &holder(), LEASE)?;
+        let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
         let partitions = engine.partition_spaces()?;
         let choice = KekChoice::Source(kek_source(paths)?);
         Self::open_on(paths, choice, options, Box::new(engine), partitions)
@@ -155,7 +156,7 @@ impl Store {
         if !paths.key_store.join("CURRENT").exists() {
             return Err(OpenError::NotInitialized(paths.key_store.clone()));
         }
-        let engine = PostgresEngine::open(target, &holder(), LEASE)?;
+        let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
         let partitions = engine.partition_spaces()?;
         Self::open_on(paths, choice, options, Box::new(engine), partitions)
     }

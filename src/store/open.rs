@@ -402,10 +402,12 @@ impl Store {
         let anchor_thread =
             anchor::AnchorHandle::start(Arc::clone(&inner.anchor)).map_err(OpenError::Thread)?;
         let writer = writer::WriterHandle::start(Arc::clone(&inner)).map_err(OpenError::Thread)?;
+        let lease = lease::LeaseHandle::start(&inner).map_err(OpenError::Thread)?;
         let store = Store {
             inner,
             writer,
             _anchor: anchor_thread,
+            _lease: lease,
         };
         finish_open(&store, finish_rotation, events_needed)?;
         Ok(store)

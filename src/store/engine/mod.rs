@@ -145,6 +145,17 @@ pub(crate) trait Engine: View + Send + Sync {
     /// Makes the spaces of `partitions` that are missing.
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError>;
 
+    /// How long this writer's hold on the engine lasts unless renewed (`None`: it never
+    /// lapses, as with RocksDB's lock file).
+    fn lease_term(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Extends this writer's hold (a commit does too); `Fenced` once another took it.
+    fn renew(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// The embedded engine itself, for what only RocksDB has (its checkpoints and backup
     /// engines for `kukaku backup`, its properties for the health gauges); `None` for
     /// other engines.

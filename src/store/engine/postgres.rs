@@ -137,28 +137,6 @@ impl PostgresEngine {
         self.epoch
     }
 
-    /// Extends this writer's lease (as every commit does): a writer idle for longer than
-    /// its lease calls it, or another may take over, and its next commit is fenced.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "`kukaku serve`'s heartbeat, next")
-    )]
-    pub fn renew(&self) -> Result<(), EngineError> {
-        let s = &self.target.schema;
-        let sql = format!(
-            "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
-             WHERE id = 1 AND epoch = $1"
-        );
-        let (epoch, term) = (self.epoch, interval(self.lease));
-        match self
-            .writer
-            .with(&self.target, |c| c.execute(&sql, &[&epoch, &term]))?
-        {
-            1 => Ok(()),
-            _ => Err(EngineError::Fenced(self.epoch)),
-        }
-    }
-
     fn known(&self, space: &Space) -> Result<String, EngineError> {
         let name = space_name(space);
         let cached = self.spaces.read().is_ok_and(|s| s.contains(&name));
@@ -525,6 +503,28 @@ impl Engine for PostgresEngine {
         // A connection lost here leaves the outcome unknown: the caller must not answer
         // either way (the writer poisons the store; a reopen reads every head again).
         tx.commit().map_err(|e| EngineError::Unknown(Box::new(e)))
+    }
+
+    fn lease_term(&self) -> Option<Duration> {
+        Some(self.lease)
+    }
+
+    /// Extends this writer's lease (as every commit does): a writer idle for longer than
+    /// its lease calls it, or another may take over, and its next commit is fenced.
+    fn renew(&self) -> Result<(), EngineError> {
+        let s = &self.target.schema;
+        let sql = format!(
+            "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
+             WHERE id = 1 AND epoch = $1"
+        );
+        let (epoch, term) = (self.epoch, interval(self.lease));
+        match self
+            .writer
+            .with(&self.target, |c| c.execute(&sql, &[&epoch, &term]))?
+        {
+            1 => Ok(()),
+            _ => Err(EngineError::Fenced(self.epoch)),
+        }
     }
 
     fn has_space(&self, p: &PartitionId) -> bool {

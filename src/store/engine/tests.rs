@@ -252,6 +252,49 @@ mod pg {
         );
     }
 
+    /// An idle store keeps the cell (its lease thread renews it), and a store whose epoch
+    /// another writer took is poisoned by its next renewal, before it tries to write.
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn an_idle_store_keeps_the_cell_and_a_fenced_one_stops() {
+        let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
+        let schema = format!("t_idle_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&dsn, postgres::NoTls).expect("connect");
+        admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .expect("drop");
+        let t = PgTarget { dsn, schema };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = crate::store::Paths::under(&dir.path().join("home"));
+        let options = crate::store::StoreOptions {
+            block_cache_bytes: 8 << 20,
+            write_buffer_manager_bytes: 8 << 20,
+            writer_lease: std::time::Duration::from_millis(600),
+            writer_patience: std::time::Duration::ZERO,
+            ..crate::store::StoreOptions::default()
+        };
+        let store = crate::store::Store::init_postgres(&paths, "hub.test", options, t.clone())
+            .expect("init");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let impatient = Lease {
+            term: std::time::Duration::from_millis(600),
+            patience: std::time::Duration::from_secs(1),
+        };
+        let other = PostgresEngine::open(t.clone(), "another writer", impatient);
+        assert!(
+            matches!(other, Err(EngineError::WriterActive(_))),
+            "an idle store lost the cell"
+        );
+        assert!(!store.is_poisoned());
+
+        // Another writer takes the epoch: the next renewal finds it and stops the store.
+        admin
+            .batch_execute(&format!("UPDATE {}.writer SET epoch = epoch + 1", t.schema))
+            .expect("take the epoch");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        assert!(store.is_poisoned());
+    }
+
     #[test]
     #[ignore = "needs PostgreSQL: run by the test command against its cell"]
     fn a_long_scan_pages_through_every_key_in_order() {
