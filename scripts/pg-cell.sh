@@ -64,7 +64,7 @@ install_missing() {
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     echo "installing ${need[*]} with apt-get" >&2
     { $sudo apt-get update -qq \
-      && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"; } \
+      && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"; } \
       || { echo "error: could not install ${need[*]} (the replicated cell needs them); install them and retry" >&2; exit 2; }
   fi
   # Debian's packages start their own services where systemd runs; the cell uses its own.
