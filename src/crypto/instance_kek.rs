@@ -69,8 +69,8 @@ impl KekSource for InstanceKek {
     /// Stages the next KEK in `target` (the current provider's own rotation, or a move).
     fn stage_next_to(&self, target: &KekTarget) -> Result<Box<dyn KekProvider>, KekError> {
         match (target, self.in_hsm()) {
-            (KekTarget::File, false) => self.kek_file().stage_next(),
-            (KekTarget::File, true) => self.kek_file().stage_next(),
+            // Into a file from either: the next KEK is staged as kek.key.next.
+            (KekTarget::File, _) => self.kek_file().stage_next(),
             (KekTarget::Pkcs11(config), false) => {
                 if self.hsm_next().exists() {
                     return Err(KekError::AlreadyStaged(self.hsm_next()));

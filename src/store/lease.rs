@@ -4,7 +4,6 @@
 //! "Storage engines").
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 
 use super::Inner;
@@ -43,8 +42,7 @@ fn renew(inner: &Inner) {
     match inner.engine.renew() {
         Ok(()) => {}
         Err(e @ EngineError::Fenced(_)) => {
-            inner.poisoned.store(true, Ordering::SeqCst);
-            metrics::gauge!(crate::telemetry::POISONED).set(1.0);
+            inner.poison();
             tracing::error!(error = %crate::error::report(&e), "another writer took the cell; store poisoned");
         }
         // A lost connection or a failover: the next renewal or commit tries again.

@@ -342,6 +342,13 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Marks the store poisoned (it accepts no more appends until reopened) and says so in
+    /// the poisoned gauge.
+    pub(crate) fn poison(&self) {
+        self.poisoned.store(true, Ordering::SeqCst);
+        metrics::gauge!(crate::telemetry::POISONED).set(1.0);
+    }
+
     /// The current checkpoint signer.
     pub(crate) fn signer(&self) -> Arc<CheckpointSigner> {
         match self.signer.read() {

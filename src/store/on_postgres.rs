@@ -43,9 +43,20 @@ impl Store {
     }
 
     /// Opens the instance whose data lives in `target`, with the KEK and key store of
-    /// `paths`; waits up to 30 s for another writer's lease to lapse.
+    /// `paths`; waits up to `options.writer_patience` for another writer's lease to lapse.
     pub fn open_postgres(
         paths: &Paths,
+        options: StoreOptions,
+        target: PgTarget,
+    ) -> Result<Store, OpenError> {
+        let choice = KekChoice::Source(kek_source(paths)?);
+        Self::open_on_target(paths, choice, options, target)
+    }
+
+    /// The key store of `paths` and the data of `target`, the KEK as `choice` says.
+    fn open_on_target(
+        paths: &Paths,
+        choice: KekChoice,
         options: StoreOptions,
         target: PgTarget,
     ) -> Result<Store, OpenError> {
@@ -54,7 +65,6 @@ impl Store {
         }
         let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
         let partitions = engine.partition_spaces()?;
-        let choice = KekChoice::Source(kek_source(paths)?);
         Self::open_on(paths, choice, options, Box::new(engine), partitions)
     }
 }
@@ -153,11 +163,6 @@ impl Store {
         options: StoreOptions,
     ) -> Result<Store, OpenError> {
         let target = EngineRecord::load(&paths.engine_record())?.target()?;
-        if !paths.key_store.join("CURRENT").exists() {
-            return Err(OpenError::NotInitialized(paths.key_store.clone()));
-        }
-        let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
-        let partitions = engine.partition_spaces()?;
-        Self::open_on(paths, choice, options, Box::new(engine), partitions)
+        Self::open_on_target(paths, choice, options, target)
     }
 }

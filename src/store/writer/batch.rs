@@ -223,8 +223,7 @@ impl Writer {
                 Ok(checkpoints)
             }
             Err(e) => {
-                self.inner.poisoned.store(true, Ordering::SeqCst);
-                metrics::gauge!(crate::telemetry::POISONED).set(1.0);
+                self.inner.poison();
                 self.states.clear();
                 tracing::error!(error = %crate::error::report(&e), "write failed; store poisoned");
                 Err(AppendError::Poisoned)
