@@ -90,3 +90,18 @@ pub fn assert_replicated_exactly_once(
     assert_eq!(next, state.hub_size);
     snapshots.len()
 }
+
+/// Every file under `dir`, at any depth (for the checks that no file holds a secret or a
+/// plaintext).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

@@ -5,7 +5,7 @@
 //! backup file.
 
 use crate::common;
-use common::{pid, small};
+use common::{pid, small, walk};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,19 +326,6 @@ fn a_destroyed_partition_does_not_come_back_and_no_backup_holds_the_kek() {
     let r = Store::open(&restored, small()).unwrap();
     let status = r.key_status(&b).unwrap();
     assert!(status.iter().all(|k| k.status == "destroyed"), "{status:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{pid, small};
+use common::{pid, small, walk};
 use kukaku::api::client::HubClient;
 use kukaku::api::server::{self, Transport};
 use kukaku::api::{self, AppState, Limits, ServerRole};
@@ -555,19 +555,6 @@ async fn flow5_hub_to_intermediate() {
             scan(&file.display().to_string(), &std::fs::read(&file).unwrap());
         }
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The hub rotates its checkpoint key while the intermediate replicates: dual-signed pages

@@ -2,7 +2,7 @@
 //! plaintext on disk, wrong KEK.
 
 use crate::common;
-use common::{pid, small};
+use common::{pid, small, walk};
 
 use kukaku::crypto::{AdminScope, Kek};
 use kukaku::ledger::{Kind, PartitionId};
@@ -115,19 +115,6 @@ fn append_read_prove_verify_and_scan() {
             entry.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p))
-        } else {
-            out.push(p)
-        }
-    }
-    out
 }
 
 #[test]

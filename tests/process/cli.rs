@@ -2,7 +2,8 @@
 
 use std::process::{Command, Output};
 
-fn kukaku(home: &std::path::Path, args: &[&str]) -> Output {
+/// The binary with `--home home` and `args`.
+pub(crate) fn kukaku(home: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kukaku"))
         .arg("--home")
         .arg(home)

@@ -9,7 +9,8 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::keys_cli::text;
+use super::keys_cli::{import_five, ok, text};
+use crate::common::walk;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "Qx7-pin-Zw";
@@ -76,27 +77,7 @@ impl Hsm {
 
     /// Imports a five-household transmission into a new partition 131011 of `home`.
     fn import_five(&self, dir: &Path, home: &Path) {
-        ok(self.kukaku(home, &["partitions", "create", "131011"]));
-        let files = kukaku::flows::sample::transmission("131011", "T-HSM-1", 5, 77);
-        let (setai, kojin) = (dir.join("setai.csv"), dir.join("kojin.csv"));
-        std::fs::write(&setai, &files.setai).unwrap();
-        std::fs::write(&kojin, &files.kojin).unwrap();
-        ok(self.kukaku(
-            home,
-            &[
-                "import",
-                "--partition",
-                "131011",
-                "--transmission-id",
-                "T-HSM-1",
-                "--encoding",
-                "utf-8",
-                "--setai",
-                setai.to_str().unwrap(),
-                "--kojin",
-                kojin.to_str().unwrap(),
-            ],
-        ));
+        import_five(|args| self.kukaku(home, args), dir, "T-HSM-1");
     }
 
     fn kukaku(&self, home: &Path, args: &[&str]) -> Output {
@@ -108,11 +89,6 @@ impl Hsm {
             .output()
             .unwrap()
     }
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", text(&o));
-    text(&o)
 }
 
 #[test]
@@ -366,17 +342,4 @@ fn assert_in_no_file(home: &Path, needle: &[u8], what: &str) {
             file.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

@@ -27,6 +27,35 @@ pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Makes partition 131011 and imports a five-household sample transmission `tid` into it
+/// through the binary (`run` runs it with the instance's home), the files written in `dir`.
+pub(crate) fn import_five(run: impl Fn(&[&str]) -> Output, dir: &Path, tid: &str) {
+    ok(run(&["partitions", "create", "131011"]));
+    let files = kukaku::flows::sample::transmission("131011", tid, 5, 77);
+    let (setai, kojin) = (dir.join("setai.csv"), dir.join("kojin.csv"));
+    std::fs::write(&setai, &files.setai).unwrap();
+    std::fs::write(&kojin, &files.kojin).unwrap();
+    ok(run(&[
+        "import",
+        "--partition",
+        "131011",
+        "--transmission-id",
+        tid,
+        "--encoding",
+        "utf-8",
+        "--setai",
+        setai.to_str().unwrap(),
+        "--kojin",
+        kojin.to_str().unwrap(),
+    ]));
+}
+
+/// The output of a command that must succeed (its stdout and stderr otherwise).
+pub(crate) fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
 pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}{}",

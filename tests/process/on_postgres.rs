@@ -5,24 +5,10 @@
 //! test command against its cell (`KUKAKU_TEST_PG_DSN`).
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::{Command, Output};
 
-use super::keys_cli::text;
-
-fn kukaku(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kukaku"))
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", text(&o));
-    text(&o)
-}
+use super::cli::kukaku;
+use super::keys_cli::{import_five, ok, text};
+use crate::common::walk;
 
 #[test]
 #[ignore = "needs PostgreSQL: run by the test command against its cell"]
@@ -55,27 +41,7 @@ fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
     let out = ok(kukaku(&home, &init));
     assert!(out.contains("the data is in PostgreSQL"), "{out}");
     assert!(home.join("engine.json").exists());
-    ok(kukaku(&home, &["partitions", "create", "131011"]));
-    let files = kukaku::flows::sample::transmission("131011", "T-PG-1", 5, 77);
-    let (setai, kojin) = (dir.path().join("setai.csv"), dir.path().join("kojin.csv"));
-    std::fs::write(&setai, &files.setai).unwrap();
-    std::fs::write(&kojin, &files.kojin).unwrap();
-    ok(kukaku(
-        &home,
-        &[
-            "import",
-            "--partition",
-            "131011",
-            "--transmission-id",
-            "T-PG-1",
-            "--encoding",
-            "utf-8",
-            "--setai",
-            setai.to_str().unwrap(),
-            "--kojin",
-            kojin.to_str().unwrap(),
-        ],
-    ));
+    import_five(|args| kukaku(&home, args), dir.path(), "T-PG-1");
     let verified = ok(kukaku(&home, &["verify", "--with-keys"]));
     assert!(verified.contains("opened 5"), "{verified}");
     assert!(!home.join("data/CURRENT").exists());
@@ -97,17 +63,4 @@ fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
             entry.display()
         );
     }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let path = e.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
