@@ -1,14 +1,14 @@
-//! The key store (a small RocksDB apart from the data) and the in-memory DEK cache.
+//! The key store's keys (`key_store`: a small RocksDB apart from the data, or the engine's
+//! key space) and the in-memory DEK cache.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use rocksdb::DB;
-
+use super::engine::{EngineError, Pair};
+use super::key_store::KeyStore;
 use super::records::{
     CREDENTIAL_MAC_KEY, WITNESS_KEY, dek_key, index_key_slot, matching_key_slot, slot_of,
 };
-use super::sync_write;
 use crate::crypto::kek::record_fingerprint;
 use crate::crypto::{Dek, IndexKey, KekError, KekProvider, Secret32, WrapPurpose};
 use crate::ledger::PartitionId;
@@ -24,6 +24,10 @@ pub enum KeyError {
     Kek(#[from] KekError),
     #[error("key store")]
     Db(#[from] rocksdb::Error),
+    #[error("key store (in the engine)")]
+    Engine(#[from] EngineError),
+    #[error("the key store is in the engine: it is backed up with the engine")]
+    NotLocal,
     #[error("key cache lock poisoned")]
     Poisoned,
     #[error("partition {0}: its keys were destroyed (crypto-shredded)")]
@@ -40,15 +44,10 @@ pub(crate) struct Rewrapped {
     pub(crate) instance: u64,
 }
 
-/// The KEK fingerprint named by the first wrapped record of a key store.
-pub(crate) fn stored_fingerprint(store: &DB) -> Result<Option<String>, KeyError> {
-    for item in store.iterator(rocksdb::IteratorMode::Start) {
-        let (_, v) = item?;
-        if let Some(fp) = record_fingerprint(&v) {
-            return Ok(Some(fp));
-        }
-    }
-    Ok(None)
+/// The KEK fingerprint named by the first wrapped record of a key store's `records` (a
+/// rewrap moves every record in one batch, so the first one tells).
+pub(crate) fn fingerprint_of(records: &[Pair]) -> Option<String> {
+    records.iter().find_map(|(_, v)| record_fingerprint(v))
 }
 
 impl Rewrapped {
@@ -69,7 +68,7 @@ fn known_slot(key: &[u8]) -> Result<(WrapPurpose, String, u32), KeyError> {
 }
 
 pub(crate) struct Keyring {
-    store: DB,
+    store: KeyStore,
     /// The KEK new wraps use first; during a rotation also the next one, so a record under
     /// either unwraps (chosen by the fingerprint the record names).
     keks: RwLock<Vec<Arc<dyn KekProvider>>>,
@@ -83,7 +82,7 @@ pub(crate) struct Keyring {
 }
 
 impl Keyring {
-    pub(crate) fn new(store: DB, kek: Arc<dyn KekProvider>) -> Self {
+    pub(crate) fn new(store: KeyStore, kek: Arc<dyn KekProvider>) -> Self {
         Keyring {
             store,
             keks: RwLock::new(vec![kek]),
@@ -122,14 +121,7 @@ impl Keyring {
         if records.is_empty() && deletes.is_empty() {
             return Ok(());
         }
-        let mut batch = rocksdb::WriteBatch::default();
-        for (k, v) in records {
-            batch.put(k, v);
-        }
-        for k in &deletes {
-            batch.delete(k);
-        }
-        self.store.write_opt(batch, &sync_write())?;
+        self.store.write(records, &deletes)?;
         for k in deletes {
             match slot_of(&k) {
                 Some((WrapPurpose::Dek, scope, key_id)) => {
@@ -213,7 +205,7 @@ impl Keyring {
         }
         let secret = Secret32::generate().map_err(KekError::from)?;
         let wrapped = self.wrap(purpose, scope, 1, &secret)?;
-        self.store.put_opt(slot, wrapped, &sync_write())?;
+        self.store.write(vec![(slot.to_vec(), wrapped)], &[])?;
         Ok(secret)
     }
 
@@ -223,13 +215,13 @@ impl Keyring {
         if let Some(d) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(d);
         }
-        let wrapped =
-            self.store
-                .get(dek_key(partition, key_id))?
-                .ok_or_else(|| KeyError::Missing {
-                    partition: partition.to_string(),
-                    key_id,
-                })?;
+        let wrapped = self
+            .store
+            .get(&dek_key(partition, key_id))?
+            .ok_or_else(|| KeyError::Missing {
+                partition: partition.to_string(),
+                key_id,
+            })?;
         let secret = self.unwrap(WrapPurpose::Dek, partition.as_str(), key_id, &wrapped)?;
         let dek = Arc::new(Dek::new(&secret));
         if let Ok(mut c) = self.cache.lock() {
@@ -306,21 +298,20 @@ impl Keyring {
         self.load_or_create(WITNESS_KEY, WrapPurpose::WitnessKey, "instance")
     }
 
-    /// The KEK fingerprint the key store's records are under (a rewrap moves every record
-    /// in one batch, so the first one tells).
-    /// A RocksDB checkpoint of the key store at `dir` (a backup's copy).
-    pub(crate) fn checkpoint(&self, dir: &std::path::Path) -> Result<(), rocksdb::Error> {
-        rocksdb::checkpoint::Checkpoint::new(&self.store)?.create_checkpoint(dir)
+    /// A RocksDB checkpoint of a local key store at `dir` (a backup's copy).
+    pub(crate) fn checkpoint(&self, dir: &std::path::Path) -> Result<(), KeyError> {
+        self.store.checkpoint(dir)
     }
 
+    /// The KEK fingerprint the key store's records are under.
     pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
-        stored_fingerprint(&self.store)
+        Ok(fingerprint_of(&self.store.records()?))
     }
 
     /// Removes one key-store record (synced), e.g. a retired signing seed.
     pub(crate) fn delete(&self, slot: &[u8]) -> Result<(), KeyError> {
         if self.store.get(slot)?.is_some() {
-            self.store.delete_opt(slot, &sync_write())?;
+            self.store.write(Vec::new(), &[slot.to_vec()])?;
         }
         Ok(())
     }
@@ -345,16 +336,15 @@ impl Keyring {
     }
 
     fn rewrap_locked(&self, next: &Arc<dyn KekProvider>) -> Result<Rewrapped, KeyError> {
-        let mut batch = rocksdb::WriteBatch::default();
+        let mut batch = Vec::new();
         let mut done = Rewrapped::default();
-        for item in self.store.iterator(rocksdb::IteratorMode::Start) {
-            let (k, v) = item?;
+        for (k, v) in self.store.records()? {
             let (purpose, scope, key_id) = known_slot(&k)?;
             let secret = self.unwrap(purpose, &scope, key_id, &v)?;
-            batch.put(&k, next.wrap(purpose, &scope, key_id, &secret)?);
+            batch.push((k.into_vec(), next.wrap(purpose, &scope, key_id, &secret)?));
             done.count(purpose, &scope);
         }
-        self.store.write_opt(batch, &sync_write())?;
+        self.store.write(batch, &[])?;
         *self.keks.write().map_err(|_| KeyError::Poisoned)? = vec![Arc::clone(next)];
         self.compact()?;
         Ok(done)
@@ -363,8 +353,7 @@ impl Keyring {
     /// Key-store records per partition (DEKs and the index key) and instance records now.
     pub(crate) fn census(&self) -> Result<Rewrapped, KeyError> {
         let mut out = Rewrapped::default();
-        for item in self.store.iterator(rocksdb::IteratorMode::Start) {
-            let (k, _) = item?;
+        for (k, _) in self.store.records()? {
             let (purpose, scope, _) = known_slot(&k)?;
             out.count(purpose, &scope);
         }
@@ -374,12 +363,6 @@ impl Keyring {
     /// Flushes and compacts the key store, so deleted and overwritten records leave its
     /// memtable, WAL and SST files (not the file system's free blocks: docs/keys.md).
     pub(crate) fn compact(&self) -> Result<(), KeyError> {
-        self.store.flush()?;
-        let mut opts = rocksdb::CompactOptions::default();
-        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
-        self.store
-            .compact_range_opt(None::<&[u8]>, None::<&[u8]>, &opts);
-        self.store.flush_wal(true)?;
-        Ok(())
+        self.store.compact()
     }
 }

@@ -484,7 +484,7 @@ impl Store {
     fn purge_files(&self, p: &PartitionId) -> Result<(), KeyAdminError> {
         self.inner
             .engine
-            .purge_deleted(p)
+            .purge_deleted(&[Space::Partition(p.clone()), Space::System])
             .map_err(KeyAdminError::Purge)
     }
 

@@ -8,6 +8,7 @@ mod credentials;
 pub(crate) mod engine;
 mod health;
 pub mod hooks;
+mod key_store;
 mod keyring;
 mod keys;
 mod lease;
@@ -317,7 +318,7 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) struct Inner {
     /// The storage engine (the seam, `engine`).
-    pub(crate) engine: Box<dyn engine::Engine>,
+    pub(crate) engine: Arc<dyn engine::Engine>,
     /// Durable sizes for the rollback check at the next open (`anchor`).
     pub(crate) anchor: Arc<anchor::Anchor>,
     pub(crate) keyring: Keyring,

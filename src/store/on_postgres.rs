@@ -1,9 +1,13 @@
 //! A store whose data lives in PostgreSQL (issue 31, feature `postgres`): the same store,
-//! opened on `engine::PostgresEngine` instead of the embedded RocksDB. The KEK and the key
-//! store stay in the home (the key store moving into the database is the next step, issue
-//! 31), and so does the acknowledged-size anchor.
+//! opened on `engine::PostgresEngine` instead of the embedded RocksDB. The key store lives
+//! in the database too (its `keys` space, wrapped under the KEK), so that every writer of
+//! the cell unwraps the same keys; the KEK never does: it stays in each writer's home (or
+//! HSM). The acknowledged-size anchor stays per machine: a lower bound of what this
+//! machine acknowledged (docs/ARCHITECTURE.md, "Storage engines").
 
-use super::engine::{Lease, PgTarget, PostgresEngine, Space, View as _};
+use std::sync::Arc;
+
+use super::engine::{Dir, Engine, Lease, PgTarget, PostgresEngine, Space};
 use super::open::{KekChoice, init_keys, kek_source, new_instance_record, write_instance_record};
 use super::records::INSTANCE_KEY;
 use super::{OpenError, Paths, Store, StoreOptions};
@@ -32,18 +36,30 @@ impl Store {
         options: StoreOptions,
         target: PgTarget,
     ) -> Result<Store, OpenError> {
-        let engine = PostgresEngine::open(target.clone(), &holder(), lease(&options))?;
-        if engine.get(&Space::System, INSTANCE_KEY)?.is_some() {
+        let engine: Arc<dyn Engine> = Arc::new(PostgresEngine::open(
+            target.clone(),
+            &holder(),
+            lease(&options),
+        )?);
+        if engine.get(&Space::System, INSTANCE_KEY)?.is_some()
+            || engine
+                .scan(&Space::Keys, &[], Dir::Forward)?
+                .next()
+                .is_some()
+        {
             return Err(OpenError::SchemaInUse(target.schema));
         }
-        let (kek, signer) = init_keys(paths, origin)?;
-        write_instance_record(&engine, &new_instance_record(origin, &signer, kek.as_ref()))?;
+        let (kek, signer) = init_keys(paths, origin, Some(&engine))?;
+        write_instance_record(
+            &*engine,
+            &new_instance_record(origin, &signer, kek.as_ref()),
+        )?;
         drop(engine);
         Self::open_postgres(paths, options, target)
     }
 
-    /// Opens the instance whose data lives in `target`, with the KEK and key store of
-    /// `paths`; waits up to `options.writer_patience` for another writer's lease to lapse.
+    /// Opens the instance whose data and keys live in `target`, with the KEK of `paths`;
+    /// waits up to `options.writer_patience` for another writer's lease to lapse.
     pub fn open_postgres(
         paths: &Paths,
         options: StoreOptions,
@@ -53,19 +69,16 @@ impl Store {
         Self::open_on_target(paths, choice, options, target)
     }
 
-    /// The key store of `paths` and the data of `target`, the KEK as `choice` says.
+    /// The data and keys of `target`, the KEK as `choice` says.
     fn open_on_target(
         paths: &Paths,
         choice: KekChoice,
         options: StoreOptions,
         target: PgTarget,
     ) -> Result<Store, OpenError> {
-        if !paths.key_store.join("CURRENT").exists() {
-            return Err(OpenError::NotInitialized(paths.key_store.clone()));
-        }
         let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
         let partitions = engine.partition_spaces()?;
-        Self::open_on(paths, choice, options, Box::new(engine), partitions)
+        Self::open_on(paths, choice, options, Arc::new(engine), partitions)
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::*;
 use engine::{Space, View};
+use key_store::KeyStore;
 
 pub(super) enum KekChoice {
     Fixed(Arc<dyn KekProvider>),
@@ -216,19 +217,26 @@ fn check_private(paths: &Paths) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// A new instance's KEK (file, 0600) and key store with the Ed25519 checkpoint key; the
-/// data directory is made too (empty; an engine fills it, or leaves it so).
+/// A new instance's KEK (file, 0600) and key store with the Ed25519 checkpoint key: in the
+/// home, or in `engine` when it holds keys (then the home gets no key store, and no data
+/// directory either); the data directory is made otherwise (empty; an engine fills it).
 pub(super) fn init_keys(
     paths: &Paths,
     origin: &str,
+    engine: Option<&Arc<dyn engine::Engine>>,
 ) -> Result<(Box<dyn KekProvider>, CheckpointSigner), OpenError> {
     crate::crypto::signer::validate_origin(origin).map_err(OpenError::Origin)?;
     if paths.key_store.join("CURRENT").exists() {
         return Err(OpenError::AlreadyInitialized(paths.key_store.clone()));
     }
     private::restrict_umask();
-    for dir in [&paths.data, &paths.key_store] {
-        private::create_dir(dir)?;
+    let engine = engine.filter(|e| e.holds_keys());
+    if engine.is_none() {
+        for dir in [&paths.data, &paths.key_store] {
+            private::create_dir(dir)?;
+        }
+    } else if let Some(home) = home_of(paths) {
+        private::create_dir(home)?;
     }
     // A new instance's home (default layout) is owner-only too, even if it existed.
     if let Some(home) = home_of(paths) {
@@ -238,8 +246,12 @@ pub(super) fn init_keys(
     let seed = Secret32::generate().map_err(KekError::from)?;
     let signer = CheckpointSigner::from_seed(origin, &seed).map_err(OpenError::Signer)?;
     let wrapped = kek.wrap(WrapPurpose::SigningKey, "instance", 1, &seed)?;
-    let keys = DB::open(&key_store_options(), &paths.key_store)?;
-    keys.put_opt(SIGNING_KEY, wrapped, &sync_write())?;
+    let keys = match engine {
+        Some(e) => KeyStore::Engine(Arc::clone(e)),
+        None => KeyStore::Local(DB::open(&key_store_options(), &paths.key_store)?),
+    };
+    keys.write(vec![(SIGNING_KEY.to_vec(), wrapped)], &[])
+        .map_err(OpenError::KeyStore)?;
     Ok((kek, signer))
 }
 
@@ -276,7 +288,7 @@ impl Store {
         if paths.data.join("CURRENT").exists() {
             return Err(OpenError::AlreadyInitialized(paths.data.clone()));
         }
-        let (kek, signer) = init_keys(paths, origin)?;
+        let (kek, signer) = init_keys(paths, origin, None)?;
         let cache = Cache::new_lru_cache(options.block_cache_bytes);
         let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
             options.write_buffer_manager_bytes,
@@ -347,22 +359,29 @@ impl Store {
             .filter_map(|n| n.strip_prefix(records::PARTITION_CF_PREFIX))
             .filter_map(|id| PartitionId::parse(id).ok())
             .collect();
-        let engine = Box::new(engine::RocksEngine::new(db, cfo));
+        let engine = Arc::new(engine::RocksEngine::new(db, cfo));
         Self::open_on(paths, choice, options, engine, partitions)
     }
 
     /// Opens the instance whose data `engine` holds (its partitions' spaces `partitions`),
-    /// with the key store of `paths`.
+    /// with its key store: the engine's when it holds keys, else the one in `paths`.
     pub(super) fn open_on(
         paths: &Paths,
         choice: KekChoice,
         options: StoreOptions,
-        engine: Box<dyn engine::Engine>,
+        engine: Arc<dyn engine::Engine>,
         partitions: Vec<PartitionId>,
     ) -> Result<Store, OpenError> {
         let record = instance_record(&*engine)?;
-        let keys = DB::open(&key_store_options(), &paths.key_store)?;
-        let stored = keyring::stored_fingerprint(&keys).map_err(OpenError::KeyStore)?;
+        let keys = if engine.holds_keys() {
+            KeyStore::Engine(Arc::clone(&engine))
+        } else {
+            KeyStore::Local(DB::open(&key_store_options(), &paths.key_store)?)
+        };
+        let stored = keys
+            .records()
+            .map(|r| keyring::fingerprint_of(&r))
+            .map_err(OpenError::KeyStore)?;
         let (kek, source, finish_rotation) = match choice {
             KekChoice::Fixed(k) => (k, None, false),
             KekChoice::Source(src) => {

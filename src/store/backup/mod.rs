@@ -309,7 +309,7 @@ impl Store {
         self.inner
             .keyring
             .checkpoint(&staging.join("keystore"))
-            .map_err(db("checkpoint of keystore/"))?;
+            .map_err(BackupError::Key)?;
         Ok(created_ms)
     }
 
@@ -337,9 +337,8 @@ impl Store {
         progress(2, 4, "key store");
         let (kek_fingerprint, keystore_id) = {
             let keys = open_staged(&staging.join("keystore"))?;
-            let fp = keyring::stored_fingerprint(&keys)
-                .map_err(BackupError::Key)?
-                .unwrap_or_default();
+            let records = super::key_store::local_records(&keys).map_err(BackupError::Key)?;
+            let fp = keyring::fingerprint_of(&records).unwrap_or_default();
             let mut engine = Layout::engine(&layout.keystore())?;
             engine
                 .create_new_backup(&keys)

@@ -33,6 +33,10 @@ pub(crate) enum Space {
     System,
     /// A partition's entries, tree nodes, checkpoints, state and indexes.
     Partition(PartitionId),
+    /// The key store's wrapped keys, on an engine that holds them ([`Engine::holds_keys`]:
+    /// a replicated one, so that every writer of the cell has them). The embedded engine
+    /// has no such space: its key store is a database of its own in the home.
+    Keys,
 }
 
 /// One write of a batch.
@@ -79,6 +83,8 @@ pub enum EngineError {
     NoSpace(PartitionId),
     #[error("the system space is missing")]
     NoSystemSpace,
+    #[error("this engine keeps no keys (the embedded engine's key store is in the home)")]
+    NoKeySpace,
     #[cfg(feature = "postgres")]
     #[error("PostgreSQL")]
     Postgres(#[source] Box<::postgres::Error>),
@@ -163,10 +169,15 @@ pub(crate) trait Engine: View + Send + Sync {
         None
     }
 
-    /// After `p`'s keys were destroyed: removes from the engine's own files what deleted
-    /// records of `p` and of the system space left there (RocksDB: flush every memtable,
-    /// compact both to the bottom level, flush the WAL), as far as the engine can.
-    fn purge_deleted(&self, p: &PartitionId) -> Result<(), EngineError>;
+    /// Whether the engine holds the key store ([`Space::Keys`]).
+    fn holds_keys(&self) -> bool {
+        false
+    }
+
+    /// After keys were destroyed: removes from the engine's own files what deleted records
+    /// of `spaces` left there (RocksDB: flush every memtable, compact those spaces to the
+    /// bottom level, flush the WAL), as far as the engine can.
+    fn purge_deleted(&self, spaces: &[Space]) -> Result<(), EngineError>;
 }
 
 #[cfg(test)]

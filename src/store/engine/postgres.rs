@@ -68,8 +68,12 @@ fn space_name(space: &Space) -> String {
     match space {
         Space::System => SYS_CF.to_owned(),
         Space::Partition(p) => partition_cf(p),
+        Space::Keys => KEYS_SPACE.to_owned(),
     }
 }
+
+/// The key store's space (no partition's: those are `p/<id>`).
+const KEYS_SPACE: &str = "keys";
 
 fn pg(e: postgres::Error) -> EngineError {
     EngineError::Postgres(Box::new(e))
@@ -94,7 +98,8 @@ impl PostgresEngine {
                      epoch bigint NOT NULL, holder text NOT NULL,
                      lease_until timestamptz NOT NULL DEFAULT '-infinity');
                  INSERT INTO {s}.writer VALUES (1, 0, '') ON CONFLICT DO NOTHING;
-                 INSERT INTO {s}.spaces VALUES ('{SYS_CF}') ON CONFLICT DO NOTHING;"
+                 INSERT INTO {s}.spaces VALUES ('{SYS_CF}'), ('{KEYS_SPACE}')
+                     ON CONFLICT DO NOTHING;"
             ))
             .map_err(pg)?;
         let epoch = take_epoch(&mut writer, s, holder, lease)?;
@@ -146,6 +151,7 @@ impl PostgresEngine {
         Err(match space {
             Space::System => EngineError::NoSystemSpace,
             Space::Partition(p) => EngineError::NoSpace(p.clone()),
+            Space::Keys => EngineError::NoKeySpace,
         })
     }
 
@@ -544,7 +550,11 @@ impl Engine for PostgresEngine {
         Ok(())
     }
 
-    fn purge_deleted(&self, _p: &PartitionId) -> Result<(), EngineError> {
+    fn holds_keys(&self) -> bool {
+        true
+    }
+
+    fn purge_deleted(&self, _spaces: &[Space]) -> Result<(), EngineError> {
         // Dead row versions go at the next vacuum; old copies persist in WAL, standbys and
         // backups whatever kukaku does (docs/keys.md: destroy holds because the KEK is
         // rotated and never in the database).

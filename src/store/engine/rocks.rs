@@ -46,6 +46,7 @@ impl<'a> DbView<'a> {
                 .0
                 .cf_handle(&partition_cf(p))
                 .ok_or_else(|| EngineError::NoSpace(p.clone())),
+            Space::Keys => Err(EngineError::NoKeySpace),
         }
     }
 
@@ -175,7 +176,7 @@ impl Engine for RocksEngine {
         self.db.cf_handle(&partition_cf(p)).is_some()
     }
 
-    fn purge_deleted(&self, p: &PartitionId) -> Result<(), EngineError> {
+    fn purge_deleted(&self, spaces: &[Space]) -> Result<(), EngineError> {
         let db = &self.db;
         let names = DB::list_cf(&Options::default(), db.path())?;
         let handles: Vec<_> = names.iter().filter_map(|n| db.cf_handle(n)).collect();
@@ -185,7 +186,12 @@ impl Engine for RocksEngine {
         let mut opts = rocksdb::CompactOptions::default();
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         opts.set_exclusive_manual_compaction(true);
-        for name in [partition_cf(p), SYS_CF.to_owned()] {
+        for space in spaces {
+            let name = match space {
+                Space::System => SYS_CF.to_owned(),
+                Space::Partition(p) => partition_cf(p),
+                Space::Keys => return Err(EngineError::NoKeySpace),
+            };
             if let Some(cf) = db.cf_handle(&name) {
                 db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
             }
