@@ -20,6 +20,7 @@ pub(crate) mod keys;
 pub(crate) mod metrics;
 pub(crate) mod partitions;
 pub(crate) mod serve;
+pub(crate) mod standby;
 pub(crate) mod verify;
 
 /// How a command ended when it did not fail with an error (exit 2).
@@ -58,7 +59,12 @@ pub(crate) fn partition(text: &str) -> Result<PartitionId> {
 
 /// Opens the instance, warning about each quarantined partition.
 pub(crate) fn open(paths: &Paths) -> Result<Store> {
-    let store = Store::open(paths, StoreOptions::default())?;
+    open_with(paths, StoreOptions::default())
+}
+
+/// [`open`] with `options`.
+pub(crate) fn open_with(paths: &Paths, options: StoreOptions) -> Result<Store> {
+    let store = Store::open(paths, options)?;
     for (p, why) in store.quarantined() {
         eprintln!("warning: partition {p} is quarantined: {why}");
     }

@@ -5,12 +5,13 @@ use anyhow::{Context, Result};
 use kukaku::api::{self, AppState, Limits, ServerRole, server};
 use kukaku::store::{Paths, Store};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
 
 use std::path::PathBuf;
 
 use super::args::*;
 use super::continuity::load_rules;
-use super::*;
 
 /// What the intermediate's replicator needs.
 pub(crate) struct ReplicatorConfig {
@@ -118,7 +119,7 @@ impl ServeArgs {
     /// Checks the arguments, opens the store and serves until Ctrl-C.
     pub(crate) fn run(self, home: &std::path::Path, paths: &Paths) -> Result<()> {
         let settings = self.settings(home, paths)?;
-        serve(open(paths)?, settings)
+        serve(paths, settings)
     }
 
     /// `kukaku config check`: the same checks, and the settings printed instead of served.
@@ -248,7 +249,9 @@ impl ServeArgs {
             RoleArg::Intermediate => ServerRole::Intermediate,
         };
         let replicator = match (&role, upstream.upstream.as_deref()) {
-            (ServerRole::Intermediate, Some(url)) => Some(replicator_config(url, &upstream)?),
+            (ServerRole::Intermediate, Some(url)) => {
+                Some(Arc::new(replicator_config(url, &upstream)?))
+            }
             (ServerRole::Hub, Some(_)) => {
                 anyhow::bail!("--upstream is for --role intermediate")
             }
@@ -284,98 +287,115 @@ pub(crate) struct Settings<'a> {
     witnesses: Vec<kukaku::ledger::VerifierKey>,
     rules: kukaku::domain::continuity::Rules,
     session_idle: std::time::Duration,
-    replicator: Option<ReplicatorConfig>,
+    replicator: Option<Arc<ReplicatorConfig>>,
     /// The metrics listener and whether lags carry partition labels.
     metrics: Option<(std::net::SocketAddr, bool)>,
 }
 
-pub(crate) fn serve(store: Store, s: Settings<'_>) -> Result<()> {
-    let Settings {
-        admin_socket,
-        role,
-        listen,
-        transport,
-        limits,
-        request_nice,
-        witnesses,
-        rules,
-        session_idle,
-        replicator,
-        metrics,
-    } = s;
+/// Serves until SIGINT or SIGTERM: one term per store opened. On a cell, a term ends
+/// early when the store is poisoned (another writer took the cell, or a commit's outcome is
+/// unknown): the server then stands by and serves a store opened afresh (`standby`).
+pub(crate) fn serve(paths: &Paths, s: Settings<'_>) -> Result<()> {
+    let stop = super::standby::stop_signal()?;
+    while let Some(store) = super::standby::open_as_writer(paths, &stop)? {
+        match serve_term(store, &s, stop.clone())? {
+            Ended::Stopped => break,
+            Ended::CellLost => {
+                println!("this server may no longer write the cell; standing by to open it again")
+            }
+        }
+    }
+    println!("stopped");
+    Ok(())
+}
+
+/// How a term of serving ended.
+enum Ended {
+    /// SIGINT or SIGTERM.
+    Stopped,
+    /// The store was poisoned on a cell.
+    CellLost,
+}
+
+fn serve_term(store: Store, s: &Settings<'_>, stop: watch::Receiver<bool>) -> Result<Ended> {
     let store = Arc::new(store);
     // Started after the store (so after its writer thread): the request threads run below it.
-    let runtime = server::runtime(request_nice)?;
-    runtime.block_on(async {
-        let listener = server::bind(listen, &transport).await?;
-        let admin = kukaku::admin::AdminSocket::bind(admin_socket)?;
-        println!(
-            "admin socket {} (mode 0600): `kukaku keys …` runs through this server",
-            admin.path().display()
-        );
-        let admin_task = tokio::spawn(admin.run(Arc::clone(&store)));
-        let metrics_tasks = match metrics {
-            Some((addr, labels)) => Some(super::metrics::start(addr, labels, &store).await?),
-            None => None,
-        };
-        let scheme = if transport.is_tls() { "https" } else { "http" };
-        let reloading = match &transport {
-            server::Transport::ReloadableTls(files) => {
-                Some(tokio::spawn(reload_on_sighup(Arc::clone(files))))
-            }
-            _ => None,
-        };
-        let app = api::router(
-            AppState::new(Arc::clone(&store), role)
-                .with_witnesses(witnesses)
-                .with_continuity_rules(rules)
-                .with_session_idle(session_idle)
-                .with_secure_cookies(transport.is_tls()),
-            limits,
-        );
-        println!(
-            "kukaku {} serving {scheme}://{} (Ctrl-C to stop)",
-            role.name(),
-            listener.local_addr()?
-        );
-        let replicating = replicator.map(|r| spawn_replicator(Arc::clone(&store), r));
-        // systemd (Type=notify): serving from here on. Without NOTIFY_SOCKET, nothing.
-        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
-            tracing::warn!(error = %kukaku::error::report(&e), "readiness notification");
-        }
-        server::serve(
-            listener,
-            app,
-            transport,
-            limits,
-            shutdown_signal(),
-            std::time::Duration::from_secs(30),
-        )
-        .await?;
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-        admin_task.abort();
-        let _ = admin_task.await;
-        if let Some(task) = reloading {
-            task.abort();
-            let _ = task.await;
-        }
-        for task in metrics_tasks.into_iter().flatten() {
-            task.abort();
-            let _ = task.await;
-        }
-        if let Some(task) = replicating {
-            task.abort();
-            let _ = task.await;
-        }
-        anyhow::Ok(())
-    })?;
+    let runtime = server::runtime(s.request_nice)?;
+    let lost = Arc::new(AtomicBool::new(false));
+    runtime.block_on(run_server(Arc::clone(&store), s, stop, Arc::clone(&lost)))?;
     drop(runtime);
     // Every handler has finished: dropping the last reference drains the writer's queue.
     match Arc::try_unwrap(store) {
         Ok(store) => drop(store),
         Err(_) => eprintln!("warning: store still referenced at shutdown"),
     }
-    println!("stopped");
+    Ok(if lost.load(Ordering::SeqCst) {
+        Ended::CellLost
+    } else {
+        Ended::Stopped
+    })
+}
+
+/// Serves `store` until `stop` or, on a cell, until the store is poisoned (`lost` is then
+/// set).
+async fn run_server(
+    store: Arc<Store>,
+    s: &Settings<'_>,
+    mut stop: watch::Receiver<bool>,
+    lost: Arc<AtomicBool>,
+) -> Result<()> {
+    let listener = server::bind(s.listen, &s.transport).await?;
+    let admin = kukaku::admin::AdminSocket::bind(s.admin_socket)?;
+    println!(
+        "admin socket {} (mode 0600): `kukaku keys …` runs through this server",
+        admin.path().display()
+    );
+    let mut tasks = vec![tokio::spawn(admin.run(Arc::clone(&store)))];
+    if let Some((addr, labels)) = s.metrics {
+        tasks.extend(super::metrics::start(addr, labels, &store).await?);
+    }
+    let scheme = if s.transport.is_tls() {
+        "https"
+    } else {
+        "http"
+    };
+    if let server::Transport::ReloadableTls(files) = &s.transport {
+        tasks.push(tokio::spawn(reload_on_sighup(Arc::clone(files))));
+    }
+    let app = api::router(
+        AppState::new(Arc::clone(&store), s.role)
+            .with_witnesses(s.witnesses.clone())
+            .with_continuity_rules(s.rules.clone())
+            .with_session_idle(s.session_idle)
+            .with_secure_cookies(s.transport.is_tls()),
+        s.limits,
+    );
+    println!(
+        "kukaku {} serving {scheme}://{} (Ctrl-C to stop)",
+        s.role.name(),
+        listener.local_addr()?
+    );
+    if let Some(r) = &s.replicator {
+        tasks.push(spawn_replicator(Arc::clone(&store), Arc::clone(r)));
+    }
+    // systemd (Type=notify): serving from here on. Without NOTIFY_SOCKET, nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %kukaku::error::report(&e), "readiness notification");
+    }
+    let watched = Arc::clone(&store);
+    let ended = async move {
+        tokio::select! {
+            _ = stop.wait_for(|stopped| *stopped) => {}
+            () = super::standby::cell_lost(&watched) => lost.store(true, Ordering::SeqCst),
+        }
+    };
+    let drain = std::time::Duration::from_secs(30);
+    server::serve(listener, app, s.transport.clone(), s.limits, ended, drain).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    for task in tasks {
+        task.abort();
+        let _ = task.await;
+    }
     Ok(())
 }
 
@@ -405,7 +425,7 @@ async fn reload_on_sighup(files: Arc<server::TlsFiles>) {
 }
 
 /// The intermediate's replicator, running until aborted.
-fn spawn_replicator(store: Arc<Store>, r: ReplicatorConfig) -> tokio::task::JoinHandle<()> {
+fn spawn_replicator(store: Arc<Store>, r: Arc<ReplicatorConfig>) -> tokio::task::JoinHandle<()> {
     println!("replicating from the hub every {} s", r.every.as_secs());
     tokio::spawn(async move {
         kukaku::flows::replicate::run(&store, &r.client, &r.upstream, r.every, r.max_backoff).await

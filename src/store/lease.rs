@@ -6,8 +6,44 @@
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 
-use super::Inner;
 use super::engine::EngineError;
+use super::keyring::KeyError;
+use super::{Inner, OpenError, Store};
+
+/// Why an open found that it cannot hold the cell now, but may later: a standby waits and
+/// tries again ([`OpenError::standby`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standby {
+    /// Another writer holds the cell (its holder, as it named itself) and keeps its lease.
+    Held(String),
+    /// No leader answers now: between leaders, or the network.
+    Unreachable,
+}
+
+impl OpenError {
+    /// Whether a standby should wait and open again: the cell is held by another writer or
+    /// answers no writes now. `None` for every other failure (those need an operator).
+    pub fn standby(&self) -> Option<Standby> {
+        let engine = match self {
+            OpenError::Engine(e) | OpenError::KeyStore(KeyError::Engine(e)) => e,
+            _ => return None,
+        };
+        match engine {
+            EngineError::WriterActive(holder) => Some(Standby::Held(holder.clone())),
+            e if e.is_transient() => Some(Standby::Unreachable),
+            _ => None,
+        }
+    }
+}
+
+impl Store {
+    /// Whether this store writes a replicated cell under a lease (one that another writer
+    /// may take over: the store is then poisoned, and a server opens it again as a
+    /// standby). `false` on the embedded engine.
+    pub fn holds_a_lease(&self) -> bool {
+        self.inner.engine.lease_term().is_some()
+    }
+}
 
 /// The renewing thread; dropping it stops the thread.
 pub(crate) struct LeaseHandle {

@@ -43,6 +43,7 @@ pub use engine::PgTarget;
 pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
+pub use lease::Standby;
 #[cfg(feature = "postgres")]
 pub use on_postgres::EngineRecord;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};

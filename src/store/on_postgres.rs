@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use super::engine::{Dir, Engine, Lease, PgTarget, PostgresEngine, Space};
-use super::open::{KekChoice, init_keys, kek_source, new_instance_record, write_instance_record};
+use super::open::{
+    KekChoice, check_private, init_keys, kek_source, new_instance_record, write_instance_record,
+};
 use super::records::INSTANCE_KEY;
 use super::{OpenError, Paths, Store, StoreOptions};
 
@@ -76,6 +78,7 @@ impl Store {
         options: StoreOptions,
         target: PgTarget,
     ) -> Result<Store, OpenError> {
+        check_private(paths)?;
         let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
         let partitions = engine.partition_spaces()?;
         Self::open_on(paths, choice, options, Arc::new(engine), partitions)

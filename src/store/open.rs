@@ -195,17 +195,19 @@ fn home_of(paths: &Paths) -> Option<&Path> {
         .filter(|h| paths.key_store.parent() == Some(*h) && paths.anchor.parent() == Some(*h))
 }
 
-/// Owner-only files (`private`): the process umask, the data directory, the key store and,
-/// in the default layout, the home that holds them; older files are tightened to 0600.
-fn check_private(paths: &Paths) -> Result<(), OpenError> {
+/// Owner-only files (`private`): the process umask, the data directory and the key store
+/// where the home has them (not on an engine that holds both) and, in the default layout,
+/// the home; older files are tightened to 0600.
+pub(super) fn check_private(paths: &Paths) -> Result<(), OpenError> {
     private::restrict_umask();
+    let local = [&paths.data, &paths.key_store].map(|d| Some(d.as_path()).filter(|d| d.exists()));
     for dir in home_of(paths)
         .into_iter()
-        .chain([paths.data.as_path(), paths.key_store.as_path()])
+        .chain(local.into_iter().flatten())
     {
         private::check_dir(dir)?;
     }
-    for dir in [&paths.data, &paths.key_store] {
+    for dir in local.into_iter().flatten() {
         let n = private::tighten_files(dir)?;
         if n > 0 {
             tracing::warn!(dir = %dir.display(), files = n, "files readable by group or others were made owner-only (0600)");

@@ -130,6 +130,12 @@ fn a_second_machine_with_the_kek_alone_takes_over_the_cell() {
     append(&store, &first, 2, "from b");
     drop(store);
     for home in [&a, &b] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&home.anchor)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", home.anchor.display());
         assert!(!home.key_store.exists(), "{}", home.key_store.display());
         assert!(!home.data.exists(), "{}", home.data.display());
     }

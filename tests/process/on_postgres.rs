@@ -1,13 +1,20 @@
 //! The `kukaku` binary with its data in PostgreSQL (issue 31, `--features postgres`): `init
 //! --pg-dsn-file` writes `engine.json` and no data directory of its own, every later command
 //! finds the engine through it (partitions, import, verify with keys), `backup` says it
-//! copies only the embedded engine, and a DSN file others can read is refused. Run by the
-//! test command against its cell (`KUKAKU_TEST_PG_DSN`).
+//! copies only the embedded engine, and a DSN file others can read is refused; two `kukaku
+//! serve` on one cell, one serving and one standing by, taking over from each other without
+//! ever both committing. Run by the test command against its cell (`KUKAKU_TEST_PG_DSN`).
 
 use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
 use super::cli::kukaku;
 use super::keys_cli::{import_five, ok, text};
+use super::serve_crash::{Http, call, token, wait_ready};
 use crate::common::walk;
 
 #[test]
@@ -63,4 +70,213 @@ fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
             entry.display()
         );
     }
+}
+
+/// One instance on the cell with two homes, as two machines have: `a` made it, `b` holds a
+/// copy of its KEK and `engine.json`, nothing else.
+pub(crate) struct TwoHomes {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) a: std::path::PathBuf,
+    pub(crate) b: std::path::PathBuf,
+}
+
+impl TwoHomes {
+    pub(crate) fn new(name: &str, partition: &str) -> Self {
+        let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
+        let schema = format!("t_{name}_{}", std::process::id());
+        let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dsn_file = dir.path().join("pg.dsn");
+        std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
+        std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let a = dir.path().join("a");
+        ok(kukaku(
+            &a,
+            &[
+                "init",
+                "--origin",
+                "hub.cell.test",
+                "--pg-dsn-file",
+                dsn_file.to_str().unwrap(),
+                "--pg-schema",
+                &schema,
+            ],
+        ));
+        ok(kukaku(&a, &["partitions", "create", partition]));
+        let b = dir.path().join("b");
+        std::fs::create_dir(&b).unwrap();
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o700)).unwrap();
+        for file in ["kek.key", "engine.json"] {
+            std::fs::copy(a.join(file), b.join(file)).unwrap();
+        }
+        TwoHomes { dir, a, b }
+    }
+}
+
+/// A `kukaku serve --role hub` on `port` whose standard output goes to `log`.
+pub(crate) fn serve_hub(home: &std::path::Path, port: u16, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_kukaku"))
+        .arg("--home")
+        .arg(home)
+        .args(["serve", "--role", "hub", "--plain-http-loopback"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits (up to 60 s) until `log` has a line containing `what`.
+pub(crate) async fn wait_for_line(log: &std::path::Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains(what)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} never said {what:?}", log.display());
+}
+
+/// The body of an import of sample transmission `tid` with `households` households.
+pub(crate) fn import_body(p: &str, tid: &str, households: usize, seed: u64) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let f = kukaku::flows::sample::transmission(p, tid, households, seed);
+    serde_json::json!({
+        "transmission_id": tid, "encoding": "utf-8",
+        "setai_file": b64.encode(&f.setai), "kojin_file": b64.encode(&f.kojin),
+    })
+}
+
+/// Imports `tid` through the server on `port`: the HTTP status, `None` if no server answered.
+pub(crate) async fn import(http: &Http, port: u16, token: &str, p: &str, tid: &str) -> Option<u16> {
+    let body = import_body(p, tid, 2, tid.len() as u64);
+    let url = format!("http://127.0.0.1:{port}/v1/transmissions");
+    call(http, "POST", &url, token, Some(&body))
+        .await
+        .map(|(status, _)| status)
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by the test command against its cell"]
+async fn two_servers_on_one_cell_never_both_commit_and_take_over_in_turn() {
+    let p = "131011";
+    let homes = tokio::task::block_in_place(|| TwoHomes::new("serve2", p));
+    let token = token(
+        &homes.a,
+        &["--role", "municipality", "--partition", p, "--label", "m"],
+    );
+    let (port_a, port_b) = (free_port(), free_port());
+    let (log_a, log_b) = (
+        homes.dir.path().join("a.log"),
+        homes.dir.path().join("b.log"),
+    );
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut a = serve_hub(&homes.a, port_a, &log_a);
+    wait_ready(&http, port_a).await;
+    let mut b = serve_hub(&homes.b, port_b, &log_b);
+    wait_for_line(&log_b, "standing by").await;
+    assert_eq!(
+        import(&http, port_b, &token, p, "T-B-0").await,
+        None,
+        "b serves nothing yet"
+    );
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let tid = format!("T-A-{i}");
+        assert_eq!(import(&http, port_a, &token, p, &tid).await, Some(201));
+        acked.push(tid);
+    }
+
+    // `a` stops (as in a long pause or a partition) past its lease: `b` takes the cell.
+    signal(&a, "-STOP");
+    wait_ready(&http, port_b).await;
+    assert!(
+        std::fs::read_to_string(&log_b)
+            .unwrap()
+            .contains("took over the cell")
+    );
+    for i in 0..5 {
+        let tid = format!("T-B-{i}");
+        assert_eq!(import(&http, port_b, &token, p, &tid).await, Some(201));
+        acked.push(tid);
+    }
+    // A request `a` finds when it wakes is never acknowledged: its epoch is taken.
+    let stale = {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move { import(&http, port_a, &token, p, "T-STALE").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&a, "-CONT");
+    wait_for_line(&log_a, "standing by to open it again").await;
+    let answer = stale.await.unwrap();
+    assert!(
+        !matches!(answer, Some(200 | 201)),
+        "the fenced server acknowledged: {answer:?}"
+    );
+    assert_eq!(
+        import(&http, port_a, &token, p, "T-A-late").await,
+        None,
+        "a stands by"
+    );
+
+    // `b` is killed: `a` takes the cell again once b's lease lapses.
+    b.kill().unwrap();
+    b.wait().unwrap();
+    wait_ready(&http, port_a).await;
+    for i in 5..10 {
+        let tid = format!("T-A-{i}");
+        assert_eq!(import(&http, port_a, &token, p, &tid).await, Some(201));
+        acked.push(tid);
+    }
+    signal(&a, "-TERM");
+    assert!(a.wait().unwrap().success());
+
+    // Every acknowledged import whole; the stale one nowhere; the log verifies with keys.
+    tokio::task::block_in_place(|| check_acked(&homes.a, p, &acked, &["T-STALE"]));
+}
+
+/// Every import of `acked` is in the log of `home` with its households, none of `absent`
+/// is, and `verify --with-keys` opens every snapshot (two per import).
+pub(crate) fn check_acked(home: &std::path::Path, p: &str, acked: &[String], absent: &[&str]) {
+    let store = kukaku::store::Store::open(
+        &kukaku::store::Paths::under(home),
+        kukaku::store::StoreOptions::default(),
+    )
+    .unwrap();
+    let partition = crate::common::pid(p);
+    for tid in acked {
+        let record = store.transmission(&partition, tid).unwrap();
+        assert_eq!(record.map(|r| r.households.len()), Some(2), "{tid}");
+    }
+    for tid in absent {
+        assert!(
+            store.transmission(&partition, tid).unwrap().is_none(),
+            "{tid}"
+        );
+    }
+    drop(store);
+    let verified = ok(kukaku(home, &["verify", "--with-keys"]));
+    let opened = format!("opened {}", 2 * acked.len());
+    assert!(verified.contains(&opened), "{verified}");
 }

@@ -130,7 +130,7 @@ impl Hub {
     }
 }
 
-async fn wait_ready(http: &Http, port: u16) {
+pub(crate) async fn wait_ready(http: &Http, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some((200, _)) = call(

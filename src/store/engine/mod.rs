@@ -107,6 +107,18 @@ pub enum EngineError {
     WriterActive(String),
 }
 
+impl EngineError {
+    /// Whether the engine may well answer again soon: a cell between leaders, a connection
+    /// lost (the commit that met it, if any, is still `Unknown`).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            EngineError::Postgres(e) | EngineError::Unknown(e) => postgres::transient(e),
+            _ => false,
+        }
+    }
+}
+
 /// Reads of one state: the latest committed one, or a snapshot's.
 pub(crate) trait View {
     /// The value of `key` in `space`.

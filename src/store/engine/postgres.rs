@@ -75,6 +75,22 @@ fn space_name(space: &Space) -> String {
 /// The key store's space (no partition's: those are `p/<id>`).
 const KEYS_SPACE: &str = "keys";
 
+/// An error a later try may not meet: no SQLSTATE (the connection could not be made or was
+/// lost), a connection exception (08), operator intervention (57: shutdown, a failover's
+/// restart), insufficient resources (53), or a read-only transaction (a standby reached
+/// before it was promoted).
+pub(super) fn transient(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(c) => {
+            c == &postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION
+                || ["08", "57", "53"]
+                    .iter()
+                    .any(|class| c.code().starts_with(class))
+        }
+    }
+}
+
 fn pg(e: postgres::Error) -> EngineError {
     EngineError::Postgres(Box::new(e))
 }
