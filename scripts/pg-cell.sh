@@ -9,6 +9,15 @@
 #                                  standby, and prints the DSN; PIDs go to DIR/pids
 #   scripts/pg-cell.sh stop DIR    stops everything DIR/pids names (TERM, then KILL)
 #   scripts/pg-cell.sh status DIR  the members as Patroni sees them
+#   scripts/pg-cell.sh kill-leader DIR
+#                                  SIGKILLs the leader's Patroni and then its PostgreSQL
+#                                  (a machine lost: no one restarts it in place); prints
+#                                  the member's number
+#   scripts/pg-cell.sh stop-replicas DIR
+#                                  stops every member but the leader (no synchronous
+#                                  standby left: commits wait)
+#   scripts/pg-cell.sh revive DIR  starts again every member whose Patroni is not running
+#                                  and waits for a leader and a synchronous standby
 #
 # Ports: PG_CELL_PORT (default 24000) and up: etcd clients +0,+2,+4 (peers +1,+3,+5),
 # Patroni REST +10..+12, PostgreSQL +20..+22. Everything binds to 127.0.0.1. PostgreSQL and
@@ -18,7 +27,7 @@ set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop|status DIR" >&2
+  echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive DIR" >&2
   exit 2
 fi
 base="${PG_CELL_PORT:-24000}"
@@ -150,6 +159,42 @@ start_patroni() {
   spawn "patroni$1" patroni "$dir/patroni$1.yml"
 }
 
+# The PID DIR/pids holds for NAME (the last one started).
+pid_of() {
+  awk -v n="$1" '$1 == n { p = $2 } END { if (p) print p }' "$dir/pids"
+}
+
+# Drops NAME's line from DIR/pids (it was stopped; its PID may be reused).
+forget() {
+  local rest
+  rest="$(awk -v n="$1" '$1 != n' "$dir/pids")"
+  printf '%s\n' "$rest" > "$dir/pids"
+}
+
+# The member number of the leader (empty while there is none).
+leader() {
+  cluster_json | python3 -c '
+import json, sys
+c = json.load(sys.stdin)
+print(next((m["name"][2:] for m in c.get("members", []) if m.get("role") == "leader"), ""))
+' 2>/dev/null || true
+}
+
+# Waits (up to 180 s) for a leader with a streaming synchronous standby, every member up.
+wait_ready() {
+  local start_s
+  start_s=$(date +%s)
+  until ready; do
+    if [ $(( $(date +%s) - start_s )) -gt 180 ]; then
+      echo "error: no leader with a streaming synchronous standby after 180 s; logs in $dir" >&2
+      tail -n 20 "$dir"/patroni*.log >&2 || true
+      return 1
+    fi
+    sleep 1
+  done
+  echo "cell ready in $(( $(date +%s) - start_s )) s" >&2
+}
+
 # The cluster as Patroni's REST API reports it (any member answers).
 cluster_json() {
   local i
@@ -159,7 +204,13 @@ cluster_json() {
   return 1
 }
 
+# A leader and a streaming synchronous standby, and every member up (its Patroni answers:
+# a killed member's key stays in etcd, "running", until its ttl ends).
 ready() {
+  local i
+  for i in "${members[@]}"; do
+    curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$(rest_port "$i")/liveness" 2>/dev/null || return 1
+  done
   cluster_json | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
@@ -167,8 +218,9 @@ roles = [(m.get("role"), m.get("state")) for m in c.get("members", [])]
 leader = any(r == "leader" and s == "running" for r, s in roles)
 # Patroni names a sync standby only among streaming replicas ("running" before 3.0.4).
 sync = any(r == "sync_standby" and s in ("streaming", "running") for r, s in roles)
-sys.exit(0 if leader and sync else 1)
-' 2>/dev/null
+every = len(roles) == int(sys.argv[1]) and all(s in ("streaming", "running") for _, s in roles)
+sys.exit(0 if leader and sync and every else 1)
+' "${#members[@]}" 2>/dev/null
 }
 
 dsn() {
@@ -222,18 +274,48 @@ case "$cmd" in
     chmod 700 "$dir"
     for i in "${members[@]}"; do start_etcd "$i"; done
     for i in "${members[@]}"; do start_patroni "$i"; done
-    start_s=$(date +%s)
-    until ready; do
-      if [ $(( $(date +%s) - start_s )) -gt 180 ]; then
-        echo "error: no leader with a streaming synchronous standby after 180 s; logs in $dir" >&2
-        tail -n 20 "$dir"/patroni*.log >&2 || true
-        stop_all
-        exit 1
-      fi
-      sleep 1
-    done
-    echo "cell up in $(( $(date +%s) - start_s )) s" >&2
+    wait_ready || { stop_all; exit 1; }
     dsn
+    ;;
+  kill-leader)
+    dir="$(cd "$dir" && pwd)"
+    n="$(leader)"
+    [ -n "$n" ] || { echo "error: the cell has no leader" >&2; exit 1; }
+    postmaster="$(head -1 "$dir/pg$n/postmaster.pid")"
+    kill -KILL "$(pid_of "patroni$n")"
+    kill -KILL "$postmaster"
+    forget "patroni$n"
+    echo "$n"
+    ;;
+  stop-replicas)
+    dir="$(cd "$dir" && pwd)"
+    n="$(leader)"
+    [ -n "$n" ] || { echo "error: the cell has no leader" >&2; exit 1; }
+    for i in "${members[@]}"; do
+      [ "$i" = "$n" ] && continue
+      pid="$(pid_of "patroni$i")"
+      [ -n "$pid" ] || continue
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$pid" 2>/dev/null || true
+      forget "patroni$i"
+    done
+    ;;
+  revive)
+    dir="$(cd "$dir" && pwd)"
+    for i in "${members[@]}"; do
+      pid="$(pid_of "patroni$i")"
+      if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        # A PostgreSQL left by a killed Patroni goes first; Patroni starts its own.
+        if [ -f "$dir/pg$i/postmaster.pid" ]; then
+          old="$(head -1 "$dir/pg$i/postmaster.pid")"
+          [ "$(ps -o comm= -p "$old" 2>/dev/null)" = postgres ] && kill -KILL "$old"
+        fi
+        [ -n "$pid" ] && forget "patroni$i"
+        start_patroni "$i"
+      fi
+    done
+    wait_ready
     ;;
   stop)
     dir="$(cd "$dir" && pwd)"
@@ -243,7 +325,7 @@ case "$cmd" in
     cluster_json | python3 -m json.tool
     ;;
   *)
-    echo "usage: $0 start|stop|status DIR" >&2
+    echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive DIR" >&2
     exit 2
     ;;
 esac

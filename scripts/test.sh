@@ -82,9 +82,15 @@ KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --lib store::engine -- 
 KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --test it on_postgres -- --ignored
 # The binary on the cell: init --pg-dsn-file, then every command through engine.json.
 KUKAKU_TEST_PG_DSN="$dsn" cargo test --features postgres --test process on_postgres -- --ignored
-# Last, alone: the leader is killed (Patroni and PostgreSQL) while commits go on.
+# Last, alone, each after the cell is whole again: the leader is killed (Patroni and
+# PostgreSQL) while commits go on; then while `kukaku serve` takes HTTP imports; then both
+# standbys stop (imports wait for one to come back).
 KUKAKU_TEST_PG_DSN="$dsn" KUKAKU_TEST_PG_CELL="$cell" \
   cargo test --features postgres --lib store::engine::tests::pg_failover -- --ignored --nocapture
+bash scripts/pg-cell.sh revive "$cell"
+KUKAKU_TEST_PG_DSN="$dsn" KUKAKU_TEST_PG_CELL="$cell" \
+  cargo test --features postgres --test process cell_failover -- --ignored --nocapture \
+  --test-threads 1
 bash scripts/pg-cell.sh stop "$cell"
 
 # The terminal in a real browser (issue 6): headless Chromium driven by playwright-core, CJK

@@ -13,6 +13,8 @@
 mod common;
 
 mod backup_cli;
+#[cfg(feature = "postgres")]
+mod cell_failover;
 mod cli;
 mod config;
 mod crash;

@@ -331,44 +331,21 @@ mod pg_failover {
     }
 
     /// Kills the leader's Patroni and then its PostgreSQL (SIGKILL both, so no one restarts
-    /// it in place): the cell must elect the synchronous standby.
+    /// it in place: `scripts/pg-cell.sh kill-leader`): the cell must elect the synchronous
+    /// standby. The member's name.
     fn kill_leader(cell: &std::path::Path) -> String {
         let out = std::process::Command::new("bash")
-            .args(["scripts/pg-cell.sh", "status"])
+            .args(["scripts/pg-cell.sh", "kill-leader"])
             .arg(cell)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
-        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let leader = status["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["role"] == "leader")
-            .and_then(|m| m["name"].as_str())
-            .unwrap()
-            .to_owned();
-        let n = leader.trim_start_matches("pg");
-        let pids = std::fs::read_to_string(cell.join("pids")).unwrap();
-        let patroni = pids
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("patroni{n} ")))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let postmaster = std::fs::read_to_string(cell.join(format!("pg{n}/postmaster.pid")))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
-        for pid in [patroni, postmaster] {
-            std::process::Command::new("kill")
-                .args(["-9", &pid])
-                .status()
-                .unwrap();
-        }
-        leader
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!("pg{}", String::from_utf8_lossy(&out.stdout).trim())
     }
 
     #[test]
