@@ -24,6 +24,16 @@ where
         .map_err(ApiError::internal)?
 }
 
+/// The partitions' display names for a page (a convenience: a registry that cannot be read
+/// shows numbers), read on the blocking pool like every store call.
+pub(crate) async fn partition_names(
+    state: &Arc<AppState>,
+) -> std::collections::HashMap<PartitionId, String> {
+    blocking(state, |s| Ok(s.partition_names().unwrap_or_default()))
+        .await
+        .unwrap_or_default()
+}
+
 /// What a request touched, for its access record.
 pub(crate) struct Touched<'a> {
     pub(crate) route: &'a str,

@@ -20,6 +20,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::AppState;
+use super::access::partition_names;
 use super::auth::ContinuityOperator;
 use super::pages::{
     AnySession, api_error, csrf_refusal, frame, jst_wareki, logout_button, page, page_error,
@@ -49,7 +50,7 @@ impl FromRequestParts<Arc<AppState>> for Console {
             Ok(op) => Ok(Console {
                 op,
                 csrf: s.csrf,
-                names: state.store.partition_names().unwrap_or_default(),
+                names: partition_names(state).await,
             }),
             Err(_) => Err(page_error(
                 StatusCode::FORBIDDEN,

@@ -145,7 +145,7 @@ pub fn instance(
 ) -> (tempfile::TempDir, kukaku::store::Paths, Store) {
     let dir = tempfile::tempdir().unwrap();
     let paths = kukaku::store::Paths::under(dir.path());
-    let store = Store::init(&paths, origin, super::small()).unwrap();
+    let store = super::init_store(&paths, origin, super::small()).unwrap();
     store.request_partitions(ids).unwrap();
     store.provision(&mut |_, _| {}).unwrap();
     (dir, paths, store)

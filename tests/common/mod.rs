@@ -10,7 +10,7 @@ pub mod flow4;
 
 use kukaku::ledger::PartitionId;
 use kukaku::ledger::Seq;
-use kukaku::store::StoreOptions;
+use kukaku::store::{OpenError, Paths, Store, StoreOptions};
 
 /// A partition id from a 保険者番号 (check digit validated).
 pub fn pid(s: &str) -> PartitionId {
@@ -26,6 +26,53 @@ pub fn small() -> StoreOptions {
         write_buffer_manager_bytes: 8 << 20,
         ..Default::default()
     }
+}
+
+/// Whether this run puts the instances of `init_store` on the replicated engine
+/// (`KUKAKU_TEST_ENGINE=postgres`; the test command sets it for a second run of the store
+/// and flow suites against its cell).
+pub fn on_postgres() -> bool {
+    std::env::var("KUKAKU_TEST_ENGINE").is_ok_and(|e| e == "postgres")
+}
+
+/// A new instance under `paths` on the engine of this run: the embedded RocksDB, or (with
+/// `KUKAKU_TEST_ENGINE=postgres` in a build with `--features postgres`) a schema of its own
+/// in the cell `KUKAKU_TEST_PG_DSN` names. Either way `engine.json` makes every later
+/// `Store::open(paths, …)` find it, so a suite runs unchanged on both engines.
+pub fn init_store(paths: &Paths, origin: &str, options: StoreOptions) -> Result<Store, OpenError> {
+    if !on_postgres() {
+        return Store::init(paths, origin, options);
+    }
+    init_on_postgres(paths, origin, options)
+}
+
+#[cfg(feature = "postgres")]
+fn init_on_postgres(
+    paths: &Paths,
+    origin: &str,
+    options: StoreOptions,
+) -> Result<Store, OpenError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SCHEMAS: AtomicU64 = AtomicU64::new(0);
+    let dsn = std::env::var("KUKAKU_TEST_PG_DSN")
+        .expect("KUKAKU_TEST_PG_DSN with KUKAKU_TEST_ENGINE=postgres");
+    let n = SCHEMAS.fetch_add(1, Ordering::Relaxed);
+    let schema = format!("s_{}_{n}", std::process::id());
+    // Beside the home (never in it: the DSN holds the cell's password).
+    let outside = paths.key_store.parent().and_then(std::path::Path::parent);
+    let dsn_file = outside
+        .expect("a home inside a directory")
+        .join(format!("{schema}.dsn"));
+    std::fs::write(&dsn_file, &dsn).unwrap();
+    std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let record = kukaku::store::EngineRecord::postgres(&schema, &dsn_file);
+    Store::init_recorded(paths, origin, options, &record)
+}
+
+#[cfg(not(feature = "postgres"))]
+fn init_on_postgres(_: &Paths, _: &str, _: StoreOptions) -> Result<Store, OpenError> {
+    panic!("KUKAKU_TEST_ENGINE=postgres needs a build with --features postgres")
 }
 
 /// What a finished replication must show: every household snapshot of the hub's partition

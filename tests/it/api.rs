@@ -73,7 +73,7 @@ fn fixture_sync() -> Fixture {
         },
         ..small()
     };
-    let store = Store::init(&paths, "hub.test", options).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", options).unwrap();
     let (a, b) = (pid("131011"), pid("380014"));
     store.request_partitions(&[a.clone(), b.clone()]).unwrap();
     store.provision(&mut |_, _| {}).unwrap();

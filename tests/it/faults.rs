@@ -30,7 +30,7 @@ fn a_failed_data_write_poisons_until_reopen_and_loses_nothing_acknowledged() {
     let paths = Paths::under(dir.path());
     let p = pid("131011");
     {
-        let store = Store::init(&paths, "hub.test", small()).unwrap();
+        let store = crate::common::init_store(&paths, "hub.test", small()).unwrap();
         store.request_partitions(std::slice::from_ref(&p)).unwrap();
         store.provision(&mut |_, _| {}).unwrap();
     }
@@ -104,7 +104,7 @@ fn a_failed_key_store_write_poisons_before_any_ciphertext_is_written() {
     let paths = Paths::under(dir.path());
     let p = pid("131011");
     let size = {
-        let store = Store::init(&paths, "hub.test", small()).unwrap();
+        let store = crate::common::init_store(&paths, "hub.test", small()).unwrap();
         store.request_partitions(std::slice::from_ref(&p)).unwrap();
         store.provision(&mut |_, _| {}).unwrap();
         store.append(&p, entry("before")).unwrap().size

@@ -62,7 +62,7 @@ fn open_store(dir: &std::path::Path, origin: &str, ids: &[PartitionId]) -> (Path
 
 fn open_store_blocking(dir: &std::path::Path, origin: &str, ids: &[PartitionId]) -> (Paths, Store) {
     let paths = Paths::under(dir);
-    let store = Store::init(&paths, origin, small()).unwrap();
+    let store = crate::common::init_store(&paths, origin, small()).unwrap();
     store.request_partitions(ids).unwrap();
     store.provision(&mut |_, _| {}).unwrap();
     (paths, store)

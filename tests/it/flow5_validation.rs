@@ -185,7 +185,7 @@ fn who() -> Importer {
 fn store() -> (tempfile::TempDir, Paths, Store) {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", small()).unwrap();
     store
         .request_partitions(&[pid("131011"), pid("380014")])
         .unwrap();

@@ -25,7 +25,7 @@ fn who(reason: &str) -> KeyActor {
 
 fn setup(dir: &Path, opts: StoreOptions) -> (Paths, Store, Vec<PartitionId>) {
     let paths = Paths::under(dir);
-    let store = Store::init(&paths, "hub.test", opts).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", opts).unwrap();
     let ids = vec![pid("131011"), pid("380014")];
     store.request_partitions(&ids).unwrap();
     store.provision(&mut |_, _| {}).unwrap();
@@ -455,7 +455,7 @@ fn destroy_of_a_fiscal_year_shreds_only_that_year() {
             },
             ..small()
         };
-        let store = Store::init(&paths, "hub.test", opts).unwrap();
+        let store = crate::common::init_store(&paths, "hub.test", opts).unwrap();
         store.request_partitions(std::slice::from_ref(&p)).unwrap();
         store.provision(&mut |_, _| {}).unwrap();
         let old = put(&store, &p, Kind::KOGAKU_RECORD, "last year's 高額").0;

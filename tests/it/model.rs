@@ -108,7 +108,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
-        let store = Store::init(&paths, "hub.test", options()).unwrap();
+        let store = crate::common::init_store(&paths, "hub.test", options()).unwrap();
         let ids = vec![pid("131011"), pid("380014"), pid("33120015")];
         store.request_partitions(&ids).unwrap();
         store.provision(&mut |_, _| {}).unwrap();

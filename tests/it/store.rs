@@ -11,7 +11,7 @@ use kukaku::store::{NewEntry, OpenError, Paths, Store, VerifyOptions};
 
 fn setup(dir: &std::path::Path) -> (Paths, Store, Vec<PartitionId>) {
     let paths = Paths::under(dir);
-    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", small()).unwrap();
     let ids = vec![pid("131011"), pid("380014")];
     store.request_partitions(&ids).unwrap();
     assert_eq!(store.provision(&mut |_, _| {}).unwrap(), 2);
@@ -182,7 +182,7 @@ fn numbered(prefecture: u32, n: u32) -> PartitionId {
 fn provisioning_is_bulk_at_open_and_resumable() {
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::under(dir.path());
-    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", small()).unwrap();
     let ids: Vec<PartitionId> = (1..=3)
         .flat_map(|pref| (1..=100).map(move |n| numbered(pref, n)))
         .collect();
@@ -232,7 +232,7 @@ fn cosignatures_are_verified_before_they_are_kept() {
     let (_, witness, _) = setup(wit_dir.path());
     let other_witness = {
         let d = tempfile::tempdir().unwrap();
-        let s = Store::init(&Paths::under(d.path()), "other.test", small()).unwrap();
+        let s = crate::common::init_store(&Paths::under(d.path()), "other.test", small()).unwrap();
         s.cosigner_key()
     };
     let p = &ids[0];
@@ -324,7 +324,7 @@ fn key_status_counts_versions_and_entries() {
         dek_rotate_after: 3,
         ..small()
     };
-    let store = Store::init(&paths, "hub.test", opts).unwrap();
+    let store = crate::common::init_store(&paths, "hub.test", opts).unwrap();
     let p = pid("131011");
     store.request_partitions(std::slice::from_ref(&p)).unwrap();
     store.provision(&mut |_, _| {}).unwrap();

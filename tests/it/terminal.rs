@@ -861,7 +861,7 @@ async fn a_clerk_sends_a_transmission_and_sees_it_forwarded() {
     // The intermediate's witness key, trusted by this hub.
     let witness_dir = tempfile::tempdir().unwrap();
     let witness = tokio::task::block_in_place(|| {
-        Store::init(
+        crate::common::init_store(
             &Paths::under(witness_dir.path()),
             "intermediate.example",
             common::small(),

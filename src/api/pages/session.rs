@@ -3,6 +3,7 @@
 //! logout, and the extractors that check the credential again on every request.
 
 use super::*;
+use crate::api::access::partition_names;
 
 /// The 国保連合会 operator's console (`api::console`), where an operator's login lands.
 pub const CONSOLE_PATH: &str = "/terminal/console";
@@ -135,7 +136,7 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
                 muni,
                 csrf,
                 // Names are a convenience: a registry that cannot be read shows numbers.
-                names: state.store.partition_names().unwrap_or_default(),
+                names: partition_names(state).await,
             }),
             // The operator's session belongs on the console.
             Err(_) if v.role() == crate::crypto::credential::Role::ContinuityOperator => {

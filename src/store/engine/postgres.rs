@@ -99,6 +99,10 @@ impl PostgresEngine {
     /// Connects, makes the schema and tables if missing, and takes the writer epoch as
     /// `holder` (fencing any earlier writer).
     pub fn open(target: PgTarget, holder: &str, lease: Lease) -> Result<Self, EngineError> {
+        off_runtime(|| Self::open_here(target, holder, lease))
+    }
+
+    fn open_here(target: PgTarget, holder: &str, lease: Lease) -> Result<Self, EngineError> {
         if !valid_schema(&target.schema) {
             return Err(EngineError::BadSchema);
         }
@@ -255,6 +259,25 @@ fn valid_schema(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// Runs `f`, which blocks on the synchronous client, where that may happen. The client
+/// drives a runtime of its own, which tokio refuses to start on a thread that runs one: a
+/// store call made from async code (it belongs on the blocking pool, `api::access::blocking`)
+/// would panic there. On a multi-threaded runtime `block_in_place` moves the thread out of
+/// it (on a blocking-pool thread, where store calls are made, it only runs `f`); on a
+/// current-thread runtime (tests) `f` runs on a scoped thread of its own.
+fn off_runtime<T: Send>(
+    f: impl FnOnce() -> Result<T, EngineError> + Send,
+) -> Result<T, EngineError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        Ok(RuntimeFlavor::CurrentThread) => {
+            std::thread::scope(|scope| scope.spawn(f).join()).unwrap_or(Err(EngineError::Poisoned))
+        }
+        Ok(_) => tokio::task::block_in_place(f),
+    }
+}
+
 fn connect(target: &PgTarget) -> Result<Client, EngineError> {
     Client::connect(&target.dsn, NoTls).map_err(pg)
 }
@@ -293,13 +316,15 @@ impl Conn {
         }
     }
 
-    fn with<T>(
+    fn with<T: Send>(
         &self,
         target: &PgTarget,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send,
     ) -> Result<T, EngineError> {
-        let mut session = self.session(target)?;
-        f(session.client()?).map_err(pg)
+        off_runtime(|| {
+            let mut session = self.session(target)?;
+            f(session.client()?).map_err(pg)
+        })
     }
 
     /// The connection, made (again) if it is missing or lost.
@@ -312,6 +337,20 @@ impl Conn {
             *slot = Some(connect(target)?);
         }
         Ok(Session(slot))
+    }
+}
+
+impl Drop for Conn {
+    /// Closing a connection blocks on the client's runtime too (see [`off_runtime`]).
+    fn drop(&mut self) {
+        if let Ok(slot) = self.slot.get_mut()
+            && let Some(client) = slot.take()
+        {
+            let _ = off_runtime(move || {
+                drop(client);
+                Ok(())
+            });
+        }
     }
 }
 
@@ -457,11 +496,15 @@ impl View for PgSnapshot<'_> {
 
 impl Engine for PostgresEngine {
     fn snapshot(&self) -> Result<Box<dyn View + '_>, EngineError> {
-        let mut conn = connect(&self.target)?;
-        // A repeatable-read transaction takes its snapshot at its first statement, not at
-        // BEGIN: the SELECT fixes it now (the contract test found reads of later commits).
-        conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
-            .map_err(pg)?;
+        let conn = off_runtime(|| {
+            let mut conn = connect(&self.target)?;
+            // A repeatable-read transaction takes its snapshot at its first statement, not
+            // at BEGIN: the SELECT fixes it now (the contract test found reads of later
+            // commits).
+            conn.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
+                .map_err(pg)?;
+            Ok(conn)
+        })?;
         // Its connection is never made again: a new one would not see this state.
         Ok(Box::new(PgSnapshot {
             engine: self,
@@ -473,58 +516,7 @@ impl Engine for PostgresEngine {
     }
 
     fn commit(&self, ops: Vec<Op>) -> Result<(), EngineError> {
-        let s = &self.target.schema;
-        let mut resolved = Vec::with_capacity(ops.len());
-        for op in ops {
-            let space = match &op {
-                Op::Put { space, .. }
-                | Op::Delete { space, .. }
-                | Op::DeleteRange { space, .. } => space,
-            };
-            resolved.push((self.known(space)?, op));
-        }
-        let mut session = self.writer.session(&self.target)?;
-        let mut tx = session.client()?.transaction().map_err(pg)?;
-        let fenced = tx
-            .execute(
-                &format!(
-                    "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
-                     WHERE id = 1 AND epoch = $1"
-                ),
-                &[&self.epoch, &interval(self.lease)],
-            )
-            .map_err(pg)?;
-        if fenced != 1 {
-            return Err(EngineError::Fenced(self.epoch));
-        }
-        let mut puts = BTreeMap::new();
-        for (name, op) in resolved {
-            match op {
-                Op::Put { key, value, .. } => {
-                    puts.insert((name, key), value);
-                }
-                Op::Delete { key, .. } => {
-                    write_puts(&mut tx, s, &mut puts)?;
-                    tx.execute(
-                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key = $2"),
-                        &[&name, &key],
-                    )
-                    .map_err(pg)?;
-                }
-                Op::DeleteRange { from, to, .. } => {
-                    write_puts(&mut tx, s, &mut puts)?;
-                    tx.execute(
-                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key >= $2 AND key < $3"),
-                        &[&name, &from, &to],
-                    )
-                    .map_err(pg)?;
-                }
-            }
-        }
-        write_puts(&mut tx, s, &mut puts)?;
-        // A connection lost here leaves the outcome unknown: the caller must not answer
-        // either way (the writer poisons the store; a reopen reads every head again).
-        tx.commit().map_err(|e| EngineError::Unknown(Box::new(e)))
+        off_runtime(|| self.commit_here(ops))
     }
 
     fn lease_term(&self) -> Option<Duration> {
@@ -577,6 +569,64 @@ impl Engine for PostgresEngine {
         let s = &self.target.schema;
         let sql = format!("VACUUM {s}.kv");
         self.writer.with(&self.target, |c| c.batch_execute(&sql))
+    }
+}
+
+impl PostgresEngine {
+    /// [`Engine::commit`] on a thread that may block.
+    fn commit_here(&self, ops: Vec<Op>) -> Result<(), EngineError> {
+        let s = &self.target.schema;
+        let mut resolved = Vec::with_capacity(ops.len());
+        for op in ops {
+            let space = match &op {
+                Op::Put { space, .. }
+                | Op::Delete { space, .. }
+                | Op::DeleteRange { space, .. } => space,
+            };
+            resolved.push((self.known(space)?, op));
+        }
+        let mut session = self.writer.session(&self.target)?;
+        let mut tx = session.client()?.transaction().map_err(pg)?;
+        let fenced = tx
+            .execute(
+                &format!(
+                    "UPDATE {s}.writer SET lease_until = now() + $2::text::interval
+                     WHERE id = 1 AND epoch = $1"
+                ),
+                &[&self.epoch, &interval(self.lease)],
+            )
+            .map_err(pg)?;
+        if fenced != 1 {
+            return Err(EngineError::Fenced(self.epoch));
+        }
+        let mut puts = BTreeMap::new();
+        for (name, op) in resolved {
+            match op {
+                Op::Put { key, value, .. } => {
+                    puts.insert((name, key), value);
+                }
+                Op::Delete { key, .. } => {
+                    write_puts(&mut tx, s, &mut puts)?;
+                    tx.execute(
+                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key = $2"),
+                        &[&name, &key],
+                    )
+                    .map_err(pg)?;
+                }
+                Op::DeleteRange { from, to, .. } => {
+                    write_puts(&mut tx, s, &mut puts)?;
+                    tx.execute(
+                        &format!("DELETE FROM {s}.kv WHERE space = $1 AND key >= $2 AND key < $3"),
+                        &[&name, &from, &to],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+        }
+        write_puts(&mut tx, s, &mut puts)?;
+        // A connection lost here leaves the outcome unknown: the caller must not answer
+        // either way (the writer poisons the store; a reopen reads every head again).
+        tx.commit().map_err(|e| EngineError::Unknown(Box::new(e)))
     }
 }
 
