@@ -38,6 +38,10 @@ fn run(cli: Cli) -> Result<Outcome> {
                 postgres: pg_dsn_file.as_deref().map(|f| (f, pg_schema.as_str())),
             },
         )?,
+        Command::MoveToCell {
+            pg_dsn_file,
+            pg_schema,
+        } => return cli::cell::move_to_cell(&paths, &pg_dsn_file, &pg_schema),
         Command::Serve(args) => args.run(&home, &paths)?,
         Command::Config(ConfigCommand::Check(args)) => args.check(&home, &paths)?,
         Command::PublicKeys { witness, log } => keys::admin_command(

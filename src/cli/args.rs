@@ -58,6 +58,18 @@ pub(crate) enum Command {
         #[arg(long, default_value = "kukaku", requires = "pg_dsn_file")]
         pg_schema: String,
     },
+    /// Move this embedded instance onto a replicated cell (PostgreSQL under Patroni): every
+    /// pair and key-store record copied into an empty schema and read back, then
+    /// `engine.json` written and `data/` and `keystore/` renamed to `….before-cell`; verified on
+    /// the cell with keys. The instance must not be serving. Needs `--features postgres`.
+    MoveToCell {
+        /// A file (mode 0600) holding the cell's libpq connection string.
+        #[arg(long)]
+        pg_dsn_file: PathBuf,
+        /// The PostgreSQL schema (must be empty).
+        #[arg(long, default_value = "kukaku")]
+        pg_schema: String,
+    },
     /// Serve the HTTP API (TLS by default). `--config FILE` reads every flag from a TOML
     /// file first; flags given on the command line override it.
     #[command(args_override_self = true)]

@@ -9,6 +9,7 @@ use kukaku::store::{PartitionStatus, Paths, Store, StoreOptions};
 
 pub(crate) mod args;
 pub(crate) mod backup;
+pub(crate) mod cell;
 pub(crate) mod config;
 pub(crate) mod continuity;
 pub(crate) mod credentials;

@@ -14,7 +14,7 @@ use super::sync_write;
 /// A key store: the records are small (a wrapped key each) and few (two per partition and
 /// key version, a handful per instance).
 pub(crate) enum KeyStore {
-    /// `<home>/keys`, a RocksDB written with synced batches.
+    /// `<home>/keystore`, a RocksDB written with synced batches.
     Local(DB),
     /// The engine's [`Space::Keys`].
     Engine(Arc<dyn Engine>),

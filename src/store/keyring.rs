@@ -298,6 +298,11 @@ impl Keyring {
         self.load_or_create(WITNESS_KEY, WrapPurpose::WitnessKey, "instance")
     }
 
+    /// Every record of the key store, in key order.
+    pub(crate) fn records(&self) -> Result<Vec<Pair>, KeyError> {
+        self.store.records()
+    }
+
     /// A RocksDB checkpoint of a local key store at `dir` (a backup's copy).
     pub(crate) fn checkpoint(&self, dir: &std::path::Path) -> Result<(), KeyError> {
         self.store.checkpoint(dir)
@@ -305,7 +310,7 @@ impl Keyring {
 
     /// The KEK fingerprint the key store's records are under.
     pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
-        Ok(fingerprint_of(&self.store.records()?))
+        Ok(fingerprint_of(&self.records()?))
     }
 
     /// Removes one key-store record (synced), e.g. a retired signing seed.

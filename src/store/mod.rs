@@ -13,6 +13,8 @@ mod keyring;
 mod keys;
 mod lease;
 #[cfg(feature = "postgres")]
+mod migrate;
+#[cfg(feature = "postgres")]
 mod on_postgres;
 mod open;
 pub mod private;
@@ -44,6 +46,8 @@ pub use health::{Health, HealthError};
 pub use keyring::KeyError;
 pub use keys::{DestroyReport, KekRotation, KeyAdminError, KeyInfo, SigningKeyInfo};
 pub use lease::Standby;
+#[cfg(feature = "postgres")]
+pub use migrate::{MigrateError, MigrateReport};
 #[cfg(feature = "postgres")]
 pub use on_postgres::EngineRecord;
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};

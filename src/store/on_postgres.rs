@@ -80,7 +80,7 @@ impl Store {
     ) -> Result<Store, OpenError> {
         check_private(paths)?;
         let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
-        let partitions = engine.partition_spaces()?;
+        let partitions = Engine::partition_spaces(&engine)?;
         Self::open_on(paths, choice, options, Arc::new(engine), partitions)
     }
 }
@@ -109,6 +109,25 @@ impl EngineRecord {
         }
     }
 
+    /// Writes the record into the home of `paths` (`engine.json`, mode 0600, synced).
+    pub(super) fn write(&self, paths: &Paths) -> Result<(), OpenError> {
+        let path = paths.engine_record();
+        let io = |error| OpenError::EngineRecordIo {
+            path: path.clone(),
+            error,
+        };
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|error| OpenError::EngineRecordFormat {
+                path: path.clone(),
+                error,
+            })?;
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        std::io::Write::write_all(&mut file, &json).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        super::private::set_mode(&path, 0o600)?;
+        Ok(())
+    }
+
     fn load(path: &std::path::Path) -> Result<Self, OpenError> {
         let bytes = std::fs::read(path).map_err(|error| OpenError::EngineRecordIo {
             path: path.to_owned(),
@@ -129,7 +148,7 @@ impl EngineRecord {
     }
 
     /// The target: the DSN from its file, which must be owner-only.
-    fn target(&self) -> Result<PgTarget, OpenError> {
+    pub fn target(&self) -> Result<PgTarget, OpenError> {
         use std::os::unix::fs::PermissionsExt as _;
         let io = |error| OpenError::EngineRecordIo {
             path: self.dsn_file.clone(),
@@ -158,17 +177,7 @@ impl Store {
     ) -> Result<Store, OpenError> {
         let target = record.target()?;
         let store = Self::init_postgres(paths, origin, options, target)?;
-        let path = paths.engine_record();
-        let json =
-            serde_json::to_vec_pretty(record).map_err(|error| OpenError::EngineRecordFormat {
-                path: path.clone(),
-                error,
-            })?;
-        std::fs::write(&path, json).map_err(|error| OpenError::EngineRecordIo {
-            path: path.clone(),
-            error,
-        })?;
-        super::private::set_mode(&path, 0o600)?;
+        record.write(paths)?;
         Ok(store)
     }
 

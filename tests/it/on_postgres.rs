@@ -215,3 +215,75 @@ fn a_destroy_on_the_cell_removes_the_wrapped_keys_from_the_database() {
     let e = Store::open_postgres(&old_kek_copy, small(), t).err();
     assert!(matches!(e, Some(OpenError::WrongKek { .. })), "{e:?}");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: run by the test command against its cell"]
+fn an_embedded_instance_moved_onto_the_cell_keeps_every_byte() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under(&dir.path().join("home"));
+    let store = Store::init(&paths, "hub.test", small()).unwrap();
+    let ids = vec![pid("131011"), pid("380014")];
+    store.request_partitions(&ids).unwrap();
+    store.provision(&mut |_, _| {}).unwrap();
+    for p in &ids {
+        append(&store, p, 7, "before the move");
+    }
+    let checkpoints: Vec<_> = ids.iter().map(|p| store.checkpoint(p).unwrap()).collect();
+    let bundle = store.export_audit(&ids, Vec::new(), &mut |_| {}).unwrap();
+    let proof = store.prove_inclusion(&ids[0], Seq(3), None).unwrap();
+    drop(store);
+
+    let t = target("moved");
+    let dsn_file = dir.path().join("pg.dsn");
+    std::fs::write(&dsn_file, &t.dsn).unwrap();
+    std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let record = kukaku::store::EngineRecord::postgres(&t.schema, &dsn_file);
+    let mut copied = 0;
+    let (report, aside) =
+        Store::move_to_cell(&paths, &record, small(), &mut |n| copied = n).unwrap();
+    assert_eq!(report.partitions.len(), 2);
+    assert_eq!(
+        report.keys,
+        1 + 1 + 2,
+        "signing and witness keys, a DEK per partition"
+    );
+    assert!(copied >= report.system + report.keys);
+    assert!(
+        !paths.data.exists() && aside.iter().all(|d| d.exists()),
+        "{aside:?}"
+    );
+
+    // The same bytes: the same checkpoints, proofs and audit bundle, from the cell.
+    let store = Store::open(&paths, small()).unwrap();
+    let again: Vec<_> = ids.iter().map(|p| store.checkpoint(p).unwrap()).collect();
+    assert_eq!(again, checkpoints);
+    assert_eq!(
+        store.export_audit(&ids, Vec::new(), &mut |_| {}).unwrap(),
+        bundle
+    );
+    assert_eq!(store.prove_inclusion(&ids[0], Seq(3), None).unwrap(), proof);
+    let reports = kukaku::ledger::bundle::verify(&bundle[..], &|p| store.verifier_key(p)).unwrap();
+    assert_eq!(reports.len(), 2);
+    for p in &ids {
+        let rep = store
+            .verify_partition(p, VerifyOptions { with_keys: true })
+            .unwrap();
+        assert_eq!(rep.bodies_opened, 7);
+        append(&store, p, 1, "after the move");
+    }
+    drop(store);
+
+    // A schema that holds an instance takes no second copy.
+    let other = Paths::under(&dir.path().join("other"));
+    drop(Store::init(&other, "other.test", small()).unwrap());
+    let e = Store::move_to_cell(&other, &record, small(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(e, kukaku::store::MigrateError::SchemaNotEmpty(_)),
+        "{e}"
+    );
+    assert!(
+        other.data.join("CURRENT").exists(),
+        "a refused move leaves the home as it was"
+    );
+}

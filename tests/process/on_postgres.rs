@@ -280,3 +280,48 @@ pub(crate) fn check_acked(home: &std::path::Path, p: &str, acked: &[String], abs
     let opened = format!("opened {}", 2 * acked.len());
     assert!(verified.contains(&opened), "{verified}");
 }
+
+#[test]
+#[ignore = "needs PostgreSQL: run by the test command against its cell"]
+fn move_to_cell_takes_an_embedded_instance_onto_the_cell() {
+    let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
+    let schema = format!("t_move_{}", std::process::id());
+    let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dsn_file = dir.path().join("pg.dsn");
+    std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
+    std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home = dir.path().join("home");
+    ok(kukaku(&home, &["init", "--origin", "hub.test"]));
+    import_five(|args| kukaku(&home, args), dir.path(), "T-MOVE-1");
+    let before = ok(kukaku(&home, &["verify", "--with-keys"]));
+    let move_args = [
+        "move-to-cell",
+        "--pg-dsn-file",
+        dsn_file.to_str().unwrap(),
+        "--pg-schema",
+        &schema,
+    ];
+    let out = ok(kukaku(&home, &move_args));
+    assert!(
+        out.contains("every space read back from the cell is the same"),
+        "{out}"
+    );
+    assert!(home.join("engine.json").exists() && home.join("data.before-cell").exists());
+    assert!(!home.join("data").exists() && !home.join("keystore").exists());
+    assert!(home.join("keystore.before-cell").exists());
+    // The same entries, roots and checkpoints: verify prints the same lines on the cell.
+    let after = ok(kukaku(&home, &["verify", "--with-keys"]));
+    assert_eq!(after, before);
+    assert!(out.contains(before.trim()), "{out}");
+    // Once moved there is no embedded instance left to move.
+    let o = kukaku(&home, &move_args);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("not in the embedded engine"),
+        "{}",
+        text(&o)
+    );
+}

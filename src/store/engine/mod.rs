@@ -160,6 +160,9 @@ pub(crate) trait Engine: View + Send + Sync {
     /// Whether partition `p` has its space.
     fn has_space(&self, p: &PartitionId) -> bool;
 
+    /// The partitions that have their space.
+    fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError>;
+
     /// Makes the spaces of `partitions` that are missing.
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError>;
 

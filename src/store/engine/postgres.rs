@@ -139,20 +139,6 @@ impl PostgresEngine {
         })
     }
 
-    /// The partitions that have their space.
-    pub fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError> {
-        let sql = format!("SELECT space FROM {}.spaces", self.target.schema);
-        let rows = self.reader.with(&self.target, |c| c.query(&sql, &[]))?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let name: String = r.get(0);
-                let id = name.strip_prefix(crate::store::records::PARTITION_CF_PREFIX)?;
-                PartitionId::parse(id).ok()
-            })
-            .collect())
-    }
-
     /// This writer's epoch.
     #[cfg_attr(
         not(test),
@@ -543,6 +529,19 @@ impl Engine for PostgresEngine {
 
     fn has_space(&self, p: &PartitionId) -> bool {
         self.known(&Space::Partition(p.clone())).is_ok()
+    }
+
+    fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError> {
+        let sql = format!("SELECT space FROM {}.spaces", self.target.schema);
+        let rows = self.reader.with(&self.target, |c| c.query(&sql, &[]))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let name: String = r.get(0);
+                let id = name.strip_prefix(crate::store::records::PARTITION_CF_PREFIX)?;
+                PartitionId::parse(id).ok()
+            })
+            .collect())
     }
 
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError> {

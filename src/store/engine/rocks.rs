@@ -176,6 +176,15 @@ impl Engine for RocksEngine {
         self.db.cf_handle(&partition_cf(p)).is_some()
     }
 
+    fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError> {
+        let names = DB::list_cf(&Options::default(), self.db.path())?;
+        Ok(names
+            .iter()
+            .filter_map(|n| n.strip_prefix(crate::store::records::PARTITION_CF_PREFIX))
+            .filter_map(|id| PartitionId::parse(id).ok())
+            .collect())
+    }
+
     fn purge_deleted(&self, spaces: &[Space]) -> Result<(), EngineError> {
         let db = &self.db;
         let names = DB::list_cf(&Options::default(), db.path())?;
