@@ -14,6 +14,7 @@ echo "- date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git rev-parse --short HEAD 
 # Everything is compiled before the first measurement, so no bench shares its minutes with
 # the compiler.
 cargo bench --quiet --workspace --no-run 2>/dev/null
+cargo bench --quiet --features postgres --bench cell --no-run 2>/dev/null
 # On a shared virtual machine the hypervisor takes some of the CPU ("steal" in /proc/stat);
 # each bench reports how much, since it moves every absolute figure.
 cpu() { awk '/^cpu / {print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
@@ -30,6 +31,18 @@ for b in append http reads scale provision flow4 terminal; do
   cargo bench --quiet --bench "$b" 2>/dev/null
   stolen
 done
+echo
+echo "### cell"
+# The replicated cell beside the embedded engine (issue 31): a cell of its own on loopback,
+# stopped by PID afterwards; the failover it measures kills its leader.
+cell="$(mktemp -d)"
+trap 'bash scripts/pg-cell.sh stop "$cell" >/dev/null 2>&1 || true; rm -rf "$cell"' EXIT
+dsn="$(bash scripts/pg-cell.sh start "$cell")"
+read -r t0 s0 < <(cpu)
+KUKAKU_BENCH_PG_DSN="$dsn" KUKAKU_BENCH_PG_CELL="$cell" KUKAKU_BENCH_SVG=docs/benchmarks/cell.svg \
+  cargo bench --quiet --features postgres --bench cell 2>/dev/null
+stolen
+bash scripts/pg-cell.sh stop "$cell"
 echo
 echo "### audit verify"
 read -r t0 s0 < <(cpu)

@@ -89,6 +89,8 @@ KUKAKU_TEST_ENGINE=postgres KUKAKU_TEST_PG_DSN="$dsn" cargo test --features post
   --skip api::the_in_memory_credential_check_answers_as_the_full_one \
   --skip continuity::a_destroyed_partition_leaves_no_household_number_index_key_or_matching_token \
   --skip keys::destroy_shreds_a_partition_and_keeps_proofs
+# The cell's bench, reduced (so it cannot rot; no timing is read).
+KUKAKU_BENCH_SMOKE=1 KUKAKU_BENCH_PG_DSN="$dsn" cargo test --features postgres --bench cell
 # Last, alone, each after the cell is whole again: the leader is killed (Patroni and
 # PostgreSQL) while commits go on; then while `kukaku serve` takes HTTP imports; then both
 # standbys stop (imports wait for one to come back).

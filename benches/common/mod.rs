@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+pub mod http;
+
 use kukaku::domain::InsurerNumber;
 use kukaku::flows::import::{Importer, import};
 use kukaku::flows::sample::SampleFiles;

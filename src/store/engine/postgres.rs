@@ -52,7 +52,8 @@ impl std::fmt::Debug for PgTarget {
 /// PostgreSQL behind the seam.
 pub struct PostgresEngine {
     target: PgTarget,
-    /// Reads of the latest state (made again after a lost connection: a failover).
+    /// Reads of the latest state, [`READERS`] connections (made again after a lost
+    /// connection: a failover).
     reader: Conn,
     /// Commits, with the fence (made again likewise).
     writer: Conn,
@@ -131,8 +132,8 @@ impl PostgresEngine {
             .collect();
         Ok(PostgresEngine {
             target,
-            reader: Conn::new(None),
-            writer: Conn::new(Some(writer)),
+            reader: Conn::new(READERS, None),
+            writer: Conn::new(1, Some(writer)),
             epoch,
             lease: lease.term,
             spaces: RwLock::new(spaces),
@@ -285,21 +286,41 @@ impl Drop for PostgresEngine {
     }
 }
 
-/// A connection made on first use and made again after it was lost: after a failover the
+/// Connections made on first use and made again after they were lost: after a failover the
 /// DSN's `target_session_attrs=read-write` finds the new leader. A statement that fails on
 /// a lost connection fails (its caller decides); the next one reconnects. A snapshot's
-/// connection is never made again (a new one would not see the snapshot's state).
+/// connection is never made again (a new one would not see the snapshot's state). The
+/// engine's reads of the latest state have several ([`READERS`]): a statement takes a free
+/// one, so concurrent readers (request threads, the writer) do not queue behind one another's
+/// round trips.
 struct Conn {
-    slot: Mutex<Option<Client>>,
+    slots: Vec<Mutex<Option<Client>>>,
+    /// The slot a statement waits for when none is free (round robin).
+    next: std::sync::atomic::AtomicUsize,
     reconnect: bool,
 }
 
+/// Connections for reads of the latest state (each a PostgreSQL backend, made when first
+/// needed: an idle engine holds one or two).
+const READERS: usize = 8;
+
 impl Conn {
-    fn new(client: Option<Client>) -> Self {
+    /// `n` connections, made again after a loss.
+    fn new(n: usize, first: Option<Client>) -> Self {
+        let mut slots: Vec<_> = (1..n.max(1)).map(|_| Mutex::new(None)).collect();
+        slots.insert(0, Mutex::new(first));
         Conn {
-            slot: Mutex::new(client),
+            slots,
+            next: std::sync::atomic::AtomicUsize::new(0),
             reconnect: true,
         }
+    }
+
+    /// A snapshot's one connection, never made again.
+    fn snapshot(client: Client) -> Self {
+        let mut conn = Conn::new(1, Some(client));
+        conn.reconnect = false;
+        conn
     }
 
     fn with<T: Send>(
@@ -313,9 +334,21 @@ impl Conn {
         })
     }
 
-    /// The connection, made (again) if it is missing or lost.
+    /// A free connection, else the next in turn once it is free; made (again) if it is
+    /// missing or lost.
     fn session(&self, target: &PgTarget) -> Result<Session<'_>, EngineError> {
-        let mut slot = self.slot.lock().map_err(|_| EngineError::Poisoned)?;
+        let free = self.slots.iter().find_map(|s| s.try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => {
+                let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let slot = self
+                    .slots
+                    .get(i % self.slots.len())
+                    .ok_or(EngineError::Poisoned)?;
+                slot.lock().map_err(|_| EngineError::Poisoned)?
+            }
+        };
         if slot.as_ref().is_none_or(Client::is_closed) {
             if !self.reconnect {
                 return Err(EngineError::SnapshotLost);
@@ -329,11 +362,14 @@ impl Conn {
 impl Drop for Conn {
     /// Closing a connection blocks on the client's runtime too (see [`off_runtime`]).
     fn drop(&mut self) {
-        if let Ok(slot) = self.slot.get_mut()
-            && let Some(client) = slot.take()
-        {
+        let clients: Vec<Client> = self
+            .slots
+            .iter_mut()
+            .filter_map(|s| s.get_mut().ok().and_then(Option::take))
+            .collect();
+        if !clients.is_empty() {
             let _ = off_runtime(move || {
-                drop(client);
+                drop(clients);
                 Ok(())
             });
         }
@@ -494,10 +530,7 @@ impl Engine for PostgresEngine {
         // Its connection is never made again: a new one would not see this state.
         Ok(Box::new(PgSnapshot {
             engine: self,
-            conn: Conn {
-                slot: Mutex::new(Some(conn)),
-                reconnect: false,
-            },
+            conn: Conn::snapshot(conn),
         }))
     }
 
