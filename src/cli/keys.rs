@@ -124,7 +124,18 @@ pub(crate) fn admin_command(paths: &Paths, request: kukaku::admin::AdminRequest)
         );
         admin::call(&paths.admin_socket, &request, &mut show)
     } else {
-        let store = open(paths)?;
+        // What only reads opens beside a cell's serving writer, never in its place.
+        let reads_only = matches!(
+            request,
+            admin::AdminRequest::Status { .. }
+                | admin::AdminRequest::PublicKeys { .. }
+                | admin::AdminRequest::ExportAudit { .. }
+        );
+        let store = if reads_only {
+            super::open_read_only(paths)?
+        } else {
+            open(paths)?
+        };
         admin::execute(&store, &request, "admin-cli", &mut |r| {
             show(r);
             true

@@ -63,6 +63,16 @@ pub(crate) fn open(paths: &Paths) -> Result<Store> {
     open_with(paths, StoreOptions::default())
 }
 
+/// Opens the store to read (`Store::open_read_only`): on a cell, beside a serving writer
+/// without displacing it; on the embedded engine as [`open`].
+pub(crate) fn open_read_only(paths: &Paths) -> Result<Store> {
+    let store = Store::open_read_only(paths, StoreOptions::default())?;
+    for (p, why) in store.quarantined() {
+        eprintln!("warning: partition {p} is quarantined: {why}");
+    }
+    Ok(store)
+}
+
 /// [`open`] with `options`.
 pub(crate) fn open_with(paths: &Paths, options: StoreOptions) -> Result<Store> {
     let store = Store::open(paths, options)?;

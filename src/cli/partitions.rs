@@ -6,7 +6,7 @@ use kukaku::ledger::{PartitionId, format_utc_ms};
 use kukaku::store::{PartitionStatus, Paths, Store};
 
 use super::args::PartitionsCommand;
-use super::{open, partition};
+use super::{open, open_read_only, partition};
 
 /// `kukaku partitions …`.
 pub(crate) fn run(paths: &Paths, command: PartitionsCommand) -> Result<()> {
@@ -18,8 +18,10 @@ pub(crate) fn run(paths: &Paths, command: PartitionsCommand) -> Result<()> {
             println!("{p}: {}", name.trim());
             Ok(())
         }
-        PartitionsCommand::List => partitions_list(&open(paths)?),
-        PartitionsCommand::Show { partition: p } => partitions_show(&open(paths)?, &partition(&p)?),
+        PartitionsCommand::List => partitions_list(&open_read_only(paths)?),
+        PartitionsCommand::Show { partition: p } => {
+            partitions_show(&open_read_only(paths)?, &partition(&p)?)
+        }
     }
 }
 

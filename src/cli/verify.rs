@@ -6,12 +6,12 @@ use kukaku::ledger::{PartitionId, Seq, TreeSize};
 use kukaku::store::{Paths, Store, VerifyOptions};
 
 use super::args::ProveCommand;
-use super::{Outcome, open, partition};
+use super::{Outcome, open_read_only, partition};
 
 /// `kukaku verify`: every partition (or one) from genesis; a failed check prints `FAIL` with
 /// partition, seq and step, and the command ends `Failed`.
 pub(crate) fn verify(paths: &Paths, only: Option<&str>, with_keys: bool) -> Result<Outcome> {
-    let store = open(paths)?;
+    let store = open_read_only(paths)?;
     let only = only.map(partition).transpose()?;
     verify_all(&store, only, with_keys)
 }
@@ -52,7 +52,7 @@ pub(crate) fn verify_all(
 
 /// `kukaku checkpoint`: the latest signed checkpoint and the key it verifies with.
 pub(crate) fn checkpoint(paths: &Paths, p: &str) -> Result<()> {
-    let store = open(paths)?;
+    let store = open_read_only(paths)?;
     let p = partition(p)?;
     print!("{}", store.checkpoint(&p)?.context("no checkpoint")?);
     println!("{}", store.verifier_key(&p).context("no key")?.to_text());
@@ -61,7 +61,7 @@ pub(crate) fn checkpoint(paths: &Paths, p: &str) -> Result<()> {
 
 /// `kukaku prove inclusion|consistency`: the proof as JSON (docs/format.md).
 pub(crate) fn prove(paths: &Paths, command: ProveCommand) -> Result<()> {
-    let store = open(paths)?;
+    let store = open_read_only(paths)?;
     let json = match command {
         ProveCommand::Inclusion {
             partition: p,

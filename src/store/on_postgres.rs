@@ -181,6 +181,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the instance of `paths` to read on the cell its `engine.json` names.
+    pub(super) fn open_recorded_reader(
+        paths: &Paths,
+        choice: KekChoice,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        let target = EngineRecord::load(&paths.engine_record())?.target()?;
+        check_private(paths)?;
+        let engine = PostgresEngine::open_reader(target)?;
+        let partitions = Engine::partition_spaces(&engine)?;
+        Self::open_on(paths, choice, options, Arc::new(engine), partitions)
+    }
+
     /// Opens the instance of `paths` on the engine its `engine.json` names.
     pub(super) fn open_recorded(
         paths: &Paths,

@@ -318,6 +318,24 @@ impl Store {
         Self::open_with_source(paths, kek_source(paths)?, options)
     }
 
+    /// Opens the instance of `paths` to read. On a cell it takes no writer's place: a
+    /// `kukaku serve` holding the cell goes on, and every write through this store is
+    /// refused. The KEK is the current one, and a rotation staged in the home is left alone
+    /// (it is the writer's to finish). On the embedded engine this is [`Store::open`]
+    /// (RocksDB's lock: not while a server runs).
+    pub fn open_read_only(paths: &Paths, options: StoreOptions) -> Result<Store, OpenError> {
+        if !paths.engine_record().exists() {
+            return Self::open(paths, options);
+        }
+        #[cfg(feature = "postgres")]
+        {
+            let kek: Arc<dyn KekProvider> = Arc::from(load_kek(paths)?);
+            Self::open_recorded_reader(paths, KekChoice::Fixed(kek), options)
+        }
+        #[cfg(not(feature = "postgres"))]
+        Err(OpenError::EngineNotBuilt(paths.engine_record()))
+    }
+
     /// Opens an instance with an already loaded KEK. Such a store cannot rotate its KEK.
     pub fn open_with(
         paths: &Paths,

@@ -325,3 +325,46 @@ fn move_to_cell_takes_an_embedded_instance_onto_the_cell() {
         text(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: run by the test command against its cell"]
+async fn commands_that_only_read_run_beside_the_serving_writer_without_displacing_it() {
+    let p = "131011";
+    let homes = tokio::task::block_in_place(|| TwoHomes::new("readers", p));
+    let token = token(
+        &homes.a,
+        &["--role", "municipality", "--partition", p, "--label", "m"],
+    );
+    let port = free_port();
+    let log = homes.dir.path().join("a.log");
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut a = serve_hub(&homes.a, port, &log);
+    wait_ready(&http, port).await;
+    assert_eq!(import(&http, port, &token, p, "R-1").await, Some(201));
+
+    // From the other machine's home, while `a` serves: before, each of these took the
+    // writer's place or waited 30 s for its lease and gave up.
+    let bundle = homes.dir.path().join("audit.bundle");
+    let (verified, listed) = tokio::task::block_in_place(|| {
+        let verified = ok(kukaku(&homes.b, &["verify", "--with-keys"]));
+        let listed = ok(kukaku(&homes.b, &["partitions", "list"]));
+        ok(kukaku(
+            &homes.b,
+            &["export", "--audit", "--out", bundle.to_str().unwrap()],
+        ));
+        (verified, listed)
+    });
+    assert!(verified.contains("opened 2"), "{verified}");
+    assert!(listed.contains(p), "{listed}");
+    assert!(std::fs::metadata(&bundle).unwrap().len() > 0);
+
+    // The server was never displaced: it serves on, and never stood by.
+    assert_eq!(import(&http, port, &token, p, "R-2").await, Some(201));
+    signal(&a, "-TERM");
+    assert!(a.wait().unwrap().success());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(!said.contains("standing by"), "{said}");
+    tokio::task::block_in_place(|| {
+        check_acked(&homes.a, p, &["R-1".into(), "R-2".into()], &[]);
+    });
+}

@@ -102,6 +102,9 @@ pub enum EngineError {
     Poisoned,
     #[error("the snapshot's connection was lost; take a new snapshot")]
     SnapshotLost,
+    /// The engine was opened to read (it never takes the writer's place).
+    #[error("this store was opened to read; it writes nothing")]
+    ReadOnly,
     /// Another writer holds the cell and kept committing while this one waited.
     #[error("another writer ({0}) holds the cell; it is still committing")]
     WriterActive(String),

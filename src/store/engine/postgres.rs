@@ -57,8 +57,11 @@ pub struct PostgresEngine {
     reader: Conn,
     /// Commits, with the fence (made again likewise).
     writer: Conn,
-    /// This writer's epoch.
+    /// This writer's epoch (0 for a reader).
     epoch: i64,
+    /// Opened to read ([`PostgresEngine::open_reader`]): it takes no epoch and writes
+    /// nothing, so it never fences the writer.
+    read_only: bool,
     /// How long a commit (or [`PostgresEngine::renew`]) keeps the writer row this writer's.
     lease: Duration,
     /// Spaces known to exist (they are never dropped).
@@ -135,7 +138,32 @@ impl PostgresEngine {
             reader: Conn::new(READERS, None),
             writer: Conn::new(1, Some(writer)),
             epoch,
+            read_only: false,
             lease: lease.term,
+            spaces: RwLock::new(spaces),
+        })
+    }
+
+    /// Connects to read an existing instance's schema: no epoch is taken (a serving writer
+    /// goes on), and every write is refused ([`EngineError::ReadOnly`]).
+    pub fn open_reader(target: PgTarget) -> Result<Self, EngineError> {
+        if !valid_schema(&target.schema) {
+            return Err(EngineError::BadSchema);
+        }
+        let reader = Conn::new(READERS, None);
+        let sql = format!("SELECT space FROM {}.spaces", target.schema);
+        let spaces = reader
+            .with(&target, |c| c.query(&sql, &[]))?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        Ok(PostgresEngine {
+            target,
+            reader,
+            writer: Conn::new(1, None),
+            epoch: 0,
+            read_only: true,
+            lease: Duration::ZERO,
             spaces: RwLock::new(spaces),
         })
     }
@@ -273,6 +301,9 @@ impl Drop for PostgresEngine {
     /// A writer that closes gives its lease back, so the next one need not wait for it to
     /// lapse (one that crashes holds it for its term). Best effort: the epoch fences anyway.
     fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
         let s = &self.target.schema;
         let sql =
             format!("UPDATE {s}.writer SET lease_until = '-infinity' WHERE id = 1 AND epoch = $1");
@@ -539,7 +570,7 @@ impl Engine for PostgresEngine {
     }
 
     fn lease_term(&self) -> Option<Duration> {
-        Some(self.lease)
+        (!self.read_only).then_some(self.lease)
     }
 
     /// Extends this writer's lease (as every commit does): a writer idle for longer than
@@ -578,6 +609,9 @@ impl Engine for PostgresEngine {
     }
 
     fn create_spaces(&self, partitions: &[PartitionId]) -> Result<(), EngineError> {
+        if self.read_only {
+            return Err(EngineError::ReadOnly);
+        }
         let names: Vec<String> = partitions.iter().map(partition_cf).collect();
         let s = &self.target.schema;
         let sql =
@@ -595,6 +629,9 @@ impl Engine for PostgresEngine {
     }
 
     fn purge_deleted(&self, _spaces: &[Space]) -> Result<(), EngineError> {
+        if self.read_only {
+            return Err(EngineError::ReadOnly);
+        }
         // Dead row versions go at the next vacuum; old copies persist in WAL, standbys and
         // backups whatever kukaku does (docs/keys.md: destroy holds because the KEK is
         // rotated and never in the database).
@@ -607,6 +644,9 @@ impl Engine for PostgresEngine {
 impl PostgresEngine {
     /// [`Engine::commit`] on a thread that may block.
     fn commit_here(&self, ops: Vec<Op>) -> Result<(), EngineError> {
+        if self.read_only {
+            return Err(EngineError::ReadOnly);
+        }
         let s = &self.target.schema;
         let mut resolved = Vec::with_capacity(ops.len());
         for op in ops {

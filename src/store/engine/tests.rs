@@ -198,6 +198,37 @@ mod pg {
         );
     }
 
+    #[test]
+    #[ignore = "needs PostgreSQL: run by the test command against its cell"]
+    fn a_reader_reads_beside_the_writer_and_never_fences_it() {
+        let t = target("reader");
+        let writer = PostgresEngine::open(t.clone(), "writer", NOW).unwrap();
+        writer
+            .commit(vec![put(&Space::System, b"a", b"1")])
+            .unwrap();
+        let reader = PostgresEngine::open_reader(t.clone()).unwrap();
+        assert_eq!(reader.lease_term(), None, "a reader renews nothing");
+        assert_eq!(
+            reader.get(&Space::System, b"a").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        let e = reader.commit(vec![put(&Space::System, b"a", b"2")]);
+        assert!(matches!(e, Err(EngineError::ReadOnly)), "{e:?}");
+        let a = pid("131011");
+        let e = reader.create_spaces(std::slice::from_ref(&a));
+        assert!(matches!(e, Err(EngineError::ReadOnly)), "{e:?}");
+        drop(reader);
+        // The writer kept its epoch (and its lease: the reader's drop gave nothing back).
+        writer
+            .commit(vec![put(&Space::System, b"a", b"3")])
+            .unwrap();
+        let again = PostgresEngine::open_reader(t).unwrap();
+        assert_eq!(
+            again.get(&Space::System, b"a").unwrap().as_deref(),
+            Some(&b"3"[..])
+        );
+    }
+
     /// A second writer waits while the first keeps committing, takes over once the first
     /// stops for longer than its lease, and the first is then fenced.
     #[test]
