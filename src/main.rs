@@ -42,6 +42,11 @@ fn run(cli: Cli) -> Result<Outcome> {
             pg_dsn_file,
             pg_schema,
         } => return cli::cell::move_to_cell(&paths, &pg_dsn_file, &pg_schema),
+        Command::JoinCell {
+            kek,
+            pg_dsn_file,
+            pg_schema,
+        } => cli::cell::join_cell(&home, &paths, &kek, &pg_dsn_file, &pg_schema)?,
         Command::Serve(args) => args.run(&home, &paths)?,
         Command::Config(ConfigCommand::Check(args)) => args.check(&home, &paths)?,
         Command::PublicKeys { witness, log } => keys::admin_command(

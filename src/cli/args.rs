@@ -70,6 +70,21 @@ pub(crate) enum Command {
         #[arg(long, default_value = "kukaku")]
         pg_schema: String,
     },
+    /// Make this home a further machine of a cell's instance: a copy of the instance's KEK
+    /// file and `engine.json`, nothing else (the data and keys are in the cell), checked by
+    /// opening the cell to read. `kukaku serve` here then stands by while another serves.
+    /// Needs `--features postgres`.
+    JoinCell {
+        /// A copy of the instance's `kek.key` (mode 0600), brought from its first machine.
+        #[arg(long)]
+        kek: PathBuf,
+        /// A file (mode 0600) holding the cell's libpq connection string.
+        #[arg(long)]
+        pg_dsn_file: PathBuf,
+        /// The instance's PostgreSQL schema.
+        #[arg(long, default_value = "kukaku")]
+        pg_schema: String,
+    },
     /// Serve the HTTP API (TLS by default). `--config FILE` reads every flag from a TOML
     /// file first; flags given on the command line override it.
     #[command(args_override_self = true)]

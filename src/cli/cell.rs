@@ -1,5 +1,6 @@
 //! `kukaku move-to-cell`: an embedded instance moved onto a replicated cell, byte for byte
-//! (`Store::move_to_cell`), then verified there with its keys.
+//! (`Store::move_to_cell`), then verified there with its keys; `kukaku join-cell`: a home
+//! for a further machine of a cell (`Store::join_cell`).
 
 use std::path::Path;
 
@@ -36,6 +37,33 @@ pub(crate) fn move_to_cell(paths: &Paths, dsn_file: &Path, schema: &str) -> Resu
     println!("verifying on the cell, with keys:");
     let store = super::open(paths)?;
     super::verify::verify_all(&store, None, true)
+}
+
+#[cfg(feature = "postgres")]
+pub(crate) fn join_cell(
+    home: &Path,
+    paths: &Paths,
+    kek: &Path,
+    dsn_file: &Path,
+    schema: &str,
+) -> Result<()> {
+    use kukaku::store::{EngineRecord, Store, StoreOptions};
+    let record = EngineRecord::postgres(schema, dsn_file);
+    let store = Store::join_cell(paths, kek, &record, StoreOptions::default())?;
+    println!(
+        "{} joined the cell of {} (schema {schema}): {} partitions; `kukaku serve` here stands by while another serves",
+        home.display(),
+        store.origin(),
+        store.partitions()?.len()
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+pub(crate) fn join_cell(_: &Path, _: &Paths, _: &Path, _: &Path, _: &str) -> Result<()> {
+    anyhow::bail!(
+        "join-cell: this kukaku was built without PostgreSQL (cargo build --features postgres)"
+    )
 }
 
 #[cfg(not(feature = "postgres"))]

@@ -181,6 +181,52 @@ impl Store {
         Ok(store)
     }
 
+    /// Makes the home of `paths` a further writer of the cell `record` names: a copy of the
+    /// instance's KEK file (`kek`, mode 0600) and `engine.json`, nothing else (the data and
+    /// the keys are in the cell). Checked by opening the cell to read: a KEK that is not the
+    /// instance's leaves the home as it was. Returns that read-only store.
+    pub fn join_cell(
+        paths: &Paths,
+        kek: &std::path::Path,
+        record: &EngineRecord,
+        options: StoreOptions,
+    ) -> Result<Store, OpenError> {
+        for taken in [&paths.kek, &paths.engine_record(), &paths.key_store] {
+            if taken.exists() {
+                return Err(OpenError::AlreadyInitialized(taken.clone()));
+            }
+        }
+        let loaded = crate::crypto::Kek::load_file(kek)?;
+        let target = record.target()?;
+        if let Some(home) = paths.kek.parent() {
+            super::private::restrict_umask();
+            super::private::create_dir(home)
+                .or_else(|e| if home.is_dir() { Ok(()) } else { Err(e) })?;
+        }
+        let copy = || -> Result<Store, OpenError> {
+            std::fs::copy(kek, &paths.kek).map_err(|error| OpenError::EngineRecordIo {
+                path: paths.kek.clone(),
+                error,
+            })?;
+            super::private::set_mode(&paths.kek, 0o600)?;
+            record.write(paths)?;
+            let engine = PostgresEngine::open_reader(target)?;
+            let partitions = Engine::partition_spaces(&engine)?;
+            let kek: std::sync::Arc<dyn crate::crypto::KekProvider> = std::sync::Arc::new(loaded);
+            Self::open_on(
+                paths,
+                KekChoice::Fixed(kek),
+                options,
+                Arc::new(engine),
+                partitions,
+            )
+        };
+        copy().inspect_err(|_| {
+            let _ = std::fs::remove_file(&paths.kek);
+            let _ = std::fs::remove_file(paths.engine_record());
+        })
+    }
+
     /// Opens the instance of `paths` to read on the cell its `engine.json` names.
     pub(super) fn open_recorded_reader(
         paths: &Paths,

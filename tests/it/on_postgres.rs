@@ -154,8 +154,25 @@ fn a_second_machine_with_the_kek_alone_takes_over_the_cell() {
     let c = Paths::under(&dir.path().join("c"));
     std::fs::create_dir_all(dir.path().join("c")).unwrap();
     Kek::create_file(&c.kek).unwrap();
-    let e = Store::open_postgres(&c, small(), t).err();
+    let e = Store::open_postgres(&c, small(), t.clone()).err();
     assert!(matches!(e, Some(OpenError::WrongKek { .. })), "{e:?}");
+
+    // `join-cell` with that KEK is refused and leaves its home as it was; with the
+    // instance's, the home reads the cell (beside no writer here) and may serve later.
+    use std::os::unix::fs::PermissionsExt as _;
+    let dsn_file = dir.path().join("pg.dsn");
+    std::fs::write(&dsn_file, &t.dsn).unwrap();
+    std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let record = kukaku::store::EngineRecord::postgres(&t.schema, &dsn_file);
+    let d = Paths::under(&dir.path().join("d"));
+    let e = Store::join_cell(&d, &c.kek, &record, small()).err();
+    assert!(matches!(e, Some(OpenError::WrongKek { .. })), "{e:?}");
+    assert!(!d.kek.exists() && !d.engine_record().exists());
+    let reader = Store::join_cell(&d, &a.kek, &record, small()).unwrap();
+    assert_eq!(reader.size(&first).unwrap(), size + 2);
+    drop(reader);
+    let writer = Store::open(&d, small()).unwrap();
+    append(&writer, &first, 1, "from d");
 }
 
 #[test]

@@ -72,8 +72,8 @@ fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
     }
 }
 
-/// One instance on the cell with two homes, as two machines have: `a` made it, `b` holds a
-/// copy of its KEK and `engine.json`, nothing else.
+/// One instance on the cell with two homes, as two machines have: `a` made it, `b` joined
+/// it (`kukaku join-cell`: a copy of its KEK and `engine.json`, nothing else).
 pub(crate) struct TwoHomes {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) a: std::path::PathBuf,
@@ -105,12 +105,28 @@ impl TwoHomes {
             ],
         ));
         ok(kukaku(&a, &["partitions", "create", partition]));
+        // The second machine: a copy of the KEK brought over, then `join-cell`.
+        let kek_copy = dir.path().join("kek.copy");
+        std::fs::copy(a.join("kek.key"), &kek_copy).unwrap();
+        std::fs::set_permissions(&kek_copy, std::fs::Permissions::from_mode(0o600)).unwrap();
         let b = dir.path().join("b");
-        std::fs::create_dir(&b).unwrap();
-        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o700)).unwrap();
-        for file in ["kek.key", "engine.json"] {
-            std::fs::copy(a.join(file), b.join(file)).unwrap();
-        }
+        let joined = ok(kukaku(
+            &b,
+            &[
+                "join-cell",
+                "--kek",
+                kek_copy.to_str().unwrap(),
+                "--pg-dsn-file",
+                dsn_file.to_str().unwrap(),
+                "--pg-schema",
+                &schema,
+            ],
+        ));
+        assert!(
+            joined.contains("joined the cell of hub.cell.test"),
+            "{joined}"
+        );
+        std::fs::remove_file(&kek_copy).unwrap();
         TwoHomes { dir, a, b }
     }
 }
