@@ -24,6 +24,7 @@ fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Init {
             origin,
+            sibling_of,
             dev_cert,
             kek_pkcs11,
             pg_dsn_file,
@@ -31,11 +32,12 @@ fn run(cli: Cli) -> Result<Outcome> {
         } => init::init(
             &home,
             &paths,
-            &origin,
+            origin.as_deref(),
             init::InitChoices {
                 dev_cert,
                 kek_pkcs11: kek_pkcs11.as_deref(),
                 postgres: pg_dsn_file.as_deref().map(|f| (f, pg_schema.as_str())),
+                sibling_of: sibling_of.as_deref(),
             },
         )?,
         Command::MoveToCell {

@@ -161,6 +161,11 @@ impl From<AppendError> for ApiError {
                 "keys_destroyed",
                 "this partition's keys (or this period's) were destroyed; it takes no sealed entries",
             ),
+            AppendError::Moved(p) => ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "moved",
+                format!("partition {p} has moved to another cell; send its requests there"),
+            ),
             AppendError::Poisoned | AppendError::WriterGone => {
                 let mut err = ApiError::unavailable("the store is not accepting writes");
                 err.cause = Some(crate::error::report(&e));

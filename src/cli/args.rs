@@ -38,8 +38,14 @@ pub(crate) enum Command {
     /// Create a new instance: KEK file (0600), key store, checkpoint signing key, data dir.
     Init {
         /// Instance origin, the prefix of every checkpoint origin (e.g. hub.kokuho-13.example).
-        #[arg(long)]
-        origin: String,
+        #[arg(long, required_unless_present = "sibling_of")]
+        origin: Option<String>,
+        /// Make a further cell of the instance whose home this is (docs/operations.md
+        /// "Several cells"): its origin, signing, witness and credential keys and its KEK
+        /// (copied from that home), on this home's engine. Partitions then move to it with
+        /// `partitions move`.
+        #[arg(long, conflicts_with_all = ["origin", "kek_pkcs11"])]
+        sibling_of: Option<PathBuf>,
         /// Also write a self-signed TLS pair for localhost to tls/cert.pem and tls/key.pem
         /// (local use only).
         #[arg(long)]
@@ -282,6 +288,18 @@ pub(crate) enum PartitionsCommand {
     Show {
         /// 保険者番号 of the partition.
         partition: String,
+    },
+    /// Move a partition to another cell of this instance's identity (`init --sibling-of`):
+    /// marked moved here once every queued append is durable, copied with its keys and
+    /// credentials, verified there with its keys and the same signed checkpoint. Neither
+    /// cell may be serving (on a cell, their servers stand by while it runs). Then switch
+    /// the partition's route to the other cell.
+    Move {
+        /// 保険者番号 of the partition.
+        partition: String,
+        /// The home of the other cell.
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 

@@ -1,4 +1,4 @@
-//! `kukaku partitions create|name|list|show`: registering, provisioning, naming and
+//! `kukaku partitions create|name|list|show|move`: registering, provisioning, naming and
 //! describing partitions.
 
 use anyhow::{Context, Result};
@@ -18,11 +18,34 @@ pub(crate) fn run(paths: &Paths, command: PartitionsCommand) -> Result<()> {
             println!("{p}: {}", name.trim());
             Ok(())
         }
+        PartitionsCommand::Move { partition: p, to } => {
+            partitions_move(paths, &partition(&p)?, &to)
+        }
         PartitionsCommand::List => partitions_list(&open_read_only(paths)?),
         PartitionsCommand::Show { partition: p } => {
             partitions_show(&open_read_only(paths)?, &partition(&p)?)
         }
     }
+}
+
+/// `kukaku partitions move P --to HOME`.
+fn partitions_move(paths: &Paths, p: &PartitionId, to: &std::path::Path) -> Result<()> {
+    let here = open(paths)?;
+    let there = open(&Paths::under(to)).with_context(|| format!("opening {}", to.display()))?;
+    let r = here.move_partition(p, &there)?;
+    println!(
+        "moved partition {p} to {}: {} entries, {} pairs, {} system records, {} keys, {} credentials; verified there with its keys and the same signed checkpoint",
+        to.display(),
+        r.entries,
+        r.pairs,
+        r.system_records,
+        r.keys,
+        r.credentials
+    );
+    println!(
+        "this cell keeps its log as it was and takes no more writes of it: route {p} to the other cell now"
+    );
+    Ok(())
 }
 
 /// One line per partition: id, status, entries, name.

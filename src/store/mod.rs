@@ -17,6 +17,7 @@ mod migrate;
 #[cfg(feature = "postgres")]
 mod on_postgres;
 mod open;
+mod placement;
 pub mod private;
 mod proofs;
 mod read;
@@ -50,6 +51,7 @@ pub use lease::Standby;
 pub use migrate::{MigrateError, MigrateReport};
 #[cfg(feature = "postgres")]
 pub use on_postgres::EngineRecord;
+pub use placement::{PartitionMoveReport, PlacementError};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};

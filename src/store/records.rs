@@ -189,6 +189,9 @@ pub enum PartitionStatus {
     Requested,
     /// Column family, genesis entry and first DEK exist.
     Active,
+    /// Moved to another cell of the same instance identity (`kukaku partitions move`): its
+    /// log stays here as it was at the move, and nothing is written to it here again.
+    Moved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

@@ -53,6 +53,11 @@ enum Command {
         partition: PartitionId,
         reply: Reply<()>,
     },
+    /// The partition moved to another cell: no write of it from here on (`placement`).
+    MoveOut {
+        partition: PartitionId,
+        reply: Reply<()>,
+    },
     /// A new current DEK version for every key scope of the partition (operator rotation).
     Rotate {
         partition: PartitionId,
@@ -110,7 +115,10 @@ impl Command {
     fn bytes(&self) -> usize {
         match self {
             Command::Append { entries, .. } => entries.iter().map(|e| e.payload.len() + 64).sum(),
-            Command::Activate { .. } | Command::Rotate { .. } | Command::Keys { .. } => 64,
+            Command::Activate { .. }
+            | Command::MoveOut { .. }
+            | Command::Rotate { .. }
+            | Command::Keys { .. } => 64,
         }
     }
 }
@@ -221,6 +229,14 @@ impl WriterHandle {
         Self::wait(rx)
     }
 
+    /// Marks `partition` moved to another cell once every append queued before is durable;
+    /// the writer refuses its writes from then on (`NotActive`).
+    pub(crate) fn move_out(&self, partition: PartitionId) -> Result<(), AppendError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::MoveOut { partition, reply })?;
+        Self::wait(rx)
+    }
+
     /// Runs one key-management step alone in its own group commit.
     pub(crate) fn key_op(&self, op: KeyOp) -> Result<KeyOutcome, AppendError> {
         let (reply, rx) = oneshot::channel();
@@ -269,6 +285,8 @@ type Ops = Vec<(Target, Vec<u8>, Vec<u8>)>;
 #[derive(Clone)]
 struct PState {
     active: bool,
+    /// Moved to another cell: never written here again.
+    moved: bool,
     chain: Hash,
     last_tx: u64,
     range: CompactRange,
@@ -281,6 +299,15 @@ struct PState {
 }
 
 impl PState {
+    /// Whether `p` (this state's partition) takes writes here.
+    fn writable(&self, p: &PartitionId) -> Result<(), AppendError> {
+        match (self.active, self.moved) {
+            (true, _) => Ok(()),
+            (false, true) => Err(AppendError::Moved(p.clone())),
+            (false, false) => Err(AppendError::NotActive(p.clone())),
+        }
+    }
+
     fn size(&self) -> u64 {
         self.range.size()
     }
@@ -336,7 +363,7 @@ impl Command {
             Command::Append { reply, .. } => {
                 let _ = reply.send(Err(AppendError::Poisoned));
             }
-            Command::Activate { reply, .. } => {
+            Command::Activate { reply, .. } | Command::MoveOut { reply, .. } => {
                 let _ = reply.send(Err(AppendError::Poisoned));
             }
             Command::Rotate { reply, .. } => {

@@ -30,5 +30,6 @@ mod merkle_vectors;
 mod model;
 #[cfg(feature = "postgres")]
 mod on_postgres;
+mod placement;
 mod store;
 mod terminal;

@@ -309,3 +309,68 @@ fn partitions_have_names() {
         stdout(&o)
     );
 }
+
+/// A further cell of the instance (`init --sibling-of`) and a partition moved to it
+/// (`partitions move`): verified there, refused here (issue 31).
+#[test]
+fn a_partition_moves_to_a_further_cell() {
+    use super::keys_cli::{import_five, ok, text};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(kukaku(&a, &["init", "--origin", "hub.test"]));
+    import_five(|args| kukaku(&a, args), dir.path(), "T-MOVE-1");
+    ok(kukaku(&a, &["partitions", "create", "380014"]));
+    let b_str = b.to_str().unwrap();
+    let made = ok(kukaku(&b, &["init", "--sibling-of", a.to_str().unwrap()]));
+    assert!(made.contains("as a further cell of"), "{made}");
+    // One identity: the same log key on both cells.
+    let key_a = ok(kukaku(&a, &["public-keys", "--log"]));
+    assert_eq!(ok(kukaku(&b, &["public-keys", "--log"])), key_a);
+    let checkpoint = ok(kukaku(&a, &["checkpoint", "131011"]));
+
+    let moved = ok(kukaku(&a, &["partitions", "move", "131011", "--to", b_str]));
+    assert!(moved.contains("moved partition 131011"), "{moved}");
+    assert_eq!(ok(kukaku(&b, &["checkpoint", "131011"])), checkpoint);
+    let verified = ok(kukaku(&b, &["verify", "--with-keys"]));
+    assert!(verified.contains("opened 5"), "{verified}");
+    let listed = ok(kukaku(&a, &["partitions", "list"]));
+    assert!(listed.contains("Moved"), "{listed}");
+
+    // The old cell refuses its writes, and saying why; not moved twice.
+    let files = kukaku::flows::sample::transmission("131011", "T-MOVE-2", 1, 78);
+    let (setai, kojin) = (dir.path().join("s2.csv"), dir.path().join("k2.csv"));
+    std::fs::write(&setai, &files.setai).unwrap();
+    std::fs::write(&kojin, &files.kojin).unwrap();
+    let import = |home: &std::path::Path| {
+        kukaku(
+            home,
+            &[
+                "import",
+                "--partition",
+                "131011",
+                "--transmission-id",
+                "T-MOVE-2",
+                "--encoding",
+                "utf-8",
+                "--setai",
+                setai.to_str().unwrap(),
+                "--kojin",
+                kojin.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = import(&a);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("has moved to another cell"),
+        "{}",
+        text(&o)
+    );
+    ok(import(&b));
+    let o = kukaku(&a, &["partitions", "move", "131011", "--to", b_str]);
+    assert!(
+        !o.status.success() && text(&o).contains("already has partition"),
+        "{}",
+        text(&o)
+    );
+}

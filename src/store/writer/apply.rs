@@ -57,6 +57,7 @@ impl Writer {
         let state = PState {
             shredded,
             active: record.status == PartitionStatus::Active,
+            moved: record.status == PartitionStatus::Moved,
             chain,
             last_tx,
             committed_size: range.size(),
@@ -249,9 +250,7 @@ impl Writer {
         }
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.clone()));
-        }
+        st.writable(p)?;
         let mut done = Vec::with_capacity(entries.len());
         for (index, e) in entries.iter().enumerate() {
             if let Some(r) = e.ref_seq
@@ -289,9 +288,7 @@ impl Writer {
     ) -> Result<(PState, Vec<u32>), AppendError> {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.clone()));
-        }
+        st.writable(p)?;
         let current: Vec<(u32, KeyClass, u16, u32)> = st
             .keys
             .iter()
@@ -325,6 +322,9 @@ impl Writer {
         ops: &mut Ops,
     ) -> Result<PState, AppendError> {
         let mut st = self.load(p)?;
+        if st.moved {
+            return Err(AppendError::Moved(p.clone()));
+        }
         if st.size() == 0 {
             let genesis = Genesis {
                 origin: self.inner.origin.clone(),
@@ -354,6 +354,31 @@ impl Writer {
             let bytes = encode(&rec).map_err(AppendError::storage)?;
             ops.push((Target::Sys, registry_key(p), bytes));
         }
+        Ok(st)
+    }
+
+    /// Marks `p` moved to another cell: inactive here from this batch on (its appends are
+    /// refused `NotActive`), its log kept as it is.
+    pub(super) fn run_move_out(
+        &mut self,
+        p: &PartitionId,
+        ops: &mut Ops,
+    ) -> Result<PState, AppendError> {
+        let mut st = self.load(p)?;
+        st.writable(p)?;
+        st.active = false;
+        st.moved = true;
+        let raw = self
+            .inner
+            .engine
+            .get(&Space::System, &registry_key(p))
+            .map_err(AppendError::storage)?
+            .ok_or_else(|| AppendError::UnknownPartition(p.clone()))?;
+        let mut rec: PartitionRecord =
+            decode(&raw).ok_or_else(|| AppendError::BadState(p.to_string()))?;
+        rec.status = PartitionStatus::Moved;
+        let bytes = encode(&rec).map_err(AppendError::storage)?;
+        ops.push((Target::Sys, registry_key(p), bytes));
         Ok(st)
     }
 

@@ -76,16 +76,13 @@ impl Writer {
             }
             Command::Activate { partition, reply } => {
                 resume(&mut self.states, batch, &partition);
-                match self.run_activate(&partition, batch.now, &mut local) {
-                    Ok(st) => {
-                        batch.staged.insert(partition, st);
-                        batch.ops.append(&mut local);
-                        batch.pending.push(Pending::Activate(reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
+                let staged = self.run_activate(&partition, batch.now, &mut local);
+                stage_done(batch, partition, staged, &mut local, reply);
+            }
+            Command::MoveOut { partition, reply } => {
+                resume(&mut self.states, batch, &partition);
+                let staged = self.run_move_out(&partition, &mut local);
+                stage_done(batch, partition, staged, &mut local, reply);
             }
         }
     }
@@ -297,5 +294,26 @@ impl Writer {
             return Err(injected("data write"));
         }
         engine.commit(data).map_err(AppendError::storage)
+    }
+}
+
+/// Stages a partition state change that is answered `Ok(())` once the batch is durable
+/// (activation, a move out), or answers its refusal now.
+fn stage_done(
+    batch: &mut Batch,
+    partition: PartitionId,
+    staged: Result<PState, AppendError>,
+    local: &mut Ops,
+    reply: Reply<()>,
+) {
+    match staged {
+        Ok(st) => {
+            batch.staged.insert(partition, st);
+            batch.ops.append(local);
+            batch.pending.push(Pending::Activate(reply));
+        }
+        Err(e) => {
+            let _ = reply.send(Err(e));
+        }
     }
 }

@@ -9,6 +9,8 @@ pub enum AppendError {
     UnknownPartition(PartitionId),
     #[error("partition {0} is not active yet; run the provisioning job")]
     NotActive(PartitionId),
+    #[error("partition {0} has moved to another cell; nothing is written to it here")]
+    Moved(PartitionId),
     #[error("partition {0} is quarantined after a failed integrity check")]
     Quarantined(PartitionId),
     #[error("kind {0} is written only by kukaku itself")]

@@ -38,9 +38,7 @@ impl Writer {
     ) -> Result<Vec<(u32, u64)>, AppendError> {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.clone()));
-        }
+        st.writable(p)?;
         let targets = destroy_targets(p, &st, scope, now)?;
         let counts = self.count_sealed(p, &targets)?;
         for (id, entries) in &counts {

@@ -34,9 +34,7 @@ impl Writer {
     ) -> Result<ReencryptStep, AppendError> {
         self.check_quarantine(p)?;
         let mut st = self.load(p)?;
-        if !st.active {
-            return Err(AppendError::NotActive(p.clone()));
-        }
+        st.writable(p)?;
         let mut cur = self.reencrypt_cursor(p, &mut st, who, now, ops)?;
         let stop = cur.end.min(cur.next_seq.saturating_add(max.max(1)));
         // The writer's own handle: `reseal` below borrows the writer mutably.
