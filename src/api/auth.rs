@@ -21,6 +21,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 use super::guesses::Source;
+use super::placement::Placement;
 use crate::crypto::PartitionScope;
 use crate::crypto::credential::{CredentialId, Reach, Role, Token, Verified};
 use crate::ledger::PartitionId;
@@ -184,7 +185,9 @@ impl FromRequestParts<Arc<AppState>> for Municipality {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let v = with_role(parts, state, Role::Municipality).await?;
-        Municipality::from_verified(&v)
+        let m = Municipality::from_verified(&v)?;
+        state.placement.check(m.scope.partition())?;
+        Ok(m)
     }
 }
 
@@ -244,14 +247,19 @@ impl ContinuityOperator {
 pub struct Replicator {
     pub actor: Actor,
     verified: Verified,
+    placement: Arc<Placement>,
 }
 
 impl Replicator {
-    /// The scope of `partition` if it is in the set; otherwise 404.
+    /// The scope of `partition` if it is in the set (otherwise 404) and served here
+    /// (otherwise 421 naming its cell).
     pub fn scope(&self, partition: &PartitionId) -> Result<PartitionScope, ApiError> {
-        self.verified
+        let scope = self
+            .verified
             .replicator_scope(partition)
-            .ok_or_else(|| ApiError::not_found("partition"))
+            .ok_or_else(|| ApiError::not_found("partition"))?;
+        self.placement.check(partition)?;
+        Ok(scope)
     }
 }
 
@@ -266,6 +274,7 @@ impl FromRequestParts<Arc<AppState>> for Replicator {
         Ok(Replicator {
             actor: actor(&v),
             verified: v,
+            placement: Arc::clone(&state.placement),
         })
     }
 }
@@ -275,6 +284,7 @@ impl FromRequestParts<Arc<AppState>> for Replicator {
 pub struct OpsSupport {
     pub actor: Actor,
     verified: Verified,
+    placement: Arc<Placement>,
 }
 
 impl OpsSupport {
@@ -283,11 +293,15 @@ impl OpsSupport {
         self.verified.reaches(partition)
     }
 
-    /// The scope of `partition` if it is in the set; otherwise 404.
+    /// The scope of `partition` if it is in the set (otherwise 404) and served here
+    /// (otherwise 421 naming its cell).
     pub fn scope(&self, partition: &PartitionId) -> Result<PartitionScope, ApiError> {
-        self.verified
+        let scope = self
+            .verified
             .ops_support_scope(partition)
-            .ok_or_else(|| ApiError::not_found("partition"))
+            .ok_or_else(|| ApiError::not_found("partition"))?;
+        self.placement.check(partition)?;
+        Ok(scope)
     }
 
     /// Every partition of the set.
@@ -310,6 +324,7 @@ impl FromRequestParts<Arc<AppState>> for OpsSupport {
         Ok(OpsSupport {
             actor: actor(&v),
             verified: v,
+            placement: Arc::clone(&state.placement),
         })
     }
 }
@@ -320,16 +335,17 @@ impl FromRequestParts<Arc<AppState>> for OpsSupport {
 pub struct Auditor {
     pub actor: Actor,
     verified: Verified,
+    placement: Arc<Placement>,
 }
 
 impl Auditor {
-    /// `Ok` if `partition` is in the auditor's reach; otherwise 404.
+    /// `Ok` if `partition` is in the auditor's reach (otherwise 404) and served here
+    /// (otherwise 421 naming its cell).
     pub fn check(&self, partition: &PartitionId) -> Result<(), ApiError> {
-        if self.verified.reaches(partition) {
-            Ok(())
-        } else {
-            Err(ApiError::not_found("partition"))
+        if !self.verified.reaches(partition) {
+            return Err(ApiError::not_found("partition"));
         }
+        self.placement.check(partition)
     }
 
     pub fn reaches(&self, partition: &PartitionId) -> bool {
@@ -348,6 +364,7 @@ impl FromRequestParts<Arc<AppState>> for Auditor {
         Ok(Auditor {
             actor: actor(&v),
             verified: v,
+            placement: Arc::clone(&state.placement),
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod guesses;
 mod http_metrics;
 pub mod pages;
+pub mod placement;
 pub mod request_id;
 pub mod routes;
 pub mod server;
@@ -72,6 +73,8 @@ pub struct AppState {
     pub guesses: guesses::Guesses,
     /// The terminal's refused uploads, in memory (the 送信状況 page's エラー rows).
     pub refusals: upload::Refusals,
+    /// Where partitions are served when there are several cells (`serve --placement`).
+    pub placement: Arc<placement::Placement>,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
             secure_cookies: false,
             guesses: guesses::Guesses::default(),
             refusals: upload::Refusals::default(),
+            placement: Arc::default(),
         }
     }
 
@@ -104,6 +108,12 @@ impl AppState {
     /// The prefecture's 参酌基準 configuration (`serve --continuity-rules`).
     pub fn with_continuity_rules(mut self, rules: crate::domain::continuity::Rules) -> Self {
         self.continuity_rules = rules;
+        self
+    }
+
+    /// Answers requests for partitions placed on other cells with 421 and their address.
+    pub fn with_placement(mut self, placement: placement::Placement) -> Self {
+        self.placement = Arc::new(placement);
         self
     }
 

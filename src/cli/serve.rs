@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use super::args::*;
 use super::continuity::load_rules;
+use super::partition;
 
 /// What the intermediate's replicator needs.
 pub(crate) struct ReplicatorConfig {
@@ -108,6 +109,12 @@ pub(crate) struct ServeArgs {
     /// personal data or a credential id (docs/operations.md).
     #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Several cells of one instance identity (docs/operations.md "Several cells"): a TOML
+    /// file naming this cell (`cell = "a"`), every cell's address (`[cells]`, name = URL)
+    /// and the partitions placed on each (`[partitions]`, 保険者番号 = cell). Requests for a
+    /// partition placed on another cell get 421 with its address.
+    #[arg(long)]
+    placement: Option<PathBuf>,
     /// Also label the replication and witness lags by partition id.
     #[arg(long, requires = "metrics_listen")]
     metrics_partition_labels: bool,
@@ -129,6 +136,7 @@ impl ServeArgs {
             ("tls_key", self.tls_key.clone()),
             ("client_ca", self.client_ca.clone()),
             ("continuity_rules", self.continuity_rules.clone()),
+            ("placement", self.placement.clone()),
             (
                 "upstream_token_file",
                 self.upstream.upstream_token_file.clone(),
@@ -214,8 +222,13 @@ impl ServeArgs {
             session_idle_minutes,
             metrics_listen,
             metrics_partition_labels,
+            placement,
             upstream,
         } = self;
+        let placement = match placement {
+            Some(file) => load_placement(&file)?,
+            None => kukaku::api::placement::Placement::default(),
+        };
         let rules = load_rules(continuity_rules.as_deref())?;
         let witnesses = witness_vkeys
             .iter()
@@ -272,8 +285,33 @@ impl ServeArgs {
             session_idle: std::time::Duration::from_secs(session_idle_minutes * 60),
             replicator,
             metrics: metrics_listen.map(|addr| (addr, metrics_partition_labels)),
+            placement,
         })
     }
+}
+
+/// `serve --placement FILE`, checked: every partition's cell is a known one, this cell too.
+fn load_placement(file: &std::path::Path) -> Result<kukaku::api::placement::Placement> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PlacementFile {
+        cell: String,
+        cells: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        partitions: std::collections::BTreeMap<String, String>,
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("--placement {}", file.display()))?;
+    let f: PlacementFile =
+        toml::from_str(&text).with_context(|| format!("--placement {}", file.display()))?;
+    let partitions = f
+        .partitions
+        .into_iter()
+        .map(|(p, cell)| Ok((partition(&p)?, cell)))
+        .collect::<Result<_>>()
+        .with_context(|| format!("--placement {}", file.display()))?;
+    kukaku::api::placement::Placement::new(&f.cell, f.cells, partitions)
+        .with_context(|| format!("--placement {}", file.display()))
 }
 
 /// Everything a server runs with but its store: checked, files loaded.
@@ -290,6 +328,8 @@ pub(crate) struct Settings<'a> {
     replicator: Option<Arc<ReplicatorConfig>>,
     /// The metrics listener and whether lags carry partition labels.
     metrics: Option<(std::net::SocketAddr, bool)>,
+    /// Where partitions are served when there are several cells.
+    placement: kukaku::api::placement::Placement,
 }
 
 /// Serves until SIGINT or SIGTERM: one term per store opened. On a cell, a term ends
@@ -367,7 +407,8 @@ async fn run_server(
             .with_witnesses(s.witnesses.clone())
             .with_continuity_rules(s.rules.clone())
             .with_session_idle(s.session_idle)
-            .with_secure_cookies(s.transport.is_tls()),
+            .with_secure_cookies(s.transport.is_tls())
+            .with_placement(s.placement.clone()),
         s.limits,
     );
     println!(

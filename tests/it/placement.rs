@@ -101,3 +101,70 @@ fn a_partition_moves_to_a_sibling_cell_and_its_log_goes_on_there() {
     let e = a.adopt_as_sibling(c).unwrap_err();
     assert!(matches!(e, PlacementError::NotSibling), "{e}");
 }
+
+/// A cell serving with a placement map: requests for a partition placed on another cell
+/// get 421 with that cell's address, before anything is read; the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_partition_placed_elsewhere_get_421_and_its_cell() {
+    use axum::body::Body;
+    use http_body_util::BodyExt as _;
+    use kukaku::api::placement::Placement;
+    use kukaku::api::{AppState, Limits, ServerRole, router};
+    use std::sync::Arc;
+    use tower::ServiceExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (p, q) = (pid("131011"), pid("380014"));
+    let (store, tokens) = tokio::task::block_in_place(|| {
+        let store = init_store(&Paths::under(dir.path()), "hub.test", small()).unwrap();
+        store.request_partitions(&[p.clone(), q.clone()]).unwrap();
+        store.provision(&mut |_, _| {}).unwrap();
+        let later = now_unix_ms() + 86_400_000;
+        let mut tokens = Vec::new();
+        for (role, reach) in [
+            (Role::Municipality, Reach::Partition(p.clone())),
+            (Role::Municipality, Reach::Partition(q.clone())),
+            (Role::Auditor, Reach::Partitions([p.clone()].into())),
+        ] {
+            let (t, _) = store.issue_credential(role, reach, "t", later).unwrap();
+            tokens.push(t.to_text().to_string());
+        }
+        (store, tokens)
+    });
+    let cells = [("a", "https://a.example"), ("b", "https://b.example:8443")]
+        .map(|(n, u)| (n.to_owned(), u.to_owned()))
+        .into();
+    let placement = Placement::new("a", cells, [(p.clone(), "b".to_owned())].into()).unwrap();
+    let state = AppState::new(Arc::new(store), ServerRole::Hub).with_placement(placement);
+    let app = router(state, Limits::default());
+    let get = |uri: String, token: &str| {
+        axum::http::Request::get(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let cases = [
+        (get("/v1/checkpoint".into(), &tokens[0]), 421),
+        (get("/v1/checkpoint".into(), &tokens[1]), 200),
+        (
+            get(format!("/v1/audit/partitions/{p}/checkpoints"), &tokens[2]),
+            421,
+        ),
+    ];
+    for (i, (req, want)) in cases.into_iter().enumerate() {
+        let res = app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, want, "case {i}: {text}");
+        if want == 421 {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["code"], "moved", "case {i}: {text}");
+            let message = v["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains("cell b at https://b.example:8443"),
+                "case {i}: {text}"
+            );
+        }
+    }
+}

@@ -132,12 +132,20 @@ impl FromRequestParts<Arc<AppState>> for Terminal {
     ) -> Result<Self, Self::Rejection> {
         let (v, csrf, _) = session(parts, state).await?;
         match Municipality::from_verified(&v) {
-            Ok(muni) => Ok(Terminal {
-                muni,
-                csrf,
-                // Names are a convenience: a registry that cannot be read shows numbers.
-                names: partition_names(state).await,
-            }),
+            Ok(muni) => match state.placement.elsewhere(muni.scope.partition()) {
+                Some((cell, url)) => Err(page_error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    &format!(
+                        "この区画は別のセル（{cell}: {url}）で扱っています。そちらから操作してください。"
+                    ),
+                )),
+                None => Ok(Terminal {
+                    muni,
+                    csrf,
+                    // Names are a convenience: a registry that cannot be read shows numbers.
+                    names: partition_names(state).await,
+                }),
+            },
             // The operator's session belongs on the console.
             Err(_) if v.role() == crate::crypto::credential::Role::ContinuityOperator => {
                 Err(Redirect::to(CONSOLE_PATH).into_response())
