@@ -7,7 +7,9 @@
 
 use ring::digest::{Context, SHA256};
 
-use super::engine::{Dir, Engine, EngineError, Lease, Op, PgTarget, PostgresEngine, Space, View};
+use super::engine::{
+    Dir, Engine, EngineError, Lease, Op, PgTarget, PostgresEngine, Space, View, commit_chunked,
+};
 use super::keyring::KeyError;
 use super::records::INSTANCE_KEY;
 use super::{EngineRecord, OpenError, Paths, Store, StoreOptions};
@@ -137,7 +139,7 @@ impl Store {
             copied += n;
             progress(copied);
         };
-        let key_ops = keys.iter().map(|(k, v)| put(&Space::Keys, k, v));
+        let key_ops = keys.iter().map(|(k, v)| Op::put(&Space::Keys, k, v));
         commit_in_batches(&cell, key_ops, &mut count)?;
         let snapshot = source.snapshot().map_err(MigrateError::Source)?;
         let mut report = MigrateReport {
@@ -176,35 +178,12 @@ fn label(space: &Space) -> String {
     }
 }
 
-fn put(space: &Space, key: &[u8], value: &[u8]) -> Op {
-    Op::Put {
-        space: space.clone(),
-        key: key.to_vec(),
-        value: value.to_vec(),
-    }
-}
-
 fn commit_in_batches(
     cell: &PostgresEngine,
     ops: impl Iterator<Item = Op>,
     count: &mut dyn FnMut(u64),
 ) -> Result<(), MigrateError> {
-    let mut batch = Vec::with_capacity(BATCH);
-    for op in ops {
-        batch.push(op);
-        if batch.len() == BATCH {
-            let n = batch.len() as u64;
-            cell.commit(std::mem::take(&mut batch))
-                .map_err(MigrateError::Cell)?;
-            count(n);
-        }
-    }
-    let n = batch.len() as u64;
-    if n > 0 {
-        cell.commit(batch).map_err(MigrateError::Cell)?;
-        count(n);
-    }
-    Ok(())
+    commit_chunked(cell, ops, BATCH, count).map_err(MigrateError::Cell)
 }
 
 /// Copies one space (the system space's instance record last, in a commit of its own): its
@@ -238,14 +217,14 @@ fn copy_space(
                 instance = Some(v);
                 return None;
             }
-            Some(put(space, &k, &v))
+            Some(Op::put(space, &k, &v))
         });
     commit_in_batches(cell, ops, count)?;
     if let Some(e) = failed {
         return Err(MigrateError::Source(e));
     }
     if let Some(v) = instance {
-        cell.commit(vec![put(space, INSTANCE_KEY, &v)])
+        cell.commit(vec![Op::put(space, INSTANCE_KEY, &v)])
             .map_err(MigrateError::Cell)?;
         count(1);
     }

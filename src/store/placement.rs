@@ -11,7 +11,7 @@
 //! system space and its keys are copied from one snapshot into the other cell, and the other
 //! cell verifies it with its keys and must hold the same signed checkpoint.
 
-use super::engine::{Dir, EngineError, Op, Space, View};
+use super::engine::{Dir, EngineError, Op, Space, View, commit_chunked};
 use super::keyring::KeyError;
 use super::records::{
     self, CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, INSTANCE_KEY, PartitionRecord,
@@ -124,7 +124,7 @@ impl Store {
                 .get(&Space::System, key)
                 .map_err(PlacementError::Source)?;
             match value {
-                Some(v) => ops.push(put(&Space::System, key, &v)),
+                Some(v) => ops.push(Op::put(&Space::System, key, &v)),
                 None => ops.push(Op::Delete {
                     space: Space::System,
                     key: key.to_vec(),
@@ -231,7 +231,7 @@ impl Store {
         .map_err(|_| PlacementError::BadRecord(p.clone()))?;
         to.inner
             .engine
-            .commit(vec![put(
+            .commit(vec![Op::put(
                 &Space::System,
                 &records::registry_key(p),
                 &active,
@@ -296,7 +296,7 @@ fn copy_prefix(
     {
         let (k, v) = item.map_err(PlacementError::Source)?;
         if keep(&k, &v) {
-            ops.push(put(&Space::System, &k, &v));
+            ops.push(Op::put(&Space::System, &k, &v));
         }
     }
     let n = ops.len() as u64;
@@ -313,7 +313,7 @@ fn copy_all(from: &dyn View, space: &Space, to: &Store) -> Result<u64, Placement
         .map_err(PlacementError::Source)?
     {
         let (k, v) = item.map_err(PlacementError::Source)?;
-        batch.push(put(space, &k, &v));
+        batch.push(Op::put(space, &k, &v));
         n += 1;
         if batch.len() == BATCH {
             commit_batches(to, std::mem::take(&mut batch))?;
@@ -324,23 +324,8 @@ fn copy_all(from: &dyn View, space: &Space, to: &Store) -> Result<u64, Placement
 }
 
 fn commit_batches(to: &Store, ops: Vec<Op>) -> Result<(), PlacementError> {
-    let mut ops = ops.into_iter().peekable();
-    while ops.peek().is_some() {
-        let chunk: Vec<Op> = ops.by_ref().take(BATCH).collect();
-        to.inner
-            .engine
-            .commit(chunk)
-            .map_err(PlacementError::Target)?;
-    }
-    Ok(())
-}
-
-fn put(space: &Space, key: &[u8], value: &[u8]) -> Op {
-    Op::Put {
-        space: space.clone(),
-        key: key.to_vec(),
-        value: value.to_vec(),
-    }
+    commit_chunked(&*to.inner.engine, ops.into_iter(), BATCH, &mut |_| {})
+        .map_err(PlacementError::Target)
 }
 
 /// The partition a key-store slot belongs to (its DEKs and index key), if any.

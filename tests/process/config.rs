@@ -79,6 +79,13 @@ fn every_serve_flag_can_come_from_the_file_and_flags_override_it() {
         token.display().to_string(),
     );
 
+    let placement = dir.path().join("placement.toml");
+    std::fs::write(
+        &placement,
+        "cell = \"a\"\n[cells]\na = \"https://hub-a.example\"\nb = \"https://hub-b.example\"\n[partitions]\n\"131011\" = \"b\"\n",
+    )
+    .unwrap();
+    let placement = placement.display().to_string();
     let hub_toml = dir.path().join("hub.toml");
     let hub = format!(
         r#"# every hub flag
@@ -96,6 +103,7 @@ continuity_rules = "{rules}"
 session_idle_minutes = 15
 metrics_listen = "127.0.0.1:19464"
 metrics_partition_labels = true
+placement = "{placement}"
 "#
     );
     std::fs::write(&hub_toml, hub).unwrap();
@@ -118,6 +126,7 @@ metrics_partition_labels = true
         "session_idle_minutes = 15".to_owned(),
         "metrics_listen = \"127.0.0.1:19464\"".to_owned(),
         "metrics_partition_labels = true".to_owned(),
+        format!("placement = \"{placement}\""),
     ] {
         assert!(lines.contains(&want), "{want} not in {lines:?}");
     }

@@ -58,6 +58,35 @@ pub(crate) enum Op {
     },
 }
 
+impl Op {
+    /// A put of copies of `key` and `value`.
+    pub(crate) fn put(space: &Space, key: &[u8], value: &[u8]) -> Op {
+        Op::Put {
+            space: space.clone(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        }
+    }
+}
+
+/// Commits `ops` in batches of at most `chunk` (a copy too large for one transaction),
+/// calling `done` with each batch's size once it is durable.
+pub(crate) fn commit_chunked(
+    engine: &dyn Engine,
+    ops: impl Iterator<Item = Op>,
+    chunk: usize,
+    done: &mut dyn FnMut(u64),
+) -> Result<(), EngineError> {
+    let mut ops = ops.peekable();
+    while ops.peek().is_some() {
+        let batch: Vec<Op> = ops.by_ref().take(chunk.max(1)).collect();
+        let n = batch.len() as u64;
+        engine.commit(batch)?;
+        done(n);
+    }
+    Ok(())
+}
+
 /// The order of a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dir {
