@@ -18,6 +18,11 @@
 #                                  standby left: commits wait)
 #   scripts/pg-cell.sh revive DIR  starts again every member whose Patroni is not running
 #                                  and waits for a leader and a synchronous standby
+#   scripts/pg-cell.sh backup DIR  a full pgBackRest backup of the cell (stanza `kukaku`,
+#                                  repository DIR/repo; WAL archived by every member)
+#   scripts/pg-cell.sh restore-copy DIR
+#                                  restores the latest backup into DIR/restored, starts it
+#                                  alone on port +30 and prints its DSN (a DR drill)
 #
 # Ports: PG_CELL_PORT (default 24000) and up: etcd clients +0,+2,+4 (peers +1,+3,+5),
 # Patroni REST +10..+12, PostgreSQL +20..+22. Everything binds to 127.0.0.1. PostgreSQL and
@@ -27,7 +32,7 @@ set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive DIR" >&2
+  echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive|backup|restore-copy DIR" >&2
   exit 2
 fi
 base="${PG_CELL_PORT:-24000}"
@@ -68,6 +73,7 @@ install_missing() {
   command -v patroni >/dev/null || need+=(patroni)
   [ -x "$pg_bin/postgres" ] || need+=(postgresql-15)
   command -v curl >/dev/null || need+=(curl)
+  command -v pgbackrest >/dev/null || need+=(pgbackrest)
   if [ ${#need[@]} -gt 0 ]; then
     local sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -112,6 +118,7 @@ bootstrap:
         max_wal_senders: 10
         max_replication_slots: 10
         max_connections: 100
+        archive_mode: "on"
   initdb:
   - encoding: UTF8
   - data-checksums
@@ -137,8 +144,40 @@ postgresql:
   - host all all 127.0.0.1/32 scram-sha-256
   parameters:
     unix_socket_directories: $dir/run
+    # pgBackRest wants the member's own data directory named (it checks the working one).
+    archive_command: "pgbackrest --config=$dir/pgbackrest.conf --stanza=kukaku --pg1-path=$dir/pg$i archive-push %p"
 EOF
   chmod 600 "$cfg"
+}
+
+# pgBackRest: the three members (it backs up whichever is the primary), a repository in
+# DIR/repo. Every member archives its WAL there once the stanza exists.
+write_pgbackrest_config() {
+  local cfg="$dir/pgbackrest.conf" i
+  {
+    echo "[global]"
+    echo "repo1-path=$dir/repo"
+    echo "repo1-retention-full=2"
+    echo "log-path=$dir/pgbackrest-log"
+    echo "lock-path=$dir/pgbackrest-lock"
+    echo "spool-path=$dir/pgbackrest-spool"
+    echo "start-fast=y"
+    echo "log-level-console=warn"
+    echo "[kukaku]"
+    for i in "${members[@]}"; do
+      echo "pg$i-path=$dir/pg$i"
+      echo "pg$i-port=$(pg_port "$i")"
+      echo "pg$i-socket-path=$dir/run"
+    done
+  } > "$cfg"
+  mkdir -p "$dir/repo" "$dir/pgbackrest-log" "$dir/pgbackrest-lock" "$dir/pgbackrest-spool"
+}
+
+# Runs pgBackRest as postgres.
+pgbr() {
+  local drop=()
+  [ "$(id -u)" -eq 0 ] && drop=(setpriv --reuid=postgres --regid=postgres --init-groups)
+  "${drop[@]}" env HOME="$dir" pgbackrest --config="$dir/pgbackrest.conf" --stanza=kukaku "$@"
 }
 
 start_etcd() {
@@ -235,8 +274,8 @@ dsn() {
 stop_all() {
   [ -f "$dir/pids" ] || return 0
   local name pid
-  # Patroni first (it stops its PostgreSQL), then etcd.
-  for pass in patroni etcd; do
+  # A restored copy and Patroni first (Patroni stops its PostgreSQL), then etcd.
+  for pass in restored patroni etcd; do
     while read -r name pid; do
       case "$name" in "$pass"*) kill -TERM "$pid" 2>/dev/null || true ;; esac
     done < "$dir/pids"
@@ -270,11 +309,15 @@ case "$cmd" in
     [ -f "$dir/pids" ] && { echo "error: $dir/pids exists: a cell runs there (stop it first)" >&2; exit 2; }
     [ -f "$dir/password" ] || head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/password"
     for i in "${members[@]}"; do write_patroni_config "$i"; done
+    write_pgbackrest_config
     chown -R postgres: "$dir"
     chmod 700 "$dir"
     for i in "${members[@]}"; do start_etcd "$i"; done
     for i in "${members[@]}"; do start_patroni "$i"; done
     wait_ready || { stop_all; exit 1; }
+    # WAL is archived from the start (a backup needs the stanza; archive-push fails until it
+    # exists).
+    pgbr stanza-create >/dev/null 2>&1 || echo "warning: pgBackRest stanza-create failed; see $dir/pgbackrest-log" >&2
     dsn
     ;;
   kill-leader)
@@ -301,6 +344,36 @@ case "$cmd" in
       forget "patroni$i"
     done
     ;;
+  backup)
+    dir="$(cd "$dir" && pwd)"
+    pgbr stanza-create >/dev/null
+    pgbr check
+    pgbr backup --type=full
+    pgbr info >&2
+    ;;
+  restore-copy)
+    dir="$(cd "$dir" && pwd)"
+    copy="$dir/restored"
+    old="$(pid_of restored)"
+    if [ -n "$old" ]; then
+      kill -TERM "$old" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+      forget restored
+    fi
+    rm -rf "$copy"
+    install -d -o postgres -g postgres -m 700 "$copy"
+    pgbr restore --pg1-path="$copy" --type=immediate --target-action=promote >&2
+    port=$((base + 30))
+    spawn restored "$pg_bin/postgres" -D "$copy" -p "$port" -c listen_addresses=127.0.0.1 \
+      -c unix_socket_directories="$dir/run" -c archive_mode=off -c hba_file="$copy/pg_hba.conf"
+    for _ in $(seq 1 120); do
+      setpriv --reuid=postgres --regid=postgres --init-groups \
+        "$pg_bin/pg_isready" -q -h "$dir/run" -p "$port" && \
+      [ "$(setpriv --reuid=postgres --regid=postgres --init-groups "$pg_bin/psql" -h "$dir/run" -p "$port" -U postgres -Atc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] && break
+      sleep 0.5
+    done
+    echo "host=127.0.0.1 port=$port user=postgres password=$(cat "$dir/password") dbname=postgres"
+    ;;
   revive)
     dir="$(cd "$dir" && pwd)"
     for i in "${members[@]}"; do
@@ -325,7 +398,7 @@ case "$cmd" in
     cluster_json | python3 -m json.tool
     ;;
   *)
-    echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive DIR" >&2
+    echo "usage: $0 start|stop|status|kill-leader|stop-replicas|revive|backup|restore-copy DIR" >&2
     exit 2
     ;;
 esac

@@ -92,8 +92,9 @@ KUKAKU_TEST_ENGINE=postgres KUKAKU_TEST_PG_DSN="$dsn" cargo test --features post
 # The cell's bench, reduced (so it cannot rot; no timing is read).
 KUKAKU_BENCH_SMOKE=1 KUKAKU_BENCH_PG_DSN="$dsn" cargo test --features postgres --bench cell
 # Last, alone, each after the cell is whole again: the leader is killed (Patroni and
-# PostgreSQL) while commits go on; then while `kukaku serve` takes HTTP imports; then both
-# standbys stop (imports wait for one to come back).
+# PostgreSQL) while commits go on; then a pgBackRest backup restored to a copy that kukaku
+# verifies; the leader killed while `kukaku serve` takes HTTP imports; both standbys stopped
+# (imports wait for one to come back).
 KUKAKU_TEST_PG_DSN="$dsn" KUKAKU_TEST_PG_CELL="$cell" \
   cargo test --features postgres --lib store::engine::tests::pg_failover -- --ignored --nocapture
 bash scripts/pg-cell.sh revive "$cell"

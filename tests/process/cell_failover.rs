@@ -1,6 +1,7 @@
 //! `kukaku serve` while the cell loses members (issue 31, `--features postgres`): the
 //! leader's machine lost (Patroni and PostgreSQL SIGKILLed) under HTTP imports, and no
-//! synchronous standby left. Run alone and last by the test command, which names its cell
+//! synchronous standby left; and a pgBackRest backup of the cell restored to a copy that
+//! kukaku opens and verifies. Run alone and last by the test command, which names its cell
 //! in `KUKAKU_TEST_PG_CELL` and brings the lost members back between the tests
 //! (`scripts/pg-cell.sh revive`).
 
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use super::keys_cli::ok;
 use super::on_postgres::{TwoHomes, check_acked, free_port, import, serve_hub, wait_for_line};
 use super::serve_crash::{Http, token, wait_ready};
 
@@ -210,5 +212,72 @@ async fn with_no_synchronous_standby_an_import_waits_then_is_acknowledged() {
         .status();
     server.wait().unwrap();
     let acked = ["W-1", "W-2", "W-3"].map(String::from);
+    tokio::task::block_in_place(|| check_acked(&homes.a, "131011", &acked, &[]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "backs the cell up and restores a copy: run alone by the test command"]
+async fn a_pgbackrest_backup_of_the_cell_restores_to_a_copy_that_verifies() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let homes = tokio::task::block_in_place(|| TwoHomes::new("pgbr", "131011"));
+    let token = token(
+        &homes.a,
+        &[
+            "--role",
+            "municipality",
+            "--partition",
+            "131011",
+            "--label",
+            "m",
+        ],
+    );
+    let port = free_port();
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut server = serve_hub(&homes.a, port, &homes.dir.path().join("a.log"));
+    wait_ready(&http, port).await;
+    for tid in ["B-1", "B-2", "B-3"] {
+        assert_eq!(import(&http, port, &token, "131011", tid).await, Some(201));
+    }
+    let at_backup = tokio::task::block_in_place(|| {
+        let checkpoint = ok(super::cli::kukaku(&homes.b, &["checkpoint", "131011"]));
+        cell("backup");
+        checkpoint
+    });
+    // Written after the backup: not in it.
+    for tid in ["B-4", "B-5"] {
+        assert_eq!(import(&http, port, &token, "131011", tid).await, Some(201));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+
+    // The drill: the backup restored to a PostgreSQL of its own, a home joined to it with
+    // the instance's KEK, verified with keys; it holds the log as it was at the backup.
+    tokio::task::block_in_place(|| {
+        let dsn = cell("restore-copy");
+        let dsn_file = homes.dir.path().join("restored.dsn");
+        std::fs::write(&dsn_file, dsn.trim()).unwrap();
+        std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let kek = homes.dir.path().join("kek.for-restore");
+        std::fs::copy(homes.a.join("kek.key"), &kek).unwrap();
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let r = homes.dir.path().join("restored-home");
+        let kukaku = |args: &[&str]| super::cli::kukaku(&r, args);
+        ok(kukaku(&[
+            "join-cell",
+            "--kek",
+            kek.to_str().unwrap(),
+            "--pg-dsn-file",
+            dsn_file.to_str().unwrap(),
+            "--pg-schema",
+            &homes.schema,
+        ]));
+        let verified = ok(kukaku(&["verify", "--with-keys"]));
+        assert!(verified.contains("opened 6"), "{verified}");
+        assert_eq!(ok(kukaku(&["checkpoint", "131011"])), at_backup);
+        eprintln!("pgBackRest: the restored copy verifies with keys at the backup's checkpoint");
+    });
+    let acked = ["B-1", "B-2", "B-3", "B-4", "B-5"].map(String::from);
     tokio::task::block_in_place(|| check_acked(&homes.a, "131011", &acked, &[]));
 }

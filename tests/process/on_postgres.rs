@@ -78,6 +78,8 @@ pub(crate) struct TwoHomes {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) a: std::path::PathBuf,
     pub(crate) b: std::path::PathBuf,
+    /// The instance's schema.
+    pub(crate) schema: String,
 }
 
 impl TwoHomes {
@@ -127,7 +129,7 @@ impl TwoHomes {
             "{joined}"
         );
         std::fs::remove_file(&kek_copy).unwrap();
-        TwoHomes { dir, a, b }
+        TwoHomes { dir, a, b, schema }
     }
 }
 
