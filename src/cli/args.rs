@@ -301,6 +301,16 @@ pub(crate) enum PartitionsCommand {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Remove the copy a move left on this cell: the partition's entries, its wrapped keys,
+    /// key metadata and the credentials that reach it alone, purged from the files as a
+    /// destroy does (docs/keys.md). Its writes stay refused here.
+    DropMoved {
+        /// 保険者番号 of the moved partition.
+        partition: String,
+        /// The partition id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+    },
 }
 
 #[derive(Subcommand)]

@@ -21,6 +21,18 @@ pub(crate) fn run(paths: &Paths, command: PartitionsCommand) -> Result<()> {
         PartitionsCommand::Move { partition: p, to } => {
             partitions_move(paths, &partition(&p)?, &to)
         }
+        PartitionsCommand::DropMoved {
+            partition: p,
+            confirm,
+        } => {
+            let p = partition(&p)?;
+            let r = open(paths)?.drop_moved(&p, &confirm)?;
+            println!(
+                "dropped the copy of moved partition {p}: {} keys, {} system records; the files were purged",
+                r.keys, r.system_records
+            );
+            Ok(())
+        }
         PartitionsCommand::List => partitions_list(&open_read_only(paths)?),
         PartitionsCommand::Show { partition: p } => {
             partitions_show(&open_read_only(paths)?, &partition(&p)?)

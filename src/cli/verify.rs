@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use kukaku::ledger::{PartitionId, Seq, TreeSize};
-use kukaku::store::{Paths, Store, VerifyOptions};
+use kukaku::store::{PartitionStatus, Paths, Store, VerifyOptions};
 
 use super::args::ProveCommand;
 use super::{Outcome, open_read_only, partition};
@@ -27,7 +27,13 @@ pub(crate) fn verify_all(
         None => store
             .partitions()?
             .into_iter()
-            .map(|p| p.partition)
+            .filter_map(|p| match p.status {
+                PartitionStatus::Moved => {
+                    println!("moved partition {} (verify it on its cell)", p.partition);
+                    None
+                }
+                _ => Some(p.partition),
+            })
             .collect(),
     };
     let mut outcome = Outcome::Passed;

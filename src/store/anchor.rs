@@ -164,6 +164,15 @@ impl Anchor {
         }
     }
 
+    /// Stops guarding `p`: its copy here was dropped after it moved to another cell.
+    pub(crate) fn forget(&self, p: &PartitionId) {
+        if let Ok(mut s) = self.state.lock()
+            && s.sizes.remove(p).is_some()
+        {
+            s.dirty = true;
+        }
+    }
+
     /// Writes the anchor when it changed, at most once per [`ANCHOR_INTERVAL`], until
     /// `stop`, then once more.
     pub(crate) fn run(&self) {

@@ -51,7 +51,7 @@ pub use lease::Standby;
 pub use migrate::{MigrateError, MigrateReport};
 #[cfg(feature = "postgres")]
 pub use on_postgres::EngineRecord;
-pub use placement::{PartitionMoveReport, PlacementError};
+pub use placement::{DropReport, PartitionMoveReport, PlacementError};
 pub use read::{Entry, ReadError, VerifyOptions, VerifyReport};
 pub use records::PartitionStatus;
 pub use records::{ReplicaState, TransmissionRecord};

@@ -523,6 +523,11 @@ fn check_anchored(
     paths: &Paths,
 ) -> Result<(), OpenError> {
     for (p, want) in anchored {
+        // A partition moved to another cell is guarded there; its copy here may have been
+        // dropped (`partitions drop-moved`), and another machine's anchor still names it.
+        if moved(inner, p) {
+            continue;
+        }
         let found = match inner.size(p) {
             Ok(n) => n,
             Err(ReadError::UnknownPartition(_)) => 0,
@@ -538,6 +543,17 @@ fn check_anchored(
         }
     }
     Ok(())
+}
+
+/// Whether the registry says `p` moved to another cell.
+fn moved(inner: &Inner, p: &PartitionId) -> bool {
+    inner
+        .engine
+        .get(&Space::System, &records::registry_key(p))
+        .ok()
+        .flatten()
+        .and_then(|raw| decode::<records::PartitionRecord>(&raw))
+        .is_some_and(|r| r.status == PartitionStatus::Moved)
 }
 
 /// What an open finishes once the writer runs: an interrupted KEK rotation, and a MAC on

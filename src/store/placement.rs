@@ -50,6 +50,21 @@ pub enum PlacementError {
     Verify(PartitionId, #[source] crate::ledger::VerifyError),
     #[error("partition {0}: the other cell's checkpoint is not the one this cell signed")]
     CheckpointDiffers(PartitionId),
+    #[error("partition {0} has not moved from this cell; nothing is dropped")]
+    NotMoved(PartitionId),
+    #[error("confirm with the partition id ({0})")]
+    Unconfirmed(PartitionId),
+    #[error("purging what the dropped records left in the engine's files")]
+    Purge(#[source] EngineError),
+}
+
+/// What dropping a moved partition's copy removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropReport {
+    /// Key-store records (its DEKs and index key).
+    pub keys: u64,
+    /// Records of the system space (key metadata, cursors, credentials reaching it alone).
+    pub system_records: u64,
 }
 
 /// What a move copied.
@@ -183,6 +198,83 @@ impl Store {
         })
     }
 
+    /// Removes the copy a move left on this cell: every pair of `p`'s space, its wrapped
+    /// keys, its system records (key metadata, re-encryption cursor, shred record, job
+    /// cursors, credentials reaching it alone), then purges the engine's and the key
+    /// store's files as a destroy does. The registry keeps `p` as moved, so its writes are
+    /// still refused `Moved`. `confirm` must be the partition id.
+    pub fn drop_moved(&self, p: &PartitionId, confirm: &str) -> Result<DropReport, PlacementError> {
+        if confirm != p.as_str() {
+            return Err(PlacementError::Unconfirmed(p.clone()));
+        }
+        if self.registry_record(p)?.status != PartitionStatus::Moved {
+            return Err(PlacementError::NotMoved(p.clone()));
+        }
+        let slots: Vec<Vec<u8>> = self
+            .inner
+            .keyring
+            .records()?
+            .into_iter()
+            .filter(|(k, _)| slot_partition(k).as_ref() == Some(p))
+            .map(|(k, _)| k.into_vec())
+            .collect();
+        let keys = slots.len() as u64;
+        self.inner.keyring.commit(Vec::new(), slots)?;
+        let snapshot = self
+            .inner
+            .engine
+            .snapshot()
+            .map_err(PlacementError::Source)?;
+        let mut gone = Vec::new();
+        let mut collect = |prefix: &[u8], keep: &dyn Fn(&[u8], &[u8]) -> bool| {
+            for item in snapshot
+                .scan_prefix(&Space::System, prefix)
+                .map_err(PlacementError::Source)?
+            {
+                let (k, v) = item.map_err(PlacementError::Source)?;
+                if keep(&k, &v) {
+                    gone.push(Op::Delete {
+                        space: Space::System,
+                        key: k.into_vec(),
+                    });
+                }
+            }
+            Ok::<(), PlacementError>(())
+        };
+        for prefix in [
+            records::key_meta_prefix(p),
+            records::reencrypt_key(p),
+            records::shred_key(p),
+        ] {
+            collect(&prefix, &|_, _| true)?;
+        }
+        let suffix = [&[0u8][..], p.as_str().as_bytes()].concat();
+        collect(b"G", &|k, _| k.ends_with(&suffix))?;
+        let reach = ReachRecord::Partition(p.to_string());
+        collect(CREDENTIAL_PREFIX, &|_, v| reaches_alone(v, &reach))?;
+        drop(snapshot);
+        let system_records = gone.len() as u64;
+        gone.push(Op::DeleteRange {
+            space: Space::Partition(p.clone()),
+            from: Vec::new(),
+            to: vec![0xff],
+        });
+        self.inner
+            .engine
+            .commit(gone)
+            .map_err(PlacementError::Target)?;
+        self.inner
+            .engine
+            .purge_deleted(&[Space::Partition(p.clone()), Space::System])
+            .map_err(PlacementError::Purge)?;
+        self.inner.keyring.compact()?;
+        self.inner.anchor.forget(p);
+        Ok(DropReport {
+            keys,
+            system_records,
+        })
+    }
+
     fn registry_record(&self, p: &PartitionId) -> Result<PartitionRecord, PlacementError> {
         let raw = self
             .inner
@@ -275,11 +367,16 @@ fn copy_system_records(
 fn copy_credentials(from: &dyn View, p: &PartitionId, to: &Store) -> Result<u64, PlacementError> {
     let reach = ReachRecord::Partition(p.to_string());
     copy_prefix(from, CREDENTIAL_PREFIX, to, &mut |_, v| {
-        let record = v.len().checked_sub(32).and_then(|end| v.get(..end));
-        record
-            .and_then(decode::<CredentialRecord>)
-            .is_some_and(|r| r.reach == reach)
+        reaches_alone(v, &reach)
     })
+}
+
+/// Whether the credential record `v` (`CredentialRecord ‖ MAC[32]`) has reach `reach`.
+fn reaches_alone(v: &[u8], reach: &ReachRecord) -> bool {
+    let record = v.len().checked_sub(32).and_then(|end| v.get(..end));
+    record
+        .and_then(decode::<CredentialRecord>)
+        .is_some_and(|r| r.reach == *reach)
 }
 
 /// Copies the pairs of the system space under `prefix` that `keep` keeps.

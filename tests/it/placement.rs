@@ -94,6 +94,28 @@ fn a_partition_moves_to_a_sibling_cell_and_its_log_goes_on_there() {
     // Not twice, not to a cell of another identity.
     let e = a.move_partition(&p, &b).unwrap_err();
     assert!(matches!(e, PlacementError::AlreadyThere(_)), "{e}");
+
+    // The copy left on the old cell is dropped: its entries and wrapped keys are gone there,
+    // its writes are still refused, and the moved log on the new cell is untouched.
+    let e = a.drop_moved(&q, q.as_str()).unwrap_err();
+    assert!(matches!(e, PlacementError::NotMoved(_)), "{e}");
+    let e = a.drop_moved(&p, "380014").unwrap_err();
+    assert!(matches!(e, PlacementError::Unconfirmed(_)), "{e}");
+    assert!(!a.key_status(&p).unwrap().is_empty());
+    let dropped = a.drop_moved(&p, p.as_str()).unwrap();
+    assert!(dropped.keys >= 1, "{dropped:?}");
+    assert!(
+        dropped.system_records >= 2,
+        "key metadata and the credential: {dropped:?}"
+    );
+    assert!(a.key_status(&p).unwrap().is_empty());
+    assert!(a.read_entry(&admin.partition(&p), 0).is_err());
+    let e = append(&a, &p, 1, "after the drop").unwrap_err();
+    assert!(matches!(e, AppendError::Moved(_)), "{e}");
+    let again = b
+        .verify_partition(&p, VerifyOptions { with_keys: true })
+        .unwrap();
+    assert_eq!(again.bodies_opened, 7);
     let stranger = Paths::under(&dir.path().join("c"));
     let c = init_store(&stranger, "hub.test", small()).unwrap();
     let e = a.move_partition(&q, &c).unwrap_err();

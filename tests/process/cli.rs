@@ -373,4 +373,18 @@ fn a_partition_moves_to_a_further_cell() {
         "{}",
         text(&o)
     );
+
+    // The old cell's copy dropped: verify there names it moved, the new cell's is intact.
+    let dropped = ok(kukaku(
+        &a,
+        &["partitions", "drop-moved", "131011", "--confirm", "131011"],
+    ));
+    assert!(
+        dropped.contains("dropped the copy of moved partition 131011"),
+        "{dropped}"
+    );
+    let here = ok(kukaku(&a, &["verify", "--with-keys"]));
+    assert!(here.contains("moved partition 131011"), "{here}");
+    let there = ok(kukaku(&b, &["verify", "--with-keys"]));
+    assert!(there.contains("opened 6"), "five and the one imported there: {there}");
 }
