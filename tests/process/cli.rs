@@ -386,5 +386,8 @@ fn a_partition_moves_to_a_further_cell() {
     let here = ok(kukaku(&a, &["verify", "--with-keys"]));
     assert!(here.contains("moved partition 131011"), "{here}");
     let there = ok(kukaku(&b, &["verify", "--with-keys"]));
-    assert!(there.contains("opened 6"), "five and the one imported there: {there}");
+    assert!(
+        there.contains("opened 6"),
+        "five and the one imported there: {there}"
+    );
 }
