@@ -80,6 +80,16 @@ impl Store {
     ) -> Result<Store, OpenError> {
         check_private(paths)?;
         let engine = PostgresEngine::open(target, &holder(), lease(&options))?;
+        Self::open_on_pg(paths, choice, options, engine)
+    }
+
+    /// The store of `paths` on `engine` (a writer or a reader of the cell).
+    fn open_on_pg(
+        paths: &Paths,
+        choice: KekChoice,
+        options: StoreOptions,
+        engine: PostgresEngine,
+    ) -> Result<Store, OpenError> {
         let partitions = Engine::partition_spaces(&engine)?;
         Self::open_on(paths, choice, options, Arc::new(engine), partitions)
     }
@@ -211,15 +221,8 @@ impl Store {
             super::private::set_mode(&paths.kek, 0o600)?;
             record.write(paths)?;
             let engine = PostgresEngine::open_reader(target)?;
-            let partitions = Engine::partition_spaces(&engine)?;
-            let kek: std::sync::Arc<dyn crate::crypto::KekProvider> = std::sync::Arc::new(loaded);
-            Self::open_on(
-                paths,
-                KekChoice::Fixed(kek),
-                options,
-                Arc::new(engine),
-                partitions,
-            )
+            let kek: Arc<dyn crate::crypto::KekProvider> = Arc::new(loaded);
+            Self::open_on_pg(paths, KekChoice::Fixed(kek), options, engine)
         };
         copy().inspect_err(|_| {
             let _ = std::fs::remove_file(&paths.kek);
@@ -235,9 +238,7 @@ impl Store {
     ) -> Result<Store, OpenError> {
         let target = EngineRecord::load(&paths.engine_record())?.target()?;
         check_private(paths)?;
-        let engine = PostgresEngine::open_reader(target)?;
-        let partitions = Engine::partition_spaces(&engine)?;
-        Self::open_on(paths, choice, options, Arc::new(engine), partitions)
+        Self::open_on_pg(paths, choice, options, PostgresEngine::open_reader(target)?)
     }
 
     /// Opens the instance of `paths` on the engine its `engine.json` names.

@@ -11,7 +11,7 @@
 //! system space and its keys are copied from one snapshot into the other cell, and the other
 //! cell verifies it with its keys and must hold the same signed checkpoint.
 
-use super::engine::{Dir, EngineError, Op, Space, View, commit_chunked};
+use super::engine::{Dir, EngineError, Op, Pair, Space, View, commit_chunked};
 use super::keyring::KeyError;
 use super::records::{
     self, CREDENTIAL_MACS, CREDENTIAL_PREFIX, CredentialRecord, INSTANCE_KEY, PartitionRecord,
@@ -211,11 +211,8 @@ impl Store {
             return Err(PlacementError::NotMoved(p.clone()));
         }
         let slots: Vec<Vec<u8>> = self
-            .inner
-            .keyring
-            .records()?
+            .partition_keys(p)?
             .into_iter()
-            .filter(|(k, _)| slot_partition(k).as_ref() == Some(p))
             .map(|(k, _)| k.into_vec())
             .collect();
         let keys = slots.len() as u64;
@@ -225,34 +222,17 @@ impl Store {
             .engine
             .snapshot()
             .map_err(PlacementError::Source)?;
-        let mut gone = Vec::new();
-        let mut collect = |prefix: &[u8], keep: &dyn Fn(&[u8], &[u8]) -> bool| {
-            for item in snapshot
-                .scan_prefix(&Space::System, prefix)
-                .map_err(PlacementError::Source)?
-            {
-                let (k, v) = item.map_err(PlacementError::Source)?;
-                if keep(&k, &v) {
-                    gone.push(Op::Delete {
-                        space: Space::System,
-                        key: k.into_vec(),
-                    });
-                }
-            }
-            Ok::<(), PlacementError>(())
-        };
-        for prefix in [
-            records::key_meta_prefix(p),
-            records::reencrypt_key(p),
-            records::shred_key(p),
-        ] {
-            collect(&prefix, &|_, _| true)?;
-        }
-        let suffix = [&[0u8][..], p.as_str().as_bytes()].concat();
-        collect(b"G", &|k, _| k.ends_with(&suffix))?;
-        let reach = ReachRecord::Partition(p.to_string());
-        collect(CREDENTIAL_PREFIX, &|_, v| reaches_alone(v, &reach))?;
+        let owned = system_records(&*snapshot, p)?;
         drop(snapshot);
+        let mut gone: Vec<Op> = owned
+            .records
+            .into_iter()
+            .chain(owned.credentials)
+            .map(|(k, _)| Op::Delete {
+                space: Space::System,
+                key: k.into_vec(),
+            })
+            .collect();
         let system_records = gone.len() as u64;
         gone.push(Op::DeleteRange {
             space: Space::Partition(p.clone()),
@@ -285,8 +265,15 @@ impl Store {
         decode(&raw).ok_or_else(|| PlacementError::BadRecord(p.clone()))
     }
 
-    /// Copies `p`'s keys, space and system records (its registry record last, as active)
-    /// into `to`, from one snapshot of this cell.
+    /// `p`'s key-store records (its DEKs and index key).
+    fn partition_keys(&self, p: &PartitionId) -> Result<Vec<Pair>, PlacementError> {
+        let mut records = self.inner.keyring.records()?;
+        records.retain(|(k, _)| slot_partition(k).as_ref() == Some(p));
+        Ok(records)
+    }
+
+    /// Copies `p`'s keys, space, name and system records (its registry record last, as
+    /// active) into `to`, from one snapshot of this cell; `entries` is left for the caller.
     fn copy_partition(
         &self,
         p: &PartitionId,
@@ -294,11 +281,8 @@ impl Store {
         to: &Store,
     ) -> Result<PartitionMoveReport, PlacementError> {
         let keys: Vec<(Vec<u8>, Vec<u8>)> = self
-            .inner
-            .keyring
-            .records()?
+            .partition_keys(p)?
             .into_iter()
-            .filter(|(k, _)| slot_partition(k).as_ref() == Some(p))
             .map(|(k, v)| (k.into_vec(), v.into_vec()))
             .collect();
         let n_keys = keys.len() as u64;
@@ -312,62 +296,80 @@ impl Store {
             .engine
             .snapshot()
             .map_err(PlacementError::Source)?;
-        let space = Space::Partition(p.clone());
-        let pairs = copy_all(&*snapshot, &space, to)?;
-        let mut system = copy_system_records(&*snapshot, p, to)?;
-        let credentials = copy_credentials(&*snapshot, p, to)?;
+        let pairs = copy_all(&*snapshot, &Space::Partition(p.clone()), to)?;
+        let owned = system_records(&*snapshot, p)?;
+        let name_key = records::name_key(p);
+        let name = snapshot
+            .get(&Space::System, &name_key)
+            .map_err(PlacementError::Source)?;
         let active = encode(&PartitionRecord {
             status: PartitionStatus::Active,
             ..record
         })
         .map_err(|_| PlacementError::BadRecord(p.clone()))?;
-        to.inner
-            .engine
-            .commit(vec![Op::put(
-                &Space::System,
-                &records::registry_key(p),
-                &active,
-            )])
-            .map_err(PlacementError::Target)?;
-        system += 1;
+        let (system_records, credentials) = (
+            owned.records.len() as u64 + 1 + u64::from(name.is_some()),
+            owned.credentials.len() as u64,
+        );
+        let mut ops: Vec<Op> = owned
+            .records
+            .iter()
+            .chain(&owned.credentials)
+            .map(|(k, v)| Op::put(&Space::System, k, v))
+            .chain(name.map(|v| Op::put(&Space::System, &name_key, &v)))
+            .collect();
+        // The registry record last: without it `to` holds no partition `p`.
+        ops.push(Op::put(&Space::System, &records::registry_key(p), &active));
+        commit_batches(to, ops)?;
         Ok(PartitionMoveReport {
             partition: p.clone(),
             entries: 0,
             pairs,
-            system_records: system,
+            system_records,
             keys: n_keys,
             credentials,
         })
     }
 }
 
-/// `p`'s records of the system space but its registry record: its name, key metadata,
-/// re-encryption cursor, shred record and job cursors.
-fn copy_system_records(
-    from: &dyn View,
-    p: &PartitionId,
-    to: &Store,
-) -> Result<u64, PlacementError> {
-    let mut n = 0;
+/// `p`'s records of the system space that a move carries and a drop removes: key metadata,
+/// re-encryption cursor, shred record and job cursors, and (apart) the credentials that
+/// reach it alone (they authenticate on any cell of the identity: the credential-MAC key is
+/// the identity's). Not its registry record nor its name (a drop keeps both).
+struct SystemRecords {
+    records: Vec<Pair>,
+    credentials: Vec<Pair>,
+}
+
+fn system_records(view: &dyn View, p: &PartitionId) -> Result<SystemRecords, PlacementError> {
+    let under = |prefix: &[u8], keep: &dyn Fn(&[u8], &[u8]) -> bool| {
+        let mut out = Vec::new();
+        for item in view
+            .scan_prefix(&Space::System, prefix)
+            .map_err(PlacementError::Source)?
+        {
+            let (k, v) = item.map_err(PlacementError::Source)?;
+            if keep(&k, &v) {
+                out.push((k, v));
+            }
+        }
+        Ok::<_, PlacementError>(out)
+    };
+    let mut records = Vec::new();
     for prefix in [
-        records::name_key(p),
         records::key_meta_prefix(p),
         records::reencrypt_key(p),
         records::shred_key(p),
     ] {
-        n += copy_prefix(from, &prefix, to, &mut |_, _| true)?;
+        records.extend(under(&prefix, &|_, _| true)?);
     }
     let suffix = [&[0u8][..], p.as_str().as_bytes()].concat();
-    n += copy_prefix(from, b"G", to, &mut |k, _| k.ends_with(&suffix))?;
-    Ok(n)
-}
-
-/// Credentials whose reach is `p` alone (they authenticate on the other cell: the
-/// credential-MAC key is the identity's). A record is `CredentialRecord ‖ MAC[32]`.
-fn copy_credentials(from: &dyn View, p: &PartitionId, to: &Store) -> Result<u64, PlacementError> {
+    records.extend(under(b"G", &|k, _| k.ends_with(&suffix))?);
     let reach = ReachRecord::Partition(p.to_string());
-    copy_prefix(from, CREDENTIAL_PREFIX, to, &mut |_, v| {
-        reaches_alone(v, &reach)
+    let credentials = under(CREDENTIAL_PREFIX, &|_, v| reaches_alone(v, &reach))?;
+    Ok(SystemRecords {
+        records,
+        credentials,
     })
 }
 
@@ -377,28 +379,6 @@ fn reaches_alone(v: &[u8], reach: &ReachRecord) -> bool {
     record
         .and_then(decode::<CredentialRecord>)
         .is_some_and(|r| r.reach == *reach)
-}
-
-/// Copies the pairs of the system space under `prefix` that `keep` keeps.
-fn copy_prefix(
-    from: &dyn View,
-    prefix: &[u8],
-    to: &Store,
-    keep: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-) -> Result<u64, PlacementError> {
-    let mut ops = Vec::new();
-    for item in from
-        .scan_prefix(&Space::System, prefix)
-        .map_err(PlacementError::Source)?
-    {
-        let (k, v) = item.map_err(PlacementError::Source)?;
-        if keep(&k, &v) {
-            ops.push(Op::put(&Space::System, &k, &v));
-        }
-    }
-    let n = ops.len() as u64;
-    commit_batches(to, ops)?;
-    Ok(n)
 }
 
 /// Copies every pair of `space`.

@@ -172,10 +172,7 @@ impl PostgresEngine {
     }
 
     /// This writer's epoch.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "tests and, next, `partitions move`")
-    )]
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the engine tests only"))]
     pub fn epoch(&self) -> i64 {
         self.epoch
     }
