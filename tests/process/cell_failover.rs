@@ -13,8 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use super::keys_cli::ok;
-use super::on_postgres::{TwoHomes, check_acked, free_port, import, serve_hub, wait_for_line};
-use super::serve_crash::{Http, token, wait_ready};
+use super::on_postgres::{
+    TwoHomes, check_acked, free_port, import, municipality_token, serve_hub, stop, wait_for_line,
+    write_private,
+};
+use super::serve_crash::{Http, wait_ready};
 
 /// Runs `scripts/pg-cell.sh CMD` on the test command's cell.
 fn cell(cmd: &str) -> String {
@@ -78,17 +81,7 @@ async fn importer(
 #[ignore = "kills the cell's leader: run alone by the test command"]
 async fn the_leader_lost_under_http_imports_loses_no_acknowledged_import() {
     let homes = tokio::task::block_in_place(|| TwoHomes::new("failover", "131011"));
-    let token = token(
-        &homes.a,
-        &[
-            "--role",
-            "municipality",
-            "--partition",
-            "131011",
-            "--label",
-            "m",
-        ],
-    );
+    let token = municipality_token(&homes.a, "131011");
     let ports = [free_port(), free_port()];
     let logs = [
         homes.dir.path().join("a.log"),
@@ -137,10 +130,7 @@ async fn the_leader_lost_under_http_imports_loses_no_acknowledged_import() {
         t.await.unwrap();
     }
     for server in [&mut a, &mut b] {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &server.id().to_string()])
-            .status();
-        server.wait().unwrap();
+        super::on_postgres::stop(server);
     }
     let acks = acks.lock().unwrap();
     eprintln!(
@@ -159,17 +149,7 @@ async fn the_leader_lost_under_http_imports_loses_no_acknowledged_import() {
 #[ignore = "stops the cell's standbys: run alone by the test command"]
 async fn with_no_synchronous_standby_an_import_waits_then_is_acknowledged() {
     let homes = tokio::task::block_in_place(|| TwoHomes::new("nosync", "131011"));
-    let token = token(
-        &homes.a,
-        &[
-            "--role",
-            "municipality",
-            "--partition",
-            "131011",
-            "--label",
-            "m",
-        ],
-    );
+    let token = municipality_token(&homes.a, "131011");
     let port = free_port();
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let mut server = serve_hub(&homes.a, port, &homes.dir.path().join("a.log"));
@@ -207,10 +187,7 @@ async fn with_no_synchronous_standby_an_import_waits_then_is_acknowledged() {
         import(&http, port, &token, "131011", "W-3").await,
         Some(201)
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    stop(&mut server);
     let acked = ["W-1", "W-2", "W-3"].map(String::from);
     tokio::task::block_in_place(|| check_acked(&homes.a, "131011", &acked, &[]));
 }
@@ -218,19 +195,8 @@ async fn with_no_synchronous_standby_an_import_waits_then_is_acknowledged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "backs the cell up and restores a copy: run alone by the test command"]
 async fn a_pgbackrest_backup_of_the_cell_restores_to_a_copy_that_verifies() {
-    use std::os::unix::fs::PermissionsExt as _;
     let homes = tokio::task::block_in_place(|| TwoHomes::new("pgbr", "131011"));
-    let token = token(
-        &homes.a,
-        &[
-            "--role",
-            "municipality",
-            "--partition",
-            "131011",
-            "--label",
-            "m",
-        ],
-    );
+    let token = municipality_token(&homes.a, "131011");
     let port = free_port();
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
     let mut server = serve_hub(&homes.a, port, &homes.dir.path().join("a.log"));
@@ -247,21 +213,19 @@ async fn a_pgbackrest_backup_of_the_cell_restores_to_a_copy_that_verifies() {
     for tid in ["B-4", "B-5"] {
         assert_eq!(import(&http, port, &token, "131011", tid).await, Some(201));
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    stop(&mut server);
 
     // The drill: the backup restored to a PostgreSQL of its own, a home joined to it with
     // the instance's KEK, verified with keys; it holds the log as it was at the backup.
     tokio::task::block_in_place(|| {
         let dsn = cell("restore-copy");
         let dsn_file = homes.dir.path().join("restored.dsn");
-        std::fs::write(&dsn_file, dsn.trim()).unwrap();
-        std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_private(&dsn_file, dsn.trim());
         let kek = homes.dir.path().join("kek.for-restore");
-        std::fs::copy(homes.a.join("kek.key"), &kek).unwrap();
-        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_private(
+            &kek,
+            &std::fs::read_to_string(homes.a.join("kek.key")).unwrap(),
+        );
         let r = homes.dir.path().join("restored-home");
         let kukaku = |args: &[&str]| super::cli::kukaku(&r, args);
         ok(kukaku(&[

@@ -314,7 +314,7 @@ fn partitions_have_names() {
 /// (`partitions move`): verified there, refused here (issue 31).
 #[test]
 fn a_partition_moves_to_a_further_cell() {
-    use super::keys_cli::{import_five, ok, text};
+    use super::keys_cli::{import_five, import_sample, ok, text};
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     ok(kukaku(&a, &["init", "--origin", "hub.test"]));
@@ -337,27 +337,8 @@ fn a_partition_moves_to_a_further_cell() {
     assert!(listed.contains("Moved"), "{listed}");
 
     // The old cell refuses its writes, and saying why; not moved twice.
-    let files = kukaku::flows::sample::transmission("131011", "T-MOVE-2", 1, 78);
-    let (setai, kojin) = (dir.path().join("s2.csv"), dir.path().join("k2.csv"));
-    std::fs::write(&setai, &files.setai).unwrap();
-    std::fs::write(&kojin, &files.kojin).unwrap();
     let import = |home: &std::path::Path| {
-        kukaku(
-            home,
-            &[
-                "import",
-                "--partition",
-                "131011",
-                "--transmission-id",
-                "T-MOVE-2",
-                "--encoding",
-                "utf-8",
-                "--setai",
-                setai.to_str().unwrap(),
-                "--kojin",
-                kojin.to_str().unwrap(),
-            ],
-        )
+        import_sample(|args| kukaku(home, args), dir.path(), "T-MOVE-2", 1, 78)
     };
     let o = import(&a);
     assert!(!o.status.success(), "{}", text(&o));

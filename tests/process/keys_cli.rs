@@ -31,11 +31,23 @@ pub(crate) fn run(home: &Path, args: &[&str]) -> Output {
 /// through the binary (`run` runs it with the instance's home), the files written in `dir`.
 pub(crate) fn import_five(run: impl Fn(&[&str]) -> Output, dir: &Path, tid: &str) {
     ok(run(&["partitions", "create", "131011"]));
-    let files = kukaku::flows::sample::transmission("131011", tid, 5, 77);
+    ok(import_sample(run, dir, tid, 5, 77));
+}
+
+/// `kukaku import` of a sample transmission `tid` of `households` households into 131011
+/// (files made from `seed`, written in `dir`), as `run` runs it.
+pub(crate) fn import_sample(
+    run: impl Fn(&[&str]) -> Output,
+    dir: &Path,
+    tid: &str,
+    households: usize,
+    seed: u64,
+) -> Output {
+    let files = kukaku::flows::sample::transmission("131011", tid, households, seed);
     let (setai, kojin) = (dir.join("setai.csv"), dir.join("kojin.csv"));
     std::fs::write(&setai, &files.setai).unwrap();
     std::fs::write(&kojin, &files.kojin).unwrap();
-    ok(run(&[
+    run(&[
         "import",
         "--partition",
         "131011",
@@ -47,7 +59,7 @@ pub(crate) fn import_five(run: impl Fn(&[&str]) -> Output, dir: &Path, tid: &str
         setai.to_str().unwrap(),
         "--kojin",
         kojin.to_str().unwrap(),
-    ]));
+    ])
 }
 
 /// The output of a command that must succeed (its stdout and stderr otherwise).

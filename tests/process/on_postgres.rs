@@ -17,17 +17,59 @@ use super::keys_cli::{import_five, ok, text};
 use super::serve_crash::{Http, call, token, wait_ready};
 use crate::common::walk;
 
-#[test]
-#[ignore = "needs PostgreSQL: run by the test command against its cell"]
-fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
+/// A schema of its own on the test command's cell (dropped first if a run left it), and in
+/// a new temporary directory a DSN file for it, owner-only.
+pub(crate) struct CellSchema {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) dsn_file: std::path::PathBuf,
+    pub(crate) schema: String,
+}
+
+pub(crate) fn cell_schema(name: &str) -> CellSchema {
     let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
-    let schema = format!("t_cli_{}", std::process::id());
+    let schema = format!("t_{name}_{}", std::process::id());
     let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
     c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dsn_file = dir.path().join("pg.dsn");
-    std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
+    write_private(&dsn_file, &format!("{dsn}\n"));
+    CellSchema {
+        dir,
+        dsn_file,
+        schema,
+    }
+}
+
+/// Writes `text` to `path`, mode 0600 (a DSN with its password, a copy of a KEK).
+pub(crate) fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// A municipality's token for partition `p` of the instance in `home`.
+pub(crate) fn municipality_token(home: &std::path::Path, p: &str) -> String {
+    token(
+        home,
+        &["--role", "municipality", "--partition", p, "--label", "m"],
+    )
+}
+
+/// SIGTERM to a `kukaku serve`, and its exit.
+pub(crate) fn stop(server: &mut Child) -> std::process::ExitStatus {
+    signal(server, "-TERM");
+    server.wait().unwrap()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: run by the test command against its cell"]
+fn the_cli_runs_an_instance_whose_data_is_in_postgres() {
+    let CellSchema {
+        dir,
+        dsn_file,
+        schema,
+    } = cell_schema("cli");
+    let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
     std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let home = dir.path().join("home");
     let init = [
@@ -84,15 +126,11 @@ pub(crate) struct TwoHomes {
 
 impl TwoHomes {
     pub(crate) fn new(name: &str, partition: &str) -> Self {
-        let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
-        let schema = format!("t_{name}_{}", std::process::id());
-        let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
-        c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let dsn_file = dir.path().join("pg.dsn");
-        std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
-        std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let CellSchema {
+            dir,
+            dsn_file,
+            schema,
+        } = cell_schema(name);
         let a = dir.path().join("a");
         ok(kukaku(
             &a,
@@ -109,8 +147,10 @@ impl TwoHomes {
         ok(kukaku(&a, &["partitions", "create", partition]));
         // The second machine: a copy of the KEK brought over, then `join-cell`.
         let kek_copy = dir.path().join("kek.copy");
-        std::fs::copy(a.join("kek.key"), &kek_copy).unwrap();
-        std::fs::set_permissions(&kek_copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_private(
+            &kek_copy,
+            &std::fs::read_to_string(a.join("kek.key")).unwrap(),
+        );
         let b = dir.path().join("b");
         let joined = ok(kukaku(
             &b,
@@ -200,10 +240,7 @@ fn signal(child: &Child, sig: &str) {
 async fn two_servers_on_one_cell_never_both_commit_and_take_over_in_turn() {
     let p = "131011";
     let homes = tokio::task::block_in_place(|| TwoHomes::new("serve2", p));
-    let token = token(
-        &homes.a,
-        &["--role", "municipality", "--partition", p, "--label", "m"],
-    );
+    let token = municipality_token(&homes.a, p);
     let (port_a, port_b) = (free_port(), free_port());
     let (log_a, log_b) = (
         homes.dir.path().join("a.log"),
@@ -267,8 +304,7 @@ async fn two_servers_on_one_cell_never_both_commit_and_take_over_in_turn() {
         assert_eq!(import(&http, port_a, &token, p, &tid).await, Some(201));
         acked.push(tid);
     }
-    signal(&a, "-TERM");
-    assert!(a.wait().unwrap().success());
+    assert!(stop(&mut a).success());
 
     // Every acknowledged import whole; the stale one nowhere; the log verifies with keys.
     tokio::task::block_in_place(|| check_acked(&homes.a, p, &acked, &["T-STALE"]));
@@ -302,15 +338,11 @@ pub(crate) fn check_acked(home: &std::path::Path, p: &str, acked: &[String], abs
 #[test]
 #[ignore = "needs PostgreSQL: run by the test command against its cell"]
 fn move_to_cell_takes_an_embedded_instance_onto_the_cell() {
-    let dsn = std::env::var("KUKAKU_TEST_PG_DSN").expect("KUKAKU_TEST_PG_DSN");
-    let schema = format!("t_move_{}", std::process::id());
-    let mut c = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let dsn_file = dir.path().join("pg.dsn");
-    std::fs::write(&dsn_file, format!("{dsn}\n")).unwrap();
-    std::fs::set_permissions(&dsn_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let CellSchema {
+        dir,
+        dsn_file,
+        schema,
+    } = cell_schema("move");
     let home = dir.path().join("home");
     ok(kukaku(&home, &["init", "--origin", "hub.test"]));
     import_five(|args| kukaku(&home, args), dir.path(), "T-MOVE-1");
@@ -349,10 +381,7 @@ fn move_to_cell_takes_an_embedded_instance_onto_the_cell() {
 async fn commands_that_only_read_run_beside_the_serving_writer_without_displacing_it() {
     let p = "131011";
     let homes = tokio::task::block_in_place(|| TwoHomes::new("readers", p));
-    let token = token(
-        &homes.a,
-        &["--role", "municipality", "--partition", p, "--label", "m"],
-    );
+    let token = municipality_token(&homes.a, p);
     let port = free_port();
     let log = homes.dir.path().join("a.log");
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
@@ -378,8 +407,7 @@ async fn commands_that_only_read_run_beside_the_serving_writer_without_displacin
 
     // The server was never displaced: it serves on, and never stood by.
     assert_eq!(import(&http, port, &token, p, "R-2").await, Some(201));
-    signal(&a, "-TERM");
-    assert!(a.wait().unwrap().success());
+    assert!(stop(&mut a).success());
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(!said.contains("standing by"), "{said}");
     tokio::task::block_in_place(|| {
