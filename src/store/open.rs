@@ -3,7 +3,7 @@
 //! families, owner-only files, and the writer thread.
 
 use super::*;
-use engine::{Engine as _, Space, View};
+use engine::{Space, View};
 use key_store::KeyStore;
 
 pub(super) enum KekChoice {
@@ -373,9 +373,10 @@ impl Store {
             return Err(OpenError::NotInitialized(paths.key_store.clone()));
         }
         check_private(paths)?;
-        let (db, cfo) = open_data(paths, &options)?;
+        // The families were listed to open them: no second read of the MANIFEST.
+        let (db, names, cfo) = open_data(paths, &options)?;
+        let partitions = engine::partitions_named(&names);
         let engine = Arc::new(engine::RocksEngine::new(db, cfo));
-        let partitions = engine.partition_spaces()?;
         Self::open_on(paths, choice, options, engine, partitions)
     }
 
@@ -451,8 +452,11 @@ impl Store {
 
 /// Opens the data database with every column family, creating in the same open the families
 /// of partitions requested since (RocksDB then writes its OPTIONS file once, not once per
-/// family): the database and the families' options.
-fn open_data(paths: &Paths, options: &StoreOptions) -> Result<(DB, Options), OpenError> {
+/// family): the database, its family names and the families' options.
+fn open_data(
+    paths: &Paths,
+    options: &StoreOptions,
+) -> Result<(DB, Vec<String>, Options), OpenError> {
     let cache = Cache::new_lru_cache(options.block_cache_bytes);
     let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
         options.write_buffer_manager_bytes,
@@ -494,7 +498,7 @@ fn open_data(paths: &Paths, options: &StoreOptions) -> Result<(DB, Options), Ope
         names.extend(missing);
         db = open(&names)?;
     }
-    Ok((db, cfo))
+    Ok((db, names, cfo))
 }
 
 /// A record of the system space (an instance without one has no instance record).

@@ -24,7 +24,7 @@ mod rocks;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{Lease, PgTarget, PostgresEngine};
-pub(crate) use rocks::{DbView, RocksEngine};
+pub(crate) use rocks::{DbView, RocksEngine, partitions_named};
 
 /// Where a key lives: the system space or a partition's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -34,6 +34,15 @@ impl RocksEngine {
     }
 }
 
+/// The partitions whose column families are among `names`.
+pub(crate) fn partitions_named(names: &[String]) -> Vec<PartitionId> {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix(crate::store::records::PARTITION_CF_PREFIX))
+        .filter_map(|id| PartitionId::parse(id).ok())
+        .collect()
+}
+
 /// Reads of a RocksDB database that is not (yet) an engine: the one being opened, a
 /// backup's staged checkpoint.
 pub(crate) struct DbView<'a>(pub(crate) &'a DB);
@@ -177,12 +186,10 @@ impl Engine for RocksEngine {
     }
 
     fn partition_spaces(&self) -> Result<Vec<PartitionId>, EngineError> {
-        let names = DB::list_cf(&Options::default(), self.db.path())?;
-        Ok(names
-            .iter()
-            .filter_map(|n| n.strip_prefix(crate::store::records::PARTITION_CF_PREFIX))
-            .filter_map(|id| PartitionId::parse(id).ok())
-            .collect())
+        Ok(partitions_named(&DB::list_cf(
+            &Options::default(),
+            self.db.path(),
+        )?))
     }
 
     fn purge_deleted(&self, spaces: &[Space]) -> Result<(), EngineError> {
