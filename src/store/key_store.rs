@@ -10,6 +10,7 @@ use rocksdb::DB;
 use super::engine::{Dir, Engine, Op, Pair, Space};
 use super::keyring::KeyError;
 use super::sync_write;
+use crate::crypto::kek::record_fingerprint;
 
 /// A key store: the records are small (a wrapped key each) and few (two per partition and
 /// key version, a handful per instance).
@@ -72,6 +73,18 @@ impl KeyStore {
         }
     }
 
+    /// The KEK fingerprint its records are under: the one the first wrapped record names
+    /// (a rewrap moves every record in one batch, so the first one tells), read no further.
+    pub(crate) fn fingerprint(&self) -> Result<Option<String>, KeyError> {
+        match self {
+            KeyStore::Local(db) => local_fingerprint(db),
+            KeyStore::Engine(e) => first_fingerprint(
+                e.scan(&Space::Keys, &[], Dir::Forward)?
+                    .map(|item| item.map_err(KeyError::from)),
+            ),
+        }
+    }
+
     /// Removes from the files what deleted and overwritten records left there, as far as the
     /// store can (docs/keys.md): RocksDB flushes, compacts and flushes its WAL; the engine
     /// purges its key space.
@@ -102,9 +115,29 @@ impl KeyStore {
     }
 }
 
-/// Every record of a key store's RocksDB (the open one, or a backup's staged copy).
-pub(crate) fn local_records(db: &DB) -> Result<Vec<Pair>, KeyError> {
+/// Every record of a key store's RocksDB.
+fn local_records(db: &DB) -> Result<Vec<Pair>, KeyError> {
     db.iterator(rocksdb::IteratorMode::Start)
         .map(|item| item.map_err(KeyError::from))
         .collect()
+}
+
+/// [`KeyStore::fingerprint`] of a key store's RocksDB (the open one, or a backup's staged
+/// copy).
+pub(crate) fn local_fingerprint(db: &DB) -> Result<Option<String>, KeyError> {
+    first_fingerprint(
+        db.iterator(rocksdb::IteratorMode::Start)
+            .map(|item| item.map_err(KeyError::from)),
+    )
+}
+
+fn first_fingerprint(
+    mut records: impl Iterator<Item = Result<Pair, KeyError>>,
+) -> Result<Option<String>, KeyError> {
+    records
+        .find_map(|item| match item {
+            Ok((_, v)) => record_fingerprint(&v).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+        .transpose()
 }

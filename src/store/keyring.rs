@@ -44,12 +44,6 @@ pub(crate) struct Rewrapped {
     pub(crate) instance: u64,
 }
 
-/// The KEK fingerprint named by the first wrapped record of a key store's `records` (a
-/// rewrap moves every record in one batch, so the first one tells).
-pub(crate) fn fingerprint_of(records: &[Pair]) -> Option<String> {
-    records.iter().find_map(|(_, v)| record_fingerprint(v))
-}
-
 impl Rewrapped {
     /// Counts one key-store record: a partition's (DEK, index key) or the instance's.
     fn count(&mut self, purpose: WrapPurpose, scope: &str) {
@@ -310,7 +304,7 @@ impl Keyring {
 
     /// The KEK fingerprint the key store's records are under.
     pub(crate) fn stored_fingerprint(&self) -> Result<Option<String>, KeyError> {
-        Ok(fingerprint_of(&self.records()?))
+        self.store.fingerprint()
     }
 
     /// Removes one key-store record (synced), e.g. a retired signing seed.

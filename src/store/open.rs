@@ -395,10 +395,7 @@ impl Store {
         } else {
             KeyStore::Local(DB::open(&key_store_options(), &paths.key_store)?)
         };
-        let stored = keys
-            .records()
-            .map(|r| keyring::fingerprint_of(&r))
-            .map_err(OpenError::KeyStore)?;
+        let stored = keys.fingerprint().map_err(OpenError::KeyStore)?;
         let (kek, source, finish_rotation) = match choice {
             KekChoice::Fixed(k) => (k, None, false),
             KekChoice::Source(src) => {

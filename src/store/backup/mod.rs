@@ -337,8 +337,9 @@ impl Store {
         progress(2, 4, "key store");
         let (kek_fingerprint, keystore_id) = {
             let keys = open_staged(&staging.join("keystore"))?;
-            let records = super::key_store::local_records(&keys).map_err(BackupError::Key)?;
-            let fp = keyring::fingerprint_of(&records).unwrap_or_default();
+            let fp = super::key_store::local_fingerprint(&keys)
+                .map_err(BackupError::Key)?
+                .unwrap_or_default();
             let mut engine = Layout::engine(&layout.keystore())?;
             engine
                 .create_new_backup(&keys)
