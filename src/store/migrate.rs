@@ -162,19 +162,10 @@ impl Store {
         digests.push((Space::System, d));
         for (space, want) in &digests {
             if digest_of(&cell, space)? != *want {
-                return Err(MigrateError::Differs(label(space)));
+                return Err(MigrateError::Differs(space.name()));
             }
         }
         Ok(report)
-    }
-}
-
-/// A space as the cell names it.
-fn label(space: &Space) -> String {
-    match space {
-        Space::System => super::records::SYS_CF.to_owned(),
-        Space::Partition(p) => super::records::partition_cf(p),
-        Space::Keys => "keys".to_owned(),
     }
 }
 

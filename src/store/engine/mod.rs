@@ -39,6 +39,18 @@ pub(crate) enum Space {
     Keys,
 }
 
+impl Space {
+    /// The space's name: RocksDB's column family (`sys`, `p/<partition>`), or `keys`.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Space::System => crate::store::records::SYS_CF.to_owned(),
+            Space::Partition(p) => crate::store::records::partition_cf(p),
+            // No partition's: those are `p/<id>`.
+            Space::Keys => "keys".to_owned(),
+        }
+    }
+}
+
 /// One write of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Op {

@@ -203,12 +203,10 @@ impl Engine for RocksEngine {
         opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
         opts.set_exclusive_manual_compaction(true);
         for space in spaces {
-            let name = match space {
-                Space::System => SYS_CF.to_owned(),
-                Space::Partition(p) => partition_cf(p),
-                Space::Keys => return Err(EngineError::NoKeySpace),
-            };
-            if let Some(cf) = db.cf_handle(&name) {
+            if *space == Space::Keys {
+                return Err(EngineError::NoKeySpace);
+            }
+            if let Some(cf) = db.cf_handle(&space.name()) {
                 db.compact_range_cf_opt(&cf, None::<&[u8]>, None::<&[u8]>, &opts);
             }
         }

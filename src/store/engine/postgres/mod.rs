@@ -24,7 +24,7 @@ use postgres::Client;
 
 use super::{Dir, Engine, EngineError, Op, Scan, Space, View};
 use crate::ledger::PartitionId;
-use crate::store::records::{SYS_CF, partition_cf};
+use crate::store::records::partition_cf;
 
 mod conn;
 use conn::{Conn, READERS, connect, get_on, off_runtime, scan_on};
@@ -71,17 +71,6 @@ pub struct PostgresEngine {
     spaces: RwLock<HashSet<String>>,
 }
 
-fn space_name(space: &Space) -> String {
-    match space {
-        Space::System => SYS_CF.to_owned(),
-        Space::Partition(p) => partition_cf(p),
-        Space::Keys => KEYS_SPACE.to_owned(),
-    }
-}
-
-/// The key store's space (no partition's: those are `p/<id>`).
-const KEYS_SPACE: &str = "keys";
-
 /// An error a later try may not meet: no SQLSTATE (the connection could not be made or was
 /// lost), a connection exception (08), operator intervention (57: shutdown, a failover's
 /// restart), insufficient resources (53), or a read-only transaction (a standby reached
@@ -114,7 +103,7 @@ impl PostgresEngine {
             return Err(EngineError::BadSchema);
         }
         let mut writer = connect(&target)?;
-        let s = &target.schema;
+        let (s, sys, keys) = (&target.schema, Space::System.name(), Space::Keys.name());
         writer
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {s};
@@ -125,7 +114,7 @@ impl PostgresEngine {
                      epoch bigint NOT NULL, holder text NOT NULL,
                      lease_until timestamptz NOT NULL DEFAULT '-infinity');
                  INSERT INTO {s}.writer VALUES (1, 0, '') ON CONFLICT DO NOTHING;
-                 INSERT INTO {s}.spaces VALUES ('{SYS_CF}'), ('{KEYS_SPACE}')
+                 INSERT INTO {s}.spaces VALUES ('{sys}'), ('{keys}')
                      ON CONFLICT DO NOTHING;"
             ))
             .map_err(pg)?;
@@ -178,7 +167,7 @@ impl PostgresEngine {
     }
 
     fn known(&self, space: &Space) -> Result<String, EngineError> {
-        let name = space_name(space);
+        let name = space.name();
         let cached = self.spaces.read().is_ok_and(|s| s.contains(&name));
         if cached || self.lookup_space(&name)? {
             return Ok(name);
